@@ -1,0 +1,128 @@
+//! A tiny tenant app for demo and test fleets: run by tenement as a service, it
+//! answers every request with the tenant, process and server it belongs to.
+//!
+//! tenement hands it `PORT` (listen on 127.0.0.1); the service config passes
+//! `INSTANCE_ID = "{id}"` (the tenant, under slum's mapping), `SERVICE = "{name}"`
+//! and `SLUM_SERVER` (the server's name).
+//!
+//! Routes: `GET /health` answers 200 for tenement's health check; `GET
+//! /sleep?ms=N` answers after N ms; `GET /bytes?mb=N` streams N MB;
+//! `POST /count` reads the whole body as a stream and answers its size; anything
+//! else answers `tenant=... process=... server=...`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+
+#[derive(Clone)]
+struct Identity {
+    tenant: String,
+    process: String,
+    server: String,
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn text(status: u16, s: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(s)).boxed());
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    r
+}
+
+fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let resp = match path.as_str() {
+        "/health" => text(200, "ok\n".into()),
+        "/sleep" => {
+            tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;
+            text(200, "slept\n".into())
+        }
+        "/bytes" => {
+            let chunks = query_u64(&req, "mb") * 16;
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures::stream::iter(
+                (0..chunks).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+            );
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        "/count" => {
+            let mut body = req.into_body();
+            let mut n: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                    Err(e) => return Ok(text(400, format!("body error: {e}\n"))),
+                }
+            }
+            text(200, format!("{n}\n"))
+        }
+        _ => {
+            let mut r = text(
+                200,
+                format!(
+                    "tenant={} process={} server={}\n",
+                    id.tenant, id.process, id.server
+                ),
+            );
+            for (k, v) in [
+                ("x-tenant", &id.tenant),
+                ("x-server", &id.server),
+                ("x-process", &id.process),
+            ] {
+                if let Ok(v) = v.parse() {
+                    r.headers_mut().insert(k, v);
+                }
+            }
+            r
+        }
+    };
+    Ok(resp)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| std::io::Error::other("PORT is not set to a port number"))?;
+    let env = |k: &str| std::env::var(k).unwrap_or_else(|_| "unknown".into());
+    let id = Identity {
+        tenant: env("INSTANCE_ID"),
+        process: env("SERVICE"),
+        server: env("SLUM_SERVER"),
+    };
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+    println!(
+        "serving tenant {} ({}) on server {} at 127.0.0.1:{port}",
+        id.tenant, id.process, id.server
+    );
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let id = id.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(id.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

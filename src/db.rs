@@ -1,0 +1,177 @@
+//! `SlumDb`: the library's front door, the API of the seed page.
+//!
+//! It validates input, keeps the fleet database through a [`Store`], and talks to
+//! tenement servers through [`crate::tenement`]. A `SlumDb` is cheap to clone and
+//! safe to share between tasks.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Kind, Result};
+use crate::model::{Instance, Server, Tenant};
+use crate::placement;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::tenement::TenementClients;
+use crate::validation;
+
+/// Fleet-wide settings of a [`SlumDb`].
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// Memory reserved for an instance when the spawn does not say, in MB.
+    pub default_memory_mb: i64,
+    /// Time allowed to open a connection to a tenement server.
+    pub connect_timeout: Duration,
+    /// Time allowed for a tenement call (listings, stops, health).
+    pub request_timeout: Duration,
+    /// Time allowed for a spawn, which waits for the process to start.
+    pub spawn_timeout: Duration,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        FleetOptions {
+            default_memory_mb: 128,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(3),
+            spawn_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The fleet database and orchestrator.
+#[derive(Clone)]
+pub struct SlumDb {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) options: Arc<FleetOptions>,
+    pub(crate) tenement: TenementClients,
+}
+
+impl std::fmt::Debug for SlumDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlumDb")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlumDb {
+    /// Opens the fleet database at `path`, creating the file and schema when
+    /// missing and applying pending migrations.
+    pub async fn init(path: impl AsRef<Path>) -> Result<Self> {
+        Self::init_with(path, FleetOptions::default()).await
+    }
+
+    /// [`SlumDb::init`] with explicit fleet settings.
+    pub async fn init_with(path: impl AsRef<Path>, options: FleetOptions) -> Result<Self> {
+        if options.default_memory_mb < 0 {
+            return Err(Error::invalid("default_memory_mb", "is negative"));
+        }
+        let store = SqliteStore::open(path.as_ref()).await?;
+        Ok(Self::with_store(Arc::new(store), options))
+    }
+
+    /// A `SlumDb` over any [`Store`] backend.
+    pub fn with_store(store: Arc<dyn Store>, options: FleetOptions) -> Self {
+        let tenement = TenementClients::new(&options);
+        SlumDb {
+            store,
+            options: Arc::new(options),
+            tenement,
+        }
+    }
+
+    /// The fleet settings.
+    pub fn options(&self) -> &FleetOptions {
+        &self.options
+    }
+
+    // ----- servers -----
+
+    /// Adds a tenement server to the fleet.
+    pub async fn add_server(&self, server: &Server) -> Result<()> {
+        let server = validation::server(server)?;
+        self.store.insert_server(&server).await
+    }
+
+    /// A server, with its used capacity.
+    pub async fn get_server(&self, id: &str) -> Result<Server> {
+        self.store.get_server(id).await
+    }
+
+    /// Replaces a server's url, region, capacity, token, domain and status.
+    pub async fn update_server(&self, server: &Server) -> Result<()> {
+        let server = validation::server(server)?;
+        self.store.update_server(&server).await
+    }
+
+    /// Removes a server that no tenant or instance points at.
+    pub async fn delete_server(&self, id: &str) -> Result<()> {
+        self.store.delete_server(id).await
+    }
+
+    /// All servers with their used capacity, ordered by id.
+    pub async fn list_servers(&self) -> Result<Vec<Server>> {
+        self.store.list_servers().await
+    }
+
+    /// Of the usable servers (neither offline nor draining) in `region`, the one
+    /// with the most free capacity; `NotFound` when there is none.
+    pub async fn find_server_in_region(&self, region: &str) -> Result<Server> {
+        let servers = self.store.list_servers().await?;
+        placement::most_free(&servers, Some(region), 0)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: Kind::Server,
+                key: format!("usable server in region '{region}'"),
+            })
+    }
+
+    // ----- tenants -----
+
+    /// Routes a customer domain to a tenant's instance on its home server.
+    pub async fn add_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let tenant = validation::tenant(tenant)?;
+        self.store.insert_tenant(&tenant).await
+    }
+
+    /// The tenant a domain routes to (the domain is matched case-insensitively,
+    /// with or without a trailing dot).
+    pub async fn get_tenant_by_domain(&self, domain: &str) -> Result<Tenant> {
+        let domain = validation::domain("tenant.domain", domain)?;
+        self.store.get_tenant(&domain).await
+    }
+
+    /// All tenants, ordered by domain.
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        self.store.list_tenants(None).await
+    }
+
+    /// Tenants whose home is `server_id`; `NotFound` when the server does not exist.
+    pub async fn list_tenants_on_server(&self, server_id: &str) -> Result<Vec<Tenant>> {
+        self.store.get_server(server_id).await?;
+        self.store.list_tenants(Some(server_id)).await
+    }
+
+    /// Replaces a tenant's name, home server, process and instance id (the domain
+    /// is the key).
+    pub async fn update_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let tenant = validation::tenant(tenant)?;
+        self.store.update_tenant(&tenant).await
+    }
+
+    /// Removes a domain's route.
+    pub async fn delete_tenant(&self, domain: &str) -> Result<()> {
+        let domain = validation::domain("tenant.domain", domain)?;
+        self.store.delete_tenant(&domain).await
+    }
+
+    // ----- instances (records) -----
+
+    /// The instance recorded under `"{tenant}:{instance_id}"`.
+    pub async fn get_instance(&self, key: &str) -> Result<Instance> {
+        let (tenant, id) = validation::instance_key(key)?;
+        self.store.get_instance(&tenant, &id).await
+    }
+}

@@ -1,0 +1,70 @@
+//! slum: the neighbourhood over many tenement buildings.
+//!
+//! [tenement](https://crates.io/crates/tenement-cli) runs one process per tenant on
+//! one server. slum keeps a fleet database of many such servers, the customer
+//! domains routed to them and the instances placed on them, and talks to each
+//! server's tenement HTTP API to make what runs equal to what should run.
+//!
+//! # A map of the crate
+//!
+//! - [`model`]: the records (`Server`, `Tenant`, `Instance`) and their states.
+//! - [`validation`]: input rules; every check runs before the database is touched.
+//! - [`store`]: the one seam to the fleet database. All SQL lives there
+//!   ([`store::sqlite`] is the embedded default); callers never see it.
+//! - [`placement`]: where new instances go, as pure functions over a snapshot.
+//! - [`tenement`]: the typed HTTP client of one tenement server.
+//! - [`reconcile`]: the pure diff between the instances slum wants and the ones
+//!   servers report, and the actions that converge them.
+//! - [`db`]: [`SlumDb`], the API of the seed page, which ties the pieces together;
+//!   [`orchestration`] adds its calls that reach tenement servers (spawn, stop,
+//!   live listings, reconcile).
+//! - [`error`]: [`Error`], the one error type callers match on.
+//! - [`local_fleet`]: real tenement servers in network namespaces, for tests and
+//!   the demo fleet.
+//!
+//! ```no_run
+//! use slum::{Server, SlumDb, Tenant};
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let db = SlumDb::init("slum.db").await?;
+//! db.add_server(&Server {
+//!     id: "east".into(),
+//!     url: "http://east.example.com".into(),
+//!     region: Some("us-east".into()),
+//!     capacity_mb: 1024,
+//!     ..Default::default()
+//! })
+//! .await?;
+//! db.add_tenant(&Tenant {
+//!     domain: "customer-1.example.com".into(),
+//!     server_id: "east".into(),
+//!     process: "api".into(),
+//!     instance_id: "prod".into(),
+//!     ..Default::default()
+//! })
+//! .await?;
+//! let tenant = db.get_tenant_by_domain("customer-1.example.com").await?;
+//! assert_eq!(tenant.server_id, "east");
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod db;
+pub mod error;
+pub mod local_fleet;
+pub mod model;
+pub mod orchestration;
+pub mod placement;
+pub mod reconcile;
+pub mod store;
+pub mod tenement;
+pub mod validation;
+
+pub use db::{FleetOptions, SlumDb};
+pub use error::{Error, Kind, Result};
+pub use model::{
+    DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats, ServerStatus,
+    Tenant,
+};
+pub use orchestration::SpawnOptions;
+pub use reconcile::ReconcileReport;

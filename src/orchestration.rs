@@ -1,0 +1,422 @@
+//! Running tenants on the fleet: spawn, stop, live listings and reconcile, through
+//! each server's tenement API.
+//!
+//! The mapping: slum instance `{tenant}:{instance_id}` of process `P` on server `S`
+//! is tenement instance `P:{tenant}` on `S`, reached with Host
+//! `{tenant}.P.{S.domain}`. A server therefore holds at most one instance per
+//! (tenant, process); the store refuses a second one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+
+use crate::db::SlumDb;
+use crate::error::{Error, Result};
+use crate::model::{DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats};
+use crate::reconcile::{self, Action, Observation, ReconcileReport};
+use crate::tenement::{TenementClient, TenementInstance};
+use crate::validation;
+
+/// Options of [`SlumDb::spawn_instance_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// Memory to reserve on the server, in MB; the fleet default when `None`.
+    pub memory_mb: Option<i64>,
+}
+
+/// How often a spawn asks tenement whether the new instance is healthy. Each ask
+/// costs the server an Argon2 token check, so not too often.
+const READY_POLL: Duration = Duration::from_millis(200);
+
+impl SlumDb {
+    /// Spawns `{tenant}:{instance_id}` of `process` on `server_id`, reserving the
+    /// fleet's default memory, and waits until tenement reports it healthy.
+    pub async fn spawn_instance(
+        &self,
+        tenant: &str,
+        process: &str,
+        instance_id: &str,
+        server_id: &str,
+    ) -> Result<Instance> {
+        self.spawn_instance_with(
+            tenant,
+            process,
+            instance_id,
+            server_id,
+            &SpawnOptions::default(),
+        )
+        .await
+    }
+
+    /// [`SlumDb::spawn_instance`] with options.
+    ///
+    /// Refuses without calling the server when the server is unknown, offline or
+    /// draining, when the reservation exceeds its free capacity, or when the server
+    /// already holds this tenant's process. A spawn tenement rejects, or that does
+    /// not become healthy within the spawn timeout, leaves no record behind.
+    pub async fn spawn_instance_with(
+        &self,
+        tenant: &str,
+        process: &str,
+        instance_id: &str,
+        server_id: &str,
+        options: &SpawnOptions,
+    ) -> Result<Instance> {
+        validation::dns_label("tenant", tenant)?;
+        validation::dns_label("process", process)?;
+        validation::dns_label("instance_id", instance_id)?;
+        validation::dns_label("server_id", server_id)?;
+        let memory_mb = options.memory_mb.unwrap_or(self.options.default_memory_mb);
+        if memory_mb < 0 {
+            return Err(Error::invalid(
+                "memory_mb",
+                format!("{memory_mb} is negative"),
+            ));
+        }
+        let server = self.store.get_server(server_id).await?;
+        let mut instance = Instance {
+            tenant: tenant.to_owned(),
+            instance_id: instance_id.to_owned(),
+            process: process.to_owned(),
+            server_id: server_id.to_owned(),
+            memory_mb,
+            desired: DesiredState::Running,
+            observed: InstanceState::Starting,
+            ..Default::default()
+        };
+        self.store.reserve_instance(&instance).await?;
+        match self.start_on_server(&server, &instance).await {
+            Ok(()) => {
+                let now = Utc::now();
+                self.store
+                    .set_instance_observed(tenant, instance_id, InstanceState::Running, now)
+                    .await?;
+                instance = self.store.get_instance(tenant, instance_id).await?;
+                tracing::info!(instance = %instance.key(), server = %server.id, "spawned");
+                Ok(instance)
+            }
+            Err(e) => {
+                if let Err(cleanup) = self.store.delete_instance(tenant, instance_id).await {
+                    tracing::warn!(instance = %instance.key(), error = %cleanup,
+                        "could not remove the record of a failed spawn");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Asks tenement to run `instance` and waits until it is healthy. On failure
+    /// tenement is told to forget the instance (best effort), so that neither an
+    /// orphan process nor tenement's stuck-spawn state is left behind.
+    async fn start_on_server(&self, server: &Server, instance: &Instance) -> Result<()> {
+        let client = self.client(server);
+        let result = self.spawn_and_wait(client, instance).await;
+        if result.is_err() {
+            if let Err(e) = client.stop(&instance.process, &instance.tenant).await {
+                tracing::warn!(instance = %instance.key(), server = %server.id, error = %e,
+                    "could not clean up a failed spawn on the server");
+            }
+        }
+        result
+    }
+
+    async fn spawn_and_wait(&self, client: TenementClient<'_>, instance: &Instance) -> Result<()> {
+        let spawner = client.with_timeout(self.options.spawn_timeout);
+        let mut reply = spawner.spawn(&instance.process, &instance.tenant).await?;
+        if reply.port.is_none() {
+            // tenement 0.2.1 keeps a failed spawn's name reserved and answers later
+            // spawns with no port until the name is deleted; clear it and retry once.
+            client.stop(&instance.process, &instance.tenant).await?;
+            reply = spawner.spawn(&instance.process, &instance.tenant).await?;
+        }
+        if reply.port.is_none() {
+            return Err(self
+                .spawn_failed(client, instance, "tenement started nothing (no port)")
+                .await);
+        }
+        let deadline = tokio::time::Instant::now() + self.options.spawn_timeout;
+        let mut health = String::from("unknown");
+        while tokio::time::Instant::now() < deadline {
+            health = client
+                .instance_health(&instance.process, &instance.tenant)
+                .await?;
+            if health == "healthy" {
+                return Ok(());
+            }
+            if health == "failed" {
+                break;
+            }
+            tokio::time::sleep(READY_POLL).await;
+        }
+        let reason = format!(
+            "not healthy within {:.0}s (tenement health: {health}; does the service config set `health`?)",
+            self.options.spawn_timeout.as_secs_f64()
+        );
+        Err(self.spawn_failed(client, instance, &reason).await)
+    }
+
+    /// A `SpawnFailed` error quoting the instance's last output lines.
+    async fn spawn_failed(
+        &self,
+        client: TenementClient<'_>,
+        instance: &Instance,
+        why: &str,
+    ) -> Error {
+        let logs = match client.logs(&instance.process, &instance.tenant, 10).await {
+            Ok(lines) if !lines.is_empty() => lines
+                .iter()
+                .map(|l| format!("[{}] {}", l.level, l.message))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            Ok(_) => "no output".to_owned(),
+            Err(e) => format!("logs unavailable: {e}"),
+        };
+        Error::SpawnFailed {
+            instance: instance.key(),
+            server: instance.server_id.clone(),
+            reason: format!("{why}; last output: {logs}"),
+        }
+    }
+
+    /// Stops `"{tenant}:{instance_id}"` on whichever server holds it and forgets it.
+    ///
+    /// When the server cannot be reached, the instance is recorded as
+    /// to-be-stopped and `Error::StopPending` is returned; [`SlumDb::reconcile`]
+    /// completes the stop once the server answers.
+    pub async fn stop_instance(&self, key: &str) -> Result<()> {
+        let (tenant, id) = validation::instance_key(key)?;
+        let instance = self.store.get_instance(&tenant, &id).await?;
+        let server = self.store.get_server(&instance.server_id).await?;
+        match self
+            .client(&server)
+            .stop(&instance.process, &instance.tenant)
+            .await
+        {
+            Ok(_) => {
+                self.store.delete_instance(&tenant, &id).await?;
+                tracing::info!(instance = %key, server = %server.id, "stopped");
+                Ok(())
+            }
+            Err(e) => {
+                self.store
+                    .set_instance_desired(&tenant, &id, DesiredState::Stopped)
+                    .await?;
+                Err(Error::StopPending {
+                    instance: key.to_owned(),
+                    server: server.id,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Every instance of the fleet with its live state. All servers are asked at
+    /// once, each within the request timeout; the instances of a server that does
+    /// not answer are reported `Unknown`, with the reason.
+    pub async fn list_all_instances(&self) -> Result<Vec<InstanceStatus>> {
+        let servers = self.store.list_servers().await?;
+        let instances = self.store.list_instances(None).await?;
+        self.with_live_state(&servers, instances).await
+    }
+
+    /// The instances placed on `server_id`, with their live state.
+    pub async fn list_instances_on_server(&self, server_id: &str) -> Result<Vec<InstanceStatus>> {
+        let server = self.store.get_server(server_id).await?;
+        let instances = self.store.list_instances(Some(server_id)).await?;
+        self.with_live_state(std::slice::from_ref(&server), instances)
+            .await
+    }
+
+    /// The live status of `"{tenant}:{instance_id}"`.
+    pub async fn get_instance_status(&self, key: &str) -> Result<InstanceStatus> {
+        let (tenant, id) = validation::instance_key(key)?;
+        let instance = self.store.get_instance(&tenant, &id).await?;
+        let server = self.store.get_server(&instance.server_id).await?;
+        let mut out = self
+            .with_live_state(std::slice::from_ref(&server), vec![instance])
+            .await?;
+        out.pop()
+            .ok_or_else(|| Error::not_found(crate::Kind::Instance, key))
+    }
+
+    /// A server's capacity and counts from the database, with whether it answers
+    /// now and how many instances it reports.
+    pub async fn get_server_stats(&self, server_id: &str) -> Result<ServerStats> {
+        let server = self.store.get_server(server_id).await?;
+        let deps = self.store.dependents(server_id).await?;
+        let live = self.client(&server).list().await;
+        Ok(ServerStats {
+            server_id: server.id.clone(),
+            status: server.status,
+            capacity_mb: server.capacity_mb,
+            used_mb: server.used_capacity_mb,
+            free_mb: server.free_capacity_mb(),
+            tenants: deps.tenants,
+            instances: deps.instances,
+            reachable: live.is_ok(),
+            running: live.as_ref().ok().map(|l| l.len() as i64),
+            error: live.err().map(|e| e.to_string()),
+        })
+    }
+
+    /// Compares, for every server, the instances slum wants with what the server
+    /// reports, and converges: spawns again what a server lost, completes pending
+    /// stops, records observed states. Leaves alone what slum did not start and
+    /// servers that do not answer (they are retried on the next run).
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let servers = self.store.list_servers().await?;
+        let wanted = self.store.list_instances(None).await?;
+        let observed = self.observe(&servers).await;
+        let observed: HashMap<String, Observation> = observed
+            .into_iter()
+            .map(|(id, r)| {
+                let o = match r {
+                    Ok(list) => Observation::Reachable(
+                        list.into_iter()
+                            .map(|t| (t.id.clone(), t.state()))
+                            .collect(),
+                    ),
+                    Err(e) => Observation::Unreachable(e.to_string()),
+                };
+                (id, o)
+            })
+            .collect();
+        let grace = chrono::Duration::from_std(self.options.spawn_timeout)
+            .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        let plan = reconcile::plan(&wanted, &observed, Utc::now(), grace);
+        let by_id: HashMap<&str, &Server> = servers.iter().map(|s| (s.id.as_str(), s)).collect();
+
+        let mut report = ReconcileReport {
+            unmanaged: plan.unmanaged,
+            unreachable: plan
+                .unreachable
+                .into_iter()
+                .map(|(s, r)| format!("{s}: {r}"))
+                .collect(),
+            ..Default::default()
+        };
+        for action in plan.actions {
+            let (inst, result) = match action {
+                Action::Observe(inst, state) => {
+                    let r = self
+                        .store
+                        .set_instance_observed(&inst.tenant, &inst.instance_id, state, Utc::now())
+                        .await;
+                    (inst, r.map(|_| None))
+                }
+                Action::CompleteStop(inst) => {
+                    let r = match by_id.get(inst.server_id.as_str()) {
+                        Some(server) => self.complete_stop(server, &inst).await,
+                        None => Ok(()),
+                    };
+                    (inst, r.map(|_| Some(false)))
+                }
+                Action::Respawn(inst) => {
+                    let r = match by_id.get(inst.server_id.as_str()) {
+                        Some(server) => self.respawn(server, &inst).await,
+                        None => Ok(()),
+                    };
+                    (inst, r.map(|_| Some(true)))
+                }
+            };
+            match result {
+                Ok(Some(true)) => report.respawned.push(inst.key()),
+                Ok(Some(false)) => report.stopped.push(inst.key()),
+                Ok(None) => {}
+                Err(e) => report.failed.push(format!("{}: {e}", inst.key())),
+            }
+        }
+        if !report.respawned.is_empty() || !report.stopped.is_empty() || !report.failed.is_empty() {
+            tracing::info!(?report, "reconciled");
+        }
+        Ok(report)
+    }
+
+    async fn complete_stop(&self, server: &Server, inst: &Instance) -> Result<()> {
+        self.client(server)
+            .stop(&inst.process, &inst.tenant)
+            .await?;
+        self.store
+            .delete_instance(&inst.tenant, &inst.instance_id)
+            .await
+    }
+
+    async fn respawn(&self, server: &Server, inst: &Instance) -> Result<()> {
+        let client = self.client(server);
+        self.spawn_and_wait(client, inst).await?;
+        self.store
+            .set_instance_observed(
+                &inst.tenant,
+                &inst.instance_id,
+                InstanceState::Running,
+                Utc::now(),
+            )
+            .await
+    }
+
+    /// The client of one server's tenement API.
+    pub(crate) fn client<'a>(&'a self, server: &'a Server) -> TenementClient<'a> {
+        self.tenement.for_server(server)
+    }
+
+    /// Asks every server for its instances, all at once.
+    async fn observe(&self, servers: &[Server]) -> Vec<(String, Result<Vec<TenementInstance>>)> {
+        join_all(
+            servers
+                .iter()
+                .map(|s| async move { (s.id.clone(), self.client(s).list().await) }),
+        )
+        .await
+    }
+
+    async fn with_live_state(
+        &self,
+        servers: &[Server],
+        instances: Vec<Instance>,
+    ) -> Result<Vec<InstanceStatus>> {
+        let wanted: std::collections::HashSet<&str> =
+            instances.iter().map(|i| i.server_id.as_str()).collect();
+        let asked: Vec<Server> = servers
+            .iter()
+            .filter(|s| wanted.contains(s.id.as_str()))
+            .cloned()
+            .collect();
+        let live: HashMap<String, Result<Vec<TenementInstance>>> =
+            self.observe(&asked).await.into_iter().collect();
+        let now = Utc::now();
+        Ok(instances
+            .into_iter()
+            .map(|inst| {
+                let mut status = InstanceStatus {
+                    state: InstanceState::Unknown,
+                    ..Default::default()
+                };
+                match live.get(&inst.server_id) {
+                    Some(Ok(list)) => {
+                        let name = inst.tenement_name();
+                        match list.iter().find(|t| t.id == name) {
+                            Some(t) => {
+                                status.state = t.state();
+                                status.health = Some(t.health.clone());
+                                status.uptime_secs = Some(t.uptime_secs);
+                                status.restarts = Some(t.restarts);
+                            }
+                            None => status.state = InstanceState::Missing,
+                        }
+                    }
+                    Some(Err(e)) => status.error = Some(e.to_string()),
+                    None => status.error = Some(format!("server '{}' not found", inst.server_id)),
+                }
+                let mut inst = inst;
+                if status.state != InstanceState::Unknown {
+                    inst.observed = status.state;
+                    inst.observed_at = Some(now);
+                }
+                status.instance = inst;
+                status
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,507 @@
+//! The embedded SQLite fleet database, slum's default.
+//!
+//! WAL journal (readers never wait for the writer), foreign keys on for every
+//! connection, a busy timeout so concurrent writers queue instead of failing, and
+//! every write a single autocommit statement, so no transaction ever has to upgrade
+//! a read lock (the case a busy timeout cannot help with). `synchronous = NORMAL`
+//! in WAL mode keeps every committed write across a crash or `kill -9` of the
+//! process; only a power loss can take the last commits (never corrupting the file).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::error::ErrorKind;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::{Dependents, Store};
+use crate::error::{Error, Kind, Result};
+use crate::model::{DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
+     s.status, s.last_seen, s.created_at, \
+     COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.server_id = s.id), 0) AS used_mb";
+const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, created_at";
+const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, memory_mb, desired, \
+     observed, observed_at, created_at";
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn server_from_row(row: &SqliteRow) -> Result<Server> {
+    Ok(Server {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        region: row.try_get("region")?,
+        capacity_mb: row.try_get("capacity_mb")?,
+        token: row.try_get("token")?,
+        domain: row.try_get("domain")?,
+        status: ServerStatus::from_str(row.try_get("status")?)?,
+        last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_millis),
+        created_at: from_millis(row.try_get("created_at")?),
+        used_capacity_mb: row.try_get("used_mb")?,
+    })
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
+    Ok(Tenant {
+        domain: row.try_get("domain")?,
+        name: row.try_get("name")?,
+        server_id: row.try_get("server_id")?,
+        process: row.try_get("process")?,
+        instance_id: row.try_get("instance_id")?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+fn instance_from_row(row: &SqliteRow) -> Result<Instance> {
+    Ok(Instance {
+        tenant: row.try_get("tenant")?,
+        instance_id: row.try_get("instance_id")?,
+        process: row.try_get("process")?,
+        server_id: row.try_get("server_id")?,
+        memory_mb: row.try_get("memory_mb")?,
+        desired: DesiredState::from_str(row.try_get("desired")?)?,
+        observed: InstanceState::from_str(row.try_get("observed")?)?,
+        observed_at: row
+            .try_get::<Option<i64>, _>("observed_at")?
+            .map(from_millis),
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
+    e.as_database_error().map(|d| d.kind())
+}
+
+impl SqliteStore {
+    /// Explains why a reservation inserted nothing: the server is missing,
+    /// unusable, or full.
+    async fn refused_reservation(&self, instance: &Instance) -> Error {
+        let server = match self.get_server(&instance.server_id).await {
+            Ok(s) => s,
+            Err(e) => return e,
+        };
+        if !server.is_usable() {
+            return Error::ServerUnavailable {
+                server: server.id,
+                status: server.status.to_string(),
+            };
+        }
+        Error::InsufficientCapacity {
+            requested_mb: instance.memory_mb,
+            free_mb: server.free_capacity_mb(),
+            capacity_mb: server.capacity_mb,
+            server: server.id,
+        }
+    }
+
+    /// Explains a unique violation on insert: the key itself, or the
+    /// one-per-(tenant, process)-per-server rule.
+    async fn duplicate_instance(&self, instance: &Instance) -> Error {
+        match self
+            .get_instance(&instance.tenant, &instance.instance_id)
+            .await
+        {
+            Ok(_) => Error::already_exists(Kind::Instance, instance.key()),
+            Err(e) if !e.is_not_found() => e,
+            Err(_) => {
+                let other = self
+                    .list_instances(Some(&instance.server_id))
+                    .await
+                    .ok()
+                    .and_then(|all| {
+                        all.into_iter()
+                            .find(|o| o.tenant == instance.tenant && o.process == instance.process)
+                    })
+                    .map(|o| o.key())
+                    .unwrap_or_else(|| "another instance".to_owned());
+                Error::AlreadyExists {
+                    kind: Kind::Instance,
+                    key: instance.key(),
+                    detail: Some(format!(
+                        "server '{}' already runs process '{}' for tenant '{}' as instance '{}'; \
+                         tenement holds one instance per tenant and process on a server",
+                        instance.server_id, instance.process, instance.tenant, other
+                    )),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_server(&self, s: &Server) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.url)
+        .bind(&s.region)
+        .bind(s.capacity_mb)
+        .bind(&s.token)
+        .bind(&s.domain)
+        .bind(s.status.as_str())
+        .bind(s.last_seen.map(millis))
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                Err(Error::already_exists(Kind::Server, &s.id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_server(&self, id: &str) -> Result<Server> {
+        let row = sqlx::query(&format!(
+            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Server, id))?;
+        server_from_row(&row)
+    }
+
+    async fn update_server(&self, s: &Server) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE servers SET url = ?, region = ?, capacity_mb = ?, token = ?, domain = ?, status = ? \
+             WHERE id = ?",
+        )
+        .bind(&s.url)
+        .bind(&s.region)
+        .bind(s.capacity_mb)
+        .bind(&s.token)
+        .bind(&s.domain)
+        .bind(s.status.as_str())
+        .bind(&s.id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Server, &s.id));
+        }
+        Ok(())
+    }
+
+    async fn set_server_health(
+        &self,
+        id: &str,
+        status: ServerStatus,
+        last_seen: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE servers SET status = ?, last_seen = COALESCE(?, last_seen) WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(last_seen.map(millis))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Server, id));
+        }
+        Ok(())
+    }
+
+    async fn delete_server(&self, id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM servers WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => Err(Error::not_found(Kind::Server, id)),
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::ForeignKeyViolation) => {
+                let d = self.dependents(id).await?;
+                Err(Error::HasDependents {
+                    kind: Kind::Server,
+                    key: id.to_owned(),
+                    tenants: d.tenants,
+                    instances: d.instances,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_servers(&self) -> Result<Vec<Server>> {
+        sqlx::query(&format!(
+            "SELECT {SERVER_COLUMNS} FROM servers s ORDER BY s.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(server_from_row)
+        .collect()
+    }
+
+    async fn dependents(&self, server_id: &str) -> Result<Dependents> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tenants WHERE server_id = ?1) AS tenants, \
+                    (SELECT COUNT(*) FROM instances WHERE server_id = ?1) AS instances",
+        )
+        .bind(server_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Dependents {
+            tenants: row.try_get("tenants")?,
+            instances: row.try_get("instances")?,
+        })
+    }
+
+    async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO tenants (domain, name, server_id, process, instance_id, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.domain)
+        .bind(&t.name)
+        .bind(&t.server_id)
+        .bind(&t.process)
+        .bind(&t.instance_id)
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                Err(Error::already_exists(Kind::Tenant, &t.domain))
+            }
+            Err(e) if violation(&e) == Some(ErrorKind::ForeignKeyViolation) => {
+                Err(Error::not_found(Kind::Server, &t.server_id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_tenant(&self, domain: &str) -> Result<Tenant> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE domain = ?"
+        ))
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Tenant, domain))?;
+        tenant_from_row(&row)
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE tenants SET name = ?, server_id = ?, process = ?, instance_id = ? WHERE domain = ?",
+        )
+        .bind(&t.name)
+        .bind(&t.server_id)
+        .bind(&t.process)
+        .bind(&t.instance_id)
+        .bind(&t.domain)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => Err(Error::not_found(Kind::Tenant, &t.domain)),
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::ForeignKeyViolation) => {
+                Err(Error::not_found(Kind::Server, &t.server_id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_tenant(&self, domain: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM tenants WHERE domain = ?")
+            .bind(domain)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Tenant, domain));
+        }
+        Ok(())
+    }
+
+    async fn list_tenants(&self, server_id: Option<&str>) -> Result<Vec<Tenant>> {
+        let rows = match server_id {
+            Some(id) => {
+                sqlx::query(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE server_id = ? ORDER BY domain"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY domain"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn reserve_instance(&self, i: &Instance) -> Result<()> {
+        // One statement, so SQLite's single writer makes check and insert atomic:
+        // concurrent reservations can never overbook a server.
+        let res = sqlx::query(
+            "INSERT INTO instances (tenant, instance_id, process, server_id, memory_mb, desired, observed, created_at) \
+             SELECT ?1, ?2, ?3, s.id, ?4, 'running', 'starting', ?5 FROM servers s \
+             WHERE s.id = ?6 AND s.status NOT IN ('offline', 'draining') \
+               AND s.capacity_mb - COALESCE((SELECT SUM(memory_mb) FROM instances WHERE server_id = s.id), 0) >= ?4",
+        )
+        .bind(&i.tenant)
+        .bind(&i.instance_id)
+        .bind(&i.process)
+        .bind(i.memory_mb)
+        .bind(millis(Utc::now()))
+        .bind(&i.server_id)
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 1 => Ok(()),
+            Ok(_) => Err(self.refused_reservation(i).await),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                Err(self.duplicate_instance(i).await)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_instance(&self, tenant: &str, instance_id: &str) -> Result<Instance> {
+        let row = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = ? AND instance_id = ?"
+        ))
+        .bind(tenant)
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Instance, format!("{tenant}:{instance_id}")))?;
+        instance_from_row(&row)
+    }
+
+    async fn list_instances(&self, server_id: Option<&str>) -> Result<Vec<Instance>> {
+        let rows = match server_id {
+            Some(id) => {
+                sqlx::query(&format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = ? \
+                     ORDER BY tenant, instance_id"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY tenant, instance_id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn set_instance_desired(
+        &self,
+        tenant: &str,
+        instance_id: &str,
+        desired: DesiredState,
+    ) -> Result<()> {
+        let res =
+            sqlx::query("UPDATE instances SET desired = ? WHERE tenant = ? AND instance_id = ?")
+                .bind(desired.as_str())
+                .bind(tenant)
+                .bind(instance_id)
+                .execute(&self.pool)
+                .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(
+                Kind::Instance,
+                format!("{tenant}:{instance_id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn set_instance_observed(
+        &self,
+        tenant: &str,
+        instance_id: &str,
+        observed: InstanceState,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE instances SET observed = ?, observed_at = ? WHERE tenant = ? AND instance_id = ?",
+        )
+        .bind(observed.as_str())
+        .bind(millis(at))
+        .bind(tenant)
+        .bind(instance_id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(
+                Kind::Instance,
+                format!("{tenant}:{instance_id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn delete_instance(&self, tenant: &str, instance_id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM instances WHERE tenant = ? AND instance_id = ?")
+            .bind(tenant)
+            .bind(instance_id)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(
+                Kind::Instance,
+                format!("{tenant}:{instance_id}"),
+            ));
+        }
+        Ok(())
+    }
+}
