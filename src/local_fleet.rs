@@ -68,6 +68,8 @@ pub struct FleetSpec {
     pub processes: Vec<String>,
     /// Capacity recorded for each server, in MB.
     pub capacity_mb: i64,
+    /// Extra TOML appended to every server's `tenement.toml` (more services).
+    pub extra_toml: String,
 }
 
 impl FleetSpec {
@@ -79,6 +81,7 @@ impl FleetSpec {
             app,
             processes: vec!["api".into(), "web".into()],
             capacity_mb: 1024,
+            extra_toml: String::new(),
         }
     }
 }
@@ -340,6 +343,7 @@ fn tenement_toml(spec: &FleetSpec, server: &str, dir: &Path) -> String {
             sock = dir.join("sock").display(),
         ));
     }
+    toml.push_str(&spec.extra_toml);
     toml
 }
 

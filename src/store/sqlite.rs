@@ -110,7 +110,13 @@ fn instance_from_row(row: &SqliteRow) -> Result<Instance> {
 }
 
 fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
-    e.as_database_error().map(|d| d.kind())
+    let d = e.as_database_error()?;
+    // An `ON DELETE RESTRICT` failure comes as SQLITE_CONSTRAINT_TRIGGER (1811),
+    // which sqlx does not classify; it is a foreign key failure all the same.
+    if d.code().as_deref() == Some("1811") {
+        return Some(ErrorKind::ForeignKeyViolation);
+    }
+    Some(d.kind())
 }
 
 impl SqliteStore {

@@ -1,0 +1,522 @@
+//! The fleet database: integrity, validation, concurrency and durability. Every
+//! rejected call is checked to leave the database exactly as it was.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{dump, server, temp_db, tenant};
+use slum::{Error, Kind, Server, ServerStatus, SlumDb, Tenant};
+
+/// Runs `call`, expects it to fail, checks the database did not change, and
+/// returns the error.
+macro_rules! rejected {
+    ($dir:expr, $call:expr) => {{
+        let path = $dir.path().join("slum.db");
+        let before = dump(&path).await;
+        let result = $call.await;
+        let after = dump(&path).await;
+        assert_eq!(before, after, "a rejected call changed the database");
+        match result {
+            Ok(v) => panic!("call succeeded but should have failed: {v:?}"),
+            Err(e) => e,
+        }
+    }};
+}
+
+fn assert_invalid(e: &Error, field: &str) {
+    match e {
+        Error::Invalid { field: f, reason } => {
+            assert_eq!(f, field, "wrong field (reason: {reason})");
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected Invalid {{ field: {field} }}, got {other:?}"),
+    }
+    assert!(
+        e.to_string().contains(field),
+        "message names the field: {e}"
+    );
+}
+
+#[tokio::test]
+async fn server_crud_round_trips() {
+    let (_dir, db) = temp_db().await;
+    db.add_server(&Server {
+        id: "east".into(),
+        url: "http://127.0.0.1:9/".into(),
+        region: Some("us-east".into()),
+        capacity_mb: 2048,
+        token: Some("secret-token".into()),
+        domain: Some("East.Example.COM.".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let s = db.get_server("east").await.unwrap();
+    assert_eq!(s.url, "http://127.0.0.1:9");
+    assert_eq!(s.domain.as_deref(), Some("east.example.com"));
+    assert_eq!(s.routing_domain(), "east.example.com");
+    assert_eq!(s.token.as_deref(), Some("secret-token"));
+    assert_eq!(s.status, ServerStatus::Unknown);
+    assert_eq!(s.used_capacity_mb(), 0);
+    assert!(s.created_at.timestamp() > 1_600_000_000);
+
+    let mut updated = s.clone();
+    updated.capacity_mb = 4096;
+    updated.region = Some("us-west".into());
+    updated.domain = None;
+    db.update_server(&updated).await.unwrap();
+    let s = db.get_server("east").await.unwrap();
+    assert_eq!(s.capacity_mb, 4096);
+    assert_eq!(s.region.as_deref(), Some("us-west"));
+    assert_eq!(
+        s.routing_domain(),
+        "127.0.0.1",
+        "falls back to the url's host"
+    );
+
+    db.delete_server("east").await.unwrap();
+    assert!(db.get_server("east").await.unwrap_err().is_not_found());
+    assert!(db.list_servers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn token_never_shows_in_debug_or_json() {
+    let s = Server {
+        id: "east".into(),
+        token: Some("hunter2-very-secret".into()),
+        ..Default::default()
+    };
+    assert!(!format!("{s:?}").contains("hunter2"));
+    assert!(!format!("{s:#?}").contains("hunter2"));
+    assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
+
+    let (dir, db) = temp_db().await;
+    let e = rejected!(
+        dir,
+        db.add_server(&Server {
+            token: Some("hunter2 with space".into()),
+            ..server("east", None, 1)
+        })
+    );
+    assert_invalid(&e, "server.token");
+    assert!(!e.to_string().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn server_validation_names_the_field_and_changes_nothing() {
+    let (dir, db) = temp_db().await;
+    db.add_server(&server("east", Some("us-east"), 1024))
+        .await
+        .unwrap();
+    let cases: Vec<(Server, &str)> = vec![
+        (server("", None, 1), "server.id"),
+        (server("East", None, 1), "server.id"),
+        (server("-east", None, 1), "server.id"),
+        (server("east-", None, 1), "server.id"),
+        (server("e_st", None, 1), "server.id"),
+        (server(&"a".repeat(64), None, 1), "server.id"),
+        (server("west", None, -1), "server.capacity_mb"),
+        (
+            Server {
+                url: "ftp://west".into(),
+                ..server("west", None, 1)
+            },
+            "server.url",
+        ),
+        (
+            Server {
+                url: "west.example.com".into(),
+                ..server("west", None, 1)
+            },
+            "server.url",
+        ),
+        (
+            Server {
+                url: "http://".into(),
+                ..server("west", None, 1)
+            },
+            "server.url",
+        ),
+        (
+            Server {
+                domain: Some("bad_domain.com".into()),
+                ..server("west", None, 1)
+            },
+            "server.domain",
+        ),
+        (server("west", Some("  "), 1), "server.region"),
+    ];
+    for (bad, field) in cases {
+        let e = rejected!(dir, db.add_server(&bad));
+        assert_invalid(&e, field);
+        let mut update = bad.clone();
+        if field != "server.id" {
+            update.id = "east".into();
+            let e = rejected!(dir, db.update_server(&update));
+            assert_invalid(&e, field);
+        }
+    }
+    assert_eq!(db.list_servers().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn server_integrity() {
+    let (dir, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+
+    let e = rejected!(dir, db.add_server(&server("east", None, 5)));
+    assert!(
+        matches!(&e, Error::AlreadyExists { kind: Kind::Server, key, .. } if key == "east"),
+        "{e:?}"
+    );
+
+    let e = rejected!(dir, db.update_server(&server("nowhere", None, 5)));
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Server, key } if key == "nowhere"),
+        "{e:?}"
+    );
+    let e = rejected!(dir, db.delete_server("nowhere"));
+    assert!(e.is_not_found());
+
+    db.add_tenant(&tenant("a.example.com", "east"))
+        .await
+        .unwrap();
+    db.add_tenant(&tenant("b.example.com", "east"))
+        .await
+        .unwrap();
+    let e = rejected!(dir, db.delete_server("east"));
+    match &e {
+        Error::HasDependents {
+            kind: Kind::Server,
+            key,
+            tenants,
+            instances,
+        } => {
+            assert_eq!(key, "east");
+            assert_eq!((*tenants, *instances), (2, 0));
+        }
+        other => panic!("expected HasDependents, got {other:?}"),
+    }
+    assert!(e.to_string().contains("2 tenant(s)"), "{e}");
+}
+
+#[tokio::test]
+async fn tenant_crud_and_names() {
+    let (_dir, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+    db.add_server(&server("west", None, 1024)).await.unwrap();
+    db.add_tenant(&tenant("Customer-1.Example.com.", "east"))
+        .await
+        .unwrap();
+    let t = db
+        .get_tenant_by_domain("customer-1.example.com")
+        .await
+        .unwrap();
+    assert_eq!(t.domain, "customer-1.example.com");
+    assert_eq!(t.name, "customer-1");
+    assert_eq!(t.server_id, "east");
+    assert_eq!(t.instance_key(), "customer-1:prod");
+    // Lookup is case-insensitive and ignores a trailing dot, as DNS does.
+    assert_eq!(
+        db.get_tenant_by_domain("CUSTOMER-1.example.com.")
+            .await
+            .unwrap(),
+        t
+    );
+
+    // One tenant, several domains.
+    db.add_tenant(&Tenant {
+        name: "customer-1".into(),
+        ..tenant("www.customer-one.com", "east")
+    })
+    .await
+    .unwrap();
+    let on_east = db.list_tenants_on_server("east").await.unwrap();
+    assert_eq!(on_east.len(), 2);
+    assert!(on_east.iter().all(|t| t.name == "customer-1"));
+    assert!(db.list_tenants_on_server("west").await.unwrap().is_empty());
+
+    // Reassign to another server.
+    let mut moved = t.clone();
+    moved.server_id = "west".into();
+    db.update_tenant(&moved).await.unwrap();
+    assert_eq!(
+        db.get_tenant_by_domain("customer-1.example.com")
+            .await
+            .unwrap()
+            .server_id,
+        "west"
+    );
+    assert_eq!(db.list_tenants().await.unwrap().len(), 2);
+
+    db.delete_tenant("customer-1.example.com").await.unwrap();
+    assert!(db
+        .get_tenant_by_domain("customer-1.example.com")
+        .await
+        .unwrap_err()
+        .is_not_found());
+}
+
+#[tokio::test]
+async fn tenant_validation_and_integrity_change_nothing() {
+    let (dir, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+    db.add_tenant(&tenant("taken.example.com", "east"))
+        .await
+        .unwrap();
+
+    let e = rejected!(dir, db.add_tenant(&tenant("x.example.com", "nowhere")));
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Server, key } if key == "nowhere"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("nowhere"));
+
+    let e = rejected!(dir, db.add_tenant(&tenant("TAKEN.example.com.", "east")));
+    assert!(
+        matches!(&e, Error::AlreadyExists { kind: Kind::Tenant, key, .. } if key == "taken.example.com"),
+        "{e:?}"
+    );
+
+    let bad: Vec<(Tenant, &str)> = vec![
+        (tenant("", "east"), "tenant.domain"),
+        (tenant("no spaces.com", "east"), "tenant.domain"),
+        (tenant("a..b.com", "east"), "tenant.domain"),
+        (tenant("-a.com", "east"), "tenant.domain"),
+        (
+            tenant(&format!("{}.com", "a".repeat(64)), "east"),
+            "tenant.domain",
+        ),
+        (tenant("ok.example.com", "East"), "tenant.server_id"),
+        (
+            Tenant {
+                process: "API".into(),
+                ..tenant("ok.example.com", "east")
+            },
+            "tenant.process",
+        ),
+        (
+            Tenant {
+                instance_id: "".into(),
+                ..tenant("ok.example.com", "east")
+            },
+            "tenant.instance_id",
+        ),
+        (
+            Tenant {
+                name: "not_a_label".into(),
+                ..tenant("ok.example.com", "east")
+            },
+            "tenant.name",
+        ),
+    ];
+    for (t, field) in bad {
+        let e = rejected!(dir, db.add_tenant(&t));
+        assert_invalid(&e, field);
+    }
+
+    let e = rejected!(dir, db.update_tenant(&tenant("absent.example.com", "east")));
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Tenant, key } if key == "absent.example.com"),
+        "{e:?}"
+    );
+    let e = rejected!(
+        dir,
+        db.update_tenant(&tenant("taken.example.com", "nowhere"))
+    );
+    assert!(
+        matches!(
+            &e,
+            Error::NotFound {
+                kind: Kind::Server,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = rejected!(dir, db.delete_tenant("absent.example.com"));
+    assert!(e.is_not_found());
+    let e = rejected!(dir, db.get_tenant_by_domain("absent.example.com"));
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Tenant, key } if key == "absent.example.com"),
+        "{e:?}"
+    );
+    let e = rejected!(dir, db.list_tenants_on_server("nowhere"));
+    assert!(e.is_not_found());
+}
+
+#[tokio::test]
+async fn instance_calls_refuse_bad_input_without_touching_anything() {
+    let (dir, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+    let e = rejected!(dir, db.spawn_instance("c", "api", "prod", "nowhere"));
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Server, key } if key == "nowhere"),
+        "{e:?}"
+    );
+    let e = rejected!(dir, db.spawn_instance("C", "api", "prod", "east"));
+    assert_invalid(&e, "tenant");
+    let e = rejected!(dir, db.spawn_instance("c", "a.pi", "prod", "east"));
+    assert_invalid(&e, "process");
+    let e = rejected!(dir, db.spawn_instance("c", "api", "", "east"));
+    assert_invalid(&e, "instance_id");
+    let e = rejected!(dir, db.stop_instance("no-colon"));
+    assert_invalid(&e, "instance");
+    let e = rejected!(dir, db.stop_instance("c:prod"));
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Instance, key } if key == "c:prod"),
+        "{e:?}"
+    );
+    let e = rejected!(dir, db.get_instance_status("c:prod"));
+    assert!(e.is_not_found());
+    let e = rejected!(dir, db.list_instances_on_server("nowhere"));
+    assert!(e.is_not_found());
+    let e = rejected!(dir, db.get_server_stats("nowhere"));
+    assert!(e.is_not_found());
+}
+
+#[tokio::test]
+async fn find_server_in_region_picks_most_free_usable() {
+    let (_dir, db) = temp_db().await;
+    db.add_server(&server("a", Some("eu"), 1000)).await.unwrap();
+    db.add_server(&server("b", Some("eu"), 3000)).await.unwrap();
+    db.add_server(&server("c", Some("eu"), 9000)).await.unwrap();
+    db.add_server(&server("d", Some("us"), 9999)).await.unwrap();
+    assert_eq!(db.find_server_in_region("eu").await.unwrap().id, "c");
+
+    let mut c = db.get_server("c").await.unwrap();
+    c.status = ServerStatus::Draining;
+    db.update_server(&c).await.unwrap();
+    assert_eq!(db.find_server_in_region("eu").await.unwrap().id, "b");
+
+    let mut b = db.get_server("b").await.unwrap();
+    b.status = ServerStatus::Offline;
+    db.update_server(&b).await.unwrap();
+    assert_eq!(db.find_server_in_region("eu").await.unwrap().id, "a");
+
+    let e = db.find_server_in_region("ap-south").await.unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Server, key } if key.contains("ap-south")),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_migrations_run_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    {
+        let db = SlumDb::init(&path).await.unwrap();
+        db.add_server(&server("east", None, 10)).await.unwrap();
+        db.add_tenant(&tenant("a.example.com", "east"))
+            .await
+            .unwrap();
+    }
+    let db = SlumDb::init(&path).await.unwrap();
+    assert_eq!(db.list_servers().await.unwrap().len(), 1);
+    assert_eq!(db.list_tenants().await.unwrap().len(), 1);
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![1]);
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_writers_lose_nothing() {
+    let (_dir, db) = temp_db().await;
+    let mut tasks = Vec::new();
+    for w in 0..50 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("srv-{w}");
+            db.add_server(&server(&id, Some("eu"), 1000)).await?;
+            for t in 0..20 {
+                db.add_tenant(&tenant(&format!("t{t}.w{w}.example.com"), &id))
+                    .await?;
+            }
+            // Everybody also races for the same domain: exactly one must win.
+            let raced = db.add_tenant(&tenant("contested.example.com", &id)).await;
+            Ok::<_, Error>(raced.is_ok())
+        }));
+    }
+    let mut winners = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(won) => winners += usize::from(won),
+            Err(e) => panic!("a concurrent writer failed: {e}"),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one writer gets the contested domain");
+    assert_eq!(db.list_servers().await.unwrap().len(), 50);
+    let tenants = db.list_tenants().await.unwrap();
+    assert_eq!(tenants.len(), 50 * 20 + 1);
+    let mut domains: Vec<_> = tenants.iter().map(|t| &t.domain).collect();
+    domains.dedup();
+    assert_eq!(domains.len(), tenants.len(), "no duplicates");
+}
+
+/// The writer half of the durability test: adds tenants in a loop and prints each
+/// one after the call returned `Ok`. Only does anything when run by
+/// `writes_survive_kill_9` (which sets `SLUM_DURABILITY_DB`).
+#[tokio::test]
+#[ignore = "run as a child process by writes_survive_kill_9"]
+async fn durability_writer() {
+    let Some(path) = std::env::var_os("SLUM_DURABILITY_DB") else {
+        return;
+    };
+    let db = SlumDb::init(&path).await.unwrap();
+    db.add_server(&server("east", None, 10)).await.unwrap();
+    println!("ready");
+    for i in 0.. {
+        db.add_tenant(&tenant(&format!("t{i}.example.com"), "east"))
+            .await
+            .unwrap();
+        println!("done t{i}.example.com");
+    }
+}
+
+#[tokio::test]
+async fn writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("durable.db");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["durability_writer", "--exact", "--ignored", "--nocapture"])
+        .env("SLUM_DURABILITY_DB", &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reported = Vec::new();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(domain) = line.strip_prefix("done ") {
+            reported.push(domain.to_owned());
+            if reported.len() == 300 {
+                // std's Child::kill is SIGKILL on Unix.
+                child.kill().unwrap();
+                break;
+            }
+        }
+    }
+    child.wait().unwrap();
+    assert_eq!(reported.len(), 300, "the writer reported too few writes");
+    let db = SlumDb::init(&path).await.unwrap();
+    for domain in &reported {
+        db.get_tenant_by_domain(domain)
+            .await
+            .unwrap_or_else(|e| panic!("{domain} was reported written but is gone: {e}"));
+    }
+}
