@@ -244,11 +244,11 @@ pub enum InstanceState {
     /// Recorded, spawn in progress.
     Starting,
     Running,
-    /// Stopped by tenement for idleness; the next request wakes it.
-    Idle,
     /// Running but failing its health check.
     Unhealthy,
-    /// The server answered and does not have it.
+    /// The server answered and does not have it. tenement 0.2.1 also drops an
+    /// instance it stopped for idleness from its list, so an idle instance (which
+    /// the next request wakes) shows as missing too.
     Missing,
 }
 
@@ -258,7 +258,6 @@ impl InstanceState {
             InstanceState::Unknown => "unknown",
             InstanceState::Starting => "starting",
             InstanceState::Running => "running",
-            InstanceState::Idle => "idle",
             InstanceState::Unhealthy => "unhealthy",
             InstanceState::Missing => "missing",
         }
@@ -278,7 +277,6 @@ impl FromStr for InstanceState {
             "unknown" => InstanceState::Unknown,
             "starting" => InstanceState::Starting,
             "running" => InstanceState::Running,
-            "idle" => InstanceState::Idle,
             "unhealthy" => InstanceState::Unhealthy,
             "missing" => InstanceState::Missing,
             other => {
