@@ -169,6 +169,11 @@ impl SlumDb {
 
     // ----- instances (records) -----
 
+    /// Every instance record as the database holds it (no server is asked).
+    pub async fn list_instance_records(&self) -> Result<Vec<Instance>> {
+        self.store.list_instances(None).await
+    }
+
     /// The instance recorded under `"{tenant}:{instance_id}"`.
     pub async fn get_instance(&self, key: &str) -> Result<Instance> {
         let (tenant, id) = validation::instance_key(key)?;

@@ -13,6 +13,7 @@ pub enum Kind {
     Server,
     Tenant,
     Instance,
+    Token,
 }
 
 impl fmt::Display for Kind {
@@ -21,6 +22,7 @@ impl fmt::Display for Kind {
             Kind::Server => "server",
             Kind::Tenant => "tenant",
             Kind::Instance => "instance",
+            Kind::Token => "token",
         })
     }
 }

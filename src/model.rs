@@ -321,3 +321,14 @@ pub struct InstanceStatus {
     /// Why the state is unknown, when it is.
     pub error: Option<String>,
 }
+
+/// A management API token. The secret itself is shown once, at creation, and
+/// only its hash is stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiToken {
+    /// Public id of the token (to list and revoke it).
+    pub id: String,
+    /// What the token is for.
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}

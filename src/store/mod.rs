@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
-use crate::model::{DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
+use crate::model::{ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
 
 pub mod sqlite;
 
@@ -74,4 +74,15 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<()>;
     async fn delete_instance(&self, tenant: &str, instance_id: &str) -> Result<()>;
+
+    /// A counter that moves whenever something routing depends on changes
+    /// (servers' url, domain or status; tenants; instance placements).
+    async fn fleet_version(&self) -> Result<i64>;
+
+    /// Stores a management API token by the hash of its secret.
+    async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()>;
+    /// Every token with its hash.
+    async fn list_api_tokens(&self) -> Result<Vec<(ApiToken, String)>>;
+    /// Revokes a token; `NotFound` when there is none with this id.
+    async fn delete_api_token(&self, id: &str) -> Result<()>;
 }

@@ -22,7 +22,7 @@ use sqlx::Row;
 
 use super::{Dependents, Store};
 use crate::error::{Error, Kind, Result};
-use crate::model::{DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
+use crate::model::{ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -507,6 +507,61 @@ impl Store for SqliteStore {
                 Kind::Instance,
                 format!("{tenant}:{instance_id}"),
             ));
+        }
+        Ok(())
+    }
+
+    async fn fleet_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM fleet_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()> {
+        let res =
+            sqlx::query("INSERT INTO api_tokens (id, name, hash, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&token.id)
+                .bind(&token.name)
+                .bind(hash)
+                .bind(millis(token.created_at))
+                .execute(&self.pool)
+                .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                Err(Error::already_exists(Kind::Token, &token.id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<(ApiToken, String)>> {
+        sqlx::query("SELECT id, name, hash, created_at FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    ApiToken {
+                        id: row.try_get("id")?,
+                        name: row.try_get("name")?,
+                        created_at: from_millis(row.try_get("created_at")?),
+                    },
+                    row.try_get("hash")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn delete_api_token(&self, id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Token, id));
         }
         Ok(())
     }
