@@ -1,0 +1,85 @@
+//! Keeps the router's [`RouteTable`] in step with the fleet database.
+//!
+//! The table is swapped atomically (readers never wait); this process reloads it
+//! right after its own changes, and a poll of the database's routing version
+//! picks up changes other processes made.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use crate::db::SlumDb;
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::model::ServerStatus;
+use crate::route_table::RouteTable;
+
+/// The current route table and the means to refresh it.
+pub struct Routes {
+    table: ArcSwap<RouteTable>,
+    /// Serialises reloads, so that an older snapshot never replaces a newer one.
+    reloading: Mutex<()>,
+    metrics: Arc<Metrics>,
+}
+
+impl Routes {
+    pub fn new(metrics: Arc<Metrics>) -> Routes {
+        Routes {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            reloading: Mutex::new(()),
+            metrics,
+        }
+    }
+
+    /// The table in force now.
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Rebuilds the table from the database.
+    pub async fn reload(&self, db: &SlumDb) -> Result<()> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let version = db.fleet_version().await?;
+        let servers = db.list_servers().await?;
+        let tenants = db.list_tenants().await?;
+        let instances = db.list_instance_records().await?;
+        let table = RouteTable::build(version, &servers, &tenants, &instances);
+        self.metrics.route_table_domains.set(table.domains() as i64);
+        for state in [
+            ServerStatus::Unknown,
+            ServerStatus::Online,
+            ServerStatus::Offline,
+            ServerStatus::Draining,
+        ] {
+            let n = servers.iter().filter(|s| s.status == state).count();
+            self.metrics
+                .servers
+                .with_label_values(&[state.as_str()])
+                .set(n as i64);
+        }
+        self.table.store(Arc::new(table));
+        Ok(())
+    }
+
+    /// Reloads whenever the database's routing version moves, checking every
+    /// `interval`. Errors are logged and the last table stays in force.
+    pub async fn follow(self: Arc<Self>, db: SlumDb, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let seen = self.current().version;
+            match db.fleet_version().await {
+                Ok(v) if v != seen => {
+                    if let Err(e) = self.reload(&db).await {
+                        tracing::warn!(error = %e, "route table reload failed; keeping the last one");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot read the fleet version"),
+            }
+        }
+    }
+}

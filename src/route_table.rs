@@ -1,0 +1,420 @@
+//! The router's in-memory view of the fleet, and the pure decision of where a
+//! request goes.
+//!
+//! A [`RouteTable`] is built from a snapshot of the fleet database and never
+//! changed afterwards: the router swaps in a new one when the fleet changes, so
+//! a lookup takes no lock and makes no query. Lookups are hash-map probes, so
+//! they cost the same with a thousand tenants or a million.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
+
+/// A tenement server as the router needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub server_id: String,
+    /// Base URL, without trailing slash.
+    pub url: String,
+    /// The domain tenement routes by.
+    pub domain: String,
+    pub status: ServerStatus,
+}
+
+/// Where a customer domain goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRoute {
+    pub tenant: String,
+    pub process: String,
+    pub instance_id: String,
+    pub home_server: String,
+}
+
+/// One instance of a tenant's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub process: String,
+    pub instance_id: String,
+    pub server_id: String,
+}
+
+/// A request's destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub upstream: Arc<Upstream>,
+    /// The Host header tenement routes by: `{tenant}.{process}.{server domain}`.
+    pub host: String,
+    /// The instance key, `{tenant}:{instance_id}`.
+    pub instance: String,
+}
+
+/// What the router does with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Send it to `primary`; `fallbacks` are other live instances of the same
+    /// tenant and process, best first (for a retry when `primary` fails).
+    Forward {
+        primary: Target,
+        fallbacks: Vec<Target>,
+        /// True when `primary` is not the domain's own instance (failover).
+        failover: bool,
+    },
+    /// The tenant has no instance yet: spawn it on its home server, then route.
+    Spawn(DomainRoute),
+    /// Every instance of the tenant is on an offline server (or, with none, its
+    /// home server is offline).
+    ServerDown {
+        tenant: String,
+        servers: Vec<String>,
+    },
+    /// No tenant has this domain.
+    UnknownHost,
+}
+
+/// Why a Host header cannot be routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHost {
+    Missing,
+    Malformed,
+}
+
+/// The router's snapshot of the fleet.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    /// The fleet database's routing version this table was built from.
+    pub version: i64,
+    domains: HashMap<String, DomainRoute>,
+    /// Placements of each tenant (keyed by tenant alone, so a lookup borrows
+    /// instead of building a key).
+    placements: HashMap<String, Vec<Placement>>,
+    upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+impl RouteTable {
+    /// Builds a table from a snapshot of the fleet. Instances whose stop is
+    /// pending take no traffic.
+    pub fn build(
+        version: i64,
+        servers: &[Server],
+        tenants: &[Tenant],
+        instances: &[Instance],
+    ) -> RouteTable {
+        let upstreams = servers
+            .iter()
+            .map(|s| {
+                (
+                    s.id.clone(),
+                    Arc::new(Upstream {
+                        server_id: s.id.clone(),
+                        url: s.url.trim_end_matches('/').to_owned(),
+                        domain: s.routing_domain(),
+                        status: s.status,
+                    }),
+                )
+            })
+            .collect();
+        let domains = tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.domain.clone(),
+                    DomainRoute {
+                        tenant: t.name.clone(),
+                        process: t.process.clone(),
+                        instance_id: t.instance_id.clone(),
+                        home_server: t.server_id.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut placements: HashMap<String, Vec<Placement>> = HashMap::new();
+        for i in instances
+            .iter()
+            .filter(|i| i.desired == DesiredState::Running)
+        {
+            placements
+                .entry(i.tenant.clone())
+                .or_default()
+                .push(Placement {
+                    process: i.process.clone(),
+                    instance_id: i.instance_id.clone(),
+                    server_id: i.server_id.clone(),
+                });
+        }
+        RouteTable {
+            version,
+            domains,
+            placements,
+            upstreams,
+        }
+    }
+
+    /// Number of customer domains routed.
+    pub fn domains(&self) -> usize {
+        self.domains.len()
+    }
+
+    /// The upstream of a server.
+    pub fn upstream(&self, server_id: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(server_id)
+    }
+
+    /// Every upstream.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams.values()
+    }
+
+    /// Where a request for `host` (already normalised) goes.
+    pub fn route(&self, host: &str) -> Decision {
+        let Some(route) = self.domains.get(host) else {
+            return Decision::UnknownHost;
+        };
+        let placements: Vec<&Placement> = self
+            .placements
+            .get(route.tenant.as_str())
+            .map(|all| all.iter().filter(|p| p.process == route.process).collect())
+            .unwrap_or_default();
+        if placements.is_empty() {
+            let home_up = self
+                .upstreams
+                .get(&route.home_server)
+                .is_some_and(|u| u.status != ServerStatus::Offline);
+            return if home_up {
+                Decision::Spawn(route.clone())
+            } else {
+                Decision::ServerDown {
+                    tenant: route.tenant.clone(),
+                    servers: vec![route.home_server.clone()],
+                }
+            };
+        }
+        // Candidates: the domain's own instance first, then the others on
+        // online servers before those on servers not checked yet.
+        let mut live: Vec<(u8, &Placement, &Arc<Upstream>)> = placements
+            .iter()
+            .filter_map(|&p| {
+                let up = self.upstreams.get(&p.server_id)?;
+                let rank = match (p.instance_id == route.instance_id, up.status) {
+                    (_, ServerStatus::Offline) => return None,
+                    (true, _) => 0,
+                    (false, ServerStatus::Online) => 1,
+                    (false, _) => 2,
+                };
+                Some((rank, p, up))
+            })
+            .collect();
+        if live.is_empty() {
+            let mut servers: Vec<String> = placements.iter().map(|p| p.server_id.clone()).collect();
+            servers.sort();
+            servers.dedup();
+            return Decision::ServerDown {
+                tenant: route.tenant.clone(),
+                servers,
+            };
+        }
+        live.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.instance_id.cmp(&b.1.instance_id))
+        });
+        let failover = live[0].0 != 0;
+        let mut targets = live.into_iter().map(|(_, p, up)| Target {
+            host: format!("{}.{}.{}", route.tenant, route.process, up.domain),
+            instance: format!("{}:{}", route.tenant, p.instance_id),
+            upstream: Arc::clone(up),
+        });
+        let primary = targets.next().expect("live is not empty");
+        Decision::Forward {
+            primary,
+            fallbacks: targets.collect(),
+            failover,
+        }
+    }
+}
+
+/// Normalises a Host header value: lower-case, port and trailing dot removed.
+/// IPv6 literals and anything that is not a host name are malformed.
+pub fn normalize_host(raw: Option<&str>) -> Result<String, BadHost> {
+    let raw = raw
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or(BadHost::Missing)?;
+    let host = match raw.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return Err(BadHost::Malformed),
+        None => raw,
+    };
+    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    if host.is_empty() || host.len() > 253 {
+        return Err(BadHost::Malformed);
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if !host.split('.').all(label_ok) {
+        return Err(BadHost::Malformed);
+    }
+    Ok(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(id: &str, status: ServerStatus) -> Server {
+        Server {
+            id: id.into(),
+            url: format!("http://10.0.0.{}:8000/", id.len()),
+            domain: Some(format!("{id}.fleet.test")),
+            status,
+            ..Default::default()
+        }
+    }
+
+    fn tenant(domain: &str, name: &str, server: &str) -> Tenant {
+        Tenant {
+            domain: domain.into(),
+            name: name.into(),
+            server_id: server.into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        }
+    }
+
+    fn inst(tenant: &str, id: &str, server: &str) -> Instance {
+        Instance {
+            tenant: tenant.into(),
+            instance_id: id.into(),
+            process: "api".into(),
+            server_id: server.into(),
+            ..Default::default()
+        }
+    }
+
+    fn forward_to(d: &Decision) -> (String, String, bool) {
+        match d {
+            Decision::Forward {
+                primary, failover, ..
+            } => (
+                primary.upstream.server_id.clone(),
+                primary.host.clone(),
+                *failover,
+            ),
+            other => panic!("expected Forward, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_to_the_tenants_instance_with_the_mapped_host() {
+        use ServerStatus::*;
+        let t = RouteTable::build(
+            1,
+            &[server("east", Online), server("west", Unknown)],
+            &[
+                tenant("acme.com", "acme", "east"),
+                tenant("www.acme.com", "acme", "east"),
+            ],
+            &[inst("acme", "prod", "west")],
+        );
+        assert_eq!(
+            forward_to(&t.route("acme.com")),
+            ("west".into(), "acme.api.west.fleet.test".into(), false)
+        );
+        assert_eq!(t.route("www.acme.com"), t.route("acme.com"));
+        assert_eq!(t.route("nobody.com"), Decision::UnknownHost);
+        assert_eq!(t.domains(), 2);
+    }
+
+    #[test]
+    fn fails_over_to_a_backup_and_back() {
+        use ServerStatus::*;
+        let tenants = [tenant("acme.com", "acme", "east")];
+        let instances = [inst("acme", "prod", "east"), inst("acme", "backup", "west")];
+        let up = RouteTable::build(
+            1,
+            &[server("east", Online), server("west", Online)],
+            &tenants,
+            &instances,
+        );
+        let Decision::Forward { fallbacks, .. } = up.route("acme.com") else {
+            panic!()
+        };
+        assert_eq!(fallbacks.len(), 1);
+        assert_eq!(fallbacks[0].instance, "acme:backup");
+        assert_eq!(forward_to(&up.route("acme.com")).0, "east");
+
+        let down = RouteTable::build(
+            2,
+            &[server("east", Offline), server("west", Online)],
+            &tenants,
+            &instances,
+        );
+        assert_eq!(
+            forward_to(&down.route("acme.com")),
+            ("west".into(), "acme.api.west.fleet.test".into(), true)
+        );
+
+        let both = RouteTable::build(
+            3,
+            &[server("east", Offline), server("west", Offline)],
+            &tenants,
+            &instances,
+        );
+        assert_eq!(
+            both.route("acme.com"),
+            Decision::ServerDown {
+                tenant: "acme".into(),
+                servers: vec!["east".into(), "west".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn a_tenant_without_instance_is_spawned_on_its_home_unless_it_is_down() {
+        use ServerStatus::*;
+        let tenants = [tenant("acme.com", "acme", "east")];
+        let t = RouteTable::build(1, &[server("east", Unknown)], &tenants, &[]);
+        assert!(matches!(t.route("acme.com"), Decision::Spawn(r) if r.home_server == "east"));
+        let t = RouteTable::build(1, &[server("east", Offline)], &tenants, &[]);
+        assert!(matches!(t.route("acme.com"), Decision::ServerDown { .. }));
+        // A pending stop takes no traffic.
+        let mut stopping = inst("acme", "prod", "east");
+        stopping.desired = DesiredState::Stopped;
+        let t = RouteTable::build(1, &[server("east", Online)], &tenants, &[stopping]);
+        assert!(matches!(t.route("acme.com"), Decision::Spawn(_)));
+    }
+
+    #[test]
+    fn another_process_of_the_same_tenant_is_not_a_backup() {
+        let tenants = [tenant("acme.com", "acme", "east")];
+        let mut web = inst("acme", "site", "east");
+        web.process = "web".into();
+        let t = RouteTable::build(1, &[server("east", ServerStatus::Online)], &tenants, &[web]);
+        assert!(matches!(t.route("acme.com"), Decision::Spawn(_)));
+    }
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(normalize_host(Some("Acme.COM:8080")), Ok("acme.com".into()));
+        assert_eq!(normalize_host(Some("acme.com.")), Ok("acme.com".into()));
+        assert_eq!(normalize_host(None), Err(BadHost::Missing));
+        assert_eq!(normalize_host(Some("  ")), Err(BadHost::Missing));
+        for bad in [
+            "a b.com",
+            "acme.com:",
+            "acme.com:x",
+            "[::1]:80",
+            "a..b",
+            "-a.com",
+            "a_b.com",
+            "acme.com:80:80",
+        ] {
+            assert_eq!(normalize_host(Some(bad)), Err(BadHost::Malformed), "{bad}");
+        }
+    }
+}
