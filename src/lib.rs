@@ -15,10 +15,14 @@
 //! - [`tenement`]: the typed HTTP client of one tenement server.
 //! - [`reconcile`]: the pure diff between the instances slum wants and the ones
 //!   servers report, and the actions that converge them.
+//! - [`route_table`]: the router's in-memory view of the fleet and the pure
+//!   decision of where a request goes.
 //! - [`db`]: [`SlumDb`], the API of the seed page, which ties the pieces together;
 //!   [`orchestration`] adds its calls that reach tenement servers (spawn, stop,
 //!   live listings, reconcile).
 //! - [`error`]: [`Error`], the one error type callers match on.
+//! - [`cli`]: the `slum` command line: `slum serve`, and the client commands that
+//!   talk to the management API (tables for people, `--json` for scripts).
 //! - [`local_fleet`]: real tenement servers in network namespaces, for tests and
 //!   the demo fleet.
 //!
@@ -49,22 +53,31 @@
 //! # }
 //! ```
 
+pub mod api;
+pub mod api_tokens;
+pub mod cli;
 pub mod db;
 pub mod error;
 pub mod local_fleet;
+pub mod metrics;
 pub mod model;
 pub mod orchestration;
 pub mod placement;
 pub mod reconcile;
+pub mod route_sync;
+pub mod route_table;
+pub mod router;
+pub mod serve;
 pub mod store;
+pub mod tenant_move;
 pub mod tenement;
 pub mod validation;
 
 pub use db::{FleetOptions, SlumDb};
 pub use error::{Error, Kind, Result};
 pub use model::{
-    DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats, ServerStatus,
-    Tenant,
+    ApiToken, DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
+    ServerStatus, Tenant,
 };
 pub use orchestration::SpawnOptions;
 pub use reconcile::ReconcileReport;

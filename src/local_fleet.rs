@@ -229,14 +229,44 @@ impl LocalServer {
         self.wait_healthy(Duration::from_secs(15)).await
     }
 
-    /// Takes the server's link down (a network partition).
+    /// Takes the server's end of its link down (a network partition): packets to
+    /// it are dropped, so connects time out.
     pub fn link_down(&self) -> io::Result<()> {
-        run("ip", &["link", "set", &self.host_link(), "down"])
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.netns(),
+                "ip",
+                "link",
+                "set",
+                &self.ns_link(),
+                "down",
+            ],
+        )
     }
 
     /// Brings the server's link back up.
     pub fn link_up(&self) -> io::Result<()> {
-        run("ip", &["link", "set", &self.host_link(), "up"])
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &self.netns(),
+                "ip",
+                "link",
+                "set",
+                &self.ns_link(),
+                "up",
+            ],
+        )
+    }
+
+    /// Namespace side of its veth link.
+    fn ns_link(&self) -> String {
+        format!("slumn{}", self.slot)
     }
 }
 
@@ -372,6 +402,10 @@ fn create_netns(slot: u32) -> io::Result<()> {
     let peer = format!("slumn{slot}");
     let host_ip = format!("{}/30", slot_ip(slot, 1));
     let ns_ip = format!("{}/30", slot_ip(slot, 2));
+    // Test traffic must never leave the machine: with a server's link down, its
+    // /30 route goes away and packets would follow the default route. The
+    // blackhole catches them (a partition: connects time out).
+    run("ip", &["route", "replace", "blackhole", "10.213.0.0/16"])?;
     run("ip", &["netns", "add", &ns])?;
     run(
         "ip",

@@ -5,7 +5,8 @@
 //! `INSTANCE_ID = "{id}"` (the tenant, under slum's mapping), `SERVICE = "{name}"`
 //! and `SLUM_SERVER` (the server's name).
 //!
-//! Routes: `GET /health` answers 200 for tenement's health check; `GET
+//! Routes: `GET /health` answers 200 for tenement's health check; `GET /headers`
+//! echoes the request headers; `GET
 //! /sleep?ms=N` answers after N ms; `GET /bytes?mb=N` streams N MB;
 //! `POST /count` reads the whole body as a stream and answers its size; anything
 //! else answers `tenant=... process=... server=...`.
@@ -52,6 +53,13 @@ async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Body>, 
     let path = req.uri().path().to_owned();
     let resp = match path.as_str() {
         "/health" => text(200, "ok\n".into()),
+        "/headers" => {
+            let mut out = String::new();
+            for (k, v) in req.headers() {
+                out.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+            }
+            text(200, out)
+        }
         "/sleep" => {
             tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;
             text(200, "slept\n".into())

@@ -1,0 +1,20 @@
+//! The `slum` binary: sets up logging and hands over to [`slum::cli`].
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = slum::cli::Cli::parse();
+    // The server logs what it does; client commands print their answer and only
+    // log warnings, so that their output stays clean.
+    let default = if cli.is_serve() { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    slum::cli::run(cli).await
+}

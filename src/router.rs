@@ -1,0 +1,562 @@
+//! The router: the reverse proxy in front of the fleet.
+//!
+//! A request's Host (and nothing else) picks its tenant in the in-memory
+//! [`RouteTable`](crate::route_table::RouteTable); the decision is a plain
+//! function there, and this module moves the bytes: it rewrites Host to the
+//! tenement mapping (`{tenant}.{process}.{server domain}`), streams bodies both
+//! ways without buffering, passes `Upgrade` (WebSocket) through, keeps a pool of
+//! keep-alive connections per server, and answers its own failures with a status
+//! and a one-line body that says what went wrong.
+//!
+//! A tenant without an instance is spawned on its home server by its first
+//! request; concurrent first requests wait for that one spawn.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::error::Error;
+use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target};
+use crate::serve::{AppState, ServeConfig};
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// A spawn in progress, shared by every request waiting for it.
+type PendingSpawn = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
+
+struct Proxy {
+    state: AppState,
+    client: Client<HttpConnector, ProxyBody>,
+    upstream_timeout: Duration,
+    connect_timeout: Duration,
+    spawning: Mutex<HashMap<String, PendingSpawn>>,
+}
+
+/// Serves the router on `listener` until `stop` turns true, then lets in-flight
+/// requests finish within the configured grace period.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    config: &ServeConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.fleet.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let proxy = Arc::new(Proxy {
+        state,
+        client,
+        upstream_timeout: config.upstream_timeout,
+        connect_timeout: config.fleet.connect_timeout,
+        spawning: Mutex::new(HashMap::new()),
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_header_size(config.max_header_bytes)
+        .keep_alive(true);
+    // Every connection task holds a sender; when all are gone, so are the
+    // connections.
+    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = Arc::clone(&proxy);
+        let service = service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+        });
+        let conn = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stop = stop.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    drop(alive);
+    tracing::info!("router stopped accepting; finishing in-flight requests");
+    if tokio::time::timeout(config.shutdown_grace, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; dropping the remaining connections");
+    }
+    Ok(())
+}
+
+/// A response the router makes itself: a status and a one-line reason.
+fn answer(status: StatusCode, reason: String) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(reason + "\n"))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+impl Proxy {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let resp = self.route(req, peer).await;
+        self.state
+            .metrics
+            .requests
+            .with_label_values(&[resp.status().as_str()])
+            .inc();
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let host = match request_host(&req) {
+            Ok(h) => h,
+            Err(BadHost::Missing) => {
+                return answer(StatusCode::BAD_REQUEST, "missing Host header".into())
+            }
+            Err(BadHost::Malformed) => {
+                return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
+            }
+        };
+        let mut decision = self.state.routes.current().route(&host);
+        if let Decision::Spawn(route) = &decision {
+            if let Err(reason) = self.wake(route).await {
+                return answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "tenant '{}' could not be started on server '{}': {reason}",
+                        route.tenant, route.home_server
+                    ),
+                );
+            }
+            decision = self.state.routes.current().route(&host);
+        }
+        match decision {
+            Decision::Forward { primary, .. } => self.forward(req, peer, &host, &primary).await,
+            Decision::UnknownHost => answer(
+                StatusCode::NOT_FOUND,
+                format!("no tenant has the domain '{host}'"),
+            ),
+            Decision::ServerDown { tenant, servers } => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "tenant '{tenant}' is unavailable: its server {} is down",
+                    servers
+                        .iter()
+                        .map(|s| format!("'{s}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Decision::Spawn(route) => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "tenant '{}' was started but is not routable yet; retry",
+                    route.tenant
+                ),
+            ),
+        }
+    }
+
+    /// Spawns a tenant's instance on its home server, once for all concurrent
+    /// requests. The spawn runs in its own task so that a client giving up does
+    /// not cancel it half-way.
+    async fn wake(&self, route: &DomainRoute) -> Result<(), Arc<String>> {
+        let key = format!("{}:{}", route.tenant, route.instance_id);
+        let pending = {
+            let mut spawning = self
+                .spawning
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            spawning
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let state = self.state.clone();
+                    let route = route.clone();
+                    let task = tokio::spawn(async move {
+                        let spawned = state
+                            .db
+                            .spawn_instance(
+                                &route.tenant,
+                                &route.process,
+                                &route.instance_id,
+                                &route.home_server,
+                            )
+                            .await;
+                        let result = match spawned {
+                            Ok(_) => Ok(()),
+                            // Someone else (another router) spawned it meanwhile.
+                            Err(Error::AlreadyExists { .. }) => Ok(()),
+                            Err(e) => Err(Arc::new(e.to_string())),
+                        };
+                        state.fleet_changed().await;
+                        result
+                    });
+                    async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(Arc::new(format!("spawn task failed: {e}"))))
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        let result = pending.await;
+        self.spawning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        result
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        host: &str,
+        target: &Target,
+    ) -> Response<ProxyBody> {
+        let server = &target.upstream.server_id;
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri: Uri = match format!("{}{path}", target.upstream.url).parse() {
+            Ok(u) => u,
+            Err(e) => {
+                return answer(
+                    StatusCode::BAD_GATEWAY,
+                    format!("server '{server}' has an unusable url: {e}"),
+                )
+            }
+        };
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        parts.uri = uri;
+        prepare_request_headers(&mut parts.headers, upgrade, peer, host, &target.host);
+        let upstream_req = Request::from_parts(parts, body.boxed());
+
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(self.upstream_timeout, self.client.request(upstream_req)).await;
+        let mut resp = match sent {
+            Err(_) => {
+                return answer(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "server '{server}' did not answer within {:.1}s",
+                        self.upstream_timeout.as_secs_f64()
+                    ),
+                )
+            }
+            Ok(Err(e)) => return self.upstream_failure(server, &e),
+            Ok(Ok(resp)) => resp,
+        };
+        self.state
+            .metrics
+            .upstream_latency
+            .with_label_values(&[server])
+            .observe(started.elapsed().as_secs_f64());
+
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    match futures::future::try_join(client_upgrade, upstream_upgrade).await {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    }
+                });
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(
+                    parts,
+                    http_body_util::Empty::new()
+                        .map_err(|never| match never {})
+                        .boxed(),
+                );
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        Response::from_parts(parts, body.boxed())
+    }
+
+    /// 502 for a refused or broken connection, 504 for a connect that timed out.
+    fn upstream_failure(
+        &self,
+        server: &str,
+        e: &hyper_util::client::legacy::Error,
+    ) -> Response<ProxyBody> {
+        let cause = innermost(e);
+        if e.is_connect() {
+            if is_timeout(e) {
+                return answer(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "connecting to server '{server}' timed out after {:.1}s",
+                        self.connect_timeout.as_secs_f64()
+                    ),
+                );
+            }
+            return answer(
+                StatusCode::BAD_GATEWAY,
+                format!("cannot connect to server '{server}': {cause}"),
+            );
+        }
+        answer(
+            StatusCode::BAD_GATEWAY,
+            format!("server '{server}' failed the request: {cause}"),
+        )
+    }
+}
+
+/// The request's host: the Host header (exactly one), or the authority of an
+/// absolute-form request target. Forwarding headers sent by the client are never
+/// consulted.
+fn request_host<B>(req: &Request<B>) -> Result<String, BadHost> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let raw = match (hosts.next(), hosts.next()) {
+        (Some(h), None) => Some(h.to_str().map_err(|_| BadHost::Malformed)?),
+        (Some(_), Some(_)) => return Err(BadHost::Malformed),
+        (None, _) => req.uri().authority().map(|a| a.as_str()),
+    };
+    normalize_host(raw)
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names. For
+/// an upgrade, `Upgrade` and `Connection: upgrade` are kept.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = headers.get(header::UPGRADE).cloned();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        if let Some(u) = upgrade {
+            headers.insert(header::UPGRADE, u);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+}
+
+/// Rewrites the client's headers for the tenement server: Host becomes the
+/// mapping, `X-Forwarded-For` gets the client appended, `-Proto` and `-Host` are
+/// set by the router (whatever the client sent).
+fn prepare_request_headers(
+    headers: &mut HeaderMap,
+    upgrade: bool,
+    peer: SocketAddr,
+    host: &str,
+    upstream_host: &str,
+) {
+    strip_hop_by_hop(headers, upgrade);
+    let client_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
+        _ => client_ip,
+    };
+    headers.remove(&X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(upstream_host) {
+        headers.insert(header::HOST, v);
+    }
+}
+
+/// Whether a connect failed by running out of time (the connector's timeout, or
+/// the kernel's).
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tokio::time::error::Elapsed>()
+            || err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn request_headers_are_rewritten_for_the_server() {
+        let mut h = headers(&[
+            ("host", "acme.com"),
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("accept", "text/html"),
+        ]);
+        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
+        prepare_request_headers(&mut h, false, peer, "acme.com", "acme.api.east.fleet.test");
+        assert_eq!(h["host"], "acme.api.east.fleet.test");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3");
+        assert_eq!(h["x-forwarded-host"], "acme.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["accept"], "text/html");
+        for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
+            assert!(!h.contains_key(gone), "{gone} was forwarded");
+        }
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers() {
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h));
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        prepare_request_headers(&mut h, true, peer, "a.com", "a.api.s.test");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn only_the_host_header_picks_the_tenant() {
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "Acme.com:8080")
+            .header("x-forwarded-host", "other.com")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Ok("acme.com".into()));
+        let req = Request::builder()
+            .uri("/x")
+            .header("x-forwarded-host", "other.com")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Err(BadHost::Missing));
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "a.com")
+            .header("host", "b.com")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Err(BadHost::Malformed));
+        let req = Request::builder()
+            .uri("http://acme.com/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Ok("acme.com".into()));
+    }
+}

@@ -1,0 +1,339 @@
+//! `slum serve`: the fleet's front door (the router) and control plane (the
+//! management API), wired together over one [`SlumDb`].
+//!
+//! Settings come from flags, then `SLUM_*` environment variables, then an
+//! optional TOML file (`--config`), then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::db::{FleetOptions, SlumDb};
+use crate::metrics::Metrics;
+use crate::route_sync::Routes;
+
+/// What `slum serve` shares between the router and the API.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: SlumDb,
+    pub routes: Arc<Routes>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// Applies this process's own change to the route table at once.
+    pub async fn fleet_changed(&self) {
+        if let Err(e) = self.routes.reload(&self.db).await {
+            tracing::warn!(error = %e, "route table reload after a change failed");
+        }
+    }
+}
+
+/// `slum serve` flags. Every one can also be set by environment variable or in
+/// the TOML file given with `--config` (same names, with `_` for `-`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML file with settings (flags and environment take precedence).
+    #[arg(long, env = "SLUM_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The fleet database (SQLite file).
+    #[arg(long, env = "SLUM_DATABASE")]
+    pub database: Option<PathBuf>,
+    /// Public listener of the router.
+    #[arg(long, env = "SLUM_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Listener of the management API (keep it private).
+    #[arg(long, env = "SLUM_API_LISTEN")]
+    pub api_listen: Option<SocketAddr>,
+    /// Where the first admin token is written when the database has none.
+    #[arg(long, env = "SLUM_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Memory reserved per instance when a spawn does not say, in MB.
+    #[arg(long, env = "SLUM_DEFAULT_MEMORY_MB")]
+    pub default_memory_mb: Option<i64>,
+    /// Seconds allowed to read a request's headers.
+    #[arg(long, env = "SLUM_HEADER_TIMEOUT")]
+    pub header_timeout: Option<f64>,
+    /// Seconds allowed to connect to a tenement server.
+    #[arg(long, env = "SLUM_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<f64>,
+    /// Seconds allowed for a tenement server's response head.
+    #[arg(long, env = "SLUM_UPSTREAM_TIMEOUT")]
+    pub upstream_timeout: Option<f64>,
+    /// Largest request head accepted, in bytes.
+    #[arg(long, env = "SLUM_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Seconds allowed for a spawn to become healthy.
+    #[arg(long, env = "SLUM_SPAWN_TIMEOUT")]
+    pub spawn_timeout: Option<f64>,
+    /// Seconds between checks for route changes made by other processes.
+    #[arg(long, env = "SLUM_ROUTE_POLL")]
+    pub route_poll: Option<f64>,
+    /// Seconds in-flight requests get to finish on SIGTERM.
+    #[arg(long, env = "SLUM_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<f64>,
+}
+
+/// The settings file; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    database: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    api_listen: Option<SocketAddr>,
+    token_file: Option<PathBuf>,
+    default_memory_mb: Option<i64>,
+    header_timeout: Option<f64>,
+    connect_timeout: Option<f64>,
+    upstream_timeout: Option<f64>,
+    max_header_bytes: Option<usize>,
+    spawn_timeout: Option<f64>,
+    route_poll: Option<f64>,
+    shutdown_grace: Option<f64>,
+}
+
+/// Resolved settings of `slum serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub database: PathBuf,
+    pub listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub fleet: FleetOptions,
+    pub header_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub route_poll: Duration,
+    pub shutdown_grace: Duration,
+}
+
+/// The default fleet database path: `slum.db` in the working directory.
+pub fn default_database() -> PathBuf {
+    PathBuf::from("slum.db")
+}
+
+/// Where `slum serve` writes, and the CLI reads, the local admin token:
+/// `$XDG_CONFIG_HOME/slum/token`, or `~/.config/slum/token`.
+pub fn default_token_file() -> PathBuf {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("slum/token")
+}
+
+/// The default management API address.
+pub const DEFAULT_API: &str = "127.0.0.1:9090";
+
+fn seconds(field: &str, v: Option<f64>, default: f64) -> anyhow::Result<Duration> {
+    let v = v.unwrap_or(default);
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("invalid {field}: {v} is not a positive number of seconds"))
+}
+
+impl ServeConfig {
+    /// Merges flags (and environment, which clap folds into them) over the file
+    /// over the defaults.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read config file {}: {e}", path.display())
+                })?;
+                toml::from_str::<ServeFile>(&text)
+                    .map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?
+            }
+            None => ServeFile::default(),
+        };
+        let defaults = FleetOptions::default();
+        let default_memory_mb = args
+            .default_memory_mb
+            .or(file.default_memory_mb)
+            .unwrap_or(defaults.default_memory_mb);
+        if default_memory_mb < 0 {
+            anyhow::bail!("invalid default_memory_mb: {default_memory_mb} is negative");
+        }
+        let max_header_bytes = args
+            .max_header_bytes
+            .or(file.max_header_bytes)
+            .unwrap_or(64 * 1024);
+        if max_header_bytes < 1024 {
+            anyhow::bail!("invalid max_header_bytes: {max_header_bytes} is below 1024");
+        }
+        Ok(ServeConfig {
+            database: args
+                .database
+                .clone()
+                .or(file.database)
+                .unwrap_or_else(default_database),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            api_listen: args
+                .api_listen
+                .or(file.api_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
+            token_file: args
+                .token_file
+                .clone()
+                .or(file.token_file)
+                .unwrap_or_else(default_token_file),
+            fleet: FleetOptions {
+                default_memory_mb,
+                connect_timeout: seconds(
+                    "connect_timeout",
+                    args.connect_timeout.or(file.connect_timeout),
+                    defaults.connect_timeout.as_secs_f64(),
+                )?,
+                request_timeout: defaults.request_timeout,
+                spawn_timeout: seconds(
+                    "spawn_timeout",
+                    args.spawn_timeout.or(file.spawn_timeout),
+                    defaults.spawn_timeout.as_secs_f64(),
+                )?,
+            },
+            header_timeout: seconds(
+                "header_timeout",
+                args.header_timeout.or(file.header_timeout),
+                10.0,
+            )?,
+            upstream_timeout: seconds(
+                "upstream_timeout",
+                args.upstream_timeout.or(file.upstream_timeout),
+                60.0,
+            )?,
+            max_header_bytes,
+            route_poll: seconds("route_poll", args.route_poll.or(file.route_poll), 0.25)?,
+            shutdown_grace: seconds(
+                "shutdown_grace",
+                args.shutdown_grace.or(file.shutdown_grace),
+                30.0,
+            )?,
+        })
+    }
+}
+
+/// Writes a fresh admin token to `path` (mode 0600) when the database has no
+/// token yet, so that the CLI on this machine works without flags.
+async fn bootstrap_token(db: &SlumDb, path: &Path) -> anyhow::Result<()> {
+    if !db.list_api_tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let (_, secret) = db.create_api_token("bootstrap").await?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_private(path, &secret)?;
+    tracing::info!(path = %path.display(), "no API token existed: wrote an admin token");
+    Ok(())
+}
+
+fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(secret.as_bytes())
+}
+
+/// A `slum serve` whose listeners are bound and whose route table is loaded,
+/// ready to [`run`](Serving::run).
+pub struct Serving {
+    config: ServeConfig,
+    state: AppState,
+    public: TcpListener,
+    private: TcpListener,
+}
+
+impl Serving {
+    /// Opens the fleet database (writing the first admin token when there is
+    /// none), loads the route table and binds both listeners.
+    pub async fn bind(config: ServeConfig) -> anyhow::Result<Serving> {
+        let db = SlumDb::init_with(&config.database, config.fleet.clone()).await?;
+        bootstrap_token(&db, &config.token_file).await?;
+        let metrics = Arc::new(Metrics::new());
+        let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
+        routes.reload(&db).await?;
+        let public = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let private = TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api_listen))?;
+        Ok(Serving {
+            config,
+            state: AppState {
+                db,
+                routes,
+                metrics,
+            },
+            public,
+            private,
+        })
+    }
+
+    /// Address of the router.
+    pub fn router_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    /// Address of the management API.
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.private.local_addr()
+    }
+
+    /// The shared state (the fleet database, routes, metrics).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish within the grace period, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Serving {
+            config,
+            state,
+            public,
+            private,
+        } = self;
+        tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
+            database = %config.database.display(), "slum serve started");
+        let follower =
+            tokio::spawn(Arc::clone(&state.routes).follow(state.db.clone(), config.route_poll));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let api = tokio::spawn(crate::api::serve(private, state.clone(), stop_rx.clone()));
+        let router = crate::router::serve(public, state, &config, stop_rx).await;
+        follower.abort();
+        let api = api.await;
+        router?;
+        api??;
+        tracing::info!("slum serve stopped");
+        Ok(())
+    }
+}
+
+/// Runs `slum serve` with `config` until `shutdown` completes.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Serving::bind(config).await?.run(shutdown).await
+}

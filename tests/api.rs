@@ -1,0 +1,1118 @@
+//! The management API over real HTTP: authentication, CRUD, the error contract
+//! of docs/management-api.md, route table updates, and spawn, move and stop
+//! against real tenement servers.
+//!
+//! Each test serves the API in-process on 127.0.0.1:0 over its own fleet
+//! database. Servers registered without the harness point at a loopback port
+//! nothing listens on, so every call that reaches one fails fast.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use slum::metrics::Metrics;
+use slum::route_sync::Routes;
+use slum::route_table::Decision;
+use slum::serve::AppState;
+use slum::SlumDb;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use common::{ask, dump};
+
+/// A management API served in-process over a fresh fleet database.
+struct Api {
+    base: String,
+    /// A valid token, made directly in the database.
+    secret: String,
+    http: reqwest::Client,
+    state: AppState,
+    dir: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    served: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Api {
+    async fn start() -> Api {
+        let (dir, db) = common::temp_db().await;
+        let metrics = Arc::new(Metrics::new());
+        let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
+        routes.reload(&db).await.expect("route table");
+        let state = AppState {
+            db: db.clone(),
+            routes,
+            metrics,
+        };
+        let (_, secret) = db.create_api_token("tests").await.expect("token");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = watch::channel(false);
+        let served = tokio::spawn(slum::api::serve(listener, state.clone(), stopped));
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            // Spawns and moves wait for tenement.
+            .timeout(Duration::from_secs(90))
+            .build()
+            .expect("client");
+        Api {
+            base,
+            secret,
+            http,
+            state,
+            dir,
+            stop,
+            served,
+        }
+    }
+
+    fn db(&self) -> &SlumDb {
+        &self.state.db
+    }
+
+    fn db_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("slum.db")
+    }
+
+    /// A request with no token at all.
+    fn bare(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base))
+    }
+
+    /// `method path` with the valid token and an optional JSON body; the status
+    /// and the JSON answer (`Null` when there is no body).
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.bare(method, path).bearer_auth(&self.secret);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        send(req).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// A raw (possibly not JSON) body.
+    async fn send_raw(&self, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+        send(
+            self.bare(method, path)
+                .bearer_auth(&self.secret)
+                .header("content-type", "application/json")
+                .body(body.to_owned()),
+        )
+        .await
+    }
+
+    /// Registers a server on an unreachable loopback port.
+    async fn add_server(&self, id: &str, capacity_mb: i64) {
+        let (status, body) = self
+            .post(
+                "/v1/servers",
+                json!({"id": id, "url": "http://127.0.0.1:9", "capacity_mb": capacity_mb}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    async fn add_tenant(&self, domain: &str, server: &str) {
+        let (status, body) = self
+            .post(
+                "/v1/tenants",
+                json!({"domain": domain, "server_id": server, "process": "api", "instance_id": "prod"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
+    /// Where the router would send a request for `host` right now.
+    fn route(&self, host: &str) -> Decision {
+        self.state.routes.current().route(host)
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = req.send().await.expect("request to the API");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    if text.is_empty() {
+        return (status, Value::Null);
+    }
+    let value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("answer is not JSON ({e}): {status} {text:?}"));
+    (status, value)
+}
+
+/// Asserts the error shape of the contract and returns its object.
+fn error_of(status: StatusCode, body: &Value, want: StatusCode, kind: &str) -> Value {
+    assert_eq!(status, want, "{body}");
+    let e = &body["error"];
+    assert_eq!(e["kind"], kind, "{body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    e.clone()
+}
+
+#[tokio::test]
+async fn health_and_metrics_answer_without_a_token() {
+    let api = Api::start().await;
+    let (status, body) = send(api.bare(Method::GET, "/health")).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+
+    // The gauge is set by route table reloads, so an API change shows in it.
+    api.add_server("east", 1024).await;
+    api.add_tenant("acme.example.com", "east").await;
+    let resp = api
+        .bare(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/plain; version=0.0.4");
+    let text = resp.text().await.expect("body");
+    assert!(text.contains("slum_route_table_domains 1"), "{text}");
+    assert!(text.contains("slum_servers{state=\"unknown\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn every_v1_route_refuses_a_missing_or_wrong_token() {
+    let api = Api::start().await;
+    // Records each mutation would change if it got through.
+    api.add_server("east", 1024).await;
+    api.add_server("spare", 1024).await;
+    api.add_tenant("acme.example.com", "east").await;
+    let (other, _) = api.db().create_api_token("other").await.expect("token");
+    let before = dump(&api.db_path()).await;
+    let tokens_before = api.db().list_api_tokens().await.expect("tokens");
+
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, "/v1/servers".into(), None),
+        (
+            Method::POST,
+            "/v1/servers".into(),
+            Some(json!({"id": "west", "url": "http://127.0.0.1:9", "capacity_mb": 1})),
+        ),
+        (Method::GET, "/v1/servers/east".into(), None),
+        (
+            Method::PATCH,
+            "/v1/servers/east".into(),
+            Some(json!({"capacity_mb": 1})),
+        ),
+        (Method::DELETE, "/v1/servers/spare".into(), None),
+        (Method::GET, "/v1/servers/east/stats".into(), None),
+        (Method::GET, "/v1/tenants".into(), None),
+        (
+            Method::POST,
+            "/v1/tenants".into(),
+            Some(
+                json!({"domain": "b.example.com", "server_id": "east", "process": "api", "instance_id": "prod"}),
+            ),
+        ),
+        (Method::GET, "/v1/tenants/acme.example.com".into(), None),
+        (
+            Method::PATCH,
+            "/v1/tenants/acme.example.com".into(),
+            Some(json!({"process": "web"})),
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/acme.example.com/move".into(),
+            Some(json!({"server_id": "spare"})),
+        ),
+        (Method::DELETE, "/v1/tenants/acme.example.com".into(), None),
+        (Method::GET, "/v1/instances".into(), None),
+        (
+            Method::POST,
+            "/v1/instances".into(),
+            Some(
+                json!({"tenant": "acme", "process": "api", "instance_id": "prod", "server_id": "east"}),
+            ),
+        ),
+        (Method::GET, "/v1/instances/acme:prod".into(), None),
+        (Method::DELETE, "/v1/instances/acme:prod".into(), None),
+        (Method::GET, "/v1/status".into(), None),
+        (Method::POST, "/v1/reconcile".into(), None),
+        (Method::GET, "/v1/tokens".into(), None),
+        (
+            Method::POST,
+            "/v1/tokens".into(),
+            Some(json!({"name": "x"})),
+        ),
+        (Method::DELETE, format!("/v1/tokens/{}", other.id), None),
+    ];
+    let wrong = format!("slum_{}", "0".repeat(64));
+    for (method, path, body) in &routes {
+        let variants: [(&str, Option<String>); 4] = [
+            ("no token", None),
+            ("wrong token", Some(format!("Bearer {wrong}"))),
+            ("another scheme", Some(format!("Basic {}", api.secret))),
+            ("empty bearer", Some("Bearer ".to_owned())),
+        ];
+        for (what, authorization) in variants {
+            let mut req = api.bare(method.clone(), path);
+            if let Some(a) = authorization {
+                req = req.header("authorization", a);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await.expect("request");
+            assert_eq!(
+                resp.headers().get("www-authenticate").map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..]),
+                "{what}: {method} {path}"
+            );
+            let status = resp.status();
+            let body: Value = resp.json().await.expect("JSON error");
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {method} {path}");
+            assert_eq!(
+                body["error"]["kind"], "unauthorized",
+                "{what}: {method} {path}"
+            );
+            // The presented secret is never echoed back.
+            assert!(!body.to_string().contains(&api.secret));
+        }
+    }
+    assert_eq!(before, dump(&api.db_path()).await, "nothing changed");
+    assert_eq!(
+        tokens_before,
+        api.db().list_api_tokens().await.expect("tokens")
+    );
+    // And the same routes work with the token (one read to prove the contrast).
+    let (status, _) = api.get("/v1/servers").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn servers_are_created_read_patched_and_deleted() {
+    let api = Api::start().await;
+    let (status, created) = api
+        .post(
+            "/v1/servers",
+            json!({"id": "east", "url": "http://127.0.0.1:9/", "region": " us-east ",
+                   "capacity_mb": 2048, "token": "tenement-secret", "domain": "East.Fleet.Test."}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["id"], "east");
+    assert_eq!(created["url"], "http://127.0.0.1:9", "normalised");
+    assert_eq!(created["region"], "us-east");
+    assert_eq!(created["domain"], "east.fleet.test");
+    assert_eq!(created["capacity_mb"], 2048);
+    assert_eq!(created["status"], "unknown");
+    assert!(
+        created.get("token").is_none(),
+        "token never returned: {created}"
+    );
+    assert!(created["created_at"].is_string());
+    // ...but it is stored, for slum's calls to the server.
+    let stored = api.db().get_server("east").await.expect("stored");
+    assert_eq!(stored.token.as_deref(), Some("tenement-secret"));
+
+    let (status, one) = api.get("/v1/servers/east").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one, created);
+    api.add_server("west", 512).await;
+    let (status, all) = api.get("/v1/servers").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["east", "west"]);
+    assert!(!all.to_string().contains("tenement-secret"));
+
+    // PATCH changes what it names and keeps the rest.
+    let (status, patched) = api
+        .patch(
+            "/v1/servers/east",
+            json!({"capacity_mb": 4096, "status": "draining"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["capacity_mb"], 4096);
+    assert_eq!(patched["status"], "draining");
+    assert_eq!(patched["region"], "us-east");
+    assert_eq!(patched["domain"], "east.fleet.test");
+    assert_eq!(patched["url"], "http://127.0.0.1:9");
+    let stored = api.db().get_server("east").await.expect("stored");
+    assert_eq!(stored.token.as_deref(), Some("tenement-secret"), "kept");
+
+    // null clears an optional field; a new token replaces the old.
+    let (status, patched) = api
+        .patch(
+            "/v1/servers/east",
+            json!({"region": null, "token": "rotated"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["region"], Value::Null);
+    assert_eq!(patched["capacity_mb"], 4096);
+    let stored = api.db().get_server("east").await.expect("stored");
+    assert_eq!(stored.token.as_deref(), Some("rotated"));
+
+    let (status, body) = api.delete("/v1/servers/east").await;
+    assert_eq!((status, body), (StatusCode::NO_CONTENT, Value::Null));
+    let (status, body) = api.get("/v1/servers/east").await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["key"], "east");
+    assert_eq!(e["server"], "east");
+    let (status, body) = api.delete("/v1/servers/east").await;
+    error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn tenants_are_created_listed_patched_and_deleted() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_server("west", 1024).await;
+
+    let (status, created) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "Customer-1.Example.com.", "server_id": "east",
+                   "process": "api", "instance_id": "prod"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["domain"], "customer-1.example.com");
+    assert_eq!(created["name"], "customer-1", "name from the first label");
+    assert_eq!(created["server_id"], "east");
+    let (status, named) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "www.acme.test", "name": "acme", "server_id": "west",
+                   "process": "web", "instance_id": "site"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{named}");
+    assert_eq!(named["name"], "acme");
+
+    // Looked up case-insensitively.
+    let (status, one) = api.get("/v1/tenants/CUSTOMER-1.example.com").await;
+    assert_eq!((status, &one), (StatusCode::OK, &created));
+    let (_, all) = api.get("/v1/tenants").await;
+    assert_eq!(all.as_array().map(Vec::len), Some(2));
+    let (status, on_west) = api.get("/v1/tenants?server=west").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(on_west, json!([named]));
+    let (status, body) = api.get("/v1/tenants?server=nowhere").await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["server"], "nowhere");
+
+    let (status, patched) = api
+        .patch(
+            "/v1/tenants/customer-1.example.com",
+            json!({"instance_id": "canary"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["instance_id"], "canary");
+    assert_eq!(patched["process"], "api", "kept");
+    assert_eq!(patched["server_id"], "east", "kept");
+    assert_eq!(patched["name"], "customer-1", "kept");
+    assert_eq!(patched["created_at"], created["created_at"]);
+
+    let (status, _) = api.delete("/v1/tenants/customer-1.example.com").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.get("/v1/tenants/customer-1.example.com").await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["key"], "customer-1.example.com");
+    assert_eq!(e["server"], Value::Null);
+}
+
+#[tokio::test]
+async fn each_error_kind_has_its_status_and_names_what_it_is_about() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_tenant("acme.example.com", "east").await;
+    let path = api.db_path();
+    let before = dump(&path).await;
+
+    // Invalid: 422 naming the field.
+    let (status, body) = api
+        .post(
+            "/v1/servers",
+            json!({"id": "East_1", "url": "http://127.0.0.1:9", "capacity_mb": 1}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "server.id");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("East_1"),
+        "{e}"
+    );
+    let (status, body) = api
+        .patch("/v1/servers/east", json!({"capacity_mb": -5}))
+        .await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "server.capacity_mb");
+    let (status, body) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "bad domain.com", "server_id": "east", "process": "api", "instance_id": "prod"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "tenant.domain");
+    let (status, body) = api.get("/v1/instances/no-colon").await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "instance");
+
+    // AlreadyExists: 409 naming the key.
+    let (status, body) = api
+        .post(
+            "/v1/servers",
+            json!({"id": "east", "url": "http://127.0.0.1:9", "capacity_mb": 1}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::CONFLICT, "already_exists");
+    assert_eq!(e["key"], "east");
+    let (status, body) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "ACME.example.com", "server_id": "east", "process": "api", "instance_id": "prod"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::CONFLICT, "already_exists");
+    assert_eq!(e["key"], "acme.example.com");
+
+    // HasDependents: 409 with the counts.
+    let (status, body) = api.delete("/v1/servers/east").await;
+    let e = error_of(status, &body, StatusCode::CONFLICT, "has_dependents");
+    assert_eq!(
+        (&e["key"], &e["server"], &e["tenants"], &e["instances"]),
+        (&json!("east"), &json!("east"), &json!(1), &json!(0))
+    );
+
+    // NotFound: 404 naming the key, and the server when it is one.
+    let (status, body) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "b.example.com", "server_id": "nowhere", "process": "api", "instance_id": "prod"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        (&e["key"], &e["server"]),
+        (&json!("nowhere"), &json!("nowhere"))
+    );
+    let (status, body) = api.get("/v1/instances/acme:prod").await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(
+        (&e["key"], &e["server"]),
+        (&json!("acme:prod"), &Value::Null)
+    );
+    let (status, body) = api.delete("/v1/tokens/feedfacecafe").await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["key"], "feedfacecafe");
+
+    // InsufficientCapacity: 507, refused before the server is asked.
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "acme", "process": "api", "instance_id": "prod",
+                   "server_id": "east", "memory_mb": 2048}),
+        )
+        .await;
+    let e = error_of(
+        status,
+        &body,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_capacity",
+    );
+    assert_eq!(e["server"], "east");
+    assert_eq!(
+        (&e["requested_mb"], &e["free_mb"]),
+        (&json!(2048), &json!(1024))
+    );
+
+    // ServerUnreachable: 502 naming the server; the spawn left nothing behind.
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "acme", "process": "api", "instance_id": "prod", "server_id": "east"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::BAD_GATEWAY, "server_unreachable");
+    assert_eq!(e["server"], "east");
+    assert_eq!(before, dump(&path).await, "no error changed the fleet");
+
+    // ServerUnavailable: 409 for a draining server.
+    let (status, _) = api
+        .patch("/v1/servers/east", json!({"status": "draining"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "acme", "process": "api", "instance_id": "prod", "server_id": "east"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::CONFLICT, "server_unavailable");
+    assert_eq!(e["server"], "east");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("draining"),
+        "{e}"
+    );
+    assert!(api
+        .db()
+        .list_instance_records()
+        .await
+        .expect("list")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400_naming_the_problem() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_tenant("acme.example.com", "east").await;
+    let path = api.db_path();
+    let before = dump(&path).await;
+
+    let cases: [(Method, &str, &str, &str); 9] = [
+        (Method::POST, "/v1/servers", "{not json", "parse"),
+        (Method::POST, "/v1/servers", "", "EOF"),
+        (
+            Method::POST,
+            "/v1/servers",
+            r#"{"id":"w","url":"http://127.0.0.1:9","capacity_mb":1,"regoin":"eu"}"#,
+            "unknown field `regoin`",
+        ),
+        (
+            Method::POST,
+            "/v1/servers",
+            r#"{"id":"w","url":"http://127.0.0.1:9","capacity_mb":"lots"}"#,
+            "capacity_mb",
+        ),
+        (
+            Method::POST,
+            "/v1/servers",
+            r#"{"id":"w","capacity_mb":1}"#,
+            "missing field `url`",
+        ),
+        (
+            Method::PATCH,
+            "/v1/servers/east",
+            r#"{"status":"asleep"}"#,
+            "status",
+        ),
+        (
+            // The domain is the key of a tenant, not a field to change.
+            Method::PATCH,
+            "/v1/tenants/acme.example.com",
+            r#"{"domain":"other.example.com"}"#,
+            "unknown field `domain`",
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/acme.example.com/move",
+            r#""east""#,
+            "invalid type",
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/acme.example.com/move",
+            r#"["east"]"#,
+            "must be a JSON object",
+        ),
+    ];
+    for (method, route, body, names) in cases {
+        let (status, answer) = api.send_raw(method.clone(), route, body).await;
+        let e = error_of(status, &answer, StatusCode::BAD_REQUEST, "bad_request");
+        let message = e["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains(names),
+            "{method} {route} {body:?}: {message}"
+        );
+    }
+    // A query parameter the route does not take.
+    let (status, answer) = api.get("/v1/tenants?srv=east").await;
+    let e = error_of(status, &answer, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(e["message"].as_str().unwrap_or("").contains("srv"), "{e}");
+    // Without a Content-Type, a JSON body is still read (curl -d sends a form type).
+    let resp = api
+        .bare(Method::PATCH, "/v1/servers/east")
+        .bearer_auth(&api.secret)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"capacity_mb": 2048}"#)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        api.db().get_server("east").await.expect("east").capacity_mb,
+        2048
+    );
+    let after_patch = dump(&path).await;
+    assert_ne!(before, after_patch);
+
+    // Unknown routes and methods answer in the same JSON shape.
+    let (status, answer) = api.get("/v1/nothing-here").await;
+    error_of(status, &answer, StatusCode::NOT_FOUND, "not_found");
+    let (status, answer) = api.call(Method::PUT, "/v1/servers/east", None).await;
+    error_of(
+        status,
+        &answer,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    let (status, answer) = send(api.bare(Method::POST, "/health")).await;
+    error_of(
+        status,
+        &answer,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    // A method not allowed on a /v1 route still needs a token first.
+    let (status, _) = send(api.bare(Method::PUT, "/v1/servers/east")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_route_table_follows_api_changes_at_once() {
+    let api = Api::start().await;
+    // No follower runs in these tests: only the API's own reloads move the table.
+    assert_eq!(api.route("x.example.com"), Decision::UnknownHost);
+    api.add_server("east", 1024).await;
+    api.add_server("west", 1024).await;
+    api.add_tenant("x.example.com", "east").await;
+    match api.route("x.example.com") {
+        Decision::Spawn(r) => {
+            assert_eq!((r.tenant.as_str(), r.home_server.as_str()), ("x", "east"))
+        }
+        other => panic!("expected Spawn on east, got {other:?}"),
+    }
+
+    let (status, _) = api
+        .patch("/v1/servers/east", json!({"status": "offline"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        matches!(api.route("x.example.com"), Decision::ServerDown { ref servers, .. } if servers == &["east"]),
+        "{:?}",
+        api.route("x.example.com")
+    );
+
+    let (status, moved) = api
+        .post(
+            "/v1/tenants/x.example.com/move",
+            json!({"server_id": "west"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    match api.route("x.example.com") {
+        Decision::Spawn(r) => assert_eq!(r.home_server, "west"),
+        other => panic!("expected Spawn on west, got {other:?}"),
+    }
+
+    let (status, _) = api
+        .patch("/v1/tenants/x.example.com", json!({"process": "web"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    match api.route("x.example.com") {
+        Decision::Spawn(r) => assert_eq!(r.process, "web"),
+        other => panic!("expected Spawn of web, got {other:?}"),
+    }
+
+    let (status, _) = api.delete("/v1/tenants/x.example.com").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(api.route("x.example.com"), Decision::UnknownHost);
+    let (status, _) = api.delete("/v1/servers/west").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(api.state.routes.current().upstream("west").is_none());
+}
+
+#[tokio::test]
+async fn moving_a_tenant_without_an_instance_changes_only_its_home() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_server("west", 1024).await;
+    api.add_server("north", 1024).await;
+    api.add_tenant("acme.example.com", "east").await;
+    let path = api.db_path();
+
+    let (status, moved) = api
+        .post(
+            "/v1/tenants/ACME.example.com/move",
+            json!({"server_id": "west"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["server_id"], "west");
+    assert_eq!(moved["domain"], "acme.example.com");
+    let stored = api
+        .db()
+        .get_tenant_by_domain("acme.example.com")
+        .await
+        .expect("tenant");
+    assert_eq!(stored.server_id, "west");
+
+    // To where it already is: nothing to do, same answer.
+    let before = dump(&path).await;
+    let (status, again) = api
+        .post(
+            "/v1/tenants/acme.example.com/move",
+            json!({"server_id": "west"}),
+        )
+        .await;
+    assert_eq!((status, &again), (StatusCode::OK, &moved));
+    assert_eq!(before, dump(&path).await);
+
+    // Refusals change nothing.
+    let (status, _) = api
+        .patch("/v1/servers/north", json!({"status": "draining"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let before = dump(&path).await;
+    let (status, body) = api
+        .post(
+            "/v1/tenants/acme.example.com/move",
+            json!({"server_id": "north"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::CONFLICT, "server_unavailable");
+    assert_eq!(e["server"], "north");
+    let (status, body) = api
+        .post(
+            "/v1/tenants/acme.example.com/move",
+            json!({"server_id": "nowhere"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["server"], "nowhere");
+    let (status, body) = api
+        .post(
+            "/v1/tenants/acme.example.com/move",
+            json!({"server_id": "No Such"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "server_id");
+    let (status, body) = api
+        .post(
+            "/v1/tenants/other.example.com/move",
+            json!({"server_id": "east"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["key"], "other.example.com");
+    let (status, body) = api
+        .post(
+            "/v1/tenants/acme.example.com/move",
+            json!({"server": "east"}),
+        )
+        .await;
+    error_of(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(before, dump(&path).await);
+}
+
+#[tokio::test]
+async fn tokens_made_through_the_api_work_until_revoked() {
+    let api = Api::start().await;
+    let (status, created) = api.post("/v1/tokens", json!({"name": "ci"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    assert!(
+        secret.starts_with("slum_") && secret.len() == 69,
+        "{secret}"
+    );
+    assert_eq!(created["token"]["name"], "ci");
+    let id = created["token"]["id"].as_str().expect("id").to_owned();
+
+    // The new secret works on its own.
+    let (status, listed) = send(api.bare(Method::GET, "/v1/tokens").bearer_auth(&secret)).await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["tests", "ci"]);
+    assert!(!listed.to_string().contains(&secret), "no secrets listed");
+    assert!(
+        !listed.to_string().contains(&api.secret),
+        "no secrets listed"
+    );
+
+    let (status, body) = api.post("/v1/tokens", json!({"name": "  "})).await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "token.name");
+
+    let (status, _) = api.delete(&format!("/v1/tokens/{id}")).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = send(api.bare(Method::GET, "/v1/tokens").bearer_auth(&secret)).await;
+    error_of(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    // The other token is untouched.
+    let (status, _) = api.get("/v1/tokens").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn status_reports_every_server_and_the_fleet_totals() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_server("west", 512).await;
+    api.add_tenant("a.example.com", "east").await;
+    api.add_tenant("b.example.com", "east").await;
+    api.add_tenant("c.example.com", "west").await;
+    let (status, body) = api.get("/v1/status").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["tenants"], &body["instances"]),
+        (&json!(3), &json!(0))
+    );
+    let servers = body["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 2);
+    assert_eq!(servers[0]["server_id"], "east");
+    assert_eq!(servers[0]["tenants"], 2);
+    assert_eq!(servers[1]["server_id"], "west");
+    assert_eq!(servers[1]["capacity_mb"], 512);
+    for s in servers {
+        // Nothing listens there: asked, and the answer says why not.
+        assert_eq!(s["reachable"], false, "{s}");
+        assert!(s["error"].as_str().is_some_and(|e| !e.is_empty()), "{s}");
+    }
+    let (status, stats) = api.get("/v1/servers/west/stats").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(stats, servers[1]);
+}
+
+#[tokio::test]
+async fn stop_ends_the_api_gracefully() {
+    let api = Api::start().await;
+    let (status, _) = api.get("/v1/servers").await;
+    assert_eq!(status, StatusCode::OK);
+    api.stop.send(true).expect("stop");
+    let served = tokio::time::timeout(Duration::from_secs(20), api.served)
+        .await
+        .expect("serve returned after stop")
+        .expect("serve task");
+    assert!(served.is_ok(), "{served:?}");
+    let refused = api.http.get(format!("{}/health", api.base)).send().await;
+    assert!(refused.is_err(), "still answering after stop");
+}
+
+/// Spawn, move and stop through the API against two real tenement servers,
+/// with the failures only real servers produce.
+#[tokio::test]
+async fn spawn_move_and_stop_through_the_api_on_real_servers() {
+    let mut fleet = common::fleet(2).await;
+    let api = Api::start().await;
+    for s in &fleet.servers {
+        let r = s.record();
+        let (status, body) = api
+            .post(
+                "/v1/servers",
+                json!({"id": r.id, "url": r.url, "capacity_mb": r.capacity_mb,
+                       "token": r.token, "domain": r.domain}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let s1 = fleet.server("s1").expect("s1");
+    let s2 = fleet.server("s2").expect("s2");
+    api.add_tenant("alice.example.com", "s1").await;
+
+    let (status, inst) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "alice", "process": "api", "instance_id": "prod", "server_id": "s1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{inst}");
+    assert_eq!(
+        (&inst["server_id"], &inst["observed"], &inst["memory_mb"]),
+        (&json!("s1"), &json!("running"), &json!(128))
+    );
+    assert_eq!(
+        ask(s1, "alice", "api").await.trim(),
+        "tenant=alice process=api server=s1"
+    );
+    match api.route("alice.example.com") {
+        Decision::Forward { primary, .. } => assert_eq!(primary.upstream.server_id, "s1"),
+        other => panic!("expected Forward to s1, got {other:?}"),
+    }
+    let (status, body) = api.delete("/v1/servers/s1").await;
+    let e = error_of(status, &body, StatusCode::CONFLICT, "has_dependents");
+    assert_eq!((&e["tenants"], &e["instances"]), (&json!(1), &json!(1)));
+    let (status, live) = api.get("/v1/instances").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(live.as_array().map(Vec::len), Some(1), "{live}");
+    assert_eq!(live[0]["state"], "running");
+    let (_, none) = api.get("/v1/instances?server=s2").await;
+    assert_eq!(none, json!([]));
+    let (status, body) = api.get("/v1/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&body["tenants"], &body["instances"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(body["servers"][0]["reachable"], true, "{body}");
+    assert_eq!(body["servers"][0]["running"], 1, "{body}");
+    assert_eq!(body["servers"][1]["running"], 0, "{body}");
+
+    // Move: stopped on s1, started on s2, routed there at once.
+    let (status, moved) = api
+        .post(
+            "/v1/tenants/alice.example.com/move",
+            json!({"server_id": "s2"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["server_id"], "s2");
+    match api.route("alice.example.com") {
+        Decision::Forward { primary, .. } => assert_eq!(primary.upstream.server_id, "s2"),
+        other => panic!("expected Forward to s2, got {other:?}"),
+    }
+    let (status, now) = api.get("/v1/instances/alice:prod").await;
+    assert_eq!(status, StatusCode::OK, "{now}");
+    assert_eq!(
+        (
+            &now["instance"]["server_id"],
+            &now["state"],
+            &now["instance"]["memory_mb"]
+        ),
+        (&json!("s2"), &json!("running"), &json!(128))
+    );
+    assert_eq!(
+        ask(s2, "alice", "api").await.trim(),
+        "tenant=alice process=api server=s2"
+    );
+    let (_, on_s1) = api.get("/v1/servers/s1/stats").await;
+    assert_eq!(
+        (&on_s1["running"], &on_s1["used_mb"]),
+        (&json!(0), &json!(0)),
+        "{on_s1}"
+    );
+
+    // What tenement itself refuses: a process it does not offer, and one that
+    // dies at start, with its reason.
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "t1", "process": "nosuch", "instance_id": "prod", "server_id": "s1"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::BAD_GATEWAY, "tenement");
+    assert_eq!(e["server"], "s1");
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "t1", "process": "crashing", "instance_id": "prod", "server_id": "s1"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::BAD_GATEWAY, "spawn_failed");
+    assert_eq!((&e["server"], &e["key"]), (&json!("s1"), &json!("t1:prod")));
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("DATABASE_URL is not set"),
+        "{e}"
+    );
+
+    api.add_tenant("bob.example.com", "s1").await;
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "bob", "process": "api", "instance_id": "prod", "server_id": "s1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    fleet.server_mut("s1").expect("s1").kill().expect("kill s1");
+    let s2 = fleet.server("s2").expect("s2");
+    let path = api.db_path();
+
+    // The old server cannot stop it: nothing moves, nothing changes.
+    let before = dump(&path).await;
+    let (status, body) = api
+        .post(
+            "/v1/tenants/bob.example.com/move",
+            json!({"server_id": "s2"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::BAD_GATEWAY, "server_unreachable");
+    assert_eq!(e["server"], "s1");
+    assert_eq!(before, dump(&path).await);
+
+    // The new home cannot start it: it is started again where it was.
+    let (status, body) = api
+        .post(
+            "/v1/tenants/alice.example.com/move",
+            json!({"server_id": "s1"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::BAD_GATEWAY, "server_unreachable");
+    assert_eq!(e["server"], "s1");
+    let (_, alice) = api.get("/v1/tenants/alice.example.com").await;
+    assert_eq!(alice["server_id"], "s2", "home unchanged");
+    let (_, now) = api.get("/v1/instances/alice:prod").await;
+    assert_eq!(
+        (&now["instance"]["server_id"], &now["state"]),
+        (&json!("s2"), &json!("running")),
+        "{now}"
+    );
+    assert_eq!(
+        ask(s2, "alice", "api").await.trim(),
+        "tenant=alice process=api server=s2"
+    );
+    match api.route("alice.example.com") {
+        Decision::Forward { primary, .. } => assert_eq!(primary.upstream.server_id, "s2"),
+        other => panic!("expected Forward to s2, got {other:?}"),
+    }
+
+    // A stop on a dead server is pending: 202, and no more traffic for it.
+    let (status, body) = api.delete("/v1/instances/bob:prod").await;
+    let e = error_of(status, &body, StatusCode::ACCEPTED, "stop_pending");
+    assert_eq!(
+        (&e["server"], &e["key"]),
+        (&json!("s1"), &json!("bob:prod"))
+    );
+    assert!(
+        !matches!(api.route("bob.example.com"), Decision::Forward { .. }),
+        "{:?}",
+        api.route("bob.example.com")
+    );
+
+    // Reconcile leaves the dead server for later and says so.
+    let (status, report) = api.post("/v1/reconcile", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let unreachable = report["unreachable"].as_array().expect("unreachable");
+    assert!(
+        unreachable.len() == 1
+            && unreachable[0]
+                .as_str()
+                .is_some_and(|u| u.starts_with("s1:")),
+        "{report}"
+    );
+    assert_eq!(report["failed"], json!([]), "{report}");
+
+    let (status, _) = api.delete("/v1/instances/alice:prod").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, on_s2) = api.get("/v1/servers/s2/stats").await;
+    assert_eq!(on_s2["running"], 0, "{on_s2}");
+    assert!(matches!(api.route("alice.example.com"), Decision::Spawn(_)));
+}

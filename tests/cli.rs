@@ -1,0 +1,838 @@
+//! The `slum` command line, run as a user runs it: the real binary against a real
+//! `slum serve` (the same binary, as a child process) over a fresh fleet database
+//! in a temp dir, with `XDG_CONFIG_HOME` and `HOME` inside that dir so that no
+//! test reads or writes the real `~/.config/slum/token`.
+//!
+//! Servers registered without a tenement harness point at a loopback port nothing
+//! listens on; the last test drives spawn, ps and stop on a real tenement server.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SLUM: &str = env!("CARGO_BIN_EXE_slum");
+
+/// Variables of the caller's environment that would change what the binary does.
+const SCRUBBED: &[&str] = &[
+    "SLUM_API",
+    "SLUM_TOKEN",
+    "SLUM_TOKEN_FILE",
+    "SLUM_CONFIG",
+    "SLUM_DATABASE",
+    "SLUM_LISTEN",
+    "SLUM_API_LISTEN",
+    "RUST_LOG",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
+fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr")
+}
+
+/// A `slum` command with a clean environment whose config home is `home`.
+fn slum_command(home: &Path) -> Command {
+    let mut cmd = Command::new(SLUM);
+    for var in SCRUBBED {
+        cmd.env_remove(var);
+    }
+    cmd.env("XDG_CONFIG_HOME", home.join("config"))
+        .env("HOME", home)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn of(cmd: &mut Command) -> Out {
+        let out = cmd.output().expect("run slum");
+        Out {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "expected success: {self:#?}");
+        &self.stdout
+    }
+
+    /// Asserts exit code 1, nothing on stdout and exactly one `error: ` line on
+    /// stderr; returns that line.
+    #[track_caller]
+    fn error_line(&self) -> &str {
+        assert_eq!(self.code, Some(1), "expected exit code 1: {self:#?}");
+        assert_eq!(self.stdout, "", "no output on failure: {self:#?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line on stderr: {self:#?}");
+        assert!(lines[0].starts_with("error: "), "{self:#?}");
+        lines[0]
+    }
+
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(self.ok())
+            .unwrap_or_else(|e| panic!("--json output is not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// `slum serve` running as a child process over a temp dir.
+struct Serve {
+    dir: tempfile::TempDir,
+    api: String,
+    router: SocketAddr,
+    child: Child,
+    /// The admin token `slum serve` wrote on first start.
+    token: String,
+}
+
+impl Serve {
+    /// With `--token-file <tmp>/token`.
+    fn start() -> Serve {
+        Serve::start_with(true)
+    }
+
+    /// With the token written to the default path (`$XDG_CONFIG_HOME/slum/token`).
+    fn start_with_default_token_file() -> Serve {
+        Serve::start_with(false)
+    }
+
+    fn start_with(explicit_token_file: bool) -> Serve {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (router, api) = (free_addr(), free_addr());
+        let token_file = if explicit_token_file {
+            dir.path().join("token")
+        } else {
+            dir.path().join("config/slum/token")
+        };
+        let mut cmd = slum_command(dir.path());
+        cmd.arg("serve")
+            .arg("--database")
+            .arg(dir.path().join("slum.db"))
+            .arg("--listen")
+            .arg(router.to_string())
+            .arg("--api-listen")
+            .arg(api.to_string());
+        if explicit_token_file {
+            cmd.arg("--token-file").arg(&token_file);
+        }
+        let log = std::fs::File::create(dir.path().join("serve.log")).expect("log file");
+        let child = cmd
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start slum serve");
+        let mut serve = Serve {
+            api: format!("http://{api}"),
+            router,
+            child,
+            token: String::new(),
+            dir,
+        };
+        serve.wait_healthy(api);
+        serve.token = std::fs::read_to_string(&token_file)
+            .unwrap_or_else(|e| panic!("slum serve wrote no token to {token_file:?}: {e}"))
+            .trim()
+            .to_owned();
+        assert!(!serve.token.is_empty(), "empty token file");
+        serve
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    fn wait_healthy(&mut self, api: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("slum serve exited ({status}):\n{}", self.log());
+            }
+            if http_get(api, "/health").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slum serve did not answer /health within 30s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `slum` pointed at this API (through `SLUM_API`) with no token given.
+    fn cli(&self) -> Command {
+        let mut cmd = slum_command(self.dir.path());
+        cmd.env("SLUM_API", &self.api);
+        cmd
+    }
+
+    /// `slum --token <admin token> ARGS...`.
+    fn run(&self, args: &[&str]) -> Out {
+        Out::of(self.cli().arg("--token").arg(&self.token).args(args))
+    }
+
+    /// `slum ARGS...` with no token flag or variable.
+    fn run_without_token(&self, args: &[&str]) -> Out {
+        Out::of(self.cli().args(args))
+    }
+
+    /// Adds a server on a loopback port nothing listens on.
+    fn add_dead_server(&self, id: &str) {
+        self.run(&[
+            "server",
+            "add",
+            id,
+            "--url",
+            "http://127.0.0.1:9",
+            "--capacity-mb",
+            "1024",
+        ])
+        .ok();
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if self.terminate().is_none() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET; the whole answer, or None when nothing answers.
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    http_get_host(addr, path, "localhost")
+}
+
+fn http_get_host(addr: SocketAddr, path: &str, host: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+/// The row of a table whose first cell is `key`, split into cells.
+#[track_caller]
+fn row<'a>(table: &'a str, key: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&key))
+        .unwrap_or_else(|| panic!("no row {key} in:\n{table}"))
+}
+
+#[test]
+fn server_add_list_show_update_remove() {
+    let slum = Serve::start();
+    let added = slum.run(&[
+        "server",
+        "add",
+        "east",
+        "--url",
+        "http://127.0.0.1:9",
+        "--region",
+        "us-east",
+        "--capacity-mb",
+        "1024",
+        "--token",
+        "tenement-secret",
+        "--domain",
+        "east.example.com",
+    ]);
+    let out = added.ok();
+    assert!(out.starts_with("added server east\n"), "{out}");
+    assert!(!out.contains("tenement-secret"), "token printed: {out}");
+    slum.add_dead_server("west");
+
+    let list = slum.run(&["server", "list"]);
+    let list = list.ok();
+    let header = list.lines().next().expect("header");
+    assert!(header.starts_with("ID"), "{list}");
+    let east = row(list, "east");
+    assert_eq!(
+        &east[..3],
+        ["east", "http://127.0.0.1:9", "us-east"],
+        "{list}"
+    );
+    assert!(matches!(east[3], "unknown" | "offline"), "status: {list}");
+    assert_eq!(
+        &east[4..],
+        ["0", "MB", "1024", "MB", "1024", "MB", "never"],
+        "used, capacity, free, last seen: {list}"
+    );
+    assert_eq!(row(list, "west")[2], "-", "no region: {list}");
+    // Aligned: every row's URL starts where the header's does.
+    let url_col = header.find("URL").expect("URL column");
+    for line in list.lines().skip(1) {
+        assert_eq!(&line[url_col..url_col + 7], "http://", "{list}");
+    }
+
+    let show = slum.run(&["server", "show", "east"]);
+    let show = show.ok();
+    for line in [
+        "id:         east",
+        "region:     us-east",
+        "domain:     east.example.com",
+        "capacity:   0 MB used of 1024 MB (1024 MB free)",
+        "tenants:    0",
+        "instances:  0",
+    ] {
+        assert!(show.contains(line), "{line:?} missing in:\n{show}");
+    }
+    assert!(show.contains("reachable:  no: "), "{show}");
+
+    let updated = slum.run(&[
+        "server",
+        "update",
+        "east",
+        "--capacity-mb",
+        "2048",
+        "--status",
+        "draining",
+    ]);
+    assert!(
+        updated.ok().starts_with("updated server east\n"),
+        "{updated:#?}"
+    );
+    let list = slum.run(&["server", "list"]);
+    let east = row(list.ok(), "east");
+    assert_eq!((east[3], east[6]), ("draining", "2048"), "{east:?}");
+
+    let removed = slum.run(&["server", "remove", "west"]);
+    assert_eq!(removed.ok().trim(), "removed server west");
+    let list = slum.run(&["server", "list"]);
+    assert!(!list.ok().contains("west"), "{list:#?}");
+    let gone = slum.run(&["server", "show", "west"]);
+    assert_eq!(gone.error_line(), "error: server 'west' not found");
+}
+
+#[test]
+fn tenant_add_list_show_move_remove() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    slum.add_dead_server("west");
+    let added = slum.run(&[
+        "tenant",
+        "add",
+        "Customer-1.Example.com",
+        "--server",
+        "east",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ]);
+    assert!(
+        added
+            .ok()
+            .starts_with("added tenant customer-1.example.com\n"),
+        "{added:#?}"
+    );
+    slum.run(&[
+        "tenant",
+        "add",
+        "shop.example.org",
+        "--server",
+        "west",
+        "--process",
+        "web",
+        "--instance",
+        "prod",
+        "--name",
+        "customer-1",
+    ])
+    .ok();
+
+    let list = slum.run(&["tenant", "list"]);
+    let list = list.ok();
+    assert!(list.starts_with("DOMAIN"), "{list}");
+    assert_eq!(
+        row(list, "customer-1.example.com"),
+        [
+            "customer-1.example.com",
+            "customer-1",
+            "east",
+            "api",
+            "prod"
+        ]
+    );
+    assert_eq!(
+        row(list, "shop.example.org"),
+        ["shop.example.org", "customer-1", "west", "web", "prod"]
+    );
+    let on_west = slum.run(&["tenant", "list", "--server", "west"]);
+    let on_west = on_west.ok();
+    assert!(on_west.contains("shop.example.org"), "{on_west}");
+    assert!(!on_west.contains("customer-1.example.com"), "{on_west}");
+
+    let show = slum.run(&["tenant", "show", "customer-1.example.com"]);
+    let show = show.ok();
+    assert!(show.contains("server:     east"), "{show}");
+    assert!(show.contains("routes to:  customer-1:prod"), "{show}");
+
+    // No instance runs yet, so the move only changes the home server.
+    let moved = slum.run(&["tenant", "move", "customer-1.example.com", "--to", "west"]);
+    assert_eq!(
+        moved.ok().trim(),
+        "moved customer-1.example.com to server west"
+    );
+    let on_west = slum.run(&["tenant", "list", "--server", "west"]);
+    assert!(
+        on_west.ok().contains("customer-1.example.com"),
+        "{on_west:#?}"
+    );
+
+    let removed = slum.run(&["tenant", "remove", "customer-1.example.com"]);
+    assert_eq!(removed.ok().trim(), "removed tenant customer-1.example.com");
+    let gone = slum.run(&["tenant", "show", "customer-1.example.com"]);
+    assert_eq!(
+        gone.error_line(),
+        "error: tenant 'customer-1.example.com' not found"
+    );
+}
+
+#[test]
+fn api_errors_are_one_line_naming_what_is_wrong() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+
+    let unknown = slum.run(&[
+        "tenant",
+        "add",
+        "c1.example.com",
+        "--server",
+        "nowhere",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ]);
+    assert_eq!(unknown.error_line(), "error: server 'nowhere' not found");
+
+    let negative = slum.run(&[
+        "server",
+        "add",
+        "north",
+        "--url",
+        "http://127.0.0.1:9",
+        "--capacity-mb",
+        "-1",
+    ]);
+    let line = negative.error_line();
+    assert!(line.contains("capacity_mb"), "field not named: {line}");
+
+    let bad_url = slum.run(&["server", "update", "east", "--url", "ftp://east"]);
+    let line = bad_url.error_line();
+    assert!(line.contains("url") && line.contains("ftp"), "{line}");
+
+    let twice = slum.run(&[
+        "server",
+        "add",
+        "east",
+        "--url",
+        "http://127.0.0.1:9",
+        "--capacity-mb",
+        "1",
+    ]);
+    assert_eq!(twice.error_line(), "error: server 'east' already exists");
+
+    slum.run(&[
+        "tenant",
+        "add",
+        "c1.example.com",
+        "--server",
+        "east",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ])
+    .ok();
+    let busy = slum.run(&["server", "remove", "east"]);
+    let line = busy.error_line();
+    assert!(line.contains("east") && line.contains("1 tenant"), "{line}");
+
+    let no_instance = slum.run(&["stop", "c1:prod"]);
+    assert_eq!(
+        no_instance.error_line(),
+        "error: instance 'c1:prod' not found"
+    );
+
+    // Nothing was changed by the failures.
+    let list = slum.run(&["--json", "server", "list"]).json();
+    let east = &list.as_array().expect("array")[0];
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(east["url"], "http://127.0.0.1:9");
+}
+
+#[test]
+fn a_wrong_or_missing_token_is_refused_in_one_line() {
+    let slum = Serve::start();
+    let wrong = Out::of(slum.cli().args(["--token", "slum_wrong", "server", "list"]));
+    assert_eq!(
+        wrong.error_line(),
+        "error: the API refused the token (set --token or SLUM_TOKEN)"
+    );
+    let wrong_env = Out::of(slum.cli().env("SLUM_TOKEN", "slum_wrong").args(["status"]));
+    assert_eq!(
+        wrong_env.error_line(),
+        "error: the API refused the token (set --token or SLUM_TOKEN)"
+    );
+    // This serve wrote its token elsewhere, so the default file does not exist.
+    let missing = slum.run_without_token(&["server", "list"]);
+    let line = missing.error_line();
+    assert!(line.starts_with("error: no API token"), "{line}");
+    assert!(line.contains("config/slum/token"), "{line}");
+    // SLUM_TOKEN works like --token.
+    let env = Out::of(
+        slum.cli()
+            .env("SLUM_TOKEN", &slum.token)
+            .args(["server", "list"]),
+    );
+    env.ok();
+}
+
+#[test]
+fn an_unreachable_api_asks_whether_slum_serve_runs() {
+    let home = tempfile::tempdir().expect("temp dir");
+    let nobody = free_addr();
+    let out = Out::of(slum_command(home.path()).args([
+        "--api",
+        &format!("http://{nobody}"),
+        "--token",
+        "x",
+        "server",
+        "list",
+    ]));
+    let line = out.error_line();
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot reach the slum API at http://{nobody}: "
+        )),
+        "{line}"
+    );
+    assert!(line.ends_with("(is `slum serve` running?)"), "{line}");
+    assert!(line.to_lowercase().contains("refused"), "no reason: {line}");
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    let home = tempfile::tempdir().expect("temp dir");
+    for args in [
+        &["server", "add", "east", "--capacity-mb", "1"][..],
+        &["server", "update", "east"],
+        &["server", "update", "east", "--status", "asleep"],
+        &["stop", "no-colon"],
+        &["frobnicate"],
+    ] {
+        let out = Out::of(slum_command(home.path()).args(args));
+        assert_eq!(out.code, Some(2), "{args:?}: {out:#?}");
+        assert!(out.stderr.contains("error:"), "{args:?}: {out:#?}");
+    }
+}
+
+#[test]
+fn json_output_is_the_apis_json() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    slum.run(&[
+        "tenant",
+        "add",
+        "c1.example.com",
+        "--server",
+        "east",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ])
+    .ok();
+
+    let servers = slum.run(&["server", "list", "--json"]).json();
+    assert_eq!(servers[0]["id"], "east");
+    assert_eq!(servers[0]["capacity_mb"], 1024);
+    assert!(servers[0].get("token").is_none(), "{servers}");
+
+    let show = slum.run(&["--json", "server", "show", "east"]).json();
+    assert_eq!(show["server"]["id"], "east");
+    assert_eq!(show["stats"]["tenants"], 1);
+    assert_eq!(show["stats"]["reachable"], false);
+
+    let tenants = slum.run(&["--json", "tenant", "list"]).json();
+    assert_eq!(tenants[0]["domain"], "c1.example.com");
+    assert_eq!(tenants[0]["name"], "c1");
+    let tenant = slum
+        .run(&["--json", "tenant", "show", "c1.example.com"])
+        .json();
+    assert_eq!(tenant["server_id"], "east");
+
+    let status = slum.run(&["--json", "status"]).json();
+    assert_eq!(status["tenants"], 1);
+    assert_eq!(status["servers"][0]["server_id"], "east");
+
+    let ps = slum.run(&["--json", "ps"]).json();
+    assert_eq!(ps, Value::Array(vec![]));
+
+    let created = slum
+        .run(&[
+            "--json",
+            "server",
+            "add",
+            "west",
+            "--url",
+            "http://127.0.0.1:9",
+            "--capacity-mb",
+            "1",
+        ])
+        .json();
+    assert_eq!(created["id"], "west");
+    // A 204 prints nothing, not an invalid document.
+    let removed = slum.run(&["--json", "server", "remove", "west"]);
+    assert_eq!(removed.ok(), "");
+}
+
+#[test]
+fn the_default_token_file_is_used_without_a_token() {
+    let slum = Serve::start_with_default_token_file();
+    assert!(
+        slum.dir.path().join("config/slum/token").is_file(),
+        "slum serve did not write $XDG_CONFIG_HOME/slum/token"
+    );
+    let out = slum.run_without_token(&["server", "list"]);
+    assert!(out.ok().starts_with("ID"), "{out:#?}");
+    // A token on the command line wins over the file.
+    let wrong = Out::of(slum.cli().args(["--token", "slum_wrong", "server", "list"]));
+    wrong.error_line();
+    // And the file is read as written: an edited one is refused.
+    std::fs::write(slum.dir.path().join("config/slum/token"), "slum_edited\n").expect("edit");
+    let edited = slum.run_without_token(&["server", "list"]);
+    assert_eq!(
+        edited.error_line(),
+        "error: the API refused the token (set --token or SLUM_TOKEN)"
+    );
+}
+
+#[test]
+fn tokens_are_created_shown_once_listed_and_revoked() {
+    let slum = Serve::start();
+    let created = slum.run(&["token", "create", "ci"]);
+    let secret = created.ok().trim().to_owned();
+    assert!(secret.starts_with("slum_"), "{created:#?}");
+    assert_eq!(created.ok().lines().count(), 1, "only the secret on stdout");
+    assert!(
+        created.stderr.contains("cannot be shown again"),
+        "{created:#?}"
+    );
+
+    let list = slum.run(&["token", "list"]);
+    let list = list.ok();
+    assert!(!list.contains(&secret), "secret listed: {list}");
+    let ci = list
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.get(1) == Some(&"ci"))
+        .unwrap_or_else(|| panic!("no ci token in {list}"));
+    let id = ci[0].to_owned();
+
+    let with_new = Out::of(slum.cli().args(["--token", &secret, "status"]));
+    with_new.ok();
+    let revoked = slum.run(&["token", "revoke", &id]);
+    assert_eq!(revoked.ok().trim(), format!("revoked token {id}"));
+    let after = Out::of(slum.cli().args(["--token", &secret, "status"]));
+    assert_eq!(
+        after.error_line(),
+        "error: the API refused the token (set --token or SLUM_TOKEN)"
+    );
+}
+
+#[test]
+fn status_ps_and_reconcile_report_an_unreachable_server() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    let status = slum.run(&["status"]);
+    let status = status.ok();
+    let east = row(status, "east");
+    assert!(matches!(east[1], "unknown" | "offline"), "{status}");
+    assert_eq!(east.last(), Some(&"no"), "reachable: {status}");
+    assert!(
+        status.contains("1 server(s), 0 tenant(s), 0 instance(s)"),
+        "{status}"
+    );
+
+    let ps = slum.run(&["ps"]);
+    assert!(ps.ok().starts_with("KEY"), "{ps:#?}");
+
+    let reconcile = slum.run(&["reconcile"]);
+    let reconcile = reconcile.ok();
+    assert!(reconcile.contains("unreachable:\n  east: "), "{reconcile}");
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let mut slum = Serve::start();
+    let status = slum
+        .terminate()
+        .expect("slum serve did not stop within 15s");
+    assert!(status.success(), "{status}: {}", slum.log());
+    assert!(slum.log().contains("slum serve stopped"), "{}", slum.log());
+}
+
+/// spawn, ps, status and stop against a real tenement server, with a request
+/// through `slum serve`'s router in between.
+#[tokio::test(flavor = "multi_thread")]
+async fn spawn_ps_stop_on_a_real_tenement_server() {
+    let mut fleet = common::fleet(1).await;
+    let s1 = fleet.server("s1").expect("s1");
+    let slum = Serve::start();
+    let token_file: PathBuf = slum.dir.path().join("s1.token");
+    std::fs::write(&token_file, &s1.token).expect("token file");
+    let url = s1.url();
+    let token_file = token_file.to_string_lossy().into_owned();
+    slum.run(&[
+        "server",
+        "add",
+        "s1",
+        "--url",
+        &url,
+        "--capacity-mb",
+        "1024",
+        "--token-file",
+        &token_file,
+        "--domain",
+        &s1.domain,
+    ])
+    .ok();
+    slum.run(&[
+        "tenant",
+        "add",
+        "alice.example.com",
+        "--server",
+        "s1",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ])
+    .ok();
+
+    let spawned = slum.run(&[
+        "spawn",
+        "alice",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--server",
+        "s1",
+        "--memory-mb",
+        "256",
+    ]);
+    assert_eq!(
+        spawned.ok().trim(),
+        "spawned alice:prod (api) on server s1: 256 MB reserved, running"
+    );
+
+    let ps = slum.run(&["ps"]);
+    let alice = row(ps.ok(), "alice:prod");
+    assert_eq!(
+        &alice[..4],
+        ["alice:prod", "api", "s1", "running"],
+        "{ps:#?}"
+    );
+    assert_eq!(&alice[alice.len() - 2..], ["256", "MB"], "{ps:#?}");
+    let ps_json = slum.run(&["--json", "ps"]).json();
+    assert_eq!(ps_json[0]["state"], "running");
+
+    let status = slum.run(&["status"]);
+    let s1_row = row(status.ok(), "s1");
+    assert_eq!(s1_row.last(), Some(&"yes"), "reachable: {status:#?}");
+    assert!(status.ok().contains("256 MB"), "{status:#?}");
+
+    // The domain now routes through slum serve's router to the instance.
+    let router = slum.router;
+    let answer =
+        tokio::task::spawn_blocking(move || http_get_host(router, "/", "alice.example.com"))
+            .await
+            .expect("join")
+            .expect("router answers");
+    assert!(
+        answer.contains("tenant=alice process=api server=s1"),
+        "{answer}"
+    );
+
+    let stopped = slum.run(&["stop", "alice:prod"]);
+    assert_eq!(stopped.ok().trim(), "stopped alice:prod");
+    let ps = slum.run(&["ps"]);
+    assert!(!ps.ok().contains("alice:prod"), "{ps:#?}");
+
+    // A stop that cannot reach its server is pending: a warning, not a failure.
+    slum.run(&[
+        "spawn",
+        "bob",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--server",
+        "s1",
+    ])
+    .ok();
+    fleet.server_mut("s1").expect("s1").kill().expect("kill s1");
+    let pending = slum.run(&["stop", "bob:prod"]);
+    assert_eq!(pending.ok(), "", "{pending:#?}");
+    assert!(
+        pending
+            .stderr
+            .starts_with("warning: instance 'bob:prod' could not be stopped now"),
+        "{pending:#?}"
+    );
+    assert_eq!(pending.stderr.lines().count(), 1, "{pending:#?}");
+    let ps = slum.run(&["ps"]);
+    let bob = row(ps.ok(), "bob:prod");
+    assert_eq!(bob[3], "unknown", "{ps:#?}");
+}

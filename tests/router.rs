@@ -1,0 +1,615 @@
+//! The router end to end: `slum serve` (in this process) in front of real tenement
+//! servers, each in its own network namespace.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{fleet, http};
+use slum::local_fleet::LocalFleet;
+use slum::serve::{AppState, ServeArgs, ServeConfig, Serving};
+use slum::tenement::TenementClients;
+use slum::{ServerStatus, SlumDb, Tenant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A running `slum serve` on loopback ports.
+struct Slum {
+    router: SocketAddr,
+    state: AppState,
+    db_path: std::path::PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Slum {
+    async fn start(tweak: impl FnOnce(&mut ServeArgs)) -> Slum {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = ServeArgs {
+            database: Some(dir.path().join("slum.db")),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            api_listen: Some("127.0.0.1:0".parse().unwrap()),
+            token_file: Some(dir.path().join("token")),
+            ..Default::default()
+        };
+        tweak(&mut args);
+        let serving = Serving::bind(ServeConfig::resolve(&args).unwrap())
+            .await
+            .unwrap();
+        let router = serving.router_addr().unwrap();
+        let state = serving.state().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serving.run(async move {
+            let _ = rx.await;
+        }));
+        Slum {
+            router,
+            state,
+            db_path: dir.path().join("slum.db"),
+            stop: Some(tx),
+            task,
+            _dir: dir,
+        }
+    }
+
+    fn db(&self) -> &SlumDb {
+        &self.state.db
+    }
+
+    async fn add_fleet(&self, fleet: &LocalFleet) {
+        for s in &fleet.servers {
+            self.db().add_server(&s.record()).await.unwrap();
+        }
+        self.state.fleet_changed().await;
+    }
+
+    async fn add_tenant(&self, domain: &str, server: &str) {
+        self.db()
+            .add_tenant(&Tenant {
+                domain: domain.into(),
+                server_id: server.into(),
+                process: "api".into(),
+                instance_id: "prod".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        self.state.fleet_changed().await;
+    }
+
+    async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let resp = http()
+            .get(format!("http://{}{path}", self.router))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    /// Sends raw bytes and returns the raw answer (for requests reqwest will not
+    /// make).
+    async fn raw(&self, request: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(self.router).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+}
+
+#[tokio::test]
+async fn routes_each_tenant_to_its_server_with_forwarding_headers() {
+    let fleet = fleet(3).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    for (domain, server) in [
+        ("acme.com", "s1"),
+        ("globex.com", "s2"),
+        ("initech.com", "s3"),
+    ] {
+        slum.add_tenant(domain, server).await;
+        let t = slum.db().get_tenant_by_domain(domain).await.unwrap();
+        slum.db()
+            .spawn_instance(&t.name, "api", "prod", server)
+            .await
+            .unwrap();
+    }
+    slum.state.fleet_changed().await;
+    for (domain, server) in [
+        ("acme.com", "s1"),
+        ("globex.com", "s2"),
+        ("initech.com", "s3"),
+    ] {
+        let tenant = domain.split('.').next().unwrap();
+        let (status, body) = slum
+            .get(&format!("{}:8080", domain.to_uppercase()), "/")
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body.trim(),
+            format!("tenant={tenant} process=api server={server}")
+        );
+    }
+
+    let resp = http()
+        .get(format!("http://{}/headers", slum.router))
+        .header("host", "acme.com")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-host", "globex.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.text().await.unwrap();
+    assert!(
+        headers.contains("host: acme.api.s1.fleet.test\n"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+        "{headers}"
+    );
+    assert!(
+        headers.contains("x-forwarded-host: acme.com\n"),
+        "{headers}"
+    );
+    assert!(headers.contains("x-forwarded-proto: http\n"), "{headers}");
+
+    // A client-sent X-Forwarded-Host never selects a tenant.
+    let resp = http()
+        .get(format!("http://{}/", slum.router))
+        .header("host", "nobody.example")
+        .header("x-forwarded-host", "acme.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        resp.text().await.unwrap().trim(),
+        "no tenant has the domain 'nobody.example'"
+    );
+
+    let metrics = slum.state.metrics.render();
+    assert!(
+        metrics.contains("slum_requests_total{status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("slum_upstream_latency_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("slum_route_table_domains 3"), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_first_requests_spawn_a_tenant_once() {
+    let fleet = fleet(1).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("newco.com", "s1").await;
+    assert!(slum.db().list_instance_records().await.unwrap().is_empty());
+
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let url = format!("http://{}/", slum.router);
+            tokio::spawn(async move {
+                let r = http()
+                    .get(url)
+                    .header("host", "newco.com")
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.text().await.unwrap())
+            })
+        })
+        .collect();
+    for r in requests {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.trim(), "tenant=newco process=api server=s1");
+    }
+    let records = slum.db().list_instance_records().await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].key(), "newco:prod");
+    // The app prints one line per start: one spawn, not twenty.
+    let s1 = fleet.server("s1").unwrap().record();
+    let clients = TenementClients::new(slum.db().options());
+    let logs = clients
+        .for_server(&s1)
+        .logs("api", "newco", 100)
+        .await
+        .unwrap();
+    let starts = logs
+        .iter()
+        .filter(|l| l.message.starts_with("serving tenant"))
+        .count();
+    assert_eq!(starts, 1, "{logs:?}");
+}
+
+#[tokio::test]
+async fn an_offline_primary_routes_to_the_backup_and_back() {
+    let fleet = fleet(2).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("acme.com", "s1").await;
+    slum.db()
+        .spawn_instance("acme", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.db()
+        .spawn_instance("acme", "api", "backup", "s2")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    assert!(slum.get("acme.com", "/").await.1.contains("server=s1"));
+
+    let slum = &slum;
+    let set_status = |status| async move {
+        let mut s1 = slum.db().get_server("s1").await.unwrap();
+        s1.status = status;
+        slum.db().update_server(&s1).await.unwrap();
+        slum.state.fleet_changed().await;
+    };
+    set_status(ServerStatus::Offline).await;
+    let (status, body) = slum.get("acme.com", "/").await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, "tenant=acme process=api server=s2")
+    );
+    set_status(ServerStatus::Online).await;
+    assert!(slum.get("acme.com", "/").await.1.contains("server=s1"));
+
+    // With every instance's server offline: 503 naming the servers.
+    for id in ["s1", "s2"] {
+        let mut s = slum.db().get_server(id).await.unwrap();
+        s.status = ServerStatus::Offline;
+        slum.db().update_server(&s).await.unwrap();
+    }
+    slum.state.fleet_changed().await;
+    let (status, body) = slum.get("acme.com", "/").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body.trim(),
+        "tenant 'acme' is unavailable: its server 's1', 's2' is down"
+    );
+}
+
+#[tokio::test]
+async fn bad_hosts_and_broken_servers_get_clear_answers() {
+    let mut fleet = fleet(3).await;
+    let slum = Slum::start(|a| {
+        a.upstream_timeout = Some(1.0);
+        a.connect_timeout = Some(1.0);
+    })
+    .await;
+    slum.add_fleet(&fleet).await;
+    for (domain, server) in [("dead.com", "s1"), ("hung.com", "s2"), ("cut.com", "s3")] {
+        slum.add_tenant(domain, server).await;
+        let name = domain.split('.').next().unwrap();
+        slum.db()
+            .spawn_instance(name, "api", "prod", server)
+            .await
+            .unwrap();
+    }
+    slum.state.fleet_changed().await;
+
+    let missing = slum
+        .raw("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(missing.starts_with("HTTP/1.1 400"), "{missing}");
+    assert!(missing.ends_with("missing Host header\n"), "{missing}");
+    let malformed = slum
+        .raw("GET / HTTP/1.1\r\nHost: bad_host!\r\nConnection: close\r\n\r\n")
+        .await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    assert!(
+        malformed.ends_with("malformed Host header\n"),
+        "{malformed}"
+    );
+    assert_eq!(slum.get("nobody.com", "/").await.0, 404);
+
+    // Server process gone: connection refused, 502.
+    fleet.server_mut("s1").unwrap().kill().unwrap();
+    let (status, body) = slum.get("dead.com", "/").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.starts_with("cannot connect to server 's1':"), "{body}");
+
+    // Server hung: it accepts but never answers, 504.
+    fleet.server("s2").unwrap().hang().unwrap();
+    let (status, body) = slum.get("hung.com", "/").await;
+    assert_eq!(
+        (status, body.trim()),
+        (504, "server 's2' did not answer within 1.0s")
+    );
+    fleet.server("s2").unwrap().resume().unwrap();
+
+    // Link down: the connect times out, 504.
+    fleet.server("s3").unwrap().link_down().unwrap();
+    let (status, body) = slum.get("cut.com", "/").await;
+    assert_eq!(
+        (status, body.trim()),
+        (504, "connecting to server 's3' timed out after 1.0s")
+    );
+    fleet.server("s3").unwrap().link_up().unwrap();
+    // The link takes a moment to carry traffic again (neighbour discovery).
+    let mut back = false;
+    for _ in 0..50 {
+        if slum.get("cut.com", "/").await.0 == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "cut.com never came back after the link came up");
+
+    // The app itself is slow: 504 as well.
+    let (status, body) = slum.get("hung.com", "/sleep?ms=3000").await;
+    assert_eq!(
+        (status, body.trim()),
+        (504, "server 's2' did not answer within 1.0s")
+    );
+
+    // A request head over the limit is refused.
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: hung.com\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let answer = slum.raw(&big).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+}
+
+#[tokio::test]
+async fn changes_by_another_process_are_routed_within_the_poll() {
+    let fleet = fleet(1).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    // Another process: its own SlumDb on the same file.
+    let other = SlumDb::init(&slum.db_path).await.unwrap();
+    other
+        .add_tenant(&Tenant {
+            domain: "late.com".into(),
+            server_id: "s1".into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let written = Instant::now();
+    let mut seen = None;
+    while written.elapsed() < Duration::from_secs(10) {
+        if slum.state.routes.current().domains() == 1 {
+            seen = Some(written.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let seen = seen.expect("the router never saw the other process's tenant");
+    println!("routed {seen:?} after another process wrote it");
+    assert_eq!(slum.get("late.com", "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let fleet = fleet(1).await;
+    let mut slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("slow.com", "s1").await;
+    slum.db()
+        .spawn_instance("slow", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let url = format!("http://{}/sleep?ms=1500", slum.router);
+    let in_flight = tokio::spawn(async move {
+        let r = http()
+            .get(url)
+            .header("host", "slow.com")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = slum.stop.take().unwrap().send(());
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!((status, body.trim()), (200, "slept"));
+    let task = slum.task;
+    task.await.unwrap().unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(slum.router).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_megabytes_stream_both_ways_in_flat_memory() {
+    use futures::StreamExt;
+    let fleet = fleet(1).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("big.com", "s1").await;
+    slum.db()
+        .spawn_instance("big", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let before = peak_rss_kb();
+
+    // Upload: 200 MB generated on the fly, counted by the app.
+    let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
+    let chunks = 200 * 16;
+    let body =
+        futures::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let resp = http()
+        .post(format!("http://{}/count", slum.router))
+        .header("host", "big.com")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.text().await.unwrap().trim(),
+        (200u64 << 20).to_string()
+    );
+
+    // Download: 200 MB, read chunk by chunk.
+    let resp = http()
+        .get(format!("http://{}/bytes?mb=200", slum.router))
+        .header("host", "big.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut received = 0usize;
+    let mut stream = resp.bytes_stream();
+    while let Some(c) = stream.next().await {
+        received += c.unwrap().len();
+    }
+    assert_eq!(received, 200 << 20);
+
+    let grown_mb = (peak_rss_kb() - before) / 1024;
+    println!("peak RSS grew by {grown_mb} MB while 400 MB went through");
+    assert!(
+        grown_mb < 64,
+        "the router buffered bodies: peak RSS grew by {grown_mb} MB"
+    );
+}
+
+/// tenement 0.2.1 does not bridge `Upgrade` requests (its proxy has no upgrade
+/// handling), so a WebSocket through a real tenement cannot work. This stand-in
+/// speaks just enough of tenement's API for slum to place an instance on it, and
+/// echoes WebSocket messages on every other request: it shows that the router
+/// itself passes upgrades through.
+async fn websocket_echo_server() -> SocketAddr {
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Request, Response};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    type Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>;
+    fn json(s: &str) -> Response<Body> {
+        Response::new(Full::new(bytes::Bytes::from(s.to_owned())).boxed())
+    }
+    async fn handle(
+        mut req: Request<hyper::body::Incoming>,
+    ) -> Result<Response<Body>, std::convert::Infallible> {
+        let path = req.uri().path().to_owned();
+        if path == "/api/instances/spawn" {
+            return Ok(json(r#"{"instance":"api:chat","port":30000}"#));
+        }
+        if path.ends_with("/health") {
+            return Ok(json(r#"{"instance":"api:chat","health":"healthy"}"#));
+        }
+        if path == "/api/instances" {
+            return Ok(json("[]"));
+        }
+        let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+            return Ok(json("not a websocket request"));
+        };
+        let host = req.headers().get("host").cloned();
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            use futures::{SinkExt, StreamExt};
+            let Ok(io) = upgrade.await else { return };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                hyper_util::rt::TokioIo::new(io),
+                Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    let _ = ws.send(msg).await;
+                }
+            }
+        });
+        let mut resp = Response::new(http_body_util::Empty::new().boxed());
+        *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+        let h = resp.headers_mut();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("connection", "upgrade".parse().unwrap());
+        h.insert(
+            "sec-websocket-accept",
+            derive_accept_key(key.as_bytes()).parse().unwrap(),
+        );
+        if let Some(host) = host {
+            h.insert("x-seen-host", host);
+        }
+        Ok(resp)
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(stream),
+                        hyper::service::service_fn(handle),
+                    )
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_router() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let backend = websocket_echo_server().await;
+    let slum = Slum::start(|_| {}).await;
+    slum.db()
+        .add_server(&slum::Server {
+            id: "ws".into(),
+            url: format!("http://{backend}"),
+            capacity_mb: 1024,
+            domain: Some("ws.fleet.test".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    slum.add_tenant("chat.com", "ws").await;
+
+    let mut request = format!("ws://{}/socket", slum.router)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("host", "chat.com".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["x-seen-host"], "chat.api.ws.fleet.test");
+    for text in ["hello", "through the router", "bye"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    ws.close(None).await.unwrap();
+}
