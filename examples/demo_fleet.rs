@@ -1,31 +1,123 @@
-//! The demo fleet: three real tenement servers (each in its own network
-//! namespace), a fleet database on the embedded SQLite default, a few tenants
-//! spawned across the fleet, and a request to each answered by the right server.
-//! Ctrl-C tears it all down. Run it with `sudo scripts/run-fleet.sh`.
+//! The demo fleet, the README's run command (`sudo scripts/run-fleet.sh`):
+//! three real tenement servers (each in its own network namespace), `slum serve`
+//! on the embedded SQLite default, the servers registered and tenants added with
+//! the `slum` CLI, and requests to the tenants' domains answered through the
+//! router by the right server. Ctrl-C tears it all down.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use slum::local_fleet::{find_ten, FleetSpec, LocalFleet};
-use slum::{Server, SlumDb, Tenant};
+
+const ROUTER: &str = "127.0.0.1:8080";
+const API: &str = "127.0.0.1:9090";
+
+/// Runs `slum <args>` like a shell transcript: the command line, then its output.
+fn slum(bin: &Path, env: &[(&str, &Path)], args: &[&str]) -> anyhow::Result<()> {
+    println!("$ slum {}", args.join(" "));
+    let mut cmd = Command::new(bin);
+    cmd.args(args).env("SLUM_API", format!("http://{API}"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("slum {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Kills `slum serve` when the demo ends, however it ends.
+struct ServeGuard(Child);
+
+impl Drop for ServeGuard {
+    fn drop(&mut self) {
+        // SIGTERM first: slum serve finishes in-flight requests and exits.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let app = std::env::var_os("SLUM_DEMO_APP")
-        .map(PathBuf::from)
-        .context("SLUM_DEMO_APP is not set; use scripts/run-fleet.sh")?;
+    let env_path = |k: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .with_context(|| format!("{k} is not set; use scripts/run-fleet.sh"))
+    };
+    let app = env_path("SLUM_DEMO_APP")?;
+    let bin = env_path("SLUM_BIN")?;
     let ten = find_ten()?;
-    println!("starting 3 tenement servers...");
+
+    println!("starting 3 tenement servers, each in its own network namespace...");
     let fleet = LocalFleet::start(&FleetSpec::new(3, ten, app)).await?;
     let dir = tempfile::tempdir()?;
-    let db = SlumDb::init(dir.path().join("slum.db")).await?;
+    let token_file = dir.path().join("token");
+    let db = dir.path().join("slum.db");
+
+    println!("starting slum serve (router on {ROUTER}, API on {API})...");
+    let log = std::fs::File::create(dir.path().join("slum.log"))?;
+    let serve = Command::new(&bin)
+        .args(["serve", "--listen", ROUTER, "--api-listen", API])
+        .arg("--database")
+        .arg(&db)
+        .arg("--token-file")
+        .arg(&token_file)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()?;
+    let _serve = ServeGuard(serve);
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("http://{API}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !up {
+        bail!(
+            "slum serve did not come up: {}",
+            std::fs::read_to_string(dir.path().join("slum.log")).unwrap_or_default()
+        );
+    }
+    let env = [("SLUM_TOKEN_FILE", token_file.as_path())];
+
+    println!();
     for (s, region) in fleet.servers.iter().zip(["eu-west", "eu-west", "us-east"]) {
-        db.add_server(&Server {
-            region: Some(region.into()),
-            ..s.record()
-        })
-        .await?;
-        println!("  server {} at {} ({region})", s.name, s.url());
+        let token = dir.path().join(format!("{}.token", s.name));
+        std::fs::write(&token, &s.token)?;
+        slum(
+            &bin,
+            &env,
+            &[
+                "server",
+                "add",
+                &s.name,
+                "--url",
+                &s.url(),
+                "--region",
+                region,
+                "--capacity-mb",
+                "1024",
+                "--domain",
+                &s.domain,
+                "--token-file",
+                &token.to_string_lossy(),
+            ],
+        )?;
     }
     let tenants = [
         ("acme.example.com", "s1"),
@@ -34,63 +126,69 @@ async fn main() -> anyhow::Result<()> {
         ("umbrella.example.com", "s1"),
     ];
     for (domain, server) in tenants {
-        db.add_tenant(&Tenant {
-            domain: domain.into(),
-            server_id: server.into(),
-            process: "api".into(),
-            instance_id: "prod".into(),
-            ..Default::default()
-        })
-        .await?;
-        let t = db.get_tenant_by_domain(domain).await?;
-        db.spawn_instance(&t.name, &t.process, &t.instance_id, &t.server_id)
-            .await?;
+        slum(
+            &bin,
+            &env,
+            &[
+                "tenant",
+                "add",
+                domain,
+                "--server",
+                server,
+                "--process",
+                "api",
+                "--instance",
+                "prod",
+            ],
+        )?;
     }
-    let http = reqwest::Client::builder().no_proxy().build()?;
-    println!("\nrequests:");
+    // acme is started ahead; the others are started by their first request.
+    slum(
+        &bin,
+        &env,
+        &[
+            "spawn",
+            "acme",
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+            "--server",
+            "s1",
+        ],
+    )?;
+
+    println!("\nrequests through the router (the first one to a tenant starts it):");
     for (domain, _) in tenants {
-        let t = db.get_tenant_by_domain(domain).await?;
-        let inst = db.get_instance(&t.instance_key()).await?;
-        let server = db.get_server(&inst.server_id).await?;
-        let host = format!("{}.{}.{}", t.name, t.process, server.routing_domain());
-        let body = http
-            .get(format!("{}/", server.url))
-            .header("host", &host)
+        let resp = http
+            .get(format!("http://{ROUTER}/"))
+            .header("host", domain)
             .send()
-            .await?
-            .text()
             .await?;
+        let status = resp.status();
+        let body = resp.text().await?;
         println!(
-            "  {domain:<22} -> {:<4} answered: {}",
-            server.id,
+            "$ curl -H 'Host: {domain}' http://{ROUTER}/\n  {status} {}",
             body.trim()
         );
     }
-    println!("\ninstances:");
-    for s in db.list_all_instances().await? {
-        println!(
-            "  {:<16} on {:<3} {:<8} {} MB",
-            s.instance.key(),
-            s.instance.server_id,
-            s.state,
-            s.instance.memory_mb
-        );
+    println!();
+    slum(&bin, &env, &["ps"])?;
+    println!();
+    slum(&bin, &env, &["status"])?;
+
+    println!(
+        "\nthe fleet is up: try `curl -H 'Host: globex.example.com' http://{ROUTER}/`,\n\
+         or `SLUM_TOKEN_FILE={} {} status`.\nCtrl-C tears it down.",
+        token_file.display(),
+        bin.display()
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
     }
-    println!("\nservers:");
-    for s in db.list_servers().await? {
-        let stats = db.get_server_stats(&s.id).await?;
-        println!(
-            "  {:<3} {:<8} reachable={} running={} used {} of {} MB",
-            s.id,
-            s.region.as_deref().unwrap_or("-"),
-            stats.reachable,
-            stats.running.unwrap_or(0),
-            stats.used_mb,
-            stats.capacity_mb
-        );
-    }
-    println!("\nfleet is up; Ctrl-C to tear it down");
-    tokio::signal::ctrl_c().await?;
+    drop(_serve);
     drop(fleet);
     println!("torn down");
     Ok(())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the demo fleet: three real tenement servers in their own network
-# namespaces, the fleet database on the embedded SQLite default, tenants spawned
-# and requests answered. Ctrl-C tears it down. Needs root and iproute2.
+# namespaces, `slum serve` on the embedded SQLite default, servers and tenants
+# added with the slum CLI, and requests answered through the router.
+# Ctrl-C tears it down. Needs root and iproute2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -10,6 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
-cargo build --quiet --bin slum-demo-app
+cargo build --quiet --bin slum --bin slum-demo-app --example demo_fleet
+export SLUM_BIN="$PWD/target/debug/slum"
 export SLUM_DEMO_APP="$PWD/target/debug/slum-demo-app"
-exec cargo run --quiet --example demo_fleet
+exec target/debug/examples/demo_fleet
