@@ -21,6 +21,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::model::{ApiToken, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant};
+use crate::reconcile::ReconcileReport;
 use crate::serve::{default_token_file, ServeArgs, DEFAULT_API};
 
 /// How long the CLI waits to connect to the API.
@@ -827,17 +828,6 @@ pub struct CreatedToken {
     pub secret: String,
 }
 
-/// `POST /v1/reconcile` (the library's `ReconcileReport`, read back).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct ReconcileView {
-    pub respawned: Vec<String>,
-    pub stopped: Vec<String>,
-    pub unmanaged: Vec<String>,
-    pub unreachable: Vec<String>,
-    pub failed: Vec<String>,
-}
-
 /// The typed client of the management API.
 pub struct ApiClient {
     base: Url,
@@ -1054,7 +1044,7 @@ impl ApiClient {
         self.get(&["status"]).await
     }
 
-    pub async fn reconcile(&self) -> Result<Reply<ReconcileView>, CliError> {
+    pub async fn reconcile(&self) -> Result<Reply<ReconcileReport>, CliError> {
         self.call(Method::POST, &["reconcile"], &[], None).await
     }
 
@@ -1381,7 +1371,7 @@ pub fn render_tokens(tokens: &[ApiToken], now: DateTime<Utc>) -> String {
     table(&["ID", "NAME", "CREATED"], rows, &[])
 }
 
-pub fn render_reconcile(r: &ReconcileView) -> String {
+pub fn render_reconcile(r: &ReconcileReport) -> String {
     let sections = [
         ("respawned", &r.respawned),
         ("stopped", &r.stopped),
@@ -1788,10 +1778,10 @@ mod tests {
     #[test]
     fn reconcile_report_lists_what_it_did() {
         assert_eq!(
-            render_reconcile(&ReconcileView::default()),
+            render_reconcile(&ReconcileReport::default()),
             "nothing to do: the fleet runs what it should"
         );
-        let r = ReconcileView {
+        let r = ReconcileReport {
             respawned: vec!["c1:prod".into()],
             unreachable: vec!["s2: connection refused".into()],
             ..Default::default()

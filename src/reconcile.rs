@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{DesiredState, Instance, InstanceState};
 
@@ -103,7 +103,8 @@ pub fn plan(
 }
 
 /// What a reconcile run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReconcileReport {
     /// Instance keys spawned again.
     pub respawned: Vec<String>,
