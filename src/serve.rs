@@ -337,3 +337,50 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     Serving::bind(config).await?.run(shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slum.toml");
+        std::fs::write(
+            &file,
+            "database = \"/var/lib/slum/fleet.db\"\nlisten = \"0.0.0.0:80\"\nupstream_timeout = 5\nroute_poll = 0.5\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            listen: Some("127.0.0.1:8081".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8081".parse().unwrap(), "flag wins");
+        assert_eq!(c.database, PathBuf::from("/var/lib/slum/fleet.db"), "file");
+        assert_eq!(c.upstream_timeout, Duration::from_secs(5));
+        assert_eq!(c.route_poll, Duration::from_millis(500));
+        assert_eq!(c.api_listen, "127.0.0.1:9090".parse().unwrap(), "default");
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+
+        std::fs::write(&file, "listen_port = 80\n").unwrap();
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("listen_port"), "{e}");
+
+        let bad = ServeArgs {
+            upstream_timeout: Some(-1.0),
+            ..Default::default()
+        };
+        let e = ServeConfig::resolve(&bad).unwrap_err().to_string();
+        assert!(e.contains("upstream_timeout"), "{e}");
+        let missing = ServeArgs {
+            config: Some(dir.path().join("nope.toml")),
+            ..Default::default()
+        };
+        assert!(ServeConfig::resolve(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("nope.toml"));
+    }
+}
