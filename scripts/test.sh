@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs slum's whole test suite on a fresh machine: installs what the tests need
-# (the pinned tenement-cli, cached per machine), then runs every test.
+# (the pinned tenement-cli, cached per machine; PostgreSQL when missing), then
+# runs every test on the embedded SQLite default, and the store and library tests
+# a second time against a real PostgreSQL (a throw-away cluster that
+# scripts/with-postgres.sh starts, and removes when they end).
 # Integration tests start real `ten serve` processes in network namespaces, so
 # this needs root and iproute2.
 set -euo pipefail
@@ -14,5 +17,13 @@ if ! command -v ip >/dev/null; then
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
+
+echo "== SQLite: every test" >&2
 cargo test --all-targets "$@"
 cargo test --doc
+
+# The fleet database's tests and the library's again, on PostgreSQL. The router
+# and CLI tests stay on SQLite: they test `slum serve`, not the store.
+echo "== PostgreSQL: the store and library tests" >&2
+scripts/with-postgres.sh env SLUM_TEST_BACKEND=postgres \
+  cargo test --lib --test fleet_db --test seed_page --test orchestration --test api "$@"

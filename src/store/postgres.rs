@@ -1,0 +1,728 @@
+//! The PostgreSQL fleet database, for fleets where several routers (and any
+//! number of library users) share one database.
+//!
+//! The schema (`migrations/postgres`, applied on connect) mirrors the SQLite one
+//! table for table and column for column: times as Unix milliseconds, text
+//! compared and sorted byte by byte (`COLLATE "C"`), the same checks, keys and
+//! references, and the routing version bumped by triggers on the same columns.
+//! Errors are mapped to the same [`Error`] kinds with the same messages: a unique
+//! violation (23505) is `AlreadyExists`, a foreign key violation (23503) is a
+//! missing server on insert or `HasDependents` on delete.
+//!
+//! What differs is concurrency. SQLite has one writer, so a single
+//! `INSERT ... SELECT` checks and reserves capacity atomically; PostgreSQL runs
+//! writers side by side, so a reservation is a transaction that first locks the
+//! server's row and only then reads its free capacity (see
+//! [`Store::reserve_instance`] below): reservations on one server, from any
+//! connection of any process, take turns, and none can overbook it. Every other
+//! write is a single autocommit statement.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::error::ErrorKind;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::{
+    check_reservation, duplicate_instance, from_millis, incoming_sibling, millis, refused_move,
+    Dependents, Store,
+};
+use crate::error::{Error, Kind, Result};
+use crate::model::{
+    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, Server, ServerStatus, Tenant,
+};
+
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections one process keeps to the database at most. Routers hold no
+/// connection on the request path, so a handful serves API calls, reconcile and
+/// health checks; a fleet of several routers stays far below PostgreSQL's
+/// default of 100 connections.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// How long a call waits for a free connection (or for the server to accept a
+/// new one) before it fails, like SQLite's busy timeout.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The PostgreSQL backend.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    // The connection options hold the password: never print them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").finish_non_exhaustive()
+    }
+}
+
+/// Whether `location` names a PostgreSQL database (`postgres://...` or
+/// `postgresql://...`) rather than a SQLite file.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// `location` fit for logs: a PostgreSQL URL without its password (a SQLite
+/// path as it is).
+pub fn redacted(location: &str) -> String {
+    if !is_postgres_url(location) {
+        return location.to_owned();
+    }
+    match url::Url::parse(location) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have a password at all.
+                let _ = url.set_password(Some("***"));
+            }
+            url.into()
+        }
+        Err(_) => "postgres://(unparsable URL)".to_owned(),
+    }
+}
+
+// SUM over BIGINT is NUMERIC in PostgreSQL: cast it back.
+const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
+     s.status, s.last_seen, s.created_at, \
+     COALESCE((SELECT SUM(i.memory_mb) FROM instances i \
+               WHERE i.server_id = s.id OR i.moving_to = s.id), 0)::BIGINT AS used_mb";
+const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
+const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
+     desired, observed, observed_at, created_at";
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host/db`)
+    /// and applies pending migrations. Several processes may connect at once:
+    /// the migrator holds an advisory lock while it works.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("slum");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+fn server_from_row(row: &PgRow) -> Result<Server> {
+    Ok(Server {
+        id: row.try_get("id")?,
+        url: row.try_get("url")?,
+        region: row.try_get("region")?,
+        capacity_mb: row.try_get("capacity_mb")?,
+        token: row.try_get("token")?,
+        domain: row.try_get("domain")?,
+        status: ServerStatus::from_str(row.try_get("status")?)?,
+        last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_millis),
+        created_at: from_millis(row.try_get("created_at")?),
+        used_capacity_mb: row.try_get("used_mb")?,
+    })
+}
+
+fn tenant_from_row(row: &PgRow) -> Result<Tenant> {
+    Ok(Tenant {
+        domain: row.try_get("domain")?,
+        name: row.try_get("name")?,
+        server_id: row.try_get("server_id")?,
+        process: row.try_get("process")?,
+        instance_id: row.try_get("instance_id")?,
+        failover: FailoverPolicy::from_str(row.try_get("failover")?)?,
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+fn instance_from_row(row: &PgRow) -> Result<Instance> {
+    Ok(Instance {
+        tenant: row.try_get("tenant")?,
+        instance_id: row.try_get("instance_id")?,
+        process: row.try_get("process")?,
+        server_id: row.try_get("server_id")?,
+        moving_to: row.try_get("moving_to")?,
+        memory_mb: row.try_get("memory_mb")?,
+        desired: DesiredState::from_str(row.try_get("desired")?)?,
+        observed: InstanceState::from_str(row.try_get("observed")?)?,
+        observed_at: row
+            .try_get::<Option<i64>, _>("observed_at")?
+            .map(from_millis),
+        created_at: from_millis(row.try_get("created_at")?),
+    })
+}
+
+/// The constraint a statement violated, if that is why it failed (23505 unique,
+/// 23503 foreign key, ...).
+fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
+    Some(e.as_database_error()?.kind())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn insert_server(&self, s: &Server) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&s.id)
+        .bind(&s.url)
+        .bind(&s.region)
+        .bind(s.capacity_mb)
+        .bind(&s.token)
+        .bind(&s.domain)
+        .bind(s.status.as_str())
+        .bind(s.last_seen.map(millis))
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                Err(Error::already_exists(Kind::Server, &s.id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_server(&self, id: &str) -> Result<Server> {
+        let row = sqlx::query(&format!(
+            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Server, id))?;
+        server_from_row(&row)
+    }
+
+    async fn update_server(&self, s: &Server) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE servers SET url = $1, region = $2, capacity_mb = $3, token = $4, domain = $5, \
+             status = $6 WHERE id = $7",
+        )
+        .bind(&s.url)
+        .bind(&s.region)
+        .bind(s.capacity_mb)
+        .bind(&s.token)
+        .bind(&s.domain)
+        .bind(s.status.as_str())
+        .bind(&s.id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Server, &s.id));
+        }
+        Ok(())
+    }
+
+    async fn set_server_health(
+        &self,
+        id: &str,
+        status: ServerStatus,
+        last_seen: Option<DateTime<Utc>>,
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE servers SET status = $1, last_seen = COALESCE($2, last_seen) WHERE id = $3",
+        )
+        .bind(status.as_str())
+        .bind(last_seen.map(millis))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Server, id));
+        }
+        Ok(())
+    }
+
+    async fn delete_server(&self, id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM servers WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => Err(Error::not_found(Kind::Server, id)),
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::ForeignKeyViolation) => {
+                let d = self.dependents(id).await?;
+                Err(Error::HasDependents {
+                    kind: Kind::Server,
+                    key: id.to_owned(),
+                    tenants: d.tenants,
+                    instances: d.instances,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_servers(&self) -> Result<Vec<Server>> {
+        sqlx::query(&format!(
+            "SELECT {SERVER_COLUMNS} FROM servers s ORDER BY s.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(server_from_row)
+        .collect()
+    }
+
+    async fn dependents(&self, server_id: &str) -> Result<Dependents> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tenants WHERE server_id = $1) AS tenants, \
+                    (SELECT COUNT(*) FROM instances WHERE server_id = $1 OR moving_to = $1) AS instances",
+        )
+        .bind(server_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Dependents {
+            tenants: row.try_get("tenants")?,
+            instances: row.try_get("instances")?,
+        })
+    }
+
+    async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO tenants (domain, name, server_id, process, instance_id, created_at, failover) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&t.domain)
+        .bind(&t.name)
+        .bind(&t.server_id)
+        .bind(&t.process)
+        .bind(&t.instance_id)
+        .bind(millis(Utc::now()))
+        .bind(t.failover.as_str())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                Err(Error::already_exists(Kind::Tenant, &t.domain))
+            }
+            Err(e) if violation(&e) == Some(ErrorKind::ForeignKeyViolation) => {
+                Err(Error::not_found(Kind::Server, &t.server_id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_tenant(&self, domain: &str) -> Result<Tenant> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE domain = $1"
+        ))
+        .bind(domain)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Tenant, domain))?;
+        tenant_from_row(&row)
+    }
+
+    async fn update_tenant(&self, t: &Tenant) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE tenants SET name = $1, server_id = $2, process = $3, instance_id = $4, \
+             failover = $6 WHERE domain = $5",
+        )
+        .bind(&t.name)
+        .bind(&t.server_id)
+        .bind(&t.process)
+        .bind(&t.instance_id)
+        .bind(&t.domain)
+        .bind(t.failover.as_str())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(r) if r.rows_affected() == 0 => Err(Error::not_found(Kind::Tenant, &t.domain)),
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::ForeignKeyViolation) => {
+                Err(Error::not_found(Kind::Server, &t.server_id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_tenant(&self, domain: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM tenants WHERE domain = $1")
+            .bind(domain)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Tenant, domain));
+        }
+        Ok(())
+    }
+
+    async fn list_tenants(&self, server_id: Option<&str>) -> Result<Vec<Tenant>> {
+        let rows = match server_id {
+            Some(id) => {
+                sqlx::query(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE server_id = $1 ORDER BY domain"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY domain"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn reserve_instance(&self, i: &Instance) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the server's row first. Every reservation on this server, from any
+        // connection of any process, queues here until the one before it commits
+        // or rolls back. The lock does not block readers, nor the foreign key
+        // checks of tenants and instances (`NO KEY UPDATE` leaves `KEY SHARE`
+        // alone); `update_server` and health writes wait for it.
+        let locked = sqlx::query("SELECT id FROM servers WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(&i.server_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if locked.is_none() {
+            return Err(Error::not_found(Kind::Server, &i.server_id));
+        }
+        // A statement of its own, after the lock: under READ COMMITTED it reads a
+        // fresh snapshot, which holds every reservation committed before ours.
+        // (Read in the locking statement, the sum would come from the snapshot
+        // taken before the wait, and miss them.)
+        let row = sqlx::query(&format!(
+            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $1"
+        ))
+        .bind(&i.server_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let incoming = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances \
+             WHERE moving_to = $1 AND tenant = $2 AND process = $3"
+        ))
+        .bind(&i.server_id)
+        .bind(&i.tenant)
+        .bind(&i.process)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = incoming {
+            return Err(incoming_sibling(i, &instance_from_row(&row)?));
+        }
+        check_reservation(&server_from_row(&row)?, i)?;
+        sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
+            .bind(&i.server_id)
+            .bind(i.tenement_name())
+            .execute(&mut *tx)
+            .await?;
+        let res = sqlx::query(
+            "INSERT INTO instances (tenant, instance_id, process, server_id, memory_mb, desired, observed, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'running', 'starting', $6)",
+        )
+        .bind(&i.tenant)
+        .bind(&i.instance_id)
+        .bind(&i.process)
+        .bind(&i.server_id)
+        .bind(i.memory_mb)
+        .bind(millis(Utc::now()))
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => Ok(tx.commit().await?),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                tx.rollback().await?;
+                Err(duplicate_instance(self, i).await)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_instance(&self, tenant: &str, instance_id: &str) -> Result<Instance> {
+        let row = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = $1 AND instance_id = $2"
+        ))
+        .bind(tenant)
+        .bind(instance_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Instance, format!("{tenant}:{instance_id}")))?;
+        instance_from_row(&row)
+    }
+
+    async fn list_instances(&self, server_id: Option<&str>) -> Result<Vec<Instance>> {
+        let rows = match server_id {
+            Some(id) => {
+                sqlx::query(&format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = $1 \
+                     ORDER BY tenant, instance_id"
+                ))
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY tenant, instance_id"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn set_instance_desired(
+        &self,
+        tenant: &str,
+        instance_id: &str,
+        desired: DesiredState,
+    ) -> Result<()> {
+        let res =
+            sqlx::query("UPDATE instances SET desired = $1 WHERE tenant = $2 AND instance_id = $3")
+                .bind(desired.as_str())
+                .bind(tenant)
+                .bind(instance_id)
+                .execute(&self.pool)
+                .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(
+                Kind::Instance,
+                format!("{tenant}:{instance_id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn set_instance_observed(
+        &self,
+        tenant: &str,
+        instance_id: &str,
+        observed: InstanceState,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "UPDATE instances SET observed = $1, observed_at = $2 \
+             WHERE tenant = $3 AND instance_id = $4",
+        )
+        .bind(observed.as_str())
+        .bind(millis(at))
+        .bind(tenant)
+        .bind(instance_id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(
+                Kind::Instance,
+                format!("{tenant}:{instance_id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn delete_instance(&self, tenant: &str, instance_id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM instances WHERE tenant = $1 AND instance_id = $2")
+            .bind(tenant)
+            .bind(instance_id)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(
+                Kind::Instance,
+                format!("{tenant}:{instance_id}"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn begin_move(&self, tenant: &str, instance_id: &str, target: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // As in reserve_instance: the target's row lock queues every reservation
+        // on it, then a fresh statement reads what is committed.
+        let locked = sqlx::query("SELECT id FROM servers WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(target)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if locked.is_none() {
+            return Err(Error::not_found(Kind::Server, target));
+        }
+        let res = sqlx::query(&format!(
+            "UPDATE instances SET moving_to = $3 \
+             WHERE tenant = $1 AND instance_id = $2 AND moving_to IS NULL \
+               AND desired = 'running' AND server_id <> $3 \
+               AND EXISTS (SELECT 1 FROM (SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $3) t \
+                   WHERE t.status NOT IN ('offline', 'draining') \
+                     AND t.capacity_mb - t.used_mb >= instances.memory_mb) \
+               AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = $1 \
+                   AND o.process = instances.process AND (o.server_id = $3 OR o.moving_to = $3))"
+        ))
+        .bind(tenant)
+        .bind(instance_id)
+        .bind(target)
+        .execute(&mut *tx)
+        .await?;
+        if res.rows_affected() == 1 {
+            tx.commit().await?;
+            Ok(())
+        } else {
+            tx.rollback().await?;
+            Err(refused_move(self, tenant, instance_id, target).await)
+        }
+    }
+
+    async fn abort_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
+        sqlx::query("UPDATE instances SET moving_to = NULL WHERE tenant = $1 AND instance_id = $2")
+            .bind(tenant)
+            .bind(instance_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "SELECT server_id, moving_to, process FROM instances \
+             WHERE tenant = $1 AND instance_id = $2 FOR UPDATE",
+        )
+        .bind(tenant)
+        .bind(instance_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Instance, format!("{tenant}:{instance_id}")))?;
+        let from: String = row.try_get("server_id")?;
+        let process: String = row.try_get("process")?;
+        let Some(to) = row.try_get::<Option<String>, _>("moving_to")? else {
+            return Err(Error::invalid(
+                "instance",
+                format!("'{tenant}:{instance_id}' is not moving"),
+            ));
+        };
+        sqlx::query(
+            "INSERT INTO pending_stops (server_id, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&from)
+        .bind(format!("{process}:{tenant}"))
+        .bind(millis(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tenants SET server_id = $3 WHERE name = $1 AND instance_id = $2 AND process = $4",
+        )
+        .bind(tenant)
+        .bind(instance_id)
+        .bind(&to)
+        .bind(&process)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE instances SET server_id = moving_to, moving_to = NULL \
+             WHERE tenant = $1 AND instance_id = $2",
+        )
+        .bind(tenant)
+        .bind(instance_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_pending_stops(&self) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT server_id, name FROM pending_stops ORDER BY server_id, name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
+            .bind(server_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn fleet_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM fleet_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO api_tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(hash)
+        .bind(millis(token.created_at))
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                Err(Error::already_exists(Kind::Token, &token.id))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_api_tokens(&self) -> Result<Vec<(ApiToken, String)>> {
+        sqlx::query("SELECT id, name, hash, created_at FROM api_tokens ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    ApiToken {
+                        id: row.try_get("id")?,
+                        name: row.try_get("name")?,
+                        created_at: from_millis(row.try_get("created_at")?),
+                    },
+                    row.try_get("hash")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn delete_api_token(&self, id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::not_found(Kind::Token, id));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_are_told_apart_and_passwords_kept_out_of_logs() {
+        assert!(is_postgres_url("postgres://db/slum"));
+        assert!(is_postgres_url("postgresql://u@db/slum"));
+        assert!(!is_postgres_url("slum.db"));
+        assert!(!is_postgres_url("/var/lib/postgres://x"));
+        assert_eq!(
+            redacted("postgres://slum:hunter2@db:5432/slum?sslmode=require"),
+            "postgres://slum:***@db:5432/slum?sslmode=require"
+        );
+        assert_eq!(
+            redacted("postgres://slum@db/slum"),
+            "postgres://slum@db/slum"
+        );
+        assert_eq!(redacted("/var/lib/slum.db"), "/var/lib/slum.db");
+        assert!(!redacted("postgres://u:hunter2@[::1/x").contains("hunter2"));
+    }
+}
