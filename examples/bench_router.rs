@@ -1,0 +1,900 @@
+//! The router benchmark. In one run it loads the same tenant behind the same
+//! tenement server with the same tool (wrk) along three paths:
+//!
+//! - (a) straight to tenement, with the mapped Host `{tenant}.api.{server domain}`;
+//! - (b) through `slum serve` (the release binary, as a child process);
+//! - (c) through nginx configured as the equivalent reverse proxy (keep-alive
+//!   upstream, HTTP/1.1, the same Host rewrite and forwarding headers);
+//!
+//! and prints requests/s, p50/p99 latency, non-2xx counts, the proxies' CPU time
+//! per request, and slum's ratios against both baselines. It also times
+//! [`RouteTable::route`] with 1,000 and with 1,000,000 tenants, in memory.
+//!
+//! Run it with `sudo scripts/bench-router.sh`: the tenement server lives in a
+//! network namespace (root), and the script installs wrk and nginx, builds the
+//! release binaries and passes their paths in `SLUM_BIN`, `SLUM_DEMO_APP`, `WRK`
+//! and `NGINX`. `BENCH_DURATION`, `BENCH_WARMUP` (seconds), `BENCH_THREADS`,
+//! `BENCH_CONNECTIONS` and `BENCH_LOOKUPS` change the load.
+//!
+//! Traffic goes to loopback and the test namespace only. Everything it starts
+//! (nginx, slum, the fleet) is stopped on the way out, also on error or Ctrl-C.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::hint::black_box;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use slum::local_fleet::{find_ten, FleetSpec, LocalFleet, LocalServer};
+use slum::route_table::{Decision, RouteTable};
+use slum::{Instance, Server, ServerStatus, SlumDb, Tenant};
+
+/// The benchmarked tenant's customer domain (tenant `bench`).
+const DOMAIN: &str = "bench.example.com";
+/// Servers the in-memory route tables spread their tenants over.
+const LOOKUP_SERVERS: usize = 100;
+
+/// What to run, from the environment.
+struct Settings {
+    slum: PathBuf,
+    app: PathBuf,
+    wrk: PathBuf,
+    nginx: PathBuf,
+    duration: u64,
+    warmup: u64,
+    threads: u32,
+    connections: u32,
+    lookups: usize,
+}
+
+fn env_path(name: &str, default: Option<&str>) -> anyhow::Result<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .or_else(|| default.map(PathBuf::from))
+        .with_context(|| format!("{name} is not set; use scripts/bench-router.sh"))
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a positive whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let s = Settings {
+            slum: env_path("SLUM_BIN", None)?,
+            app: env_path("SLUM_DEMO_APP", None)?,
+            wrk: env_path("WRK", Some("wrk"))?,
+            nginx: env_path("NGINX", Some("nginx"))?,
+            duration: env_number("BENCH_DURATION", 10)?,
+            warmup: env_number("BENCH_WARMUP", 2)?,
+            threads: env_number("BENCH_THREADS", 2)?,
+            connections: env_number("BENCH_CONNECTIONS", 32)?,
+            lookups: env_number("BENCH_LOOKUPS", 2_000_000)?,
+        };
+        if s.duration == 0 || s.threads == 0 || s.lookups == 0 || s.connections < s.threads {
+            bail!("BENCH_DURATION, BENCH_THREADS and BENCH_LOOKUPS must be positive and BENCH_CONNECTIONS at least BENCH_THREADS");
+        }
+        Ok(s)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    println!("slum router benchmark");
+    println!(
+        "  machine: {} cpus, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
+    );
+    println!("  wrk:     {}", tool_version(&settings.wrk, "-v"));
+    println!("  nginx:   {}", tool_version(&settings.nginx, "-v"));
+    println!(
+        "  load:    wrk -t{} -c{} -d{}s --latency, after a {}s warm-up per path",
+        settings.threads, settings.connections, settings.duration, settings.warmup
+    );
+
+    // The pure part first, while nothing else of ours runs.
+    println!(
+        "\nroute lookup: {} lookups of random existing domains",
+        settings.lookups
+    );
+    println!(
+        "  {:>9}  {:>16}  {:>22}  {:>14}",
+        "tenants", "route ns/lookup", "bare HashMap ns/lookup", "table build ms"
+    );
+    let small = lookup_bench(1_000, settings.lookups)?;
+    small.print();
+    let large = lookup_bench(1_000_000, settings.lookups)?;
+    large.print();
+    println!(
+        "  1,000,000 / 1,000 tenants: route {:.2}x the time per lookup, bare HashMap {:.2}x",
+        large.route_ns / small.route_ns,
+        large.baseline_ns / small.baseline_ns
+    );
+
+    // Dropping the future (on Ctrl-C) drops the fleet, slum and nginx guards.
+    tokio::select! {
+        r = http_bench(&settings) => r?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
+    println!("\n  load average at the end: {}", load_average());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Route lookup micro-benchmark
+
+struct LookupResult {
+    tenants: usize,
+    build: Duration,
+    /// `RouteTable::route`, per lookup.
+    route_ns: f64,
+    /// The baseline: `HashMap<String, usize>::get` of the same domains.
+    baseline_ns: f64,
+}
+
+impl LookupResult {
+    fn print(&self) {
+        println!(
+            "  {:>9}  {:>16.1}  {:>22.1}  {:>14.1}",
+            self.tenants,
+            self.route_ns,
+            self.baseline_ns,
+            self.build.as_secs_f64() * 1e3
+        );
+    }
+}
+
+fn lookup_domain(i: usize) -> String {
+    format!("customer-{i}.example.com")
+}
+
+/// Builds a route table of `tenants` tenants, one running instance each on
+/// their home server, and times `lookups` routes of random existing domains;
+/// then the same lookups in a bare map of the domains, as the baseline.
+fn lookup_bench(tenants: usize, lookups: usize) -> anyhow::Result<LookupResult> {
+    let servers: Vec<Server> = (1..=LOOKUP_SERVERS)
+        .map(|i| Server {
+            id: format!("s{i}"),
+            url: format!("http://10.0.{}.{}:8000", i / 256, i % 256),
+            domain: Some(format!("s{i}.fleet.test")),
+            status: ServerStatus::Online,
+            ..Default::default()
+        })
+        .collect();
+    let home = |i: usize| format!("s{}", i % LOOKUP_SERVERS + 1);
+    let tenant_list: Vec<Tenant> = (0..tenants)
+        .map(|i| Tenant {
+            domain: lookup_domain(i),
+            name: format!("customer-{i}"),
+            server_id: home(i),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        })
+        .collect();
+    let instances: Vec<Instance> = (0..tenants)
+        .map(|i| Instance {
+            tenant: format!("customer-{i}"),
+            instance_id: "prod".into(),
+            process: "api".into(),
+            server_id: home(i),
+            ..Default::default()
+        })
+        .collect();
+    let started = Instant::now();
+    let table = RouteTable::build(1, &servers, &tenant_list, &instances);
+    let build = started.elapsed();
+    drop((tenant_list, instances));
+
+    // The hosts to look up, pre-generated into one buffer read in order: a
+    // request's Host is in cache when the router looks it up, so fetching the
+    // key must not be what is measured.
+    let mut rng = StdRng::seed_from_u64(0x5101);
+    let mut hosts = String::with_capacity(lookups * 28);
+    let mut ends = Vec::with_capacity(lookups);
+    for _ in 0..lookups {
+        let _ = write!(hosts, "{}", lookup_domain(rng.gen_range(0..tenants)));
+        ends.push(hosts.len());
+    }
+    let each_host = |n: usize| {
+        ends[..n].iter().scan(0, |start, &end| {
+            let host = &hosts[*start..end];
+            *start = end;
+            Some(host)
+        })
+    };
+
+    let route = |n: usize| {
+        each_host(n)
+            .filter(|h| {
+                matches!(
+                    black_box(table.route(black_box(h))),
+                    Decision::Forward { .. }
+                )
+            })
+            .count()
+    };
+    let started = Instant::now();
+    let forwarded = route(lookups);
+    let route_ns = started.elapsed().as_nanos() as f64 / lookups as f64;
+    if forwarded != lookups {
+        bail!("only {forwarded} of {lookups} lookups were forwarded");
+    }
+    drop(table);
+
+    let map: HashMap<String, usize> = (0..tenants).map(|i| (lookup_domain(i), i)).collect();
+    let get = |n: usize| {
+        each_host(n)
+            .filter(|h| black_box(map.get(black_box(*h))).is_some())
+            .count()
+    };
+    let started = Instant::now();
+    let found = get(lookups);
+    let baseline_ns = started.elapsed().as_nanos() as f64 / lookups as f64;
+    if found != lookups {
+        bail!("only {found} of {lookups} domains were found in the baseline map");
+    }
+    Ok(LookupResult {
+        tenants,
+        build,
+        route_ns,
+        baseline_ns,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Load through the three paths
+
+/// The processes of a proxy, found afresh at each look (nginx may respawn a
+/// worker).
+type ProxyPids = dyn Fn() -> Vec<u32>;
+
+/// One measured path.
+struct Row {
+    name: String,
+    wrk: WrkResult,
+    /// CPU time of the proxy (slum, or nginx master and workers), per request.
+    proxy_cpu_us: Option<f64>,
+    /// CPU time of `ten serve` per request (tenement's own proxying).
+    ten_cpu_us: f64,
+}
+
+async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
+    let ten = find_ten()?;
+    let dir = tempfile::tempdir()?;
+    println!("\nstarting a tenement server, slum serve and nginx...");
+    let fleet = LocalFleet::start(&FleetSpec::new(1, ten, settings.app.clone())).await?;
+    let server = &fleet.servers[0];
+    let ten_pid = server.pid().context("ten serve is not running")?;
+    let comm = fs::read_to_string(format!("/proc/{ten_pid}/comm")).unwrap_or_default();
+    if comm.trim() != "ten" {
+        bail!("pid {ten_pid} of the tenement server is {comm:?}, not ten");
+    }
+
+    let db_path = dir.path().join("slum.db");
+    let slum = SlumServe::start(&settings.slum, dir.path(), &db_path).await?;
+    let db = SlumDb::init(&db_path).await?;
+    db.add_server(&server.record()).await?;
+    db.add_tenant(&Tenant {
+        domain: DOMAIN.into(),
+        server_id: server.name.clone(),
+        process: "api".into(),
+        instance_id: "prod".into(),
+        ..Default::default()
+    })
+    .await?;
+    let tenant = db.get_tenant_by_domain(DOMAIN).await?;
+    db.spawn_instance(
+        &tenant.name,
+        &tenant.process,
+        &tenant.instance_id,
+        &server.name,
+    )
+    .await?;
+    let mapped_host = format!("{}.{}.{}", tenant.name, tenant.process, server.domain);
+
+    let direct_url = format!("{}/", server.url());
+    let expected = check(&direct_url, &mapped_host, None, Duration::from_secs(5))
+        .await
+        .context("straight to tenement")?;
+    let slum_url = format!("http://{}/", slum.addr);
+    let waited = Instant::now();
+    check(&slum_url, DOMAIN, Some(&expected), Duration::from_secs(10))
+        .await
+        .context("through slum")?;
+    println!(
+        "  slum routes {DOMAIN} {:.0} ms after the spawn (its route poll)",
+        waited.elapsed().as_secs_f64() * 1e3
+    );
+    let nginx = Nginx::start(&settings.nginx, server, &mapped_host)?;
+    let nginx_url = format!("http://{}/", nginx.addr);
+    check(&nginx_url, DOMAIN, Some(&expected), Duration::from_secs(10))
+        .await
+        .context("through nginx")?;
+    println!("  tenant answers: {}", expected.trim());
+    println!("  (a) {direct_url} Host: {mapped_host}");
+    println!("  (b) {slum_url} Host: {DOMAIN} (slum pid {})", slum.pid());
+    println!(
+        "  (c) {nginx_url} Host: {DOMAIN} (nginx master pid {})",
+        nginx.pid()
+    );
+
+    let slum_pid = slum.pid();
+    let nginx_pid = nginx.pid();
+    let slum_pids = move || vec![slum_pid];
+    let nginx_all = move || nginx_pids(nginx_pid);
+    let paths: [(&str, &str, &str, Option<&ProxyPids>); 3] = [
+        ("(a) direct", &direct_url, &mapped_host, None),
+        ("(b) slum", &slum_url, DOMAIN, Some(&slum_pids)),
+        ("(c) nginx", &nginx_url, DOMAIN, Some(&nginx_all)),
+    ];
+    let mut rows = Vec::new();
+    for (name, url, host, proxy_pids) in paths {
+        rows.push(measure(settings, name, url, host, ten_pid, proxy_pids).await?);
+    }
+    print_results(&rows);
+
+    // Stop in reverse order of start; each guard also does this on error.
+    drop(nginx);
+    drop(slum);
+    drop(fleet);
+    Ok(())
+}
+
+/// GETs `url` with `host` until it answers 200 (with `expected`, when given)
+/// or `within` passes; returns the body.
+async fn check(
+    url: &str,
+    host: &str,
+    expected: Option<&str>,
+    within: Duration,
+) -> anyhow::Result<String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match http.get(url).header("host", host).send().await {
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                if status == 200 {
+                    match expected {
+                        Some(e) if e != body => {
+                            bail!("answered {body:?}, but tenement answered {e:?}")
+                        }
+                        _ => return Ok(body),
+                    }
+                }
+                format!("{status}: {}", body.trim())
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!("GET {url} (Host: {host}) did not answer 200 within {within:?}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn measure(
+    settings: &Settings,
+    name: &str,
+    url: &str,
+    host: &str,
+    ten_pid: u32,
+    proxy_pids: Option<&ProxyPids>,
+) -> anyhow::Result<Row> {
+    println!(
+        "  {name}: warm-up {}s, then {}s...",
+        settings.warmup, settings.duration
+    );
+    if settings.warmup > 0 {
+        run_wrk(settings, url, host, settings.warmup).await?;
+    }
+    let proxy_ticks =
+        |pids: &ProxyPids| -> anyhow::Result<u64> { pids().into_iter().map(cpu_ticks).sum() };
+    let ten_before = cpu_ticks(ten_pid)?;
+    let proxy_before = proxy_pids.map(proxy_ticks).transpose()?;
+    let wrk = run_wrk(settings, url, host, settings.duration).await?;
+    let ten_after = cpu_ticks(ten_pid)?;
+    let proxy_after = proxy_pids.map(proxy_ticks).transpose()?;
+    let tick = 1.0 / clock_ticks_per_second()?;
+    let per_request_us = |ticks: u64| ticks as f64 * tick * 1e6 / wrk.requests.max(1) as f64;
+    Ok(Row {
+        name: name.to_owned(),
+        proxy_cpu_us: proxy_before
+            .zip(proxy_after)
+            .map(|(b, a)| per_request_us(a.saturating_sub(b))),
+        ten_cpu_us: per_request_us(ten_after.saturating_sub(ten_before)),
+        wrk,
+    })
+}
+
+fn print_results(rows: &[Row]) {
+    println!(
+        "\n{:<12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>14} {:>12}",
+        "path", "req/s", "p50 ms", "p99 ms", "non-2xx", "sock err", "proxy CPU/req", "ten CPU/req"
+    );
+    for r in rows {
+        let proxy = r
+            .proxy_cpu_us
+            .map_or_else(|| "-".to_owned(), |us| format!("{us:.1} us"));
+        println!(
+            "{:<12} {:>10.0} {:>8.2} {:>8.2} {:>8} {:>9} {:>14} {:>12}",
+            r.name,
+            r.wrk.requests_per_sec,
+            r.wrk.p50_ms,
+            r.wrk.p99_ms,
+            r.wrk.non_2xx,
+            r.wrk.socket_errors,
+            proxy,
+            format!("{:.1} us", r.ten_cpu_us),
+        );
+    }
+    let [a, b, c] = [&rows[0], &rows[1], &rows[2]];
+    println!();
+    println!(
+        "throughput  slum/direct (b/a): {:.2}x   slum/nginx (b/c): {:.2}x   nginx/direct (c/a): {:.2}x",
+        b.wrk.requests_per_sec / a.wrk.requests_per_sec,
+        b.wrk.requests_per_sec / c.wrk.requests_per_sec,
+        c.wrk.requests_per_sec / a.wrk.requests_per_sec,
+    );
+    println!(
+        "p99 added   slum (b-a): {:+.2} ms   nginx (c-a): {:+.2} ms",
+        b.wrk.p99_ms - a.wrk.p99_ms,
+        c.wrk.p99_ms - a.wrk.p99_ms,
+    );
+    if let (Some(s), Some(n)) = (b.proxy_cpu_us, c.proxy_cpu_us) {
+        println!(
+            "CPU/request slum: {s:.1} us   nginx: {n:.1} us   slum/nginx: {:.2}x",
+            s / n
+        );
+    }
+    for r in rows {
+        if r.wrk.non_2xx > 0 || r.wrk.socket_errors > 0 {
+            println!(
+                "warning: {} had {} non-2xx/3xx responses and {} socket errors ({})",
+                r.name, r.wrk.non_2xx, r.wrk.socket_errors, r.wrk.socket_errors_text
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// wrk
+
+#[derive(Debug, Clone, PartialEq)]
+struct WrkResult {
+    requests: u64,
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// wrk's "Non-2xx or 3xx responses" (absent from its output when 0).
+    non_2xx: u64,
+    socket_errors: u64,
+    socket_errors_text: String,
+}
+
+async fn run_wrk(
+    settings: &Settings,
+    url: &str,
+    host: &str,
+    seconds: u64,
+) -> anyhow::Result<WrkResult> {
+    let out = tokio::process::Command::new(&settings.wrk)
+        .arg(format!("-t{}", settings.threads))
+        .arg(format!("-c{}", settings.connections))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency")
+        .args(["-H", &format!("Host: {host}")])
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("cannot run {}", settings.wrk.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!(
+            "wrk {url} failed ({}): {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+/// Reads wrk's `--latency` report.
+fn parse_wrk(text: &str) -> anyhow::Result<WrkResult> {
+    let mut requests = None;
+    let mut requests_per_sec = None;
+    let mut p50 = None;
+    let mut p99 = None;
+    let mut non_2xx = 0;
+    let mut socket_errors = 0;
+    let mut socket_errors_text = String::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            requests_per_sec = Some(v.trim().parse::<f64>()?);
+        } else if let Some(v) = line.strip_prefix("50%") {
+            p50 = Some(wrk_ms(v.trim())?);
+        } else if let Some(v) = line.strip_prefix("99%") {
+            p99 = Some(wrk_ms(v.trim())?);
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            non_2xx = v.trim().parse()?;
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            socket_errors_text = v.trim().to_owned();
+            for part in v.split(',') {
+                let n = part.split_whitespace().last().unwrap_or("0");
+                socket_errors += n.parse::<u64>()?;
+            }
+        } else if line.contains(" requests in ") {
+            let n = line.split_whitespace().next().unwrap_or("");
+            requests = Some(n.parse::<u64>()?);
+        }
+    }
+    Ok(WrkResult {
+        requests: requests.context("no request count")?,
+        requests_per_sec: requests_per_sec.context("no Requests/sec")?,
+        p50_ms: p50.context("no 50% latency (was --latency given?)")?,
+        p99_ms: p99.context("no 99% latency (was --latency given?)")?,
+        non_2xx,
+        socket_errors,
+        socket_errors_text,
+    })
+}
+
+/// A wrk time (`812.00us`, `1.23ms`, `2.00s`, `1.00m`) in milliseconds.
+fn wrk_ms(v: &str) -> anyhow::Result<f64> {
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .with_context(|| format!("no unit in {v:?}"))?;
+    let (n, unit) = v.split_at(split);
+    let n: f64 = n.parse()?;
+    let scale = match unit {
+        "us" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3600e3,
+        _ => bail!("unknown time unit in {v:?}"),
+    };
+    Ok(n * scale)
+}
+
+// ---------------------------------------------------------------------------
+// Processes: slum serve, nginx, CPU accounting
+
+/// `slum serve` as a child process; killed on drop.
+struct SlumServe {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl SlumServe {
+    async fn start(bin: &Path, dir: &Path, db: &Path) -> anyhow::Result<SlumServe> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let log_path = dir.join("slum.log");
+        let log = fs::File::create(&log_path)?;
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg("--database")
+            .arg(db)
+            .args(["--listen", &addr.to_string()])
+            .args(["--api-listen", &api.to_string()])
+            .arg("--token-file")
+            .arg(dir.join("token"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let mut slum = SlumServe { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = slum.child.try_wait()? {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("slum serve exited at start-up ({status}):\n{log}");
+            }
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(slum);
+            }
+            if Instant::now() > deadline {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                bail!("slum serve did not listen on {addr} within 15s:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for SlumServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx (master and workers, `daemon off`) as the equivalent reverse proxy;
+/// stopped on drop.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(bin: &Path, server: &LocalServer, mapped_host: &str) -> anyhow::Result<Nginx> {
+        let dir = tempfile::tempdir()?;
+        // Workers run as nobody and need to reach their temp paths.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let conf = nginx_conf(dir.path(), addr, &server.url(), mapped_host);
+        let conf_path = dir.path().join("nginx.conf");
+        fs::write(&conf_path, conf)?;
+        let log_path = dir.path().join("error.log");
+        let out = fs::File::create(dir.path().join("stderr.log"))?;
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(&log_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let mut nginx = Nginx { child, addr, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = nginx.child.try_wait()? {
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                let err =
+                    fs::read_to_string(nginx.dir.path().join("stderr.log")).unwrap_or_default();
+                bail!("nginx exited at start-up ({status}):\n{err}{log}");
+            }
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(nginx);
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {addr} within 10s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // already reaped: its pid may belong to someone else now
+        }
+        let master = self.pid();
+        // SIGTERM: fast shutdown, the master stops its workers.
+        let _ = Command::new("kill")
+            .args(["-TERM", &master.to_string()])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break,
+            }
+        }
+        // Still there: kill the workers (children of the unreaped master, so
+        // their pids are still theirs), then the master.
+        for pid in nginx_pids(master).into_iter().filter(|&p| p != master) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The equivalent of slum's router for one tenant, as an nginx config.
+fn nginx_conf(dir: &Path, listen: SocketAddr, upstream_url: &str, mapped_host: &str) -> String {
+    let upstream = upstream_url.trim_start_matches("http://");
+    let d = dir.display();
+    format!(
+        r#"worker_processes auto;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+
+events {{
+    worker_connections 1024;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+
+    upstream tenement {{
+        server {upstream};
+        keepalive 64;
+    }}
+
+    server {{
+        listen {listen};
+        location / {{
+            proxy_pass http://tenement;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {mapped_host};
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }}
+    }}
+}}
+"#
+    )
+}
+
+/// A loopback port free at the moment of asking.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+/// The nginx master and its workers.
+fn nginx_pids(master: u32) -> Vec<u32> {
+    let mut pids = vec![master];
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| stat_field(&s, 4).and_then(|p| p.parse::<u32>().ok()));
+            if parent == Some(master) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Field `n` (1-based, as in proc(5)) of a `/proc/<pid>/stat` line. The command
+/// name (field 2) may hold spaces, so fields are counted after its `)`.
+fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(n.checked_sub(3)?)
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    let field = |n| -> anyhow::Result<u64> {
+        Ok(stat_field(&stat, n)
+            .with_context(|| format!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+fn clock_ticks_per_second() -> anyhow::Result<f64> {
+    let out = Command::new("getconf").arg("CLK_TCK").output()?;
+    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    if hz <= 0.0 {
+        bail!("getconf CLK_TCK said {hz}");
+    }
+    Ok(hz)
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// The first line a tool prints about its version (wrk and nginx print it on
+/// stdout or stderr, and exit non-zero or zero).
+fn tool_version(bin: &Path, flag: &str) -> String {
+    match Command::new(bin).arg(flag).output() {
+        Ok(out) => {
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text.lines().next().unwrap_or("").trim().to_owned()
+        }
+        Err(e) => format!("{} not runnable: {e}", bin.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WRK: &str = "Running 10s test @ http://127.0.0.1:8080/
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.23ms  456.00us  10.00ms   90.00%
+    Req/Sec    12.34k     1.23k   15.00k    70.00%
+  Latency Distribution
+     50%  812.00us
+     75%    1.50ms
+     90%    2.00ms
+     99%    1.02s
+  246800 requests in 10.00s, 30.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 5
+  Non-2xx or 3xx responses: 12
+Requests/sec:  24680.00
+Transfer/sec:      3.00MB
+";
+
+    #[test]
+    fn reads_wrk_reports() {
+        let r = parse_wrk(WRK).expect("parse");
+        assert_eq!(r.requests, 246_800);
+        assert_eq!(r.requests_per_sec, 24_680.0);
+        assert!((r.p50_ms - 0.812).abs() < 1e-9);
+        assert!((r.p99_ms - 1020.0).abs() < 1e-9);
+        assert_eq!(r.non_2xx, 12);
+        assert_eq!(r.socket_errors, 7);
+    }
+
+    #[test]
+    fn a_report_without_latency_distribution_is_refused() {
+        let without: String = WRK
+            .lines()
+            .filter(|l| !l.contains('%') || l.contains("Stdev"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(parse_wrk(&without).is_err());
+        assert!(wrk_ms("3.00").is_err());
+        assert!(wrk_ms("3.00xs").is_err());
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "42 (nginx: a (b) c) S 7 42 42 0 -1 4194560 1 0 0 0 250 17 0 0";
+        assert_eq!(stat_field(stat, 3), Some("S"));
+        assert_eq!(stat_field(stat, 4), Some("7"));
+        assert_eq!(stat_field(stat, 14), Some("250"));
+        assert_eq!(stat_field(stat, 15), Some("17"));
+    }
+}
