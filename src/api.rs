@@ -196,6 +196,11 @@ impl IntoResponse for Error {
                 p.field = Some(field);
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            Error::NoRoom { needed_mb, .. } => {
+                p.kind = "no_room";
+                p.requested_mb = Some(needed_mb);
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             Error::ServerUnavailable { server, .. } => {
                 p.kind = "server_unavailable";
                 p.server = Some(server);

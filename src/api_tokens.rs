@@ -83,8 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_are_random_hashed_and_verifiable() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = SlumDb::init(dir.path().join("t.db")).await.unwrap();
+        let (_test_db, db) = crate::test_db::temp_db().await;
         let (a, secret_a) = db.create_api_token("ci").await.unwrap();
         let (_, secret_b) = db.create_api_token("ops").await.unwrap();
         assert_ne!(secret_a, secret_b);

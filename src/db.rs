@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::error::{Error, Kind, Result};
 use crate::model::{Instance, Server, Tenant};
 use crate::placement;
+use crate::store::postgres::{is_postgres_url, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tenement::TenementClients;
@@ -27,6 +28,9 @@ pub struct FleetOptions {
     pub request_timeout: Duration,
     /// Time allowed for a spawn, which waits for the process to start.
     pub spawn_timeout: Duration,
+    /// Time a move leaves the old copy running after the route switched, for
+    /// requests already on their way to it (and routers that poll).
+    pub move_grace: Duration,
 }
 
 impl Default for FleetOptions {
@@ -36,6 +40,7 @@ impl Default for FleetOptions {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(3),
             spawn_timeout: Duration::from_secs(30),
+            move_grace: Duration::from_secs(2),
         }
     }
 }
@@ -58,7 +63,9 @@ impl std::fmt::Debug for SlumDb {
 
 impl SlumDb {
     /// Opens the fleet database at `path`, creating the file and schema when
-    /// missing and applying pending migrations.
+    /// missing and applying pending migrations. A `postgres://` (or
+    /// `postgresql://`) URL opens that PostgreSQL database instead, for fleets
+    /// where several routers share one; any other path is a SQLite file.
     pub async fn init(path: impl AsRef<Path>) -> Result<Self> {
         Self::init_with(path, FleetOptions::default()).await
     }
@@ -68,8 +75,12 @@ impl SlumDb {
         if options.default_memory_mb < 0 {
             return Err(Error::invalid("default_memory_mb", "is negative"));
         }
-        let store = SqliteStore::open(path.as_ref()).await?;
-        Ok(Self::with_store(Arc::new(store), options))
+        let path = path.as_ref();
+        let store: Arc<dyn Store> = match path.to_str() {
+            Some(url) if is_postgres_url(url) => Arc::new(PostgresStore::connect(url).await?),
+            _ => Arc::new(SqliteStore::open(path).await?),
+        };
+        Ok(Self::with_store(store, options))
     }
 
     /// A `SlumDb` over any [`Store`] backend.
@@ -80,6 +91,22 @@ impl SlumDb {
             options: Arc::new(options),
             tenement,
         }
+    }
+
+    /// The shared tenement HTTP client.
+    pub fn tenement_clients(&self) -> &TenementClients {
+        &self.tenement
+    }
+
+    /// Records a server's health as decided by a health check: its status and,
+    /// when it answered, the time it was seen.
+    pub async fn record_server_health(
+        &self,
+        id: &str,
+        status: crate::model::ServerStatus,
+        last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<()> {
+        self.store.set_server_health(id, status, last_seen).await
     }
 
     /// The fleet settings.

@@ -73,6 +73,13 @@ pub enum Error {
         capacity_mb: i64,
     },
 
+    /// No usable server has room for the placement.
+    #[error("no usable server{} has {needed_mb} MB free", region.as_ref().map(|r| format!(" in region '{r}'")).unwrap_or_default())]
+    NoRoom {
+        needed_mb: i64,
+        region: Option<String>,
+    },
+
     /// The tenement server could not be reached (refused, reset, timed out).
     #[error("server '{server}' is unreachable: {reason}")]
     ServerUnreachable { server: String, reason: String },

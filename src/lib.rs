@@ -10,13 +10,22 @@
 //! - [`model`]: the records (`Server`, `Tenant`, `Instance`) and their states.
 //! - [`validation`]: input rules; every check runs before the database is touched.
 //! - [`store`]: the one seam to the fleet database. All SQL lives there
-//!   ([`store::sqlite`] is the embedded default); callers never see it.
-//! - [`placement`]: where new instances go, as pure functions over a snapshot.
+//!   ([`store::sqlite`] is the embedded default, [`store::postgres`] the database
+//!   several routers share); callers never see it.
+//! - [`placement`]: where new instances go, as pure functions over a snapshot;
+//!   [`auto_placement`] applies them without ever overbooking a server.
 //! - [`tenement`]: the typed HTTP client of one tenement server.
 //! - [`reconcile`]: the pure diff between the instances slum wants and the ones
 //!   servers report, and the actions that converge them.
 //! - [`route_table`]: the router's in-memory view of the fleet and the pure
 //!   decision of where a request goes.
+//! - [`health`]: server health from active checks and the router's failed
+//!   connections, as a pure state machine plus the monitor that applies it.
+//! - [`relocation`]: moving an instance between servers without losing a
+//!   request (prepare on the target, switch the route, stop the old copy); the
+//!   building block of [`failover`] (respawn), drain and tenant moves.
+//! - [`supervisor`]: `slum serve`'s background work (health checks, reconcile,
+//!   failover).
 //! - [`db`]: [`SlumDb`], the API of the seed page, which ties the pieces together;
 //!   [`orchestration`] adds its calls that reach tenement servers (spawn, stop,
 //!   live listings, reconcile).
@@ -55,29 +64,41 @@
 
 pub mod api;
 pub mod api_tokens;
+pub mod auto_placement;
 pub mod cli;
 pub mod db;
+pub mod drain;
 pub mod error;
+pub mod failover;
+pub mod health;
 pub mod local_fleet;
 pub mod metrics;
 pub mod model;
 pub mod orchestration;
 pub mod placement;
 pub mod reconcile;
+pub mod relocation;
 pub mod route_sync;
 pub mod route_table;
 pub mod router;
 pub mod serve;
 pub mod store;
+pub mod supervisor;
 pub mod tenant_move;
 pub mod tenement;
 pub mod validation;
 
+// Throw-away fleet databases on either backend, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/common/test_db.rs"]
+mod test_db;
+
 pub use db::{FleetOptions, SlumDb};
 pub use error::{Error, Kind, Result};
 pub use model::{
-    ApiToken, DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
-    ServerStatus, Tenant,
+    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,
+    ServerStats, ServerStatus, Tenant,
 };
 pub use orchestration::SpawnOptions;
+pub use placement::PlacementRequest;
 pub use reconcile::ReconcileReport;

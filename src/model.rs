@@ -153,8 +153,46 @@ pub struct Tenant {
     pub process: String,
     /// Instance id (e.g. "prod").
     pub instance_id: String,
+    /// What happens when the instance's server goes offline and the tenant has
+    /// no backup instance.
+    pub failover: FailoverPolicy,
     /// When the tenant was added (set by the database).
     pub created_at: DateTime<Utc>,
+}
+
+/// A tenant's answer to the loss of its server when it has no backup instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverPolicy {
+    /// Wait for the server to return (requests get 503 meanwhile).
+    #[default]
+    None,
+    /// Spawn the instance on another server and move the route there once it is
+    /// healthy.
+    Respawn,
+}
+
+impl FailoverPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverPolicy::None => "none",
+            FailoverPolicy::Respawn => "respawn",
+        }
+    }
+}
+
+impl FromStr for FailoverPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "none" => Ok(FailoverPolicy::None),
+            "respawn" => Ok(FailoverPolicy::Respawn),
+            other => Err(Error::invalid(
+                "tenant.failover",
+                format!("'{other}' is not none or respawn"),
+            )),
+        }
+    }
 }
 
 impl Tenant {
@@ -174,8 +212,11 @@ pub struct Instance {
     pub instance_id: String,
     /// Process name.
     pub process: String,
-    /// Server the instance is placed on.
+    /// Server the instance is placed on (and routed to).
     pub server_id: String,
+    /// Server the instance is moving to, while a move is prepared there; its
+    /// memory is reserved on both servers until the move completes.
+    pub moving_to: Option<String>,
     /// Memory reserved for the instance on its server, in MB.
     pub memory_mb: i64,
     /// What slum wants.

@@ -110,7 +110,7 @@ impl SlumDb {
     /// Asks tenement to run `instance` and waits until it is healthy. On failure
     /// tenement is told to forget the instance (best effort), so that neither an
     /// orphan process nor tenement's stuck-spawn state is left behind.
-    async fn start_on_server(&self, server: &Server, instance: &Instance) -> Result<()> {
+    pub(crate) async fn start_on_server(&self, server: &Server, instance: &Instance) -> Result<()> {
         let client = self.client(server);
         let result = self.spawn_and_wait(client, instance).await;
         if result.is_err() {
@@ -285,7 +285,8 @@ impl SlumDb {
             .collect();
         let grace = chrono::Duration::from_std(self.options.spawn_timeout)
             .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let plan = reconcile::plan(&wanted, &observed, Utc::now(), grace);
+        let pending = self.store.list_pending_stops().await?;
+        let plan = reconcile::plan(&wanted, &pending, &observed, Utc::now(), grace);
         let by_id: HashMap<&str, &Server> = servers.iter().map(|s| (s.id.as_str(), s)).collect();
 
         let mut report = ReconcileReport {
@@ -312,6 +313,23 @@ impl SlumDb {
                         None => Ok(()),
                     };
                     (inst, r.map(|_| Some(false)))
+                }
+                Action::StopOldCopy { server, name } => {
+                    let key = format!("{server}/{name}");
+                    let r = match (by_id.get(server.as_str()), name.split_once(':')) {
+                        (Some(s), Some((process, tenant))) => {
+                            match self.client(s).stop(process, tenant).await {
+                                Ok(_) => self.store.delete_pending_stop(&server, &name).await,
+                                Err(e) => Err(e),
+                            }
+                        }
+                        _ => self.store.delete_pending_stop(&server, &name).await,
+                    };
+                    match r {
+                        Ok(()) => report.stopped.push(key),
+                        Err(e) => report.failed.push(format!("{key}: {e}")),
+                    }
+                    continue;
                 }
                 Action::Respawn(inst) => {
                     let r = match by_id.get(inst.server_id.as_str()) {

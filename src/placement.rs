@@ -68,3 +68,109 @@ mod tests {
         assert_eq!(most_free(&fleet, None, 0).unwrap().id, "a");
     }
 }
+
+/// Where an automatic placement may go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PlacementRequest {
+    /// Only servers of this region.
+    pub region: Option<String>,
+    /// Never a region that already holds an instance of the same tenant and
+    /// process (a backup that survives the loss of a region).
+    pub distinct_region: bool,
+    /// Memory to reserve, in MB; the fleet default when `None`.
+    pub memory_mb: Option<i64>,
+}
+
+/// The servers a new instance of `tenant`'s `process` may go to: not one that
+/// already holds (or is receiving) an instance of it, nor, when asked, one in a
+/// region that does.
+pub fn candidates(
+    servers: &[Server],
+    instances: &[crate::model::Instance],
+    tenant: &str,
+    process: &str,
+    distinct_region: bool,
+) -> Vec<Server> {
+    let siblings: Vec<&crate::model::Instance> = instances
+        .iter()
+        .filter(|i| i.tenant == tenant && i.process == process)
+        .collect();
+    let taken: Vec<&str> = siblings
+        .iter()
+        .flat_map(|i| std::iter::once(i.server_id.as_str()).chain(i.moving_to.as_deref()))
+        .collect();
+    let taken_regions: Vec<&str> = servers
+        .iter()
+        .filter(|s| taken.contains(&s.id.as_str()))
+        .filter_map(|s| s.region.as_deref())
+        .collect();
+    servers
+        .iter()
+        .filter(|s| !taken.contains(&s.id.as_str()))
+        .filter(|s| {
+            !distinct_region
+                || s.region
+                    .as_deref()
+                    .is_none_or(|r| !taken_regions.contains(&r))
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+    use crate::model::{Instance, ServerStatus};
+
+    #[test]
+    fn a_backup_never_shares_a_server_nor_when_asked_a_region() {
+        let s = |id: &str, region: &str| Server {
+            id: id.into(),
+            region: Some(region.into()),
+            capacity_mb: 1000,
+            status: ServerStatus::Online,
+            ..Default::default()
+        };
+        let fleet = [s("a", "eu"), s("b", "eu"), s("c", "us")];
+        let primary = Instance {
+            tenant: "acme".into(),
+            instance_id: "prod".into(),
+            process: "api".into(),
+            server_id: "a".into(),
+            ..Default::default()
+        };
+        let ids = |v: Vec<Server>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(candidates(
+                &fleet,
+                std::slice::from_ref(&primary),
+                "acme",
+                "api",
+                false
+            )),
+            ["b", "c"]
+        );
+        assert_eq!(
+            ids(candidates(
+                &fleet,
+                std::slice::from_ref(&primary),
+                "acme",
+                "api",
+                true
+            )),
+            ["c"]
+        );
+        assert_eq!(
+            ids(candidates(
+                &fleet,
+                std::slice::from_ref(&primary),
+                "acme",
+                "web",
+                true
+            )),
+            ["a", "b", "c"],
+            "another process is not a sibling"
+        );
+    }
+}

@@ -34,6 +34,8 @@ pub enum Action {
     CompleteStop(Instance),
     /// Record the state the server reported.
     Observe(Instance, InstanceState),
+    /// Stop the old copy a move left on a server that did not answer then.
+    StopOldCopy { server: String, name: String },
 }
 
 /// The plan, with what was deliberately left alone.
@@ -52,15 +54,29 @@ pub struct Plan {
 /// `Starting` is being spawned by someone else right now and is left to them.
 pub fn plan(
     wanted: &[Instance],
+    pending_stops: &[(String, String)],
     observed: &HashMap<String, Observation>,
     now: DateTime<Utc>,
     spawn_grace: Duration,
 ) -> Plan {
     let mut out = Plan::default();
     let mut known: HashSet<(&str, String)> = HashSet::new();
+    for (server, name) in pending_stops {
+        known.insert((server.as_str(), name.clone()));
+        if matches!(observed.get(server), Some(Observation::Reachable(_))) {
+            out.actions.push(Action::StopOldCopy {
+                server: server.clone(),
+                name: name.clone(),
+            });
+        }
+    }
     for inst in wanted {
         let name = inst.tenement_name();
         known.insert((inst.server_id.as_str(), name.clone()));
+        if let Some(to) = &inst.moving_to {
+            // Being prepared there by a move: its mover owns it.
+            known.insert((to.as_str(), name.clone()));
+        }
         let Some(Observation::Reachable(running)) = observed.get(&inst.server_id) else {
             continue;
         };
@@ -169,10 +185,25 @@ mod tests {
             ),
             ("b".to_owned(), Observation::Unreachable("refused".into())),
         ]);
-        let p = plan(&wanted, &observed, Utc::now(), Duration::seconds(30));
+        // An old copy on a reachable server is stopped; on b it waits.
+        let pending = [
+            ("a".to_owned(), "api:old".to_owned()),
+            ("b".to_owned(), "api:old".to_owned()),
+        ];
+        let p = plan(
+            &wanted,
+            &pending,
+            &observed,
+            Utc::now(),
+            Duration::seconds(30),
+        );
         assert_eq!(
             p.actions,
             vec![
+                Action::StopOldCopy {
+                    server: "a".into(),
+                    name: "api:old".into()
+                },
                 Action::Respawn(wanted[0].clone()),
                 Action::Observe(wanted[2].clone(), S::Unhealthy),
                 Action::CompleteStop(wanted[3].clone()),
@@ -194,6 +225,7 @@ mod tests {
         let observed = HashMap::from([("a".to_owned(), reachable(&[]))]);
         let p = plan(
             &[young, stale.clone()],
+            &[],
             &observed,
             now,
             Duration::seconds(30),
@@ -219,7 +251,7 @@ mod tests {
                 reachable(&[("api:t", InstanceState::Running)]),
             ),
         ]);
-        let p = plan(&wanted, &observed, Utc::now(), Duration::seconds(30));
+        let p = plan(&wanted, &[], &observed, Utc::now(), Duration::seconds(30));
         assert!(p.actions.is_empty());
         assert_eq!(p.unmanaged, vec!["b/api:t"]);
     }

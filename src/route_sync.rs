@@ -19,6 +19,8 @@ use crate::route_table::RouteTable;
 /// The current route table and the means to refresh it.
 pub struct Routes {
     table: ArcSwap<RouteTable>,
+    /// Bumped after every swap, for requests waiting on a server's fate.
+    swapped: tokio::sync::watch::Sender<u64>,
     /// Serialises reloads, so that an older snapshot never replaces a newer one.
     reloading: Mutex<()>,
     metrics: Arc<Metrics>,
@@ -28,6 +30,7 @@ impl Routes {
     pub fn new(metrics: Arc<Metrics>) -> Routes {
         Routes {
             table: ArcSwap::from_pointee(RouteTable::default()),
+            swapped: tokio::sync::watch::Sender::new(0),
             reloading: Mutex::new(()),
             metrics,
         }
@@ -36,6 +39,20 @@ impl Routes {
     /// The table in force now.
     pub fn current(&self) -> Arc<RouteTable> {
         self.table.load_full()
+    }
+
+    /// Resolves once the table in force says `server` is offline.
+    pub async fn until_offline(&self, server: &str) {
+        let mut swaps = self.swapped.subscribe();
+        loop {
+            let offline = self
+                .current()
+                .upstream(server)
+                .is_some_and(|u| u.status == ServerStatus::Offline);
+            if offline || swaps.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Rebuilds the table from the database.
@@ -60,6 +77,7 @@ impl Routes {
                 .set(n as i64);
         }
         self.table.store(Arc::new(table));
+        self.swapped.send_modify(|n| *n += 1);
         Ok(())
     }
 

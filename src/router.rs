@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -197,7 +198,9 @@ impl Proxy {
             decision = self.state.routes.current().route(&host);
         }
         match decision {
-            Decision::Forward { primary, .. } => self.forward(req, peer, &host, &primary).await,
+            Decision::Forward {
+                primary, fallbacks, ..
+            } => self.forward(req, peer, &host, &primary, &fallbacks).await,
             Decision::UnknownHost => answer(
                 StatusCode::NOT_FOUND,
                 format!("no tenant has the domain '{host}'"),
@@ -274,57 +277,113 @@ impl Proxy {
         result
     }
 
+    /// Sends the request to `primary`. A GET or HEAD without a body whose
+    /// connection to `primary` fails is sent once more to the first fallback, so
+    /// that the client sees no error; the failure also counts against the
+    /// server's health at once.
     async fn forward(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
         host: &str,
-        target: &Target,
+        primary: &Target,
+        fallbacks: &[Target],
     ) -> Response<ProxyBody> {
-        let server = &target.upstream.server_id;
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri: Uri = match format!("{}{path}", target.upstream.url).parse() {
-            Ok(u) => u,
-            Err(e) => {
-                return answer(
-                    StatusCode::BAD_GATEWAY,
-                    format!("server '{server}' has an unusable url: {e}"),
-                )
-            }
-        };
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        parts.uri = uri;
-        prepare_request_headers(&mut parts.headers, upgrade, peer, host, &target.host);
-        let upstream_req = Request::from_parts(parts, body.boxed());
+        prepare_request_headers(&mut parts.headers, upgrade, peer, host, &primary.host);
+        let retry = fallbacks.first().filter(|_| {
+            matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
+        });
+        let retry_parts = retry.map(|_| parts.clone());
 
-        let started = Instant::now();
-        let sent =
-            tokio::time::timeout(self.upstream_timeout, self.client.request(upstream_req)).await;
-        let mut resp = match sent {
-            Err(_) => {
-                return answer(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "server '{server}' did not answer within {:.1}s",
-                        self.upstream_timeout.as_secs_f64()
-                    ),
-                )
+        let sent = if retry.is_some() {
+            // A request that can go to the backup does not wait out a server
+            // that is declared offline meanwhile (hung, or cut off).
+            tokio::select! {
+                r = self.send(parts, body.boxed(), primary) => r,
+                _ = self.state.routes.until_offline(&primary.upstream.server_id) => {
+                    Err(Failure::Broken("the server went offline".into()))
+                }
             }
-            Ok(Err(e)) => return self.upstream_failure(server, &e),
-            Ok(Ok(resp)) => resp,
+        } else {
+            self.send(parts, body.boxed(), primary).await
         };
-        self.state
-            .metrics
-            .upstream_latency
-            .with_label_values(&[server])
-            .observe(started.elapsed().as_secs_f64());
+        let failure = match sent {
+            Ok(resp) => return self.respond(resp, client_upgrade),
+            Err(f) => f,
+        };
+        if failure.connection_failed() {
+            self.state
+                .health
+                .report_failure(&self.state, &primary.upstream.server_id)
+                .await;
+        }
+        if let (Some(backup), Some(mut parts), true) =
+            (retry, retry_parts, failure.connection_failed())
+        {
+            tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,
+                "retrying on the backup");
+            if let Ok(v) = HeaderValue::from_str(&backup.host) {
+                parts.headers.insert(header::HOST, v);
+            }
+            let empty = http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed();
+            match self.send(parts, empty, backup).await {
+                Ok(resp) => return self.respond(resp, None),
+                Err(f) => return self.failure_answer(&backup.upstream.server_id, f),
+            }
+        }
+        self.failure_answer(&primary.upstream.server_id, failure)
+    }
 
+    /// One exchange with one server, up to the response head.
+    async fn send(
+        &self,
+        mut parts: hyper::http::request::Parts,
+        body: ProxyBody,
+        target: &Target,
+    ) -> Result<Response<Incoming>, Failure> {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = format!("{}{path}", target.upstream.url)
+            .parse()
+            .map_err(|e| Failure::Broken(format!("unusable url: {e}")))?;
+        let server = &target.upstream.server_id;
+        let started = Instant::now();
+        let sent = tokio::time::timeout(
+            self.upstream_timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        match sent {
+            Err(_) => Err(Failure::HeadTimeout),
+            Ok(Err(e)) if e.is_connect() && is_timeout(&e) => Err(Failure::ConnectTimeout),
+            Ok(Err(e)) if e.is_connect() => Err(Failure::Refused(innermost(&e))),
+            Ok(Err(e)) => Err(Failure::Broken(innermost(&e))),
+            Ok(Ok(resp)) => {
+                self.state
+                    .metrics
+                    .upstream_latency
+                    .with_label_values(&[server])
+                    .observe(started.elapsed().as_secs_f64());
+                Ok(resp)
+            }
+        }
+    }
+
+    /// Passes the server's answer on: hop-by-hop headers removed, body streamed,
+    /// or, for a switched protocol, the two connections joined.
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ProxyBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -352,31 +411,57 @@ impl Proxy {
         Response::from_parts(parts, body.boxed())
     }
 
-    /// 502 for a refused or broken connection, 504 for a connect that timed out.
-    fn upstream_failure(
-        &self,
-        server: &str,
-        e: &hyper_util::client::legacy::Error,
-    ) -> Response<ProxyBody> {
-        let cause = innermost(e);
-        if e.is_connect() {
-            if is_timeout(e) {
-                return answer(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "connecting to server '{server}' timed out after {:.1}s",
-                        self.connect_timeout.as_secs_f64()
-                    ),
-                );
-            }
-            return answer(
+    /// 502 for a refused or broken connection, 504 for a connect or response
+    /// head that took too long.
+    fn failure_answer(&self, server: &str, failure: Failure) -> Response<ProxyBody> {
+        match failure {
+            Failure::HeadTimeout => answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "server '{server}' did not answer within {:.1}s",
+                    self.upstream_timeout.as_secs_f64()
+                ),
+            ),
+            Failure::ConnectTimeout => answer(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "connecting to server '{server}' timed out after {:.1}s",
+                    self.connect_timeout.as_secs_f64()
+                ),
+            ),
+            Failure::Refused(cause) => answer(
                 StatusCode::BAD_GATEWAY,
                 format!("cannot connect to server '{server}': {cause}"),
-            );
+            ),
+            Failure::Broken(cause) => answer(
+                StatusCode::BAD_GATEWAY,
+                format!("server '{server}' failed the request: {cause}"),
+            ),
         }
-        answer(
-            StatusCode::BAD_GATEWAY,
-            format!("server '{server}' failed the request: {cause}"),
+    }
+}
+
+/// How an exchange with a server failed.
+#[derive(Debug)]
+enum Failure {
+    /// The connection was refused (or could not be made at once).
+    Refused(String),
+    /// Connecting took longer than the connect timeout.
+    ConnectTimeout,
+    /// The connection broke before a response head arrived.
+    Broken(String),
+    /// No response head within the upstream timeout.
+    HeadTimeout,
+}
+
+impl Failure {
+    /// Whether the server failed at the connection level (the passive health
+    /// signal, and the case a retry on the backup is safe for): not a slow
+    /// answer, which may be the application's doing.
+    fn connection_failed(&self) -> bool {
+        matches!(
+            self,
+            Failure::Refused(_) | Failure::ConnectTimeout | Failure::Broken(_)
         )
     }
 }

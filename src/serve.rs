@@ -13,18 +13,35 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::db::{FleetOptions, SlumDb};
+use crate::health::{HealthMonitor, HealthPolicy};
 use crate::metrics::Metrics;
 use crate::route_sync::Routes;
 
-/// What `slum serve` shares between the router and the API.
+/// What `slum serve` shares between the router, the API and its background work.
 #[derive(Clone)]
 pub struct AppState {
     pub db: SlumDb,
     pub routes: Arc<Routes>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<HealthMonitor>,
+    pub drains: Arc<crate::drain::Drains>,
 }
 
 impl AppState {
+    /// State over `db`, with its route table loaded.
+    pub async fn new(db: SlumDb, health: HealthPolicy) -> crate::Result<AppState> {
+        let metrics = Arc::new(Metrics::new());
+        let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
+        routes.reload(&db).await?;
+        Ok(AppState {
+            db,
+            routes,
+            metrics,
+            health: Arc::new(HealthMonitor::new(health)),
+            drains: Arc::default(),
+        })
+    }
+
     /// Applies this process's own change to the route table at once.
     pub async fn fleet_changed(&self) {
         if let Err(e) = self.routes.reload(&self.db).await {
@@ -40,7 +57,7 @@ pub struct ServeArgs {
     /// TOML file with settings (flags and environment take precedence).
     #[arg(long, env = "SLUM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The fleet database (SQLite file).
+    /// The fleet database: a SQLite file, or a `postgres://` URL.
     #[arg(long, env = "SLUM_DATABASE")]
     pub database: Option<PathBuf>,
     /// Public listener of the router.
@@ -76,6 +93,24 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish on SIGTERM.
     #[arg(long, env = "SLUM_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<f64>,
+    /// Seconds between health checks of every server.
+    #[arg(long, env = "SLUM_HEALTH_INTERVAL")]
+    pub health_interval: Option<f64>,
+    /// Seconds a health check may take.
+    #[arg(long, env = "SLUM_HEALTH_TIMEOUT")]
+    pub health_timeout: Option<f64>,
+    /// Consecutive failed checks that make a server offline.
+    #[arg(long, env = "SLUM_FAIL_AFTER")]
+    pub fail_after: Option<u32>,
+    /// Consecutive good checks that bring an offline server back.
+    #[arg(long, env = "SLUM_RECOVER_AFTER")]
+    pub recover_after: Option<u32>,
+    /// Seconds between reconcile runs.
+    #[arg(long, env = "SLUM_RECONCILE_INTERVAL")]
+    pub reconcile_interval: Option<f64>,
+    /// Seconds a move keeps the old copy after switching the route.
+    #[arg(long, env = "SLUM_MOVE_GRACE")]
+    pub move_grace: Option<f64>,
 }
 
 /// The settings file; every key optional.
@@ -94,6 +129,12 @@ struct ServeFile {
     spawn_timeout: Option<f64>,
     route_poll: Option<f64>,
     shutdown_grace: Option<f64>,
+    health_interval: Option<f64>,
+    health_timeout: Option<f64>,
+    fail_after: Option<u32>,
+    recover_after: Option<u32>,
+    reconcile_interval: Option<f64>,
+    move_grace: Option<f64>,
 }
 
 /// Resolved settings of `slum serve`.
@@ -109,6 +150,8 @@ pub struct ServeConfig {
     pub max_header_bytes: usize,
     pub route_poll: Duration,
     pub shutdown_grace: Duration,
+    pub health: HealthPolicy,
+    pub reconcile_interval: Duration,
 }
 
 /// The default fleet database path: `slum.db` in the working directory.
@@ -166,7 +209,39 @@ impl ServeConfig {
         if max_header_bytes < 1024 {
             anyhow::bail!("invalid max_header_bytes: {max_header_bytes} is below 1024");
         }
+        let health_defaults = HealthPolicy::default();
+        let fail_after = args
+            .fail_after
+            .or(file.fail_after)
+            .unwrap_or(health_defaults.fail_after);
+        let recover_after = args
+            .recover_after
+            .or(file.recover_after)
+            .unwrap_or(health_defaults.recover_after);
+        if fail_after == 0 || recover_after == 0 {
+            anyhow::bail!("invalid fail_after/recover_after: both must be at least 1");
+        }
+        let health = HealthPolicy {
+            interval: seconds(
+                "health_interval",
+                args.health_interval.or(file.health_interval),
+                health_defaults.interval.as_secs_f64(),
+            )?,
+            timeout: seconds(
+                "health_timeout",
+                args.health_timeout.or(file.health_timeout),
+                health_defaults.timeout.as_secs_f64(),
+            )?,
+            fail_after,
+            recover_after,
+        };
         Ok(ServeConfig {
+            health,
+            reconcile_interval: seconds(
+                "reconcile_interval",
+                args.reconcile_interval.or(file.reconcile_interval),
+                30.0,
+            )?,
             database: args
                 .database
                 .clone()
@@ -198,6 +273,12 @@ impl ServeConfig {
                     args.spawn_timeout.or(file.spawn_timeout),
                     defaults.spawn_timeout.as_secs_f64(),
                 )?,
+                move_grace: Duration::from_secs_f64(
+                    args.move_grace
+                        .or(file.move_grace)
+                        .filter(|g| g.is_finite() && *g >= 0.0)
+                        .unwrap_or(defaults.move_grace.as_secs_f64()),
+                ),
             },
             header_timeout: seconds(
                 "header_timeout",
@@ -262,9 +343,7 @@ impl Serving {
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Serving> {
         let db = SlumDb::init_with(&config.database, config.fleet.clone()).await?;
         bootstrap_token(&db, &config.token_file).await?;
-        let metrics = Arc::new(Metrics::new());
-        let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
-        routes.reload(&db).await?;
+        let state = AppState::new(db, config.health.clone()).await?;
         let public = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -273,11 +352,7 @@ impl Serving {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api_listen))?;
         Ok(Serving {
             config,
-            state: AppState {
-                db,
-                routes,
-                metrics,
-            },
+            state,
             public,
             private,
         })
@@ -311,9 +386,14 @@ impl Serving {
             private,
         } = self;
         tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
-            database = %config.database.display(), "slum serve started");
+            database = %crate::store::postgres::redacted(&config.database.to_string_lossy()),
+            "slum serve started");
         let follower =
             tokio::spawn(Arc::clone(&state.routes).follow(state.db.clone(), config.route_poll));
+        let supervisor = tokio::spawn(crate::supervisor::run(
+            state.clone(),
+            config.reconcile_interval,
+        ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -322,6 +402,7 @@ impl Serving {
         let api = tokio::spawn(crate::api::serve(private, state.clone(), stop_rx.clone()));
         let router = crate::router::serve(public, state, &config, stop_rx).await;
         follower.abort();
+        supervisor.abort();
         let api = api.await;
         router?;
         api??;

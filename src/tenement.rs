@@ -42,6 +42,16 @@ impl TenementClients {
         }
     }
 
+    /// Whether the tenement server at `url` answers `GET /health` with a success
+    /// within `timeout` (no token needed).
+    pub async fn probe(&self, url: &str, timeout: Duration) -> bool {
+        let url = format!("{}/health", url.trim_end_matches('/'));
+        matches!(
+            self.http.get(url).timeout(timeout).send().await,
+            Ok(r) if r.status().is_success()
+        )
+    }
+
     /// A client of `server`'s tenement API.
     pub fn for_server<'a>(&'a self, server: &'a Server) -> TenementClient<'a> {
         TenementClient {

@@ -8,13 +8,11 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use slum::metrics::Metrics;
-use slum::route_sync::Routes;
+use slum::health::HealthPolicy;
 use slum::route_table::Decision;
 use slum::serve::AppState;
 use slum::SlumDb;
@@ -22,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use common::{ask, dump};
+use common::ask;
 
 /// A management API served in-process over a fresh fleet database.
 struct Api {
@@ -31,22 +29,17 @@ struct Api {
     secret: String,
     http: reqwest::Client,
     state: AppState,
-    dir: tempfile::TempDir,
+    test_db: common::TestDb,
     stop: watch::Sender<bool>,
     served: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Api {
     async fn start() -> Api {
-        let (dir, db) = common::temp_db().await;
-        let metrics = Arc::new(Metrics::new());
-        let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
-        routes.reload(&db).await.expect("route table");
-        let state = AppState {
-            db: db.clone(),
-            routes,
-            metrics,
-        };
+        let (test_db, db) = common::temp_db().await;
+        let state = AppState::new(db.clone(), HealthPolicy::default())
+            .await
+            .expect("state");
         let (_, secret) = db.create_api_token("tests").await.expect("token");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -63,7 +56,7 @@ impl Api {
             secret,
             http,
             state,
-            dir,
+            test_db,
             stop,
             served,
         }
@@ -73,8 +66,9 @@ impl Api {
         &self.state.db
     }
 
-    fn db_path(&self) -> std::path::PathBuf {
-        self.dir.path().join("slum.db")
+    /// The fleet database's rows, read straight from it.
+    async fn dump(&self) -> Vec<String> {
+        self.test_db.dump().await
     }
 
     /// A request with no token at all.
@@ -199,7 +193,7 @@ async fn every_v1_route_refuses_a_missing_or_wrong_token() {
     api.add_server("spare", 1024).await;
     api.add_tenant("acme.example.com", "east").await;
     let (other, _) = api.db().create_api_token("other").await.expect("token");
-    let before = dump(&api.db_path()).await;
+    let before = api.dump().await;
     let tokens_before = api.db().list_api_tokens().await.expect("tokens");
 
     let routes: Vec<(Method, String, Option<Value>)> = vec![
@@ -290,7 +284,7 @@ async fn every_v1_route_refuses_a_missing_or_wrong_token() {
             assert!(!body.to_string().contains(&api.secret));
         }
     }
-    assert_eq!(before, dump(&api.db_path()).await, "nothing changed");
+    assert_eq!(before, api.dump().await, "nothing changed");
     assert_eq!(
         tokens_before,
         api.db().list_api_tokens().await.expect("tokens")
@@ -445,8 +439,7 @@ async fn each_error_kind_has_its_status_and_names_what_it_is_about() {
     let api = Api::start().await;
     api.add_server("east", 1024).await;
     api.add_tenant("acme.example.com", "east").await;
-    let path = api.db_path();
-    let before = dump(&path).await;
+    let before = api.dump().await;
 
     // Invalid: 422 naming the field.
     let (status, body) = api
@@ -555,7 +548,7 @@ async fn each_error_kind_has_its_status_and_names_what_it_is_about() {
         .await;
     let e = error_of(status, &body, StatusCode::BAD_GATEWAY, "server_unreachable");
     assert_eq!(e["server"], "east");
-    assert_eq!(before, dump(&path).await, "no error changed the fleet");
+    assert_eq!(before, api.dump().await, "no error changed the fleet");
 
     // ServerUnavailable: 409 for a draining server.
     let (status, _) = api
@@ -587,8 +580,7 @@ async fn malformed_requests_are_400_naming_the_problem() {
     let api = Api::start().await;
     api.add_server("east", 1024).await;
     api.add_tenant("acme.example.com", "east").await;
-    let path = api.db_path();
-    let before = dump(&path).await;
+    let before = api.dump().await;
 
     let cases: [(Method, &str, &str, &str); 9] = [
         (Method::POST, "/v1/servers", "{not json", "parse"),
@@ -664,7 +656,7 @@ async fn malformed_requests_are_400_naming_the_problem() {
         api.db().get_server("east").await.expect("east").capacity_mb,
         2048
     );
-    let after_patch = dump(&path).await;
+    let after_patch = api.dump().await;
     assert_ne!(before, after_patch);
 
     // Unknown routes and methods answer in the same JSON shape.
@@ -750,7 +742,6 @@ async fn moving_a_tenant_without_an_instance_changes_only_its_home() {
     api.add_server("west", 1024).await;
     api.add_server("north", 1024).await;
     api.add_tenant("acme.example.com", "east").await;
-    let path = api.db_path();
 
     let (status, moved) = api
         .post(
@@ -769,7 +760,7 @@ async fn moving_a_tenant_without_an_instance_changes_only_its_home() {
     assert_eq!(stored.server_id, "west");
 
     // To where it already is: nothing to do, same answer.
-    let before = dump(&path).await;
+    let before = api.dump().await;
     let (status, again) = api
         .post(
             "/v1/tenants/acme.example.com/move",
@@ -777,14 +768,14 @@ async fn moving_a_tenant_without_an_instance_changes_only_its_home() {
         )
         .await;
     assert_eq!((status, &again), (StatusCode::OK, &moved));
-    assert_eq!(before, dump(&path).await);
+    assert_eq!(before, api.dump().await);
 
     // Refusals change nothing.
     let (status, _) = api
         .patch("/v1/servers/north", json!({"status": "draining"}))
         .await;
     assert_eq!(status, StatusCode::OK);
-    let before = dump(&path).await;
+    let before = api.dump().await;
     let (status, body) = api
         .post(
             "/v1/tenants/acme.example.com/move",
@@ -824,7 +815,7 @@ async fn moving_a_tenant_without_an_instance_changes_only_its_home() {
         )
         .await;
     error_of(status, &body, StatusCode::BAD_REQUEST, "bad_request");
-    assert_eq!(before, dump(&path).await);
+    assert_eq!(before, api.dump().await);
 }
 
 #[tokio::test]
@@ -1044,10 +1035,9 @@ async fn spawn_move_and_stop_through_the_api_on_real_servers() {
 
     fleet.server_mut("s1").expect("s1").kill().expect("kill s1");
     let s2 = fleet.server("s2").expect("s2");
-    let path = api.db_path();
 
     // The old server cannot stop it: nothing moves, nothing changes.
-    let before = dump(&path).await;
+    let before = api.dump().await;
     let (status, body) = api
         .post(
             "/v1/tenants/bob.example.com/move",
@@ -1056,7 +1046,7 @@ async fn spawn_move_and_stop_through_the_api_on_real_servers() {
         .await;
     let e = error_of(status, &body, StatusCode::BAD_GATEWAY, "server_unreachable");
     assert_eq!(e["server"], "s1");
-    assert_eq!(before, dump(&path).await);
+    assert_eq!(before, api.dump().await);
 
     // The new home cannot start it: it is started again where it was.
     let (status, body) = api

@@ -6,17 +6,16 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{dump, server, temp_db, tenant};
+use common::{server, temp_db, tenant, TestDb};
 use slum::{Error, Kind, Server, ServerStatus, SlumDb, Tenant};
 
 /// Runs `call`, expects it to fail, checks the database did not change, and
 /// returns the error.
 macro_rules! rejected {
-    ($dir:expr, $call:expr) => {{
-        let path = $dir.path().join("slum.db");
-        let before = dump(&path).await;
+    ($test_db:expr, $call:expr) => {{
+        let before = $test_db.dump().await;
         let result = $call.await;
-        let after = dump(&path).await;
+        let after = $test_db.dump().await;
         assert_eq!(before, after, "a rejected call changed the database");
         match result {
             Ok(v) => panic!("call succeeded but should have failed: {v:?}"),
@@ -41,7 +40,7 @@ fn assert_invalid(e: &Error, field: &str) {
 
 #[tokio::test]
 async fn server_crud_round_trips() {
-    let (_dir, db) = temp_db().await;
+    let (_test_db, db) = temp_db().await;
     db.add_server(&Server {
         id: "east".into(),
         url: "http://127.0.0.1:9/".into(),
@@ -92,9 +91,9 @@ async fn token_never_shows_in_debug_or_json() {
     assert!(!format!("{s:#?}").contains("hunter2"));
     assert!(!serde_json::to_string(&s).unwrap().contains("hunter2"));
 
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     let e = rejected!(
-        dir,
+        test_db,
         db.add_server(&Server {
             token: Some("hunter2 with space".into()),
             ..server("east", None, 1)
@@ -106,7 +105,7 @@ async fn token_never_shows_in_debug_or_json() {
 
 #[tokio::test]
 async fn server_validation_names_the_field_and_changes_nothing() {
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     db.add_server(&server("east", Some("us-east"), 1024))
         .await
         .unwrap();
@@ -149,12 +148,12 @@ async fn server_validation_names_the_field_and_changes_nothing() {
         (server("west", Some("  "), 1), "server.region"),
     ];
     for (bad, field) in cases {
-        let e = rejected!(dir, db.add_server(&bad));
+        let e = rejected!(test_db, db.add_server(&bad));
         assert_invalid(&e, field);
         let mut update = bad.clone();
         if field != "server.id" {
             update.id = "east".into();
-            let e = rejected!(dir, db.update_server(&update));
+            let e = rejected!(test_db, db.update_server(&update));
             assert_invalid(&e, field);
         }
     }
@@ -163,21 +162,21 @@ async fn server_validation_names_the_field_and_changes_nothing() {
 
 #[tokio::test]
 async fn server_integrity() {
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     db.add_server(&server("east", None, 1024)).await.unwrap();
 
-    let e = rejected!(dir, db.add_server(&server("east", None, 5)));
+    let e = rejected!(test_db, db.add_server(&server("east", None, 5)));
     assert!(
         matches!(&e, Error::AlreadyExists { kind: Kind::Server, key, .. } if key == "east"),
         "{e:?}"
     );
 
-    let e = rejected!(dir, db.update_server(&server("nowhere", None, 5)));
+    let e = rejected!(test_db, db.update_server(&server("nowhere", None, 5)));
     assert!(
         matches!(&e, Error::NotFound { kind: Kind::Server, key } if key == "nowhere"),
         "{e:?}"
     );
-    let e = rejected!(dir, db.delete_server("nowhere"));
+    let e = rejected!(test_db, db.delete_server("nowhere"));
     assert!(e.is_not_found());
 
     db.add_tenant(&tenant("a.example.com", "east"))
@@ -186,7 +185,7 @@ async fn server_integrity() {
     db.add_tenant(&tenant("b.example.com", "east"))
         .await
         .unwrap();
-    let e = rejected!(dir, db.delete_server("east"));
+    let e = rejected!(test_db, db.delete_server("east"));
     match &e {
         Error::HasDependents {
             kind: Kind::Server,
@@ -204,7 +203,7 @@ async fn server_integrity() {
 
 #[tokio::test]
 async fn tenant_crud_and_names() {
-    let (_dir, db) = temp_db().await;
+    let (_test_db, db) = temp_db().await;
     db.add_server(&server("east", None, 1024)).await.unwrap();
     db.add_server(&server("west", None, 1024)).await.unwrap();
     db.add_tenant(&tenant("Customer-1.Example.com.", "east"))
@@ -261,20 +260,23 @@ async fn tenant_crud_and_names() {
 
 #[tokio::test]
 async fn tenant_validation_and_integrity_change_nothing() {
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     db.add_server(&server("east", None, 1024)).await.unwrap();
     db.add_tenant(&tenant("taken.example.com", "east"))
         .await
         .unwrap();
 
-    let e = rejected!(dir, db.add_tenant(&tenant("x.example.com", "nowhere")));
+    let e = rejected!(test_db, db.add_tenant(&tenant("x.example.com", "nowhere")));
     assert!(
         matches!(&e, Error::NotFound { kind: Kind::Server, key } if key == "nowhere"),
         "{e:?}"
     );
     assert!(e.to_string().contains("nowhere"));
 
-    let e = rejected!(dir, db.add_tenant(&tenant("TAKEN.example.com.", "east")));
+    let e = rejected!(
+        test_db,
+        db.add_tenant(&tenant("TAKEN.example.com.", "east"))
+    );
     assert!(
         matches!(&e, Error::AlreadyExists { kind: Kind::Tenant, key, .. } if key == "taken.example.com"),
         "{e:?}"
@@ -313,17 +315,20 @@ async fn tenant_validation_and_integrity_change_nothing() {
         ),
     ];
     for (t, field) in bad {
-        let e = rejected!(dir, db.add_tenant(&t));
+        let e = rejected!(test_db, db.add_tenant(&t));
         assert_invalid(&e, field);
     }
 
-    let e = rejected!(dir, db.update_tenant(&tenant("absent.example.com", "east")));
+    let e = rejected!(
+        test_db,
+        db.update_tenant(&tenant("absent.example.com", "east"))
+    );
     assert!(
         matches!(&e, Error::NotFound { kind: Kind::Tenant, key } if key == "absent.example.com"),
         "{e:?}"
     );
     let e = rejected!(
-        dir,
+        test_db,
         db.update_tenant(&tenant("taken.example.com", "nowhere"))
     );
     assert!(
@@ -336,50 +341,50 @@ async fn tenant_validation_and_integrity_change_nothing() {
         ),
         "{e:?}"
     );
-    let e = rejected!(dir, db.delete_tenant("absent.example.com"));
+    let e = rejected!(test_db, db.delete_tenant("absent.example.com"));
     assert!(e.is_not_found());
-    let e = rejected!(dir, db.get_tenant_by_domain("absent.example.com"));
+    let e = rejected!(test_db, db.get_tenant_by_domain("absent.example.com"));
     assert!(
         matches!(&e, Error::NotFound { kind: Kind::Tenant, key } if key == "absent.example.com"),
         "{e:?}"
     );
-    let e = rejected!(dir, db.list_tenants_on_server("nowhere"));
+    let e = rejected!(test_db, db.list_tenants_on_server("nowhere"));
     assert!(e.is_not_found());
 }
 
 #[tokio::test]
 async fn instance_calls_refuse_bad_input_without_touching_anything() {
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     db.add_server(&server("east", None, 1024)).await.unwrap();
-    let e = rejected!(dir, db.spawn_instance("c", "api", "prod", "nowhere"));
+    let e = rejected!(test_db, db.spawn_instance("c", "api", "prod", "nowhere"));
     assert!(
         matches!(&e, Error::NotFound { kind: Kind::Server, key } if key == "nowhere"),
         "{e:?}"
     );
-    let e = rejected!(dir, db.spawn_instance("C", "api", "prod", "east"));
+    let e = rejected!(test_db, db.spawn_instance("C", "api", "prod", "east"));
     assert_invalid(&e, "tenant");
-    let e = rejected!(dir, db.spawn_instance("c", "a.pi", "prod", "east"));
+    let e = rejected!(test_db, db.spawn_instance("c", "a.pi", "prod", "east"));
     assert_invalid(&e, "process");
-    let e = rejected!(dir, db.spawn_instance("c", "api", "", "east"));
+    let e = rejected!(test_db, db.spawn_instance("c", "api", "", "east"));
     assert_invalid(&e, "instance_id");
-    let e = rejected!(dir, db.stop_instance("no-colon"));
+    let e = rejected!(test_db, db.stop_instance("no-colon"));
     assert_invalid(&e, "instance");
-    let e = rejected!(dir, db.stop_instance("c:prod"));
+    let e = rejected!(test_db, db.stop_instance("c:prod"));
     assert!(
         matches!(&e, Error::NotFound { kind: Kind::Instance, key } if key == "c:prod"),
         "{e:?}"
     );
-    let e = rejected!(dir, db.get_instance_status("c:prod"));
+    let e = rejected!(test_db, db.get_instance_status("c:prod"));
     assert!(e.is_not_found());
-    let e = rejected!(dir, db.list_instances_on_server("nowhere"));
+    let e = rejected!(test_db, db.list_instances_on_server("nowhere"));
     assert!(e.is_not_found());
-    let e = rejected!(dir, db.get_server_stats("nowhere"));
+    let e = rejected!(test_db, db.get_server_stats("nowhere"));
     assert!(e.is_not_found());
 }
 
 #[tokio::test]
 async fn find_server_in_region_picks_most_free_usable() {
-    let (_dir, db) = temp_db().await;
+    let (_test_db, db) = temp_db().await;
     db.add_server(&server("a", Some("eu"), 1000)).await.unwrap();
     db.add_server(&server("b", Some("eu"), 3000)).await.unwrap();
     db.add_server(&server("c", Some("eu"), 9000)).await.unwrap();
@@ -405,37 +410,37 @@ async fn find_server_in_region_picks_most_free_usable() {
 
 #[tokio::test]
 async fn reopening_keeps_everything_and_migrations_run_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fleet.db");
+    let test_db = TestDb::new().await;
     {
-        let db = SlumDb::init(&path).await.unwrap();
+        let db = SlumDb::init(test_db.url()).await.unwrap();
         db.add_server(&server("east", None, 10)).await.unwrap();
         db.add_tenant(&tenant("a.example.com", "east"))
             .await
             .unwrap();
     }
-    let db = SlumDb::init(&path).await.unwrap();
+    let db = SlumDb::init(test_db.url()).await.unwrap();
     assert_eq!(db.list_servers().await.unwrap().len(), 1);
     assert_eq!(db.list_tenants().await.unwrap().len(), 1);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .unwrap();
-    let versions: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&pool)
+    let versions = test_db.migration_versions().await;
+    assert!(!versions.is_empty());
+    assert_eq!(versions, test_db.migration_files(), "each migration once");
+    // SQLite only: its journal mode is slum's choice (PostgreSQL always logs
+    // ahead of writing).
+    if let Some(path) = test_db.sqlite_path() {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
             .await
             .unwrap();
-    assert_eq!(versions, vec![1]);
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(mode, "wal");
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_writers_lose_nothing() {
-    let (_dir, db) = temp_db().await;
+    let (_test_db, db) = temp_db().await;
     let mut tasks = Vec::new();
     for w in 0..50 {
         let db = db.clone();
@@ -489,11 +494,11 @@ async fn durability_writer() {
 
 #[tokio::test]
 async fn writes_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("durable.db");
+    // On PostgreSQL the child writes to the test's database like any client.
+    let test_db = TestDb::new().await;
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["durability_writer", "--exact", "--ignored", "--nocapture"])
-        .env("SLUM_DURABILITY_DB", &path)
+        .env("SLUM_DURABILITY_DB", test_db.url())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -513,10 +518,203 @@ async fn writes_survive_kill_9() {
     }
     child.wait().unwrap();
     assert_eq!(reported.len(), 300, "the writer reported too few writes");
-    let db = SlumDb::init(&path).await.unwrap();
+    let db = SlumDb::init(test_db.url()).await.unwrap();
     for domain in &reported {
         db.get_tenant_by_domain(domain)
             .await
             .unwrap_or_else(|e| panic!("{domain} was reported written but is gone: {e}"));
     }
+}
+
+/// Memory each racing reservation asks for; the server fits exactly
+/// `RACE_CAPACITY_MB / RACE_MB` of them.
+const RACE_MB: i64 = 25;
+const RACE_CAPACITY_MB: i64 = 1000;
+
+/// Races `per_pool` reservations on server "east" through each of `pools`
+/// stores of its own; the number that won. Every refusal must be a capacity one.
+async fn race_reservations(test_db: &TestDb, racer: &str, pools: usize, per_pool: usize) -> usize {
+    let mut tasks = Vec::new();
+    for p in 0..pools {
+        let store = test_db.open_store().await;
+        for k in 0..per_pool {
+            let store = std::sync::Arc::clone(&store);
+            let instance = slum::Instance {
+                tenant: format!("{racer}-{p}-{k}"),
+                instance_id: "prod".into(),
+                process: "api".into(),
+                server_id: "east".into(),
+                memory_mb: RACE_MB,
+                ..Default::default()
+            };
+            tasks.push(tokio::spawn(async move {
+                match store.reserve_instance(&instance).await {
+                    Ok(()) => true,
+                    Err(Error::InsufficientCapacity { server, .. }) if server == "east" => false,
+                    Err(e) => panic!("reservation failed for another reason: {e}"),
+                }
+            }));
+        }
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.expect("racer task"));
+    }
+    won
+}
+
+/// The child half of `reservations_from_many_processes_never_overbook`: connects,
+/// says "ready", waits for "go" on stdin, races, prints "won N". Only does
+/// anything when run by that test (which sets `SLUM_RACE_DB`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by reservations_from_many_processes_never_overbook"]
+async fn reservation_racer() {
+    let (Some(url), Some(racer)) = (
+        std::env::var_os("SLUM_RACE_DB"),
+        std::env::var("SLUM_RACE_NAME").ok(),
+    ) else {
+        return;
+    };
+    let test_db = TestDb::existing(url.to_str().unwrap());
+    let _warm = test_db.open_store().await;
+    println!("ready");
+    let mut go = String::new();
+    std::io::stdin().read_line(&mut go).unwrap();
+    let won = race_reservations(&test_db, &racer, 4, 40).await;
+    println!("won {won}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reservations_from_many_processes_never_overbook() {
+    let (test_db, db) = temp_db().await;
+    db.add_server(&server("east", None, RACE_CAPACITY_MB))
+        .await
+        .unwrap();
+    let mut children = Vec::new();
+    for racer in ["p1", "p2"] {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["reservation_racer", "--exact", "--ignored", "--nocapture"])
+            .env("SLUM_RACE_DB", test_db.url())
+            .env("SLUM_RACE_NAME", racer)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(
+            lines.by_ref().map_while(Result::ok).any(|l| l == "ready"),
+            "racer {racer} did not get ready"
+        );
+        children.push((child, lines));
+    }
+    // Everybody starts at once: the children, and 4 pools of this process.
+    for (child, _) in &mut children {
+        use std::io::Write;
+        writeln!(child.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+    let mut won = race_reservations(&test_db, "p0", 4, 40).await;
+    for (mut child, lines) in children {
+        // Read to the end: the racer's harness still writes after "won".
+        let out: Vec<String> = lines.map_while(Result::ok).collect();
+        let report = out
+            .iter()
+            .find_map(|l| l.strip_prefix("won "))
+            .expect("racer reports its wins");
+        won += report.parse::<usize>().unwrap();
+        assert!(child.wait().unwrap().success(), "a racer failed");
+    }
+
+    let fits = usize::try_from(RACE_CAPACITY_MB / RACE_MB).unwrap();
+    assert_eq!(
+        won, fits,
+        "3 racers x 160 x {RACE_MB} MB for {RACE_CAPACITY_MB} MB"
+    );
+    let east = db.get_server("east").await.unwrap();
+    assert_eq!(east.used_capacity_mb(), RACE_CAPACITY_MB, "full, not over");
+    assert_eq!(db.list_instance_records().await.unwrap().len(), fits);
+}
+
+#[tokio::test]
+async fn the_routing_version_moves_with_routing_changes_only() {
+    let (test_db, db) = temp_db().await;
+    let store = test_db.open_store().await;
+    let mut last = db.fleet_version().await.unwrap();
+    // Whether the version moved since the last look.
+    macro_rules! moved {
+        () => {{
+            let now = db.fleet_version().await.unwrap();
+            assert!(now >= last, "the version never goes back");
+            let moved = now != last;
+            last = now;
+            moved
+        }};
+    }
+    let mut check = Vec::new();
+
+    db.add_server(&server("east", None, 1000)).await.unwrap();
+    check.push(("add a server", true, moved!()));
+    let mut east = db.get_server("east").await.unwrap();
+    east.capacity_mb = 2000;
+    east.region = Some("eu".into());
+    store.update_server(&east).await.unwrap();
+    check.push(("change capacity and region only", false, moved!()));
+    east.url = "http://127.0.0.1:10".into();
+    store.update_server(&east).await.unwrap();
+    check.push(("change the url", true, moved!()));
+    store
+        .set_server_health("east", ServerStatus::Unknown, Some(chrono::Utc::now()))
+        .await
+        .unwrap();
+    check.push(("a health check that changes nothing", false, moved!()));
+    store
+        .set_server_health("east", ServerStatus::Online, Some(chrono::Utc::now()))
+        .await
+        .unwrap();
+    check.push(("the server comes online", true, moved!()));
+
+    db.add_tenant(&tenant("a.example.com", "east"))
+        .await
+        .unwrap();
+    check.push(("add a tenant", true, moved!()));
+    let instance = slum::Instance {
+        tenant: "a".into(),
+        instance_id: "prod".into(),
+        process: "api".into(),
+        server_id: "east".into(),
+        memory_mb: 10,
+        ..Default::default()
+    };
+    store.reserve_instance(&instance).await.unwrap();
+    check.push(("place an instance", true, moved!()));
+    store
+        .set_instance_observed(
+            "a",
+            "prod",
+            slum::InstanceState::Running,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    check.push(("observe an instance", false, moved!()));
+    store
+        .set_instance_desired("a", "prod", slum::DesiredState::Stopped)
+        .await
+        .unwrap();
+    check.push(("want an instance stopped", true, moved!()));
+    store.delete_instance("a", "prod").await.unwrap();
+    check.push(("remove an instance", true, moved!()));
+    db.delete_tenant("a.example.com").await.unwrap();
+    check.push(("remove a tenant", true, moved!()));
+    db.create_api_token("ops").await.unwrap();
+    check.push(("create an API token", false, moved!()));
+    db.delete_server("east").await.unwrap();
+    check.push(("remove a server", true, moved!()));
+
+    let wrong: Vec<_> = check
+        .iter()
+        .filter(|(_, expected, moved)| expected != moved)
+        .collect();
+    assert!(wrong.is_empty(), "(change, should move, moved): {wrong:?}");
+    assert_eq!(last, 9, "one step per routing change, from 0");
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ask, dump, fleet, temp_db, temp_db_with};
+use common::{ask, fleet, temp_db, temp_db_with};
 use slum::local_fleet::LocalFleet;
 use slum::tenement::TenementClients;
 use slum::{
@@ -37,7 +37,7 @@ async fn running_on(db: &SlumDb, fleet: &LocalFleet, name: &str) -> Vec<String> 
 #[tokio::test]
 async fn spawn_and_stop_across_three_servers() {
     let fleet = fleet(3).await;
-    let (_dir, db) = temp_db().await;
+    let (_test_db, db) = temp_db().await;
     register(&db, &fleet).await;
 
     for (tenant, server) in [("alice", "s1"), ("bob", "s2"), ("carol", "s3")] {
@@ -106,18 +106,18 @@ async fn spawn_and_stop_across_three_servers() {
 #[tokio::test]
 async fn one_instance_per_tenant_and_process_on_a_server() {
     let fleet = fleet(2).await;
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     db.spawn_instance("acme", "api", "prod", "s1")
         .await
         .unwrap();
 
-    let before = dump(&dir.path().join("slum.db")).await;
+    let before = test_db.dump().await;
     let e = db
         .spawn_instance("acme", "api", "backup", "s1")
         .await
         .unwrap_err();
-    assert_eq!(before, dump(&dir.path().join("slum.db")).await);
+    assert_eq!(before, test_db.dump().await);
     match &e {
         Error::AlreadyExists {
             kind: Kind::Instance,
@@ -158,7 +158,7 @@ async fn one_instance_per_tenant_and_process_on_a_server() {
 #[tokio::test]
 async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
     let fleet = fleet(1).await;
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     let big = SpawnOptions {
         memory_mb: Some(600),
@@ -168,7 +168,7 @@ async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
         .unwrap();
     assert_eq!(db.get_server("s1").await.unwrap().used_capacity_mb(), 600);
 
-    let before = dump(&dir.path().join("slum.db")).await;
+    let before = test_db.dump().await;
     let e = db
         .spawn_instance_with("t2", "api", "prod", "s1", &big)
         .await
@@ -185,7 +185,7 @@ async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
         }
         other => panic!("expected InsufficientCapacity, got {other:?}"),
     }
-    assert_eq!(before, dump(&dir.path().join("slum.db")).await);
+    assert_eq!(before, test_db.dump().await);
     assert_eq!(
         running_on(&db, &fleet, "s1").await,
         ["api:t1"],
@@ -225,7 +225,7 @@ async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
         s.status = status;
         s.capacity_mb = 100_000;
         db.update_server(&s).await.unwrap();
-        let before = dump(&dir.path().join("slum.db")).await;
+        let before = test_db.dump().await;
         let e = db
             .spawn_instance("t3", "api", "prod", "s1")
             .await
@@ -234,7 +234,7 @@ async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
             matches!(&e, Error::ServerUnavailable { server, status: st } if server == "s1" && st == status.as_str()),
             "{e:?}"
         );
-        assert_eq!(before, dump(&dir.path().join("slum.db")).await);
+        assert_eq!(before, test_db.dump().await);
     }
     assert_eq!(running_on(&db, &fleet, "s1").await, ["api:t1", "api:t2"]);
 }
@@ -242,7 +242,7 @@ async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
 #[tokio::test]
 async fn concurrent_spawns_never_overbook() {
     let fleet = fleet(1).await;
-    let (_dir, db) = temp_db().await;
+    let (_test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     // 1024 MB of room, 12 spawns of 128 MB at once: exactly 8 fit.
     let tasks: Vec<_> = (0..12)
@@ -274,10 +274,9 @@ async fn failed_spawns_leave_no_record_and_say_why() {
         spawn_timeout: Duration::from_secs(5),
         ..Default::default()
     };
-    let (dir, db) = temp_db_with(options).await;
+    let (test_db, db) = temp_db_with(options).await;
     register(&db, &fleet).await;
-    let path = dir.path().join("slum.db");
-    let before = dump(&path).await;
+    let before = test_db.dump().await;
 
     // A process the server does not offer.
     let e = db
@@ -313,7 +312,7 @@ async fn failed_spawns_leave_no_record_and_say_why() {
         }
         other => panic!("expected SpawnFailed, got {other:?}"),
     }
-    assert_eq!(before, dump(&path).await, "no record left behind");
+    assert_eq!(before, test_db.dump().await, "no record left behind");
     assert!(running_on(&db, &fleet, "s1").await.is_empty());
 
     // The failures left nothing stuck on the server: the name spawns fine now.
@@ -323,16 +322,15 @@ async fn failed_spawns_leave_no_record_and_say_why() {
 #[tokio::test]
 async fn a_dead_server_fails_fast_and_loses_nothing() {
     let mut fleet = fleet(2).await;
-    let (dir, db) = temp_db().await;
+    let (test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     db.spawn_instance("alice", "api", "prod", "s1")
         .await
         .unwrap();
     db.spawn_instance("bob", "api", "prod", "s2").await.unwrap();
     fleet.server_mut("s2").unwrap().kill().unwrap();
-    let path = dir.path().join("slum.db");
 
-    let before = dump(&path).await;
+    let before = test_db.dump().await;
     let e = db
         .spawn_instance("carol", "api", "prod", "s2")
         .await
@@ -342,7 +340,7 @@ async fn a_dead_server_fails_fast_and_loses_nothing() {
         "{e:?}"
     );
     assert!(e.to_string().contains("'s2'"), "{e}");
-    assert_eq!(before, dump(&path).await);
+    assert_eq!(before, test_db.dump().await);
 
     let stats = db.get_server_stats("s2").await.unwrap();
     assert!(!stats.reachable);
@@ -391,7 +389,7 @@ async fn a_dead_server_fails_fast_and_loses_nothing() {
 #[tokio::test]
 async fn reconcile_brings_back_what_a_restarted_server_lost() {
     let mut fleet = fleet(2).await;
-    let (_dir, db) = temp_db().await;
+    let (_test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     db.spawn_instance("alice", "api", "prod", "s1")
         .await
@@ -455,7 +453,7 @@ async fn a_hung_server_does_not_stall_listings() {
         request_timeout: Duration::from_secs(1),
         ..Default::default()
     };
-    let (_dir, db) = temp_db_with(options).await;
+    let (_test_db, db) = temp_db_with(options).await;
     register(&db, &fleet).await;
     db.spawn_instance("alice", "api", "prod", "s1")
         .await

@@ -6,99 +6,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::serve::Slum;
 use common::{fleet, http};
-use slum::local_fleet::LocalFleet;
-use slum::serve::{AppState, ServeArgs, ServeConfig, Serving};
 use slum::tenement::TenementClients;
 use slum::{ServerStatus, SlumDb, Tenant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A running `slum serve` on loopback ports.
-struct Slum {
-    router: SocketAddr,
-    state: AppState,
-    db_path: std::path::PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Slum {
-    async fn start(tweak: impl FnOnce(&mut ServeArgs)) -> Slum {
-        let dir = tempfile::tempdir().unwrap();
-        let mut args = ServeArgs {
-            database: Some(dir.path().join("slum.db")),
-            listen: Some("127.0.0.1:0".parse().unwrap()),
-            api_listen: Some("127.0.0.1:0".parse().unwrap()),
-            token_file: Some(dir.path().join("token")),
-            ..Default::default()
-        };
-        tweak(&mut args);
-        let serving = Serving::bind(ServeConfig::resolve(&args).unwrap())
-            .await
-            .unwrap();
-        let router = serving.router_addr().unwrap();
-        let state = serving.state().clone();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serving.run(async move {
-            let _ = rx.await;
-        }));
-        Slum {
-            router,
-            state,
-            db_path: dir.path().join("slum.db"),
-            stop: Some(tx),
-            task,
-            _dir: dir,
-        }
-    }
-
-    fn db(&self) -> &SlumDb {
-        &self.state.db
-    }
-
-    async fn add_fleet(&self, fleet: &LocalFleet) {
-        for s in &fleet.servers {
-            self.db().add_server(&s.record()).await.unwrap();
-        }
-        self.state.fleet_changed().await;
-    }
-
-    async fn add_tenant(&self, domain: &str, server: &str) {
-        self.db()
-            .add_tenant(&Tenant {
-                domain: domain.into(),
-                server_id: server.into(),
-                process: "api".into(),
-                instance_id: "prod".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        self.state.fleet_changed().await;
-    }
-
-    async fn get(&self, host: &str, path: &str) -> (u16, String) {
-        let resp = http()
-            .get(format!("http://{}{path}", self.router))
-            .header("host", host)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.text().await.unwrap())
-    }
-
-    /// Sends raw bytes and returns the raw answer (for requests reqwest will not
-    /// make).
-    async fn raw(&self, request: &str) -> String {
-        let mut s = tokio::net::TcpStream::connect(self.router).await.unwrap();
-        s.write_all(request.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
-    }
-}
 
 #[tokio::test]
 async fn routes_each_tenant_to_its_server_with_forwarding_headers() {

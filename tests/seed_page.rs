@@ -23,7 +23,7 @@ fn domain_of(fleet: &LocalFleet, name: &str) -> Option<String> {
 
 /// "1. Initialize the Fleet Database", as a function returning `Result` like the
 /// page's `main`.
-async fn setup(path: &std::path::Path, fleet: &LocalFleet) -> Result<SlumDb> {
+async fn setup(path: impl AsRef<std::path::Path>, fleet: &LocalFleet) -> Result<SlumDb> {
     // Create/open the fleet database
     let db = SlumDb::init(path).await?;
 
@@ -56,8 +56,9 @@ async fn setup(path: &std::path::Path, fleet: &LocalFleet) -> Result<SlumDb> {
 #[tokio::test]
 async fn the_seed_page_works_as_shown() -> Result<()> {
     let fleet = common::fleet_named(&["east", "west"]).await;
-    let dir = tempfile::tempdir()?;
-    let db = setup(&dir.path().join("slum.db"), &fleet).await?;
+    // A SQLite file, or a postgres:// URL when the suite runs on PostgreSQL.
+    let test_db = common::TestDb::new().await;
+    let db = setup(test_db.url(), &fleet).await?;
     assert_eq!(db.list_servers().await?.len(), 2);
 
     // ## 2. Route Tenants to Servers

@@ -1,17 +1,35 @@
 //! The seam between slum and its fleet database.
 //!
 //! All SQL lives behind [`Store`]; [`crate::SlumDb`] and everything above it only
-//! see this trait, so a second backend (PostgreSQL, for fleets with several routers)
-//! plugs in without changing callers. Each backend enforces integrity in the
-//! database itself (foreign keys, unique keys, atomic capacity checks) and maps its
-//! constraint failures to the same [`crate::Error`] kinds.
+//! see this trait. Two backends implement it: [`sqlite`], the embedded default,
+//! and [`postgres`], for fleets where several routers share one database. Each
+//! enforces integrity in the database itself (foreign keys, unique keys, atomic
+//! capacity checks) and maps its constraint failures to the same [`crate::Error`]
+//! kinds with the same messages; the errors that need explaining (a refused
+//! reservation, a duplicate instance) are built here, once, for both.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 
-use crate::error::Result;
+use crate::error::{Error, Kind, Result};
 use crate::model::{ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
 
+/// An instance of the same tenant and process is moving to the server.
+fn incoming_sibling(instance: &Instance, other: &Instance) -> Error {
+    Error::AlreadyExists {
+        kind: Kind::Instance,
+        key: instance.key(),
+        detail: Some(format!(
+            "instance '{}' of tenant '{}' is moving to server '{}' with process '{}'",
+            other.key(),
+            instance.tenant,
+            instance.server_id,
+            instance.process
+        )),
+    }
+}
+
+pub mod postgres;
 pub mod sqlite;
 
 /// How many records point at a server.
@@ -75,6 +93,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn delete_instance(&self, tenant: &str, instance_id: &str) -> Result<()>;
 
+    /// Starts moving an instance to `target`: atomically, when the target exists,
+    /// is usable, has room for the instance's memory (reserved there until the
+    /// move ends) and holds no instance of the same tenant and process.
+    async fn begin_move(&self, tenant: &str, instance_id: &str, target: &str) -> Result<()>;
+    /// Releases the target's reservation of a move that failed.
+    async fn abort_move(&self, tenant: &str, instance_id: &str) -> Result<()>;
+    /// Completes a move in one transaction: the instance (and the domains that
+    /// route to it) now live on the target, and the old copy is recorded as a
+    /// pending stop on the old server.
+    async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()>;
+    /// Old copies still to stop, as (server id, tenement name).
+    async fn list_pending_stops(&self) -> Result<Vec<(String, String)>>;
+    async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<()>;
+
     /// A counter that moves whenever something routing depends on changes
     /// (servers' url, domain or status; tenants; instance placements).
     async fn fleet_version(&self) -> Result<i64>;
@@ -85,4 +117,154 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_tokens(&self) -> Result<Vec<(ApiToken, String)>>;
     /// Revokes a token; `NotFound` when there is none with this id.
     async fn delete_api_token(&self, id: &str) -> Result<()>;
+}
+
+/// A time as both schemas keep it: Unix milliseconds.
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// Whether `server` takes `instance`: `ServerUnavailable` when it is offline or
+/// draining, `InsufficientCapacity` when the reservation does not fit.
+fn check_reservation(server: &Server, instance: &Instance) -> Result<()> {
+    if !server.is_usable() {
+        return Err(Error::ServerUnavailable {
+            server: server.id.clone(),
+            status: server.status.to_string(),
+        });
+    }
+    if server.capacity_mb - server.used_capacity_mb() < instance.memory_mb {
+        return Err(insufficient_capacity(server, instance));
+    }
+    Ok(())
+}
+
+fn insufficient_capacity(server: &Server, instance: &Instance) -> Error {
+    Error::InsufficientCapacity {
+        requested_mb: instance.memory_mb,
+        free_mb: server.free_capacity_mb(),
+        capacity_mb: server.capacity_mb,
+        server: server.id.clone(),
+    }
+}
+
+/// Explains a unique violation on inserting `instance`: its key is taken, or its
+/// server already holds the tenant's process (one instance per tenant and
+/// process on a server).
+async fn duplicate_instance(store: &(impl Store + ?Sized), instance: &Instance) -> Error {
+    match store
+        .get_instance(&instance.tenant, &instance.instance_id)
+        .await
+    {
+        Ok(_) => Error::already_exists(Kind::Instance, instance.key()),
+        Err(e) if !e.is_not_found() => e,
+        Err(_) => {
+            let other = store
+                .list_instances(Some(&instance.server_id))
+                .await
+                .ok()
+                .and_then(|all| {
+                    all.into_iter()
+                        .find(|o| o.tenant == instance.tenant && o.process == instance.process)
+                })
+                .map(|o| o.key())
+                .unwrap_or_else(|| "another instance".to_owned());
+            Error::AlreadyExists {
+                kind: Kind::Instance,
+                key: instance.key(),
+                detail: Some(format!(
+                    "server '{}' already runs process '{}' for tenant '{}' as instance '{}'; \
+                     tenement holds one instance per tenant and process on a server",
+                    instance.server_id, instance.process, instance.tenant, other
+                )),
+            }
+        }
+    }
+}
+
+/// Explains why `begin_move` changed nothing.
+async fn refused_move(
+    store: &(impl Store + ?Sized),
+    tenant: &str,
+    instance_id: &str,
+    target: &str,
+) -> Error {
+    let inst = match store.get_instance(tenant, instance_id).await {
+        Ok(i) => i,
+        Err(e) => return e,
+    };
+    if let Some(to) = &inst.moving_to {
+        return Error::invalid(
+            "instance",
+            format!("'{}' is already moving to server '{to}'", inst.key()),
+        );
+    }
+    if inst.desired != DesiredState::Running {
+        return Error::invalid(
+            "instance",
+            format!("'{}' is being stopped; it cannot move", inst.key()),
+        );
+    }
+    if inst.server_id == target {
+        return Error::invalid(
+            "server_id",
+            format!("instance '{}' is already on server '{target}'", inst.key()),
+        );
+    }
+    let server = match store.get_server(target).await {
+        Ok(s) => s,
+        Err(e) => return e,
+    };
+    let sibling = store.list_instances(None).await.ok().and_then(|all| {
+        all.into_iter().find(|o| {
+            o.tenant == inst.tenant
+                && o.process == inst.process
+                && (o.server_id == target || o.moving_to.as_deref() == Some(target))
+        })
+    });
+    if let Some(o) = sibling {
+        return Error::AlreadyExists {
+            kind: Kind::Instance,
+            key: inst.key(),
+            detail: Some(format!(
+                "server '{target}' already holds process '{}' for tenant '{}' as instance '{}'",
+                inst.process,
+                inst.tenant,
+                o.key()
+            )),
+        };
+    }
+    match check_reservation(&server, &inst) {
+        Err(e) => e,
+        Ok(()) => Error::invalid(
+            "instance",
+            format!("'{}' could not start moving; retry", inst.key()),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{postgres, sqlite};
+
+    /// Migration N does the same on both backends, so a database's version says
+    /// the same thing whichever backend holds it: a schema change to one needs
+    /// its twin in the other.
+    #[test]
+    fn both_backends_have_the_same_migrations() {
+        let list = |m: &sqlx::migrate::Migrator| -> Vec<(i64, String)> {
+            m.iter()
+                .map(|m| (m.version, m.description.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            list(&sqlite::MIGRATOR),
+            list(&postgres::MIGRATOR),
+            "migrations/sqlite and migrations/postgres differ"
+        );
+    }
 }

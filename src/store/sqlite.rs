@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::error::ErrorKind;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -20,11 +20,16 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-use super::{Dependents, Store};
+use super::{
+    check_reservation, duplicate_instance, from_millis, incoming_sibling, insufficient_capacity,
+    millis, refused_move, Dependents, Store,
+};
 use crate::error::{Error, Kind, Result};
-use crate::model::{ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
+use crate::model::{
+    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, Server, ServerStatus, Tenant,
+};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The SQLite backend.
 #[derive(Debug, Clone)]
@@ -34,10 +39,14 @@ pub struct SqliteStore {
 
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
      s.status, s.last_seen, s.created_at, \
-     COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.server_id = s.id), 0) AS used_mb";
-const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, created_at";
-const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, memory_mb, desired, \
-     observed, observed_at, created_at";
+     COALESCE((SELECT SUM(i.memory_mb) FROM instances i \
+               WHERE i.server_id = s.id OR i.moving_to = s.id), 0) AS used_mb";
+const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
+const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
+     desired, observed, observed_at, created_at";
+/// Memory reserved on server `s` (placed there, or moving there).
+const USED_ON_S: &str = "COALESCE((SELECT SUM(memory_mb) FROM instances \
+     WHERE server_id = s.id OR moving_to = s.id), 0)";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and applies migrations.
@@ -57,14 +66,6 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await?;
         Ok(SqliteStore { pool })
     }
-}
-
-fn millis(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn from_millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
 
 fn server_from_row(row: &SqliteRow) -> Result<Server> {
@@ -89,6 +90,7 @@ fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
         server_id: row.try_get("server_id")?,
         process: row.try_get("process")?,
         instance_id: row.try_get("instance_id")?,
+        failover: FailoverPolicy::from_str(row.try_get("failover")?)?,
         created_at: from_millis(row.try_get("created_at")?),
     })
 }
@@ -99,6 +101,7 @@ fn instance_from_row(row: &SqliteRow) -> Result<Instance> {
         instance_id: row.try_get("instance_id")?,
         process: row.try_get("process")?,
         server_id: row.try_get("server_id")?,
+        moving_to: row.try_get("moving_to")?,
         memory_mb: row.try_get("memory_mb")?,
         desired: DesiredState::from_str(row.try_get("desired")?)?,
         observed: InstanceState::from_str(row.try_get("observed")?)?,
@@ -123,54 +126,22 @@ impl SqliteStore {
     /// Explains why a reservation inserted nothing: the server is missing,
     /// unusable, or full.
     async fn refused_reservation(&self, instance: &Instance) -> Error {
-        let server = match self.get_server(&instance.server_id).await {
-            Ok(s) => s,
-            Err(e) => return e,
-        };
-        if !server.is_usable() {
-            return Error::ServerUnavailable {
-                server: server.id,
-                status: server.status.to_string(),
-            };
-        }
-        Error::InsufficientCapacity {
-            requested_mb: instance.memory_mb,
-            free_mb: server.free_capacity_mb(),
-            capacity_mb: server.capacity_mb,
-            server: server.id,
-        }
-    }
-
-    /// Explains a unique violation on insert: the key itself, or the
-    /// one-per-(tenant, process)-per-server rule.
-    async fn duplicate_instance(&self, instance: &Instance) -> Error {
-        match self
-            .get_instance(&instance.tenant, &instance.instance_id)
-            .await
-        {
-            Ok(_) => Error::already_exists(Kind::Instance, instance.key()),
-            Err(e) if !e.is_not_found() => e,
-            Err(_) => {
-                let other = self
-                    .list_instances(Some(&instance.server_id))
-                    .await
-                    .ok()
-                    .and_then(|all| {
-                        all.into_iter()
-                            .find(|o| o.tenant == instance.tenant && o.process == instance.process)
-                    })
-                    .map(|o| o.key())
-                    .unwrap_or_else(|| "another instance".to_owned());
-                Error::AlreadyExists {
-                    kind: Kind::Instance,
-                    key: instance.key(),
-                    detail: Some(format!(
-                        "server '{}' already runs process '{}' for tenant '{}' as instance '{}'; \
-                         tenement holds one instance per tenant and process on a server",
-                        instance.server_id, instance.process, instance.tenant, other
-                    )),
-                }
+        if let Ok(all) = self.list_instances(None).await {
+            if let Some(o) = all.iter().find(|o| {
+                o.moving_to.as_deref() == Some(instance.server_id.as_str())
+                    && o.tenant == instance.tenant
+                    && o.process == instance.process
+            }) {
+                return incoming_sibling(instance, o);
             }
+        }
+        match self.get_server(&instance.server_id).await {
+            Ok(server) => match check_reservation(&server, instance) {
+                Err(e) => e,
+                // It fits now: it did not when the statement ran.
+                Ok(()) => insufficient_capacity(&server, instance),
+            },
+            Err(e) => e,
         }
     }
 }
@@ -288,7 +259,7 @@ impl Store for SqliteStore {
     async fn dependents(&self, server_id: &str) -> Result<Dependents> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM tenants WHERE server_id = ?1) AS tenants, \
-                    (SELECT COUNT(*) FROM instances WHERE server_id = ?1) AS instances",
+                    (SELECT COUNT(*) FROM instances WHERE server_id = ?1 OR moving_to = ?1) AS instances",
         )
         .bind(server_id)
         .fetch_one(&self.pool)
@@ -301,14 +272,15 @@ impl Store for SqliteStore {
 
     async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO tenants (domain, name, server_id, process, instance_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tenants (domain, name, server_id, process, instance_id, failover, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.domain)
         .bind(&t.name)
         .bind(&t.server_id)
         .bind(&t.process)
         .bind(&t.instance_id)
+        .bind(t.failover.as_str())
         .bind(millis(Utc::now()))
         .execute(&self.pool)
         .await;
@@ -337,12 +309,14 @@ impl Store for SqliteStore {
 
     async fn update_tenant(&self, t: &Tenant) -> Result<()> {
         let res = sqlx::query(
-            "UPDATE tenants SET name = ?, server_id = ?, process = ?, instance_id = ? WHERE domain = ?",
+            "UPDATE tenants SET name = ?, server_id = ?, process = ?, instance_id = ?, failover = ? \
+             WHERE domain = ?",
         )
         .bind(&t.name)
         .bind(&t.server_id)
         .bind(&t.process)
         .bind(&t.instance_id)
+        .bind(t.failover.as_str())
         .bind(&t.domain)
         .execute(&self.pool)
         .await;
@@ -391,12 +365,14 @@ impl Store for SqliteStore {
     async fn reserve_instance(&self, i: &Instance) -> Result<()> {
         // One statement, so SQLite's single writer makes check and insert atomic:
         // concurrent reservations can never overbook a server.
-        let res = sqlx::query(
+        let res = sqlx::query(&format!(
             "INSERT INTO instances (tenant, instance_id, process, server_id, memory_mb, desired, observed, created_at) \
              SELECT ?1, ?2, ?3, s.id, ?4, 'running', 'starting', ?5 FROM servers s \
              WHERE s.id = ?6 AND s.status NOT IN ('offline', 'draining') \
-               AND s.capacity_mb - COALESCE((SELECT SUM(memory_mb) FROM instances WHERE server_id = s.id), 0) >= ?4",
-        )
+               AND s.capacity_mb - {USED_ON_S} >= ?4 \
+               AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.moving_to = s.id \
+                               AND o.tenant = ?1 AND o.process = ?3)"
+        ))
         .bind(&i.tenant)
         .bind(&i.instance_id)
         .bind(&i.process)
@@ -406,10 +382,19 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await;
         match res {
-            Ok(r) if r.rows_affected() == 1 => Ok(()),
+            Ok(r) if r.rows_affected() == 1 => {
+                // A stop still pending for this name on this server would kill
+                // the new instance: the new one supersedes it.
+                sqlx::query("DELETE FROM pending_stops WHERE server_id = ? AND name = ?")
+                    .bind(&i.server_id)
+                    .bind(i.tenement_name())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
             Ok(_) => Err(self.refused_reservation(i).await),
             Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
-                Err(self.duplicate_instance(i).await)
+                Err(duplicate_instance(self, i).await)
             }
             Err(e) => Err(e.into()),
         }
@@ -508,6 +493,101 @@ impl Store for SqliteStore {
                 format!("{tenant}:{instance_id}"),
             ));
         }
+        Ok(())
+    }
+
+    async fn begin_move(&self, tenant: &str, instance_id: &str, target: &str) -> Result<()> {
+        // One statement: check and reservation are atomic under SQLite's writer.
+        let res = sqlx::query(&format!(
+            "UPDATE instances SET moving_to = ?3 \
+             WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NULL \
+               AND desired = 'running' AND server_id <> ?3 \
+               AND EXISTS (SELECT 1 FROM servers s WHERE s.id = ?3 \
+                   AND s.status NOT IN ('offline', 'draining') \
+                   AND s.capacity_mb - {USED_ON_S} >= instances.memory_mb) \
+               AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = ?1 \
+                   AND o.process = instances.process AND (o.server_id = ?3 OR o.moving_to = ?3))"
+        ))
+        .bind(tenant)
+        .bind(instance_id)
+        .bind(target)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(refused_move(self, tenant, instance_id, target).await)
+        }
+    }
+
+    async fn abort_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
+        sqlx::query("UPDATE instances SET moving_to = NULL WHERE tenant = ? AND instance_id = ?")
+            .bind(tenant)
+            .bind(instance_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
+        // The first statement writes, so the transaction takes the write lock at
+        // once (waiting under the busy timeout) and never has to upgrade.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO pending_stops (server_id, name, created_at) \
+             SELECT server_id, process || ':' || tenant, ?3 FROM instances \
+             WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(instance_id)
+        .bind(millis(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tenants SET server_id = \
+                 (SELECT moving_to FROM instances WHERE tenant = ?1 AND instance_id = ?2) \
+             WHERE name = ?1 AND instance_id = ?2 \
+               AND process = (SELECT process FROM instances WHERE tenant = ?1 AND instance_id = ?2) \
+               AND EXISTS (SELECT 1 FROM instances WHERE tenant = ?1 AND instance_id = ?2 \
+                           AND moving_to IS NOT NULL)",
+        )
+        .bind(tenant)
+        .bind(instance_id)
+        .execute(&mut *tx)
+        .await?;
+        let moved = sqlx::query(
+            "UPDATE instances SET server_id = moving_to, moving_to = NULL \
+             WHERE tenant = ? AND instance_id = ? AND moving_to IS NOT NULL",
+        )
+        .bind(tenant)
+        .bind(instance_id)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(match self.get_instance(tenant, instance_id).await {
+                Ok(i) => Error::invalid("instance", format!("'{}' is not moving", i.key())),
+                Err(e) => e,
+            });
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_pending_stops(&self) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT server_id, name FROM pending_stops ORDER BY server_id, name")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<()> {
+        sqlx::query("DELETE FROM pending_stops WHERE server_id = ? AND name = ?")
+            .bind(server_id)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -4,20 +4,12 @@
 use std::path::PathBuf;
 
 use slum::local_fleet::{find_ten, FleetSpec, LocalFleet};
-use slum::{FleetOptions, SlumDb};
+use slum::{store, FleetOptions, SlumDb};
 
-/// A fresh fleet database in a temp dir (kept alive by the returned guard).
-pub async fn temp_db() -> (tempfile::TempDir, SlumDb) {
-    temp_db_with(FleetOptions::default()).await
-}
-
-pub async fn temp_db_with(options: FleetOptions) -> (tempfile::TempDir, SlumDb) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = SlumDb::init_with(dir.path().join("slum.db"), options)
-        .await
-        .expect("init");
-    (dir, db)
-}
+pub mod serve;
+mod test_db;
+#[allow(unused_imports)]
+pub use test_db::{temp_db, temp_db_with, Backend, TestDb};
 
 pub fn demo_app() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_slum-demo-app"))
@@ -29,43 +21,6 @@ pub async fn fleet(n: usize) -> LocalFleet {
     let names: Vec<String> = (1..=n).map(|i| format!("s{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     fleet_named(&names).await
-}
-
-/// Every row of every fleet table, as text, read straight from the database file:
-/// the "database unchanged" check of rejected calls.
-pub async fn dump(path: &std::path::Path) -> Vec<String> {
-    use sqlx::{Column, Row};
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite:{}", path.display()))
-        .await
-        .expect("open for dump");
-    let mut out = Vec::new();
-    for table in ["servers", "tenants", "instances"] {
-        let rows = sqlx::query(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
-            .fetch_all(&pool)
-            .await
-            .expect("dump");
-        for row in rows {
-            let cols: Vec<String> = (0..row.columns().len())
-                .map(|i| {
-                    let v: Option<String> = row
-                        .try_get::<Option<String>, _>(i)
-                        .or_else(|_| {
-                            row.try_get::<Option<i64>, _>(i)
-                                .map(|v| v.map(|n| n.to_string()))
-                        })
-                        .expect("column");
-                    format!(
-                        "{}={}",
-                        row.columns()[i].name(),
-                        v.unwrap_or_else(|| "NULL".into())
-                    )
-                })
-                .collect();
-            out.push(format!("{table}: {}", cols.join(" ")));
-        }
-    }
-    pool.close().await;
-    out
 }
 
 /// A server record on a loopback port nothing listens on (tests send traffic

@@ -1,0 +1,111 @@
+//! Automatic placement: tenants and instances put on the usable server with the
+//! most free room, without ever overbooking one.
+//!
+//! The choice is made on a snapshot ([`crate::placement`]); the reservation is
+//! then written atomically by the store, which re-checks capacity. When a
+//! concurrent placement took the room first, the placement retries on a fresh
+//! snapshot, so concurrent placements fill the fleet exactly and the surplus is
+//! refused with [`Error::NoRoom`].
+
+use crate::db::SlumDb;
+use crate::error::{Error, Result};
+use crate::model::{Instance, Tenant};
+use crate::orchestration::SpawnOptions;
+use crate::placement::{self, PlacementRequest};
+use crate::validation;
+
+/// Fresh snapshots tried before a placement gives up on a busy fleet.
+const ATTEMPTS: usize = 8;
+
+impl SlumDb {
+    /// Spawns `{tenant}:{instance_id}` of `process` on the usable server with
+    /// the most free room that holds no other instance of the tenant's process
+    /// (nor, with `distinct_region`, one in the same region).
+    pub async fn spawn_instance_auto(
+        &self,
+        tenant: &str,
+        process: &str,
+        instance_id: &str,
+        request: &PlacementRequest,
+    ) -> Result<Instance> {
+        validation::dns_label("tenant", tenant)?;
+        validation::dns_label("process", process)?;
+        validation::dns_label("instance_id", instance_id)?;
+        let memory_mb = request.memory_mb.unwrap_or(self.options.default_memory_mb);
+        let options = SpawnOptions {
+            memory_mb: Some(memory_mb),
+        };
+        for _ in 0..ATTEMPTS {
+            let servers = self.store.list_servers().await?;
+            let instances = self.store.list_instances(None).await?;
+            let allowed = placement::candidates(
+                &servers,
+                &instances,
+                tenant,
+                process,
+                request.distinct_region,
+            );
+            let Some(target) = placement::most_free(&allowed, request.region.as_deref(), memory_mb)
+            else {
+                return Err(Error::NoRoom {
+                    needed_mb: memory_mb,
+                    region: request.region.clone(),
+                });
+            };
+            match self
+                .spawn_instance_with(tenant, process, instance_id, &target.id, &options)
+                .await
+            {
+                // Someone else took the room (or the server) first: look again.
+                Err(Error::InsufficientCapacity { .. } | Error::ServerUnavailable { .. }) => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+        Err(Error::NoRoom {
+            needed_mb: memory_mb,
+            region: request.region.clone(),
+        })
+    }
+
+    /// Adds a tenant on the usable server with the most free room (in
+    /// `request.region` when given) and starts its instance there. The tenant's
+    /// `server_id` is chosen here and ignored on input. Returns the tenant as
+    /// stored.
+    pub async fn add_tenant_auto(
+        &self,
+        tenant: &Tenant,
+        request: &PlacementRequest,
+    ) -> Result<Tenant> {
+        let mut tenant = tenant.clone();
+        // Validate everything but the server first, so bad input costs no spawn.
+        tenant.server_id = "placeholder".into();
+        let mut tenant = validation::tenant(&tenant)?;
+        match self.store.get_tenant(&tenant.domain).await {
+            Ok(_) => return Err(Error::already_exists(crate::Kind::Tenant, &tenant.domain)),
+            Err(e) if !e.is_not_found() => return Err(e),
+            Err(_) => {}
+        }
+        // Another domain of a tenant that runs already routes to its instance.
+        if let Ok(existing) = self
+            .store
+            .get_instance(&tenant.name, &tenant.instance_id)
+            .await
+        {
+            tenant.server_id = existing.server_id;
+            self.store.insert_tenant(&tenant).await?;
+            return self.store.get_tenant(&tenant.domain).await;
+        }
+        let instance = self
+            .spawn_instance_auto(&tenant.name, &tenant.process, &tenant.instance_id, request)
+            .await?;
+        tenant.server_id = instance.server_id.clone();
+        if let Err(e) = self.store.insert_tenant(&tenant).await {
+            // The domain was taken meanwhile: give the room back.
+            let _ = self.stop_instance(&instance.key()).await;
+            return Err(e);
+        }
+        self.store.get_tenant(&tenant.domain).await
+    }
+}

@@ -1,0 +1,178 @@
+//! Draining a server: no new placements, and every instance on it moved
+//! elsewhere without losing a request (see [`crate::relocation`]), a few at a time,
+//! with progress the API and the CLI can show.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::{DesiredState, ServerStatus};
+use crate::placement;
+use crate::serve::AppState;
+
+/// Moves running at once during a drain.
+const PARALLEL_MOVES: usize = 4;
+
+/// How far a drain is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    pub server: String,
+    /// Instances to move.
+    pub total: usize,
+    /// Instances moved, as `"{instance} -> {server}"`.
+    pub moved: Vec<String>,
+    /// Instances that could not be moved, with the reason; they stay on the
+    /// server (a later drain retries them).
+    pub failed: Vec<String>,
+    /// Domains whose home server changed (those without an instance on it).
+    pub rehomed: Vec<String>,
+    pub done: bool,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+struct Job {
+    progress: Arc<Mutex<DrainProgress>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The drains of one `slum serve`.
+#[derive(Default)]
+pub struct Drains {
+    jobs: Mutex<HashMap<String, Job>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drains {
+    /// Marks the server draining (no new placements) and starts moving its
+    /// instances away; returns the progress so far. Starting a drain that runs
+    /// already just reports it.
+    pub async fn start(&self, state: &AppState, server_id: &str) -> Result<DrainProgress> {
+        let mut server = state.db.get_server(server_id).await?;
+        if server.status != ServerStatus::Draining {
+            server.status = ServerStatus::Draining;
+            state.db.update_server(&server).await?;
+            state.fleet_changed().await;
+        }
+        let mut jobs = lock(&self.jobs);
+        if let Some(job) = jobs.get(server_id) {
+            if !job.task.is_finished() {
+                return Ok(lock(&job.progress).clone());
+            }
+        }
+        let progress = Arc::new(Mutex::new(DrainProgress {
+            server: server_id.to_owned(),
+            started_at: Some(Utc::now()),
+            ..Default::default()
+        }));
+        let task = tokio::spawn(run(
+            state.clone(),
+            server_id.to_owned(),
+            Arc::clone(&progress),
+        ));
+        let snapshot = lock(&progress).clone();
+        jobs.insert(server_id.to_owned(), Job { progress, task });
+        Ok(snapshot)
+    }
+
+    /// The progress of the server's last drain, if it had one.
+    pub fn progress(&self, server_id: &str) -> Option<DrainProgress> {
+        lock(&self.jobs)
+            .get(server_id)
+            .map(|j| lock(&j.progress).clone())
+    }
+
+    /// Stops a running drain (moves already done stay done) and lets the server
+    /// take placements again; health checks then decide whether it is online.
+    pub async fn undrain(&self, state: &AppState, server_id: &str) -> Result<()> {
+        let mut server = state.db.get_server(server_id).await?;
+        if let Some(job) = lock(&self.jobs).get(server_id) {
+            job.task.abort();
+        }
+        if server.status == ServerStatus::Draining {
+            server.status = ServerStatus::Unknown;
+            state.db.update_server(&server).await?;
+            state.fleet_changed().await;
+        }
+        Ok(())
+    }
+}
+
+async fn run(state: AppState, server_id: String, progress: Arc<Mutex<DrainProgress>>) {
+    let result = drain(&state, &server_id, &progress).await;
+    let mut p = lock(&progress);
+    if let Err(e) = result {
+        p.failed.push(format!("drain stopped: {e}"));
+    }
+    p.done = true;
+    p.finished_at = Some(Utc::now());
+    tracing::info!(server = %server_id, moved = p.moved.len(), failed = p.failed.len(), "drain finished");
+}
+
+async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress>) -> Result<()> {
+    let server = state.db.get_server(server_id).await?;
+    let instances: Vec<_> = state
+        .db
+        .list_instance_records()
+        .await?
+        .into_iter()
+        .filter(|i| {
+            i.server_id == server_id && i.desired == DesiredState::Running && i.moving_to.is_none()
+        })
+        .collect();
+    lock(progress).total = instances.len();
+    let grace = state.db.options().move_grace;
+    futures::stream::iter(instances)
+        .for_each_concurrent(PARALLEL_MOVES, |inst| {
+            let region = server.region.clone();
+            async move {
+                let key = inst.key();
+                let moved = async {
+                    let target = state.db.choose_target(&inst, region.as_deref()).await?;
+                    let prepared = state.db.prepare_move(&key, &target.id).await?;
+                    state.db.switch_move(&prepared).await?;
+                    state.fleet_changed().await;
+                    Ok::<_, crate::Error>(state.db.complete_move(&prepared, grace).await)
+                }
+                .await;
+                let mut p = lock(progress);
+                match moved {
+                    Ok(o) => p.moved.push(format!("{} -> {}", o.instance, o.to)),
+                    Err(e) => p.failed.push(format!("{key}: {e}")),
+                }
+            }
+        })
+        .await;
+
+    // Domains still homed here (their instance lives elsewhere, or they were
+    // never started) get a new home, so that a first request starts them there.
+    let servers = state.db.list_servers().await?;
+    for mut tenant in state.db.list_tenants_on_server(server_id).await? {
+        let Some(home) = placement::most_free(&servers, server.region.as_deref(), 0)
+            .or_else(|| placement::most_free(&servers, None, 0))
+        else {
+            lock(progress)
+                .failed
+                .push(format!("{}: no usable server to re-home it", tenant.domain));
+            continue;
+        };
+        tenant.server_id = home.id.clone();
+        match state.db.update_tenant(&tenant).await {
+            Ok(()) => lock(progress)
+                .rehomed
+                .push(format!("{} -> {}", tenant.domain, home.id)),
+            Err(e) => lock(progress)
+                .failed
+                .push(format!("{}: {e}", tenant.domain)),
+        }
+    }
+    state.fleet_changed().await;
+    Ok(())
+}

@@ -1,0 +1,318 @@
+//! Server health: active checks on an interval, passive reports from the router,
+//! and the state machine that turns them into `online` and `offline`.
+//!
+//! [`Tracker`] is the pure part: it counts consecutive outcomes and says when a
+//! server changes state. [`HealthMonitor`] feeds it (from `GET /health` checks
+//! and from the router's failed connections) and makes each change durable:
+//! stored with its time, logged, counted in `/metrics`, and applied to the route
+//! table at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::join_all;
+
+use crate::model::ServerStatus;
+use crate::serve::AppState;
+
+/// When a server is declared offline or online again.
+#[derive(Debug, Clone)]
+pub struct HealthPolicy {
+    /// Time between active checks of every server.
+    pub interval: Duration,
+    /// Time a check may take before it counts as failed.
+    pub timeout: Duration,
+    /// Consecutive failures that make a server offline.
+    pub fail_after: u32,
+    /// Consecutive successes that bring an offline server back online.
+    pub recover_after: u32,
+}
+
+impl Default for HealthPolicy {
+    /// Detects a dead or hung server within about 2 s (two checks a second
+    /// apart, each allowed 1 s), well inside the 3 s target.
+    fn default() -> Self {
+        HealthPolicy {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fail_after: 2,
+            recover_after: 2,
+        }
+    }
+}
+
+/// Consecutive outcomes of one server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tracker {
+    failures: u32,
+    successes: u32,
+}
+
+impl Tracker {
+    /// Records one outcome for a server now in state `current`, and returns the
+    /// state it should move to, if any. A draining server keeps its state: that
+    /// is the operator's call.
+    pub fn observe(
+        &mut self,
+        ok: bool,
+        current: ServerStatus,
+        policy: &HealthPolicy,
+    ) -> Option<ServerStatus> {
+        if ok {
+            self.successes = self.successes.saturating_add(1);
+            self.failures = 0;
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+        }
+        match current {
+            ServerStatus::Draining => None,
+            ServerStatus::Unknown if ok => Some(ServerStatus::Online),
+            ServerStatus::Offline if ok && self.successes >= policy.recover_after => {
+                Some(ServerStatus::Online)
+            }
+            ServerStatus::Online | ServerStatus::Unknown
+                if !ok && self.failures >= policy.fail_after =>
+            {
+                Some(ServerStatus::Offline)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the monitor knows of one server.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    tracker: Tracker,
+    status: ServerStatus,
+    last_persisted_seen: Option<Instant>,
+}
+
+/// A server's change of state, as the monitor made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub server: String,
+    pub from: ServerStatus,
+    pub to: ServerStatus,
+}
+
+/// Active and passive health checking of every server of the fleet.
+pub struct HealthMonitor {
+    policy: HealthPolicy,
+    servers: Mutex<HashMap<String, Entry>>,
+    /// How often `last_seen` is written for a server that stays online.
+    seen_every: Duration,
+    /// Every applied transition, whether an active check or the router's
+    /// passive report caused it, for the supervisor to react to.
+    events: tokio::sync::mpsc::UnboundedSender<Transition>,
+    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Transition>>>,
+}
+
+impl HealthMonitor {
+    pub fn new(policy: HealthPolicy) -> HealthMonitor {
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        HealthMonitor {
+            policy,
+            servers: Mutex::new(HashMap::new()),
+            seen_every: Duration::from_secs(10),
+            events,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    /// The stream of applied transitions; there is one, for the supervisor.
+    pub fn take_transitions(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Transition>> {
+        self.receiver
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    pub fn policy(&self) -> &HealthPolicy {
+        &self.policy
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.servers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Feeds one outcome; returns the transition it caused and whether
+    /// `last_seen` is due to be written.
+    fn feed(&self, server: &str, stored: ServerStatus, ok: bool) -> (Option<Transition>, bool) {
+        let mut entries = self.entries();
+        let entry = entries.entry(server.to_owned()).or_insert(Entry {
+            tracker: Tracker::default(),
+            status: stored,
+            last_persisted_seen: None,
+        });
+        // The database is the authority on operator states (draining, or a
+        // server put back online by hand).
+        if stored != entry.status
+            && (stored == ServerStatus::Draining || entry.status == ServerStatus::Draining)
+        {
+            entry.status = stored;
+        }
+        let from = entry.status;
+        let next = entry.tracker.observe(ok, from, &self.policy);
+        if let Some(to) = next {
+            entry.status = to;
+        }
+        let seen_due = ok
+            && entry
+                .last_persisted_seen
+                .is_none_or(|t| t.elapsed() >= self.seen_every);
+        if seen_due || next.is_some() {
+            entry.last_persisted_seen = ok.then(Instant::now).or(entry.last_persisted_seen);
+        }
+        (
+            next.map(|to| Transition {
+                server: server.to_owned(),
+                from,
+                to,
+            }),
+            seen_due,
+        )
+    }
+
+    /// Checks every server once, all at once, and applies what changed.
+    pub async fn check_all(&self, state: &AppState) -> Vec<Transition> {
+        let table = state.routes.current();
+        let upstreams: Vec<_> = table.upstreams().cloned().collect();
+        let http = state.db.tenement_clients();
+        let outcomes = join_all(upstreams.iter().map(|u| async move {
+            let ok = http.probe(&u.url, self.policy.timeout).await;
+            (u, ok)
+        }))
+        .await;
+        let mut transitions = Vec::new();
+        for (u, ok) in outcomes {
+            let (t, seen_due) = self.feed(&u.server_id, u.status, ok);
+            if let Some(t) = t {
+                self.apply(state, &t).await;
+                transitions.push(t);
+            } else if seen_due {
+                let _ = state
+                    .db
+                    .record_server_health(&u.server_id, u.status, Some(Utc::now()))
+                    .await;
+            }
+        }
+        transitions
+    }
+
+    /// A failed connection the router saw: counts as a failed check at once.
+    pub async fn report_failure(&self, state: &AppState, server: &str) -> Option<Transition> {
+        let stored = state.routes.current().upstream(server)?.status;
+        let (t, _) = self.feed(server, stored, false);
+        if let Some(t) = &t {
+            self.apply(state, t).await;
+        }
+        t
+    }
+
+    /// Makes a transition durable and visible: stored with its time, logged,
+    /// counted, routed.
+    async fn apply(&self, state: &AppState, t: &Transition) {
+        let seen = (t.to == ServerStatus::Online).then(Utc::now);
+        match state.db.record_server_health(&t.server, t.to, seen).await {
+            Ok(()) => {
+                if t.to == ServerStatus::Offline {
+                    tracing::warn!(server = %t.server, from = %t.from, "server is offline");
+                } else {
+                    tracing::info!(server = %t.server, from = %t.from, to = %t.to, "server state changed");
+                }
+                state
+                    .metrics
+                    .transitions
+                    .with_label_values(&[t.to.as_str()])
+                    .inc();
+                state.fleet_changed().await;
+                let _ = self.events.send(t.clone());
+            }
+            Err(e) => {
+                tracing::warn!(server = %t.server, error = %e, "could not record a health transition");
+                // Forget the decision so that the next outcome tries again.
+                if let Some(entry) = self.entries().get_mut(&t.server) {
+                    entry.status = t.from;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ServerStatus::*;
+
+    #[test]
+    fn goes_offline_after_n_failures_and_back_after_m_successes() {
+        let p = HealthPolicy {
+            fail_after: 3,
+            recover_after: 2,
+            ..Default::default()
+        };
+        let mut t = Tracker::default();
+        assert_eq!(t.observe(true, Unknown, &p), Some(Online));
+        assert_eq!(t.observe(false, Online, &p), None);
+        assert_eq!(t.observe(false, Online, &p), None);
+        assert_eq!(
+            t.observe(true, Online, &p),
+            None,
+            "a success resets the count"
+        );
+        assert_eq!(t.observe(false, Online, &p), None);
+        assert_eq!(t.observe(false, Online, &p), None);
+        assert_eq!(t.observe(false, Online, &p), Some(Offline));
+        assert_eq!(t.observe(false, Offline, &p), None);
+        assert_eq!(t.observe(true, Offline, &p), None);
+        assert_eq!(
+            t.observe(false, Offline, &p),
+            None,
+            "a failure resets the count"
+        );
+        assert_eq!(t.observe(true, Offline, &p), None);
+        assert_eq!(t.observe(true, Offline, &p), Some(Online));
+    }
+
+    #[test]
+    fn an_unchecked_server_can_be_found_dead() {
+        let p = HealthPolicy::default();
+        let mut t = Tracker::default();
+        assert_eq!(t.observe(false, Unknown, &p), None);
+        assert_eq!(t.observe(false, Unknown, &p), Some(Offline));
+    }
+
+    #[test]
+    fn draining_is_left_to_the_operator() {
+        let p = HealthPolicy::default();
+        let mut t = Tracker::default();
+        for ok in [false, false, false, true, true, true] {
+            assert_eq!(t.observe(ok, Draining, &p), None);
+        }
+    }
+
+    #[test]
+    fn the_monitor_reports_each_transition_once() {
+        let m = HealthMonitor::new(HealthPolicy::default());
+        assert_eq!(m.feed("a", Online, false).0, None);
+        let (t, _) = m.feed("a", Online, false);
+        assert_eq!(
+            t,
+            Some(Transition {
+                server: "a".into(),
+                from: Online,
+                to: Offline
+            })
+        );
+        // The route table may still say online until the reload lands.
+        assert_eq!(m.feed("a", Online, false).0, None);
+        assert_eq!(m.feed("a", Offline, true).0, None);
+        assert!(m.feed("a", Offline, true).0.is_some());
+    }
+}

@@ -1,0 +1,158 @@
+//! Moving an instance to another server without losing a request: the
+//! building block of `tenant move`, drain and respawn failover.
+//!
+//! 1. **prepare**: reserve the instance's memory on the target (atomically, like
+//!    a spawn), spawn it there and wait until tenement reports it healthy. The
+//!    route still points at the old server.
+//! 2. **switch**: one database write points the instance (and the domains routed
+//!    to it) at the target and records the old copy as to-be-stopped. Routers
+//!    route to the target from here on (this process at once when it reloads,
+//!    others within their poll).
+//! 3. **complete**: after a grace period for requests already on their way to the
+//!    old server, stop the old copy. When the old server cannot be reached (it is
+//!    dead, the failover case) the stop stays pending and reconcile completes it
+//!    once the server answers.
+//!
+//! A failure in step 1 leaves everything as it was.
+
+use std::time::Duration;
+
+use crate::db::SlumDb;
+use crate::error::{Error, Result};
+use crate::model::{DesiredState, Instance, Server};
+use crate::placement;
+use crate::validation;
+
+/// An instance prepared on its target, not yet switched.
+#[derive(Debug, Clone)]
+pub struct PreparedMove {
+    pub instance: Instance,
+    pub from: String,
+    pub to: String,
+}
+
+/// How much of a move is done, for callers that report progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveOutcome {
+    pub instance: String,
+    pub from: String,
+    pub to: String,
+    /// False when the old copy could not be stopped yet (its server did not
+    /// answer); reconcile completes it.
+    pub old_stopped: bool,
+}
+
+impl SlumDb {
+    /// Step 1: reserves room on `target`, spawns the instance there and waits
+    /// until it is healthy. Nothing routes to it yet.
+    pub async fn prepare_move(&self, key: &str, target: &str) -> Result<PreparedMove> {
+        let (tenant, id) = validation::instance_key(key)?;
+        validation::dns_label("server_id", target)?;
+        let instance = self.store.get_instance(&tenant, &id).await?;
+        if instance.desired != DesiredState::Running {
+            return Err(Error::invalid(
+                "instance",
+                format!("'{key}' is being stopped; it cannot move"),
+            ));
+        }
+        if instance.server_id == target {
+            return Err(Error::invalid(
+                "server_id",
+                format!("instance '{key}' is already on server '{target}'"),
+            ));
+        }
+        let server = self.store.get_server(target).await?;
+        self.store.begin_move(&tenant, &id, target).await?;
+        let mut on_target = instance.clone();
+        on_target.server_id = target.to_owned();
+        if let Err(e) = self.start_on_server(&server, &on_target).await {
+            if let Err(undo) = self.store.abort_move(&tenant, &id).await {
+                tracing::warn!(instance = %key, error = %undo, "could not release the target's reservation");
+            }
+            return Err(e);
+        }
+        Ok(PreparedMove {
+            from: instance.server_id.clone(),
+            to: target.to_owned(),
+            instance,
+        })
+    }
+
+    /// Step 2: routes the instance (and the domains that route to it) to the
+    /// target, and records the old copy as to-be-stopped.
+    pub async fn switch_move(&self, prepared: &PreparedMove) -> Result<()> {
+        let i = &prepared.instance;
+        self.store.finish_move(&i.tenant, &i.instance_id).await
+    }
+
+    /// Step 3: after `grace`, stops the old copy (or leaves the stop pending for
+    /// reconcile when its server does not answer).
+    pub async fn complete_move(&self, prepared: &PreparedMove, grace: Duration) -> MoveOutcome {
+        tokio::time::sleep(grace).await;
+        let i = &prepared.instance;
+        let old_stopped = match self.store.get_server(&prepared.from).await {
+            Ok(old) => match self.client(&old).stop(&i.process, &i.tenant).await {
+                Ok(_) => {
+                    let _ = self
+                        .store
+                        .delete_pending_stop(&prepared.from, &i.tenement_name())
+                        .await;
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %i.key(), server = %prepared.from, error = %e,
+                        "old copy not stopped yet; reconcile will complete it");
+                    false
+                }
+            },
+            Err(_) => false,
+        };
+        MoveOutcome {
+            instance: i.key(),
+            from: prepared.from.clone(),
+            to: prepared.to.clone(),
+            old_stopped,
+        }
+    }
+
+    /// Moves `"{tenant}:{instance_id}"` to `target` in all three steps, waiting
+    /// `grace` between the switch and the stop of the old copy. Routers in other
+    /// processes pick the switch up within their poll, so `grace` should exceed
+    /// it; a router in this process should rather use the steps and reload its
+    /// table right after [`SlumDb::switch_move`].
+    pub async fn move_instance(
+        &self,
+        key: &str,
+        target: &str,
+        grace: Duration,
+    ) -> Result<MoveOutcome> {
+        let prepared = self.prepare_move(key, target).await?;
+        self.switch_move(&prepared).await?;
+        Ok(self.complete_move(&prepared, grace).await)
+    }
+
+    /// Where an instance of `instance`'s tenant and process could move: the usable
+    /// server with the most free room for it, in `region` when one there has
+    /// room, anywhere otherwise, never on a server that already holds the
+    /// tenant's process.
+    pub async fn choose_target(&self, instance: &Instance, region: Option<&str>) -> Result<Server> {
+        let servers = self.store.list_servers().await?;
+        let siblings = self.store.list_instances(None).await?;
+        let taken: Vec<&str> = siblings
+            .iter()
+            .filter(|o| o.tenant == instance.tenant && o.process == instance.process)
+            .flat_map(|o| std::iter::once(o.server_id.as_str()).chain(o.moving_to.as_deref()))
+            .collect();
+        let candidates: Vec<Server> = servers
+            .into_iter()
+            .filter(|s| !taken.contains(&s.id.as_str()))
+            .collect();
+        placement::most_free(&candidates, region, instance.memory_mb)
+            .or_else(|| placement::most_free(&candidates, None, instance.memory_mb))
+            .cloned()
+            .ok_or_else(|| Error::NoRoom {
+                needed_mb: instance.memory_mb,
+                region: region.map(str::to_owned),
+            })
+    }
+}

@@ -1,0 +1,97 @@
+//! `slum serve` in this process, on loopback ports, for end-to-end tests.
+
+use std::net::SocketAddr;
+
+use slum::local_fleet::LocalFleet;
+use slum::serve::{AppState, ServeArgs, ServeConfig, Serving};
+use slum::{SlumDb, Tenant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::http;
+
+/// A running `slum serve` on loopback ports.
+pub struct Slum {
+    pub router: SocketAddr,
+    pub state: AppState,
+    pub db_path: std::path::PathBuf,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Slum {
+    pub async fn start(tweak: impl FnOnce(&mut ServeArgs)) -> Slum {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = ServeArgs {
+            database: Some(dir.path().join("slum.db")),
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            api_listen: Some("127.0.0.1:0".parse().unwrap()),
+            token_file: Some(dir.path().join("token")),
+            ..Default::default()
+        };
+        tweak(&mut args);
+        let serving = Serving::bind(ServeConfig::resolve(&args).unwrap())
+            .await
+            .unwrap();
+        let router = serving.router_addr().unwrap();
+        let state = serving.state().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serving.run(async move {
+            let _ = rx.await;
+        }));
+        Slum {
+            router,
+            state,
+            db_path: dir.path().join("slum.db"),
+            stop: Some(tx),
+            task,
+            _dir: dir,
+        }
+    }
+
+    pub fn db(&self) -> &SlumDb {
+        &self.state.db
+    }
+
+    pub async fn add_fleet(&self, fleet: &LocalFleet) {
+        for s in &fleet.servers {
+            self.db().add_server(&s.record()).await.unwrap();
+        }
+        self.state.fleet_changed().await;
+    }
+
+    pub async fn add_tenant(&self, domain: &str, server: &str) {
+        self.db()
+            .add_tenant(&Tenant {
+                domain: domain.into(),
+                server_id: server.into(),
+                process: "api".into(),
+                instance_id: "prod".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        self.state.fleet_changed().await;
+    }
+
+    pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        let resp = http()
+            .get(format!("http://{}{path}", self.router))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    }
+
+    /// Sends raw bytes and returns the raw answer (for requests reqwest will not
+    /// make).
+    pub async fn raw(&self, request: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(self.router).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+}
