@@ -93,6 +93,16 @@ impl SlumDb {
         }
     }
 
+    /// Sends a [`crate::store::Change`] whenever routing may have changed in the
+    /// database (PostgreSQL notifications; never on SQLite). Runs until the
+    /// receiver is dropped or the database connection fails.
+    pub async fn follow_changes(
+        &self,
+        changes: tokio::sync::mpsc::Sender<crate::store::Change>,
+    ) -> Result<()> {
+        self.store.follow_changes(changes).await
+    }
+
     /// The shared tenement HTTP client.
     pub fn tenement_clients(&self) -> &TenementClients {
         &self.tenement

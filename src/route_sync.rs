@@ -15,6 +15,7 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::model::ServerStatus;
 use crate::route_table::RouteTable;
+use crate::store::Change;
 
 /// The current route table and the means to refresh it.
 pub struct Routes {
@@ -81,23 +82,65 @@ impl Routes {
         Ok(())
     }
 
-    /// Reloads whenever the database's routing version moves, checking every
-    /// `interval`. Errors are logged and the last table stays in force.
+    /// Reloads whenever the database's routing version moves: at once when the
+    /// database notifies (PostgreSQL), and by checking every `interval`
+    /// otherwise (SQLite, or a notification channel that is down). After a broken
+    /// notification channel comes back the whole table is reloaded. Errors are
+    /// logged and the last table stays in force.
     pub async fn follow(self: Arc<Self>, db: SlumDb, interval: Duration) {
+        let (tx, mut changes) = tokio::sync::mpsc::channel(16);
+        let listener = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = db.follow_changes(tx.clone()).await {
+                        tracing::warn!(error = %e, "route change notifications lost; retrying");
+                        let _ = tx.send(Change::Resync).await;
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        let _stop_listener = AbortOnDrop(listener);
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut listening = true;
         loop {
-            tick.tick().await;
-            let seen = self.current().version;
-            match db.fleet_version().await {
-                Ok(v) if v != seen => {
-                    if let Err(e) = self.reload(&db).await {
-                        tracing::warn!(error = %e, "route table reload failed; keeping the last one");
+            let resync = tokio::select! {
+                _ = tick.tick() => false,
+                change = changes.recv(), if listening => match change {
+                    Some(c) => c == Change::Resync,
+                    // The listener is gone: polling alone from here on.
+                    None => {
+                        listening = false;
+                        false
                     }
+                },
+            };
+            let seen = self.current().version;
+            let moved = match db.fleet_version().await {
+                Ok(v) => v != seen,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the fleet version");
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot read the fleet version"),
+            };
+            if moved || resync {
+                if let Err(e) = self.reload(&db).await {
+                    tracing::warn!(error = %e, "route table reload failed; keeping the last one");
+                }
             }
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

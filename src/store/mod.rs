@@ -32,6 +32,15 @@ fn incoming_sibling(instance: &Instance, other: &Instance) -> Error {
 pub mod postgres;
 pub mod sqlite;
 
+/// What [`Store::follow_changes`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Something routing depends on changed.
+    Changed,
+    /// Notifications may have been lost: reload everything.
+    Resync,
+}
+
 /// How many records point at a server.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Dependents {
@@ -106,6 +115,17 @@ pub trait Store: Send + Sync + 'static {
     /// Old copies still to stop, as (server id, tenement name).
     async fn list_pending_stops(&self) -> Result<Vec<(String, String)>>;
     async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<()>;
+
+    /// Tells `changes` whenever the routing version may have moved, for as long
+    /// as the receiver lives. A backend without notifications (SQLite: one router
+    /// per file, which polls) never sends anything; a backend whose notification
+    /// channel broke sends [`Change::Resync`] once it listens again, because
+    /// changes may have been missed meanwhile.
+    async fn follow_changes(&self, changes: tokio::sync::mpsc::Sender<Change>) -> Result<()> {
+        let _ = changes;
+        std::future::pending::<()>().await;
+        Ok(())
+    }
 
     /// A counter that moves whenever something routing depends on changes
     /// (servers' url, domain or status; tenants; instance placements).

@@ -28,7 +28,7 @@ use sqlx::Row;
 
 use super::{
     check_reservation, duplicate_instance, from_millis, incoming_sibling, millis, refused_move,
-    Dependents, Store,
+    Change, Dependents, Store,
 };
 use crate::error::{Error, Kind, Result};
 use crate::model::{
@@ -42,6 +42,9 @@ pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// health checks; a fleet of several routers stays far below PostgreSQL's
 /// default of 100 connections.
 const MAX_CONNECTIONS: u32 = 10;
+
+/// The channel routing changes are notified on (migrations/postgres/0005).
+const CHANGES_CHANNEL: &str = "slum_fleet";
 
 /// How long a call waits for a free connection (or for the server to accept a
 /// new one) before it fails, like SQLite's busy timeout.
@@ -645,6 +648,22 @@ impl Store for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn follow_changes(&self, changes: tokio::sync::mpsc::Sender<Change>) -> Result<()> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANGES_CHANNEL).await?;
+        loop {
+            // `None`: the connection broke; the next call reconnects and listens
+            // again, and whatever was notified meanwhile is lost.
+            let signal = match listener.try_recv().await? {
+                Some(_) => Change::Changed,
+                None => Change::Resync,
+            };
+            if changes.send(signal).await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     async fn fleet_version(&self) -> Result<i64> {

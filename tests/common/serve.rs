@@ -21,9 +21,18 @@ pub struct Slum {
 
 impl Slum {
     pub async fn start(tweak: impl FnOnce(&mut ServeArgs)) -> Slum {
+        Slum::start_on(None, tweak).await
+    }
+
+    /// A `slum serve` on `database` (a SQLite path or a PostgreSQL URL), or on a
+    /// fresh SQLite file when `None`.
+    pub async fn start_on(database: Option<&str>, tweak: impl FnOnce(&mut ServeArgs)) -> Slum {
         let dir = tempfile::tempdir().unwrap();
+        let database = database
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| dir.path().join("slum.db"));
         let mut args = ServeArgs {
-            database: Some(dir.path().join("slum.db")),
+            database: Some(database.clone()),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             api_listen: Some("127.0.0.1:0".parse().unwrap()),
             token_file: Some(dir.path().join("token")),
@@ -42,7 +51,7 @@ impl Slum {
         Slum {
             router,
             state,
-            db_path: dir.path().join("slum.db"),
+            db_path: database,
             stop: Some(tx),
             task,
             _dir: dir,

@@ -1,0 +1,110 @@
+//! Several `slum serve` processes on one fleet database: a change made through
+//! one router is routed by the others (at once on PostgreSQL, which notifies;
+//! within the poll on SQLite), and placements through different routers never
+//! overbook a server. Runs on the backend `SLUM_TEST_BACKEND` selects.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::serve::Slum;
+use common::{fleet, TestDb};
+use slum::Tenant;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_one_router_is_routed_by_the_others() {
+    let fleet = fleet(1).await;
+    let db = TestDb::new().await;
+    let a = Slum::start_on(Some(db.url()), |_| {}).await;
+    let b = Slum::start_on(Some(db.url()), |_| {}).await;
+    a.add_fleet(&fleet).await;
+
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let domain = format!("t{i}.example.com");
+        a.db()
+            .add_tenant(&Tenant {
+                domain: domain.clone(),
+                server_id: "s1".into(),
+                process: "api".into(),
+                instance_id: "prod".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        a.state.fleet_changed().await;
+        let written = Instant::now();
+        loop {
+            if b.state.routes.current().domains() == i + 1 {
+                latencies.push(written.elapsed());
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(10),
+                "router B never saw {domain}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    latencies.sort();
+    println!(
+        "{}: a change through router A reached router B after p50 {:?}, max {:?}",
+        if db.is_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        },
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    // And B serves it: the first request through B starts the tenant.
+    let (status, body) = b.get("t0.example.com", "/").await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, "tenant=t0 process=api server=s1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placements_through_two_routers_never_overbook() {
+    let fleet = fleet(2).await;
+    let db = TestDb::new().await;
+    let a = Slum::start_on(Some(db.url()), |_| {}).await;
+    let b = Slum::start_on(Some(db.url()), |_| {}).await;
+    a.add_fleet(&fleet).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let router = if i % 2 == 0 {
+                a.db().clone()
+            } else {
+                b.db().clone()
+            };
+            tokio::spawn(async move {
+                router
+                    .add_tenant_auto(
+                        &Tenant {
+                            domain: format!("c{i}.example.com"),
+                            process: "api".into(),
+                            instance_id: "prod".into(),
+                            ..Default::default()
+                        },
+                        &slum::PlacementRequest::default(),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut placed = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => placed += 1,
+            Err(slum::Error::NoRoom { .. }) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    // 2 servers of 1024 MB, 128 MB each: 16 fit.
+    assert_eq!(placed, 16);
+    for s in a.db().list_servers().await.unwrap() {
+        assert_eq!(s.used_capacity_mb(), s.capacity_mb, "{}", s.id);
+    }
+}
