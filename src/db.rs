@@ -103,6 +103,11 @@ impl SlumDb {
         self.store.follow_changes(changes).await
     }
 
+    /// Holds the fleet's leadership while it can (see [`crate::store::Store::lead`]).
+    pub async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
+        self.store.lead(leading).await
+    }
+
     /// The shared tenement HTTP client.
     pub fn tenement_clients(&self) -> &TenementClients {
         &self.tenement

@@ -208,6 +208,18 @@ impl HealthMonitor {
     /// A failed connection the router saw: counts as a failed check at once.
     pub async fn report_failure(&self, state: &AppState, server: &str) -> Option<Transition> {
         let stored = state.routes.current().upstream(server)?.status;
+        if !state.is_leader() {
+            // Not ours to decide for the fleet: route around the server here
+            // until the leader's checks have had time to decide.
+            if stored != ServerStatus::Offline {
+                let hold = self.policy.interval * (self.policy.fail_after + 1);
+                state
+                    .routes
+                    .mark_offline_locally(&state.db, server, hold)
+                    .await;
+            }
+            return None;
+        }
         let (t, _) = self.feed(server, stored, false);
         if let Some(t) = &t {
             self.apply(state, t).await;

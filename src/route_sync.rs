@@ -24,6 +24,10 @@ pub struct Routes {
     swapped: tokio::sync::watch::Sender<u64>,
     /// Serialises reloads, so that an older snapshot never replaces a newer one.
     reloading: Mutex<()>,
+    /// Servers this router saw failing, taken as offline until the deadline
+    /// whatever the database says (a router that does not lead cannot record
+    /// it; the leader's own checks decide for the fleet meanwhile).
+    local_offline: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     metrics: Arc<Metrics>,
 }
 
@@ -33,6 +37,7 @@ impl Routes {
             table: ArcSwap::from_pointee(RouteTable::default()),
             swapped: tokio::sync::watch::Sender::new(0),
             reloading: Mutex::new(()),
+            local_offline: std::sync::Mutex::default(),
             metrics,
         }
     }
@@ -40,6 +45,29 @@ impl Routes {
     /// The table in force now.
     pub fn current(&self) -> Arc<RouteTable> {
         self.table.load_full()
+    }
+
+    fn overrides(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        self.local_offline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes `server` as offline in this router for `how_long`, and applies it.
+    pub async fn mark_offline_locally(&self, db: &SlumDb, server: &str, how_long: Duration) {
+        self.overrides()
+            .insert(server.to_owned(), std::time::Instant::now() + how_long);
+        if let Err(e) = self.reload(db).await {
+            tracing::warn!(error = %e, "route table reload failed; keeping the last one");
+        }
+    }
+
+    /// Whether a local override ran out and the table still applies it.
+    fn override_expired(&self) -> bool {
+        let now = std::time::Instant::now();
+        self.overrides().values().any(|until| *until <= now)
     }
 
     /// Resolves once the table in force says `server` is offline.
@@ -60,7 +88,15 @@ impl Routes {
     pub async fn reload(&self, db: &SlumDb) -> Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
         let version = db.fleet_version().await?;
-        let servers = db.list_servers().await?;
+        let mut servers = db.list_servers().await?;
+        {
+            let now = std::time::Instant::now();
+            let mut local = self.overrides();
+            local.retain(|_, until| *until > now);
+            for s in servers.iter_mut().filter(|s| local.contains_key(&s.id)) {
+                s.status = ServerStatus::Offline;
+            }
+        }
         let tenants = db.list_tenants().await?;
         let instances = db.list_instance_records().await?;
         let table = RouteTable::build(version, &servers, &tenants, &instances);
@@ -128,7 +164,7 @@ impl Routes {
                     continue;
                 }
             };
-            if moved || resync {
+            if moved || resync || self.override_expired() {
                 if let Err(e) = self.reload(&db).await {
                     tracing::warn!(error = %e, "route table reload failed; keeping the last one");
                 }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub health: Arc<HealthMonitor>,
     pub drains: Arc<crate::drain::Drains>,
+    /// True while this process leads the fleet's background work.
+    pub leading: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -39,7 +41,13 @@ impl AppState {
             metrics,
             health: Arc::new(HealthMonitor::new(health)),
             drains: Arc::default(),
+            leading: Arc::new(tokio::sync::watch::Sender::new(false)),
         })
+    }
+
+    /// Whether this process decides the fleet's background work now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
     }
 
     /// Applies this process's own change to the route table at once.

@@ -12,6 +12,22 @@ use crate::serve::AppState;
 
 /// Runs the health checks, reconcile and failover until the task is aborted.
 pub async fn run(state: AppState, reconcile_every: Duration) {
+    // Only the leader decides (one per fleet database): health transitions,
+    // reconcile, respawn failover. Every router keeps serving traffic, and keeps
+    // its own passive checks (see `HealthMonitor::report_failure`).
+    let leadership = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = state.db.lead((*state.leading).clone()).await {
+                    tracing::warn!(error = %e, "lost the fleet leadership; trying again");
+                }
+                state.leading.send_replace(false);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let _stop_leadership = AbortOnDrop(leadership);
     let reconcile_now = Arc::new(Notify::new());
     let reconciler = tokio::spawn(reconcile_loop(
         state.clone(),
@@ -24,9 +40,17 @@ pub async fn run(state: AppState, reconcile_every: Duration) {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(state.health.policy().interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut was_leader = false;
             loop {
                 tick.tick().await;
-                state.health.check_all(&state).await;
+                let leader = state.is_leader();
+                if leader != was_leader {
+                    tracing::info!(leader, "fleet leadership changed");
+                    was_leader = leader;
+                }
+                if leader {
+                    state.health.check_all(&state).await;
+                }
             }
         })
     };
@@ -57,6 +81,9 @@ async fn reconcile_loop(state: AppState, every: Duration, now: Arc<Notify>) {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = now.notified() => {}
+        }
+        if !state.is_leader() {
+            continue;
         }
         match state.db.reconcile().await {
             Ok(report) => {

@@ -108,3 +108,70 @@ async fn placements_through_two_routers_never_overbook() {
         assert_eq!(s.used_capacity_mb(), s.capacity_mb, "{}", s.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_leader_and_a_server_die_together_another_router_fails_over() {
+    let mut fleet = fleet(2).await;
+    let db = TestDb::new().await;
+    let a = Slum::start_on(Some(db.url()), |_| {}).await;
+    a.add_fleet(&fleet).await;
+    // A leads (it started first); B starts once A holds the leadership.
+    let started = Instant::now();
+    while !a.state.is_leader() {
+        assert!(started.elapsed() < Duration::from_secs(10), "A never led");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = Slum::start_on(Some(db.url()), |_| {}).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    if db.is_postgres() {
+        assert!(!b.state.is_leader(), "two leaders on one PostgreSQL fleet");
+    } else {
+        // One router per SQLite file is the model: each leads its own.
+        assert!(b.state.is_leader());
+    }
+    a.add_tenant("acme.com", "s1").await;
+    a.db()
+        .spawn_instance("acme", "api", "prod", "s1")
+        .await
+        .unwrap();
+    a.db()
+        .spawn_instance("acme", "api", "backup", "s2")
+        .await
+        .unwrap();
+    a.state.fleet_changed().await;
+    b.state.fleet_changed().await;
+    assert!(b.get("acme.com", "/").await.1.contains("server=s1"));
+
+    // The leader router and s1 die at once.
+    let mut a = a;
+    let _ = a.stop.take().expect("stop").send(());
+    fleet.server_mut("s1").unwrap().kill().unwrap();
+    let died = Instant::now();
+    loop {
+        let offline = b
+            .state
+            .routes
+            .current()
+            .upstream("s1")
+            .is_some_and(|u| u.status == slum::ServerStatus::Offline);
+        let stored = b.db().get_server("s1").await.unwrap().status;
+        if offline && stored == slum::ServerStatus::Offline && b.state.is_leader() {
+            break;
+        }
+        assert!(
+            died.elapsed() < Duration::from_secs(30),
+            "B did not take over and mark s1 offline (leader: {})",
+            b.state.is_leader()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "B led and marked s1 offline {:?} after both died",
+        died.elapsed()
+    );
+    let (status, body) = b.get("acme.com", "/").await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, "tenant=acme process=api server=s2")
+    );
+}

@@ -127,6 +127,19 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Holds the fleet's leadership for this process for as long as it can:
+    /// `leading` is set true while this process holds it. Background decisions
+    /// (health transitions, reconcile, respawn failover) are made by the leader
+    /// alone. A backend with one router per database (SQLite) leads at once and
+    /// for ever; on PostgreSQL an advisory lock on a session of its own elects
+    /// one leader among the routers, and returns (with an error) when that
+    /// session dies, which also frees the lock for another router.
+    async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
+        leading.send_replace(true);
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
     /// A counter that moves whenever something routing depends on changes
     /// (servers' url, domain or status; tenants; instance placements).
     async fn fleet_version(&self) -> Result<i64>;

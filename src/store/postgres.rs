@@ -43,6 +43,9 @@ pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// default of 100 connections.
 const MAX_CONNECTIONS: u32 = 10;
 
+/// The advisory lock key of the fleet's leader ("slum" in ASCII).
+const LEADER_LOCK: i64 = 0x736c_756d;
+
 /// The channel routing changes are notified on (migrations/postgres/0005).
 const CHANGES_CHANNEL: &str = "slum_fleet";
 
@@ -664,6 +667,35 @@ impl Store for PostgresStore {
                 return Ok(());
             }
         }
+    }
+
+    async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
+        // A session of its own: the lock lives exactly as long as it does.
+        let mut conn = self.pool.acquire().await?.detach();
+        let result = async {
+            loop {
+                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(LEADER_LOCK)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if got {
+                    leading.send_replace(true);
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        tokio::time::timeout(
+                            Duration::from_secs(3),
+                            sqlx::query("SELECT 1").execute(&mut conn),
+                        )
+                        .await
+                        .map_err(|_| sqlx::Error::PoolTimedOut)??;
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        .await;
+        leading.send_replace(false);
+        result
     }
 
     async fn fleet_version(&self) -> Result<i64> {
