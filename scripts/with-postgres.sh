@@ -104,6 +104,17 @@ done
 }
 
 export SLUM_TEST_POSTGRES="postgres://postgres@127.0.0.1:$PORT/postgres"
+# Tests that restart the database under traffic run this (as root or not).
+cat >"$PGTMP/restart" <<RESTART
+#!/usr/bin/env bash
+set -euo pipefail
+if [ "\$(id -u)" = 0 ] && [ "$OWNER" != root ]; then
+  exec runuser -u "$OWNER" -- "$BIN/pg_ctl" -D "$PGTMP/data" -m fast -w -t 60 restart >/dev/null
+fi
+exec "$BIN/pg_ctl" -D "$PGTMP/data" -m fast -w -t 60 restart >/dev/null
+RESTART
+chmod 755 "$PGTMP/restart"
+export SLUM_TEST_POSTGRES_RESTART="$PGTMP/restart"
 echo "PostgreSQL $("$BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PORT (throw-away, $PGTMP)" >&2
 status=0
 "$@" || status=$?
