@@ -72,7 +72,7 @@ async fn placements_through_two_routers_never_overbook() {
     let a = Slum::start_on(Some(db.url()), |_| {}).await;
     let b = Slum::start_on(Some(db.url()), |_| {}).await;
     a.add_fleet(&fleet).await;
-    let tasks: Vec<_> = (0..40)
+    let tasks: Vec<_> = (0..200)
         .map(|i| {
             let router = if i % 2 == 0 {
                 a.db().clone()
