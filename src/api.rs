@@ -29,9 +29,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::net::TcpListener;
 
+use crate::drain::DrainProgress;
 use crate::error::{Error, Kind};
-use crate::model::{ApiToken, Server, ServerStats, ServerStatus, Tenant};
+use crate::model::{ApiToken, FailoverPolicy, Server, ServerStats, ServerStatus, Tenant};
 use crate::orchestration::SpawnOptions;
+use crate::placement::PlacementRequest;
+use crate::route_table::{Decision, RouteTable};
 use crate::serve::AppState;
 
 /// Time in-flight requests get after `stop`, beyond the spawn timeout: a spawn
@@ -72,6 +75,11 @@ pub fn router(state: AppState) -> Router {
             get(get_server).patch(update_server).delete(delete_server),
         )
         .route("/v1/servers/:id/stats", get(server_stats))
+        .route(
+            "/v1/servers/:id/drain",
+            get(drain_progress).post(drain_server),
+        )
+        .route("/v1/servers/:id/undrain", post(undrain_server))
         .route("/v1/tenants", get(list_tenants).post(create_tenant))
         .route(
             "/v1/tenants/:domain",
@@ -431,14 +439,20 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A tenant on a given `server_id`, or (`"auto": true`) on the usable server
+/// with the most free room, in `region` when given.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewTenant {
     domain: String,
     name: Option<String>,
-    server_id: String,
+    server_id: Option<String>,
     process: String,
     instance_id: String,
+    #[serde(default)]
+    auto: bool,
+    region: Option<String>,
+    failover: Option<FailoverPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -448,6 +462,7 @@ struct TenantChanges {
     server_id: Option<String>,
     process: Option<String>,
     instance_id: Option<String>,
+    failover: Option<FailoverPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -456,14 +471,59 @@ struct MoveTo {
     server_id: String,
 }
 
+/// An instance on a given `server_id`, or (`"auto": true`) placed by slum.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewInstance {
     tenant: String,
     process: String,
     instance_id: String,
-    server_id: String,
+    server_id: Option<String>,
     memory_mb: Option<i64>,
+    #[serde(default)]
+    auto: bool,
+    region: Option<String>,
+    #[serde(default)]
+    distinct_region: bool,
+}
+
+/// Where a new tenant or instance goes, as the body asked.
+#[derive(Debug, PartialEq, Eq)]
+enum Placing {
+    On(String),
+    Auto(PlacementRequest),
+}
+
+/// Checks that a body names exactly one way to place: a `server_id`, or
+/// `"auto": true` (which alone may carry the placement hints).
+fn placing(
+    server_id: Option<String>,
+    auto: bool,
+    request: PlacementRequest,
+) -> Result<Placing, Error> {
+    match (server_id, auto) {
+        (Some(_), true) => Err(Error::invalid(
+            "server_id",
+            "give either server_id or \"auto\": true, not both",
+        )),
+        (None, true) => Ok(Placing::Auto(request)),
+        (None, false) => Err(Error::invalid(
+            "server_id",
+            "is required unless \"auto\": true lets slum choose the server",
+        )),
+        (Some(id), false) => {
+            if request.region.is_some() {
+                return Err(Error::invalid("region", "only applies with \"auto\": true"));
+            }
+            if request.distinct_region {
+                return Err(Error::invalid(
+                    "distinct_region",
+                    "only applies with \"auto\": true",
+                ));
+            }
+            Ok(Placing::On(id))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -479,6 +539,34 @@ struct FleetStatus {
     servers: Vec<ServerStats>,
     tenants: usize,
     instances: usize,
+    /// Domains the router cannot serve now: every server that could hold their
+    /// instance is offline.
+    down_tenants: Vec<DownTenant>,
+}
+
+/// A domain whose instance (and every backup) is on an offline server.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+struct DownTenant {
+    domain: String,
+    tenant: String,
+    /// The offline servers its instances are on (its home, when it has none).
+    servers: Vec<String>,
+}
+
+/// Of `domains`, those the route table says are down, sorted by domain.
+fn down_tenants<'a>(table: &RouteTable, domains: impl Iterator<Item = &'a str>) -> Vec<DownTenant> {
+    let mut down: Vec<DownTenant> = domains
+        .filter_map(|domain| match table.route(domain) {
+            Decision::ServerDown { tenant, servers } => Some(DownTenant {
+                domain: domain.to_owned(),
+                tenant,
+                servers,
+            }),
+            _ => None,
+        })
+        .collect();
+    down.sort_by(|a, b| a.domain.cmp(&b.domain));
+    down
 }
 
 #[derive(Serialize)]
@@ -565,6 +653,47 @@ async fn server_stats(
     Ok(Json(state.db.get_server_stats(&id).await?))
 }
 
+/// Starts draining the server (or reports the drain already running): 202, as
+/// the moves go on after the answer.
+async fn drain_server(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<(StatusCode, Json<DrainProgress>)> {
+    let progress = state.drains.start(&state, &id).await?;
+    state.fleet_changed().await;
+    Ok((StatusCode::ACCEPTED, Json(progress)))
+}
+
+async fn drain_progress(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    // An unknown server is the usual 404 naming it.
+    state.db.get_server(&id).await?;
+    Ok(match state.drains.progress(&id) {
+        Some(progress) => Json(progress).into_response(),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            Problem {
+                kind: "not_found",
+                message: format!("no drain has run on server '{id}' since slum serve started"),
+                server: Some(id.clone()),
+                key: Some(id),
+                ..Default::default()
+            },
+        ),
+    })
+}
+
+async fn undrain_server(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Server>> {
+    state.drains.undrain(&state, &id).await?;
+    state.fleet_changed().await;
+    Ok(Json(state.db.get_server(&id).await?))
+}
+
 // ----- tenants -----
 
 async fn list_tenants(
@@ -582,17 +711,28 @@ async fn create_tenant(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewTenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
-    let tenant = Tenant {
-        domain: body.domain,
-        name: body.name.unwrap_or_default(),
-        server_id: body.server_id,
-        process: body.process,
-        instance_id: body.instance_id,
+    let request = PlacementRequest {
+        region: body.region,
         ..Default::default()
     };
-    state.db.add_tenant(&tenant).await?;
+    let placing = placing(body.server_id, body.auto, request)?;
+    let mut tenant = Tenant {
+        domain: body.domain,
+        name: body.name.unwrap_or_default(),
+        process: body.process,
+        instance_id: body.instance_id,
+        failover: body.failover.unwrap_or_default(),
+        ..Default::default()
+    };
+    let created = match placing {
+        Placing::On(server_id) => {
+            tenant.server_id = server_id;
+            state.db.add_tenant(&tenant).await?;
+            state.db.get_tenant_by_domain(&tenant.domain).await?
+        }
+        Placing::Auto(request) => state.db.add_tenant_auto(&tenant, &request).await?,
+    };
     state.fleet_changed().await;
-    let created = state.db.get_tenant_by_domain(&tenant.domain).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -620,6 +760,9 @@ async fn update_tenant(
     }
     if let Some(instance_id) = changes.instance_id {
         tenant.instance_id = instance_id;
+    }
+    if let Some(failover) = changes.failover {
+        tenant.failover = failover;
     }
     state.db.update_tenant(&tenant).await?;
     state.fleet_changed().await;
@@ -663,19 +806,34 @@ async fn spawn_instance(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewInstance>,
 ) -> ApiResult<Response> {
-    let options = SpawnOptions {
+    let request = PlacementRequest {
+        region: body.region,
+        distinct_region: body.distinct_region,
         memory_mb: body.memory_mb,
     };
-    let instance = state
-        .db
-        .spawn_instance_with(
-            &body.tenant,
-            &body.process,
-            &body.instance_id,
-            &body.server_id,
-            &options,
-        )
-        .await?;
+    let instance = match placing(body.server_id, body.auto, request)? {
+        Placing::On(server_id) => {
+            let options = SpawnOptions {
+                memory_mb: body.memory_mb,
+            };
+            state
+                .db
+                .spawn_instance_with(
+                    &body.tenant,
+                    &body.process,
+                    &body.instance_id,
+                    &server_id,
+                    &options,
+                )
+                .await?
+        }
+        Placing::Auto(request) => {
+            state
+                .db
+                .spawn_instance_auto(&body.tenant, &body.process, &body.instance_id, &request)
+                .await?
+        }
+    };
     state.fleet_changed().await;
     Ok((StatusCode::CREATED, Json(instance)).into_response())
 }
@@ -717,10 +875,15 @@ async fn fleet_status(State(state): State<AppState>) -> ApiResult<Json<FleetStat
     }
     let (tenants, instances) =
         tokio::try_join!(state.db.list_tenants(), state.db.list_instance_records())?;
+    let down_tenants = down_tenants(
+        &state.routes.current(),
+        tenants.iter().map(|t| t.domain.as_str()),
+    );
     Ok(Json(FleetStatus {
         servers: stats,
         tenants: tenants.len(),
         instances: instances.len(),
+        down_tenants,
     }))
 }
 
@@ -772,6 +935,107 @@ mod tests {
             h.insert(header::AUTHORIZATION, HeaderValue::from_static(value));
             assert_eq!(bearer(&h), want, "{value:?}");
         }
+    }
+
+    #[test]
+    fn a_body_places_on_a_server_or_automatically_never_both() {
+        let hints = PlacementRequest {
+            region: Some("eu".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            placing(None, true, hints.clone()).ok(),
+            Some(Placing::Auto(hints.clone()))
+        );
+        assert_eq!(
+            placing(Some("east".into()), false, PlacementRequest::default()).ok(),
+            Some(Placing::On("east".into()))
+        );
+        let field = |r: Result<Placing, Error>| match r {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert_eq!(
+            field(placing(None, false, PlacementRequest::default())),
+            "server_id"
+        );
+        assert_eq!(
+            field(placing(
+                Some("east".into()),
+                true,
+                PlacementRequest::default()
+            )),
+            "server_id"
+        );
+        assert_eq!(field(placing(Some("east".into()), false, hints)), "region");
+        let apart = PlacementRequest {
+            distinct_region: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            field(placing(Some("east".into()), false, apart)),
+            "distinct_region"
+        );
+    }
+
+    #[test]
+    fn down_tenants_are_the_domains_whose_servers_are_all_offline() {
+        let server = |id: &str, status| Server {
+            id: id.into(),
+            url: format!("http://{id}.test"),
+            status,
+            ..Default::default()
+        };
+        let tenant = |domain: &str, home: &str| Tenant {
+            domain: domain.into(),
+            name: domain.split('.').next().unwrap_or_default().into(),
+            server_id: home.into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        };
+        let inst = |tenant: &str, id: &str, server: &str| crate::model::Instance {
+            tenant: tenant.into(),
+            instance_id: id.into(),
+            process: "api".into(),
+            server_id: server.into(),
+            ..Default::default()
+        };
+        let table = RouteTable::build(
+            1,
+            &[
+                server("east", ServerStatus::Offline),
+                server("west", ServerStatus::Online),
+            ],
+            &[
+                tenant("b.test", "east"),
+                tenant("a.test", "east"),
+                tenant("backed.test", "east"),
+                tenant("fine.test", "west"),
+            ],
+            &[
+                inst("a", "prod", "east"),
+                inst("backed", "prod", "east"),
+                inst("backed", "backup", "west"),
+                inst("fine", "prod", "west"),
+            ],
+        );
+        let domains = ["b.test", "fine.test", "a.test", "backed.test", "gone.test"];
+        assert_eq!(
+            down_tenants(&table, domains.into_iter()),
+            vec![
+                DownTenant {
+                    domain: "a.test".into(),
+                    tenant: "a".into(),
+                    servers: vec!["east".into()],
+                },
+                DownTenant {
+                    domain: "b.test".into(),
+                    tenant: "b".into(),
+                    servers: vec!["east".into()],
+                },
+            ]
+        );
     }
 
     #[test]

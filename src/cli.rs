@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::model::{ApiToken, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant};
+use crate::drain::DrainProgress;
+use crate::model::{
+    ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
+};
 use crate::reconcile::ReconcileReport;
 use crate::serve::{default_token_file, ServeArgs, DEFAULT_API};
 
@@ -29,6 +32,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one API call may take; spawns, moves and reconcile wait for tenement
 /// servers, so this is generous.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often `server drain` asks how far the drain is.
+const DRAIN_POLL: Duration = Duration::from_millis(400);
 
 // ---------------------------------------------------------------------------
 // Arguments
@@ -79,7 +84,8 @@ pub enum Command {
     /// Customer domains and where they are routed.
     #[command(subcommand)]
     Tenant(TenantCommand),
-    /// Start an instance of a tenant's process on a server.
+    /// Start an instance of a tenant's process on a server (or, with --auto, on
+    /// the server slum picks).
     Spawn(SpawnArgs),
     /// Stop an instance.
     Stop {
@@ -93,7 +99,8 @@ pub enum Command {
         #[arg(long, value_name = "ID")]
         server: Option<String>,
     },
-    /// Servers with their health, capacity and counts.
+    /// Servers with their health, capacity and counts, and the tenants whose
+    /// servers are down.
     Status,
     /// Management API tokens.
     #[command(subcommand)]
@@ -118,6 +125,20 @@ pub enum ServerCommand {
     Update(ServerUpdateArgs),
     /// Remove a server (it must have no tenants or instances left).
     Remove {
+        /// Server id.
+        id: String,
+    },
+    /// Stop new placements on a server and move its tenants elsewhere without
+    /// losing a request; shows progress, then what moved and what failed (exit
+    /// code 1 when anything could not be moved). Ctrl-C stops watching, not the
+    /// drain.
+    Drain {
+        /// Server id.
+        id: String,
+    },
+    /// Let a drained (or draining) server take placements again; a drain still
+    /// running stops, and what it moved stays moved.
+    Undrain {
         /// Server id.
         id: String,
     },
@@ -222,7 +243,8 @@ impl From<StatusArg> for ServerStatus {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
-    /// Route a customer domain to a tenant's instance on a home server.
+    /// Route a customer domain to a tenant's instance on a home server, or (with
+    /// --auto) on the usable server with the most free room, started there.
     Add(TenantAddArgs),
     /// List the customer domains.
     List {
@@ -235,6 +257,8 @@ pub enum TenantCommand {
         /// Customer domain.
         domain: String,
     },
+    /// Change a domain's settings.
+    Update(TenantUpdateArgs),
     /// Move a domain's home to another server (its instance follows).
     Move {
         /// Customer domain.
@@ -251,12 +275,24 @@ pub enum TenantCommand {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("placement").required(true).args(["server", "auto"])))]
 pub struct TenantAddArgs {
     /// Customer domain (e.g. customer-1.example.com).
     pub domain: String,
     /// Home server id.
     #[arg(long, value_name = "ID")]
-    pub server: String,
+    pub server: Option<String>,
+    /// Let slum choose the home: the usable server with the most free room (in
+    /// --region when given); the instance is started there.
+    #[arg(long)]
+    pub auto: bool,
+    /// With --auto: only servers of this region.
+    #[arg(long, value_name = "R", conflicts_with = "server")]
+    pub region: Option<String>,
+    /// When the instance's server goes offline and there is no backup: wait for
+    /// it (none, the default) or start it elsewhere (respawn).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub failover: Option<FailoverArg>,
     /// Process name (e.g. api).
     #[arg(long, value_name = "P")]
     pub process: String,
@@ -269,6 +305,39 @@ pub struct TenantAddArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["failover"])
+))]
+pub struct TenantUpdateArgs {
+    /// Customer domain.
+    pub domain: String,
+    /// When the instance's server goes offline and there is no backup: wait for
+    /// it (none) or start it elsewhere (respawn).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub failover: Option<FailoverArg>,
+}
+
+/// A tenant's failover policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailoverArg {
+    None,
+    Respawn,
+}
+
+impl From<FailoverArg> for FailoverPolicy {
+    fn from(f: FailoverArg) -> Self {
+        match f {
+            FailoverArg::None => FailoverPolicy::None,
+            FailoverArg::Respawn => FailoverPolicy::Respawn,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("placement").required(true).args(["server", "auto"])))]
 pub struct SpawnArgs {
     /// Tenant name.
     pub tenant: String,
@@ -280,7 +349,18 @@ pub struct SpawnArgs {
     pub instance: String,
     /// Server to start it on.
     #[arg(long, value_name = "S")]
-    pub server: String,
+    pub server: Option<String>,
+    /// Let slum choose the server: the usable one with the most free room that
+    /// holds no other instance of the tenant's process.
+    #[arg(long)]
+    pub auto: bool,
+    /// With --auto: only servers of this region.
+    #[arg(long, value_name = "R", conflicts_with = "server")]
+    pub region: Option<String>,
+    /// With --auto: never a region that already holds an instance of the
+    /// tenant's process (a backup that survives the loss of a region).
+    #[arg(long, conflicts_with = "server")]
+    pub other_region: bool,
     /// Memory to reserve, in MB (default: the server's --default-memory-mb).
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub memory_mb: Option<i64>,
@@ -381,17 +461,23 @@ async fn client_command(global: &GlobalArgs, command: Command) -> Result<(), Cli
     let token_file = token_file_path();
     let token = resolve_token(global.token.clone(), &token_file)?;
     let client = ApiClient::new(base, token, token_file)?;
-    let output = execute(&client, command).await?;
-    output.print(global.json)
+    let output = execute(&client, command, global.json).await?;
+    output.print(global.json)?;
+    match output.failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// What a command prints: the API's JSON for `--json`, text for people, and a
-/// note for stderr in both cases.
+/// note for stderr in both cases; `failure` makes the command fail after its
+/// output is printed (a drain that could not move everything).
 #[derive(Debug, Default)]
 struct Output {
     json: Value,
     text: String,
     note: Option<String>,
+    failure: Option<CliError>,
 }
 
 impl Output {
@@ -399,7 +485,7 @@ impl Output {
         Output {
             json,
             text,
-            note: None,
+            ..Default::default()
         }
     }
 
@@ -420,7 +506,9 @@ impl Output {
     }
 }
 
-async fn execute(client: &ApiClient, command: Command) -> Result<Output, CliError> {
+/// Runs one client command; `json` says whether the output is for a script
+/// (no progress bar then).
+async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Output, CliError> {
     let now = Utc::now();
     Ok(match command {
         Command::Serve(_) => {
@@ -428,7 +516,7 @@ async fn execute(client: &ApiClient, command: Command) -> Result<Output, CliErro
                 "`slum serve` is not a client command".into(),
             ))
         }
-        Command::Server(cmd) => server_command(client, cmd, now).await?,
+        Command::Server(cmd) => server_command(client, cmd, now, json).await?,
         Command::Tenant(cmd) => tenant_command(client, cmd, now).await?,
         Command::Spawn(args) => {
             let r = client.spawn(&args).await?;
@@ -438,8 +526,8 @@ async fn execute(client: &ApiClient, command: Command) -> Result<Output, CliErro
             Stop::Done => Output::new(Value::Null, format!("stopped {key}")),
             Stop::Pending { json, message } => Output {
                 json,
-                text: String::new(),
                 note: Some(format!("warning: {message}")),
+                ..Default::default()
             },
         },
         Command::Ps { server } => {
@@ -447,11 +535,8 @@ async fn execute(client: &ApiClient, command: Command) -> Result<Output, CliErro
             Output::new(r.json, render_instances(&r.value))
         }
         Command::Status => {
-            let (status, servers) = tokio::try_join!(client.status(), client.list_servers())?;
-            Output::new(
-                status.json,
-                render_status(&status.value, &servers.value, now),
-            )
+            let status = client.status().await?;
+            Output::new(status.json, render_status(&status.value, now))
         }
         Command::Token(cmd) => token_command(client, cmd, now).await?,
         Command::Reconcile => {
@@ -465,6 +550,7 @@ async fn server_command(
     client: &ApiClient,
     cmd: ServerCommand,
     now: DateTime<Utc>,
+    json: bool,
 ) -> Result<Output, CliError> {
     Ok(match cmd {
         ServerCommand::Add(args) => {
@@ -501,6 +587,77 @@ async fn server_command(
             client.remove_server(&id).await?;
             Output::new(Value::Null, format!("removed server {id}"))
         }
+        ServerCommand::Drain { id } => drain(client, &id, json).await?,
+        ServerCommand::Undrain { id } => {
+            let r = client.undrain(&id).await?;
+            let text = format!(
+                "server {} takes placements again (status {})",
+                r.value.id, r.value.status
+            );
+            Output::new(r.json, text)
+        }
+    })
+}
+
+/// The progress bar of `slum server drain`, on stderr.
+fn drain_bar_style() -> Result<indicatif::ProgressStyle, CliError> {
+    Ok(indicatif::ProgressStyle::with_template(
+        "draining {prefix} [{bar:30}] {pos}/{len} instances {msg}",
+    )
+    .map_err(|e| CliError::Local(format!("progress bar: {e}")))?
+    .progress_chars("=> "))
+}
+
+/// `slum server drain`: starts the drain, follows it with a progress bar (on a
+/// terminal, and not with --json) until it is done, then sums it up.
+async fn drain(client: &ApiClient, id: &str, json: bool) -> Result<Output, CliError> {
+    use std::io::IsTerminal;
+    let mut reply = client.drain(id).await?;
+    let bar = if json || !std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+            .with_style(drain_bar_style()?)
+            .with_prefix(id.to_owned())
+    };
+    let stopped = loop {
+        let p = &reply.value;
+        let handled = (p.moved.len() + p.failed.len()).min(p.total);
+        bar.set_length(p.total as u64);
+        bar.set_position(handled as u64);
+        if !p.failed.is_empty() {
+            bar.set_message(format!("({} failed)", p.failed.len()));
+        }
+        if p.done {
+            break false;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+        let (progress, server) = tokio::try_join!(client.drain_progress(id), client.server(id))?;
+        reply = progress;
+        // An undrain stops the drain where it is; it will never say done.
+        if !reply.value.done && server.value.status != ServerStatus::Draining {
+            break true;
+        }
+    };
+    bar.finish_and_clear();
+    let failed = reply.value.failed.len();
+    let failure = if stopped {
+        Some(CliError::Local(format!(
+            "the drain of server {id} was stopped (undrained) before it finished"
+        )))
+    } else if failed > 0 {
+        Some(CliError::Local(format!(
+            "{failed} instance(s) or domain(s) could not be moved off server {id}; \
+             they stay there (run the drain again to retry)"
+        )))
+    } else {
+        None
+    };
+    Ok(Output {
+        text: render_drain(&reply.value),
+        json: reply.json,
+        note: None,
+        failure,
     })
 }
 
@@ -526,6 +683,17 @@ async fn tenant_command(
         TenantCommand::Show { domain } => {
             let r = client.tenant(&domain).await?;
             Output::new(r.json, render_tenant(&r.value, now))
+        }
+        TenantCommand::Update(args) => {
+            let r = client
+                .update_tenant(&args.domain, &TenantPatch::from(&args))
+                .await?;
+            let text = format!(
+                "updated tenant {}\n{}",
+                r.value.domain,
+                render_tenant(&r.value, now)
+            );
+            Output::new(r.json, text)
         }
         TenantCommand::Move { domain, to } => {
             let r = client.move_tenant(&domain, &to).await?;
@@ -556,6 +724,7 @@ async fn token_command(
                     "created token {} ({}); this secret is shown once and cannot be shown again: store it now",
                     r.value.token.id, r.value.token.name
                 )),
+                failure: None,
             }
         }
         TokenCommand::List => {
@@ -778,15 +947,26 @@ impl ServerPatch {
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// `POST /v1/tenants`.
 #[derive(Serialize)]
 pub struct NewTenant {
     domain: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     name: Option<String>,
-    server_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_id: Option<String>,
     process: String,
     instance_id: String,
+    #[serde(skip_serializing_if = "is_false")]
+    auto: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover: Option<FailoverPolicy>,
 }
 
 impl From<&TenantAddArgs> for NewTenant {
@@ -797,6 +977,24 @@ impl From<&TenantAddArgs> for NewTenant {
             server_id: a.server.clone(),
             process: a.process.clone(),
             instance_id: a.instance.clone(),
+            auto: a.auto,
+            region: a.region.clone(),
+            failover: a.failover.map(FailoverPolicy::from),
+        }
+    }
+}
+
+/// `PATCH /v1/tenants/{domain}`: only the fields given.
+#[derive(Serialize)]
+pub struct TenantPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failover: Option<FailoverPolicy>,
+}
+
+impl From<&TenantUpdateArgs> for TenantPatch {
+    fn from(a: &TenantUpdateArgs) -> Self {
+        TenantPatch {
+            failover: a.failover.map(FailoverPolicy::from),
         }
     }
 }
@@ -807,9 +1005,31 @@ struct NewInstance<'a> {
     tenant: &'a str,
     process: &'a str,
     instance_id: &'a str,
-    server_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     memory_mb: Option<i64>,
+    #[serde(skip_serializing_if = "is_false")]
+    auto: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "is_false")]
+    distinct_region: bool,
+}
+
+impl<'a> From<&'a SpawnArgs> for NewInstance<'a> {
+    fn from(a: &'a SpawnArgs) -> Self {
+        NewInstance {
+            tenant: &a.tenant,
+            process: &a.process,
+            instance_id: &a.instance,
+            server_id: a.server.as_deref(),
+            memory_mb: a.memory_mb,
+            auto: a.auto,
+            region: a.region.as_deref(),
+            distinct_region: a.other_region,
+        }
+    }
 }
 
 /// `GET /v1/status`.
@@ -819,6 +1039,16 @@ pub struct FleetStatus {
     pub servers: Vec<ServerStats>,
     pub tenants: i64,
     pub instances: i64,
+    pub down_tenants: Vec<DownTenant>,
+}
+
+/// A domain of `GET /v1/status` whose servers are all offline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DownTenant {
+    pub domain: String,
+    pub tenant: String,
+    pub servers: Vec<String>,
 }
 
 /// `POST /v1/tokens`. No `Debug`: it holds the secret.
@@ -987,6 +1217,20 @@ impl ApiClient {
         self.delete(&["servers", id]).await.map(drop)
     }
 
+    pub async fn drain(&self, id: &str) -> Result<Reply<DrainProgress>, CliError> {
+        self.call(Method::POST, &["servers", id, "drain"], &[], None)
+            .await
+    }
+
+    pub async fn drain_progress(&self, id: &str) -> Result<Reply<DrainProgress>, CliError> {
+        self.get(&["servers", id, "drain"]).await
+    }
+
+    pub async fn undrain(&self, id: &str) -> Result<Reply<Server>, CliError> {
+        self.call(Method::POST, &["servers", id, "undrain"], &[], None)
+            .await
+    }
+
     pub async fn list_tenants(&self, server: Option<&str>) -> Result<Reply<Vec<Tenant>>, CliError> {
         let query: Vec<(&str, &str)> = server.map(|s| ("server", s)).into_iter().collect();
         self.call(Method::GET, &["tenants"], &query, None).await
@@ -998,6 +1242,14 @@ impl ApiClient {
 
     pub async fn add_tenant(&self, t: &NewTenant) -> Result<Reply<Tenant>, CliError> {
         self.send(Method::POST, &["tenants"], t).await
+    }
+
+    pub async fn update_tenant(
+        &self,
+        domain: &str,
+        p: &TenantPatch,
+    ) -> Result<Reply<Tenant>, CliError> {
+        self.send(Method::PATCH, &["tenants", domain], p).await
     }
 
     pub async fn move_tenant(&self, domain: &str, to: &str) -> Result<Reply<Tenant>, CliError> {
@@ -1019,14 +1271,8 @@ impl ApiClient {
     }
 
     pub async fn spawn(&self, a: &SpawnArgs) -> Result<Reply<Instance>, CliError> {
-        let body = NewInstance {
-            tenant: &a.tenant,
-            process: &a.process,
-            instance_id: &a.instance,
-            server_id: &a.server,
-            memory_mb: a.memory_mb,
-        };
-        self.send(Method::POST, &["instances"], &body).await
+        self.send(Method::POST, &["instances"], &NewInstance::from(a))
+            .await
     }
 
     pub async fn stop(&self, key: &str) -> Result<Stop, CliError> {
@@ -1258,6 +1504,7 @@ pub fn render_tenant(t: &Tenant, now: DateTime<Utc>) -> String {
         ("process", t.process.clone()),
         ("instance", t.instance_id.clone()),
         ("routes to", t.instance_key()),
+        ("failover", t.failover.as_str().to_owned()),
         ("created", format_when(now, t.created_at)),
     ])
 }
@@ -1306,19 +1553,17 @@ pub fn render_instances(instances: &[InstanceStatus]) -> String {
 }
 
 /// The fleet at a glance; `servers` supplies what the stats lack (last seen).
-pub fn render_status(status: &FleetStatus, servers: &[Server], now: DateTime<Utc>) -> String {
+/// The fleet at a glance: each server's state, when it last answered a health
+/// check and its capacity, then the domains no server can serve now.
+pub fn render_status(status: &FleetStatus, now: DateTime<Utc>) -> String {
     let rows = status
         .servers
         .iter()
         .map(|st| {
-            let last_seen = servers
-                .iter()
-                .find(|s| s.id == st.server_id)
-                .and_then(|s| s.last_seen);
             vec![
                 st.server_id.clone(),
                 st.status.to_string(),
-                format_ago(now, last_seen),
+                format_ago(now, st.last_seen),
                 mb(st.used_mb),
                 mb(st.capacity_mb),
                 mb(st.free_mb),
@@ -1348,6 +1593,18 @@ pub fn render_status(status: &FleetStatus, servers: &[Server], now: DateTime<Utc
             out.push_str(&format!("\n{}: {e}", st.server_id));
         }
     }
+    if !status.down_tenants.is_empty() {
+        let rows = status
+            .down_tenants
+            .iter()
+            .map(|d| vec![d.domain.clone(), d.tenant.clone(), d.servers.join(", ")])
+            .collect();
+        out.push_str(&format!(
+            "\n\ndown: {} domain(s) whose servers are offline\n{}",
+            status.down_tenants.len(),
+            table(&["DOMAIN", "TENANT", "OFFLINE SERVERS"], rows, &[])
+        ));
+    }
     out.push_str(&format!(
         "\n\n{} server(s), {} tenant(s), {} instance(s)",
         status.servers.len(),
@@ -1355,6 +1612,34 @@ pub fn render_status(status: &FleetStatus, servers: &[Server], now: DateTime<Utc
         status.instances
     ));
     out
+}
+
+/// What a drain did: one summary line, then what moved where and why anything
+/// failed.
+pub fn render_drain(p: &DrainProgress) -> String {
+    let verb = if p.done {
+        "drained"
+    } else {
+        "stopped draining"
+    };
+    let mut out = vec![format!(
+        "{verb} server {}: moved {}, re-homed {}, failed {}",
+        p.server,
+        p.moved.len(),
+        p.rehomed.len(),
+        p.failed.len()
+    )];
+    for (title, items) in [
+        ("moved", &p.moved),
+        ("re-homed", &p.rehomed),
+        ("failed", &p.failed),
+    ] {
+        if !items.is_empty() {
+            out.push(format!("{title}:"));
+            out.extend(items.iter().map(|i| format!("  {i}")));
+        }
+    }
+    out.join("\n")
 }
 
 pub fn render_tokens(tokens: &[ApiToken], now: DateTime<Utc>) -> String {
@@ -1554,6 +1839,161 @@ mod tests {
     }
 
     #[test]
+    fn tenant_add_takes_a_server_or_auto_and_a_failover_policy() {
+        let e = parse(&[
+            "tenant",
+            "add",
+            "c1.test",
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let both = [
+            "tenant",
+            "add",
+            "c1.test",
+            "--server",
+            "east",
+            "--auto",
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+        ];
+        assert_eq!(
+            parse(&both).unwrap_err().kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+        let region_alone = [
+            "tenant",
+            "add",
+            "c1.test",
+            "--server",
+            "east",
+            "--region",
+            "eu",
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+        ];
+        assert_eq!(
+            parse(&region_alone).unwrap_err().kind(),
+            clap::error::ErrorKind::ArgumentConflict
+        );
+        let cli = parse(&[
+            "tenant",
+            "add",
+            "c1.test",
+            "--auto",
+            "--region",
+            "eu",
+            "--failover",
+            "respawn",
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+        ])
+        .expect("parses");
+        let Command::Tenant(TenantCommand::Add(a)) = cli.command else {
+            panic!("not tenant add");
+        };
+        assert_eq!(
+            serde_json::to_value(NewTenant::from(&a)).expect("json"),
+            serde_json::json!({"domain": "c1.test", "auto": true, "region": "eu",
+                               "failover": "respawn", "process": "api", "instance_id": "prod"})
+        );
+        let cli = parse(&["tenant", "update", "c1.test", "--failover", "none"]).expect("parses");
+        let Command::Tenant(TenantCommand::Update(u)) = cli.command else {
+            panic!("not tenant update");
+        };
+        assert_eq!(
+            serde_json::to_value(TenantPatch::from(&u)).expect("json"),
+            serde_json::json!({"failover": "none"})
+        );
+        let e = parse(&["tenant", "update", "c1.test"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let e = parse(&["tenant", "update", "c1.test", "--failover", "pray"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn spawn_auto_asks_for_another_region() {
+        let cli = parse(&[
+            "spawn",
+            "c1",
+            "--process",
+            "api",
+            "--instance",
+            "backup",
+            "--auto",
+            "--other-region",
+        ])
+        .expect("parses");
+        let Command::Spawn(a) = cli.command else {
+            panic!("not spawn");
+        };
+        assert_eq!(
+            serde_json::to_value(NewInstance::from(&a)).expect("json"),
+            serde_json::json!({"tenant": "c1", "process": "api", "instance_id": "backup",
+                               "auto": true, "distinct_region": true})
+        );
+        let e = parse(&["spawn", "c1", "--process", "api", "--instance", "b"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let e = parse(&[
+            "spawn",
+            "c1",
+            "--process",
+            "api",
+            "--instance",
+            "b",
+            "--server",
+            "s1",
+            "--other-region",
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn the_drain_progress_bar_template_is_valid() {
+        assert!(drain_bar_style().is_ok());
+    }
+
+    #[test]
+    fn a_drain_summary_counts_and_lists_what_happened() {
+        let p = DrainProgress {
+            server: "s1".into(),
+            total: 2,
+            moved: vec!["a:prod -> s2".into()],
+            failed: vec!["b:prod: no usable server has 128 MB free".into()],
+            rehomed: vec!["c.test -> s2".into()],
+            done: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            render_drain(&p),
+            "drained server s1: moved 1, re-homed 1, failed 1\n\
+             moved:\n  a:prod -> s2\n\
+             re-homed:\n  c.test -> s2\n\
+             failed:\n  b:prod: no usable server has 128 MB free"
+        );
+        let empty = DrainProgress {
+            server: "s1".into(),
+            done: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            render_drain(&empty),
+            "drained server s1: moved 0, re-homed 0, failed 0"
+        );
+    }
+
+    #[test]
     fn secrets_never_show_in_debug() {
         let cli = parse(&["--token", "hunter2", "status"]).expect("parses");
         assert!(!format!("{cli:?}").contains("hunter2"));
@@ -1701,6 +2141,7 @@ mod tests {
             reachable: false,
             running: None,
             error: Some("connection refused".into()),
+            last_seen: None,
         };
         let out = render_server(
             &server("east", "http://east:8000", 128),
@@ -1731,11 +2172,17 @@ mod tests {
                 reachable: false,
                 running: None,
                 error: Some("timed out".into()),
+                last_seen: Some(at(-30)),
             }],
             tenants: 4,
             instances: 2,
+            down_tenants: vec![DownTenant {
+                domain: "acme.example.com".into(),
+                tenant: "acme".into(),
+                servers: vec!["east".into(), "west".into()],
+            }],
         };
-        let out = render_status(&status, &[server("east", "http://e", 256)], at(0));
+        let out = render_status(&status, at(0));
         let row = out.lines().nth(1).expect("row");
         for cell in [
             "east", "online", "30s ago", "256 MB", "1024 MB", "768 MB", "no",
@@ -1743,6 +2190,26 @@ mod tests {
             assert!(row.contains(cell), "{cell} missing in {row}");
         }
         assert!(out.contains("\neast: timed out"), "{out}");
+        assert!(
+            out.contains("down: 1 domain(s) whose servers are offline\nDOMAIN"),
+            "{out}"
+        );
+        let down = out
+            .lines()
+            .find(|l| l.starts_with("acme.example.com"))
+            .expect("down row");
+        assert_eq!(
+            down.split_whitespace().collect::<Vec<_>>(),
+            ["acme.example.com", "acme", "east,", "west"]
+        );
+        let quiet = render_status(
+            &FleetStatus {
+                down_tenants: vec![],
+                ..status.clone()
+            },
+            at(0),
+        );
+        assert!(!quiet.contains("down:"), "{quiet}");
         assert!(
             out.ends_with("1 server(s), 4 tenant(s), 2 instance(s)"),
             "{out}"

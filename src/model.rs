@@ -348,6 +348,9 @@ pub struct ServerStats {
     pub running: Option<i64>,
     /// Why the server could not be asked, when it could not.
     pub error: Option<String>,
+    /// When the server last answered a health check.
+    #[serde(default)]
+    pub last_seen: Option<DateTime<Utc>>,
 }
 
 /// The live status of one instance.

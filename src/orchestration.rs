@@ -258,6 +258,7 @@ impl SlumDb {
             reachable: live.is_ok(),
             running: live.as_ref().ok().map(|l| l.len() as i64),
             error: live.err().map(|e| e.to_string()),
+            last_seen: server.last_seen,
         })
     }
 

@@ -134,6 +134,24 @@ impl Api {
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
 
+    /// Registers a real tenement server, with the region and capacity given.
+    async fn add_real_server(
+        &self,
+        server: &slum::local_fleet::LocalServer,
+        region: Option<&str>,
+        capacity_mb: i64,
+    ) {
+        let r = server.record();
+        let (status, body) = self
+            .post(
+                "/v1/servers",
+                json!({"id": r.id, "url": r.url, "capacity_mb": capacity_mb, "region": region,
+                       "token": r.token, "domain": r.domain}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+
     /// Where the router would send a request for `host` right now.
     fn route(&self, host: &str) -> Decision {
         self.state.routes.current().route(host)
@@ -211,6 +229,9 @@ async fn every_v1_route_refuses_a_missing_or_wrong_token() {
         ),
         (Method::DELETE, "/v1/servers/spare".into(), None),
         (Method::GET, "/v1/servers/east/stats".into(), None),
+        (Method::POST, "/v1/servers/east/drain".into(), None),
+        (Method::GET, "/v1/servers/east/drain".into(), None),
+        (Method::POST, "/v1/servers/east/undrain".into(), None),
         (Method::GET, "/v1/tenants".into(), None),
         (
             Method::POST,
@@ -1113,4 +1134,329 @@ async fn spawn_move_and_stop_through_the_api_on_real_servers() {
     let (_, on_s2) = api.get("/v1/servers/s2/stats").await;
     assert_eq!(on_s2["running"], 0, "{on_s2}");
     assert!(matches!(api.route("alice.example.com"), Decision::Spawn(_)));
+}
+
+/// The server the router sends `host` to, or a panic naming the decision.
+fn forwarded_to(api: &Api, host: &str) -> String {
+    match api.route(host) {
+        Decision::Forward { primary, .. } => primary.upstream.server_id.clone(),
+        other => panic!("expected Forward for {host}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn placement_is_named_once_and_the_failover_policy_round_trips() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    let before = api.dump().await;
+    let base = json!({"domain": "acme.example.com", "process": "api", "instance_id": "prod"});
+    let with = |extra: Value| {
+        let mut body = base.clone();
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body
+    };
+    for (extra, field) in [
+        (json!({}), "server_id"),
+        (json!({"server_id": "east", "auto": true}), "server_id"),
+        (json!({"server_id": "east", "region": "eu"}), "region"),
+    ] {
+        let (status, body) = api.post("/v1/tenants", with(extra.clone())).await;
+        let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], field, "{extra}: {body}");
+    }
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "acme", "process": "api", "instance_id": "prod",
+                   "server_id": "east", "distinct_region": true}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "distinct_region", "{body}");
+    let (status, body) = api
+        .post(
+            "/v1/tenants",
+            with(json!({"server_id": "east", "failover": "sometimes"})),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("failover"),
+        "{body}"
+    );
+    assert_eq!(before, api.dump().await, "nothing was added");
+
+    // The default is none; respawn is kept, changed and read back.
+    api.add_tenant("plain.example.com", "east").await;
+    let (_, plain) = api.get("/v1/tenants/plain.example.com").await;
+    assert_eq!(plain["failover"], "none");
+    let (status, t) = api
+        .post(
+            "/v1/tenants",
+            with(json!({"server_id": "east", "failover": "respawn"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    assert_eq!(t["failover"], "respawn");
+    let (_, t) = api.get("/v1/tenants/acme.example.com").await;
+    assert_eq!(t["failover"], "respawn");
+    let (status, t) = api
+        .patch("/v1/tenants/acme.example.com", json!({"failover": "none"}))
+        .await;
+    assert_eq!((status, &t["failover"]), (StatusCode::OK, &json!("none")));
+    let (status, t) = api
+        .patch(
+            "/v1/tenants/acme.example.com",
+            json!({"failover": "respawn"}),
+        )
+        .await;
+    assert_eq!(
+        (status, &t["failover"]),
+        (StatusCode::OK, &json!("respawn"))
+    );
+    let stored = api
+        .db()
+        .get_tenant_by_domain("acme.example.com")
+        .await
+        .expect("tenant");
+    assert_eq!(stored.failover, slum::FailoverPolicy::Respawn);
+}
+
+#[tokio::test]
+async fn status_lists_the_domains_whose_servers_are_offline() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_server("west", 1024).await;
+    api.add_tenant("b.example.com", "east").await;
+    api.add_tenant("a.example.com", "east").await;
+    api.add_tenant("c.example.com", "west").await;
+    let (status, body) = api.get("/v1/status").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["down_tenants"], json!([]), "{body}");
+    assert!(
+        body["servers"][0]
+            .as_object()
+            .is_some_and(|s| s.contains_key("last_seen")),
+        "{body}"
+    );
+
+    let (status, _) = api
+        .patch("/v1/servers/east", json!({"status": "offline"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = api.get("/v1/status").await;
+    assert_eq!(
+        body["down_tenants"],
+        json!([
+            {"domain": "a.example.com", "tenant": "a", "servers": ["east"]},
+            {"domain": "b.example.com", "tenant": "b", "servers": ["east"]},
+        ]),
+        "{body}"
+    );
+    assert_eq!(body["servers"][0]["status"], "offline", "{body}");
+
+    let (status, _) = api
+        .patch("/v1/servers/east", json!({"status": "online"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = api.get("/v1/status").await;
+    assert_eq!(body["down_tenants"], json!([]), "{body}");
+}
+
+/// Automatic placement on real servers: the most free usable server, the
+/// region when asked, never beside a sibling, and a clear 507 with nothing
+/// changed when no server has room.
+#[tokio::test]
+async fn auto_placement_picks_the_most_free_server_and_refuses_when_full() {
+    let fleet = common::fleet(2).await;
+    let s1 = fleet.server("s1").expect("s1");
+    let s2 = fleet.server("s2").expect("s2");
+    let api = Api::start().await;
+    api.add_real_server(s1, Some("eu"), 256).await;
+    api.add_real_server(s2, Some("us"), 512).await;
+
+    let (status, alice) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "alice.example.com", "process": "api", "instance_id": "prod",
+                   "auto": true, "failover": "respawn"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{alice}");
+    assert_eq!(
+        (&alice["server_id"], &alice["failover"]),
+        (&json!("s2"), &json!("respawn")),
+        "the most free server: {alice}"
+    );
+    assert_eq!(
+        ask(s2, "alice", "api").await.trim(),
+        "tenant=alice process=api server=s2"
+    );
+    assert_eq!(forwarded_to(&api, "alice.example.com"), "s2");
+
+    // In the region asked for, though s2 has more room.
+    let (status, bob) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "bob.example.com", "process": "api", "instance_id": "prod",
+                   "auto": true, "region": "eu"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{bob}");
+    assert_eq!(bob["server_id"], "s1", "{bob}");
+    assert_eq!(
+        ask(s1, "bob", "api").await.trim(),
+        "tenant=bob process=api server=s1"
+    );
+
+    // A backup never shares its primary's server, even the one with more room.
+    let (status, backup) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "alice", "process": "api", "instance_id": "backup", "auto": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{backup}");
+    assert_eq!(backup["server_id"], "s1", "{backup}");
+
+    // s1 (eu) is full now: refused, naming the need, with nothing changed.
+    let before = api.dump().await;
+    let (status, body) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "carol.example.com", "process": "api", "instance_id": "prod",
+                   "auto": true, "region": "eu"}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::INSUFFICIENT_STORAGE, "no_room");
+    assert_eq!(e["requested_mb"], 128, "{body}");
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("region 'eu'"),
+        "{body}"
+    );
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "dave", "process": "api", "instance_id": "prod", "auto": true,
+                   "memory_mb": 512}),
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::INSUFFICIENT_STORAGE, "no_room");
+    assert_eq!(e["requested_mb"], 512, "{body}");
+    assert_eq!(
+        before,
+        api.dump().await,
+        "a refused placement changes nothing"
+    );
+    let (_, gone) = api.get("/v1/tenants/carol.example.com").await;
+    assert_eq!(gone["error"]["kind"], "not_found", "{gone}");
+}
+
+/// Drain and undrain through the API on two real servers: every instance
+/// leaves the drained server, domains without one are re-homed, and the server
+/// takes placements again after undrain.
+#[tokio::test]
+async fn drain_moves_every_instance_off_a_server_and_undrain_reopens_it() {
+    let fleet = common::fleet(2).await;
+    let s1 = fleet.server("s1").expect("s1");
+    let s2 = fleet.server("s2").expect("s2");
+    let api = Api::start().await;
+    api.add_real_server(s1, None, 1024).await;
+    api.add_real_server(s2, None, 1024).await;
+    for name in ["alice", "bob"] {
+        api.add_tenant(&format!("{name}.example.com"), "s1").await;
+        let (status, body) = api
+            .post(
+                "/v1/instances",
+                json!({"tenant": name, "process": "api", "instance_id": "prod", "server_id": "s1"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    // Homed on s1, never started.
+    api.add_tenant("carol.example.com", "s1").await;
+
+    let (status, body) = api.get("/v1/servers/s1/drain").await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!((&e["key"], &e["server"]), (&json!("s1"), &json!("s1")));
+    assert!(
+        e["message"].as_str().unwrap_or("").contains("no drain"),
+        "{body}"
+    );
+    let (status, body) = api.post("/v1/servers/nosuch/drain", json!({})).await;
+    error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    let (status, started) = api.post("/v1/servers/s1/drain", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{started}");
+    assert_eq!(started["server"], "s1");
+    let (_, s1_record) = api.get("/v1/servers/s1").await;
+    assert_eq!(s1_record["status"], "draining");
+    // No new placement on a draining server.
+    let (status, body) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "dave", "process": "api", "instance_id": "prod", "server_id": "s1"}),
+        )
+        .await;
+    error_of(status, &body, StatusCode::CONFLICT, "server_unavailable");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let progress = loop {
+        let (status, p) = api.get("/v1/servers/s1/drain").await;
+        assert_eq!(status, StatusCode::OK, "{p}");
+        if p["done"] == true {
+            break p;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "drain stalled: {p}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(progress["total"], 2, "{progress}");
+    assert_eq!(progress["failed"], json!([]), "{progress}");
+    let mut moved: Vec<&str> = progress["moved"]
+        .as_array()
+        .expect("moved")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    moved.sort();
+    assert_eq!(moved, ["alice:prod -> s2", "bob:prod -> s2"], "{progress}");
+    assert_eq!(
+        progress["rehomed"],
+        json!(["carol.example.com -> s2"]),
+        "{progress}"
+    );
+
+    let (_, on_s1) = api.get("/v1/instances?server=s1").await;
+    assert_eq!(on_s1, json!([]), "no instance left on s1");
+    let (_, homed) = api.get("/v1/tenants?server=s1").await;
+    assert_eq!(homed, json!([]), "no domain left on s1");
+    let (_, stats) = api.get("/v1/servers/s1/stats").await;
+    assert_eq!(
+        (&stats["running"], &stats["used_mb"]),
+        (&json!(0), &json!(0)),
+        "{stats}"
+    );
+    for name in ["alice", "bob"] {
+        assert_eq!(forwarded_to(&api, &format!("{name}.example.com")), "s2");
+        assert_eq!(
+            ask(s2, name, "api").await.trim(),
+            format!("tenant={name} process=api server=s2")
+        );
+    }
+
+    let (status, server) = api.post("/v1/servers/s1/undrain", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{server}");
+    assert_eq!(server["id"], "s1");
+    assert_ne!(server["status"], "draining", "{server}");
+    // s1 is usable again, and now the most free.
+    let (status, inst) = api
+        .post(
+            "/v1/instances",
+            json!({"tenant": "dave", "process": "api", "instance_id": "prod", "auto": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{inst}");
+    assert_eq!(inst["server_id"], "s1", "{inst}");
 }

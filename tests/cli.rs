@@ -210,6 +210,26 @@ impl Serve {
         .ok();
     }
 
+    /// Adds a real tenement server with its token (from a file) and domain.
+    fn add_real_server(&self, server: &slum::local_fleet::LocalServer, capacity_mb: &str) {
+        let token_file = self.dir.path().join(format!("{}.token", server.name));
+        std::fs::write(&token_file, &server.token).expect("token file");
+        self.run(&[
+            "server",
+            "add",
+            &server.name,
+            "--url",
+            &server.url(),
+            "--capacity-mb",
+            capacity_mb,
+            "--token-file",
+            &token_file.to_string_lossy(),
+            "--domain",
+            &server.domain,
+        ])
+        .ok();
+    }
+
     /// Sends SIGTERM and waits for the exit.
     fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")
@@ -414,6 +434,19 @@ fn tenant_add_list_show_move_remove() {
     let show = show.ok();
     assert!(show.contains("server:     east"), "{show}");
     assert!(show.contains("routes to:  customer-1:prod"), "{show}");
+    assert!(show.contains("failover:   none"), "{show}");
+    let updated = slum.run(&[
+        "tenant",
+        "update",
+        "customer-1.example.com",
+        "--failover",
+        "respawn",
+    ]);
+    assert!(updated.ok().contains("failover:   respawn"), "{updated:#?}");
+    let json = slum
+        .run(&["--json", "tenant", "show", "customer-1.example.com"])
+        .json();
+    assert_eq!(json["failover"], "respawn");
 
     // No instance runs yet, so the move only changes the home server.
     let moved = slum.run(&["tenant", "move", "customer-1.example.com", "--to", "west"]);
@@ -835,4 +868,184 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     let ps = slum.run(&["ps"]);
     let bob = row(ps.ok(), "bob:prod");
     assert_eq!(bob[3], "unknown", "{ps:#?}");
+}
+
+#[test]
+fn status_lists_tenants_whose_servers_are_down() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    slum.run(&[
+        "tenant",
+        "add",
+        "acme.example.com",
+        "--server",
+        "east",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ])
+    .ok();
+    slum.run(&["server", "update", "east", "--status", "offline"])
+        .ok();
+    let status = slum.run(&["status"]);
+    let status = status.ok();
+    let east = row(status, "east");
+    assert_eq!(&east[..3], ["east", "offline", "never"], "{status}");
+    assert!(
+        status.contains("down: 1 domain(s) whose servers are offline"),
+        "{status}"
+    );
+    assert_eq!(
+        row(status, "acme.example.com"),
+        ["acme.example.com", "acme", "east"],
+        "{status}"
+    );
+    let json = slum.run(&["--json", "status"]).json();
+    assert_eq!(json["down_tenants"][0]["domain"], "acme.example.com");
+    assert_eq!(
+        json["down_tenants"][0]["servers"],
+        serde_json::json!(["east"])
+    );
+}
+
+/// `tenant add --auto`, `spawn --auto`, `server drain` (a failing one, then a
+/// complete one) and `server undrain` against two real tenement servers.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_placement_drain_and_undrain_on_real_servers() {
+    let fleet = common::fleet(2).await;
+    let s1 = fleet.server("s1").expect("s1");
+    let s2 = fleet.server("s2").expect("s2");
+    let slum = Serve::start();
+    slum.add_real_server(s1, "1024");
+    slum.add_real_server(s2, "512");
+
+    // The most free server takes each new tenant: s1 (1024, 896, 768 free)
+    // over s2 (512).
+    for name in ["alice", "bob", "carol"] {
+        let added = slum.run(&[
+            "tenant",
+            "add",
+            &format!("{name}.example.com"),
+            "--auto",
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+        ]);
+        assert!(added.ok().contains("server:     s1"), "{added:#?}");
+    }
+    // Carol's backup cannot share her primary's server.
+    let backup = slum.run(&[
+        "spawn",
+        "carol",
+        "--process",
+        "api",
+        "--instance",
+        "backup",
+        "--auto",
+    ]);
+    assert_eq!(
+        backup.ok().trim(),
+        "spawned carol:backup (api) on server s2: 128 MB reserved, running"
+    );
+    slum.run(&[
+        "tenant",
+        "add",
+        "dave.example.com",
+        "--server",
+        "s1",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ])
+    .ok();
+    // No room anywhere in a region that has no server: one clear line.
+    let refused = slum.run(&[
+        "tenant",
+        "add",
+        "erin.example.com",
+        "--auto",
+        "--region",
+        "mars",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+    ]);
+    assert_eq!(
+        refused.error_line(),
+        "error: no usable server in region 'mars' has 128 MB free"
+    );
+
+    // carol:prod has nowhere to go (s2 holds her backup): the drain moves the
+    // others, says why carol stayed, and fails.
+    let first = slum.run(&["server", "drain", "s1"]);
+    assert_eq!(first.code, Some(1), "{first:#?}");
+    let summary = &first.stdout;
+    assert!(
+        summary.starts_with("drained server s1: moved 2, re-homed "),
+        "{first:#?}"
+    );
+    assert!(summary.contains(", failed 1\n"), "{first:#?}");
+    assert!(summary.contains("\n  alice:prod -> s2"), "{first:#?}");
+    assert!(summary.contains("\n  bob:prod -> s2"), "{first:#?}");
+    assert!(summary.contains("\n  dave.example.com -> s2"), "{first:#?}");
+    assert!(
+        summary.contains("failed:\n  carol:prod: no usable server"),
+        "{first:#?}"
+    );
+    assert_eq!(
+        first.stderr.lines().collect::<Vec<_>>(),
+        [
+            "error: 1 instance(s) or domain(s) could not be moved off server s1; \
+          they stay there (run the drain again to retry)"
+        ],
+        "no progress bar without a terminal: {first:#?}"
+    );
+    let status = slum.run(&["status"]);
+    assert_eq!(row(status.ok(), "s1")[1], "draining", "{status:#?}");
+    let ps = slum.run(&["ps", "--server", "s1"]);
+    assert_eq!(row(ps.ok(), "carol:prod")[2], "s1", "{ps:#?}");
+
+    // Without the backup in the way, a second drain empties the server.
+    slum.run(&["stop", "carol:backup"]).ok();
+    let second = slum.run(&["--json", "server", "drain", "s1"]).json();
+    assert_eq!(second["done"], true, "{second}");
+    assert_eq!(second["failed"], serde_json::json!([]), "{second}");
+    assert_eq!(
+        second["moved"],
+        serde_json::json!(["carol:prod -> s2"]),
+        "{second}"
+    );
+    let ps = slum.run(&["--json", "ps", "--server", "s1"]).json();
+    assert_eq!(ps, Value::Array(vec![]), "no instance left on s1");
+    let ps = slum.run(&["ps", "--server", "s2"]);
+    for key in ["alice:prod", "bob:prod", "carol:prod"] {
+        assert_eq!(row(ps.ok(), key)[3], "running", "{ps:#?}");
+    }
+    // The moved tenants answer through the router from s2.
+    let router = slum.router;
+    let answer =
+        tokio::task::spawn_blocking(move || http_get_host(router, "/", "carol.example.com"))
+            .await
+            .expect("join")
+            .expect("router answers");
+    assert!(
+        answer.contains("tenant=carol process=api server=s2"),
+        "{answer}"
+    );
+
+    let undrained = slum.run(&["server", "undrain", "s1"]);
+    assert!(
+        undrained
+            .ok()
+            .starts_with("server s1 takes placements again"),
+        "{undrained:#?}"
+    );
+    let status = slum.run(&["status"]);
+    assert_ne!(row(status.ok(), "s1")[1], "draining", "{status:#?}");
+    let gone = slum.run(&["server", "drain", "nosuch"]);
+    assert_eq!(gone.error_line(), "error: server 'nosuch' not found");
 }
