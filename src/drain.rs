@@ -94,7 +94,13 @@ impl Drains {
     pub async fn undrain(&self, state: &AppState, server_id: &str) -> Result<()> {
         let mut server = state.db.get_server(server_id).await?;
         if let Some(job) = lock(&self.jobs).get(server_id) {
-            job.task.abort();
+            if !job.task.is_finished() {
+                job.task.abort();
+                let mut p = lock(&job.progress);
+                p.failed.push("drain stopped by undrain".into());
+                p.done = true;
+                p.finished_at = Some(Utc::now());
+            }
         }
         if server.status == ServerStatus::Draining {
             server.status = ServerStatus::Unknown;
@@ -151,10 +157,22 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
         })
         .await;
 
-    // Domains still homed here (their instance lives elsewhere, or they were
-    // never started) get a new home, so that a first request starts them there.
+    // Domains still homed here whose instance lives elsewhere, or that were
+    // never started, get a new home, so that a first request starts them there.
+    // Those whose instance could not move stay with it.
     let servers = state.db.list_servers().await?;
+    let still_here: Vec<_> = state
+        .db
+        .list_instance_records()
+        .await?
+        .into_iter()
+        .filter(|i| i.server_id == server_id)
+        .map(|i| i.key())
+        .collect();
     for mut tenant in state.db.list_tenants_on_server(server_id).await? {
+        if still_here.contains(&tenant.instance_key()) {
+            continue;
+        }
         let Some(home) = placement::most_free(&servers, server.region.as_deref(), 0)
             .or_else(|| placement::most_free(&servers, None, 0))
         else {
