@@ -629,10 +629,15 @@ async fn update_server(
     if let Some(domain) = changes.domain {
         server.domain = domain;
     }
-    if let Some(status) = changes.status {
-        server.status = status;
+    // Without a status in the patch, the status health checks keep writing is
+    // left alone rather than overwritten with the one read above.
+    match changes.status {
+        Some(status) => {
+            server.status = status;
+            state.db.update_server(&server).await?;
+        }
+        None => state.db.update_server_settings(&server).await?,
     }
-    state.db.update_server(&server).await?;
     state.fleet_changed().await;
     Ok(Json(state.db.get_server(&id).await?))
 }

@@ -114,14 +114,18 @@ impl SlumDb {
     }
 
     /// Records a server's health as decided by a health check: its status and,
-    /// when it answered, the time it was seen.
+    /// when it answered, the time it was seen; only if its status is still
+    /// `expected`. Returns whether it was written.
     pub async fn record_server_health(
         &self,
         id: &str,
+        expected: crate::model::ServerStatus,
         status: crate::model::ServerStatus,
         last_seen: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<()> {
-        self.store.set_server_health(id, status, last_seen).await
+    ) -> Result<bool> {
+        self.store
+            .set_server_health(id, expected, status, last_seen)
+            .await
     }
 
     /// The fleet settings.
@@ -145,7 +149,14 @@ impl SlumDb {
     /// Replaces a server's url, region, capacity, token, domain and status.
     pub async fn update_server(&self, server: &Server) -> Result<()> {
         let server = validation::server(server)?;
-        self.store.update_server(&server).await
+        self.store.update_server(&server, true).await
+    }
+
+    /// Replaces a server's url, region, capacity, token and domain, leaving its
+    /// status to whoever else changes it meanwhile (health checks, drains).
+    pub async fn update_server_settings(&self, server: &Server) -> Result<()> {
+        let server = validation::server(server)?;
+        self.store.update_server(&server, false).await
     }
 
     /// Removes a server that no tenant or instance points at.

@@ -142,10 +142,13 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
                 let key = inst.key();
                 let moved = async {
                     let target = state.db.choose_target(&inst, region.as_deref()).await?;
-                    let prepared = state.db.prepare_move(&key, &target.id).await?;
-                    state.db.switch_move(&prepared).await?;
-                    state.fleet_changed().await;
-                    Ok::<_, crate::Error>(state.db.complete_move(&prepared, grace).await)
+                    let reload = state.clone();
+                    state
+                        .db
+                        .relocate(&key, &target.id, grace, move || async move {
+                            reload.fleet_changed().await
+                        })
+                        .await
                 }
                 .await;
                 let mut p = lock(progress);

@@ -91,11 +91,14 @@ pub async fn server_went_offline(state: &AppState, server: &str) {
                 let key = inst.key();
                 let result = async {
                     let target = state.db.choose_target(&inst, region.as_deref()).await?;
-                    let prepared = state.db.prepare_move(&key, &target.id).await?;
-                    state.db.switch_move(&prepared).await?;
-                    state.fleet_changed().await;
+                    let reload = state.clone();
                     // The old server is down: no requests can still be on their way.
-                    Ok::<_, crate::Error>(state.db.complete_move(&prepared, Duration::ZERO).await)
+                    state
+                        .db
+                        .relocate(&key, &target.id, Duration::ZERO, move || async move {
+                            reload.fleet_changed().await
+                        })
+                        .await
                 }
                 .await;
                 match result {

@@ -191,14 +191,25 @@ impl HealthMonitor {
         .await;
         let mut transitions = Vec::new();
         for (u, ok) in outcomes {
-            let (t, seen_due) = self.feed(&u.server_id, u.status, ok);
+            // The status now, not at the start of the round: it may have changed
+            // while the probes ran.
+            let Some(stored) = state
+                .routes
+                .current()
+                .upstream(&u.server_id)
+                .map(|u| u.status)
+            else {
+                continue;
+            };
+            let (t, seen_due) = self.feed(&u.server_id, stored, ok);
             if let Some(t) = t {
-                self.apply(state, &t).await;
-                transitions.push(t);
+                if self.apply(state, &t).await {
+                    transitions.push(t);
+                }
             } else if seen_due {
                 let _ = state
                     .db
-                    .record_server_health(&u.server_id, u.status, Some(Utc::now()))
+                    .record_server_health(&u.server_id, stored, stored, Some(Utc::now()))
                     .await;
             }
         }
@@ -221,18 +232,28 @@ impl HealthMonitor {
             return None;
         }
         let (t, _) = self.feed(server, stored, false);
-        if let Some(t) = &t {
-            self.apply(state, t).await;
+        match t {
+            Some(t) if self.apply(state, &t).await => Some(t),
+            _ => None,
         }
-        t
     }
 
     /// Makes a transition durable and visible: stored with its time, logged,
-    /// counted, routed.
-    async fn apply(&self, state: &AppState, t: &Transition) {
+    /// counted, routed. Returns false when the stored status was no longer the
+    /// one the transition started from (someone else changed it first): the
+    /// table is reloaded and the monitor adopts it on the next outcome.
+    async fn apply(&self, state: &AppState, t: &Transition) -> bool {
         let seen = (t.to == ServerStatus::Online).then(Utc::now);
-        match state.db.record_server_health(&t.server, t.to, seen).await {
-            Ok(()) => {
+        match state
+            .db
+            .record_server_health(&t.server, t.from, t.to, seen)
+            .await
+        {
+            Ok(false) => {
+                state.fleet_changed().await;
+                false
+            }
+            Ok(true) => {
                 if t.to == ServerStatus::Offline {
                     tracing::warn!(server = %t.server, from = %t.from, "server is offline");
                 } else {
@@ -245,6 +266,7 @@ impl HealthMonitor {
                     .inc();
                 state.fleet_changed().await;
                 let _ = self.events.send(t.clone());
+                true
             }
             Err(e) => {
                 tracing::warn!(server = %t.server, error = %e, "could not record a health transition");
@@ -252,6 +274,7 @@ impl HealthMonitor {
                 if let Some(entry) = self.entries().get_mut(&t.server) {
                     entry.status = t.from;
                 }
+                false
             }
         }
     }

@@ -188,6 +188,12 @@ impl SlumDb {
     pub async fn stop_instance(&self, key: &str) -> Result<()> {
         let (tenant, id) = validation::instance_key(key)?;
         let instance = self.store.get_instance(&tenant, &id).await?;
+        if let Some(to) = &instance.moving_to {
+            return Err(Error::invalid(
+                "instance",
+                format!("'{key}' is moving to server '{to}'; stop it once the move is done"),
+            ));
+        }
         let server = self.store.get_server(&instance.server_id).await?;
         match self
             .client(&server)
@@ -199,16 +205,20 @@ impl SlumDb {
                 tracing::info!(instance = %key, server = %server.id, "stopped");
                 Ok(())
             }
-            Err(e) => {
+            // Only an unreachable server makes the stop pending; a server that
+            // answered and refused (a wrong token, an error) is reported as it
+            // is, and nothing changes.
+            Err(Error::ServerUnreachable { reason, .. }) => {
                 self.store
                     .set_instance_desired(&tenant, &id, DesiredState::Stopped)
                     .await?;
                 Err(Error::StopPending {
                     instance: key.to_owned(),
                     server: server.id,
-                    reason: e.to_string(),
+                    reason,
                 })
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -319,12 +329,25 @@ impl SlumDb {
                     let key = format!("{server}/{name}");
                     let r = match (by_id.get(server.as_str()), name.split_once(':')) {
                         (Some(s), Some((process, tenant))) => {
-                            match self.client(s).stop(process, tenant).await {
-                                Ok(_) => self.store.delete_pending_stop(&server, &name).await,
+                            // Claim it first: a move back may have taken the
+                            // name over since the plan was made.
+                            match self.store.delete_pending_stop(&server, &name).await {
+                                Ok(true) => match self.client(s).stop(process, tenant).await {
+                                    Ok(_) => Ok(()),
+                                    Err(e) => {
+                                        let _ = self.store.add_pending_stop(&server, &name).await;
+                                        Err(e)
+                                    }
+                                },
+                                Ok(false) => Ok(()),
                                 Err(e) => Err(e),
                             }
                         }
-                        _ => self.store.delete_pending_stop(&server, &name).await,
+                        _ => self
+                            .store
+                            .delete_pending_stop(&server, &name)
+                            .await
+                            .map(drop),
                     };
                     match r {
                         Ok(()) => report.stopped.push(key),

@@ -90,45 +90,80 @@ impl SlumDb {
     pub async fn complete_move(&self, prepared: &PreparedMove, grace: Duration) -> MoveOutcome {
         tokio::time::sleep(grace).await;
         let i = &prepared.instance;
-        let old_stopped = match self.store.get_server(&prepared.from).await {
-            Ok(old) => match self.client(&old).stop(&i.process, &i.tenant).await {
-                Ok(_) => {
-                    let _ = self
-                        .store
-                        .delete_pending_stop(&prepared.from, &i.tenement_name())
-                        .await;
-                    true
-                }
-                Err(e) => {
-                    tracing::warn!(instance = %i.key(), server = %prepared.from, error = %e,
-                        "old copy not stopped yet; reconcile will complete it");
-                    false
-                }
-            },
-            Err(_) => false,
-        };
-        MoveOutcome {
+        let name = i.tenement_name();
+        let outcome = |old_stopped| MoveOutcome {
             instance: i.key(),
             from: prepared.from.clone(),
             to: prepared.to.clone(),
             old_stopped,
+        };
+        // Claim the stop: when it is gone, the name came back to that server
+        // meanwhile (a move or spawn back onto it) and must keep running.
+        match self.store.delete_pending_stop(&prepared.from, &name).await {
+            Ok(true) => {}
+            Ok(false) => return outcome(true),
+            Err(e) => {
+                tracing::warn!(instance = %i.key(), error = %e, "cannot claim the old copy's stop");
+                return outcome(false);
+            }
+        }
+        let stopped = match self.store.get_server(&prepared.from).await {
+            Ok(old) => self.client(&old).stop(&i.process, &i.tenant).await,
+            Err(e) => Err(e),
+        };
+        match stopped {
+            Ok(_) => outcome(true),
+            Err(e) => {
+                tracing::warn!(instance = %i.key(), server = %prepared.from, error = %e,
+                    "old copy not stopped yet; reconcile will complete it");
+                if let Err(e) = self.store.add_pending_stop(&prepared.from, &name).await {
+                    tracing::warn!(instance = %i.key(), error = %e, "lost track of the old copy");
+                }
+                outcome(false)
+            }
         }
     }
 
-    /// Moves `"{tenant}:{instance_id}"` to `target` in all three steps, waiting
-    /// `grace` between the switch and the stop of the old copy. Routers in other
-    /// processes pick the switch up within their poll, so `grace` should exceed
-    /// it; a router in this process should rather use the steps and reload its
-    /// table right after [`SlumDb::switch_move`].
+    /// Moves `"{tenant}:{instance_id}"` to `target` in all three steps:
+    /// prepare, switch, then `on_switched` (a router in this process reloads its
+    /// table there), then, after `grace`, the stop of the old copy.
+    ///
+    /// The move runs in a task of its own: a caller that gives up (a client that
+    /// disconnects, a drain that is stopped) never leaves it half-way, with room
+    /// reserved on the target and a copy running there that nothing routes to.
+    pub async fn relocate<F, Fut>(
+        &self,
+        key: &str,
+        target: &str,
+        grace: Duration,
+        on_switched: F,
+    ) -> Result<MoveOutcome>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let db = self.clone();
+        let (key, target) = (key.to_owned(), target.to_owned());
+        tokio::spawn(async move {
+            let prepared = db.prepare_move(&key, &target).await?;
+            db.switch_move(&prepared).await?;
+            on_switched().await;
+            Ok(db.complete_move(&prepared, grace).await)
+        })
+        .await
+        .map_err(|e| Error::invalid("instance", format!("the move stopped: {e}")))?
+    }
+
+    /// [`SlumDb::relocate`] for callers without a router in the process: other
+    /// processes' routers pick the switch up within their poll, which `grace`
+    /// should exceed.
     pub async fn move_instance(
         &self,
         key: &str,
         target: &str,
         grace: Duration,
     ) -> Result<MoveOutcome> {
-        let prepared = self.prepare_move(key, target).await?;
-        self.switch_move(&prepared).await?;
-        Ok(self.complete_move(&prepared, grace).await)
+        self.relocate(key, target, grace, || async {}).await
     }
 
     /// Where an instance of `instance`'s tenant and process could move: the usable

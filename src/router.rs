@@ -61,7 +61,7 @@ struct Proxy {
     client: Client<HttpConnector, ProxyBody>,
     upstream_timeout: Duration,
     connect_timeout: Duration,
-    spawning: Mutex<HashMap<String, PendingSpawn>>,
+    spawning: Arc<Mutex<HashMap<String, PendingSpawn>>>,
 }
 
 /// Serves the router on `listener` until `stop` turns true, then lets in-flight
@@ -86,7 +86,7 @@ pub async fn serve(
         client,
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.fleet.connect_timeout,
-        spawning: Mutex::new(HashMap::new()),
+        spawning: Arc::default(),
     });
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -241,6 +241,8 @@ impl Proxy {
                 .or_insert_with(|| {
                     let state = self.state.clone();
                     let route = route.clone();
+                    let spawning = Arc::clone(&self.spawning);
+                    let key = key.clone();
                     let task = tokio::spawn(async move {
                         let spawned = state
                             .db
@@ -258,6 +260,12 @@ impl Proxy {
                             Err(e) => Err(Arc::new(e.to_string())),
                         };
                         state.fleet_changed().await;
+                        // Only the spawner removes the entry, once its result
+                        // is routable: a late waiter never removes a newer one.
+                        spawning
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .remove(&key);
                         result
                     });
                     async move {
@@ -269,12 +277,7 @@ impl Proxy {
                 })
                 .clone()
         };
-        let result = pending.await;
-        self.spawning
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&key);
-        result
+        pending.await
     }
 
     /// Sends the request to `primary`. A GET or HEAD without a body whose
@@ -314,7 +317,7 @@ impl Proxy {
             Ok(resp) => return self.respond(resp, client_upgrade),
             Err(f) => f,
         };
-        if failure.connection_failed() {
+        if failure.server_unreachable() {
             self.state
                 .health
                 .report_failure(&self.state, &primary.upstream.server_id)
@@ -455,6 +458,13 @@ enum Failure {
 }
 
 impl Failure {
+    /// Whether the server itself could not be reached: the passive health
+    /// signal. A connection that broke after it was made is more often one
+    /// tenant's app, or a pooled connection the server closed, than the server.
+    fn server_unreachable(&self) -> bool {
+        matches!(self, Failure::Refused(_) | Failure::ConnectTimeout)
+    }
+
     /// Whether the server failed at the connection level (the passive health
     /// signal, and the case a retry on the backup is safe for): not a slow
     /// answer, which may be the application's doing.
@@ -522,6 +532,10 @@ fn prepare_request_headers(
     upstream_host: &str,
 ) {
     strip_hop_by_hop(headers, upgrade);
+    // Forwarding headers are the router's to set: a client's are not passed on
+    // (X-Forwarded-For is appended to, below).
+    headers.remove(header::FORWARDED);
+    headers.remove(HeaderName::from_static("x-real-ip"));
     let client_ip = peer.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),

@@ -333,6 +333,9 @@ fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` only applies to a file this call creates; an existing one may be
+    // readable by others.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(secret.as_bytes())
 }
 

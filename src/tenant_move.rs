@@ -39,9 +39,8 @@ impl SlumDb {
             instance.filter(|i| i.process == tenant.process && i.desired == DesiredState::Running);
         match movable {
             Some(inst) if inst.server_id != target.id => {
-                let prepared = self.prepare_move(&inst.key(), &target.id).await?;
-                self.switch_move(&prepared).await?;
-                self.complete_move(&prepared, self.options.move_grace).await;
+                self.move_instance(&inst.key(), &target.id, self.options.move_grace)
+                    .await?;
             }
             _ if tenant.server_id == target.id => return Ok(tenant),
             _ => {

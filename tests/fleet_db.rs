@@ -657,20 +657,41 @@ async fn the_routing_version_moves_with_routing_changes_only() {
     let mut east = db.get_server("east").await.unwrap();
     east.capacity_mb = 2000;
     east.region = Some("eu".into());
-    store.update_server(&east).await.unwrap();
+    store.update_server(&east, true).await.unwrap();
     check.push(("change capacity and region only", false, moved!()));
     east.url = "http://127.0.0.1:10".into();
-    store.update_server(&east).await.unwrap();
+    store.update_server(&east, true).await.unwrap();
     check.push(("change the url", true, moved!()));
     store
-        .set_server_health("east", ServerStatus::Unknown, Some(chrono::Utc::now()))
+        .set_server_health(
+            "east",
+            ServerStatus::Unknown,
+            ServerStatus::Unknown,
+            Some(chrono::Utc::now()),
+        )
         .await
         .unwrap();
     check.push(("a health check that changes nothing", false, moved!()));
-    store
-        .set_server_health("east", ServerStatus::Online, Some(chrono::Utc::now()))
+    // A check that saw a stale status writes nothing.
+    assert!(!store
+        .set_server_health(
+            "east",
+            ServerStatus::Offline,
+            ServerStatus::Online,
+            Some(chrono::Utc::now()),
+        )
         .await
-        .unwrap();
+        .unwrap());
+    check.push(("a stale health transition", false, moved!()));
+    assert!(store
+        .set_server_health(
+            "east",
+            ServerStatus::Unknown,
+            ServerStatus::Online,
+            Some(chrono::Utc::now()),
+        )
+        .await
+        .unwrap());
     check.push(("the server comes online", true, moved!()));
 
     db.add_tenant(&tenant("a.example.com", "east"))

@@ -57,15 +57,19 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_server(&self, server: &Server) -> Result<()>;
     /// A server with its used capacity.
     async fn get_server(&self, id: &str) -> Result<Server>;
-    /// Replaces a server's settings (url, region, capacity, token, domain, status).
-    async fn update_server(&self, server: &Server) -> Result<()>;
-    /// Records a health observation.
+    /// Replaces a server's settings (url, region, capacity, token, domain) and,
+    /// with `with_status`, its status.
+    async fn update_server(&self, server: &Server, with_status: bool) -> Result<()>;
+    /// Records a health observation if the server's status is still `expected`
+    /// (compare-and-set, so that a check never writes back a status an operator
+    /// or another router changed meanwhile). Returns whether it was written.
     async fn set_server_health(
         &self,
         id: &str,
+        expected: ServerStatus,
         status: ServerStatus,
         last_seen: Option<DateTime<Utc>>,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     /// Deletes a server; `HasDependents` while tenants or instances point at it.
     async fn delete_server(&self, id: &str) -> Result<()>;
     /// All servers, each with its used capacity, in one query, ordered by id.
@@ -114,7 +118,11 @@ pub trait Store: Send + Sync + 'static {
     async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()>;
     /// Old copies still to stop, as (server id, tenement name).
     async fn list_pending_stops(&self) -> Result<Vec<(String, String)>>;
-    async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<()>;
+    /// Removes a pending stop; returns whether it was there (whoever removes it
+    /// owns the stop).
+    async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<bool>;
+    /// Records (again) that `name` is to be stopped on `server_id`.
+    async fn add_pending_stop(&self, server_id: &str, name: &str) -> Result<()>;
 
     /// Tells `changes` whenever the routing version may have moved, for as long
     /// as the receiver lives. A backend without notifications (SQLite: one router

@@ -204,10 +204,10 @@ impl Store for PostgresStore {
         server_from_row(&row)
     }
 
-    async fn update_server(&self, s: &Server) -> Result<()> {
+    async fn update_server(&self, s: &Server, with_status: bool) -> Result<()> {
         let res = sqlx::query(
             "UPDATE servers SET url = $1, region = $2, capacity_mb = $3, token = $4, domain = $5, \
-             status = $6 WHERE id = $7",
+             status = CASE WHEN $8 THEN $6 ELSE status END WHERE id = $7",
         )
         .bind(&s.url)
         .bind(&s.region)
@@ -216,6 +216,7 @@ impl Store for PostgresStore {
         .bind(&s.domain)
         .bind(s.status.as_str())
         .bind(&s.id)
+        .bind(with_status)
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 0 {
@@ -227,21 +228,25 @@ impl Store for PostgresStore {
     async fn set_server_health(
         &self,
         id: &str,
+        expected: ServerStatus,
         status: ServerStatus,
         last_seen: Option<DateTime<Utc>>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let res = sqlx::query(
-            "UPDATE servers SET status = $1, last_seen = COALESCE($2, last_seen) WHERE id = $3",
+            "UPDATE servers SET status = $1, last_seen = COALESCE($2, last_seen) \
+             WHERE id = $3 AND status = $4",
         )
         .bind(status.as_str())
         .bind(last_seen.map(millis))
         .bind(id)
+        .bind(expected.as_str())
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 0 {
-            return Err(Error::not_found(Kind::Server, id));
+            self.get_server(id).await?;
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn delete_server(&self, id: &str) -> Result<()> {
@@ -615,6 +620,13 @@ impl Store for PostgresStore {
         .bind(millis(Utc::now()))
         .execute(&mut *tx)
         .await?;
+        // An old copy of this name still pending on the target is the instance
+        // that now lives there: it must not be stopped.
+        sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
+            .bind(&to)
+            .bind(format!("{process}:{tenant}"))
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "UPDATE tenants SET server_id = $3 WHERE name = $1 AND instance_id = $2 AND process = $4",
         )
@@ -644,12 +656,25 @@ impl Store for PostgresStore {
         )
     }
 
-    async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<()> {
-        sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
+    async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<bool> {
+        let res = sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
             .bind(server_id)
             .bind(name)
             .execute(&self.pool)
             .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn add_pending_stop(&self, server_id: &str, name: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO pending_stops (server_id, name, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(server_id)
+        .bind(name)
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
