@@ -58,7 +58,7 @@ type PendingSpawn = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
 
 struct Proxy {
     state: AppState,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
     upstream_timeout: Duration,
     connect_timeout: Duration,
     spawning: Arc<Mutex<HashMap<String, PendingSpawn>>>,
@@ -75,7 +75,13 @@ pub async fn serve(
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(config.fleet.connect_timeout));
     connector.set_nodelay(true);
-    connector.enforce_http(true);
+    // https servers get TLS (webpki roots); plain http ones none.
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(256)
