@@ -412,3 +412,41 @@ async fn two_hundred_concurrent_placements_never_overbook() {
     }
     assert_eq!(slum.db().list_tenants().await.unwrap().len(), 24);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_a_tenant_under_load_loses_no_request() {
+    let fleet = fleet(2).await;
+    let slum = Slum::start(|a| a.move_grace = Some(1.0)).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("mover.com", "s1").await;
+    slum.db()
+        .spawn_instance("mover", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let load = Load::start(slum.router, vec!["mover.com".into()]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let moved = slum.db().move_tenant("mover.com", "s2").await.unwrap();
+    assert_eq!(moved.server_id, "s2");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed, errors) = load.finish().await;
+    println!(
+        "moved a tenant: {failed} of {} requests failed",
+        ok + failed
+    );
+    assert_eq!(failed, 0, "{errors:?}");
+    let body = slum.get("mover.com", "/").await;
+    assert_eq!(
+        (body.0, body.1.trim()),
+        (200, "tenant=mover process=api server=s2")
+    );
+    let s1 = fleet.server("s1").unwrap().record();
+    let left = slum
+        .db()
+        .tenement_clients()
+        .for_server(&s1)
+        .list()
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "the old copy still runs: {left:?}");
+}
