@@ -396,6 +396,12 @@ impl Table {
 }
 
 fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary
+    // without it, and a debug build of the whole benchmark would only cost minutes.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("fleet_db is a benchmark: run it with `cargo bench --bench fleet_db`");
+        return;
+    }
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
