@@ -353,7 +353,7 @@ impl InProcessRouter {
     async fn start(database: &str) -> anyhow::Result<InProcessRouter> {
         let dir = tempfile::tempdir()?;
         let args = ServeArgs {
-            database: Some(PathBuf::from(database)),
+            database: Some(PathBuf::from(database).into()),
             listen: Some("127.0.0.1:0".parse()?),
             api_listen: Some("127.0.0.1:0".parse()?),
             token_file: Some(dir.path().join("token")),

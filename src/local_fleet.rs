@@ -87,7 +87,6 @@ impl FleetSpec {
 }
 
 /// One tenement server in its namespace.
-#[derive(Debug)]
 pub struct LocalServer {
     pub name: String,
     /// Address of the server inside its namespace.
@@ -101,6 +100,19 @@ pub struct LocalServer {
     ten: PathBuf,
     child: Option<Child>,
     capacity_mb: i64,
+}
+
+impl std::fmt::Debug for LocalServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalServer")
+            .field("name", &self.name)
+            .field("ip", &self.ip)
+            .field("domain", &self.domain)
+            .field("token", &"<redacted>")
+            .field("dir", &self.dir)
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalServer {

@@ -58,6 +58,50 @@ impl AppState {
     }
 }
 
+/// Where the fleet database is: a SQLite file, or a `postgres://` URL whose
+/// password never shows in `Debug` or `Display` (both print it redacted).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseLocation(PathBuf);
+
+impl DatabaseLocation {
+    /// The location as given (with its password, for connecting).
+    pub fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for DatabaseLocation {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl From<PathBuf> for DatabaseLocation {
+    fn from(p: PathBuf) -> Self {
+        DatabaseLocation(p)
+    }
+}
+
+impl std::str::FromStr for DatabaseLocation {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseLocation(PathBuf::from(s)))
+    }
+}
+
+impl std::fmt::Display for DatabaseLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::store::postgres::redacted(&self.0.to_string_lossy()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
 /// `slum serve` flags. Every one can also be set by environment variable or in
 /// the TOML file given with `--config` (same names, with `_` for `-`).
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -67,7 +111,7 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     /// The fleet database: a SQLite file, or a `postgres://` URL.
     #[arg(long, env = "SLUM_DATABASE")]
-    pub database: Option<PathBuf>,
+    pub database: Option<DatabaseLocation>,
     /// Public listener of the router.
     #[arg(long, env = "SLUM_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -125,7 +169,7 @@ pub struct ServeArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServeFile {
-    database: Option<PathBuf>,
+    database: Option<DatabaseLocation>,
     listen: Option<SocketAddr>,
     api_listen: Option<SocketAddr>,
     token_file: Option<PathBuf>,
@@ -148,7 +192,7 @@ struct ServeFile {
 /// Resolved settings of `slum serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    pub database: PathBuf,
+    pub database: DatabaseLocation,
     pub listen: SocketAddr,
     pub api_listen: SocketAddr,
     pub token_file: PathBuf,
@@ -254,7 +298,7 @@ impl ServeConfig {
                 .database
                 .clone()
                 .or(file.database)
-                .unwrap_or_else(default_database),
+                .unwrap_or_else(|| default_database().into()),
             listen: args
                 .listen
                 .or(file.listen)
@@ -397,7 +441,7 @@ impl Serving {
             private,
         } = self;
         tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
-            database = %crate::store::postgres::redacted(&config.database.to_string_lossy()),
+            database = %config.database,
             "slum serve started");
         let follower =
             tokio::spawn(Arc::clone(&state.routes).follow(state.db.clone(), config.route_poll));
@@ -435,6 +479,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_database_password_never_shows() {
+        let args = ServeArgs {
+            database: Some("postgres://slum:hunter2@db/slum".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = ServeConfig::resolve(&args).unwrap();
+        for shown in [
+            format!("{args:?}"),
+            format!("{config:?}"),
+            config.database.to_string(),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("db/slum"), "{shown}");
+        }
+        assert_eq!(
+            config.database.as_path(),
+            Path::new("postgres://slum:hunter2@db/slum")
+        );
+    }
+
+    #[test]
     fn flags_override_the_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("slum.toml");
@@ -450,7 +515,11 @@ mod tests {
         };
         let c = ServeConfig::resolve(&args).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8081".parse().unwrap(), "flag wins");
-        assert_eq!(c.database, PathBuf::from("/var/lib/slum/fleet.db"), "file");
+        assert_eq!(
+            c.database.as_path(),
+            Path::new("/var/lib/slum/fleet.db"),
+            "file"
+        );
         assert_eq!(c.upstream_timeout, Duration::from_secs(5));
         assert_eq!(c.route_poll, Duration::from_millis(500));
         assert_eq!(c.api_listen, "127.0.0.1:9090".parse().unwrap(), "default");

@@ -32,7 +32,7 @@ impl Slum {
             .map(std::path::PathBuf::from)
             .unwrap_or_else(|| dir.path().join("slum.db"));
         let mut args = ServeArgs {
-            database: Some(database.clone()),
+            database: Some(database.clone().into()),
             listen: Some("127.0.0.1:0".parse().unwrap()),
             api_listen: Some("127.0.0.1:0".parse().unwrap()),
             token_file: Some(dir.path().join("token")),
