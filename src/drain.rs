@@ -134,6 +134,9 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
         })
         .collect();
     lock(progress).total = instances.len();
+    // First the domains that need no move: unstarted tenants homed here would
+    // get 503 for the whole drain otherwise.
+    rehome(state, &server, progress).await?;
     let grace = state.db.options().move_grace;
     futures::stream::iter(instances)
         .for_each_concurrent(PARALLEL_MOVES, |inst| {
@@ -160,9 +163,22 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
         })
         .await;
 
-    // Domains still homed here whose instance lives elsewhere, or that were
-    // never started, get a new home, so that a first request starts them there.
-    // Those whose instance could not move stay with it.
+    // And once more for domains whose instance moved meanwhile by other means.
+    rehome(state, &server, progress).await?;
+    state.fleet_changed().await;
+    Ok(())
+}
+
+/// Gives a new home to the domains still homed on the drained server whose
+/// instance lives elsewhere, or that were never started, so that a first request
+/// starts them there (a draining server takes no spawns). Those whose instance
+/// is still on the server stay with it: their move switches their home.
+async fn rehome(
+    state: &AppState,
+    server: &crate::model::Server,
+    progress: &Mutex<DrainProgress>,
+) -> Result<()> {
+    let server_id = server.id.as_str();
     let servers = state.db.list_servers().await?;
     let still_here: Vec<_> = state
         .db
@@ -179,9 +195,11 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
         let Some(home) = placement::most_free(&servers, server.region.as_deref(), 0)
             .or_else(|| placement::most_free(&servers, None, 0))
         else {
-            lock(progress)
-                .failed
-                .push(format!("{}: no usable server to re-home it", tenant.domain));
+            let why = format!("{}: no usable server to re-home it", tenant.domain);
+            let mut p = lock(progress);
+            if !p.failed.contains(&why) {
+                p.failed.push(why);
+            }
             continue;
         };
         tenant.server_id = home.id.clone();
@@ -194,6 +212,8 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
                 .push(format!("{}: {e}", tenant.domain)),
         }
     }
-    state.fleet_changed().await;
+    if !lock(progress).rehomed.is_empty() {
+        state.fleet_changed().await;
+    }
     Ok(())
 }
