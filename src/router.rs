@@ -261,8 +261,19 @@ impl Proxy {
                             .await;
                         let result = match spawned {
                             Ok(_) => Ok(()),
-                            // Someone else (another router) spawned it meanwhile.
-                            Err(Error::AlreadyExists { .. }) => Ok(()),
+                            // Someone else (another router) may have spawned it
+                            // meanwhile; anything else holding the name is an error.
+                            Err(e @ Error::AlreadyExists { .. }) => {
+                                let key = format!("{}:{}", route.tenant, route.instance_id);
+                                match state.db.get_instance(&key).await {
+                                    Ok(i) if i.process == route.process => Ok(()),
+                                    Ok(i) => Err(Arc::new(format!(
+                                        "instance '{key}' runs process '{}', not '{}'",
+                                        i.process, route.process
+                                    ))),
+                                    Err(_) => Err(Arc::new(e.to_string())),
+                                }
+                            }
                             Err(e) => Err(Arc::new(e.to_string())),
                         };
                         state.fleet_changed().await;
