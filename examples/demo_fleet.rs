@@ -172,6 +172,8 @@ async fn main() -> anyhow::Result<()> {
             body.trim()
         );
     }
+    // Let the first health checks run, so that status shows the servers' state.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     println!();
     slum(&bin, &env, &["ps"])?;
     println!();
