@@ -163,6 +163,11 @@ pub struct ServeArgs {
     /// Seconds a move keeps the old copy after switching the route.
     #[arg(long, env = "SLUM_MOVE_GRACE")]
     pub move_grace: Option<f64>,
+    /// Threads that serve requests (default: one per CPU). On a machine the
+    /// router shares with other busy processes, fewer threads cut its tail
+    /// latency (see the README's benchmark).
+    #[arg(long, env = "SLUM_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
 }
 
 /// The settings file; every key optional.
@@ -187,6 +192,7 @@ struct ServeFile {
     recover_after: Option<u32>,
     reconcile_interval: Option<f64>,
     move_grace: Option<f64>,
+    worker_threads: Option<usize>,
 }
 
 /// Resolved settings of `slum serve`.
@@ -204,6 +210,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub health: HealthPolicy,
     pub reconcile_interval: Duration,
+    /// Threads of the runtime `slum serve` runs on; `None`: one per CPU.
+    pub worker_threads: Option<usize>,
 }
 
 /// The default fleet database path: `slum.db` in the working directory.
@@ -287,7 +295,12 @@ impl ServeConfig {
             fail_after,
             recover_after,
         };
+        let worker_threads = args.worker_threads.or(file.worker_threads);
+        if worker_threads == Some(0) {
+            anyhow::bail!("invalid worker_threads: must be at least 1");
+        }
         Ok(ServeConfig {
+            worker_threads,
             health,
             reconcile_interval: seconds(
                 "reconcile_interval",
@@ -528,6 +541,16 @@ mod tests {
         std::fs::write(&file, "listen_port = 80\n").unwrap();
         let e = ServeConfig::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("listen_port"), "{e}");
+
+        assert_eq!(c.worker_threads, None, "default: one per CPU");
+        std::fs::write(&file, "worker_threads = 1\n").unwrap();
+        assert_eq!(ServeConfig::resolve(&args).unwrap().worker_threads, Some(1));
+        let zero = ServeArgs {
+            worker_threads: Some(0),
+            ..Default::default()
+        };
+        let e = ServeConfig::resolve(&zero).unwrap_err().to_string();
+        assert!(e.contains("worker_threads"), "{e}");
 
         let bad = ServeArgs {
             upstream_timeout: Some(-1.0),

@@ -1,12 +1,12 @@
-//! The `slum` binary: sets up logging and hands over to [`slum::cli`].
+//! The `slum` binary: sets up logging and the runtime, and hands over to
+//! [`slum::cli`].
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = slum::cli::Cli::parse();
     // The server logs what it does; client commands print their answer and only
     // log warnings, so that their output stays clean.
@@ -16,5 +16,21 @@ async fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    slum::cli::run(cli).await
+    // `slum serve --worker-threads N` sizes the runtime; a bad setting is
+    // reported by `serve` itself when it resolves its configuration.
+    let threads = cli
+        .serve_args()
+        .and_then(|args| slum::serve::ServeConfig::resolve(args).ok())
+        .and_then(|config| config.worker_threads);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        builder.worker_threads(n);
+    }
+    match builder.enable_all().build() {
+        Ok(runtime) => runtime.block_on(slum::cli::run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
