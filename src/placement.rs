@@ -69,6 +69,15 @@ mod tests {
     }
 }
 
+/// [`most_free`] in `region` when a server there fits, anywhere otherwise.
+pub fn most_free_preferring<'a>(
+    servers: &'a [Server],
+    region: Option<&str>,
+    needed_mb: i64,
+) -> Option<&'a Server> {
+    most_free(servers, region, needed_mb).or_else(|| most_free(servers, None, needed_mb))
+}
+
 /// Where an automatic placement may go.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]

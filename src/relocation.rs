@@ -172,18 +172,15 @@ impl SlumDb {
     /// tenant's process.
     pub async fn choose_target(&self, instance: &Instance, region: Option<&str>) -> Result<Server> {
         let servers = self.store.list_servers().await?;
-        let siblings = self.store.list_instances(None).await?;
-        let taken: Vec<&str> = siblings
-            .iter()
-            .filter(|o| o.tenant == instance.tenant && o.process == instance.process)
-            .flat_map(|o| std::iter::once(o.server_id.as_str()).chain(o.moving_to.as_deref()))
-            .collect();
-        let candidates: Vec<Server> = servers
-            .into_iter()
-            .filter(|s| !taken.contains(&s.id.as_str()))
-            .collect();
-        placement::most_free(&candidates, region, instance.memory_mb)
-            .or_else(|| placement::most_free(&candidates, None, instance.memory_mb))
+        let instances = self.store.list_instances(None).await?;
+        let candidates = placement::candidates(
+            &servers,
+            &instances,
+            &instance.tenant,
+            &instance.process,
+            false,
+        );
+        placement::most_free_preferring(&candidates, region, instance.memory_mb)
             .cloned()
             .ok_or_else(|| Error::NoRoom {
                 needed_mb: instance.memory_mb,

@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 use crate::model::ServerStatus;
 use crate::route_table::RouteTable;
 use crate::store::Change;
+use crate::supervisor::AbortOnDrop;
 
 /// The current route table and the means to refresh it.
 pub struct Routes {
@@ -170,13 +171,5 @@ impl Routes {
                 }
             }
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use crate::error::Error;
 use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target};
 use crate::serve::{AppState, ServeConfig};
+use crate::tenement::innermost_cause;
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -384,8 +385,8 @@ impl Proxy {
         match sent {
             Err(_) => Err(Failure::HeadTimeout),
             Ok(Err(e)) if e.is_connect() && is_timeout(&e) => Err(Failure::ConnectTimeout),
-            Ok(Err(e)) if e.is_connect() => Err(Failure::Refused(innermost(&e))),
-            Ok(Err(e)) => Err(Failure::Broken(innermost(&e))),
+            Ok(Err(e)) if e.is_connect() => Err(Failure::Refused(innermost_cause(&e))),
+            Ok(Err(e)) => Err(Failure::Broken(innermost_cause(&e))),
             Ok(Ok(resp)) => {
                 self.state
                     .metrics
@@ -586,14 +587,6 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
         cur = err.source();
     }
     false
-}
-
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 #[cfg(test)]

@@ -96,7 +96,8 @@ async fn reconcile_loop(state: AppState, every: Duration, now: Arc<Notify>) {
     }
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Aborts a background task when its owner goes away.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

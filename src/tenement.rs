@@ -270,7 +270,7 @@ impl<'a> TenementClient<'a> {
 
 /// The deepest error in a chain: "Connection refused (os error 111)" rather than
 /// reqwest's "error sending request for url (...)".
-fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
