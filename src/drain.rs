@@ -143,17 +143,7 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
             let region = server.region.clone();
             async move {
                 let key = inst.key();
-                let moved = async {
-                    let target = state.db.choose_target(&inst, region.as_deref()).await?;
-                    let reload = state.clone();
-                    state
-                        .db
-                        .relocate(&key, &target.id, grace, move || async move {
-                            reload.fleet_changed().await
-                        })
-                        .await
-                }
-                .await;
+                let moved = state.move_elsewhere(&inst, region.as_deref(), grace).await;
                 let mut p = lock(progress);
                 match moved {
                     Ok(o) => p.moved.push(format!("{} -> {}", o.instance, o.to)),
@@ -192,8 +182,7 @@ async fn rehome(
         if still_here.contains(&tenant.instance_key()) {
             continue;
         }
-        let Some(home) = placement::most_free(&servers, server.region.as_deref(), 0)
-            .or_else(|| placement::most_free(&servers, None, 0))
+        let Some(home) = placement::most_free_preferring(&servers, server.region.as_deref(), 0)
         else {
             let why = format!("{}: no usable server to re-home it", tenant.domain);
             let mut p = lock(progress);

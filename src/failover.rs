@@ -89,18 +89,10 @@ pub async fn server_went_offline(state: &AppState, server: &str) {
             let region = region.clone();
             async move {
                 let key = inst.key();
-                let result = async {
-                    let target = state.db.choose_target(&inst, region.as_deref()).await?;
-                    let reload = state.clone();
-                    // The old server is down: no requests can still be on their way.
-                    state
-                        .db
-                        .relocate(&key, &target.id, Duration::ZERO, move || async move {
-                            reload.fleet_changed().await
-                        })
-                        .await
-                }
-                .await;
+                // The old server is down: no requests can still be on their way.
+                let result = state
+                    .move_elsewhere(&inst, region.as_deref(), Duration::ZERO)
+                    .await;
                 match result {
                     Ok(o) => {
                         tracing::info!(instance = %key, from = %o.from, to = %o.to, "respawned")

@@ -50,6 +50,24 @@ impl AppState {
         *self.leading.borrow()
     }
 
+    /// Moves an instance to the best server for it (see
+    /// [`SlumDb::choose_target`]), reloading this router's table right after the
+    /// switch: the move behind drains and respawn failover.
+    pub async fn move_elsewhere(
+        &self,
+        instance: &crate::model::Instance,
+        region: Option<&str>,
+        grace: Duration,
+    ) -> crate::Result<crate::relocation::MoveOutcome> {
+        let target = self.db.choose_target(instance, region).await?;
+        let reload = self.clone();
+        self.db
+            .relocate(&instance.key(), &target.id, grace, move || async move {
+                reload.fleet_changed().await
+            })
+            .await
+    }
+
     /// Applies this process's own change to the route table at once.
     pub async fn fleet_changed(&self) {
         if let Err(e) = self.routes.reload(&self.db).await {
