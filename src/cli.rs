@@ -55,14 +55,6 @@ impl Cli {
     pub fn is_serve(&self) -> bool {
         matches!(self.command, Command::Serve(_))
     }
-
-    /// The flags of `slum serve`, when that is the command.
-    pub fn serve_args(&self) -> Option<&ServeArgs> {
-        match &self.command {
-            Command::Serve(args) => Some(args),
-            _ => None,
-        }
-    }
 }
 
 /// Flags of every client command.

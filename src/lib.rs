@@ -76,6 +76,7 @@ pub mod metrics;
 pub mod model;
 pub mod orchestration;
 pub mod placement;
+pub mod quick_ack;
 pub mod reconcile;
 pub mod relocation;
 pub mod route_sync;

@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hyper::http::uri::{Authority, Scheme};
+
 use crate::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
 
 /// A tenement server as the router needs it.
@@ -20,6 +22,20 @@ pub struct Upstream {
     /// The domain tenement routes by.
     pub domain: String,
     pub status: ServerStatus,
+    /// Scheme and authority of `url` when it has no path: request URIs are
+    /// then put together from parts rather than formatted and parsed.
+    pub origin: Option<(Scheme, Authority)>,
+}
+
+/// The scheme and authority of a URL without a path.
+pub(crate) fn origin(url: &str) -> Option<(Scheme, Authority)> {
+    let uri: hyper::Uri = url.parse().ok()?;
+    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
+    let parts = uri.into_parts();
+    match (parts.scheme, parts.authority) {
+        (Some(scheme), Some(authority)) if bare => Some((scheme, authority)),
+        _ => None,
+    }
 }
 
 /// Where a customer domain goes.
@@ -110,6 +126,7 @@ impl RouteTable {
                         url: s.url.trim_end_matches('/').to_owned(),
                         domain: s.routing_domain(),
                         status: s.status,
+                        origin: origin(&s.url),
                     }),
                 )
             })

@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,16 +24,19 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target};
+use crate::quick_ack::QuickAckConnector;
+use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target, Upstream};
 use crate::serve::{AppState, ServeConfig};
 use crate::tenement::innermost_cause;
 
@@ -57,52 +61,116 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// A spawn in progress, shared by every request waiting for it.
 type PendingSpawn = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
 
-struct Proxy {
+/// A connection handed to a router thread.
+type Handoff = (std::net::TcpStream, SocketAddr);
+
+/// What every router thread shares.
+struct Common {
     state: AppState,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>,
     upstream_timeout: Duration,
     connect_timeout: Duration,
     spawning: Arc<Mutex<HashMap<String, PendingSpawn>>>,
+    /// The runtime of the control plane. Work on the fleet database (spawns,
+    /// health reports) runs there: its connections then belong to a runtime
+    /// that outlives the router threads.
+    control: tokio::runtime::Handle,
+}
+
+/// One router thread's proxy: the shared part and its own connection pools.
+struct Proxy {
+    common: Arc<Common>,
+    client: Client<hyper_rustls::HttpsConnector<QuickAckConnector>, ProxyBody>,
+    metrics: ThreadMetrics,
+}
+
+/// The client at the other end of a connection.
+struct Peer {
+    /// Its address as the `X-Forwarded-For` entry, made once per connection.
+    ip: HeaderValue,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        let ip = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { ip }
+    }
+}
+
+/// A router thread's handles on the metrics it updates for every request, so
+/// that a request does not look its labels up in the registry.
+struct ThreadMetrics {
+    metrics: Arc<crate::metrics::Metrics>,
+    handles: Mutex<MetricHandles>,
+}
+
+#[derive(Default)]
+struct MetricHandles {
+    requests: HashMap<StatusCode, prometheus::IntCounter>,
+    latency: HashMap<String, prometheus::Histogram>,
+}
+
+impl ThreadMetrics {
+    fn handles(&self) -> std::sync::MutexGuard<'_, MetricHandles> {
+        // Only this thread's requests take the lock: it is never contended.
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn count(&self, status: StatusCode) {
+        self.handles()
+            .requests
+            .entry(status)
+            .or_insert_with(|| self.metrics.requests.with_label_values(&[status.as_str()]))
+            .inc();
+    }
+
+    fn upstream_latency(&self, server: &str, took: Duration) {
+        let mut handles = self.handles();
+        let histogram = match handles.latency.get(server) {
+            Some(h) => h,
+            None => {
+                let h = self.metrics.upstream_latency.with_label_values(&[server]);
+                handles.latency.entry(server.to_owned()).or_insert(h)
+            }
+        };
+        histogram.observe(took.as_secs_f64());
+    }
+}
+
+/// A router thread as the acceptor sees it.
+struct RouterThread {
+    connections: mpsc::UnboundedSender<Handoff>,
+    /// Its open connections, for handing the next one to the least busy.
+    open: Arc<AtomicUsize>,
+    done: tokio::sync::oneshot::Receiver<anyhow::Result<()>>,
 }
 
 /// Serves the router on `listener` until `stop` turns true, then lets in-flight
 /// requests finish within the configured grace period.
+///
+/// Connections are accepted here and handed to `config.router_threads`
+/// threads, the least busy first; each runs a single-threaded runtime that
+/// owns its connections and its keep-alive pools, so that a request never
+/// changes threads on its way through (nginx's worker model).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     config: &ServeConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.fleet.connect_timeout));
-    connector.set_nodelay(true);
-    // https servers get TLS (webpki roots); plain http ones none.
-    connector.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(connector);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
-    let proxy = Arc::new(Proxy {
+    let common = Arc::new(Common {
         state,
-        client,
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.fleet.connect_timeout,
         spawning: Arc::default(),
+        control: tokio::runtime::Handle::current(),
     });
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
-        .max_header_size(config.max_header_bytes)
-        .keep_alive(true);
-    // Every connection task holds a sender; when all are gone, so are the
-    // connections.
-    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let mut threads = Vec::with_capacity(config.router_threads);
+    for n in 0..config.router_threads.max(1) {
+        threads.push(start_thread(n, &common, config, stop.clone())?);
+    }
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -117,16 +185,145 @@ pub async fn serve(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot hand over a connection");
+                continue;
+            }
+        };
+        let Some(thread) = threads
+            .iter()
+            .min_by_key(|t| t.open.load(Ordering::Relaxed))
+        else {
+            break;
+        };
+        thread.open.fetch_add(1, Ordering::Relaxed);
+        if thread.connections.send((stream, peer)).is_err() {
+            // The thread is gone; its result says why.
+            break;
+        }
+    }
+    drop(listener);
+    tracing::info!("router stopped accepting; finishing in-flight requests");
+    let mut result = Ok(());
+    for (n, thread) in threads.into_iter().enumerate() {
+        drop(thread.connections);
+        let ended = thread
+            .done
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("router thread {n} panicked")));
+        if let Err(e) = ended {
+            tracing::error!(error = %e, "router thread {n} failed");
+            result = result.and(Err(e));
+        }
+    }
+    result
+}
+
+/// Starts router thread `n`: a single-threaded runtime serving the connections
+/// the acceptor hands it.
+fn start_thread(
+    n: usize,
+    common: &Arc<Common>,
+    config: &ServeConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<RouterThread> {
+    let (connections, handed) = mpsc::unbounded_channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let common = Arc::clone(common);
+    let config = config.clone();
+    let thread_open = Arc::clone(&open);
+    std::thread::Builder::new()
+        .name(format!("slum-router-{n}"))
+        .spawn(move || {
+            let ended = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .map(|runtime| {
+                    runtime.block_on(run_thread(common, &config, handed, thread_open, stop));
+                });
+            let _ = finished.send(ended);
+        })?;
+    Ok(RouterThread {
+        connections,
+        open,
+        done,
+    })
+}
+
+/// A router thread's loop: serves each connection it is handed until `stop`,
+/// then waits for them to finish within the grace period.
+async fn run_thread(
+    common: Arc<Common>,
+    config: &ServeConfig,
+    mut handed: mpsc::UnboundedReceiver<Handoff>,
+    open: Arc<AtomicUsize>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.fleet.connect_timeout));
+    connector.set_nodelay(true);
+    // https servers get TLS (webpki roots); plain http ones none.
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(QuickAckConnector(connector));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let metrics = ThreadMetrics {
+        metrics: Arc::clone(&common.state.metrics),
+        handles: Mutex::default(),
+    };
+    let proxy = Arc::new(Proxy {
+        common,
+        client,
+        metrics,
+    });
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.header_timeout)
+        .max_header_size(config.max_header_bytes)
+        .keep_alive(true);
+    // Every connection task holds a sender; when all are gone, so are the
+    // connections.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            handed = handed.recv() => match handed {
+                Some(h) => h,
+                None => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, %peer, "cannot take over a connection");
+                continue;
+            }
+        };
         let proxy = Arc::clone(&proxy);
+        let client = Arc::new(Peer::new(peer));
         let service = service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            let client = Arc::clone(&client);
+            async move { Ok::<_, Infallible>(proxy.handle(req, &client).await) }
         });
         let conn = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut stop = stop.clone();
         let alive = alive.clone();
+        let open = Arc::clone(&open);
         tokio::spawn(async move {
             let _alive = alive;
             let mut conn = std::pin::pin!(conn);
@@ -138,21 +335,19 @@ pub async fn serve(
                     conn.await
                 }
             };
+            open.fetch_sub(1, Ordering::Relaxed);
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
-    drop(listener);
     drop(alive);
-    tracing::info!("router stopped accepting; finishing in-flight requests");
     if tokio::time::timeout(config.shutdown_grace, all_closed.recv())
         .await
         .is_err()
     {
         tracing::warn!("grace period over; dropping the remaining connections");
     }
-    Ok(())
 }
 
 /// A response the router makes itself: a status and a one-line reason.
@@ -171,17 +366,13 @@ fn answer(status: StatusCode, reason: String) -> Response<ProxyBody> {
 }
 
 impl Proxy {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let resp = self.route(req, peer).await;
-        self.state
-            .metrics
-            .requests
-            .with_label_values(&[resp.status().as_str()])
-            .inc();
+        self.metrics.count(resp.status());
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn route(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let host = match request_host(&req) {
             Ok(h) => h,
             Err(BadHost::Missing) => {
@@ -191,7 +382,7 @@ impl Proxy {
                 return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
             }
         };
-        let mut decision = self.state.routes.current().route(&host);
+        let mut decision = self.common.state.routes.current().route(&host);
         if let Decision::Spawn(route) = &decision {
             if let Err(reason) = self.wake(route).await {
                 return answer(
@@ -202,7 +393,7 @@ impl Proxy {
                     ),
                 );
             }
-            decision = self.state.routes.current().route(&host);
+            decision = self.common.state.routes.current().route(&host);
         }
         match decision {
             Decision::Forward {
@@ -240,17 +431,18 @@ impl Proxy {
         let key = format!("{}:{}", route.tenant, route.instance_id);
         let pending = {
             let mut spawning = self
+                .common
                 .spawning
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             spawning
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    let state = self.state.clone();
+                    let state = self.common.state.clone();
                     let route = route.clone();
-                    let spawning = Arc::clone(&self.spawning);
+                    let spawning = Arc::clone(&self.common.spawning);
                     let key = key.clone();
-                    let task = tokio::spawn(async move {
+                    let task = self.common.control.spawn(async move {
                         let spawned = state
                             .db
                             .spawn_instance(
@@ -305,7 +497,7 @@ impl Proxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         host: &str,
         primary: &Target,
         fallbacks: &[Target],
@@ -313,7 +505,7 @@ impl Proxy {
         let upgrade = is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        prepare_request_headers(&mut parts.headers, upgrade, peer, host, &primary.host);
+        prepare_request_headers(&mut parts.headers, upgrade, &peer.ip, host, &primary.host);
         let retry = fallbacks.first().filter(|_| {
             matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
         });
@@ -324,7 +516,7 @@ impl Proxy {
             // that is declared offline meanwhile (hung, or cut off).
             tokio::select! {
                 r = self.send(parts, body.boxed(), primary) => r,
-                _ = self.state.routes.until_offline(&primary.upstream.server_id) => {
+                _ = self.common.state.routes.until_offline(&primary.upstream.server_id) => {
                     Err(Failure::Broken("the server went offline".into()))
                 }
             }
@@ -336,9 +528,14 @@ impl Proxy {
             Err(f) => f,
         };
         if failure.server_unreachable() {
-            self.state
-                .health
-                .report_failure(&self.state, &primary.upstream.server_id)
+            // On the control plane's runtime: the report may write to the
+            // fleet database.
+            let state = self.common.state.clone();
+            let server = primary.upstream.server_id.clone();
+            let _ = self
+                .common
+                .control
+                .spawn(async move { state.health.report_failure(&state, &server).await })
                 .await;
         }
         if let (Some(backup), Some(mut parts), true) =
@@ -367,18 +564,12 @@ impl Proxy {
         body: ProxyBody,
         target: &Target,
     ) -> Result<Response<Incoming>, Failure> {
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = format!("{}{path}", target.upstream.url)
-            .parse()
+        parts.uri = upstream_uri(&target.upstream, &parts.uri)
             .map_err(|e| Failure::Broken(format!("unusable url: {e}")))?;
         let server = &target.upstream.server_id;
         let started = Instant::now();
         let sent = tokio::time::timeout(
-            self.upstream_timeout,
+            self.common.upstream_timeout,
             self.client.request(Request::from_parts(parts, body)),
         )
         .await;
@@ -388,11 +579,7 @@ impl Proxy {
             Ok(Err(e)) if e.is_connect() => Err(Failure::Refused(innermost_cause(&e))),
             Ok(Err(e)) => Err(Failure::Broken(innermost_cause(&e))),
             Ok(Ok(resp)) => {
-                self.state
-                    .metrics
-                    .upstream_latency
-                    .with_label_values(&[server])
-                    .observe(started.elapsed().as_secs_f64());
+                self.metrics.upstream_latency(server, started.elapsed());
                 Ok(resp)
             }
         }
@@ -440,14 +627,14 @@ impl Proxy {
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "server '{server}' did not answer within {:.1}s",
-                    self.upstream_timeout.as_secs_f64()
+                    self.common.upstream_timeout.as_secs_f64()
                 ),
             ),
             Failure::ConnectTimeout => answer(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "connecting to server '{server}' timed out after {:.1}s",
-                    self.connect_timeout.as_secs_f64()
+                    self.common.connect_timeout.as_secs_f64()
                 ),
             ),
             Failure::Refused(cause) => answer(
@@ -545,7 +732,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 fn prepare_request_headers(
     headers: &mut HeaderMap,
     upgrade: bool,
-    peer: SocketAddr,
+    client_ip: &HeaderValue,
     host: &str,
     upstream_host: &str,
 ) {
@@ -554,13 +741,15 @@ fn prepare_request_headers(
     // (X-Forwarded-For is appended to, below).
     headers.remove(header::FORWARDED);
     headers.remove(HeaderName::from_static("x-real-ip"));
-    let client_ip = peer.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {client_ip}"),
-        _ => client_ip,
+        Some(prior) if !prior.trim().is_empty() => {
+            let ip = client_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+        }
+        _ => Some(client_ip.clone()),
     };
     headers.remove(&X_FORWARDED_FOR);
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(v) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
@@ -569,6 +758,26 @@ fn prepare_request_headers(
     }
     if let Ok(v) = HeaderValue::from_str(upstream_host) {
         headers.insert(header::HOST, v);
+    }
+}
+
+/// The URI of a request to `upstream`: its URL followed by the request's path
+/// and query.
+fn upstream_uri(upstream: &Upstream, request: &Uri) -> Result<Uri, hyper::http::Error> {
+    let path = request.path_and_query();
+    match &upstream.origin {
+        Some((scheme, authority)) => Ok(Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query(
+                path.cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )
+            .build()?),
+        None => {
+            let path = path.map_or("/", |p| p.as_str());
+            Ok(format!("{}{path}", upstream.url).parse::<Uri>()?)
+        }
     }
 }
 
@@ -617,8 +826,14 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("accept", "text/html"),
         ]);
-        let peer: SocketAddr = "10.1.2.3:5555".parse().unwrap();
-        prepare_request_headers(&mut h, false, peer, "acme.com", "acme.api.east.fleet.test");
+        let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
+        prepare_request_headers(
+            &mut h,
+            false,
+            &peer.ip,
+            "acme.com",
+            "acme.api.east.fleet.test",
+        );
         assert_eq!(h["host"], "acme.api.east.fleet.test");
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3");
         assert_eq!(h["x-forwarded-host"], "acme.com");
@@ -633,11 +848,41 @@ mod tests {
     fn upgrades_keep_their_headers() {
         let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&h));
-        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        prepare_request_headers(&mut h, true, peer, "a.com", "a.api.s.test");
+        let peer = Peer::new("127.0.0.1:1".parse().unwrap());
+        prepare_request_headers(&mut h, true, &peer.ip, "a.com", "a.api.s.test");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn upstream_uris_keep_the_request_path_and_query() {
+        let upstream = |url: &str| Upstream {
+            server_id: "s".into(),
+            url: url.into(),
+            domain: "s.test".into(),
+            status: crate::model::ServerStatus::Online,
+            origin: crate::route_table::origin(url),
+        };
+        let request: Uri = "/a/b?c=d".parse().unwrap();
+        let bare = upstream("http://10.0.0.1:8000");
+        assert!(bare.origin.is_some());
+        assert_eq!(
+            upstream_uri(&bare, &request).unwrap(),
+            "http://10.0.0.1:8000/a/b?c=d"
+        );
+        let absolute: Uri = "http://acme.com".parse().unwrap();
+        assert_eq!(
+            upstream_uri(&bare, &absolute).unwrap(),
+            "http://10.0.0.1:8000/"
+        );
+        // A server behind a path prefix keeps it.
+        let prefixed = upstream("https://edge.example.net/ten");
+        assert!(prefixed.origin.is_none());
+        assert_eq!(
+            upstream_uri(&prefixed, &request).unwrap(),
+            "https://edge.example.net/ten/a/b?c=d"
+        );
     }
 
     #[test]

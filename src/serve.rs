@@ -181,11 +181,11 @@ pub struct ServeArgs {
     /// Seconds a move keeps the old copy after switching the route.
     #[arg(long, env = "SLUM_MOVE_GRACE")]
     pub move_grace: Option<f64>,
-    /// Threads that serve requests (default: one per CPU). On a machine the
-    /// router shares with other busy processes, fewer threads cut its tail
-    /// latency (see the README's benchmark).
-    #[arg(long, env = "SLUM_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
+    /// Threads that proxy requests, each with its own single-threaded runtime
+    /// and connection pools (default: one per CPU). The management API and the
+    /// background work run apart from them.
+    #[arg(long, env = "SLUM_ROUTER_THREADS")]
+    pub router_threads: Option<usize>,
 }
 
 /// The settings file; every key optional.
@@ -210,7 +210,7 @@ struct ServeFile {
     recover_after: Option<u32>,
     reconcile_interval: Option<f64>,
     move_grace: Option<f64>,
-    worker_threads: Option<usize>,
+    router_threads: Option<usize>,
 }
 
 /// Resolved settings of `slum serve`.
@@ -228,8 +228,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     pub health: HealthPolicy,
     pub reconcile_interval: Duration,
-    /// Threads of the runtime `slum serve` runs on; `None`: one per CPU.
-    pub worker_threads: Option<usize>,
+    /// Router threads (at least one).
+    pub router_threads: usize,
 }
 
 /// The default fleet database path: `slum.db` in the working directory.
@@ -313,12 +313,15 @@ impl ServeConfig {
             fail_after,
             recover_after,
         };
-        let worker_threads = args.worker_threads.or(file.worker_threads);
-        if worker_threads == Some(0) {
-            anyhow::bail!("invalid worker_threads: must be at least 1");
+        let router_threads = args
+            .router_threads
+            .or(file.router_threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        if router_threads == 0 {
+            anyhow::bail!("invalid router_threads: must be at least 1");
         }
         Ok(ServeConfig {
-            worker_threads,
+            router_threads,
             health,
             reconcile_interval: seconds(
                 "reconcile_interval",
@@ -560,15 +563,16 @@ mod tests {
         let e = ServeConfig::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("listen_port"), "{e}");
 
-        assert_eq!(c.worker_threads, None, "default: one per CPU");
-        std::fs::write(&file, "worker_threads = 1\n").unwrap();
-        assert_eq!(ServeConfig::resolve(&args).unwrap().worker_threads, Some(1));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(c.router_threads, cpus, "default: one per CPU");
+        std::fs::write(&file, "router_threads = 3\n").unwrap();
+        assert_eq!(ServeConfig::resolve(&args).unwrap().router_threads, 3);
         let zero = ServeArgs {
-            worker_threads: Some(0),
+            router_threads: Some(0),
             ..Default::default()
         };
         let e = ServeConfig::resolve(&zero).unwrap_err().to_string();
-        assert!(e.contains("worker_threads"), "{e}");
+        assert!(e.contains("router_threads"), "{e}");
 
         let bad = ServeArgs {
             upstream_timeout: Some(-1.0),

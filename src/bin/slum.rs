@@ -16,17 +16,11 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    // `slum serve --worker-threads N` sizes the runtime; a bad setting is
-    // reported by `serve` itself when it resolves its configuration.
-    let threads = cli
-        .serve_args()
-        .and_then(|args| slum::serve::ServeConfig::resolve(args).ok())
-        .and_then(|config| config.worker_threads);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        builder.worker_threads(n);
-    }
-    match builder.enable_all().build() {
+    // The control plane's runtime; `slum serve`'s router threads run their own.
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime.block_on(slum::cli::run(cli)),
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
