@@ -51,6 +51,9 @@ struct Settings {
     threads: u32,
     connections: u32,
     lookups: usize,
+    /// Set up the three paths, print them and wait for Ctrl-C instead of
+    /// measuring (for profiling by hand).
+    hold: bool,
 }
 
 fn env_path(name: &str, default: Option<&str>) -> anyhow::Result<PathBuf> {
@@ -82,6 +85,7 @@ impl Settings {
             threads: env_number("BENCH_THREADS", 2)?,
             connections: env_number("BENCH_CONNECTIONS", 32)?,
             lookups: env_number("BENCH_LOOKUPS", 2_000_000)?,
+            hold: env_number("BENCH_HOLD", 0u8)? != 0,
         };
         if s.duration == 0 || s.threads == 0 || s.lookups == 0 || s.connections < s.threads {
             bail!("BENCH_DURATION, BENCH_THREADS and BENCH_LOOKUPS must be positive and BENCH_CONNECTIONS at least BENCH_THREADS");
@@ -333,6 +337,11 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         nginx.pid()
     );
 
+    if settings.hold {
+        println!("  holding (BENCH_HOLD): Ctrl-C ends");
+        tokio::signal::ctrl_c().await?;
+        return Ok(());
+    }
     let slum_pid = slum.pid();
     let nginx_pid = nginx.pid();
     let slum_pids = move || vec![slum_pid];
