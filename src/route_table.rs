@@ -3,12 +3,15 @@
 //!
 //! A [`RouteTable`] is built from a snapshot of the fleet database and never
 //! changed afterwards: the router swaps in a new one when the fleet changes, so
-//! a lookup takes no lock and makes no query. Lookups are hash-map probes, so
-//! they cost the same with a thousand tenants or a million.
+//! a lookup takes no lock and makes no query. Every domain's [`Decision`] is
+//! worked out when the table is built: a lookup is one hash-map probe and a
+//! copy of a few reference-counted pointers, the same work with a thousand
+//! tenants or a million, and no allocation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use hyper::header::HeaderValue;
 use hyper::http::uri::{Authority, Scheme};
 
 use crate::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
@@ -60,9 +63,9 @@ pub struct Placement {
 pub struct Target {
     pub upstream: Arc<Upstream>,
     /// The Host header tenement routes by: `{tenant}.{process}.{server domain}`.
-    pub host: String,
+    pub host: HeaderValue,
     /// The instance key, `{tenant}:{instance_id}`.
-    pub instance: String,
+    pub instance: Arc<str>,
 }
 
 /// What the router does with a request.
@@ -72,7 +75,7 @@ pub enum Decision {
     /// tenant and process, best first (for a retry when `primary` fails).
     Forward {
         primary: Target,
-        fallbacks: Vec<Target>,
+        fallbacks: Arc<[Target]>,
         /// True when `primary` is not the domain's own instance (failover).
         failover: bool,
     },
@@ -100,10 +103,8 @@ pub enum BadHost {
 pub struct RouteTable {
     /// The fleet database's routing version this table was built from.
     pub version: i64,
-    domains: HashMap<String, DomainRoute>,
-    /// Placements of each tenant (keyed by tenant alone, so a lookup borrows
-    /// instead of building a key).
-    placements: HashMap<String, Vec<Placement>>,
+    /// Each customer domain's decision, made when the table was built.
+    domains: HashMap<Box<str>, Decision>,
     upstreams: HashMap<String, Arc<Upstream>>,
 }
 
@@ -116,7 +117,7 @@ impl RouteTable {
         tenants: &[Tenant],
         instances: &[Instance],
     ) -> RouteTable {
-        let upstreams = servers
+        let upstreams: HashMap<String, Arc<Upstream>> = servers
             .iter()
             .map(|s| {
                 (
@@ -131,27 +132,13 @@ impl RouteTable {
                 )
             })
             .collect();
-        let domains = tenants
-            .iter()
-            .map(|t| {
-                (
-                    t.domain.clone(),
-                    DomainRoute {
-                        tenant: t.name.clone(),
-                        process: t.process.clone(),
-                        instance_id: t.instance_id.clone(),
-                        home_server: t.server_id.clone(),
-                    },
-                )
-            })
-            .collect();
-        let mut placements: HashMap<String, Vec<Placement>> = HashMap::new();
+        let mut placements: HashMap<&str, Vec<Placement>> = HashMap::new();
         for i in instances
             .iter()
             .filter(|i| i.desired == DesiredState::Running)
         {
             placements
-                .entry(i.tenant.clone())
+                .entry(i.tenant.as_str())
                 .or_default()
                 .push(Placement {
                     process: i.process.clone(),
@@ -159,10 +146,25 @@ impl RouteTable {
                     server_id: i.server_id.clone(),
                 });
         }
+        let domains = tenants
+            .iter()
+            .map(|t| {
+                let route = DomainRoute {
+                    tenant: t.name.clone(),
+                    process: t.process.clone(),
+                    instance_id: t.instance_id.clone(),
+                    home_server: t.server_id.clone(),
+                };
+                let placed = placements
+                    .get(t.name.as_str())
+                    .map_or(&[][..], Vec::as_slice);
+                let decision = decide(route, placed, &upstreams);
+                (t.domain.as_str().into(), decision)
+            })
+            .collect();
         RouteTable {
             version,
             domains,
-            placements,
             upstreams,
         }
     }
@@ -184,68 +186,86 @@ impl RouteTable {
 
     /// Where a request for `host` (already normalised) goes.
     pub fn route(&self, host: &str) -> Decision {
-        let Some(route) = self.domains.get(host) else {
-            return Decision::UnknownHost;
+        self.domains
+            .get(host)
+            .cloned()
+            .unwrap_or(Decision::UnknownHost)
+    }
+}
+
+/// Where requests for a domain of `route` go, given the running instances of
+/// its tenant (`placed`, any process) and the servers.
+fn decide(
+    route: DomainRoute,
+    placed: &[Placement],
+    upstreams: &HashMap<String, Arc<Upstream>>,
+) -> Decision {
+    let placements: Vec<&Placement> = placed
+        .iter()
+        .filter(|p| p.process == route.process)
+        .collect();
+    if placements.is_empty() {
+        let home_up = upstreams
+            .get(&route.home_server)
+            .is_some_and(|u| u.status != ServerStatus::Offline);
+        return if home_up {
+            Decision::Spawn(route)
+        } else {
+            Decision::ServerDown {
+                servers: vec![route.home_server],
+                tenant: route.tenant,
+            }
         };
-        let placements: Vec<&Placement> = self
-            .placements
-            .get(route.tenant.as_str())
-            .map(|all| all.iter().filter(|p| p.process == route.process).collect())
-            .unwrap_or_default();
-        if placements.is_empty() {
-            let home_up = self
-                .upstreams
-                .get(&route.home_server)
-                .is_some_and(|u| u.status != ServerStatus::Offline);
-            return if home_up {
-                Decision::Spawn(route.clone())
-            } else {
-                Decision::ServerDown {
-                    tenant: route.tenant.clone(),
-                    servers: vec![route.home_server.clone()],
-                }
+    }
+    // Candidates: the domain's own instance first, then the others on online
+    // servers before those on servers not checked yet.
+    let mut live: Vec<(u8, &Placement, &Arc<Upstream>)> = placements
+        .iter()
+        .filter_map(|&p| {
+            let up = upstreams.get(&p.server_id)?;
+            let rank = match (p.instance_id == route.instance_id, up.status) {
+                (_, ServerStatus::Offline) => return None,
+                (true, _) => 0,
+                (false, ServerStatus::Online) => 1,
+                (false, _) => 2,
             };
-        }
-        // Candidates: the domain's own instance first, then the others on
-        // online servers before those on servers not checked yet.
-        let mut live: Vec<(u8, &Placement, &Arc<Upstream>)> = placements
-            .iter()
-            .filter_map(|&p| {
-                let up = self.upstreams.get(&p.server_id)?;
-                let rank = match (p.instance_id == route.instance_id, up.status) {
-                    (_, ServerStatus::Offline) => return None,
-                    (true, _) => 0,
-                    (false, ServerStatus::Online) => 1,
-                    (false, _) => 2,
-                };
-                Some((rank, p, up))
-            })
-            .collect();
-        if live.is_empty() {
-            let mut servers: Vec<String> = placements.iter().map(|p| p.server_id.clone()).collect();
-            servers.sort();
-            servers.dedup();
-            return Decision::ServerDown {
-                tenant: route.tenant.clone(),
-                servers,
-            };
-        }
-        live.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| a.1.instance_id.cmp(&b.1.instance_id))
-        });
-        let failover = live[0].0 != 0;
-        let mut targets = live.into_iter().map(|(_, p, up)| Target {
-            host: format!("{}.{}.{}", route.tenant, route.process, up.domain),
-            instance: format!("{}:{}", route.tenant, p.instance_id),
+            Some((rank, p, up))
+        })
+        .collect();
+    if live.is_empty() {
+        let mut servers: Vec<String> = placements.iter().map(|p| p.server_id.clone()).collect();
+        servers.sort();
+        servers.dedup();
+        return Decision::ServerDown {
+            tenant: route.tenant,
+            servers,
+        };
+    }
+    live.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| a.1.instance_id.cmp(&b.1.instance_id))
+    });
+    let failover = live[0].0 != 0;
+    let mut targets = live.into_iter().filter_map(|(_, p, up)| {
+        // Names are validated DNS labels, so the header is always valid; a
+        // target that is not is left out rather than sent a broken Host.
+        let host = format!("{}.{}.{}", route.tenant, route.process, up.domain);
+        Some(Target {
+            host: HeaderValue::try_from(host).ok()?,
+            instance: format!("{}:{}", route.tenant, p.instance_id).into(),
             upstream: Arc::clone(up),
-        });
-        let primary = targets.next().expect("live is not empty");
-        Decision::Forward {
+        })
+    });
+    match targets.next() {
+        Some(primary) => Decision::Forward {
             primary,
             fallbacks: targets.collect(),
             failover,
-        }
+        },
+        None => Decision::ServerDown {
+            tenant: route.tenant,
+            servers: Vec::new(),
+        },
     }
 }
 
@@ -319,7 +339,7 @@ mod tests {
                 primary, failover, ..
             } => (
                 primary.upstream.server_id.clone(),
-                primary.host.clone(),
+                primary.host.to_str().unwrap().to_owned(),
                 *failover,
             ),
             other => panic!("expected Forward, got {other:?}"),
@@ -362,7 +382,7 @@ mod tests {
             panic!()
         };
         assert_eq!(fallbacks.len(), 1);
-        assert_eq!(fallbacks[0].instance, "acme:backup");
+        assert_eq!(&*fallbacks[0].instance, "acme:backup");
         assert_eq!(forward_to(&up.route("acme.com")).0, "east");
 
         let down = RouteTable::build(

@@ -543,9 +543,7 @@ impl Proxy {
         {
             tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,
                 "retrying on the backup");
-            if let Ok(v) = HeaderValue::from_str(&backup.host) {
-                parts.headers.insert(header::HOST, v);
-            }
+            parts.headers.insert(header::HOST, backup.host.clone());
             let empty = http_body_util::Empty::new()
                 .map_err(|never| match never {})
                 .boxed();
@@ -734,7 +732,7 @@ fn prepare_request_headers(
     upgrade: bool,
     client_ip: &HeaderValue,
     host: &str,
-    upstream_host: &str,
+    upstream_host: &HeaderValue,
 ) {
     strip_hop_by_hop(headers, upgrade);
     // Forwarding headers are the router's to set: a client's are not passed on
@@ -756,9 +754,7 @@ fn prepare_request_headers(
     if let Ok(v) = HeaderValue::from_str(host) {
         headers.insert(X_FORWARDED_HOST, v);
     }
-    if let Ok(v) = HeaderValue::from_str(upstream_host) {
-        headers.insert(header::HOST, v);
-    }
+    headers.insert(header::HOST, upstream_host.clone());
 }
 
 /// The URI of a request to `upstream`: its URL followed by the request's path
@@ -832,7 +828,7 @@ mod tests {
             false,
             &peer.ip,
             "acme.com",
-            "acme.api.east.fleet.test",
+            &HeaderValue::from_static("acme.api.east.fleet.test"),
         );
         assert_eq!(h["host"], "acme.api.east.fleet.test");
         assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3");
@@ -849,7 +845,13 @@ mod tests {
         let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&h));
         let peer = Peer::new("127.0.0.1:1".parse().unwrap());
-        prepare_request_headers(&mut h, true, &peer.ip, "a.com", "a.api.s.test");
+        prepare_request_headers(
+            &mut h,
+            true,
+            &peer.ip,
+            "a.com",
+            &HeaderValue::from_static("a.api.s.test"),
+        );
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert!(!is_upgrade(&headers(&[("upgrade", "websocket")])));
