@@ -54,6 +54,11 @@ struct Settings {
     /// Set up the three paths, print them and wait for Ctrl-C instead of
     /// measuring (for profiling by hand).
     hold: bool,
+    /// Worker counts compared: slum's router threads and nginx's worker
+    /// processes, the same number for both (default: one per CPU, and one).
+    workers: Vec<usize>,
+    /// Seconds of the one-connection runs.
+    single: u64,
 }
 
 fn env_path(name: &str, default: Option<&str>) -> anyhow::Result<PathBuf> {
@@ -73,6 +78,21 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
     }
 }
 
+/// `BENCH_WORKERS`, a comma-separated list; by default one per CPU, then one.
+fn env_workers() -> anyhow::Result<Vec<usize>> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = match std::env::var("BENCH_WORKERS") {
+        Ok(v) => v
+            .split(',')
+            .map(|w| w.trim().parse::<usize>().ok().filter(|&n| n > 0))
+            .collect::<Option<Vec<_>>>()
+            .with_context(|| format!("BENCH_WORKERS={v:?} is not a list of positive numbers"))?,
+        Err(_) => vec![cpus, 1],
+    };
+    workers.dedup();
+    Ok(workers)
+}
+
 impl Settings {
     fn from_env() -> anyhow::Result<Settings> {
         let s = Settings {
@@ -86,6 +106,8 @@ impl Settings {
             connections: env_number("BENCH_CONNECTIONS", 32)?,
             lookups: env_number("BENCH_LOOKUPS", 2_000_000)?,
             hold: env_number("BENCH_HOLD", 0u8)? != 0,
+            workers: env_workers()?,
+            single: env_number("BENCH_SINGLE", 3)?,
         };
         if s.duration == 0 || s.threads == 0 || s.lookups == 0 || s.connections < s.threads {
             bail!("BENCH_DURATION, BENCH_THREADS and BENCH_LOOKUPS must be positive and BENCH_CONNECTIONS at least BENCH_THREADS");
@@ -116,17 +138,26 @@ async fn main() -> anyhow::Result<()> {
         settings.lookups
     );
     println!(
-        "  {:>9}  {:>16}  {:>22}  {:>14}",
-        "tenants", "route ns/lookup", "bare HashMap ns/lookup", "table build ms"
+        "  {:>9}  {:>22}  {:>30}  {:>9}",
+        "", "any domain (ns/lookup)", "hot 1,000 domains (ns/lookup)", ""
+    );
+    println!(
+        "  {:>9}  {:>10}  {:>10}  {:>14}  {:>14}  {:>9}",
+        "tenants", "route", "bare map", "route", "bare map", "build ms"
     );
     let small = lookup_bench(1_000, settings.lookups)?;
     small.print();
     let large = lookup_bench(1_000_000, settings.lookups)?;
     large.print();
     println!(
-        "  1,000,000 / 1,000 tenants: route {:.2}x the time per lookup, bare HashMap {:.2}x",
+        "  1,000,000 / 1,000 tenants, any domain: route {:.2}x the time per lookup, bare map {:.2}x",
         large.route_ns / small.route_ns,
         large.baseline_ns / small.baseline_ns
+    );
+    println!(
+        "  1,000,000 / 1,000 tenants, hot domains: route {:.2}x, bare map {:.2}x",
+        large.hot_route_ns / small.hot_route_ns,
+        large.hot_baseline_ns / small.hot_baseline_ns
     );
 
     // Dropping the future (on Ctrl-C) drops the fleet, slum and nginx guards.
@@ -144,19 +175,28 @@ async fn main() -> anyhow::Result<()> {
 struct LookupResult {
     tenants: usize,
     build: Duration,
-    /// `RouteTable::route`, per lookup.
+    /// `RouteTable::route`, per lookup, of domains drawn from all of them.
     route_ns: f64,
     /// The baseline: `HashMap<String, usize>::get` of the same domains.
     baseline_ns: f64,
+    /// The same two, of domains drawn from a fixed set of `HOT` of them (the
+    /// tenants that have traffic now).
+    hot_route_ns: f64,
+    hot_baseline_ns: f64,
 }
+
+/// Domains in the hot set.
+const HOT: usize = 1_000;
 
 impl LookupResult {
     fn print(&self) {
         println!(
-            "  {:>9}  {:>16.1}  {:>22.1}  {:>14.1}",
+            "  {:>9}  {:>10.1}  {:>10.1}  {:>14.1}  {:>14.1}  {:>9.1}",
             self.tenants,
             self.route_ns,
             self.baseline_ns,
+            self.hot_route_ns,
+            self.hot_baseline_ns,
             self.build.as_secs_f64() * 1e3
         );
     }
@@ -166,9 +206,52 @@ fn lookup_domain(i: usize) -> String {
     format!("customer-{i}.example.com")
 }
 
+/// `lookups` domains, each drawn by `pick`, in one buffer read in order: a
+/// request's Host is in cache when the router looks it up, so fetching the key
+/// must not be what is measured.
+struct Hosts {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Hosts {
+    fn new(lookups: usize, mut pick: impl FnMut() -> usize) -> Hosts {
+        let mut text = String::with_capacity(lookups * 28);
+        let mut ends = Vec::with_capacity(lookups);
+        for _ in 0..lookups {
+            let _ = write!(text, "{}", lookup_domain(pick()));
+            ends.push(text.len());
+        }
+        Hosts { text, ends }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        self.ends.iter().scan(0, |start, &end| {
+            let host = &self.text[*start..end];
+            *start = end;
+            Some(host)
+        })
+    }
+}
+
+/// Nanoseconds per call of `found` over `hosts`, which must find every one.
+fn time_per_lookup(hosts: &Hosts, what: &str, found: impl Fn(&str) -> bool) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let n = hosts.iter().filter(|h| found(black_box(h))).count();
+    let ns = started.elapsed().as_nanos() as f64 / hosts.ends.len().max(1) as f64;
+    if n != hosts.ends.len() {
+        bail!(
+            "{what}: only {n} of {} lookups found their domain",
+            hosts.ends.len()
+        );
+    }
+    Ok(ns)
+}
+
 /// Builds a route table of `tenants` tenants, one running instance each on
-/// their home server, and times `lookups` routes of random existing domains;
-/// then the same lookups in a bare map of the domains, as the baseline.
+/// their home server, and times `lookups` routes of random existing domains,
+/// drawn from all of them and from a hot set of [`HOT`]; then the same lookups
+/// in a bare map of the domains, as the baseline.
 fn lookup_bench(tenants: usize, lookups: usize) -> anyhow::Result<LookupResult> {
     let servers: Vec<Server> = (1..=LOOKUP_SERVERS)
         .map(|i| Server {
@@ -204,59 +287,29 @@ fn lookup_bench(tenants: usize, lookups: usize) -> anyhow::Result<LookupResult> 
     let build = started.elapsed();
     drop((tenant_list, instances));
 
-    // The hosts to look up, pre-generated into one buffer read in order: a
-    // request's Host is in cache when the router looks it up, so fetching the
-    // key must not be what is measured.
     let mut rng = StdRng::seed_from_u64(0x5101);
-    let mut hosts = String::with_capacity(lookups * 28);
-    let mut ends = Vec::with_capacity(lookups);
-    for _ in 0..lookups {
-        let _ = write!(hosts, "{}", lookup_domain(rng.gen_range(0..tenants)));
-        ends.push(hosts.len());
-    }
-    let each_host = |n: usize| {
-        ends[..n].iter().scan(0, |start, &end| {
-            let host = &hosts[*start..end];
-            *start = end;
-            Some(host)
-        })
-    };
+    let all = Hosts::new(lookups, || rng.gen_range(0..tenants));
+    let hot_set: Vec<usize> = (0..HOT.min(tenants))
+        .map(|_| rng.gen_range(0..tenants))
+        .collect();
+    let hot = Hosts::new(lookups, || hot_set[rng.gen_range(0..hot_set.len())]);
 
-    let route = |n: usize| {
-        each_host(n)
-            .filter(|h| {
-                matches!(
-                    black_box(table.route(black_box(h))),
-                    Decision::Forward { .. }
-                )
-            })
-            .count()
-    };
-    let started = Instant::now();
-    let forwarded = route(lookups);
-    let route_ns = started.elapsed().as_nanos() as f64 / lookups as f64;
-    if forwarded != lookups {
-        bail!("only {forwarded} of {lookups} lookups were forwarded");
-    }
+    let routed = |h: &str| matches!(black_box(table.route(h)), Decision::Forward { .. });
+    let route_ns = time_per_lookup(&all, "route", routed)?;
+    let hot_route_ns = time_per_lookup(&hot, "route (hot)", routed)?;
     drop(table);
 
     let map: HashMap<String, usize> = (0..tenants).map(|i| (lookup_domain(i), i)).collect();
-    let get = |n: usize| {
-        each_host(n)
-            .filter(|h| black_box(map.get(black_box(*h))).is_some())
-            .count()
-    };
-    let started = Instant::now();
-    let found = get(lookups);
-    let baseline_ns = started.elapsed().as_nanos() as f64 / lookups as f64;
-    if found != lookups {
-        bail!("only {found} of {lookups} domains were found in the baseline map");
-    }
+    let got = |h: &str| black_box(map.get(h)).is_some();
+    let baseline_ns = time_per_lookup(&all, "bare HashMap", got)?;
+    let hot_baseline_ns = time_per_lookup(&hot, "bare HashMap (hot)", got)?;
     Ok(LookupResult {
         tenants,
         build,
         route_ns,
         baseline_ns,
+        hot_route_ns,
+        hot_baseline_ns,
     })
 }
 
@@ -275,6 +328,8 @@ struct Row {
     proxy_cpu_us: Option<f64>,
     /// CPU time of `ten serve` per request (tenement's own proxying).
     ten_cpu_us: f64,
+    /// One client on one connection.
+    single: Option<WrkResult>,
 }
 
 async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
@@ -289,8 +344,13 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         bail!("pid {ten_pid} of the tenement server is {comm:?}, not ten");
     }
 
+    // One database, one slum serve per worker count (several routers share a
+    // fleet database).
     let db_path = dir.path().join("slum.db");
-    let slum = SlumServe::start(&settings.slum, dir.path(), &db_path).await?;
+    let mut slums = Vec::new();
+    for &n in &settings.workers {
+        slums.push(SlumServe::start(&settings.slum, dir.path(), &db_path, n).await?);
+    }
     let db = SlumDb::init(&db_path).await?;
     db.add_server(&server.record()).await?;
     db.add_tenant(&Tenant {
@@ -315,51 +375,88 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     let expected = check(&direct_url, &mapped_host, None, Duration::from_secs(5))
         .await
         .context("straight to tenement")?;
-    let slum_url = format!("http://{}/", slum.addr);
     let waited = Instant::now();
-    check(&slum_url, DOMAIN, Some(&expected), Duration::from_secs(10))
+    for slum in &slums {
+        check(
+            &slum.url(),
+            DOMAIN,
+            Some(&expected),
+            Duration::from_secs(10),
+        )
         .await
         .context("through slum")?;
+    }
     println!(
         "  slum routes {DOMAIN} {:.0} ms after the spawn (its route poll)",
         waited.elapsed().as_secs_f64() * 1e3
     );
-    let nginx = Nginx::start(&settings.nginx, server, &mapped_host)?;
-    let nginx_url = format!("http://{}/", nginx.addr);
-    check(&nginx_url, DOMAIN, Some(&expected), Duration::from_secs(10))
+    let mut nginxes = Vec::new();
+    for &n in &settings.workers {
+        let nginx = Nginx::start(&settings.nginx, server, &mapped_host, n)?;
+        check(
+            &nginx.url(),
+            DOMAIN,
+            Some(&expected),
+            Duration::from_secs(10),
+        )
         .await
         .context("through nginx")?;
+        nginxes.push(nginx);
+    }
     println!("  tenant answers: {}", expected.trim());
     println!("  (a) {direct_url} Host: {mapped_host}");
-    println!("  (b) {slum_url} Host: {DOMAIN} (slum pid {})", slum.pid());
-    println!(
-        "  (c) {nginx_url} Host: {DOMAIN} (nginx master pid {})",
-        nginx.pid()
-    );
-
+    for ((slum, nginx), n) in slums.iter().zip(&nginxes).zip(&settings.workers) {
+        println!(
+            "  (b{n}) {} Host: {DOMAIN} (slum --router-threads {n}, pid {})",
+            slum.url(),
+            slum.pid()
+        );
+        println!(
+            "  (c{n}) {} Host: {DOMAIN} (nginx worker_processes {n}, master pid {})",
+            nginx.url(),
+            nginx.pid()
+        );
+    }
     if settings.hold {
         println!("  holding (BENCH_HOLD): Ctrl-C ends");
         tokio::signal::ctrl_c().await?;
         return Ok(());
     }
-    let slum_pid = slum.pid();
-    let nginx_pid = nginx.pid();
-    let slum_pids = move || vec![slum_pid];
-    let nginx_all = move || nginx_pids(nginx_pid);
-    let paths: [(&str, &str, &str, Option<&ProxyPids>); 3] = [
-        ("(a) direct", &direct_url, &mapped_host, None),
-        ("(b) slum", &slum_url, DOMAIN, Some(&slum_pids)),
-        ("(c) nginx", &nginx_url, DOMAIN, Some(&nginx_all)),
-    ];
-    let mut rows = Vec::new();
-    for (name, url, host, proxy_pids) in paths {
-        rows.push(measure(settings, name, url, host, ten_pid, proxy_pids).await?);
+
+    let mut paths: Vec<(String, String, &str, Option<Box<ProxyPids>>)> =
+        vec![("(a) direct".into(), direct_url.clone(), &mapped_host, None)];
+    for ((slum, nginx), n) in slums.iter().zip(&nginxes).zip(&settings.workers) {
+        let slum_pid = slum.pid();
+        let nginx_pid = nginx.pid();
+        paths.push((
+            format!("(b{n}) slum"),
+            slum.url(),
+            DOMAIN,
+            Some(Box::new(move || vec![slum_pid])),
+        ));
+        paths.push((
+            format!("(c{n}) nginx"),
+            nginx.url(),
+            DOMAIN,
+            Some(Box::new(move || nginx_pids(nginx_pid))),
+        ));
     }
-    print_results(&rows);
+    let mut rows = Vec::new();
+    for (name, url, host, proxy_pids) in &paths {
+        rows.push(measure(settings, name, url, host, ten_pid, proxy_pids.as_deref()).await?);
+    }
+    println!(
+        "  one client on one connection: wrk -t1 -c1 -d{}s per path...",
+        settings.single
+    );
+    for (row, (_, url, host, _)) in rows.iter_mut().zip(&paths) {
+        row.single = Some(run_wrk_with(settings, url, host, 1, 1, settings.single).await?);
+    }
+    print_results(&rows, &settings.workers);
 
     // Stop in reverse order of start; each guard also does this on error.
-    drop(nginx);
-    drop(slum);
+    drop(nginxes);
+    drop(slums);
     drop(fleet);
     Ok(())
 }
@@ -432,20 +529,39 @@ async fn measure(
             .map(|(b, a)| per_request_us(a.saturating_sub(b))),
         ten_cpu_us: per_request_us(ten_after.saturating_sub(ten_before)),
         wrk,
+        single: None,
     })
 }
 
-fn print_results(rows: &[Row]) {
+fn print_results(rows: &[Row], workers: &[usize]) {
     println!(
-        "\n{:<12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>14} {:>12}",
-        "path", "req/s", "p50 ms", "p99 ms", "non-2xx", "sock err", "proxy CPU/req", "ten CPU/req"
+        "\n{:<12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>14} {:>12} {:>11} {:>11}",
+        "path",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "non-2xx",
+        "sock err",
+        "proxy CPU/req",
+        "ten CPU/req",
+        "1 conn r/s",
+        "1 conn p99"
     );
     for r in rows {
         let proxy = r
             .proxy_cpu_us
             .map_or_else(|| "-".to_owned(), |us| format!("{us:.1} us"));
+        let (single_rps, single_p99) = r.single.as_ref().map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |w| {
+                (
+                    format!("{:.0}", w.requests_per_sec),
+                    format!("{:.2} ms", w.p99_ms),
+                )
+            },
+        );
         println!(
-            "{:<12} {:>10.0} {:>8.2} {:>8.2} {:>8} {:>9} {:>14} {:>12}",
+            "{:<12} {:>10.0} {:>8.2} {:>8.2} {:>8} {:>9} {:>14} {:>12} {:>11} {:>11}",
             r.name,
             r.wrk.requests_per_sec,
             r.wrk.p50_ms,
@@ -454,26 +570,31 @@ fn print_results(rows: &[Row]) {
             r.wrk.socket_errors,
             proxy,
             format!("{:.1} us", r.ten_cpu_us),
+            single_rps,
+            single_p99,
         );
     }
-    let [a, b, c] = [&rows[0], &rows[1], &rows[2]];
-    println!();
-    println!(
-        "throughput  slum/direct (b/a): {:.2}x   slum/nginx (b/c): {:.2}x   nginx/direct (c/a): {:.2}x",
-        b.wrk.requests_per_sec / a.wrk.requests_per_sec,
-        b.wrk.requests_per_sec / c.wrk.requests_per_sec,
-        c.wrk.requests_per_sec / a.wrk.requests_per_sec,
-    );
-    println!(
-        "p99 added   slum (b-a): {:+.2} ms   nginx (c-a): {:+.2} ms",
-        b.wrk.p99_ms - a.wrk.p99_ms,
-        c.wrk.p99_ms - a.wrk.p99_ms,
-    );
-    if let (Some(s), Some(n)) = (b.proxy_cpu_us, c.proxy_cpu_us) {
+    let direct = &rows[0];
+    for (n, pair) in workers.iter().zip(rows[1..].chunks(2)) {
+        let [slum, nginx] = pair else { continue };
+        println!("\n{n} worker(s) each: slum --router-threads {n}, nginx worker_processes {n}");
         println!(
-            "CPU/request slum: {s:.1} us   nginx: {n:.1} us   slum/nginx: {:.2}x",
-            s / n
+            "  throughput  slum/direct: {:.2}x   slum/nginx: {:.2}x   nginx/direct: {:.2}x",
+            slum.wrk.requests_per_sec / direct.wrk.requests_per_sec,
+            slum.wrk.requests_per_sec / nginx.wrk.requests_per_sec,
+            nginx.wrk.requests_per_sec / direct.wrk.requests_per_sec,
         );
+        println!(
+            "  p99 added   slum: {:+.2} ms   nginx: {:+.2} ms",
+            slum.wrk.p99_ms - direct.wrk.p99_ms,
+            nginx.wrk.p99_ms - direct.wrk.p99_ms,
+        );
+        if let (Some(s), Some(c)) = (slum.proxy_cpu_us, nginx.proxy_cpu_us) {
+            println!(
+                "  CPU/request slum: {s:.1} us   nginx: {c:.1} us   slum/nginx: {:.2}x",
+                s / c
+            );
+        }
     }
     for r in rows {
         if r.wrk.non_2xx > 0 || r.wrk.socket_errors > 0 {
@@ -506,9 +627,28 @@ async fn run_wrk(
     host: &str,
     seconds: u64,
 ) -> anyhow::Result<WrkResult> {
+    run_wrk_with(
+        settings,
+        url,
+        host,
+        settings.threads,
+        settings.connections,
+        seconds,
+    )
+    .await
+}
+
+async fn run_wrk_with(
+    settings: &Settings,
+    url: &str,
+    host: &str,
+    threads: u32,
+    connections: u32,
+    seconds: u64,
+) -> anyhow::Result<WrkResult> {
     let out = tokio::process::Command::new(&settings.wrk)
-        .arg(format!("-t{}", settings.threads))
-        .arg(format!("-c{}", settings.connections))
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))
         .arg("--latency")
         .args(["-H", &format!("Host: {host}")])
@@ -597,10 +737,10 @@ struct SlumServe {
 }
 
 impl SlumServe {
-    async fn start(bin: &Path, dir: &Path, db: &Path) -> anyhow::Result<SlumServe> {
+    async fn start(bin: &Path, dir: &Path, db: &Path, threads: usize) -> anyhow::Result<SlumServe> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let log_path = dir.join("slum.log");
+        let log_path = dir.join(format!("slum-{threads}.log"));
         let log = fs::File::create(&log_path)?;
         let child = Command::new(bin)
             .arg("serve")
@@ -610,6 +750,7 @@ impl SlumServe {
             .args(["--api-listen", &api.to_string()])
             .arg("--token-file")
             .arg(dir.join("token"))
+            .args(["--router-threads", &threads.to_string()])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -637,6 +778,10 @@ impl SlumServe {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
 }
 
 impl Drop for SlumServe {
@@ -655,12 +800,17 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(bin: &Path, server: &LocalServer, mapped_host: &str) -> anyhow::Result<Nginx> {
+    fn start(
+        bin: &Path,
+        server: &LocalServer,
+        mapped_host: &str,
+        workers: usize,
+    ) -> anyhow::Result<Nginx> {
         let dir = tempfile::tempdir()?;
         // Workers run as nobody and need to reach their temp paths.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let conf = nginx_conf(dir.path(), addr, &server.url(), mapped_host);
+        let conf = nginx_conf(dir.path(), addr, &server.url(), mapped_host, workers);
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf)?;
         let log_path = dir.path().join("error.log");
@@ -699,6 +849,10 @@ impl Nginx {
     fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
 }
 
 impl Drop for Nginx {
@@ -734,11 +888,17 @@ impl Drop for Nginx {
 }
 
 /// The equivalent of slum's router for one tenant, as an nginx config.
-fn nginx_conf(dir: &Path, listen: SocketAddr, upstream_url: &str, mapped_host: &str) -> String {
+fn nginx_conf(
+    dir: &Path,
+    listen: SocketAddr,
+    upstream_url: &str,
+    mapped_host: &str,
+    workers: usize,
+) -> String {
     let upstream = upstream_url.trim_start_matches("http://");
     let d = dir.display();
     format!(
-        r#"worker_processes auto;
+        r#"worker_processes {workers};
 daemon off;
 master_process on;
 pid {d}/nginx.pid;
