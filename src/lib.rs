@@ -18,7 +18,8 @@
 //! - [`reconcile`]: the pure diff between the instances slum wants and the ones
 //!   servers report, and the actions that converge them.
 //! - [`route_table`]: the router's in-memory view of the fleet and the pure
-//!   decision of where a request goes.
+//!   decision of where a request goes; [`router`] moves the bytes, on threads
+//!   of its own, over upstream connections from [`quick_ack`].
 //! - [`health`]: server health from active checks and the router's failed
 //!   connections, as a pure state machine plus the monitor that applies it.
 //! - [`relocation`]: moving an instance between servers without losing a
