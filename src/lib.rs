@@ -19,7 +19,7 @@
 //!   servers report, and the actions that converge them.
 //! - [`route_table`]: the router's in-memory view of the fleet and the pure
 //!   decision of where a request goes; [`router`] moves the bytes, on threads
-//!   of its own, over upstream connections from [`quick_ack`].
+//!   of its own, over [`upstream_pool`]'s connections (with [`quick_ack`]).
 //! - [`health`]: server health from active checks and the router's failed
 //!   connections, as a pure state machine plus the monitor that applies it.
 //! - [`relocation`]: moving an instance between servers without losing a
@@ -88,6 +88,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tenant_move;
 pub mod tenement;
+pub mod upstream_pool;
 pub mod validation;
 
 // Throw-away fleet databases on either backend, shared with the integration tests.

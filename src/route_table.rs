@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use hyper::header::HeaderValue;
-use hyper::http::uri::{Authority, Scheme};
+use hyper::Uri;
 
 use crate::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
 
@@ -25,20 +25,30 @@ pub struct Upstream {
     /// The domain tenement routes by.
     pub domain: String,
     pub status: ServerStatus,
-    /// Scheme and authority of `url` when it has no path: request URIs are
-    /// then put together from parts rather than formatted and parsed.
-    pub origin: Option<(Scheme, Authority)>,
+    /// `url`'s scheme and authority, where connections go; `None` when `url`
+    /// is not a usable http(s) URL.
+    pub origin: Option<Uri>,
+    /// The path `url` ends in, without trailing slash (usually empty):
+    /// request paths are sent under it.
+    pub path_prefix: String,
 }
 
-/// The scheme and authority of a URL without a path.
-pub(crate) fn origin(url: &str) -> Option<(Scheme, Authority)> {
-    let uri: hyper::Uri = url.parse().ok()?;
-    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
-    let parts = uri.into_parts();
-    match (parts.scheme, parts.authority) {
-        (Some(scheme), Some(authority)) if bare => Some((scheme, authority)),
+/// Splits a server URL into its origin and its path.
+pub(crate) fn split_url(url: &str) -> (Option<Uri>, String) {
+    let Ok(uri) = url.parse::<Uri>() else {
+        return (None, String::new());
+    };
+    let prefix = uri.path().trim_end_matches('/').to_owned();
+    let origin = match (uri.scheme(), uri.authority()) {
+        (Some(scheme), Some(authority)) => Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok(),
         _ => None,
-    }
+    };
+    (origin, prefix)
 }
 
 /// Where a customer domain goes.
@@ -120,6 +130,7 @@ impl RouteTable {
         let upstreams: HashMap<String, Arc<Upstream>> = servers
             .iter()
             .map(|s| {
+                let (origin, path_prefix) = split_url(&s.url);
                 (
                     s.id.clone(),
                     Arc::new(Upstream {
@@ -127,7 +138,8 @@ impl RouteTable {
                         url: s.url.trim_end_matches('/').to_owned(),
                         domain: s.routing_domain(),
                         status: s.status,
-                        origin: origin(&s.url),
+                        origin,
+                        path_prefix,
                     }),
                 )
             })

@@ -28,18 +28,16 @@ use hyper::http::uri::PathAndQuery;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::quick_ack::QuickAckConnector;
-use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target, Upstream};
+use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target};
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
 use crate::tenement::innermost_cause;
+use crate::upstream_pool::{Ticket, UpstreamError, UpstreamPool};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -80,7 +78,7 @@ struct Common {
 /// One router thread's proxy: the shared part and its own connection pools.
 struct Proxy {
     common: Arc<Common>,
-    client: Client<hyper_rustls::HttpsConnector<QuickAckConnector>, ProxyBody>,
+    pool: UpstreamPool,
     metrics: ThreadMetrics,
 }
 
@@ -264,28 +262,14 @@ async fn run_thread(
     open: Arc<AtomicUsize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.fleet.connect_timeout));
-    connector.set_nodelay(true);
-    // https servers get TLS (webpki roots); plain http ones none.
-    connector.enforce_http(false);
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(QuickAckConnector(connector));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
+    let pool = UpstreamPool::new(config.fleet.connect_timeout, Duration::from_secs(90), 256);
     let metrics = ThreadMetrics {
         metrics: Arc::clone(&common.state.metrics),
         handles: Mutex::default(),
     };
     let proxy = Arc::new(Proxy {
         common,
-        client,
+        pool,
         metrics,
     });
     let mut http = http1::Builder::new();
@@ -298,12 +282,17 @@ async fn run_thread(
     // no timer pending, every request's header-read and upstream timeouts
     // would do that; a timer that is always due within half a second keeps
     // them from it.
-    let _tick = AbortOnDrop(tokio::spawn(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-        }
-    }));
+    // The same timer closes idle upstream connections that are past their time.
+    let _tick = {
+        let proxy = Arc::clone(&proxy);
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                proxy.pool.sweep();
+            }
+        }))
+    };
     // Every connection task holds a sender; when all are gone, so are the
     // connections.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -573,24 +562,34 @@ impl Proxy {
         mut parts: hyper::http::request::Parts,
         body: ProxyBody,
         target: &Target,
-    ) -> Result<Response<Incoming>, Failure> {
-        parts.uri = upstream_uri(&target.upstream, &parts.uri)
-            .map_err(|e| Failure::Broken(format!("unusable url: {e}")))?;
-        let server = &target.upstream.server_id;
+    ) -> Result<(Response<Incoming>, Ticket), Failure> {
+        let upstream = &target.upstream;
+        let origin = upstream
+            .origin
+            .as_ref()
+            .ok_or_else(|| Failure::Broken(format!("unusable url '{}'", upstream.url)))?;
+        parts.uri = upstream_uri(&upstream.path_prefix, &parts.uri)
+            .map_err(|e| Failure::Broken(format!("unusable request path: {e}")))?;
         let started = Instant::now();
         let sent = tokio::time::timeout(
             self.common.upstream_timeout,
-            self.client.request(Request::from_parts(parts, body)),
+            self.pool
+                .send(&upstream.url, origin, Request::from_parts(parts, body)),
         )
         .await;
         match sent {
             Err(_) => Err(Failure::HeadTimeout),
-            Ok(Err(e)) if e.is_connect() && is_timeout(&e) => Err(Failure::ConnectTimeout),
-            Ok(Err(e)) if e.is_connect() => Err(Failure::Refused(innermost_cause(&e))),
-            Ok(Err(e)) => Err(Failure::Broken(innermost_cause(&e))),
-            Ok(Ok(resp)) => {
-                self.metrics.upstream_latency(server, started.elapsed());
-                Ok(resp)
+            Ok(Err(UpstreamError::Connect { cause })) if is_timeout(&*cause) => {
+                Err(Failure::ConnectTimeout)
+            }
+            Ok(Err(UpstreamError::Connect { cause })) => {
+                Err(Failure::Refused(innermost_cause(&*cause)))
+            }
+            Ok(Err(UpstreamError::Request(e))) => Err(Failure::Broken(innermost_cause(&e))),
+            Ok(Ok(sent)) => {
+                self.metrics
+                    .upstream_latency(&upstream.server_id, started.elapsed());
+                Ok(sent)
             }
         }
     }
@@ -599,7 +598,7 @@ impl Proxy {
     /// or, for a switched protocol, the two connections joined.
     fn respond(
         &self,
-        mut resp: Response<Incoming>,
+        (mut resp, ticket): (Response<Incoming>, Ticket),
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ProxyBody> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -626,7 +625,7 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, body.boxed())
+        Response::from_parts(parts, ticket.attach(body).boxed())
     }
 
     /// 502 for a refused or broken connection, 504 for a connect or response
@@ -769,24 +768,17 @@ fn prepare_request_headers(
     headers.insert(header::HOST, upstream_host.clone());
 }
 
-/// The URI of a request to `upstream`: its URL followed by the request's path
-/// and query.
-fn upstream_uri(upstream: &Upstream, request: &Uri) -> Result<Uri, hyper::http::Error> {
-    let path = request.path_and_query();
-    match &upstream.origin {
-        Some((scheme, authority)) => Ok(Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query(
-                path.cloned()
-                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
-            )
-            .build()?),
-        None => {
-            let path = path.map_or("/", |p| p.as_str());
-            Ok(format!("{}{path}", upstream.url).parse::<Uri>()?)
-        }
+/// The origin-form URI of a request sent upstream: the server URL's path
+/// (usually none) followed by the request's path and query.
+fn upstream_uri(prefix: &str, request: &Uri) -> Result<Uri, hyper::http::Error> {
+    let path = request
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if prefix.is_empty() {
+        return Ok(Uri::from(path));
     }
+    Ok(format!("{prefix}{path}").parse::<Uri>()?)
 }
 
 /// Whether a connect failed by running out of time (the connector's timeout, or
@@ -871,32 +863,20 @@ mod tests {
 
     #[test]
     fn upstream_uris_keep_the_request_path_and_query() {
-        let upstream = |url: &str| Upstream {
-            server_id: "s".into(),
-            url: url.into(),
-            domain: "s.test".into(),
-            status: crate::model::ServerStatus::Online,
-            origin: crate::route_table::origin(url),
-        };
+        use crate::route_table::split_url;
         let request: Uri = "/a/b?c=d".parse().unwrap();
-        let bare = upstream("http://10.0.0.1:8000");
-        assert!(bare.origin.is_some());
-        assert_eq!(
-            upstream_uri(&bare, &request).unwrap(),
-            "http://10.0.0.1:8000/a/b?c=d"
-        );
+        let (origin, prefix) = split_url("http://10.0.0.1:8000");
+        assert_eq!(origin.unwrap(), "http://10.0.0.1:8000/");
+        assert_eq!(upstream_uri(&prefix, &request).unwrap(), "/a/b?c=d");
+        // An absolute-form request target goes on in origin form.
         let absolute: Uri = "http://acme.com".parse().unwrap();
-        assert_eq!(
-            upstream_uri(&bare, &absolute).unwrap(),
-            "http://10.0.0.1:8000/"
-        );
+        assert_eq!(upstream_uri(&prefix, &absolute).unwrap(), "/");
         // A server behind a path prefix keeps it.
-        let prefixed = upstream("https://edge.example.net/ten");
-        assert!(prefixed.origin.is_none());
-        assert_eq!(
-            upstream_uri(&prefixed, &request).unwrap(),
-            "https://edge.example.net/ten/a/b?c=d"
-        );
+        let (origin, prefix) = split_url("https://edge.example.net/ten/");
+        assert_eq!(origin.unwrap(), "https://edge.example.net/");
+        assert_eq!(prefix, "/ten");
+        assert_eq!(upstream_uri(&prefix, &request).unwrap(), "/ten/a/b?c=d");
+        assert_eq!(split_url("not a url").0, None);
     }
 
     #[test]

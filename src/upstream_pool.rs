@@ -1,0 +1,370 @@
+//! A router thread's connections to tenement servers: HTTP/1 keep-alive pools,
+//! one per server URL.
+//!
+//! A connection goes back to its pool when the response body it carried has
+//! been read to the end (or had none), by the body itself: no task per request
+//! waits for it. A pooled connection the server closed meanwhile is passed over;
+//! a request it could not even start goes out on the next one, or a new one.
+//! Each pool is used by one router thread only, so its lock is never contended.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::quick_ack::QuickAckConnector;
+
+/// What a request sends upstream.
+pub type RequestBody = BoxBody<Bytes, hyper::Error>;
+
+type Connector = hyper_rustls::HttpsConnector<QuickAckConnector>;
+
+/// How a request to a server failed.
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No connection could be made (the cause, and whether it timed out).
+    Connect {
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The connection broke before a response head arrived.
+    Request(hyper::Error),
+}
+
+/// Idle connections per server URL, for one router thread.
+pub struct UpstreamPool {
+    connector: Connector,
+    idle: Arc<Mutex<HashMap<Arc<str>, Vec<Idle>>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+/// A connection waiting for its next request.
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+impl UpstreamPool {
+    /// A pool whose connections take at most `connect_timeout` to open, and
+    /// are closed after `idle_timeout` unused; at most `max_idle` per server.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        // https servers get TLS (webpki roots); plain http ones none.
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(QuickAckConnector(http));
+        UpstreamPool {
+            connector,
+            idle: Arc::default(),
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, Host set) to the server at `url`, whose
+    /// origin is `origin`, on an idle connection or a new one. The response's
+    /// body is to be read through [`Ticket::attach`], which gives the
+    /// connection back when it is done.
+    pub async fn send(
+        &self,
+        url: &str,
+        origin: &Uri,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Ticket), UpstreamError> {
+        while let Some(mut sender) = self.checkout(url) {
+            if sender.ready().await.is_err() {
+                continue; // closed by the server while idle
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.ticket(url, sender))),
+                Err(mut e) => match e.take_message() {
+                    // Not sent at all: the next connection takes it.
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::Request(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(origin).await?;
+        match sender.send_request(req).await {
+            Ok(resp) => Ok((resp, self.ticket(url, sender))),
+            Err(e) => Err(UpstreamError::Request(e)),
+        }
+    }
+
+    /// Drops idle connections that are closed or unused for too long.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        idle.retain(|_, conns| {
+            conns.retain(|c| !c.sender.is_closed() && now - c.since < self.idle_timeout);
+            !conns.is_empty()
+        });
+    }
+
+    fn checkout(&self, url: &str) -> Option<SendRequest<RequestBody>> {
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        let conns = idle.get_mut(url)?;
+        // Most recently used first: the likeliest to be still open.
+        while let Some(c) = conns.pop() {
+            if !c.sender.is_closed() && now - c.since < self.idle_timeout {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn ticket(&self, url: &str, sender: SendRequest<RequestBody>) -> Ticket {
+        Ticket {
+            back: Some(Return {
+                pool: Arc::clone(&self.idle),
+                url: url.into(),
+                max_idle: self.max_idle,
+                sender,
+            }),
+        }
+    }
+
+    async fn connect(&self, origin: &Uri) -> Result<SendRequest<RequestBody>, UpstreamError> {
+        let mut connector = self.connector.clone();
+        let io = tower_service::Service::call(&mut connector, origin.clone())
+            .await
+            .map_err(|cause| UpstreamError::Connect { cause })?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(UpstreamError::Request)?;
+        hyper::rt::Executor::execute(
+            &TokioExecutor::new(),
+            Box::pin(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            }),
+        );
+        Ok(sender)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The way back to the pool for the connection a response came on.
+pub struct Ticket {
+    back: Option<Return>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("url", &self.back.as_ref().map(|b| &b.url))
+            .finish()
+    }
+}
+
+struct Return {
+    pool: Arc<Mutex<HashMap<Arc<str>, Vec<Idle>>>>,
+    url: Arc<str>,
+    max_idle: usize,
+    sender: SendRequest<RequestBody>,
+}
+
+impl Return {
+    fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = lock(&self.pool);
+        let conns = idle.entry(self.url).or_default();
+        if conns.len() < self.max_idle {
+            conns.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Ticket {
+    /// The response body, which gives the connection back once read to the
+    /// end. A body dropped before its end takes the connection with it.
+    pub fn attach(self, body: Incoming) -> PooledBody {
+        let mut pooled = PooledBody {
+            body,
+            back: self.back,
+        };
+        if pooled.body.is_end_stream() {
+            pooled.give_back();
+        }
+        pooled
+    }
+}
+
+/// A response body from a pooled connection.
+pub struct PooledBody {
+    body: Incoming,
+    back: Option<Return>,
+}
+
+impl PooledBody {
+    fn give_back(&mut self) {
+        if let Some(back) = self.back.take() {
+            back.give_back();
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            None => this.give_back(),
+            // A broken body leaves the connection unusable.
+            Some(Err(_)) => this.back = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Read to the end without the final poll (its length was known).
+        if self.body.is_end_stream() {
+            self.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty, Full};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An HTTP/1 server on loopback answering `body` to everything; counts the
+    /// connections it accepted.
+    async fn server(body: &'static str) -> (Uri, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(body.as_bytes()),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (origin, accepted)
+    }
+
+    fn get(host: &str) -> Request<RequestBody> {
+        Request::builder()
+            .uri("/")
+            .header("host", host)
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .unwrap()
+    }
+
+    fn pool() -> UpstreamPool {
+        UpstreamPool::new(Duration::from_secs(1), Duration::from_secs(90), 8)
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_body_is_read() {
+        let (origin, accepted) = server("hello").await;
+        let url = origin.to_string();
+        let pool = pool();
+        for _ in 0..5 {
+            let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+            let body = ticket.attach(resp.into_body()).collect().await.unwrap();
+            assert_eq!(body.to_bytes(), "hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_unread_takes_its_connection_along() {
+        let (origin, accepted) = server("hello").await;
+        let url = origin.to_string();
+        let pool = pool();
+        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        drop(ticket.attach(resp.into_body()));
+        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        let body = ticket.attach(resp.into_body()).collect().await.unwrap();
+        assert_eq!(body.to_bytes(), "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_their_time_are_closed() {
+        let (origin, accepted) = server("hello").await;
+        let url = origin.to_string();
+        // Idle connections expire at once: the sweep closes them.
+        let pool = UpstreamPool::new(Duration::from_secs(1), Duration::ZERO, 8);
+        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        ticket.attach(resp.into_body()).collect().await.unwrap();
+        pool.sweep();
+        assert!(lock(&pool.idle).is_empty());
+        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        ticket.attach(resp.into_body()).collect().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let origin: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
+        let err = pool()
+            .send(&origin.to_string(), &origin, get("a"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, UpstreamError::Connect { .. }), "{err:?}");
+    }
+}
