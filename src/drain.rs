@@ -102,8 +102,15 @@ impl Drains {
                 p.finished_at = Some(Utc::now());
             }
         }
-        if server.status == ServerStatus::Draining {
-            server.status = ServerStatus::Unknown;
+        // A server that died while draining is offline: it stays so, but
+        // forgets the drain (it comes back online, not draining).
+        if matches!(
+            server.status,
+            ServerStatus::Draining | ServerStatus::Offline
+        ) {
+            if server.status == ServerStatus::Draining {
+                server.status = ServerStatus::Unknown;
+            }
             state.db.update_server(&server).await?;
             state.fleet_changed().await;
         }

@@ -52,8 +52,9 @@ pub struct Tracker {
 
 impl Tracker {
     /// Records one outcome for a server now in state `current`, and returns the
-    /// state it should move to, if any. A draining server keeps its state: that
-    /// is the operator's call.
+    /// state it should move to, if any. A draining server that fails goes
+    /// offline like any other (its tenants must fail over); the fleet database
+    /// remembers the drain, and a recovered server goes back to draining there.
     pub fn observe(
         &mut self,
         ok: bool,
@@ -68,12 +69,11 @@ impl Tracker {
             self.successes = 0;
         }
         match current {
-            ServerStatus::Draining => None,
             ServerStatus::Unknown if ok => Some(ServerStatus::Online),
             ServerStatus::Offline if ok && self.successes >= policy.recover_after => {
                 Some(ServerStatus::Online)
             }
-            ServerStatus::Online | ServerStatus::Unknown
+            ServerStatus::Online | ServerStatus::Unknown | ServerStatus::Draining
                 if !ok && self.failures >= policy.fail_after =>
             {
                 Some(ServerStatus::Offline)
@@ -324,12 +324,14 @@ mod tests {
     }
 
     #[test]
-    fn draining_is_left_to_the_operator() {
+    fn a_draining_server_stays_draining_until_it_fails() {
         let p = HealthPolicy::default();
         let mut t = Tracker::default();
-        for ok in [false, false, false, true, true, true] {
+        for ok in [true, true, true, false] {
             assert_eq!(t.observe(ok, Draining, &p), None);
         }
+        // Dead while draining: offline, so that its tenants fail over.
+        assert_eq!(t.observe(false, Draining, &p), Some(Offline));
     }
 
     #[test]

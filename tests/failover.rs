@@ -184,6 +184,71 @@ async fn partition_with_a_backup_loses_no_get() {
     survive_with_backup(Fault::Partition).await;
 }
 
+/// A server that dies while draining is marked offline, so that its tenants
+/// fail over; when it returns it is draining again, not open for placements.
+#[tokio::test]
+async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
+    let mut fleet = fleet(2).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.db()
+        .add_tenant(&Tenant {
+            domain: "phoenix.com".into(),
+            server_id: "s1".into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            failover: FailoverPolicy::Respawn,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    slum.db()
+        .spawn_instance("phoenix", "api", "prod", "s1")
+        .await
+        .unwrap();
+    until_status(&slum, "s1", ServerStatus::Online).await;
+    // Draining, as an operator's drain leaves it while it works.
+    let mut s1 = slum.db().get_server("s1").await.unwrap();
+    s1.status = ServerStatus::Draining;
+    slum.db().update_server(&s1).await.unwrap();
+    slum.state.fleet_changed().await;
+
+    fleet.server_mut("s1").unwrap().kill().unwrap();
+    until_status(&slum, "s1", ServerStatus::Offline).await;
+    let started = Instant::now();
+    while !slum.get("phoenix.com", "/").await.1.contains("server=s2") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "phoenix was never respawned on s2"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fleet
+        .server_mut("s1")
+        .unwrap()
+        .restart_empty()
+        .await
+        .unwrap();
+    until_status(&slum, "s1", ServerStatus::Draining).await;
+    assert_eq!(
+        slum.db().get_server("s1").await.unwrap().status,
+        ServerStatus::Draining
+    );
+
+    // Undrained while dead: it comes back online.
+    fleet.server_mut("s1").unwrap().kill().unwrap();
+    until_status(&slum, "s1", ServerStatus::Offline).await;
+    slum.state.drains.undrain(&slum.state, "s1").await.unwrap();
+    fleet
+        .server_mut("s1")
+        .unwrap()
+        .restart_empty()
+        .await
+        .unwrap();
+    until_status(&slum, "s1", ServerStatus::Online).await;
+}
+
 #[tokio::test]
 async fn crash_without_a_backup_respawns_elsewhere() {
     let mut fleet = fleet(2).await;

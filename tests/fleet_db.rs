@@ -739,3 +739,51 @@ async fn the_routing_version_moves_with_routing_changes_only() {
     assert!(wrong.is_empty(), "(change, should move, moved): {wrong:?}");
     assert_eq!(last, 9, "one step per routing change, from 0");
 }
+
+/// A draining server that dies goes offline (so that its tenants fail over)
+/// and comes back draining; one that was undrained comes back online.
+#[tokio::test]
+async fn a_drain_outlives_the_servers_death() {
+    let (_test_db, db) = temp_db().await;
+    db.add_server(&Server {
+        id: "east".into(),
+        url: "http://127.0.0.1:9".into(),
+        status: ServerStatus::Draining,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let health = |expected, to| db.record_server_health("east", expected, to, None);
+    let status = || async { db.get_server("east").await.unwrap().status };
+    assert!(health(ServerStatus::Draining, ServerStatus::Offline)
+        .await
+        .unwrap());
+    assert_eq!(status().await, ServerStatus::Offline);
+    assert!(health(ServerStatus::Offline, ServerStatus::Online)
+        .await
+        .unwrap());
+    assert_eq!(status().await, ServerStatus::Draining, "still draining");
+
+    // Undrained by the operator: back online after the next death.
+    let mut east = db.get_server("east").await.unwrap();
+    east.status = ServerStatus::Online;
+    db.update_server(&east).await.unwrap();
+    assert!(health(ServerStatus::Online, ServerStatus::Offline)
+        .await
+        .unwrap());
+    assert!(health(ServerStatus::Offline, ServerStatus::Online)
+        .await
+        .unwrap());
+    assert_eq!(status().await, ServerStatus::Online);
+
+    // Drained by an update this time.
+    east.status = ServerStatus::Draining;
+    db.update_server(&east).await.unwrap();
+    assert!(health(ServerStatus::Draining, ServerStatus::Offline)
+        .await
+        .unwrap());
+    assert!(health(ServerStatus::Offline, ServerStatus::Online)
+        .await
+        .unwrap());
+    assert_eq!(status().await, ServerStatus::Draining);
+}

@@ -170,8 +170,8 @@ fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
 impl Store for PostgresStore {
     async fn insert_server(&self, s: &Server) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at, drain) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&s.id)
         .bind(&s.url)
@@ -182,6 +182,7 @@ impl Store for PostgresStore {
         .bind(s.status.as_str())
         .bind(s.last_seen.map(millis))
         .bind(millis(Utc::now()))
+        .bind(s.status == ServerStatus::Draining)
         .execute(&self.pool)
         .await;
         match res {
@@ -207,7 +208,8 @@ impl Store for PostgresStore {
     async fn update_server(&self, s: &Server, with_status: bool) -> Result<()> {
         let res = sqlx::query(
             "UPDATE servers SET url = $1, region = $2, capacity_mb = $3, token = $4, domain = $5, \
-             status = CASE WHEN $8 THEN $6 ELSE status END WHERE id = $7",
+             status = CASE WHEN $8 THEN $6 ELSE status END, \
+             drain = CASE WHEN $8 THEN $6 = 'draining' ELSE drain END WHERE id = $7",
         )
         .bind(&s.url)
         .bind(&s.region)
@@ -233,8 +235,9 @@ impl Store for PostgresStore {
         last_seen: Option<DateTime<Utc>>,
     ) -> Result<bool> {
         let res = sqlx::query(
-            "UPDATE servers SET status = $1, last_seen = COALESCE($2, last_seen) \
-             WHERE id = $3 AND status = $4",
+            // A drained server that recovers goes back to draining.
+            "UPDATE servers SET status = CASE WHEN $1 = 'online' AND drain THEN 'draining' ELSE $1 END, \
+             last_seen = COALESCE($2, last_seen) WHERE id = $3 AND status = $4",
         )
         .bind(status.as_str())
         .bind(last_seen.map(millis))

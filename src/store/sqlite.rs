@@ -154,8 +154,8 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn insert_server(&self, s: &Server) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at, drain) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.url)
@@ -166,6 +166,7 @@ impl Store for SqliteStore {
         .bind(s.status.as_str())
         .bind(s.last_seen.map(millis))
         .bind(millis(Utc::now()))
+        .bind(s.status == ServerStatus::Draining)
         .execute(&self.pool)
         .await;
         match res {
@@ -191,7 +192,8 @@ impl Store for SqliteStore {
     async fn update_server(&self, s: &Server, with_status: bool) -> Result<()> {
         let res = sqlx::query(
             "UPDATE servers SET url = ?, region = ?, capacity_mb = ?, token = ?, domain = ?, \
-             status = CASE WHEN ? THEN ? ELSE status END WHERE id = ?",
+             status = CASE WHEN ?6 THEN ?7 ELSE status END, \
+             drain = CASE WHEN ?6 THEN ?7 = 'draining' ELSE drain END WHERE id = ?8",
         )
         .bind(&s.url)
         .bind(&s.region)
@@ -217,8 +219,9 @@ impl Store for SqliteStore {
         last_seen: Option<DateTime<Utc>>,
     ) -> Result<bool> {
         let res = sqlx::query(
-            "UPDATE servers SET status = ?, last_seen = COALESCE(?, last_seen) \
-             WHERE id = ? AND status = ?",
+            // A drained server that recovers goes back to draining.
+            "UPDATE servers SET status = CASE WHEN ?1 = 'online' AND drain THEN 'draining' ELSE ?1 END, \
+             last_seen = COALESCE(?2, last_seen) WHERE id = ?3 AND status = ?4",
         )
         .bind(status.as_str())
         .bind(last_seen.map(millis))
