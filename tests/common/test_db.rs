@@ -252,13 +252,14 @@ impl TestDb {
 }
 
 /// `column=value` for each column of a row; integers and text print the same on
-/// both backends, NULL as `NULL`.
+/// both backends (booleans as 0 and 1), NULL as `NULL`.
 fn row_text<R>(row: &R) -> String
 where
     R: Row,
     usize: sqlx::ColumnIndex<R>,
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     (0..row.columns().len())
         .map(|i| {
@@ -268,7 +269,12 @@ where
                     row.try_get::<Option<i64>, _>(i)
                         .map(|v| v.map(|n| n.to_string()))
                 })
-                .expect("a text or integer column");
+                // PostgreSQL's booleans, written as SQLite stores them.
+                .or_else(|_| {
+                    row.try_get::<Option<bool>, _>(i)
+                        .map(|v| v.map(|b| u8::from(b).to_string()))
+                })
+                .expect("a text, integer or boolean column");
             format!(
                 "{}={}",
                 row.columns()[i].name(),
