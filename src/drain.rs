@@ -10,6 +10,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::lock;
 use crate::model::{DesiredState, ServerStatus};
 use crate::placement;
 use crate::serve::AppState;
@@ -44,10 +45,6 @@ struct Job {
 #[derive(Default)]
 pub struct Drains {
     jobs: Mutex<HashMap<String, Job>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Drains {

@@ -125,10 +125,7 @@ impl HealthMonitor {
 
     /// The stream of applied transitions; there is one, for the supervisor.
     pub fn take_transitions(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Transition>> {
-        self.receiver
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        crate::lock(&self.receiver).take()
     }
 
     pub fn policy(&self) -> &HealthPolicy {
@@ -136,9 +133,7 @@ impl HealthMonitor {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
-        self.servers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.servers)
     }
 
     /// Feeds one outcome; returns the transition it caused and whether

@@ -63,6 +63,12 @@
 //! # }
 //! ```
 
+/// Locks a mutex, also one a panicking thread left poisoned: every value
+/// guarded in this crate stays consistent between statements.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub mod api;
 pub mod api_tokens;
 pub mod auto_placement;

@@ -51,9 +51,7 @@ impl Routes {
     fn overrides(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
-        self.local_offline
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.local_offline)
     }
 
     /// Takes `server` as offline in this router for `how_long`, and applies it.

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
+use crate::lock;
 use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target};
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
@@ -60,6 +61,13 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// A spawn in progress, shared by every request waiting for it.
 type PendingSpawn = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
 
+/// How long a tenant whose spawn failed is answered 503 at once before its
+/// next request tries again.
+const WAKE_HOLD_DOWN: Duration = Duration::from_secs(5);
+
+/// When a wake failed, and why.
+type FailedWake = (Instant, Arc<String>);
+
 /// A connection handed to a router thread.
 type Handoff = (std::net::TcpStream, SocketAddr);
 
@@ -69,6 +77,10 @@ struct Common {
     upstream_timeout: Duration,
     connect_timeout: Duration,
     spawning: Arc<Mutex<HashMap<String, PendingSpawn>>>,
+    /// Instances whose wake failed lately: when, and why. Requests for them
+    /// are answered at once until [`WAKE_HOLD_DOWN`] has passed, rather than
+    /// each starting a spawn that fails the same way.
+    failed_wakes: Arc<Mutex<HashMap<String, FailedWake>>>,
     /// The runtime of the control plane. Work on the fleet database (spawns,
     /// health reports) runs there: its connections then belong to a runtime
     /// that outlives the router threads.
@@ -112,9 +124,7 @@ struct MetricHandles {
 impl ThreadMetrics {
     fn handles(&self) -> std::sync::MutexGuard<'_, MetricHandles> {
         // Only this thread's requests take the lock: it is never contended.
-        self.handles
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.handles)
     }
 
     fn count(&self, status: StatusCode) {
@@ -164,6 +174,7 @@ pub async fn serve(
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.fleet.connect_timeout,
         spawning: Arc::default(),
+        failed_wakes: Arc::default(),
         control: tokio::runtime::Handle::current(),
     });
     let mut threads = Vec::with_capacity(config.router_threads);
@@ -386,13 +397,18 @@ impl Proxy {
         let mut decision = self.common.state.routes.current().route(&host);
         if let Decision::Spawn(route) = &decision {
             if let Err(reason) = self.wake(route).await {
-                return answer(
+                let mut resp = answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "tenant '{}' could not be started on server '{}': {reason}",
                         route.tenant, route.home_server
                     ),
                 );
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(WAKE_HOLD_DOWN.as_secs()),
+                );
+                return resp;
             }
             decision = self.common.state.routes.current().route(&host);
         }
@@ -427,21 +443,28 @@ impl Proxy {
 
     /// Spawns a tenant's instance on its home server, once for all concurrent
     /// requests. The spawn runs in its own task so that a client giving up does
-    /// not cancel it half-way.
+    /// not cancel it half-way. A spawn that failed less than
+    /// [`WAKE_HOLD_DOWN`] ago is not tried again: its reason is the answer.
     async fn wake(&self, route: &DomainRoute) -> Result<(), Arc<String>> {
         let key = format!("{}:{}", route.tenant, route.instance_id);
+        if let Some((at, reason)) = lock(&self.common.failed_wakes).get(&key) {
+            let ago = at.elapsed();
+            if ago < WAKE_HOLD_DOWN {
+                return Err(Arc::new(format!(
+                    "{reason} (that attempt was {:.1}s ago; the next is in {:.1}s)",
+                    ago.as_secs_f64(),
+                    (WAKE_HOLD_DOWN - ago).as_secs_f64()
+                )));
+            }
+        }
         let pending = {
-            let mut spawning = self
-                .common
-                .spawning
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            spawning
+            lock(&self.common.spawning)
                 .entry(key.clone())
                 .or_insert_with(|| {
                     let state = self.common.state.clone();
                     let route = route.clone();
                     let spawning = Arc::clone(&self.common.spawning);
+                    let failed_wakes = Arc::clone(&self.common.failed_wakes);
                     let key = key.clone();
                     let task = self.common.control.spawn(async move {
                         let spawned = state
@@ -470,13 +493,19 @@ impl Proxy {
                             }
                             Err(e) => Err(Arc::new(e.to_string())),
                         };
+                        {
+                            let mut failed = lock(&failed_wakes);
+                            match &result {
+                                Ok(()) => failed.remove(&key),
+                                Err(reason) => {
+                                    failed.insert(key.clone(), (Instant::now(), Arc::clone(reason)))
+                                }
+                            };
+                        }
                         state.fleet_changed().await;
                         // Only the spawner removes the entry, once its result
                         // is routable: a late waiter never removes a newer one.
-                        spawning
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .remove(&key);
+                        lock(&spawning).remove(&key);
                         result
                     });
                     async move {

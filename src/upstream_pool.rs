@@ -21,6 +21,7 @@ use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::lock;
 use crate::quick_ack::QuickAckConnector;
 
 /// What a request sends upstream.
@@ -158,10 +159,6 @@ impl UpstreamPool {
         );
         Ok(sender)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The way back to the pool for the connection a response came on.

@@ -140,6 +140,60 @@ async fn the_first_requests_spawn_a_tenant_once() {
     assert_eq!(starts, 1, "{logs:?}");
 }
 
+/// A tenant whose spawn fails gets a 503 that quotes tenement, and its next
+/// requests are answered at once (with Retry-After) instead of each trying a
+/// spawn that fails the same way.
+#[tokio::test]
+async fn a_tenant_that_cannot_start_is_answered_at_once_for_a_while() {
+    let fleet = fleet(1).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.db()
+        .add_tenant(&Tenant {
+            domain: "broken.com".into(),
+            server_id: "s1".into(),
+            process: "nosuch".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let get = || async {
+        let r = http()
+            .get(format!("http://{}/", slum.router))
+            .header("host", "broken.com")
+            .send()
+            .await
+            .unwrap();
+        let retry_after = r
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (r.status().as_u16(), retry_after, r.text().await.unwrap())
+    };
+    let (status, retry_after, first) = get().await;
+    assert_eq!(status, 503, "{first}");
+    assert!(
+        first.starts_with("tenant 'broken' could not be started on server 's1'"),
+        "{first}"
+    );
+    assert!(
+        first.contains("nosuch"),
+        "tenement's reason is quoted: {first}"
+    );
+    assert!(!first.contains("the next is in"), "{first}");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    let (status, retry_after, second) = get().await;
+    assert_eq!(status, 503);
+    assert!(
+        second.contains("the next is in"),
+        "not tried again: {second}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert!(slum.db().list_instance_records().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn an_offline_primary_routes_to_the_backup_and_back() {
     let fleet = fleet(2).await;
