@@ -358,9 +358,9 @@ impl SlumDb {
                 Action::Respawn(inst) => {
                     let r = match by_id.get(inst.server_id.as_str()) {
                         Some(server) => self.respawn(server, &inst).await,
-                        None => Ok(()),
+                        None => Ok(false),
                     };
-                    (inst, r.map(|_| Some(true)))
+                    (inst, r.map(|respawned| respawned.then_some(true)))
                 }
             };
             match result {
@@ -385,17 +385,51 @@ impl SlumDb {
             .await
     }
 
-    async fn respawn(&self, server: &Server, inst: &Instance) -> Result<()> {
-        let client = self.client(server);
-        self.spawn_and_wait(client, inst).await?;
+    /// Starts a lost instance again, unless its record changed since the plan
+    /// was made (stopped, moved or deleted meanwhile: whoever changed it owns
+    /// it now). When the record changes while the spawn runs, the new copy is
+    /// stopped again, so that none is left behind unmanaged. Returns whether
+    /// the instance was respawned.
+    async fn respawn(&self, server: &Server, planned: &Instance) -> Result<bool> {
+        if !self.still_wanted(planned).await? {
+            return Ok(false);
+        }
+        self.spawn_and_wait(self.client(server), planned).await?;
+        if !self.still_wanted(planned).await? {
+            if let Err(e) = self
+                .client(server)
+                .stop(&planned.process, &planned.tenant)
+                .await
+            {
+                tracing::warn!(instance = %planned.key(), server = %server.id, error = %e,
+                    "could not stop a copy respawned while its record changed");
+            }
+            return Ok(false);
+        }
         self.store
             .set_instance_observed(
-                &inst.tenant,
-                &inst.instance_id,
+                &planned.tenant,
+                &planned.instance_id,
                 InstanceState::Running,
                 Utc::now(),
             )
+            .await?;
+        Ok(true)
+    }
+
+    /// Whether the instance is still wanted running where the plan saw it.
+    async fn still_wanted(&self, planned: &Instance) -> Result<bool> {
+        match self
+            .store
+            .get_instance(&planned.tenant, &planned.instance_id)
             .await
+        {
+            Ok(now) => Ok(now.desired == DesiredState::Running
+                && now.server_id == planned.server_id
+                && now.process == planned.process),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The client of one server's tenement API.
@@ -460,5 +494,67 @@ impl SlumDb {
                 status
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Tenant;
+
+    /// Reconcile respawns only what is still wanted where its plan saw it.
+    #[tokio::test]
+    async fn a_respawn_is_dropped_when_the_record_changed_since_the_plan() {
+        let (_test_db, db) = crate::test_db::temp_db().await;
+        for id in ["east", "west"] {
+            db.add_server(&Server {
+                id: id.into(),
+                url: "http://127.0.0.1:9".into(),
+                capacity_mb: 1024,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        db.add_tenant(&Tenant {
+            domain: "acme.com".into(),
+            server_id: "east".into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let planned = Instance {
+            tenant: "acme".into(),
+            instance_id: "prod".into(),
+            process: "api".into(),
+            server_id: "east".into(),
+            memory_mb: 64,
+            ..Default::default()
+        };
+        db.store.reserve_instance(&planned).await.unwrap();
+        assert!(db.still_wanted(&planned).await.unwrap(), "unchanged");
+
+        // Moved meanwhile: the copy now belongs on west.
+        db.store.begin_move("acme", "prod", "west").await.unwrap();
+        assert!(
+            db.still_wanted(&planned).await.unwrap(),
+            "still east's until the switch"
+        );
+        db.store.finish_move("acme", "prod").await.unwrap();
+        assert!(!db.still_wanted(&planned).await.unwrap(), "moved to west");
+
+        let on_west = db.store.get_instance("acme", "prod").await.unwrap();
+        assert!(db.still_wanted(&on_west).await.unwrap());
+        // Stopped meanwhile.
+        db.store
+            .set_instance_desired("acme", "prod", DesiredState::Stopped)
+            .await
+            .unwrap();
+        assert!(!db.still_wanted(&on_west).await.unwrap(), "stopped");
+        // Gone meanwhile.
+        db.store.delete_instance("acme", "prod").await.unwrap();
+        assert!(!db.still_wanted(&on_west).await.unwrap(), "deleted");
     }
 }
