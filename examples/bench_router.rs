@@ -1,20 +1,27 @@
 //! The router benchmark. In one run it loads the same tenant behind the same
-//! tenement server with the same tool (wrk) along three paths:
+//! tenement server with the same tool (wrk) along these paths:
 //!
 //! - (a) straight to tenement, with the mapped Host `{tenant}.api.{server domain}`;
-//! - (b) through `slum serve` (the release binary, as a child process);
-//! - (c) through nginx configured as the equivalent reverse proxy (keep-alive
-//!   upstream, HTTP/1.1, the same Host rewrite and forwarding headers);
+//! - (bN) through `slum serve --router-threads N` (the release binary, as a
+//!   child process);
+//! - (cN) through nginx with `worker_processes N`, configured as the equivalent
+//!   reverse proxy (keep-alive upstream, HTTP/1.1, the same Host rewrite and
+//!   forwarding headers), for each N of `BENCH_WORKERS` (default: one per CPU,
+//!   and one);
+//! - (h) through examples/bare_proxy.rs, the least a hyper proxy does (one
+//!   thread), to tell slum's own cost from its HTTP stack's;
 //!
 //! and prints requests/s, p50/p99 latency, non-2xx counts, the proxies' CPU time
-//! per request, and slum's ratios against both baselines. It also times
-//! [`RouteTable::route`] with 1,000 and with 1,000,000 tenants, in memory.
+//! per request, one client on one connection, and slum's ratios against the
+//! baselines. It also times [`RouteTable::route`] with 1,000 and with 1,000,000
+//! tenants, in memory.
 //!
 //! Run it with `sudo scripts/bench-router.sh`: the tenement server lives in a
 //! network namespace (root), and the script installs wrk and nginx, builds the
-//! release binaries and passes their paths in `SLUM_BIN`, `SLUM_DEMO_APP`, `WRK`
-//! and `NGINX`. `BENCH_DURATION`, `BENCH_WARMUP` (seconds), `BENCH_THREADS`,
-//! `BENCH_CONNECTIONS` and `BENCH_LOOKUPS` change the load.
+//! release binaries and passes their paths in `SLUM_BIN`, `SLUM_DEMO_APP`,
+//! `BARE_PROXY`, `WRK` and `NGINX`. `BENCH_DURATION`, `BENCH_WARMUP` (seconds),
+//! `BENCH_THREADS`, `BENCH_CONNECTIONS`, `BENCH_LOOKUPS`, `BENCH_WORKERS` and
+//! `BENCH_SINGLE` change the load; `BENCH_HOLD=1` sets the paths up and waits.
 //!
 //! Traffic goes to loopback and the test namespace only. Everything it starts
 //! (nginx, slum, the fleet) is stopped on the way out, also on error or Ctrl-C.
@@ -46,6 +53,8 @@ struct Settings {
     app: PathBuf,
     wrk: PathBuf,
     nginx: PathBuf,
+    /// The bare hyper proxy (examples/bare_proxy.rs), a second baseline.
+    bare: PathBuf,
     duration: u64,
     warmup: u64,
     threads: u32,
@@ -100,6 +109,7 @@ impl Settings {
             app: env_path("SLUM_DEMO_APP", None)?,
             wrk: env_path("WRK", Some("wrk"))?,
             nginx: env_path("NGINX", Some("nginx"))?,
+            bare: env_path("BARE_PROXY", None)?,
             duration: env_number("BENCH_DURATION", 10)?,
             warmup: env_number("BENCH_WARMUP", 2)?,
             threads: env_number("BENCH_THREADS", 2)?,
@@ -403,6 +413,15 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         .context("through nginx")?;
         nginxes.push(nginx);
     }
+    let bare = BareProxy::start(&settings.bare, server, &mapped_host)?;
+    check(
+        &bare.url(),
+        DOMAIN,
+        Some(&expected),
+        Duration::from_secs(10),
+    )
+    .await
+    .context("through the bare hyper proxy")?;
     println!("  tenant answers: {}", expected.trim());
     println!("  (a) {direct_url} Host: {mapped_host}");
     for ((slum, nginx), n) in slums.iter().zip(&nginxes).zip(&settings.workers) {
@@ -417,6 +436,11 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
             nginx.pid()
         );
     }
+    println!(
+        "  (h) {} Host: {DOMAIN} (bare hyper proxy, one thread, pid {})",
+        bare.url(),
+        bare.pid()
+    );
     if settings.hold {
         println!("  holding (BENCH_HOLD): Ctrl-C ends");
         tokio::signal::ctrl_c().await?;
@@ -441,6 +465,13 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
             Some(Box::new(move || nginx_pids(nginx_pid))),
         ));
     }
+    let bare_pid = bare.pid();
+    paths.push((
+        "(h) hyper".into(),
+        bare.url(),
+        DOMAIN,
+        Some(Box::new(move || vec![bare_pid])),
+    ));
     let mut rows = Vec::new();
     for (name, url, host, proxy_pids) in &paths {
         rows.push(measure(settings, name, url, host, ten_pid, proxy_pids.as_deref()).await?);
@@ -455,6 +486,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     print_results(&rows, &settings.workers);
 
     // Stop in reverse order of start; each guard also does this on error.
+    drop(bare);
     drop(nginxes);
     drop(slums);
     drop(fleet);
@@ -575,7 +607,8 @@ fn print_results(rows: &[Row], workers: &[usize]) {
         );
     }
     let direct = &rows[0];
-    for (n, pair) in workers.iter().zip(rows[1..].chunks(2)) {
+    let pairs = &rows[1..1 + 2 * workers.len()];
+    for (n, pair) in workers.iter().zip(pairs.chunks(2)) {
         let [slum, nginx] = pair else { continue };
         println!("\n{n} worker(s) each: slum --router-threads {n}, nginx worker_processes {n}");
         println!(
@@ -593,6 +626,18 @@ fn print_results(rows: &[Row], workers: &[usize]) {
             println!(
                 "  CPU/request slum: {s:.1} us   nginx: {c:.1} us   slum/nginx: {:.2}x",
                 s / c
+            );
+        }
+    }
+    // What slum costs beyond hyper: its one-thread row against the bare proxy.
+    let one = workers.iter().position(|&n| n == 1);
+    if let (Some(i), Some(bare)) = (one, rows.last()) {
+        if let (Some(s), Some(h)) = (pairs[2 * i].proxy_cpu_us, bare.proxy_cpu_us) {
+            println!(
+                "\none thread each: slum {s:.1} us, bare hyper proxy {h:.1} us per request \
+                 (slum/hyper {:.2}x); throughput slum/hyper {:.2}x",
+                s / h,
+                pairs[2 * i].wrk.requests_per_sec / bare.wrk.requests_per_sec
             );
         }
     }
@@ -785,6 +830,54 @@ impl SlumServe {
 }
 
 impl Drop for SlumServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// examples/bare_proxy.rs in front of the tenement server; killed on drop.
+struct BareProxy {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl BareProxy {
+    fn start(bin: &Path, server: &LocalServer, mapped_host: &str) -> anyhow::Result<BareProxy> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let upstream = server.url();
+        let upstream = upstream.trim_start_matches("http://");
+        let child = Command::new(bin)
+            .args([&addr.to_string(), upstream, mapped_host])
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let mut bare = BareProxy { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = bare.child.try_wait()? {
+                bail!("the bare proxy exited at start-up ({status})");
+            }
+            if TcpStream::connect(addr).is_ok() {
+                return Ok(bare);
+            }
+            if Instant::now() > deadline {
+                bail!("the bare proxy did not listen on {addr} within 10s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for BareProxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -30,10 +30,11 @@ if ! command -v cargo >/dev/null; then
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
-cargo build --quiet --release --bin slum --bin slum-demo-app --example bench_router
+cargo build --quiet --release --bin slum --bin slum-demo-app --example bench_router --example bare_proxy
 SLUM_BIN="$PWD/target/release/slum"
+BARE_PROXY="$PWD/target/release/examples/bare_proxy"
 SLUM_DEMO_APP="$PWD/target/release/slum-demo-app"
 WRK="$(command -v wrk)"
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-export SLUM_BIN SLUM_DEMO_APP WRK NGINX
+export SLUM_BIN SLUM_DEMO_APP WRK NGINX BARE_PROXY
 exec target/release/examples/bench_router
