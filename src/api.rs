@@ -664,8 +664,8 @@ async fn drain_server(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<DrainProgress>)> {
+    // `start` reloads the route table when it marks the server.
     let progress = state.drains.start(&state, &id).await?;
-    state.fleet_changed().await;
     Ok((StatusCode::ACCEPTED, Json(progress)))
 }
 
@@ -694,8 +694,8 @@ async fn undrain_server(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Server>> {
+    // `undrain` reloads the route table when it changes the server.
     state.drains.undrain(&state, &id).await?;
-    state.fleet_changed().await;
     Ok(Json(state.db.get_server(&id).await?))
 }
 

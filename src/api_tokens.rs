@@ -32,13 +32,15 @@ impl SlumDb {
         let mut bytes = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         let secret = format!("{PREFIX}{}", hex::encode(bytes));
+        let hashed = hash(&secret);
         let token = ApiToken {
-            id: hex::encode(&Sha256::digest(secret.as_bytes())[..6]),
+            // The first 48 bits of the hash: shown, never enough to find the secret.
+            id: hashed[..12].to_owned(),
             name: name.to_owned(),
             // The database keeps milliseconds.
             created_at: Utc::now().trunc_subsecs(3),
         };
-        self.store.insert_api_token(&token, &hash(&secret)).await?;
+        self.store.insert_api_token(&token, &hashed).await?;
         Ok((token, secret))
     }
 

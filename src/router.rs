@@ -481,7 +481,6 @@ impl Proxy {
                             // Someone else (another router) may have spawned it
                             // meanwhile; anything else holding the name is an error.
                             Err(e @ Error::AlreadyExists { .. }) => {
-                                let key = format!("{}:{}", route.tenant, route.instance_id);
                                 match state.db.get_instance(&key).await {
                                     Ok(i) if i.process == route.process => Ok(()),
                                     Ok(i) => Err(Arc::new(format!(
