@@ -328,21 +328,12 @@ impl SlumDb {
                 Action::StopOldCopy { server, name } => {
                     let key = format!("{server}/{name}");
                     let r = match (by_id.get(server.as_str()), name.split_once(':')) {
-                        (Some(s), Some((process, tenant))) => {
-                            // Claim it first: a move back may have taken the
-                            // name over since the plan was made.
-                            match self.store.delete_pending_stop(&server, &name).await {
-                                Ok(true) => match self.client(s).stop(process, tenant).await {
-                                    Ok(_) => Ok(()),
-                                    Err(e) => {
-                                        let _ = self.store.add_pending_stop(&server, &name).await;
-                                        Err(e)
-                                    }
-                                },
-                                Ok(false) => Ok(()),
-                                Err(e) => Err(e),
-                            }
-                        }
+                        // Claimed first: a move back may have taken the name
+                        // over since the plan was made.
+                        (Some(s), Some((process, tenant))) => self
+                            .stop_old_copy(&server, &name, process, tenant, Some(s))
+                            .await
+                            .map(drop),
                         _ => self
                             .store
                             .delete_pending_stop(&server, &name)

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::{DesiredState, Instance, Server};
+use crate::model::{Instance, Server};
 use crate::placement;
 use crate::validation;
 
@@ -49,18 +49,7 @@ impl SlumDb {
         let (tenant, id) = validation::instance_key(key)?;
         validation::dns_label("server_id", target)?;
         let instance = self.store.get_instance(&tenant, &id).await?;
-        if instance.desired != DesiredState::Running {
-            return Err(Error::invalid(
-                "instance",
-                format!("'{key}' is being stopped; it cannot move"),
-            ));
-        }
-        if instance.server_id == target {
-            return Err(Error::invalid(
-                "server_id",
-                format!("instance '{key}' is already on server '{target}'"),
-            ));
-        }
+        crate::store::check_movable(&instance, target)?;
         let server = self.store.get_server(target).await?;
         self.store.begin_move(&tenant, &id, target).await?;
         let mut on_target = instance.clone();
@@ -97,31 +86,51 @@ impl SlumDb {
             to: prepared.to.clone(),
             old_stopped,
         };
-        // Claim the stop: when it is gone, the name came back to that server
-        // meanwhile (a move or spawn back onto it) and must keep running.
-        match self.store.delete_pending_stop(&prepared.from, &name).await {
-            Ok(true) => {}
-            Ok(false) => return outcome(true),
-            Err(e) => {
-                tracing::warn!(instance = %i.key(), error = %e, "cannot claim the old copy's stop");
-                return outcome(false);
-            }
-        }
-        let stopped = match self.store.get_server(&prepared.from).await {
-            Ok(old) => self.client(&old).stop(&i.process, &i.tenant).await,
-            Err(e) => Err(e),
-        };
-        match stopped {
+        match self
+            .stop_old_copy(&prepared.from, &name, &i.process, &i.tenant, None)
+            .await
+        {
             Ok(_) => outcome(true),
             Err(e) => {
                 tracing::warn!(instance = %i.key(), server = %prepared.from, error = %e,
                     "old copy not stopped yet; reconcile will complete it");
-                if let Err(e) = self.store.add_pending_stop(&prepared.from, &name).await {
-                    tracing::warn!(instance = %i.key(), error = %e, "lost track of the old copy");
-                }
                 outcome(false)
             }
         }
+    }
+
+    /// Stops the old copy `name` (`{process}:{tenant}`) whose stop is pending
+    /// on `server_id` (`server`, when the caller has it at hand). The pending
+    /// stop is claimed first: when it is gone, the name came back to that server
+    /// meanwhile (a move or spawn back onto it) and must keep running, and the
+    /// answer is `Ok(false)`. A stop the server does not take is recorded as
+    /// pending again, for reconcile.
+    pub(crate) async fn stop_old_copy(
+        &self,
+        server_id: &str,
+        name: &str,
+        process: &str,
+        tenant: &str,
+        server: Option<&Server>,
+    ) -> Result<bool> {
+        if !self.store.delete_pending_stop(server_id, name).await? {
+            return Ok(false);
+        }
+        let stopped = match server {
+            Some(s) => self.client(s).stop(process, tenant).await.map(drop),
+            None => match self.store.get_server(server_id).await {
+                Ok(s) => self.client(&s).stop(process, tenant).await.map(drop),
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(e) = stopped {
+            if let Err(lost) = self.store.add_pending_stop(server_id, name).await {
+                tracing::warn!(server = %server_id, copy = %name, error = %lost,
+                    "lost track of an old copy");
+            }
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Moves `"{tenant}:{instance_id}"` to `target` in all three steps:

@@ -227,6 +227,24 @@ async fn duplicate_instance(store: &(impl Store + ?Sized), instance: &Instance) 
     }
 }
 
+/// Why `inst` cannot move to `target`, if it cannot: it is being stopped, or
+/// it is there already.
+pub(crate) fn check_movable(inst: &Instance, target: &str) -> Result<()> {
+    if inst.desired != DesiredState::Running {
+        return Err(Error::invalid(
+            "instance",
+            format!("'{}' is being stopped; it cannot move", inst.key()),
+        ));
+    }
+    if inst.server_id == target {
+        return Err(Error::invalid(
+            "server_id",
+            format!("instance '{}' is already on server '{target}'", inst.key()),
+        ));
+    }
+    Ok(())
+}
+
 /// Explains why `begin_move` changed nothing.
 async fn refused_move(
     store: &(impl Store + ?Sized),
@@ -244,17 +262,8 @@ async fn refused_move(
             format!("'{}' is already moving to server '{to}'", inst.key()),
         );
     }
-    if inst.desired != DesiredState::Running {
-        return Error::invalid(
-            "instance",
-            format!("'{}' is being stopped; it cannot move", inst.key()),
-        );
-    }
-    if inst.server_id == target {
-        return Error::invalid(
-            "server_id",
-            format!("instance '{}' is already on server '{target}'", inst.key()),
-        );
+    if let Err(e) = check_movable(&inst, target) {
+        return e;
     }
     let server = match store.get_server(target).await {
         Ok(s) => s,
