@@ -20,8 +20,8 @@ use crate::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub server_id: String,
-    /// Base URL, without trailing slash.
-    pub url: String,
+    /// Base URL, without trailing slash (shared: it keys the router's pools).
+    pub url: Arc<str>,
     /// The domain tenement routes by.
     pub domain: String,
     pub status: ServerStatus,
@@ -135,7 +135,7 @@ impl RouteTable {
                     s.id.clone(),
                     Arc::new(Upstream {
                         server_id: s.id.clone(),
-                        url: s.url.trim_end_matches('/').to_owned(),
+                        url: s.url.trim_end_matches('/').into(),
                         domain: s.routing_domain(),
                         status: s.status,
                         origin,

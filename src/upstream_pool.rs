@@ -54,6 +54,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, and not idle longer than `timeout`.
+    fn usable(&self, now: Instant, timeout: Duration) -> bool {
+        !self.sender.is_closed() && now - self.since < timeout
+    }
+}
+
 impl UpstreamPool {
     /// A pool whose connections take at most `connect_timeout` to open, and
     /// are closed after `idle_timeout` unused; at most `max_idle` per server.
@@ -82,7 +89,7 @@ impl UpstreamPool {
     /// connection back when it is done.
     pub async fn send(
         &self,
-        url: &str,
+        url: &Arc<str>,
         origin: &Uri,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Ticket), UpstreamError> {
@@ -111,7 +118,7 @@ impl UpstreamPool {
         let now = Instant::now();
         let mut idle = lock(&self.idle);
         idle.retain(|_, conns| {
-            conns.retain(|c| !c.sender.is_closed() && now - c.since < self.idle_timeout);
+            conns.retain(|c| c.usable(now, self.idle_timeout));
             !conns.is_empty()
         });
     }
@@ -122,18 +129,18 @@ impl UpstreamPool {
         let conns = idle.get_mut(url)?;
         // Most recently used first: the likeliest to be still open.
         while let Some(c) = conns.pop() {
-            if !c.sender.is_closed() && now - c.since < self.idle_timeout {
+            if c.usable(now, self.idle_timeout) {
                 return Some(c.sender);
             }
         }
         None
     }
 
-    fn ticket(&self, url: &str, sender: SendRequest<RequestBody>) -> Ticket {
+    fn ticket(&self, url: &Arc<str>, sender: SendRequest<RequestBody>) -> Ticket {
         Ticket {
             back: Some(Return {
                 pool: Arc::clone(&self.idle),
-                url: url.into(),
+                url: Arc::clone(url),
                 max_idle: self.max_idle,
                 sender,
             }),
@@ -312,7 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_is_reused_once_its_body_is_read() {
         let (origin, accepted) = server("hello").await;
-        let url = origin.to_string();
+        let url: Arc<str> = origin.to_string().into();
         let pool = pool();
         for _ in 0..5 {
             let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
@@ -325,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_unread_takes_its_connection_along() {
         let (origin, accepted) = server("hello").await;
-        let url = origin.to_string();
+        let url: Arc<str> = origin.to_string().into();
         let pool = pool();
         let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
         drop(ticket.attach(resp.into_body()));
@@ -338,7 +345,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_past_their_time_are_closed() {
         let (origin, accepted) = server("hello").await;
-        let url = origin.to_string();
+        let url: Arc<str> = origin.to_string().into();
         // Idle connections expire at once: the sweep closes them.
         let pool = UpstreamPool::new(Duration::from_secs(1), Duration::ZERO, 8);
         let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
@@ -359,7 +366,7 @@ mod tests {
             .port();
         let origin: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let err = pool()
-            .send(&origin.to_string(), &origin, get("a"))
+            .send(&origin.to_string().into(), &origin, get("a"))
             .await
             .unwrap_err();
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err:?}");
