@@ -60,14 +60,6 @@ pub struct DomainRoute {
     pub home_server: String,
 }
 
-/// One instance of a tenant's process.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Placement {
-    pub process: String,
-    pub instance_id: String,
-    pub server_id: String,
-}
-
 /// A request's destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
@@ -144,19 +136,12 @@ impl RouteTable {
                 )
             })
             .collect();
-        let mut placements: HashMap<&str, Vec<Placement>> = HashMap::new();
+        let mut placements: HashMap<&str, Vec<&Instance>> = HashMap::new();
         for i in instances
             .iter()
             .filter(|i| i.desired == DesiredState::Running)
         {
-            placements
-                .entry(i.tenant.as_str())
-                .or_default()
-                .push(Placement {
-                    process: i.process.clone(),
-                    instance_id: i.instance_id.clone(),
-                    server_id: i.server_id.clone(),
-                });
+            placements.entry(i.tenant.as_str()).or_default().push(i);
         }
         let domains = tenants
             .iter()
@@ -209,11 +194,12 @@ impl RouteTable {
 /// its tenant (`placed`, any process) and the servers.
 fn decide(
     route: DomainRoute,
-    placed: &[Placement],
+    placed: &[&Instance],
     upstreams: &HashMap<String, Arc<Upstream>>,
 ) -> Decision {
-    let placements: Vec<&Placement> = placed
+    let placements: Vec<&Instance> = placed
         .iter()
+        .copied()
         .filter(|p| p.process == route.process)
         .collect();
     if placements.is_empty() {
@@ -231,7 +217,7 @@ fn decide(
     }
     // Candidates: the domain's own instance first, then the others on online
     // servers before those on servers not checked yet.
-    let mut live: Vec<(u8, &Placement, &Arc<Upstream>)> = placements
+    let mut live: Vec<(u8, &Instance, &Arc<Upstream>)> = placements
         .iter()
         .filter_map(|&p| {
             let up = upstreams.get(&p.server_id)?;
