@@ -123,12 +123,7 @@ impl LocalServer {
 
     /// The network namespace it runs in.
     pub fn netns(&self) -> String {
-        format!("slumt{}", self.slot)
-    }
-
-    /// Host side of its veth link.
-    pub fn host_link(&self) -> String {
-        format!("slumh{}", self.slot)
+        netns_name(self.slot)
     }
 
     /// The record to add to a fleet database.
@@ -244,42 +239,37 @@ impl LocalServer {
     /// Takes the server's end of its link down (a network partition): packets to
     /// it are dropped, so connects time out.
     pub fn link_down(&self) -> io::Result<()> {
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.netns(),
-                "ip",
-                "link",
-                "set",
-                &self.ns_link(),
-                "down",
-            ],
-        )
+        self.set_link("down")
     }
 
     /// Brings the server's link back up.
     pub fn link_up(&self) -> io::Result<()> {
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.netns(),
-                "ip",
-                "link",
-                "set",
-                &self.ns_link(),
-                "up",
-            ],
-        )
+        self.set_link("up")
     }
 
-    /// Namespace side of its veth link.
-    fn ns_link(&self) -> String {
-        format!("slumn{}", self.slot)
+    /// Sets the namespace side of its veth link `up` or `down`.
+    fn set_link(&self, state: &str) -> io::Result<()> {
+        let (ns, link) = (netns_name(self.slot), ns_link_name(self.slot));
+        run(
+            "ip",
+            &["netns", "exec", &ns, "ip", "link", "set", &link, state],
+        )
     }
+}
+
+/// The network namespace of slot `slot`.
+fn netns_name(slot: u32) -> String {
+    format!("slumt{slot}")
+}
+
+/// The host side of slot `slot`'s veth link.
+fn host_link_name(slot: u32) -> String {
+    format!("slumh{slot}")
+}
+
+/// The namespace side of slot `slot`'s veth link.
+fn ns_link_name(slot: u32) -> String {
+    format!("slumn{slot}")
 }
 
 impl Drop for LocalServer {
@@ -409,9 +399,9 @@ fn run(cmd: &str, args: &[&str]) -> io::Result<()> {
 }
 
 fn create_netns(slot: u32) -> io::Result<()> {
-    let ns = format!("slumt{slot}");
-    let host = format!("slumh{slot}");
-    let peer = format!("slumn{slot}");
+    let ns = netns_name(slot);
+    let host = host_link_name(slot);
+    let peer = ns_link_name(slot);
     let host_ip = format!("{}/30", slot_ip(slot, 1));
     let ns_ip = format!("{}/30", slot_ip(slot, 2));
     // Test traffic must never leave the machine: with a server's link down, its
@@ -461,11 +451,11 @@ fn kill_netns_pids(ns: &str) {
 }
 
 fn destroy_netns(slot: u32) {
-    let ns = format!("slumt{slot}");
+    let ns = netns_name(slot);
     kill_netns_pids(&ns);
     let _ = Command::new("ip").args(["netns", "del", &ns]).output();
     let _ = Command::new("ip")
-        .args(["link", "del", &format!("slumh{slot}")])
+        .args(["link", "del", &host_link_name(slot)])
         .output();
 }
 
