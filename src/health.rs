@@ -174,8 +174,9 @@ impl HealthMonitor {
         )
     }
 
-    /// Checks every server once, all at once, and applies what changed.
-    pub async fn check_all(&self, state: &AppState) -> Vec<Transition> {
+    /// Checks every server once, all at once, and applies what changed (the
+    /// transitions go out on the monitor's channel).
+    pub async fn check_all(&self, state: &AppState) {
         let table = state.routes.current();
         let upstreams: Vec<_> = table.upstreams().cloned().collect();
         let http = state.db.tenement_clients();
@@ -184,7 +185,6 @@ impl HealthMonitor {
             (u, ok)
         }))
         .await;
-        let mut transitions = Vec::new();
         for (u, ok) in outcomes {
             // The status now, not at the start of the round: it may have changed
             // while the probes ran.
@@ -198,9 +198,7 @@ impl HealthMonitor {
             };
             let (t, seen_due) = self.feed(&u.server_id, stored, ok);
             if let Some(t) = t {
-                if self.apply(state, &t).await {
-                    transitions.push(t);
-                }
+                self.apply(state, &t).await;
             } else if seen_due {
                 let _ = state
                     .db
@@ -208,12 +206,13 @@ impl HealthMonitor {
                     .await;
             }
         }
-        transitions
     }
 
     /// A failed connection the router saw: counts as a failed check at once.
-    pub async fn report_failure(&self, state: &AppState, server: &str) -> Option<Transition> {
-        let stored = state.routes.current().upstream(server)?.status;
+    pub async fn report_failure(&self, state: &AppState, server: &str) {
+        let Some(stored) = state.routes.current().upstream(server).map(|u| u.status) else {
+            return;
+        };
         if !state.is_leader() {
             // Not ours to decide for the fleet: route around the server here
             // until the leader's checks have had time to decide.
@@ -224,30 +223,26 @@ impl HealthMonitor {
                     .mark_offline_locally(&state.db, server, hold)
                     .await;
             }
-            return None;
+            return;
         }
-        let (t, _) = self.feed(server, stored, false);
-        match t {
-            Some(t) if self.apply(state, &t).await => Some(t),
-            _ => None,
+        if let (Some(t), _) = self.feed(server, stored, false) {
+            self.apply(state, &t).await;
         }
     }
 
     /// Makes a transition durable and visible: stored with its time, logged,
-    /// counted, routed. Returns false when the stored status was no longer the
-    /// one the transition started from (someone else changed it first): the
-    /// table is reloaded and the monitor adopts it on the next outcome.
-    async fn apply(&self, state: &AppState, t: &Transition) -> bool {
+    /// counted, routed, sent to the supervisor. When the stored status was no
+    /// longer the one the transition started from (someone else changed it
+    /// first), the table is reloaded and the monitor adopts it on the next
+    /// outcome.
+    async fn apply(&self, state: &AppState, t: &Transition) {
         let seen = (t.to == ServerStatus::Online).then(Utc::now);
         match state
             .db
             .record_server_health(&t.server, t.from, t.to, seen)
             .await
         {
-            Ok(false) => {
-                state.fleet_changed().await;
-                false
-            }
+            Ok(false) => state.fleet_changed().await,
             Ok(true) => {
                 if t.to == ServerStatus::Offline {
                     tracing::warn!(server = %t.server, from = %t.from, "server is offline");
@@ -261,7 +256,6 @@ impl HealthMonitor {
                     .inc();
                 state.fleet_changed().await;
                 let _ = self.events.send(t.clone());
-                true
             }
             Err(e) => {
                 tracing::warn!(server = %t.server, error = %e, "could not record a health transition");
@@ -269,7 +263,6 @@ impl HealthMonitor {
                 if let Some(entry) = self.entries().get_mut(&t.server) {
                     entry.status = t.from;
                 }
-                false
             }
         }
     }
