@@ -140,7 +140,9 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
     lock(progress).total = instances.len();
     // First the domains that need no move: unstarted tenants homed here would
     // get 503 for the whole drain otherwise.
-    rehome(state, &server, progress).await?;
+    if rehome(state, &server, progress).await? {
+        state.fleet_changed().await;
+    }
     let grace = state.db.options().move_grace;
     futures::stream::iter(instances)
         .for_each_concurrent(PARALLEL_MOVES, |inst| {
@@ -157,7 +159,8 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
         })
         .await;
 
-    // And once more for domains whose instance moved meanwhile by other means.
+    // And once more for domains whose instance moved meanwhile by other means;
+    // the table is reloaded once, after it.
     rehome(state, &server, progress).await?;
     state.fleet_changed().await;
     Ok(())
@@ -167,12 +170,14 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
 /// instance lives elsewhere, or that were never started, so that a first request
 /// starts them there (a draining server takes no spawns). Those whose instance
 /// is still on the server stay with it: their move switches their home.
+/// Returns whether it re-homed any; the caller reloads the route table.
 async fn rehome(
     state: &AppState,
     server: &crate::model::Server,
     progress: &Mutex<DrainProgress>,
-) -> Result<()> {
+) -> Result<bool> {
     let server_id = server.id.as_str();
+    let mut changed = false;
     let servers = state.db.list_servers().await?;
     let still_here: Vec<_> = state
         .db
@@ -197,16 +202,16 @@ async fn rehome(
         };
         tenant.server_id = home.id.clone();
         match state.db.update_tenant(&tenant).await {
-            Ok(()) => lock(progress)
-                .rehomed
-                .push(format!("{} -> {}", tenant.domain, home.id)),
+            Ok(()) => {
+                changed = true;
+                lock(progress)
+                    .rehomed
+                    .push(format!("{} -> {}", tenant.domain, home.id));
+            }
             Err(e) => lock(progress)
                 .failed
                 .push(format!("{}: {e}", tenant.domain)),
         }
     }
-    if !lock(progress).rehomed.is_empty() {
-        state.fleet_changed().await;
-    }
-    Ok(())
+    Ok(changed)
 }
