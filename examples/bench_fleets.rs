@@ -30,6 +30,9 @@
 //! (routers, `slum serve` children, the tenement server, databases, temp files)
 //! is stopped or removed on the way out, also on error or Ctrl-C.
 
+mod common;
+use common::{clock_ticks_per_second, cpu_ticks, free_port, load_average, tool_version, WrkResult};
+
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -883,163 +886,25 @@ impl Drop for SlumServe {
 // ---------------------------------------------------------------------------
 // wrk
 
-#[derive(Debug, Clone, PartialEq)]
-struct WrkResult {
-    requests: u64,
-    requests_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    /// wrk's "Non-2xx or 3xx responses" (absent from its output when 0).
-    non_2xx: u64,
-    socket_errors: u64,
-    socket_errors_text: String,
-}
-
 async fn run_wrk(
     settings: &Settings,
     url: &str,
     host: &str,
     seconds: u64,
 ) -> anyhow::Result<WrkResult> {
-    let out = tokio::process::Command::new(&settings.wrk)
-        .arg(format!("-t{}", settings.threads))
-        .arg(format!("-c{}", settings.connections))
-        .arg(format!("-d{seconds}s"))
-        .arg("--latency")
-        .args(["-H", &format!("Host: {host}")])
-        .arg(url)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .with_context(|| format!("cannot run {}", settings.wrk.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "wrk {url} failed ({}): {text}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
-}
-
-/// Reads wrk's `--latency` report.
-fn parse_wrk(text: &str) -> anyhow::Result<WrkResult> {
-    let mut requests = None;
-    let mut requests_per_sec = None;
-    let mut p50 = None;
-    let mut p99 = None;
-    let mut non_2xx = 0;
-    let mut socket_errors = 0;
-    let mut socket_errors_text = String::new();
-    for line in text.lines().map(str::trim) {
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
-            requests_per_sec = Some(v.trim().parse::<f64>()?);
-        } else if let Some(v) = line.strip_prefix("50%") {
-            p50 = Some(wrk_ms(v.trim())?);
-        } else if let Some(v) = line.strip_prefix("99%") {
-            p99 = Some(wrk_ms(v.trim())?);
-        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
-            non_2xx = v.trim().parse()?;
-        } else if let Some(v) = line.strip_prefix("Socket errors:") {
-            socket_errors_text = v.trim().to_owned();
-            for part in v.split(',') {
-                let n = part.split_whitespace().last().unwrap_or("0");
-                socket_errors += n.parse::<u64>()?;
-            }
-        } else if line.contains(" requests in ") {
-            let n = line.split_whitespace().next().unwrap_or("");
-            requests = Some(n.parse::<u64>()?);
-        }
-    }
-    Ok(WrkResult {
-        requests: requests.context("no request count")?,
-        requests_per_sec: requests_per_sec.context("no Requests/sec")?,
-        p50_ms: p50.context("no 50% latency (was --latency given?)")?,
-        p99_ms: p99.context("no 99% latency (was --latency given?)")?,
-        non_2xx,
-        socket_errors,
-        socket_errors_text,
-    })
-}
-
-/// A wrk time (`812.00us`, `1.23ms`, `2.00s`, `1.00m`) in milliseconds.
-fn wrk_ms(v: &str) -> anyhow::Result<f64> {
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .with_context(|| format!("no unit in {v:?}"))?;
-    let (n, unit) = v.split_at(split);
-    let n: f64 = n.parse()?;
-    let scale = match unit {
-        "us" => 1e-3,
-        "ms" => 1.0,
-        "s" => 1e3,
-        "m" => 60e3,
-        "h" => 3600e3,
-        _ => bail!("unknown time unit in {v:?}"),
-    };
-    Ok(n * scale)
+    common::run_wrk(
+        &settings.wrk,
+        settings.threads,
+        settings.connections,
+        url,
+        host,
+        seconds,
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------
 // Processes and the machine
-
-/// A loopback port free at the moment of asking.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
-/// Field `n` (1-based, as in proc(5)) of a `/proc/<pid>/stat` line. The command
-/// name (field 2) may hold spaces, so fields are counted after its `)`.
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(n.checked_sub(3)?)
-}
-
-/// utime + stime of a process (all its threads), in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    let field = |n| -> anyhow::Result<u64> {
-        Ok(stat_field(&stat, n)
-            .with_context(|| format!("short /proc/{pid}/stat"))?
-            .parse()?)
-    };
-    Ok(field(14)? + field(15)?)
-}
-
-fn clock_ticks_per_second() -> anyhow::Result<f64> {
-    let out = Command::new("getconf").arg("CLK_TCK").output()?;
-    let hz: f64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
-    if hz <= 0.0 {
-        bail!("getconf CLK_TCK said {hz}");
-    }
-    Ok(hz)
-}
-
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The first line a tool prints about its version.
-fn tool_version(bin: &Path, flag: &str) -> String {
-    match Command::new(bin).arg(flag).output() {
-        Ok(out) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            text.lines().next().unwrap_or("").trim().to_owned()
-        }
-        Err(e) => format!("{} not runnable: {e}", bin.display()),
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -1053,33 +918,5 @@ mod tests {
         assert_eq!(percentile(&v, 100.0), Duration::from_millis(200));
         assert_eq!(percentile(&v, 0.0), Duration::from_millis(1));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
-    }
-
-    #[test]
-    fn reads_wrk_reports() {
-        let text = "Running 10s test @ http://127.0.0.1:8080/
-  2 threads and 32 connections
-  Latency Distribution
-     50%  812.00us
-     99%    1.02s
-  246800 requests in 10.00s, 30.00MB read
-  Socket errors: connect 0, read 2, write 0, timeout 5
-  Non-2xx or 3xx responses: 12
-Requests/sec:  24680.00
-";
-        let r = parse_wrk(text).expect("parse");
-        assert_eq!(r.requests, 246_800);
-        assert!((r.p50_ms - 0.812).abs() < 1e-9);
-        assert!((r.p99_ms - 1020.0).abs() < 1e-9);
-        assert_eq!((r.non_2xx, r.socket_errors), (12, 7));
-        assert!(parse_wrk("Requests/sec: 1\n").is_err());
-    }
-
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        let stat = "42 (slum (x)) S 7 42 42 0 -1 4194560 1 0 0 0 250 17 0 0";
-        assert_eq!(stat_field(stat, 4), Some("7"));
-        assert_eq!(stat_field(stat, 14), Some("250"));
-        assert_eq!(stat_field(stat, 15), Some("17"));
     }
 }
