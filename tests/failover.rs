@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::serve::Slum;
 use common::{fleet, http};
+use slum::local_fleet::LocalFleet;
 use slum::{FailoverPolicy, ServerStatus, Tenant};
 
 /// A client requesting `domains` in a loop until stopped, counting answers.
@@ -96,21 +97,6 @@ async fn until_status(slum: &Slum, server: &str, status: ServerStatus) -> Durati
     panic!("server {server} never became {status}");
 }
 
-async fn tenant_with_backup(slum: &Slum, domain: &str) -> String {
-    slum.add_tenant(domain, "s1").await;
-    let name = domain.split('.').next().unwrap_or_default().to_owned();
-    slum.db()
-        .spawn_instance(&name, "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.db()
-        .spawn_instance(&name, "api", "backup", "s2")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
-    name
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Crash,
@@ -124,7 +110,7 @@ async fn survive_with_backup(fault: Fault) {
     let mut fleet = fleet(2).await;
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
-    tenant_with_backup(&slum, "acme.com").await;
+    slum.add_tenant_with_backup("acme.com").await;
     until_status(&slum, "s1", ServerStatus::Online).await;
 
     let load = Load::start(slum.router, vec!["acme.com".into()]);
@@ -184,24 +170,27 @@ async fn partition_with_a_backup_loses_no_get() {
     survive_with_backup(Fault::Partition).await;
 }
 
-/// A server that dies while draining is marked offline, so that its tenants
-/// fail over; when it returns it is draining again, not open for placements.
-#[tokio::test]
-async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
-    let mut fleet = fleet(2).await;
+/// Two servers and a router, with `phoenix.com` homed on s1 under the
+/// `respawn` failover policy (not started yet).
+async fn respawning_phoenix() -> (LocalFleet, Slum) {
+    let fleet = fleet(2).await;
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
     slum.db()
         .add_tenant(&Tenant {
-            domain: "phoenix.com".into(),
-            server_id: "s1".into(),
-            process: "api".into(),
-            instance_id: "prod".into(),
             failover: FailoverPolicy::Respawn,
-            ..Default::default()
+            ..common::tenant("phoenix.com", "s1")
         })
         .await
         .unwrap();
+    (fleet, slum)
+}
+
+/// A server that dies while draining is marked offline, so that its tenants
+/// fail over; when it returns it is draining again, not open for placements.
+#[tokio::test]
+async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
+    let (mut fleet, slum) = respawning_phoenix().await;
     slum.db()
         .spawn_instance("phoenix", "api", "prod", "s1")
         .await
@@ -251,20 +240,7 @@ async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
 
 #[tokio::test]
 async fn crash_without_a_backup_respawns_elsewhere() {
-    let mut fleet = fleet(2).await;
-    let slum = Slum::start(|_| {}).await;
-    slum.add_fleet(&fleet).await;
-    slum.db()
-        .add_tenant(&Tenant {
-            domain: "phoenix.com".into(),
-            server_id: "s1".into(),
-            process: "api".into(),
-            instance_id: "prod".into(),
-            failover: FailoverPolicy::Respawn,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (mut fleet, slum) = respawning_phoenix().await;
     slum.add_tenant("patient.com", "s1").await;
     slum.db()
         .spawn_instance("phoenix", "api", "prod", "s1")

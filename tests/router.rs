@@ -199,16 +199,7 @@ async fn an_offline_primary_routes_to_the_backup_and_back() {
     let fleet = fleet(2).await;
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
-    slum.add_tenant("acme.com", "s1").await;
-    slum.db()
-        .spawn_instance("acme", "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.db()
-        .spawn_instance("acme", "api", "backup", "s2")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
+    slum.add_tenant_with_backup("acme.com").await;
     assert!(slum.get("acme.com", "/").await.1.contains("server=s1"));
 
     let slum = &slum;

@@ -129,16 +129,7 @@ async fn when_the_leader_and_a_server_die_together_another_router_fails_over() {
         // One router per SQLite file is the model: each leads its own.
         assert!(b.state.is_leader());
     }
-    a.add_tenant("acme.com", "s1").await;
-    a.db()
-        .spawn_instance("acme", "api", "prod", "s1")
-        .await
-        .unwrap();
-    a.db()
-        .spawn_instance("acme", "api", "backup", "s2")
-        .await
-        .unwrap();
-    a.state.fleet_changed().await;
+    a.add_tenant_with_backup("acme.com").await;
     b.state.fleet_changed().await;
     assert!(b.get("acme.com", "/").await.1.contains("server=s1"));
 

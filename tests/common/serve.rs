@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use slum::local_fleet::LocalFleet;
 use slum::serve::{AppState, ServeArgs, ServeConfig, Serving};
-use slum::{SlumDb, Tenant};
+use slum::SlumDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::http;
@@ -71,16 +71,27 @@ impl Slum {
 
     pub async fn add_tenant(&self, domain: &str, server: &str) {
         self.db()
-            .add_tenant(&Tenant {
-                domain: domain.into(),
-                server_id: server.into(),
-                process: "api".into(),
-                instance_id: "prod".into(),
-                ..Default::default()
-            })
+            .add_tenant(&super::tenant(domain, server))
             .await
             .unwrap();
         self.state.fleet_changed().await;
+    }
+
+    /// A tenant homed on s1 with its `prod` instance there and a `backup` on
+    /// s2, routed; returns its name.
+    pub async fn add_tenant_with_backup(&self, domain: &str) -> String {
+        self.add_tenant(domain, "s1").await;
+        let name = domain.split('.').next().unwrap_or_default().to_owned();
+        self.db()
+            .spawn_instance(&name, "api", "prod", "s1")
+            .await
+            .unwrap();
+        self.db()
+            .spawn_instance(&name, "api", "backup", "s2")
+            .await
+            .unwrap();
+        self.state.fleet_changed().await;
+        name
     }
 
     pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
