@@ -1814,25 +1814,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn tenant_add_body_uses_the_api_field_names() {
-        let cli = parse(&[
-            "tenant",
-            "add",
-            "c1.example.com",
-            "--server",
-            "east",
-            "--process",
-            "api",
-            "--instance",
-            "prod",
-        ])
-        .expect("parses");
+    /// The API request body `slum tenant add ARGS…` sends.
+    fn tenant_add_body(args: &[&str]) -> serde_json::Value {
+        let cli = parse(args).expect("parses");
         let Command::Tenant(TenantCommand::Add(a)) = cli.command else {
             panic!("not tenant add");
         };
+        serde_json::to_value(NewTenant::from(&a)).expect("json")
+    }
+
+    #[test]
+    fn tenant_add_body_uses_the_api_field_names() {
         assert_eq!(
-            serde_json::to_value(NewTenant::from(&a)).expect("json"),
+            tenant_add_body(&[
+                "tenant",
+                "add",
+                "c1.example.com",
+                "--server",
+                "east",
+                "--process",
+                "api",
+                "--instance",
+                "prod",
+            ]),
             serde_json::json!({"domain": "c1.example.com", "server_id": "east",
                                "process": "api", "instance_id": "prod"})
         );
@@ -1884,26 +1888,21 @@ mod tests {
             parse(&region_alone).unwrap_err().kind(),
             clap::error::ErrorKind::ArgumentConflict
         );
-        let cli = parse(&[
-            "tenant",
-            "add",
-            "c1.test",
-            "--auto",
-            "--region",
-            "eu",
-            "--failover",
-            "respawn",
-            "--process",
-            "api",
-            "--instance",
-            "prod",
-        ])
-        .expect("parses");
-        let Command::Tenant(TenantCommand::Add(a)) = cli.command else {
-            panic!("not tenant add");
-        };
         assert_eq!(
-            serde_json::to_value(NewTenant::from(&a)).expect("json"),
+            tenant_add_body(&[
+                "tenant",
+                "add",
+                "c1.test",
+                "--auto",
+                "--region",
+                "eu",
+                "--failover",
+                "respawn",
+                "--process",
+                "api",
+                "--instance",
+                "prod",
+            ]),
             serde_json::json!({"domain": "c1.test", "auto": true, "region": "eu",
                                "failover": "respawn", "process": "api", "instance_id": "prod"})
         );

@@ -197,6 +197,21 @@ impl Serve {
     }
 
     /// Adds a server on a loopback port nothing listens on.
+    /// `slum tenant add DOMAIN --server SERVER --process api --instance prod`.
+    fn add_tenant(&self, domain: &str, server: &str) -> Out {
+        self.run(&[
+            "tenant",
+            "add",
+            domain,
+            "--server",
+            server,
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+        ])
+    }
+
     fn add_dead_server(&self, id: &str) {
         self.run(&[
             "server",
@@ -376,17 +391,7 @@ fn tenant_add_list_show_move_remove() {
     let slum = Serve::start();
     slum.add_dead_server("east");
     slum.add_dead_server("west");
-    let added = slum.run(&[
-        "tenant",
-        "add",
-        "Customer-1.Example.com",
-        "--server",
-        "east",
-        "--process",
-        "api",
-        "--instance",
-        "prod",
-    ]);
+    let added = slum.add_tenant("Customer-1.Example.com", "east");
     assert!(
         added
             .ok()
@@ -474,17 +479,7 @@ fn api_errors_are_one_line_naming_what_is_wrong() {
     let slum = Serve::start();
     slum.add_dead_server("east");
 
-    let unknown = slum.run(&[
-        "tenant",
-        "add",
-        "c1.example.com",
-        "--server",
-        "nowhere",
-        "--process",
-        "api",
-        "--instance",
-        "prod",
-    ]);
+    let unknown = slum.add_tenant("c1.example.com", "nowhere");
     assert_eq!(unknown.error_line(), "error: server 'nowhere' not found");
 
     let negative = slum.run(&[
@@ -514,18 +509,7 @@ fn api_errors_are_one_line_naming_what_is_wrong() {
     ]);
     assert_eq!(twice.error_line(), "error: server 'east' already exists");
 
-    slum.run(&[
-        "tenant",
-        "add",
-        "c1.example.com",
-        "--server",
-        "east",
-        "--process",
-        "api",
-        "--instance",
-        "prod",
-    ])
-    .ok();
+    slum.add_tenant("c1.example.com", "east").ok();
     let busy = slum.run(&["server", "remove", "east"]);
     let line = busy.error_line();
     assert!(line.contains("east") && line.contains("1 tenant"), "{line}");
@@ -613,18 +597,7 @@ fn usage_errors_exit_with_2() {
 fn json_output_is_the_apis_json() {
     let slum = Serve::start();
     slum.add_dead_server("east");
-    slum.run(&[
-        "tenant",
-        "add",
-        "c1.example.com",
-        "--server",
-        "east",
-        "--process",
-        "api",
-        "--instance",
-        "prod",
-    ])
-    .ok();
+    slum.add_tenant("c1.example.com", "east").ok();
 
     let servers = slum.run(&["server", "list", "--json"]).json();
     assert_eq!(servers[0]["id"], "east");
@@ -780,18 +753,7 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
         &s1.domain,
     ])
     .ok();
-    slum.run(&[
-        "tenant",
-        "add",
-        "alice.example.com",
-        "--server",
-        "s1",
-        "--process",
-        "api",
-        "--instance",
-        "prod",
-    ])
-    .ok();
+    slum.add_tenant("alice.example.com", "s1").ok();
 
     let spawned = slum.run(&[
         "spawn",
@@ -874,18 +836,7 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
 fn status_lists_tenants_whose_servers_are_down() {
     let slum = Serve::start();
     slum.add_dead_server("east");
-    slum.run(&[
-        "tenant",
-        "add",
-        "acme.example.com",
-        "--server",
-        "east",
-        "--process",
-        "api",
-        "--instance",
-        "prod",
-    ])
-    .ok();
+    slum.add_tenant("acme.example.com", "east").ok();
     slum.run(&["server", "update", "east", "--status", "offline"])
         .ok();
     let status = slum.run(&["status"]);
@@ -949,18 +900,7 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
         backup.ok().trim(),
         "spawned carol:backup (api) on server s2: 128 MB reserved, running"
     );
-    slum.run(&[
-        "tenant",
-        "add",
-        "dave.example.com",
-        "--server",
-        "s1",
-        "--process",
-        "api",
-        "--instance",
-        "prod",
-    ])
-    .ok();
+    slum.add_tenant("dave.example.com", "s1").ok();
     // No room anywhere in a region that has no server: one clear line.
     let refused = slum.run(&[
         "tenant",
