@@ -9,7 +9,7 @@
 
 use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::{Instance, Tenant};
+use crate::model::{Instance, Server, Tenant};
 use crate::orchestration::SpawnOptions;
 use crate::placement::{self, PlacementRequest};
 use crate::validation;
@@ -35,22 +35,17 @@ impl SlumDb {
         let options = SpawnOptions {
             memory_mb: Some(memory_mb),
         };
+        let no_room = || Error::NoRoom {
+            needed_mb: memory_mb,
+            region: request.region.clone(),
+        };
         for _ in 0..ATTEMPTS {
-            let servers = self.store.list_servers().await?;
-            let instances = self.store.list_instances(None).await?;
-            let allowed = placement::candidates(
-                &servers,
-                &instances,
-                tenant,
-                process,
-                request.distinct_region,
-            );
+            let allowed = self
+                .placement_candidates(tenant, process, request.distinct_region)
+                .await?;
             let Some(target) = placement::most_free(&allowed, request.region.as_deref(), memory_mb)
             else {
-                return Err(Error::NoRoom {
-                    needed_mb: memory_mb,
-                    region: request.region.clone(),
-                });
+                return Err(no_room());
             };
             match self
                 .spawn_instance_with(tenant, process, instance_id, &target.id, &options)
@@ -63,10 +58,26 @@ impl SlumDb {
                 other => return other,
             }
         }
-        Err(Error::NoRoom {
-            needed_mb: memory_mb,
-            region: request.region.clone(),
-        })
+        Err(no_room())
+    }
+
+    /// The servers a new instance of `tenant`'s `process` may go to now (see
+    /// [`placement::candidates`]).
+    pub(crate) async fn placement_candidates(
+        &self,
+        tenant: &str,
+        process: &str,
+        distinct_region: bool,
+    ) -> Result<Vec<Server>> {
+        let servers = self.store.list_servers().await?;
+        let instances = self.store.list_instances(None).await?;
+        Ok(placement::candidates(
+            &servers,
+            &instances,
+            tenant,
+            process,
+            distinct_region,
+        ))
     }
 
     /// Adds a tenant on the usable server with the most free room (in
@@ -78,10 +89,8 @@ impl SlumDb {
         tenant: &Tenant,
         request: &PlacementRequest,
     ) -> Result<Tenant> {
-        let mut tenant = tenant.clone();
-        // Validate everything but the server first, so bad input costs no spawn.
-        tenant.server_id = "placeholder".into();
-        let mut tenant = validation::tenant(&tenant)?;
+        // Everything but the server first, so bad input costs no spawn.
+        let mut tenant = validation::tenant_to_place(tenant)?;
         match self.store.get_tenant(&tenant.domain).await {
             Ok(_) => return Err(Error::already_exists(crate::Kind::Tenant, &tenant.domain)),
             Err(e) if !e.is_not_found() => return Err(e),

@@ -180,15 +180,9 @@ impl SlumDb {
     /// room, anywhere otherwise, never on a server that already holds the
     /// tenant's process.
     pub async fn choose_target(&self, instance: &Instance, region: Option<&str>) -> Result<Server> {
-        let servers = self.store.list_servers().await?;
-        let instances = self.store.list_instances(None).await?;
-        let candidates = placement::candidates(
-            &servers,
-            &instances,
-            &instance.tenant,
-            &instance.process,
-            false,
-        );
+        let candidates = self
+            .placement_candidates(&instance.tenant, &instance.process, false)
+            .await?;
         placement::most_free_preferring(&candidates, region, instance.memory_mb)
             .cloned()
             .ok_or_else(|| Error::NoRoom {

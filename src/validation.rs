@@ -115,13 +115,25 @@ pub fn server(s: &Server) -> Result<Server> {
 /// Checks a tenant and returns it normalised: domain lower-case without trailing
 /// dot, `name` filled in from the domain's first label when empty.
 pub fn tenant(t: &Tenant) -> Result<Tenant> {
+    checked_tenant(t, true)
+}
+
+/// [`tenant`] for a tenant whose server is yet to be chosen: `server_id` is
+/// not looked at.
+pub fn tenant_to_place(t: &Tenant) -> Result<Tenant> {
+    checked_tenant(t, false)
+}
+
+fn checked_tenant(t: &Tenant, with_server: bool) -> Result<Tenant> {
     let mut out = t.clone();
     out.domain = domain("tenant.domain", &t.domain)?;
     if out.name.is_empty() {
         out.name = out.domain.split('.').next().unwrap_or_default().to_owned();
     }
     dns_label("tenant.name", &out.name)?;
-    dns_label("tenant.server_id", &out.server_id)?;
+    if with_server {
+        dns_label("tenant.server_id", &out.server_id)?;
+    }
     dns_label("tenant.process", &out.process)?;
     dns_label("tenant.instance_id", &out.instance_id)?;
     Ok(out)
