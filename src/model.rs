@@ -67,6 +67,19 @@ impl Server {
     pub fn is_usable(&self) -> bool {
         self.status.is_usable()
     }
+
+    /// [`is_usable`](Server::is_usable), as the error that names the server
+    /// and its state when it is not.
+    pub fn ensure_usable(&self) -> crate::Result<()> {
+        if self.is_usable() {
+            Ok(())
+        } else {
+            Err(Error::ServerUnavailable {
+                server: self.id.clone(),
+                status: self.status.to_string(),
+            })
+        }
+    }
 }
 
 impl fmt::Debug for Server {

@@ -4,7 +4,7 @@
 //! [`crate::relocation`]).
 
 use crate::db::SlumDb;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{DesiredState, Tenant};
 use crate::validation;
 
@@ -44,12 +44,7 @@ impl SlumDb {
             }
             _ if tenant.server_id == target.id => return Ok(tenant),
             _ => {
-                if !target.is_usable() {
-                    return Err(Error::ServerUnavailable {
-                        server: target.id,
-                        status: target.status.to_string(),
-                    });
-                }
+                target.ensure_usable()?;
                 let mut moved = tenant.clone();
                 moved.server_id = target.id.clone();
                 self.store.update_tenant(&moved).await?;

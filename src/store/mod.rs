@@ -172,12 +172,7 @@ fn from_millis(ms: i64) -> DateTime<Utc> {
 /// Whether `server` takes `instance`: `ServerUnavailable` when it is offline or
 /// draining, `InsufficientCapacity` when the reservation does not fit.
 fn check_reservation(server: &Server, instance: &Instance) -> Result<()> {
-    if !server.is_usable() {
-        return Err(Error::ServerUnavailable {
-            server: server.id.clone(),
-            status: server.status.to_string(),
-        });
-    }
+    server.ensure_usable()?;
     if server.capacity_mb - server.used_capacity_mb() < instance.memory_mb {
         return Err(insufficient_capacity(server, instance));
     }
