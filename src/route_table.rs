@@ -283,14 +283,11 @@ pub fn normalize_host(raw: Option<&str>) -> Result<String, BadHost> {
     if host.is_empty() || host.len() > 253 {
         return Err(BadHost::Malformed);
     }
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    if !host.split('.').all(label_ok) {
+    // The rule tenants' domains were checked with (lower-cased above).
+    if !host
+        .split('.')
+        .all(|l| crate::validation::dns_label("host", l).is_ok())
+    {
         return Err(BadHost::Malformed);
     }
     Ok(host)
