@@ -25,50 +25,6 @@ pub fn most_free<'a>(
         })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::ServerStatus;
-
-    fn server(id: &str, region: &str, capacity: i64, used: i64, status: ServerStatus) -> Server {
-        Server {
-            id: id.into(),
-            url: format!("http://{id}.test"),
-            region: Some(region.into()),
-            capacity_mb: capacity,
-            used_capacity_mb: used,
-            status,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn picks_most_free_usable_server_in_region() {
-        use ServerStatus::*;
-        let fleet = [
-            server("a", "eu", 1000, 900, Online),
-            server("b", "eu", 1000, 100, Offline),
-            server("c", "eu", 1000, 300, Unknown),
-            server("d", "eu", 4000, 0, Draining),
-            server("e", "us", 8000, 0, Online),
-        ];
-        assert_eq!(most_free(&fleet, Some("eu"), 0).unwrap().id, "c");
-        assert_eq!(most_free(&fleet, None, 0).unwrap().id, "e");
-        assert_eq!(most_free(&fleet, Some("eu"), 700).unwrap().id, "c");
-        assert!(most_free(&fleet, Some("eu"), 701).is_none());
-        assert!(most_free(&fleet, Some("ap"), 0).is_none());
-    }
-
-    #[test]
-    fn ties_go_to_lowest_id() {
-        let fleet = [
-            server("b", "eu", 100, 0, ServerStatus::Online),
-            server("a", "eu", 100, 0, ServerStatus::Online),
-        ];
-        assert_eq!(most_free(&fleet, None, 0).unwrap().id, "a");
-    }
-}
-
 /// [`most_free`] in `region` when a server there fits, anywhere otherwise.
 pub fn most_free_preferring<'a>(
     servers: &'a [Server],
@@ -128,9 +84,47 @@ pub fn candidates(
 }
 
 #[cfg(test)]
-mod candidate_tests {
+mod tests {
     use super::*;
     use crate::model::{Instance, ServerStatus};
+
+    fn server(id: &str, region: &str, capacity: i64, used: i64, status: ServerStatus) -> Server {
+        Server {
+            id: id.into(),
+            url: format!("http://{id}.test"),
+            region: Some(region.into()),
+            capacity_mb: capacity,
+            used_capacity_mb: used,
+            status,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn picks_most_free_usable_server_in_region() {
+        use ServerStatus::*;
+        let fleet = [
+            server("a", "eu", 1000, 900, Online),
+            server("b", "eu", 1000, 100, Offline),
+            server("c", "eu", 1000, 300, Unknown),
+            server("d", "eu", 4000, 0, Draining),
+            server("e", "us", 8000, 0, Online),
+        ];
+        assert_eq!(most_free(&fleet, Some("eu"), 0).unwrap().id, "c");
+        assert_eq!(most_free(&fleet, None, 0).unwrap().id, "e");
+        assert_eq!(most_free(&fleet, Some("eu"), 700).unwrap().id, "c");
+        assert!(most_free(&fleet, Some("eu"), 701).is_none());
+        assert!(most_free(&fleet, Some("ap"), 0).is_none());
+    }
+
+    #[test]
+    fn ties_go_to_lowest_id() {
+        let fleet = [
+            server("b", "eu", 100, 0, ServerStatus::Online),
+            server("a", "eu", 100, 0, ServerStatus::Online),
+        ];
+        assert_eq!(most_free(&fleet, None, 0).unwrap().id, "a");
+    }
 
     #[test]
     fn a_backup_never_shares_a_server_nor_when_asked_a_region() {
