@@ -9,7 +9,7 @@ use slum::{store, FleetOptions, SlumDb};
 pub mod serve;
 mod test_db;
 #[allow(unused_imports)]
-pub use test_db::{temp_db, temp_db_with, Backend, TestDb};
+pub use test_db::{temp_db, temp_db_with, TestDb};
 
 pub fn demo_app() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_slum-demo-app"))
