@@ -614,12 +614,14 @@ impl Store for PostgresStore {
                 format!("'{tenant}:{instance_id}' is not moving"),
             ));
         };
+        // The old copy's tenement name (`Instance::tenement_name`).
+        let name = format!("{process}:{tenant}");
         sqlx::query(
             "INSERT INTO pending_stops (server_id, name, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT DO NOTHING",
         )
         .bind(&from)
-        .bind(format!("{process}:{tenant}"))
+        .bind(&name)
         .bind(millis(Utc::now()))
         .execute(&mut *tx)
         .await?;
@@ -627,7 +629,7 @@ impl Store for PostgresStore {
         // that now lives there: it must not be stopped.
         sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
             .bind(&to)
-            .bind(format!("{process}:{tenant}"))
+            .bind(&name)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
