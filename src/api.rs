@@ -559,8 +559,8 @@ fn down_tenants<'a>(table: &RouteTable, domains: impl Iterator<Item = &'a str>) 
         .filter_map(|domain| match table.route(domain) {
             Decision::ServerDown { tenant, servers } => Some(DownTenant {
                 domain: domain.to_owned(),
-                tenant,
-                servers,
+                tenant: tenant.clone(),
+                servers: servers.clone(),
             }),
             _ => None,
         })

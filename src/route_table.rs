@@ -182,11 +182,14 @@ impl RouteTable {
     }
 
     /// Where a request for `host` (already normalised) goes.
-    pub fn route(&self, host: &str) -> Decision {
-        self.domains
-            .get(host)
-            .cloned()
-            .unwrap_or(Decision::UnknownHost)
+    pub fn route(&self, host: &str) -> &Decision {
+        static UNKNOWN: Decision = Decision::UnknownHost;
+        self.get(host).unwrap_or(&UNKNOWN)
+    }
+
+    /// The decision for `host` when it is a routed domain as it stands.
+    pub fn get(&self, host: &str) -> Option<&Decision> {
+        self.domains.get(host)
     }
 }
 
@@ -354,11 +357,11 @@ mod tests {
             &[inst("acme", "prod", "west")],
         );
         assert_eq!(
-            forward_to(&t.route("acme.com")),
+            forward_to(t.route("acme.com")),
             ("west".into(), "acme.api.west.fleet.test".into(), false)
         );
         assert_eq!(t.route("www.acme.com"), t.route("acme.com"));
-        assert_eq!(t.route("nobody.com"), Decision::UnknownHost);
+        assert_eq!(t.route("nobody.com"), &Decision::UnknownHost);
         assert_eq!(t.domains(), 2);
     }
 
@@ -378,7 +381,7 @@ mod tests {
         };
         assert_eq!(fallbacks.len(), 1);
         assert_eq!(&*fallbacks[0].instance, "acme:backup");
-        assert_eq!(forward_to(&up.route("acme.com")).0, "east");
+        assert_eq!(forward_to(up.route("acme.com")).0, "east");
 
         let down = RouteTable::build(
             2,
@@ -387,7 +390,7 @@ mod tests {
             &instances,
         );
         assert_eq!(
-            forward_to(&down.route("acme.com")),
+            forward_to(down.route("acme.com")),
             ("west".into(), "acme.api.west.fleet.test".into(), true)
         );
 
@@ -399,7 +402,7 @@ mod tests {
         );
         assert_eq!(
             both.route("acme.com"),
-            Decision::ServerDown {
+            &Decision::ServerDown {
                 tenant: "acme".into(),
                 servers: vec!["east".into(), "west".into()]
             }

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::lock;
-use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, Target};
+use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTable, Target};
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
 use crate::tenement::innermost_cause;
@@ -57,6 +57,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// A spawn in progress, shared by every request waiting for it.
 type PendingSpawn = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
@@ -385,17 +386,23 @@ impl Proxy {
     }
 
     async fn route(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
-        let host = match request_host(&req) {
-            Ok(h) => h,
-            Err(BadHost::Missing) => {
-                return answer(StatusCode::BAD_REQUEST, "missing Host header".into())
-            }
-            Err(BadHost::Malformed) => {
-                return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
-            }
+        let mut table = self.common.state.routes.current();
+        // The normalised host, as a header value: it goes on as X-Forwarded-Host.
+        let host = match routed_host(&req, &table) {
+            Some(host) => host,
+            None => match request_host(&req).map(HeaderValue::try_from) {
+                Ok(Ok(host)) => host,
+                Err(BadHost::Missing) => {
+                    return answer(StatusCode::BAD_REQUEST, "missing Host header".into())
+                }
+                Ok(Err(_)) | Err(BadHost::Malformed) => {
+                    return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
+                }
+            },
         };
-        let mut decision = self.common.state.routes.current().route(&host);
-        if let Decision::Spawn(route) = &decision {
+        let name = host.to_str().unwrap_or_default();
+        let mut decision = table.route(name);
+        if let Decision::Spawn(route) = decision {
             if let Err(reason) = self.wake(route).await {
                 let mut resp = answer(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -410,15 +417,16 @@ impl Proxy {
                 );
                 return resp;
             }
-            decision = self.common.state.routes.current().route(&host);
+            table = self.common.state.routes.current();
+            decision = table.route(name);
         }
         match decision {
             Decision::Forward {
                 primary, fallbacks, ..
-            } => self.forward(req, peer, &host, &primary, &fallbacks).await,
+            } => self.forward(req, peer, &host, primary, fallbacks).await,
             Decision::UnknownHost => answer(
                 StatusCode::NOT_FOUND,
-                format!("no tenant has the domain '{host}'"),
+                format!("no tenant has the domain '{name}'"),
             ),
             Decision::ServerDown { tenant, servers } => answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -527,7 +535,7 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         peer: &Peer,
-        host: &str,
+        host: &HeaderValue,
         primary: &Target,
         fallbacks: &[Target],
     ) -> Response<ProxyBody> {
@@ -718,6 +726,15 @@ impl Failure {
     }
 }
 
+/// The request's Host header when it is a routed domain as it stands (lower
+/// case, no port: domains are stored normalised): the common case, which needs
+/// no normalising and no allocation.
+fn routed_host<B>(req: &Request<B>, table: &RouteTable) -> Option<HeaderValue> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next().filter(|_| hosts.next().is_none())?;
+    table.get(host.to_str().ok()?).map(|_| host.clone())
+}
+
 /// The request's host: the Host header (exactly one), or the authority of an
 /// absolute-form request target. Forwarding headers sent by the client are never
 /// consulted.
@@ -746,54 +763,72 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .map(str::trim)
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names. For
 /// an upgrade, `Upgrade` and `Connection: upgrade` are kept.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One look over the names first: most messages carry none, and removing
+    // each by name would cost a lookup apiece.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .filter(|n| !is_hop_by_hop(n))
         .collect();
-    let upgrade = headers.get(header::UPGRADE).cloned();
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    if keep_upgrade {
-        if let Some(u) = upgrade {
-            headers.insert(header::UPGRADE, u);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
+    if let Some(u) = upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
 /// Rewrites the client's headers for the tenement server: Host becomes the
 /// mapping, `X-Forwarded-For` gets the client appended, `-Proto` and `-Host` are
-/// set by the router (whatever the client sent).
+/// set by the router (whatever the client sent), `Forwarded` and `X-Real-IP`
+/// are not passed on.
 fn prepare_request_headers(
     headers: &mut HeaderMap,
     upgrade: bool,
     client_ip: &HeaderValue,
-    host: &str,
+    host: &HeaderValue,
     upstream_host: &HeaderValue,
 ) {
     strip_hop_by_hop(headers, upgrade);
-    // Forwarding headers are the router's to set: a client's are not passed on
-    // (X-Forwarded-For is appended to, below).
-    headers.remove(header::FORWARDED);
-    headers.remove(HeaderName::from_static("x-real-ip"));
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => {
-            let ip = client_ip.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
-        }
-        _ => Some(client_ip.clone()),
+    let (mut forwarded, mut prior_for) = (false, false);
+    for name in headers.keys() {
+        forwarded |= name == header::FORWARDED || name == X_REAL_IP;
+        prior_for |= name == X_FORWARDED_FOR;
+    }
+    if forwarded {
+        headers.remove(header::FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).filter(|_| prior_for) {
+        Some(prior) => match prior.to_str().map(str::trim) {
+            Ok(prior) if !prior.is_empty() => {
+                let ip = client_ip.to_str().unwrap_or_default();
+                HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+            }
+            _ => Some(client_ip.clone()),
+        },
+        None => Some(client_ip.clone()),
     };
-    headers.remove(&X_FORWARDED_FOR);
-    if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
+    // `insert` replaces every value the client sent.
+    match forwarded_for {
+        Some(v) => headers.insert(X_FORWARDED_FOR, v),
+        None => headers.remove(X_FORWARDED_FOR),
+    };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(host) {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
+    headers.insert(X_FORWARDED_HOST, host.clone());
     headers.insert(header::HOST, upstream_host.clone());
 }
 
@@ -853,6 +888,8 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-host", "evil.example"),
             ("x-forwarded-proto", "https"),
+            ("forwarded", "for=203.0.113.8"),
+            ("x-real-ip", "203.0.113.8"),
             ("accept", "text/html"),
         ]);
         let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
@@ -860,7 +897,7 @@ mod tests {
             &mut h,
             false,
             &peer.ip,
-            "acme.com",
+            &HeaderValue::from_static("acme.com"),
             &HeaderValue::from_static("acme.api.east.fleet.test"),
         );
         assert_eq!(h["host"], "acme.api.east.fleet.test");
@@ -868,9 +905,64 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "acme.com");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["accept"], "text/html");
-        for gone in ["connection", "x-secret-hop", "keep-alive", "te"] {
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "te",
+            "forwarded",
+            "x-real-ip",
+        ] {
             assert!(!h.contains_key(gone), "{gone} was forwarded");
         }
+
+        // A request with none of them gets the router's own.
+        let mut h = headers(&[("host", "acme.com"), ("accept", "text/html")]);
+        prepare_request_headers(
+            &mut h,
+            false,
+            &peer.ip,
+            &HeaderValue::from_static("acme.com"),
+            &HeaderValue::from_static("acme.api.east.fleet.test"),
+        );
+        assert_eq!(h["host"], "acme.api.east.fleet.test");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-host"], "acme.com");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h.len(), 5);
+    }
+
+    #[test]
+    fn hosts_routed_as_they_stand_take_the_short_way() {
+        use crate::model::{Server, ServerStatus, Tenant};
+        let server = Server {
+            id: "east".into(),
+            url: "http://10.0.0.1:8000".into(),
+            status: ServerStatus::Online,
+            ..Default::default()
+        };
+        let tenant = Tenant {
+            domain: "acme.com".into(),
+            name: "acme".into(),
+            server_id: "east".into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        };
+        let table = RouteTable::build(1, &[server], &[tenant], &[]);
+        let with_hosts = |hosts: &[&str]| {
+            let mut req = Request::builder().uri("/");
+            for h in hosts {
+                req = req.header("host", *h);
+            }
+            routed_host(&req.body(()).unwrap(), &table)
+        };
+        assert_eq!(with_hosts(&["acme.com"]).unwrap(), "acme.com");
+        // Anything else is normalised (or refused) the long way.
+        assert_eq!(with_hosts(&["Acme.com"]), None);
+        assert_eq!(with_hosts(&["acme.com:8080"]), None);
+        assert_eq!(with_hosts(&["acme.com", "acme.com"]), None);
+        assert_eq!(with_hosts(&["nobody.com"]), None);
     }
 
     #[test]
@@ -882,7 +974,7 @@ mod tests {
             &mut h,
             true,
             &peer.ip,
-            "a.com",
+            &HeaderValue::from_static("a.com"),
             &HeaderValue::from_static("a.api.s.test"),
         );
         assert_eq!(h["upgrade"], "websocket");

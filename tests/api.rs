@@ -154,7 +154,7 @@ impl Api {
 
     /// Where the router would send a request for `host` right now.
     fn route(&self, host: &str) -> Decision {
-        self.state.routes.current().route(host)
+        self.state.routes.current().route(host).clone()
     }
 }
 
