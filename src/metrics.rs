@@ -1,19 +1,38 @@
 //! Prometheus metrics of `slum serve`: requests by status, upstream latency,
 //! route table size, servers by state, health transitions.
+//!
+//! The two the router updates for every request are kept per router thread
+//! ([`RouterShard`]): each thread writes only its own counters, so that no two
+//! cores contend for one cache line on the request path, and a scrape sums them.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
-};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+const REQUESTS: &str = "slum_requests_total";
+const REQUESTS_HELP: &str = "Router responses by status code";
+const LATENCY: &str = "slum_upstream_latency_seconds";
+const LATENCY_HELP: &str = "Time from sending a request to a tenement server to its response head";
+
+/// Upper bounds of the upstream latency buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Status codes a response can have (hyper's range).
+const STATUSES: std::ops::RangeInclusive<u16> = 100..=999;
 
 /// The metrics of one `slum serve` process.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Router responses by status code.
-    pub requests: IntCounterVec,
-    /// Time from sending a request upstream to its response head, by server.
-    pub upstream_latency: HistogramVec,
+    /// Router responses by status code, and the time from sending a request
+    /// upstream to its response head by server: one shard per router thread.
+    router_shards: Arc<Mutex<Vec<Arc<RouterShard>>>>,
     /// Customer domains in the route table.
     pub route_table_domains: IntGauge,
     /// Servers by state.
@@ -25,23 +44,6 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new("slum_requests_total", "Router responses by status code"),
-            &["status"],
-        )
-        .expect("valid metric");
-        let upstream_latency = HistogramVec::new(
-            HistogramOpts::new(
-                "slum_upstream_latency_seconds",
-                "Time from sending a request to a tenement server to its response head",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-            &["server"],
-        )
-        .expect("valid metric");
         let route_table_domains = IntGauge::new(
             "slum_route_table_domains",
             "Customer domains in the router's route table",
@@ -61,9 +63,7 @@ impl Metrics {
         )
         .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(upstream_latency.clone()),
-            Box::new(route_table_domains.clone()),
+            Box::new(route_table_domains.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(servers.clone()),
             Box::new(transitions.clone()),
         ] {
@@ -71,24 +71,224 @@ impl Metrics {
         }
         Metrics {
             registry,
-            requests,
-            upstream_latency,
+            router_shards: Arc::default(),
             route_table_domains,
             servers,
             transitions,
         }
     }
 
+    /// A new router thread's share of the request metrics.
+    pub fn router_shard(&self) -> Arc<RouterShard> {
+        let shard = Arc::new(RouterShard::default());
+        crate::lock(&self.router_shards).push(Arc::clone(&shard));
+        shard
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(self.router_families());
+        families.sort_by(|a, b| a.get_name().cmp(b.get_name()));
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Requests by status and upstream latency by server, summed over the
+    /// router threads.
+    fn router_families(&self) -> Vec<MetricFamily> {
+        let shards = crate::lock(&self.router_shards).clone();
+        let mut requests = vec![0u64; STATUSES.len()];
+        let mut latency: HashMap<String, LatencySum> = HashMap::new();
+        for shard in &shards {
+            for (total, n) in requests.iter_mut().zip(shard.requests.iter()) {
+                *total += n.load(Relaxed);
+            }
+            for (server, counts) in crate::lock(&shard.latency).iter() {
+                latency.entry(server.clone()).or_default().add(counts);
+            }
+        }
+        let counters = STATUSES
+            .zip(requests)
+            .filter(|&(_, n)| n > 0)
+            .map(|(status, n)| {
+                let mut counter = proto::Counter::default();
+                counter.set_value(n as f64);
+                let mut m = metric("status", &status.to_string());
+                m.set_counter(counter);
+                m
+            })
+            .collect();
+        let mut servers: Vec<_> = latency.into_iter().collect();
+        servers.sort_by(|a, b| a.0.cmp(&b.0));
+        let histograms = servers
+            .into_iter()
+            .map(|(server, sum)| {
+                let mut m = metric("server", &server);
+                m.set_histogram(sum.into_proto());
+                m
+            })
+            .collect();
+        vec![
+            family(REQUESTS, REQUESTS_HELP, MetricType::COUNTER, counters),
+            family(LATENCY, LATENCY_HELP, MetricType::HISTOGRAM, histograms),
+        ]
+    }
+}
+
+fn metric(label: &str, value: &str) -> proto::Metric {
+    let mut pair = proto::LabelPair::default();
+    pair.set_name(label.to_owned());
+    pair.set_value(value.to_owned());
+    let mut m = proto::Metric::default();
+    m.set_label(vec![pair]);
+    m
+}
+
+fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+/// One router thread's request metrics. Only that thread writes them.
+pub struct RouterShard {
+    /// Responses by status code (`status - 100`).
+    requests: Box<[AtomicU64]>,
+    /// Upstream latency by server.
+    latency: Mutex<HashMap<String, LatencyCounts>>,
+}
+
+impl Default for RouterShard {
+    fn default() -> Self {
+        RouterShard {
+            requests: STATUSES.map(|_| AtomicU64::new(0)).collect(),
+            latency: Mutex::default(),
+        }
+    }
+}
+
+impl RouterShard {
+    /// Counts a response.
+    pub fn count(&self, status: u16) {
+        if let Some(n) = status
+            .checked_sub(*STATUSES.start())
+            .and_then(|i| self.requests.get(usize::from(i)))
+        {
+            n.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records how long `server` took to answer with a response head.
+    pub fn upstream_latency(&self, server: &str, took: Duration) {
+        // Locked by this thread, and by a scrape now and then.
+        let mut latency = crate::lock(&self.latency);
+        match latency.get(server) {
+            Some(counts) => counts.observe(took),
+            None => latency.entry(server.to_owned()).or_default().observe(took),
+        }
+    }
+}
+
+/// A histogram's counts, bucket by bucket (not cumulative).
+#[derive(Default)]
+struct LatencyCounts {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl LatencyCounts {
+    fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(b) = LATENCY_BUCKETS.iter().position(|&upper| seconds <= upper) {
+            self.buckets[b].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+}
+
+/// Latency counts summed over router threads.
+#[derive(Default)]
+struct LatencySum {
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    count: u64,
+    sum_nanos: u64,
+}
+
+impl LatencySum {
+    fn add(&mut self, c: &LatencyCounts) {
+        for (total, n) in self.buckets.iter_mut().zip(&c.buckets) {
+            *total += n.load(Relaxed);
+        }
+        self.count += c.count.load(Relaxed);
+        self.sum_nanos = self.sum_nanos.saturating_add(c.sum_nanos.load(Relaxed));
+    }
+
+    fn into_proto(self) -> proto::Histogram {
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(self.buckets)
+            .map(|(&upper, n)| {
+                cumulative += n;
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(upper);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect::<Vec<_>>();
+        let mut h = proto::Histogram::default();
+        h.set_sample_count(self.count);
+        h.set_sample_sum(self.sum_nanos as f64 / 1e9);
+        h.set_bucket(buckets);
+        h
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn router_thread_shares_are_summed_when_scraped() {
+        let metrics = Metrics::new();
+        let (a, b) = (metrics.router_shard(), metrics.router_shard());
+        a.count(200);
+        b.count(200);
+        b.count(502);
+        a.upstream_latency("east", Duration::from_micros(300));
+        b.upstream_latency("east", Duration::from_millis(2));
+        b.upstream_latency("west", Duration::from_secs(40));
+        let text = metrics.render();
+        for line in [
+            "slum_requests_total{status=\"200\"} 2",
+            "slum_requests_total{status=\"502\"} 1",
+            "slum_upstream_latency_seconds_bucket{server=\"east\",le=\"0.0005\"} 1",
+            "slum_upstream_latency_seconds_bucket{server=\"east\",le=\"0.001\"} 1",
+            "slum_upstream_latency_seconds_bucket{server=\"east\",le=\"0.0025\"} 2",
+            "slum_upstream_latency_seconds_bucket{server=\"east\",le=\"+Inf\"} 2",
+            "slum_upstream_latency_seconds_sum{server=\"east\"} 0.0023",
+            "slum_upstream_latency_seconds_count{server=\"east\"} 2",
+            "slum_upstream_latency_seconds_bucket{server=\"west\",le=\"30\"} 0",
+            "slum_upstream_latency_seconds_bucket{server=\"west\",le=\"+Inf\"} 1",
+            "# TYPE slum_upstream_latency_seconds histogram",
+            "# TYPE slum_requests_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("status=\"404\""), "{text}");
     }
 }

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 use crate::lock;
+use crate::metrics::RouterShard;
 use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTable, Target};
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
@@ -92,7 +93,7 @@ struct Common {
 struct Proxy {
     common: Arc<Common>,
     pool: UpstreamPool,
-    metrics: ThreadMetrics,
+    metrics: Arc<RouterShard>,
 }
 
 /// The client at the other end of a connection.
@@ -106,46 +107,6 @@ impl Peer {
         let ip = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Peer { ip }
-    }
-}
-
-/// A router thread's handles on the metrics it updates for every request, so
-/// that a request does not look its labels up in the registry.
-struct ThreadMetrics {
-    metrics: Arc<crate::metrics::Metrics>,
-    handles: Mutex<MetricHandles>,
-}
-
-#[derive(Default)]
-struct MetricHandles {
-    requests: HashMap<StatusCode, prometheus::IntCounter>,
-    latency: HashMap<String, prometheus::Histogram>,
-}
-
-impl ThreadMetrics {
-    fn handles(&self) -> std::sync::MutexGuard<'_, MetricHandles> {
-        // Only this thread's requests take the lock: it is never contended.
-        lock(&self.handles)
-    }
-
-    fn count(&self, status: StatusCode) {
-        self.handles()
-            .requests
-            .entry(status)
-            .or_insert_with(|| self.metrics.requests.with_label_values(&[status.as_str()]))
-            .inc();
-    }
-
-    fn upstream_latency(&self, server: &str, took: Duration) {
-        let mut handles = self.handles();
-        let histogram = match handles.latency.get(server) {
-            Some(h) => h,
-            None => {
-                let h = self.metrics.upstream_latency.with_label_values(&[server]);
-                handles.latency.entry(server.to_owned()).or_insert(h)
-            }
-        };
-        histogram.observe(took.as_secs_f64());
     }
 }
 
@@ -275,10 +236,7 @@ async fn run_thread(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let pool = UpstreamPool::new(config.fleet.connect_timeout, Duration::from_secs(90), 256);
-    let metrics = ThreadMetrics {
-        metrics: Arc::clone(&common.state.metrics),
-        handles: Mutex::default(),
-    };
+    let metrics = common.state.metrics.router_shard();
     let proxy = Arc::new(Proxy {
         common,
         pool,
@@ -381,7 +339,7 @@ fn answer(status: StatusCode, reason: String) -> Response<ProxyBody> {
 impl Proxy {
     async fn handle(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let resp = self.route(req, peer).await;
-        self.metrics.count(resp.status());
+        self.metrics.count(resp.status().as_u16());
         resp
     }
 
