@@ -73,6 +73,7 @@ pub mod api;
 pub mod api_tokens;
 pub mod auto_placement;
 pub mod cli;
+pub mod coarse_timer;
 pub mod db;
 pub mod drain;
 pub mod error;

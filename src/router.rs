@@ -28,10 +28,11 @@ use hyper::http::uri::PathAndQuery;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::coarse_timer::CoarseTimer;
 use crate::error::Error;
 use crate::lock;
 use crate::metrics::RouterShard;
@@ -70,6 +71,9 @@ const WAKE_HOLD_DOWN: Duration = Duration::from_secs(5);
 /// When a wake failed, and why.
 type FailedWake = (Instant, Arc<String>);
 
+/// How often a router thread's clock moves: its timeouts end to within this.
+const TICK: Duration = Duration::from_millis(100);
+
 /// A connection handed to a router thread.
 type Handoff = (std::net::TcpStream, SocketAddr);
 
@@ -94,6 +98,8 @@ struct Proxy {
     common: Arc<Common>,
     pool: UpstreamPool,
     metrics: Arc<RouterShard>,
+    /// The thread's timeouts.
+    timer: CoarseTimer,
 }
 
 /// The client at the other end of a connection.
@@ -237,29 +243,31 @@ async fn run_thread(
 ) {
     let pool = UpstreamPool::new(config.fleet.connect_timeout, Duration::from_secs(90), 256);
     let metrics = common.state.metrics.router_shard();
+    let timer = CoarseTimer::new();
     let proxy = Arc::new(Proxy {
         common,
         pool,
         metrics,
+        timer: timer.clone(),
     });
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    http.timer(timer)
         .header_read_timeout(config.header_timeout)
         .max_header_size(config.max_header_bytes)
         .keep_alive(true);
-    // tokio wakes its own driver (a write to an eventfd, and a wasted turn)
-    // whenever a timer is set to fire before the driver's next wake-up. With
-    // no timer pending, every request's header-read and upstream timeouts
-    // would do that; a timer that is always due within half a second keeps
-    // them from it.
-    // The same timer closes idle upstream connections that are past their time.
+    // The thread's tick: it ends the timeouts that are due, and every fifth
+    // closes idle upstream connections that are past their time.
     let _tick = {
         let proxy = Arc::clone(&proxy);
         AbortOnDrop(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 0u64.. {
                 tick.tick().await;
-                proxy.pool.sweep();
+                proxy.timer.tick();
+                if n % 5 == 0 {
+                    proxy.pool.sweep();
+                }
             }
         }))
     };
@@ -565,12 +573,14 @@ impl Proxy {
         parts.uri = upstream_uri(&upstream.path_prefix, &parts.uri)
             .map_err(|e| Failure::Broken(format!("unusable request path: {e}")))?;
         let started = Instant::now();
-        let sent = tokio::time::timeout(
-            self.common.upstream_timeout,
-            self.pool
-                .send(&upstream.url, origin, Request::from_parts(parts, body)),
-        )
-        .await;
+        let sent = self
+            .timer
+            .timeout(
+                self.common.upstream_timeout,
+                self.pool
+                    .send(&upstream.url, origin, Request::from_parts(parts, body)),
+            )
+            .await;
         match sent {
             Err(_) => Err(Failure::HeadTimeout),
             Ok(Err(UpstreamError::Connect { cause })) if is_timeout(&*cause) => {

@@ -569,3 +569,17 @@ async fn websocket_echo_through_the_router() {
     }
     ws.close(None).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_slow_with_its_request_head_is_cut_off() {
+    let slum = Slum::start(|a| a.header_timeout = Some(1.0)).await;
+    // Half a request head, and then nothing: the router closes the connection
+    // when the header timeout has passed (the test's own limit is far longer).
+    let answer = tokio::time::timeout(
+        Duration::from_secs(20),
+        slum.raw("GET / HTTP/1.1\r\nHost: acme.c"),
+    )
+    .await
+    .expect("the connection was not closed");
+    assert!(!answer.contains("200 OK"), "{answer}");
+}

@@ -1,0 +1,259 @@
+//! A router thread's timeouts: coarse, and cheap to set and to cancel.
+//!
+//! Every proxied request sets two timeouts (reading the client's request head,
+//! and waiting for the server's response head) and nearly always cancels both.
+//! With tokio's timer each costs a clock read, a lock of the runtime's timer
+//! wheel to insert the entry and another to remove it. Here a timeout is a slot
+//! in the thread's own list, found by index, and whether it is due is told by
+//! the thread's last tick: a timeout ends at the first tick after its deadline,
+//! up to one tick (the resolution) late, never early. The router's timeouts are
+//! seconds; its tick is a tenth of one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::lock;
+
+/// A clock and the sleeps waiting on it. Cloned handles share both.
+#[derive(Clone)]
+pub struct CoarseTimer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    start: Instant,
+    /// Milliseconds from `start` to the last tick.
+    now_ms: AtomicU64,
+    sleepers: Mutex<Sleepers>,
+}
+
+impl Shared {
+    fn now(&self) -> Instant {
+        self.start + Duration::from_millis(self.now_ms.load(Relaxed))
+    }
+}
+
+/// Sleeps that have been polled and not dropped, by slot.
+#[derive(Default)]
+struct Sleepers {
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+}
+
+struct Slot {
+    deadline: Instant,
+    /// `None` once woken for its deadline.
+    waker: Option<Waker>,
+}
+
+/// A deadline passed before the future it bounded was done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Elapsed;
+
+impl Default for CoarseTimer {
+    fn default() -> Self {
+        CoarseTimer::new()
+    }
+}
+
+impl CoarseTimer {
+    pub fn new() -> CoarseTimer {
+        CoarseTimer {
+            shared: Arc::new(Shared {
+                start: Instant::now(),
+                now_ms: AtomicU64::new(0),
+                sleepers: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Moves the clock to the present and wakes the sleeps whose deadline has
+    /// passed. Called every tick by the thread's ticker.
+    pub fn tick(&self) {
+        let ms = u64::try_from(self.shared.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.shared.now_ms.store(ms, Relaxed);
+        let now = self.shared.now();
+        let due: Vec<Waker> = lock(&self.shared.sleepers)
+            .slots
+            .iter_mut()
+            .filter(|s| s.deadline <= now)
+            .filter_map(|s| s.waker.take())
+            .collect();
+        for waker in due {
+            waker.wake();
+        }
+    }
+
+    /// A sleep until `deadline`.
+    pub fn sleep_until(&self, deadline: Instant) -> CoarseSleep {
+        CoarseSleep {
+            shared: Arc::clone(&self.shared),
+            deadline,
+            slot: None,
+        }
+    }
+
+    /// `fut`, or [`Elapsed`] if it is not done within `limit`.
+    pub async fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
+        let sleep = self.sleep_until(Instant::now() + limit);
+        tokio::select! {
+            biased;
+            done = fut => Ok(done),
+            () = sleep => Err(Elapsed),
+        }
+    }
+}
+
+/// A future done at its deadline, to within the timer's tick.
+pub struct CoarseSleep {
+    shared: Arc<Shared>,
+    deadline: Instant,
+    slot: Option<usize>,
+}
+
+impl Future for CoarseSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.now() >= self.deadline {
+            return Poll::Ready(());
+        }
+        let deadline = self.deadline;
+        let mut sleepers = lock(&self.shared.sleepers);
+        match self.slot {
+            Some(i) => {
+                let waker = &mut sleepers.slots[i].waker;
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+            }
+            None => {
+                let slot = Slot {
+                    deadline,
+                    waker: Some(cx.waker().clone()),
+                };
+                let i = match sleepers.free.pop() {
+                    Some(i) => {
+                        sleepers.slots[i] = slot;
+                        i
+                    }
+                    None => {
+                        sleepers.slots.push(slot);
+                        sleepers.slots.len() - 1
+                    }
+                };
+                drop(sleepers);
+                self.slot = Some(i);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for CoarseSleep {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            let mut sleepers = lock(&self.shared.sleepers);
+            sleepers.slots[i].waker = None;
+            sleepers.slots[i].deadline = self.shared.start;
+            sleepers.free.push(i);
+        }
+    }
+}
+
+impl hyper::rt::Sleep for CoarseSleep {}
+
+impl hyper::rt::Timer for CoarseTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(self.sleep_until(Instant::now() + duration))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(CoarseTimer::sleep_until(self, deadline))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `fut` once, with a waker that counts its wakes.
+    fn poll_once<F: Future + Unpin>(fut: &mut F, wakes: &Arc<Wakes>) -> Poll<F::Output> {
+        let waker = Waker::from(Arc::clone(wakes));
+        Pin::new(fut).poll(&mut Context::from_waker(&waker))
+    }
+
+    #[derive(Default)]
+    struct Wakes(AtomicU64);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_sleep_ends_at_the_first_tick_after_its_deadline() {
+        let timer = CoarseTimer::new();
+        let wakes = Arc::new(Wakes::default());
+        let mut sleep = timer.sleep_until(Instant::now() + Duration::from_millis(30));
+        assert!(poll_once(&mut sleep, &wakes).is_pending());
+        timer.tick();
+        assert_eq!(wakes.0.load(Relaxed), 0, "woken before its deadline");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            poll_once(&mut sleep, &wakes).is_pending(),
+            "no tick yet: the clock has not moved"
+        );
+        timer.tick();
+        assert_eq!(wakes.0.load(Relaxed), 1);
+        assert!(poll_once(&mut sleep, &wakes).is_ready());
+        timer.tick();
+        assert_eq!(wakes.0.load(Relaxed), 1, "woken once");
+    }
+
+    #[test]
+    fn dropped_sleeps_give_their_slot_back_and_are_never_woken() {
+        let timer = CoarseTimer::new();
+        let wakes = Arc::new(Wakes::default());
+        let mut first = timer.sleep_until(Instant::now() + Duration::from_millis(1));
+        assert!(poll_once(&mut first, &wakes).is_pending());
+        drop(first);
+        let later = Arc::new(Wakes::default());
+        let mut second = timer.sleep_until(Instant::now() + Duration::from_secs(60));
+        assert!(poll_once(&mut second, &later).is_pending());
+        assert_eq!(lock(&timer.shared.sleepers).slots.len(), 1, "slot reused");
+        std::thread::sleep(Duration::from_millis(5));
+        timer.tick();
+        assert_eq!(wakes.0.load(Relaxed), 0, "a dropped sleep was woken");
+        assert_eq!(later.0.load(Relaxed), 0, "woken before its deadline");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_ends_what_takes_too_long() {
+        let timer = CoarseTimer::new();
+        let ticker = {
+            let timer = timer.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    timer.tick();
+                }
+            })
+        };
+        let never = std::future::pending::<()>();
+        assert_eq!(
+            timer.timeout(Duration::from_millis(50), never).await,
+            Err(Elapsed)
+        );
+        assert_eq!(
+            timer.timeout(Duration::from_secs(60), async { 7 }).await,
+            Ok(7)
+        );
+        ticker.abort();
+    }
+}
