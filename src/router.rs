@@ -14,8 +14,9 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -271,6 +272,7 @@ async fn run_thread(
             }
         }))
     };
+    let closing = Arc::new(Closing::default());
     // Every connection task holds a sender; when all are gone, so are the
     // connections.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
@@ -300,32 +302,105 @@ async fn run_thread(
         let conn = http
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let mut stop = stop.clone();
+        let mut closing = Closing::watch(&closing);
         let alive = alive.clone();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
             let _alive = alive;
             let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
+            let mut shutting_down = false;
+            let result = std::future::poll_fn(|cx| {
+                if !shutting_down && closing.closed(cx) {
                     // Finish the request in flight, then close.
+                    shutting_down = true;
                     conn.as_mut().graceful_shutdown();
-                    conn.await
                 }
-            };
+                std::future::Future::poll(conn.as_mut(), cx)
+            })
+            .await;
             open.fetch_sub(1, Ordering::Relaxed);
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         });
     }
+    closing.close();
     drop(alive);
     if tokio::time::timeout(config.shutdown_grace, all_closed.recv())
         .await
         .is_err()
     {
         tracing::warn!("grace period over; dropping the remaining connections");
+    }
+}
+
+/// A router thread's word to its connections that it is shutting down. A
+/// connection registers its task's waker once, and then reads one flag each
+/// time it is polled (a watch channel would register the waker at every poll).
+#[derive(Default)]
+struct Closing {
+    closed: AtomicBool,
+    /// Wakers of the connections waiting for the word, by connection.
+    waiting: Mutex<HashMap<u64, Waker>>,
+    next: AtomicU64,
+}
+
+/// One connection's side of [`Closing`].
+struct ClosingWatch {
+    closing: Arc<Closing>,
+    id: u64,
+    /// The waker registered, if any.
+    waker: Option<Waker>,
+}
+
+impl Closing {
+    fn watch(closing: &Arc<Closing>) -> ClosingWatch {
+        ClosingWatch {
+            closing: Arc::clone(closing),
+            id: closing.next.fetch_add(1, Ordering::Relaxed),
+            waker: None,
+        }
+    }
+
+    /// Tells every connection, and those that look later.
+    fn close(&self) {
+        let waiting = {
+            let mut waiting = lock(&self.waiting);
+            self.closed.store(true, Ordering::Relaxed);
+            std::mem::take(&mut *waiting)
+        };
+        for waker in waiting.into_values() {
+            waker.wake();
+        }
+    }
+}
+
+impl ClosingWatch {
+    /// Whether the thread is shutting down; if not, the task polled with `cx`
+    /// is woken when it does.
+    fn closed(&mut self, cx: &Context<'_>) -> bool {
+        if self.closing.closed.load(Ordering::Relaxed) {
+            return true;
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return false;
+        }
+        let mut waiting = lock(&self.closing.waiting);
+        // Read again under the lock `close` holds when it sets the flag.
+        if self.closing.closed.load(Ordering::Relaxed) {
+            return true;
+        }
+        waiting.insert(self.id, cx.waker().clone());
+        self.waker = Some(cx.waker().clone());
+        false
+    }
+}
+
+impl Drop for ClosingWatch {
+    fn drop(&mut self) {
+        if self.waker.is_some() {
+            lock(&self.closing.waiting).remove(&self.id);
+        }
     }
 }
 
@@ -898,6 +973,37 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "acme.com");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h.len(), 5);
+    }
+
+    #[test]
+    fn closing_wakes_each_connection_once_it_has_looked() {
+        struct Count(AtomicU64);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let closing = Arc::new(Closing::default());
+        let count = Arc::new(Count(AtomicU64::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let cx = Context::from_waker(&waker);
+        let mut watching = Closing::watch(&closing);
+        let gone = Closing::watch(&closing);
+        let mut dropped = Closing::watch(&closing);
+        assert!(!watching.closed(&cx));
+        assert!(!watching.closed(&cx), "looked twice");
+        assert!(!dropped.closed(&cx));
+        drop(dropped);
+        assert_eq!(
+            lock(&closing.waiting).len(),
+            1,
+            "registered once, dropped gone"
+        );
+        closing.close();
+        assert_eq!(count.0.load(Ordering::Relaxed), 1);
+        assert!(watching.closed(&cx));
+        let mut late = gone;
+        assert!(late.closed(&cx), "a connection that looks later sees it");
     }
 
     #[test]
