@@ -98,13 +98,33 @@ impl CoarseTimer {
     }
 
     /// `fut`, or [`Elapsed`] if it is not done within `limit`.
-    pub async fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Result<F::Output, Elapsed> {
-        let sleep = self.sleep_until(Instant::now() + limit);
-        tokio::select! {
-            biased;
-            done = fut => Ok(done),
-            () = sleep => Err(Elapsed),
+    pub fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Timeout<F> {
+        Timeout {
+            fut,
+            sleep: self.sleep_until(Instant::now() + limit),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future bounded by a deadline (see [`CoarseTimer::timeout`]): no
+    /// larger than the future and its sleep.
+    pub struct Timeout<F> {
+        #[pin]
+        fut: F,
+        sleep: CoarseSleep,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(done) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(done));
+        }
+        Pin::new(this.sleep).poll(cx).map(|()| Err(Elapsed))
     }
 }
 

@@ -444,7 +444,8 @@ impl Proxy {
         let name = host.to_str().unwrap_or_default();
         let mut decision = table.route(name);
         if let Decision::Spawn(route) = decision {
-            if let Err(reason) = self.wake(route).await {
+            // Boxed: only a tenant's first request takes this path.
+            if let Err(reason) = Box::pin(self.wake(route)).await {
                 let mut resp = answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
@@ -591,20 +592,35 @@ impl Proxy {
 
         let sent = if retry.is_some() {
             // A request that can go to the backup does not wait out a server
-            // that is declared offline meanwhile (hung, or cut off).
-            tokio::select! {
-                r = self.send(parts, body.boxed(), primary) => r,
-                _ = self.common.state.routes.until_offline(&primary.upstream.server_id) => {
-                    Err(Failure::Broken("the server went offline".into()))
+            // that is declared offline meanwhile (hung, or cut off). Boxed,
+            // as is every path but the common one: the request's future stays
+            // small, and it is moved for each request.
+            Box::pin(async {
+                tokio::select! {
+                    r = self.send(parts, body.boxed(), primary) => r,
+                    _ = self.common.state.routes.until_offline(&primary.upstream.server_id) => {
+                        Err(Failure::Broken("the server went offline".into()))
+                    }
                 }
-            }
+            })
+            .await
         } else {
             self.send(parts, body.boxed(), primary).await
         };
-        let failure = match sent {
-            Ok(resp) => return self.respond(resp, client_upgrade),
-            Err(f) => f,
-        };
+        match sent {
+            Ok(resp) => self.respond(resp, client_upgrade),
+            Err(failure) => Box::pin(self.failed(failure, primary, retry.zip(retry_parts))).await,
+        }
+    }
+
+    /// After `primary` failed a request: reports the server when it could not
+    /// be reached, and sends the request to the backup when it can go there.
+    async fn failed(
+        &self,
+        failure: Failure,
+        primary: &Target,
+        retry: Option<(&Target, hyper::http::request::Parts)>,
+    ) -> Response<ProxyBody> {
         if failure.server_unreachable() {
             // On the control plane's runtime: the report may write to the
             // fleet database.
@@ -616,9 +632,7 @@ impl Proxy {
                 .spawn(async move { state.health.report_failure(&state, &server).await })
                 .await;
         }
-        if let (Some(backup), Some(mut parts), true) =
-            (retry, retry_parts, failure.connection_failed())
-        {
+        if let (Some((backup, mut parts)), true) = (retry, failure.connection_failed()) {
             tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,
                 "retrying on the backup");
             parts.headers.insert(header::HOST, backup.host.clone());

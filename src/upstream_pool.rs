@@ -106,7 +106,9 @@ impl UpstreamPool {
                 },
             }
         }
-        let mut sender = self.connect(origin).await?;
+        // Boxed: with keep-alive, few requests make a connection, and the
+        // future of every request would otherwise be as large as this one.
+        let mut sender = Box::pin(self.connect(origin)).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, self.ticket(url, sender))),
             Err(e) => Err(UpstreamError::Request(e)),
