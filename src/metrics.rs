@@ -130,10 +130,15 @@ impl Metrics {
                 m
             })
             .collect();
-        vec![
+        // The text encoder refuses a family without metrics: before the first
+        // request there are none.
+        [
             family(REQUESTS, REQUESTS_HELP, MetricType::COUNTER, counters),
             family(LATENCY, LATENCY_HELP, MetricType::HISTOGRAM, histograms),
         ]
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
     }
 }
 
@@ -265,6 +270,11 @@ mod tests {
     #[test]
     fn router_thread_shares_are_summed_when_scraped() {
         let metrics = Metrics::new();
+        metrics.route_table_domains.set(3);
+        assert!(
+            metrics.render().contains("slum_route_table_domains 3"),
+            "no request yet: the other metrics are still shown"
+        );
         let (a, b) = (metrics.router_shard(), metrics.router_shard());
         a.count(200);
         b.count(200);
