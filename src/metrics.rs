@@ -91,7 +91,9 @@ impl Metrics {
         families.extend(self.router_families());
         families.sort_by(|a, b| a.get_name().cmp(b.get_name()));
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&families, &mut buf);
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "metrics could not be rendered");
+        }
         String::from_utf8(buf).unwrap_or_default()
     }
 
