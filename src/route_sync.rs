@@ -48,6 +48,11 @@ impl Routes {
         self.table.load_full()
     }
 
+    /// Whether `table` is the table in force now (without taking a reference).
+    pub fn is_current(&self, table: &Arc<RouteTable>) -> bool {
+        Arc::ptr_eq(&self.table.load(), table)
+    }
+
     fn overrides(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {

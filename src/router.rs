@@ -101,6 +101,19 @@ struct Proxy {
     metrics: Arc<RouterShard>,
     /// The thread's timeouts.
     timer: CoarseTimer,
+    /// The thread's own handle on the route table in force.
+    table: Mutex<Arc<ThreadTable>>,
+}
+
+/// A router thread's handle on a route table (see [`Proxy::table`]).
+struct ThreadTable(Arc<RouteTable>);
+
+impl std::ops::Deref for ThreadTable {
+    type Target = RouteTable;
+
+    fn deref(&self) -> &RouteTable {
+        &self.0
+    }
 }
 
 /// The client at the other end of a connection.
@@ -245,11 +258,13 @@ async fn run_thread(
     let pool = UpstreamPool::new(config.fleet.connect_timeout, Duration::from_secs(90), 256);
     let metrics = common.state.metrics.router_shard();
     let timer = CoarseTimer::new();
+    let table = Mutex::new(Arc::new(ThreadTable(common.state.routes.current())));
     let proxy = Arc::new(Proxy {
         common,
         pool,
         metrics,
         timer: timer.clone(),
+        table,
     });
     let mut http = http1::Builder::new();
     http.timer(timer)
@@ -426,8 +441,18 @@ impl Proxy {
         resp
     }
 
+    /// The route table in force. Taking it is one reference count this
+    /// thread alone touches: router threads do not contend for the table's.
+    fn table(&self) -> Arc<ThreadTable> {
+        let mut mine = lock(&self.table);
+        if !self.common.state.routes.is_current(&mine.0) {
+            *mine = Arc::new(ThreadTable(self.common.state.routes.current()));
+        }
+        Arc::clone(&mine)
+    }
+
     async fn route(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
-        let mut table = self.common.state.routes.current();
+        let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
         let host = match routed_host(&req, &table) {
             Some(host) => host,
@@ -459,7 +484,7 @@ impl Proxy {
                 );
                 return resp;
             }
-            table = self.common.state.routes.current();
+            table = self.table();
             decision = table.route(name);
         }
         match decision {
