@@ -43,9 +43,17 @@ pub enum UpstreamError {
 /// Idle connections per server URL, for one router thread.
 pub struct UpstreamPool {
     connector: Connector,
-    idle: Arc<Mutex<HashMap<Arc<str>, Vec<Idle>>>>,
+    servers: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
     idle_timeout: Duration,
     max_idle: usize,
+}
+
+/// One server's idle connections. A response's [`Ticket`] holds the slot its
+/// connection goes back to: giving it back needs no lookup, and touches no
+/// reference count another router thread does.
+#[derive(Default)]
+struct Slot {
+    idle: Mutex<Vec<Idle>>,
 }
 
 /// A connection waiting for its next request.
@@ -77,7 +85,7 @@ impl UpstreamPool {
             .wrap_connector(QuickAckConnector(http));
         UpstreamPool {
             connector,
-            idle: Arc::default(),
+            servers: Mutex::default(),
             idle_timeout,
             max_idle,
         }
@@ -93,12 +101,13 @@ impl UpstreamPool {
         origin: &Uri,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Ticket), UpstreamError> {
-        while let Some(mut sender) = self.checkout(url) {
+        let slot = self.slot(url);
+        while let Some(mut sender) = self.checkout(&slot) {
             if sender.ready().await.is_err() {
                 continue; // closed by the server while idle
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.ticket(url, sender))),
+                Ok(resp) => return Ok((resp, self.ticket(slot, sender))),
                 Err(mut e) => match e.take_message() {
                     // Not sent at all: the next connection takes it.
                     Some(unsent) => req = unsent,
@@ -110,27 +119,44 @@ impl UpstreamPool {
         // future of every request would otherwise be as large as this one.
         let mut sender = Box::pin(self.connect(origin)).await?;
         match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, self.ticket(url, sender))),
+            Ok(resp) => Ok((resp, self.ticket(slot, sender))),
             Err(e) => Err(UpstreamError::Request(e)),
         }
     }
 
-    /// Drops idle connections that are closed or unused for too long.
+    /// Drops idle connections that are closed or unused for too long, and the
+    /// slots of servers left with none (and no response out).
     pub fn sweep(&self) {
         let now = Instant::now();
-        let mut idle = lock(&self.idle);
-        idle.retain(|_, conns| {
-            conns.retain(|c| c.usable(now, self.idle_timeout));
-            !conns.is_empty()
+        lock(&self.servers).retain(|_, slot| {
+            let mut idle = lock(&slot.idle);
+            idle.retain(|c| c.usable(now, self.idle_timeout));
+            !idle.is_empty() || Arc::strong_count(slot) > 1
         });
     }
 
-    fn checkout(&self, url: &str) -> Option<SendRequest<RequestBody>> {
+    /// Idle connections kept now, over all servers.
+    #[cfg(test)]
+    fn idle(&self) -> usize {
+        lock(&self.servers)
+            .values()
+            .map(|slot| lock(&slot.idle).len())
+            .sum()
+    }
+
+    fn slot(&self, url: &Arc<str>) -> Arc<Slot> {
+        let mut servers = lock(&self.servers);
+        match servers.get(url) {
+            Some(slot) => Arc::clone(slot),
+            None => Arc::clone(servers.entry(Arc::clone(url)).or_default()),
+        }
+    }
+
+    fn checkout(&self, slot: &Slot) -> Option<SendRequest<RequestBody>> {
         let now = Instant::now();
-        let mut idle = lock(&self.idle);
-        let conns = idle.get_mut(url)?;
+        let mut idle = lock(&slot.idle);
         // Most recently used first: the likeliest to be still open.
-        while let Some(c) = conns.pop() {
+        while let Some(c) = idle.pop() {
             if c.usable(now, self.idle_timeout) {
                 return Some(c.sender);
             }
@@ -138,11 +164,10 @@ impl UpstreamPool {
         None
     }
 
-    fn ticket(&self, url: &Arc<str>, sender: SendRequest<RequestBody>) -> Ticket {
+    fn ticket(&self, slot: Arc<Slot>, sender: SendRequest<RequestBody>) -> Ticket {
         Ticket {
             back: Some(Return {
-                pool: Arc::clone(&self.idle),
-                url: Arc::clone(url),
+                slot,
                 max_idle: self.max_idle,
                 sender,
             }),
@@ -178,14 +203,13 @@ pub struct Ticket {
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ticket")
-            .field("url", &self.back.as_ref().map(|b| &b.url))
+            .field("returns", &self.back.is_some())
             .finish()
     }
 }
 
 struct Return {
-    pool: Arc<Mutex<HashMap<Arc<str>, Vec<Idle>>>>,
-    url: Arc<str>,
+    slot: Arc<Slot>,
     max_idle: usize,
     sender: SendRequest<RequestBody>,
 }
@@ -195,10 +219,9 @@ impl Return {
         if self.sender.is_closed() {
             return;
         }
-        let mut idle = lock(&self.pool);
-        let conns = idle.entry(self.url).or_default();
-        if conns.len() < self.max_idle {
-            conns.push(Idle {
+        let mut idle = lock(&self.slot.idle);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
                 sender: self.sender,
                 since: Instant::now(),
             });
@@ -352,8 +375,10 @@ mod tests {
         let pool = UpstreamPool::new(Duration::from_secs(1), Duration::ZERO, 8);
         let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
         ticket.attach(resp.into_body()).collect().await.unwrap();
+        assert_eq!(pool.idle(), 1);
         pool.sweep();
-        assert!(lock(&pool.idle).is_empty());
+        assert_eq!(pool.idle(), 0);
+        assert!(lock(&pool.servers).is_empty(), "the slot goes too");
         let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
         ticket.attach(resp.into_body()).collect().await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
