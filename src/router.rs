@@ -622,7 +622,7 @@ impl Proxy {
             // small, and it is moved for each request.
             Box::pin(async {
                 tokio::select! {
-                    r = self.send(parts, body.boxed(), primary) => r,
+                    r = self.send(parts, body.boxed(), primary, false) => r,
                     _ = self.common.state.routes.until_offline(&primary.upstream.server_id) => {
                         Err(Failure::Broken("the server went offline".into()))
                     }
@@ -630,7 +630,7 @@ impl Proxy {
             })
             .await
         } else {
-            self.send(parts, body.boxed(), primary).await
+            self.send(parts, body.boxed(), primary, upgrade).await
         };
         match sent {
             Ok(resp) => self.respond(resp, client_upgrade),
@@ -664,7 +664,7 @@ impl Proxy {
             let empty = http_body_util::Empty::new()
                 .map_err(|never| match never {})
                 .boxed();
-            match self.send(parts, empty, backup).await {
+            match self.send(parts, empty, backup, false).await {
                 Ok(resp) => return self.respond(resp, None),
                 Err(f) => return self.failure_answer(&backup.upstream.server_id, f),
             }
@@ -678,6 +678,7 @@ impl Proxy {
         mut parts: hyper::http::request::Parts,
         body: ProxyBody,
         target: &Target,
+        upgrade: bool,
     ) -> Result<(Response<Incoming>, Ticket), Failure> {
         let upstream = &target.upstream;
         let origin = upstream
@@ -691,8 +692,12 @@ impl Proxy {
             .timer
             .timeout(
                 self.common.upstream_timeout,
-                self.pool
-                    .send(&upstream.url, origin, Request::from_parts(parts, body)),
+                self.pool.send(
+                    &upstream.url,
+                    origin,
+                    Request::from_parts(parts, body),
+                    upgrade,
+                ),
             )
             .await;
         match sent {

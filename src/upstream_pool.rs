@@ -95,12 +95,24 @@ impl UpstreamPool {
     /// origin is `origin`, on an idle connection or a new one. The response's
     /// body is to be read through [`Ticket::attach`], which gives the
     /// connection back when it is done.
+    ///
+    /// A request to switch protocols (`upgrade`) goes on a connection of its
+    /// own, which the switch consumes: pooled connections are spared hyper's
+    /// upgrade handling, which costs on every request.
     pub async fn send(
         &self,
         url: &Arc<str>,
         origin: &Uri,
         mut req: Request<RequestBody>,
+        upgrade: bool,
     ) -> Result<(Response<Incoming>, Ticket), UpstreamError> {
+        if upgrade {
+            let mut sender = Box::pin(self.connect(origin, true)).await?;
+            return match sender.send_request(req).await {
+                Ok(resp) => Ok((resp, Ticket { back: None })),
+                Err(e) => Err(UpstreamError::Request(e)),
+            };
+        }
         let slot = self.slot(url);
         while let Some(mut sender) = self.checkout(&slot) {
             if sender.ready().await.is_err() {
@@ -117,7 +129,7 @@ impl UpstreamPool {
         }
         // Boxed: with keep-alive, few requests make a connection, and the
         // future of every request would otherwise be as large as this one.
-        let mut sender = Box::pin(self.connect(origin)).await?;
+        let mut sender = Box::pin(self.connect(origin, false)).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, self.ticket(slot, sender))),
             Err(e) => Err(UpstreamError::Request(e)),
@@ -174,7 +186,13 @@ impl UpstreamPool {
         }
     }
 
-    async fn connect(&self, origin: &Uri) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    /// A new connection to `origin`, driven by a task of its own; one that
+    /// `upgrades` can switch protocols.
+    async fn connect(
+        &self,
+        origin: &Uri,
+        upgrades: bool,
+    ) -> Result<SendRequest<RequestBody>, UpstreamError> {
         let mut connector = self.connector.clone();
         let io = tower_service::Service::call(&mut connector, origin.clone())
             .await
@@ -183,14 +201,20 @@ impl UpstreamPool {
             .handshake(io)
             .await
             .map_err(UpstreamError::Request)?;
-        hyper::rt::Executor::execute(
-            &TokioExecutor::new(),
-            Box::pin(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-            }),
-        );
+        let ended = |result: hyper::Result<()>| {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        };
+        let exec = TokioExecutor::new();
+        if upgrades {
+            hyper::rt::Executor::execute(
+                &exec,
+                Box::pin(async move { ended(conn.with_upgrades().await) }),
+            );
+        } else {
+            hyper::rt::Executor::execute(&exec, Box::pin(async move { ended(conn.await) }));
+        }
         Ok(sender)
     }
 }
@@ -347,7 +371,7 @@ mod tests {
         let url: Arc<str> = origin.to_string().into();
         let pool = pool();
         for _ in 0..5 {
-            let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+            let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
             let body = ticket.attach(resp.into_body()).collect().await.unwrap();
             assert_eq!(body.to_bytes(), "hello");
         }
@@ -355,13 +379,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upgrade_goes_on_a_connection_of_its_own() {
+        let (origin, accepted) = server("hello").await;
+        let url: Arc<str> = origin.to_string().into();
+        let pool = pool();
+        for upgrade in [false, true, false] {
+            let (resp, ticket) = pool.send(&url, &origin, get("a"), upgrade).await.unwrap();
+            ticket.attach(resp.into_body()).collect().await.unwrap();
+        }
+        // The first connection carried both plain requests; the upgrade had
+        // its own, which never went to the pool.
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.idle(), 1);
+    }
+
+    #[tokio::test]
     async fn a_body_dropped_unread_takes_its_connection_along() {
         let (origin, accepted) = server("hello").await;
         let url: Arc<str> = origin.to_string().into();
         let pool = pool();
-        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
         drop(ticket.attach(resp.into_body()));
-        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
         let body = ticket.attach(resp.into_body()).collect().await.unwrap();
         assert_eq!(body.to_bytes(), "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -373,13 +412,13 @@ mod tests {
         let url: Arc<str> = origin.to_string().into();
         // Idle connections expire at once: the sweep closes them.
         let pool = UpstreamPool::new(Duration::from_secs(1), Duration::ZERO, 8);
-        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
         ticket.attach(resp.into_body()).collect().await.unwrap();
         assert_eq!(pool.idle(), 1);
         pool.sweep();
         assert_eq!(pool.idle(), 0);
         assert!(lock(&pool.servers).is_empty(), "the slot goes too");
-        let (resp, ticket) = pool.send(&url, &origin, get("a")).await.unwrap();
+        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
         ticket.attach(resp.into_body()).collect().await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -393,7 +432,7 @@ mod tests {
             .port();
         let origin: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let err = pool()
-            .send(&origin.to_string().into(), &origin, get("a"))
+            .send(&origin.to_string().into(), &origin, get("a"), false)
             .await
             .unwrap_err();
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err:?}");
