@@ -117,7 +117,7 @@ fn response_length(first: &[u8]) -> Option<u64> {
             length = Some(n);
         }
     }
-    Some(head as u64 + length?)
+    (head as u64).checked_add(length?)
 }
 
 /// A TCP connection to a server that turns `TCP_QUICKACK` on when the router
@@ -320,6 +320,11 @@ mod tests {
             response_length(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n"),
             None,
             "conflicting lengths"
+        );
+        assert_eq!(
+            response_length(b"HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n"),
+            None,
+            "a length past u64"
         );
         let p = Progress::NotStarted.after(HEAD);
         assert_eq!(p, Progress::Remaining(5));
