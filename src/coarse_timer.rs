@@ -101,7 +101,7 @@ impl CoarseTimer {
     pub fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Timeout<F> {
         Timeout {
             fut,
-            sleep: self.sleep_until(Instant::now() + limit),
+            sleep: self.sleep_until(deadline(limit)),
         }
     }
 }
@@ -126,6 +126,15 @@ impl<F: Future> Future for Timeout<F> {
         }
         Pin::new(this.sleep).poll(cx).map(|()| Err(Elapsed))
     }
+}
+
+/// `limit` from now; a limit past what an `Instant` can hold (a timeout meant as
+/// "never") is thirty years.
+fn deadline(limit: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(limit)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// A future done at its deadline, to within the timer's tick.
@@ -189,7 +198,7 @@ impl hyper::rt::Sleep for CoarseSleep {}
 
 impl hyper::rt::Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.sleep_until(Instant::now() + duration))
+        Box::pin(self.sleep_until(deadline(duration)))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -274,6 +283,7 @@ mod tests {
             timer.timeout(Duration::from_secs(60), async { 7 }).await,
             Ok(7)
         );
+        assert_eq!(timer.timeout(Duration::MAX, async { 8 }).await, Ok(8));
         ticker.abort();
     }
 }
