@@ -901,15 +901,23 @@ fn prepare_request_headers(
         headers.remove(header::FORWARDED);
         headers.remove(X_REAL_IP);
     }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).filter(|_| prior_for) {
-        Some(prior) => match prior.to_str().map(str::trim) {
-            Ok(prior) if !prior.is_empty() => {
-                let ip = client_ip.to_str().unwrap_or_default();
-                HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
-            }
-            _ => Some(client_ip.clone()),
-        },
-        None => Some(client_ip.clone()),
+    // The client's list (on one line or several) with the client appended.
+    let prior: Vec<&str> = match prior_for {
+        true => headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect(),
+        false => Vec::new(),
+    };
+    let forwarded_for = match prior.is_empty() {
+        true => Some(client_ip.clone()),
+        false => {
+            let ip = client_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{}, {ip}", prior.join(", "))).ok()
+        }
     };
     // `insert` replaces every value the client sent.
     match forwarded_for {
@@ -975,6 +983,7 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
             ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", "198.51.100.2"),
             ("x-forwarded-host", "evil.example"),
             ("x-forwarded-proto", "https"),
             ("forwarded", "for=203.0.113.8"),
@@ -990,7 +999,10 @@ mod tests {
             &HeaderValue::from_static("acme.api.east.fleet.test"),
         );
         assert_eq!(h["host"], "acme.api.east.fleet.test");
-        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 10.1.2.3");
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["203.0.113.7, 198.51.100.2, 10.1.2.3"]
+        );
         assert_eq!(h["x-forwarded-host"], "acme.com");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["accept"], "text/html");
