@@ -97,11 +97,21 @@ impl CoarseTimer {
         }
     }
 
+    /// The time at the last tick: a clock for what needs no precision.
+    pub fn now(&self) -> Instant {
+        self.shared.now()
+    }
+
     /// `fut`, or [`Elapsed`] if it is not done within `limit`.
     pub fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Timeout<F> {
+        self.timeout_at(after(Instant::now(), limit), fut)
+    }
+
+    /// `fut`, or [`Elapsed`] if it is not done by `deadline`.
+    pub fn timeout_at<F: Future>(&self, deadline: Instant, fut: F) -> Timeout<F> {
         Timeout {
             fut,
-            sleep: self.sleep_until(deadline(limit)),
+            sleep: self.sleep_until(deadline),
         }
     }
 }
@@ -128,13 +138,13 @@ impl<F: Future> Future for Timeout<F> {
     }
 }
 
-/// `limit` from now; a limit past what an `Instant` can hold (a timeout meant as
-/// "never") is thirty years.
-fn deadline(limit: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(limit)
-        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
-        .unwrap_or(now)
+/// `limit` after `start`; a limit past what an `Instant` can hold (a timeout
+/// meant as "never") is thirty years.
+pub fn after(start: Instant, limit: Duration) -> Instant {
+    start
+        .checked_add(limit)
+        .or_else(|| start.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(start)
 }
 
 /// A future done at its deadline, to within the timer's tick.
@@ -198,7 +208,7 @@ impl hyper::rt::Sleep for CoarseSleep {}
 
 impl hyper::rt::Timer for CoarseTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.sleep_until(deadline(duration)))
+        Box::pin(self.sleep_until(after(Instant::now(), duration)))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {

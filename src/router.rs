@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::coarse_timer::CoarseTimer;
+use crate::coarse_timer::{self, CoarseTimer};
 use crate::error::Error;
 use crate::lock;
 use crate::metrics::RouterShard;
@@ -46,7 +46,7 @@ use crate::upstream_pool::{Ticket, UpstreamError, UpstreamPool};
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -255,9 +255,14 @@ async fn run_thread(
     open: Arc<AtomicUsize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let pool = UpstreamPool::new(config.fleet.connect_timeout, Duration::from_secs(90), 256);
-    let metrics = common.state.metrics.router_shard();
     let timer = CoarseTimer::new();
+    let pool = UpstreamPool::new(
+        config.fleet.connect_timeout,
+        Duration::from_secs(90),
+        256,
+        timer.clone(),
+    );
+    let metrics = common.state.metrics.router_shard();
     let table = Mutex::new(Arc::new(ThreadTable(common.state.routes.current())));
     let proxy = Arc::new(Proxy {
         common,
@@ -690,8 +695,8 @@ impl Proxy {
         let started = Instant::now();
         let sent = self
             .timer
-            .timeout(
-                self.common.upstream_timeout,
+            .timeout_at(
+                coarse_timer::after(started, self.common.upstream_timeout),
                 self.pool.send(
                     &upstream.url,
                     origin,

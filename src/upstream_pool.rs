@@ -21,6 +21,7 @@ use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::coarse_timer::CoarseTimer;
 use crate::lock;
 use crate::quick_ack::QuickAckConnector;
 
@@ -46,6 +47,8 @@ pub struct UpstreamPool {
     servers: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
     idle_timeout: Duration,
     max_idle: usize,
+    /// The router thread's clock, to the tick: idle times need no more.
+    clock: CoarseTimer,
 }
 
 /// One server's idle connections. A response's [`Ticket`] holds the slot its
@@ -71,8 +74,14 @@ impl Idle {
 
 impl UpstreamPool {
     /// A pool whose connections take at most `connect_timeout` to open, and
-    /// are closed after `idle_timeout` unused; at most `max_idle` per server.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+    /// are closed after `idle_timeout` unused (told by `clock`); at most
+    /// `max_idle` per server.
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        clock: CoarseTimer,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -88,6 +97,7 @@ impl UpstreamPool {
             servers: Mutex::default(),
             idle_timeout,
             max_idle,
+            clock,
         }
     }
 
@@ -139,7 +149,7 @@ impl UpstreamPool {
     /// Drops idle connections that are closed or unused for too long, and the
     /// slots of servers left with none (and no response out).
     pub fn sweep(&self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         lock(&self.servers).retain(|_, slot| {
             let mut idle = lock(&slot.idle);
             idle.retain(|c| c.usable(now, self.idle_timeout));
@@ -165,7 +175,7 @@ impl UpstreamPool {
     }
 
     fn checkout(&self, slot: &Slot) -> Option<SendRequest<RequestBody>> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut idle = lock(&slot.idle);
         // Most recently used first: the likeliest to be still open.
         while let Some(c) = idle.pop() {
@@ -181,6 +191,7 @@ impl UpstreamPool {
             back: Some(Return {
                 slot,
                 max_idle: self.max_idle,
+                clock: self.clock.clone(),
                 sender,
             }),
         }
@@ -235,6 +246,7 @@ impl std::fmt::Debug for Ticket {
 struct Return {
     slot: Arc<Slot>,
     max_idle: usize,
+    clock: CoarseTimer,
     sender: SendRequest<RequestBody>,
 }
 
@@ -247,7 +259,7 @@ impl Return {
         if idle.len() < self.max_idle {
             idle.push(Idle {
                 sender: self.sender,
-                since: Instant::now(),
+                since: self.clock.now(),
             });
         }
     }
@@ -362,7 +374,12 @@ mod tests {
     }
 
     fn pool() -> UpstreamPool {
-        UpstreamPool::new(Duration::from_secs(1), Duration::from_secs(90), 8)
+        UpstreamPool::new(
+            Duration::from_secs(1),
+            Duration::from_secs(90),
+            8,
+            CoarseTimer::new(),
+        )
     }
 
     #[tokio::test]
@@ -411,7 +428,12 @@ mod tests {
         let (origin, accepted) = server("hello").await;
         let url: Arc<str> = origin.to_string().into();
         // Idle connections expire at once: the sweep closes them.
-        let pool = UpstreamPool::new(Duration::from_secs(1), Duration::ZERO, 8);
+        let pool = UpstreamPool::new(
+            Duration::from_secs(1),
+            Duration::ZERO,
+            8,
+            CoarseTimer::new(),
+        );
         let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
         ticket.attach(resp.into_body()).collect().await.unwrap();
         assert_eq!(pool.idle(), 1);
