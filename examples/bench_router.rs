@@ -21,7 +21,9 @@
 //! release binaries and passes their paths in `SLUM_BIN`, `SLUM_DEMO_APP`,
 //! `BARE_PROXY`, `WRK` and `NGINX`. `BENCH_DURATION`, `BENCH_WARMUP` (seconds),
 //! `BENCH_THREADS`, `BENCH_CONNECTIONS`, `BENCH_LOOKUPS`, `BENCH_WORKERS` and
-//! `BENCH_SINGLE` change the load; `BENCH_HOLD=1` sets the paths up and waits.
+//! `BENCH_SINGLE` change the load; `BENCH_ROUNDS=N` measures every path N times,
+//! the paths taking turns, and prints each round and the spread of slum's ratios;
+//! `BENCH_HOLD=1` sets the paths up and waits.
 //!
 //! Traffic goes to loopback and the test namespace only. Everything it starts
 //! (nginx, slum, the fleet) is stopped on the way out, also on error or Ctrl-C.
@@ -73,6 +75,8 @@ struct Settings {
     workers: Vec<usize>,
     /// Seconds of the one-connection runs.
     single: u64,
+    /// Times every path is measured, taking turns.
+    rounds: usize,
 }
 
 fn env_path(name: &str, default: Option<&str>) -> anyhow::Result<PathBuf> {
@@ -123,9 +127,15 @@ impl Settings {
             hold: env_number("BENCH_HOLD", 0u8)? != 0,
             workers: env_workers()?,
             single: env_number("BENCH_SINGLE", 3)?,
+            rounds: env_number("BENCH_ROUNDS", 1)?,
         };
-        if s.duration == 0 || s.threads == 0 || s.lookups == 0 || s.connections < s.threads {
-            bail!("BENCH_DURATION, BENCH_THREADS and BENCH_LOOKUPS must be positive and BENCH_CONNECTIONS at least BENCH_THREADS");
+        if s.duration == 0
+            || s.threads == 0
+            || s.lookups == 0
+            || s.rounds == 0
+            || s.connections < s.threads
+        {
+            bail!("BENCH_DURATION, BENCH_THREADS, BENCH_LOOKUPS and BENCH_ROUNDS must be positive and BENCH_CONNECTIONS at least BENCH_THREADS");
         }
         Ok(s)
     }
@@ -477,18 +487,36 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         DOMAIN,
         Some(Box::new(move || vec![bare_pid])),
     ));
-    let mut rows = Vec::new();
-    for (name, url, host, proxy_pids) in &paths {
-        rows.push(measure(settings, name, url, host, ten_pid, proxy_pids.as_deref()).await?);
+    let mut rounds: Vec<Vec<Row>> = Vec::with_capacity(settings.rounds);
+    for round in 1..=settings.rounds {
+        if settings.rounds > 1 {
+            println!("  round {round} of {}", settings.rounds);
+        }
+        let mut rows = Vec::new();
+        for (name, url, host, proxy_pids) in &paths {
+            rows.push(measure(settings, name, url, host, ten_pid, proxy_pids.as_deref()).await?);
+        }
+        rounds.push(rows);
     }
     println!(
         "  one client on one connection: wrk -t1 -c1 -d{}s per path...",
         settings.single
     );
-    for (row, (_, url, host, _)) in rows.iter_mut().zip(&paths) {
-        row.single = Some(common::run_wrk(&settings.wrk, 1, 1, url, host, settings.single).await?);
+    if let Some(first) = rounds.first_mut() {
+        for (row, (_, url, host, _)) in first.iter_mut().zip(&paths) {
+            row.single =
+                Some(common::run_wrk(&settings.wrk, 1, 1, url, host, settings.single).await?);
+        }
     }
-    print_results(&rows, &settings.workers);
+    for (i, rows) in rounds.iter().enumerate() {
+        if settings.rounds > 1 {
+            println!("\n== round {} of {}", i + 1, settings.rounds);
+        }
+        print_results(rows, &settings.workers);
+    }
+    if settings.rounds > 1 {
+        print_spread(&rounds, &settings.workers);
+    }
 
     // Stop in reverse order of start; each guard also does this on error.
     drop(bare);
@@ -653,6 +681,36 @@ fn print_results(rows: &[Row], workers: &[usize]) {
                 r.name, r.wrk.non_2xx, r.wrk.socket_errors, r.wrk.socket_errors_text
             );
         }
+    }
+}
+
+/// slum's ratios to nginx over the rounds: median, lowest and highest.
+fn print_spread(rounds: &[Vec<Row>], workers: &[usize]) {
+    println!("\n== over {} rounds: median (lowest-highest)", rounds.len());
+    let spread = |mut v: Vec<f64>| -> String {
+        v.sort_by(f64::total_cmp);
+        match (v.first(), v.get(v.len() / 2), v.last()) {
+            (Some(lo), Some(mid), Some(hi)) => format!("{mid:.2}x ({lo:.2}-{hi:.2})"),
+            _ => "-".to_owned(),
+        }
+    };
+    for (i, n) in workers.iter().enumerate() {
+        let pairs = || {
+            rounds
+                .iter()
+                .filter_map(move |rows| rows.get(1 + 2 * i).zip(rows.get(2 + 2 * i)))
+        };
+        let throughput = pairs()
+            .map(|(s, c)| s.wrk.requests_per_sec / c.wrk.requests_per_sec)
+            .collect();
+        let cpu = pairs()
+            .filter_map(|(s, c)| Some(s.proxy_cpu_us? / c.proxy_cpu_us?))
+            .collect();
+        println!(
+            "  {n} worker(s) each: throughput slum/nginx {}   CPU/request slum/nginx {}",
+            spread(throughput),
+            spread(cpu)
+        );
     }
 }
 

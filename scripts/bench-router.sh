@@ -5,7 +5,7 @@
 # 1,000,000 tenants. Installs wrk and nginx (Debian) when missing. Needs root.
 #
 # Load settings (defaults): BENCH_DURATION=10 BENCH_WARMUP=2 (seconds),
-# BENCH_THREADS=2 BENCH_CONNECTIONS=32, BENCH_LOOKUPS=2000000; BENCH_HOLD=1 sets
+# BENCH_THREADS=2 BENCH_CONNECTIONS=32, BENCH_LOOKUPS=2000000, BENCH_ROUNDS=1 (times each path is measured, taking turns); BENCH_HOLD=1 sets
 # the paths up and waits for Ctrl-C (for profiling by hand).
 set -euo pipefail
 cd "$(dirname "$0")/.."
