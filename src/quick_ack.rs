@@ -16,7 +16,9 @@
 //! load, when tenement has the body ready with the head) costs nothing: its
 //! length is known from its head's `Content-Length`. A response whose length the
 //! first read does not tell (chunked, or its head cut short) is acknowledged
-//! whenever the router waits for more of it.
+//! whenever the router waits for more of it. Over TLS (an `https` server URL)
+//! the bytes read here are records, not HTTP: every response is then of unknown
+//! length.
 
 use std::future::Future;
 use std::io;
