@@ -10,6 +10,8 @@
 //!   and one);
 //! - (h) through examples/bare_proxy.rs, the least a hyper proxy does (one
 //!   thread), to tell slum's own cost from its HTTP stack's;
+//! - (r) the same with its upstream side written by hand instead of hyper's
+//!   client (`bare_proxy ... raw`), to tell what that client costs;
 //!
 //! and prints requests/s, p50/p99 latency, non-2xx counts, the proxies' CPU time
 //! per request, one client on one connection, and slum's ratios against the
@@ -428,7 +430,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         .context("through nginx")?;
         nginxes.push(nginx);
     }
-    let bare = BareProxy::start(&settings.bare, server, &mapped_host)?;
+    let bare = BareProxy::start(&settings.bare, server, &mapped_host, false)?;
     check(
         &bare.url(),
         DOMAIN,
@@ -437,6 +439,10 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     )
     .await
     .context("through the bare hyper proxy")?;
+    let raw = BareProxy::start(&settings.bare, server, &mapped_host, true)?;
+    check(&raw.url(), DOMAIN, Some(&expected), Duration::from_secs(10))
+        .await
+        .context("through the bare proxy with a hand-written upstream side")?;
     println!("  tenant answers: {}", expected.trim());
     println!("  (a) {direct_url} Host: {mapped_host}");
     for ((slum, nginx), n) in slums.iter().zip(&nginxes).zip(&settings.workers) {
@@ -455,6 +461,11 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         "  (h) {} Host: {DOMAIN} (bare hyper proxy, one thread, pid {})",
         bare.url(),
         bare.pid()
+    );
+    println!(
+        "  (r) {} Host: {DOMAIN} (bare proxy, hand-written upstream side, pid {})",
+        raw.url(),
+        raw.pid()
     );
     if settings.hold {
         println!("  holding (BENCH_HOLD): Ctrl-C ends");
@@ -486,6 +497,13 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         bare.url(),
         DOMAIN,
         Some(Box::new(move || vec![bare_pid])),
+    ));
+    let raw_pid = raw.pid();
+    paths.push((
+        "(r) raw".into(),
+        raw.url(),
+        DOMAIN,
+        Some(Box::new(move || vec![raw_pid])),
     ));
     let mut rounds: Vec<Vec<Row>> = Vec::with_capacity(settings.rounds);
     for round in 1..=settings.rounds {
@@ -519,6 +537,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     }
 
     // Stop in reverse order of start; each guard also does this on error.
+    drop(raw);
     drop(bare);
     drop(nginxes);
     drop(slums);
@@ -664,7 +683,19 @@ fn print_results(rows: &[Row], workers: &[usize]) {
     }
     // What slum costs beyond hyper: its one-thread row against the bare proxy.
     let one = workers.iter().position(|&n| n == 1);
-    if let (Some(i), Some(bare)) = (one, rows.last()) {
+    let bare = rows.iter().find(|r| r.name.starts_with("(h)"));
+    let raw = rows.iter().find(|r| r.name.starts_with("(r)"));
+    if let (Some(h), Some(r)) = (
+        bare.and_then(|b| b.proxy_cpu_us),
+        raw.and_then(|r| r.proxy_cpu_us),
+    ) {
+        println!(
+            "\nhyper's client: bare proxy {h:.1} us per request, with the upstream side \
+             written by hand {r:.1} us (raw/hyper {:.2}x)",
+            r / h
+        );
+    }
+    if let (Some(i), Some(bare)) = (one, bare) {
         if let (Some(s), Some(h)) = (pairs[2 * i].proxy_cpu_us, bare.proxy_cpu_us) {
             println!(
                 "\none thread each: slum {s:.1} us, bare hyper proxy {h:.1} us per request \
@@ -798,19 +829,26 @@ impl Drop for SlumServe {
     }
 }
 
-/// examples/bare_proxy.rs in front of the tenement server; killed on drop.
+/// examples/bare_proxy.rs in front of the tenement server (`raw`: with its
+/// upstream side written by hand); killed on drop.
 struct BareProxy {
     child: Child,
     addr: SocketAddr,
 }
 
 impl BareProxy {
-    fn start(bin: &Path, server: &LocalServer, mapped_host: &str) -> anyhow::Result<BareProxy> {
+    fn start(
+        bin: &Path,
+        server: &LocalServer,
+        mapped_host: &str,
+        raw: bool,
+    ) -> anyhow::Result<BareProxy> {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let upstream = server.url();
         let upstream = upstream.trim_start_matches("http://");
+        let mode = if raw { "raw" } else { "hyper" };
         let child = Command::new(bin)
-            .args([&addr.to_string(), upstream, mapped_host])
+            .args([&addr.to_string(), upstream, mapped_host, mode])
             .stdin(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot run {}", bin.display()))?;
