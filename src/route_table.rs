@@ -297,10 +297,10 @@ pub fn normalize_host(raw: Option<&str>) -> Result<String, BadHost> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn server(id: &str, status: ServerStatus) -> Server {
+    pub(crate) fn server(id: &str, status: ServerStatus) -> Server {
         Server {
             id: id.into(),
             url: format!("http://10.0.0.{}:8000/", id.len()),
@@ -310,7 +310,7 @@ mod tests {
         }
     }
 
-    fn tenant(domain: &str, name: &str, server: &str) -> Tenant {
+    pub(crate) fn tenant(domain: &str, name: &str, server: &str) -> Tenant {
         Tenant {
             domain: domain.into(),
             name: name.into(),

@@ -459,20 +459,23 @@ impl Proxy {
     async fn route(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
         let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
-        let host = match routed_host(&req, &table) {
-            Some(host) => host,
-            None => match request_host(&req).map(HeaderValue::try_from) {
-                Ok(Ok(host)) => host,
-                Err(BadHost::Missing) => {
-                    return answer(StatusCode::BAD_REQUEST, "missing Host header".into())
-                }
-                Ok(Err(_)) | Err(BadHost::Malformed) => {
-                    return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
-                }
-            },
+        let (host, mut decision) = match routed_host(&req, &table) {
+            Some(found) => found,
+            None => {
+                let host = match request_host(&req).map(HeaderValue::try_from) {
+                    Ok(Ok(host)) => host,
+                    Err(BadHost::Missing) => {
+                        return answer(StatusCode::BAD_REQUEST, "missing Host header".into())
+                    }
+                    Ok(Err(_)) | Err(BadHost::Malformed) => {
+                        return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
+                    }
+                };
+                let decision = table.route(host.to_str().unwrap_or_default());
+                (host, decision)
+            }
         };
         let name = host.to_str().unwrap_or_default();
-        let mut decision = table.route(name);
         if let Decision::Spawn(route) = decision {
             // Boxed: only a tenant's first request takes this path.
             if let Err(reason) = Box::pin(self.wake(route)).await {
@@ -818,24 +821,34 @@ impl Failure {
     }
 }
 
-/// The request's Host header when it is a routed domain as it stands (lower
-/// case, no port: domains are stored normalised): the common case, which needs
-/// no normalising and no allocation.
-fn routed_host<B>(req: &Request<B>, table: &RouteTable) -> Option<HeaderValue> {
+/// The request's Host header, if it has one; two are malformed.
+fn host_header<B>(req: &Request<B>) -> Result<Option<&HeaderValue>, BadHost> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next().filter(|_| hosts.next().is_none())?;
-    table.get(host.to_str().ok()?).map(|_| host.clone())
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => Err(BadHost::Malformed),
+        (host, _) => Ok(host),
+    }
+}
+
+/// The request's Host header and its decision, when the header is a routed
+/// domain as it stands (lower case, no port: domains are stored normalised):
+/// the common case, which needs no normalising and no allocation.
+fn routed_host<'t, B>(
+    req: &Request<B>,
+    table: &'t RouteTable,
+) -> Option<(HeaderValue, &'t Decision)> {
+    let host = host_header(req).ok()??;
+    let decision = table.get(host.to_str().ok()?)?;
+    Some((host.clone(), decision))
 }
 
 /// The request's host: the Host header (exactly one), or the authority of an
 /// absolute-form request target. Forwarding headers sent by the client are never
 /// consulted.
 fn request_host<B>(req: &Request<B>) -> Result<String, BadHost> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let raw = match (hosts.next(), hosts.next()) {
-        (Some(h), None) => Some(h.to_str().map_err(|_| BadHost::Malformed)?),
-        (Some(_), Some(_)) => return Err(BadHost::Malformed),
-        (None, _) => req.uri().authority().map(|a| a.as_str()),
+    let raw = match host_header(req)? {
+        Some(h) => Some(h.to_str().map_err(|_| BadHost::Malformed)?),
+        None => req.uri().authority().map(|a| a.as_str()),
     };
     normalize_host(raw)
 }
@@ -1071,28 +1084,20 @@ mod tests {
 
     #[test]
     fn hosts_routed_as_they_stand_take_the_short_way() {
-        use crate::model::{Server, ServerStatus, Tenant};
-        let server = Server {
-            id: "east".into(),
-            url: "http://10.0.0.1:8000".into(),
-            status: ServerStatus::Online,
-            ..Default::default()
-        };
-        let tenant = Tenant {
-            domain: "acme.com".into(),
-            name: "acme".into(),
-            server_id: "east".into(),
-            process: "api".into(),
-            instance_id: "prod".into(),
-            ..Default::default()
-        };
-        let table = RouteTable::build(1, &[server], &[tenant], &[]);
+        use crate::model::ServerStatus;
+        use crate::route_table::tests::{server, tenant};
+        let table = RouteTable::build(
+            1,
+            &[server("east", ServerStatus::Online)],
+            &[tenant("acme.com", "acme", "east")],
+            &[],
+        );
         let with_hosts = |hosts: &[&str]| {
             let mut req = Request::builder().uri("/");
             for h in hosts {
                 req = req.header("host", *h);
             }
-            routed_host(&req.body(()).unwrap(), &table)
+            routed_host(&req.body(()).unwrap(), &table).map(|(host, _)| host)
         };
         assert_eq!(with_hosts(&["acme.com"]).unwrap(), "acme.com");
         // Anything else is normalised (or refused) the long way.
