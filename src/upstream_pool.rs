@@ -116,30 +116,26 @@ impl UpstreamPool {
         mut req: Request<RequestBody>,
         upgrade: bool,
     ) -> Result<(Response<Incoming>, Ticket), UpstreamError> {
-        if upgrade {
-            let mut sender = Box::pin(self.connect(origin, true)).await?;
-            return match sender.send_request(req).await {
-                Ok(resp) => Ok((resp, Ticket { back: None })),
-                Err(e) => Err(UpstreamError::Request(e)),
-            };
-        }
-        let slot = self.slot(url);
-        while let Some(mut sender) = self.checkout(&slot) {
-            if sender.ready().await.is_err() {
-                continue; // closed by the server while idle
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.ticket(slot, sender))),
-                Err(mut e) => match e.take_message() {
-                    // Not sent at all: the next connection takes it.
-                    Some(unsent) => req = unsent,
-                    None => return Err(UpstreamError::Request(e.into_error())),
-                },
+        // A switch of protocols never goes back to the pool.
+        let slot = (!upgrade).then(|| self.slot(url));
+        if let Some(slot) = &slot {
+            while let Some(mut sender) = self.checkout(slot) {
+                if sender.ready().await.is_err() {
+                    continue; // closed by the server while idle
+                }
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, self.ticket(Some(Arc::clone(slot)), sender))),
+                    Err(mut e) => match e.take_message() {
+                        // Not sent at all: the next connection takes it.
+                        Some(unsent) => req = unsent,
+                        None => return Err(UpstreamError::Request(e.into_error())),
+                    },
+                }
             }
         }
         // Boxed: with keep-alive, few requests make a connection, and the
         // future of every request would otherwise be as large as this one.
-        let mut sender = Box::pin(self.connect(origin, false)).await?;
+        let mut sender = Box::pin(self.connect(origin, upgrade)).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok((resp, self.ticket(slot, sender))),
             Err(e) => Err(UpstreamError::Request(e)),
@@ -186,9 +182,10 @@ impl UpstreamPool {
         None
     }
 
-    fn ticket(&self, slot: Arc<Slot>, sender: SendRequest<RequestBody>) -> Ticket {
+    /// The way back to `slot`, if any, for the connection `sender` sends on.
+    fn ticket(&self, slot: Option<Arc<Slot>>, sender: SendRequest<RequestBody>) -> Ticket {
         Ticket {
-            back: Some(Return {
+            back: slot.map(|slot| Return {
                 slot,
                 max_idle: self.max_idle,
                 clock: self.clock.clone(),
