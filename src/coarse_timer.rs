@@ -102,11 +102,6 @@ impl CoarseTimer {
         self.shared.now()
     }
 
-    /// `fut`, or [`Elapsed`] if it is not done within `limit`.
-    pub fn timeout<F: Future>(&self, limit: Duration, fut: F) -> Timeout<F> {
-        self.timeout_at(after(Instant::now(), limit), fut)
-    }
-
     /// `fut`, or [`Elapsed`] if it is not done by `deadline`.
     pub fn timeout_at<F: Future>(&self, deadline: Instant, fut: F) -> Timeout<F> {
         Timeout {
@@ -117,7 +112,7 @@ impl CoarseTimer {
 }
 
 pin_project_lite::pin_project! {
-    /// A future bounded by a deadline (see [`CoarseTimer::timeout`]): no
+    /// A future bounded by a deadline (see [`CoarseTimer::timeout_at`]): no
     /// larger than the future and its sleep.
     pub struct Timeout<F> {
         #[pin]
@@ -284,16 +279,24 @@ mod tests {
                 }
             })
         };
+        let within = |limit| after(Instant::now(), limit);
         let never = std::future::pending::<()>();
         assert_eq!(
-            timer.timeout(Duration::from_millis(50), never).await,
+            timer
+                .timeout_at(within(Duration::from_millis(50)), never)
+                .await,
             Err(Elapsed)
         );
         assert_eq!(
-            timer.timeout(Duration::from_secs(60), async { 7 }).await,
+            timer
+                .timeout_at(within(Duration::from_secs(60)), async { 7 })
+                .await,
             Ok(7)
         );
-        assert_eq!(timer.timeout(Duration::MAX, async { 8 }).await, Ok(8));
+        assert_eq!(
+            timer.timeout_at(within(Duration::MAX), async { 8 }).await,
+            Ok(8)
+        );
         ticker.abort();
     }
 }
