@@ -196,7 +196,6 @@ impl Serve {
         Out::of(self.cli().args(args))
     }
 
-    /// Adds a server on a loopback port nothing listens on.
     /// `slum tenant add DOMAIN --server SERVER --process api --instance prod`.
     fn add_tenant(&self, domain: &str, server: &str) -> Out {
         self.run(&[
@@ -212,6 +211,7 @@ impl Serve {
         ])
     }
 
+    /// Adds a server on a loopback port nothing listens on.
     fn add_dead_server(&self, id: &str) {
         self.run(&[
             "server",
