@@ -31,12 +31,15 @@
 //! is stopped or removed on the way out, also on error or Ctrl-C.
 
 mod common;
-use common::{clock_ticks_per_second, cpu_ticks, free_port, load_average, tool_version, WrkResult};
+use common::{
+    clock_ticks_per_second, cpu_ticks, env_number, env_path, free_port, load_average, tool_version,
+    Load, Served, WrkResult,
+};
 
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,37 +78,21 @@ impl Backend {
     }
 }
 
+/// Where the settings read from the environment come from.
+const SCRIPT: &str = "scripts/bench-fleets.sh";
+
 /// What to run, from the environment.
 struct Settings {
     command: String,
     slum: PathBuf,
     app: PathBuf,
-    wrk: PathBuf,
     pg_admin: String,
     changes: usize,
     writes: usize,
     duration: u64,
     warmup: u64,
-    threads: u32,
-    connections: u32,
+    load: Load,
     rounds: usize,
-}
-
-fn env_path(name: &str, default: Option<&str>) -> anyhow::Result<PathBuf> {
-    std::env::var_os(name)
-        .map(PathBuf::from)
-        .or_else(|| default.map(PathBuf::from))
-        .with_context(|| format!("{name} is not set; use scripts/bench-fleets.sh"))
-}
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a positive whole number")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {
@@ -113,9 +100,8 @@ impl Settings {
         let s = Settings {
             command: std::env::var("BENCH_COMMAND")
                 .unwrap_or_else(|_| "target/release/examples/bench_fleets".into()),
-            slum: env_path("SLUM_BIN", None)?,
-            app: env_path("SLUM_DEMO_APP", None)?,
-            wrk: env_path("WRK", Some("wrk"))?,
+            slum: env_path("SLUM_BIN", None, SCRIPT)?,
+            app: env_path("SLUM_DEMO_APP", None, SCRIPT)?,
             pg_admin: std::env::var("SLUM_TEST_POSTGRES").context(
                 "SLUM_TEST_POSTGRES (a PostgreSQL admin URL) is not set; use scripts/bench-fleets.sh",
             )?,
@@ -123,16 +109,15 @@ impl Settings {
             writes: env_number("BENCH_WRITES", 5_000)?,
             duration: env_number("BENCH_DURATION", 10)?,
             warmup: env_number("BENCH_WARMUP", 2)?,
-            threads: env_number("BENCH_THREADS", 2)?,
-            connections: env_number("BENCH_CONNECTIONS", 32)?,
+            load: Load::from_env(SCRIPT)?,
             rounds: env_number("BENCH_ROUNDS", 2)?,
         };
         if s.changes == 0
             || s.writes < WRITE_TASKS[1]
             || s.duration == 0
-            || s.threads == 0
+            || s.load.threads == 0
             || s.rounds == 0
-            || s.connections < s.threads
+            || s.load.connections < s.load.threads
         {
             bail!("BENCH_CHANGES, BENCH_DURATION, BENCH_THREADS and BENCH_ROUNDS must be positive, BENCH_WRITES at least 8 and BENCH_CONNECTIONS at least BENCH_THREADS");
         }
@@ -163,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
         databases.pg_host()
     );
     println!("  sqlite:   a fresh file per measurement (WAL, synchronous=NORMAL: no fsync per commit either)");
-    println!("  wrk:      {}", tool_version(&settings.wrk, "-v"));
+    println!("  wrk:      {}", tool_version(&settings.load.wrk, "-v"));
 
     // Dropping the future (on Ctrl-C or error) drops the routers, the `slum
     // serve` children and the fleet; the databases are dropped after it.
@@ -600,7 +585,7 @@ fn print_writes(rows: &[(Backend, Vec<WriteRow>)]) {
 /// One router under test: its `slum serve` child and the domain it routes.
 struct Target {
     backend: Backend,
-    slum: SlumServe,
+    slum: Served,
     domain: String,
 }
 
@@ -615,8 +600,8 @@ async fn routing_bench(
     );
     println!(
         "   wrk -t{} -c{} -d{}s --latency after a {}s warm-up; {} round{}, order alternating (ABBA)",
-        settings.threads,
-        settings.connections,
+        settings.load.threads,
+        settings.load.connections,
         settings.duration,
         settings.warmup,
         settings.rounds,
@@ -626,7 +611,7 @@ async fn routing_bench(
     let mut targets = Vec::new();
     for backend in Backend::BOTH {
         let url = databases.fresh(backend).await?;
-        let slum = SlumServe::start(&settings.slum, databases.dir.path(), backend, &url).await?;
+        let slum = start_slum(&settings.slum, databases.dir.path(), backend, &url).await?;
         // A tenant per backend (both instances run on the same server), added
         // and spawned through the library while the router runs: it learns of
         // them as it would of any other process's change.
@@ -691,11 +676,14 @@ struct Measured {
 async fn measure(settings: &Settings, t: &Target, ten_pid: u32) -> anyhow::Result<Measured> {
     let url = t.slum.url();
     if settings.warmup > 0 {
-        run_wrk(settings, &url, &t.domain, settings.warmup).await?;
+        settings.load.run(&url, &t.domain, settings.warmup).await?;
     }
     let slum_before = cpu_ticks(t.slum.pid())?;
     let ten_before = cpu_ticks(ten_pid)?;
-    let wrk = run_wrk(settings, &url, &t.domain, settings.duration).await?;
+    let wrk = settings
+        .load
+        .run(&url, &t.domain, settings.duration)
+        .await?;
     let slum_after = cpu_ticks(t.slum.pid())?;
     let ten_after = cpu_ticks(ten_pid)?;
     let tick = 1.0 / clock_ticks_per_second()?;
@@ -819,89 +807,38 @@ async fn check(url: &str, host: &str, expected: Option<&str>) -> anyhow::Result<
     }
 }
 
-/// `slum serve` as a child process; killed on drop.
-struct SlumServe {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl SlumServe {
-    async fn start(
-        bin: &Path,
-        dir: &Path,
-        backend: Backend,
-        database: &str,
-    ) -> anyhow::Result<SlumServe> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let log_path = dir.join(format!("slum-{}.log", backend.name()));
-        let log = fs::File::create(&log_path)?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .args(["--database", database])
-            .args(["--listen", &addr.to_string()])
-            .args(["--api-listen", &api.to_string()])
-            .arg("--token-file")
-            .arg(dir.join(format!("token-{}", backend.name())))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        let mut slum = SlumServe { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = slum.child.try_wait()? {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("slum serve exited at start-up ({status}):\n{log}");
-            }
-            if TcpStream::connect(addr).is_ok() {
-                return Ok(slum);
-            }
-            if Instant::now() > deadline {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("slum serve did not listen on {addr} within 15s:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for SlumServe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `slum serve` on `database` as a child process, once it listens.
+async fn start_slum(
+    bin: &Path,
+    dir: &Path,
+    backend: Backend,
+    database: &str,
+) -> anyhow::Result<Served> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let log_path = dir.join(format!("slum-{}.log", backend.name()));
+    let log = fs::File::create(&log_path)?;
+    let child = Command::new(bin)
+        .arg("serve")
+        .args(["--database", database])
+        .args(["--listen", &addr.to_string()])
+        .args(["--api-listen", &api.to_string()])
+        .arg("--token-file")
+        .arg(dir.join(format!("token-{}", backend.name())))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    Served::wait(child, addr, "slum serve", Duration::from_secs(15), || {
+        fs::read_to_string(&log_path).unwrap_or_default()
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------
 // wrk
-
-async fn run_wrk(
-    settings: &Settings,
-    url: &str,
-    host: &str,
-    seconds: u64,
-) -> anyhow::Result<WrkResult> {
-    common::run_wrk(
-        &settings.wrk,
-        settings.threads,
-        settings.connections,
-        url,
-        host,
-        seconds,
-    )
-    .await
-}
 
 // ---------------------------------------------------------------------------
 // Processes and the machine

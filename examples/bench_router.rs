@@ -32,14 +32,15 @@
 
 mod common;
 use common::{
-    clock_ticks_per_second, cpu_ticks, free_port, load_average, stat_field, tool_version, WrkResult,
+    clock_ticks_per_second, cpu_ticks, env_number, env_path, free_port, load_average, stat_field,
+    tool_version, wait_listening, Load, Served, WrkResult,
 };
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::hint::black_box;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,18 +57,19 @@ const DOMAIN: &str = "bench.example.com";
 /// Servers the in-memory route tables spread their tenants over.
 const LOOKUP_SERVERS: usize = 100;
 
+/// Where the settings read from the environment come from.
+const SCRIPT: &str = "scripts/bench-router.sh";
+
 /// What to run, from the environment.
 struct Settings {
     slum: PathBuf,
     app: PathBuf,
-    wrk: PathBuf,
     nginx: PathBuf,
     /// The bare hyper proxy (examples/bare_proxy.rs), a second baseline.
     bare: PathBuf,
     duration: u64,
     warmup: u64,
-    threads: u32,
-    connections: u32,
+    load: Load,
     lookups: usize,
     /// Set up the three paths, print them and wait for Ctrl-C instead of
     /// measuring (for profiling by hand).
@@ -79,23 +81,6 @@ struct Settings {
     single: u64,
     /// Times every path is measured, taking turns.
     rounds: usize,
-}
-
-fn env_path(name: &str, default: Option<&str>) -> anyhow::Result<PathBuf> {
-    std::env::var_os(name)
-        .map(PathBuf::from)
-        .or_else(|| default.map(PathBuf::from))
-        .with_context(|| format!("{name} is not set; use scripts/bench-router.sh"))
-}
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a positive whole number")),
-        Err(_) => Ok(default),
-    }
 }
 
 /// `BENCH_WORKERS`, a comma-separated list; by default one per CPU, then one.
@@ -116,15 +101,13 @@ fn env_workers() -> anyhow::Result<Vec<usize>> {
 impl Settings {
     fn from_env() -> anyhow::Result<Settings> {
         let s = Settings {
-            slum: env_path("SLUM_BIN", None)?,
-            app: env_path("SLUM_DEMO_APP", None)?,
-            wrk: env_path("WRK", Some("wrk"))?,
-            nginx: env_path("NGINX", Some("nginx"))?,
-            bare: env_path("BARE_PROXY", None)?,
+            slum: env_path("SLUM_BIN", None, SCRIPT)?,
+            app: env_path("SLUM_DEMO_APP", None, SCRIPT)?,
+            nginx: env_path("NGINX", Some("nginx"), SCRIPT)?,
+            bare: env_path("BARE_PROXY", None, SCRIPT)?,
             duration: env_number("BENCH_DURATION", 10)?,
             warmup: env_number("BENCH_WARMUP", 2)?,
-            threads: env_number("BENCH_THREADS", 2)?,
-            connections: env_number("BENCH_CONNECTIONS", 32)?,
+            load: Load::from_env(SCRIPT)?,
             lookups: env_number("BENCH_LOOKUPS", 2_000_000)?,
             hold: env_number("BENCH_HOLD", 0u8)? != 0,
             workers: env_workers()?,
@@ -132,10 +115,10 @@ impl Settings {
             rounds: env_number("BENCH_ROUNDS", 1)?,
         };
         if s.duration == 0
-            || s.threads == 0
+            || s.load.threads == 0
             || s.lookups == 0
             || s.rounds == 0
-            || s.connections < s.threads
+            || s.load.connections < s.load.threads
         {
             bail!("BENCH_DURATION, BENCH_THREADS, BENCH_LOOKUPS and BENCH_ROUNDS must be positive and BENCH_CONNECTIONS at least BENCH_THREADS");
         }
@@ -152,11 +135,11 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         load_average()
     );
-    println!("  wrk:     {}", tool_version(&settings.wrk, "-v"));
+    println!("  wrk:     {}", tool_version(&settings.load.wrk, "-v"));
     println!("  nginx:   {}", tool_version(&settings.nginx, "-v"));
     println!(
         "  load:    wrk -t{} -c{} -d{}s --latency, after a {}s warm-up per path",
-        settings.threads, settings.connections, settings.duration, settings.warmup
+        settings.load.threads, settings.load.connections, settings.duration, settings.warmup
     );
 
     // The pure part first, while nothing else of ours runs.
@@ -376,7 +359,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     let db_path = dir.path().join("slum.db");
     let mut slums = Vec::new();
     for &n in &settings.workers {
-        slums.push(SlumServe::start(&settings.slum, dir.path(), &db_path, n).await?);
+        slums.push(start_slum(&settings.slum, dir.path(), &db_path, n).await?);
     }
     let db = SlumDb::init(&db_path).await?;
     db.add_server(&server.record()).await?;
@@ -419,7 +402,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     );
     let mut nginxes = Vec::new();
     for &n in &settings.workers {
-        let nginx = Nginx::start(&settings.nginx, server, &mapped_host, n)?;
+        let nginx = Nginx::start(&settings.nginx, server, &mapped_host, n).await?;
         check(
             &nginx.url(),
             DOMAIN,
@@ -430,7 +413,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         .context("through nginx")?;
         nginxes.push(nginx);
     }
-    let bare = BareProxy::start(&settings.bare, server, &mapped_host, false)?;
+    let bare = start_bare_proxy(&settings.bare, server, &mapped_host, false).await?;
     check(
         &bare.url(),
         DOMAIN,
@@ -439,7 +422,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     )
     .await
     .context("through the bare hyper proxy")?;
-    let raw = BareProxy::start(&settings.bare, server, &mapped_host, true)?;
+    let raw = start_bare_proxy(&settings.bare, server, &mapped_host, true).await?;
     check(&raw.url(), DOMAIN, Some(&expected), Duration::from_secs(10))
         .await
         .context("through the bare proxy with a hand-written upstream side")?;
@@ -523,7 +506,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     if let Some(first) = rounds.first_mut() {
         for (row, (_, url, host, _)) in first.iter_mut().zip(&paths) {
             row.single =
-                Some(common::run_wrk(&settings.wrk, 1, 1, url, host, settings.single).await?);
+                Some(common::run_wrk(&settings.load.wrk, 1, 1, url, host, settings.single).await?);
         }
     }
     for (i, rows) in rounds.iter().enumerate() {
@@ -595,13 +578,13 @@ async fn measure(
         settings.warmup, settings.duration
     );
     if settings.warmup > 0 {
-        run_wrk(settings, url, host, settings.warmup).await?;
+        settings.load.run(url, host, settings.warmup).await?;
     }
     let proxy_ticks =
         |pids: &ProxyPids| -> anyhow::Result<u64> { pids().into_iter().map(cpu_ticks).sum() };
     let ten_before = cpu_ticks(ten_pid)?;
     let proxy_before = proxy_pids.map(proxy_ticks).transpose()?;
-    let wrk = run_wrk(settings, url, host, settings.duration).await?;
+    let wrk = settings.load.run(url, host, settings.duration).await?;
     let ten_after = cpu_ticks(ten_pid)?;
     let proxy_after = proxy_pids.map(proxy_ticks).transpose()?;
     let tick = 1.0 / clock_ticks_per_second()?;
@@ -748,140 +731,61 @@ fn print_spread(rounds: &[Vec<Row>], workers: &[usize]) {
 // ---------------------------------------------------------------------------
 // wrk
 
-async fn run_wrk(
-    settings: &Settings,
-    url: &str,
-    host: &str,
-    seconds: u64,
-) -> anyhow::Result<WrkResult> {
-    common::run_wrk(
-        &settings.wrk,
-        settings.threads,
-        settings.connections,
-        url,
-        host,
-        seconds,
-    )
-    .await
-}
-
 // ---------------------------------------------------------------------------
 // Processes: slum serve, nginx, CPU accounting
 
-/// `slum serve` as a child process; killed on drop.
-struct SlumServe {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl SlumServe {
-    async fn start(bin: &Path, dir: &Path, db: &Path, threads: usize) -> anyhow::Result<SlumServe> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let log_path = dir.join(format!("slum-{threads}.log"));
-        let log = fs::File::create(&log_path)?;
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg("--database")
-            .arg(db)
-            .args(["--listen", &addr.to_string()])
-            .args(["--api-listen", &api.to_string()])
-            .arg("--token-file")
-            .arg(dir.join("token"))
-            .args(["--router-threads", &threads.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        let mut slum = SlumServe { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = slum.child.try_wait()? {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("slum serve exited at start-up ({status}):\n{log}");
-            }
-            if TcpStream::connect(addr).is_ok() {
-                return Ok(slum);
-            }
-            if Instant::now() > deadline {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                bail!("slum serve did not listen on {addr} within 15s:\n{log}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for SlumServe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `slum serve --router-threads N` as a child process, once it listens.
+async fn start_slum(bin: &Path, dir: &Path, db: &Path, threads: usize) -> anyhow::Result<Served> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let log_path = dir.join(format!("slum-{threads}.log"));
+    let log = fs::File::create(&log_path)?;
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg("--database")
+        .arg(db)
+        .args(["--listen", &addr.to_string()])
+        .args(["--api-listen", &api.to_string()])
+        .arg("--token-file")
+        .arg(dir.join("token"))
+        .args(["--router-threads", &threads.to_string()])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    Served::wait(child, addr, "slum serve", Duration::from_secs(15), || {
+        fs::read_to_string(&log_path).unwrap_or_default()
+    })
+    .await
 }
 
 /// examples/bare_proxy.rs in front of the tenement server (`raw`: with its
-/// upstream side written by hand); killed on drop.
-struct BareProxy {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl BareProxy {
-    fn start(
-        bin: &Path,
-        server: &LocalServer,
-        mapped_host: &str,
-        raw: bool,
-    ) -> anyhow::Result<BareProxy> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let upstream = server.url();
-        let upstream = upstream.trim_start_matches("http://");
-        let mode = if raw { "raw" } else { "hyper" };
-        let child = Command::new(bin)
-            .args([&addr.to_string(), upstream, mapped_host, mode])
-            .stdin(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        let mut bare = BareProxy { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = bare.child.try_wait()? {
-                bail!("the bare proxy exited at start-up ({status})");
-            }
-            if TcpStream::connect(addr).is_ok() {
-                return Ok(bare);
-            }
-            if Instant::now() > deadline {
-                bail!("the bare proxy did not listen on {addr} within 10s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for BareProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// upstream side written by hand), once it listens.
+async fn start_bare_proxy(
+    bin: &Path,
+    server: &LocalServer,
+    mapped_host: &str,
+    raw: bool,
+) -> anyhow::Result<Served> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let upstream = server.url();
+    let upstream = upstream.trim_start_matches("http://");
+    let mode = if raw { "raw" } else { "hyper" };
+    let child = Command::new(bin)
+        .args([&addr.to_string(), upstream, mapped_host, mode])
+        .stdin(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    Served::wait(
+        child,
+        addr,
+        "the bare proxy",
+        Duration::from_secs(10),
+        String::new,
+    )
+    .await
 }
 
 /// nginx (master and workers, `daemon off`) as the equivalent reverse proxy;
@@ -893,7 +797,7 @@ struct Nginx {
 }
 
 impl Nginx {
-    fn start(
+    async fn start(
         bin: &Path,
         server: &LocalServer,
         mapped_host: &str,
@@ -921,22 +825,20 @@ impl Nginx {
             .spawn()
             .with_context(|| format!("cannot run {}", bin.display()))?;
         let mut nginx = Nginx { child, addr, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = nginx.child.try_wait()? {
+        let stderr_path = nginx.dir.path().join("stderr.log");
+        wait_listening(
+            &mut nginx.child,
+            addr,
+            "nginx",
+            Duration::from_secs(10),
+            || {
+                let err = fs::read_to_string(&stderr_path).unwrap_or_default();
                 let log = fs::read_to_string(&log_path).unwrap_or_default();
-                let err =
-                    fs::read_to_string(nginx.dir.path().join("stderr.log")).unwrap_or_default();
-                bail!("nginx exited at start-up ({status}):\n{err}{log}");
-            }
-            if TcpStream::connect(addr).is_ok() {
-                return Ok(nginx);
-            }
-            if Instant::now() > deadline {
-                bail!("nginx did not listen on {addr} within 10s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                err + &log
+            },
+        )
+        .await?;
+        Ok(nginx)
     }
 
     fn pid(&self) -> u32 {

@@ -1,11 +1,13 @@
-//! What the benchmark examples share: running wrk and reading its report, and
-//! the machine's facts (free ports, CPU time of processes, load, versions).
+//! What the benchmark examples share: running wrk and reading its report, the
+//! processes they start, and the machine's facts (free ports, CPU time of
+//! processes, load, versions).
 //! Not an example itself (cargo builds `examples/*.rs` and `examples/*/main.rs`).
 
 use std::fs;
-use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
@@ -19,6 +21,57 @@ pub struct WrkResult {
     pub non_2xx: u64,
     pub socket_errors: u64,
     pub socket_errors_text: String,
+}
+
+/// wrk and the load it puts on a path.
+pub struct Load {
+    pub wrk: PathBuf,
+    pub threads: u32,
+    pub connections: u32,
+}
+
+impl Load {
+    /// `WRK` (default `wrk`), `BENCH_THREADS` (2), `BENCH_CONNECTIONS` (32).
+    pub fn from_env(script: &str) -> anyhow::Result<Load> {
+        Ok(Load {
+            wrk: env_path("WRK", Some("wrk"), script)?,
+            threads: env_number("BENCH_THREADS", 2)?,
+            connections: env_number("BENCH_CONNECTIONS", 32)?,
+        })
+    }
+
+    /// This load on `url`, with Host `host`, for `seconds`.
+    pub async fn run(&self, url: &str, host: &str, seconds: u64) -> anyhow::Result<WrkResult> {
+        run_wrk(
+            &self.wrk,
+            self.threads,
+            self.connections,
+            url,
+            host,
+            seconds,
+        )
+        .await
+    }
+}
+
+/// A path from the environment variable `name`, or `default`; without either,
+/// the error points to `script`, which sets it.
+pub fn env_path(name: &str, default: Option<&str>, script: &str) -> anyhow::Result<PathBuf> {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .or_else(|| default.map(PathBuf::from))
+        .with_context(|| format!("{name} is not set; use {script}"))
+}
+
+/// A number from the environment variable `name`, or `default` when unset.
+pub fn env_number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a positive whole number")),
+        Err(_) => Ok(default),
+    }
 }
 
 /// Runs `wrk` (with `--latency`) against `url` with Host `host`.
@@ -109,6 +162,72 @@ pub fn wrk_ms(v: &str) -> anyhow::Result<f64> {
         _ => bail!("unknown time unit in {v:?}"),
     };
     Ok(n * scale)
+}
+
+/// A child process serving HTTP on a loopback address; killed (and reaped) on
+/// drop.
+pub struct Served {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Served {
+    /// `child`, once it listens on `addr` (see [`wait_listening`]).
+    pub async fn wait(
+        child: Child,
+        addr: SocketAddr,
+        what: &str,
+        within: Duration,
+        log: impl Fn() -> String,
+    ) -> anyhow::Result<Served> {
+        let mut served = Served { child, addr };
+        wait_listening(&mut served.child, addr, what, within, log).await?;
+        Ok(served)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `child` listens on `addr`. If it exits first, or does not listen
+/// within `within`, the error names `what` and ends with what `log` reads (its
+/// log file, say).
+pub async fn wait_listening(
+    child: &mut Child,
+    addr: SocketAddr,
+    what: &str,
+    within: Duration,
+    log: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited at start-up ({status}):\n{}", log());
+        }
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what} did not listen on {addr} within {}s:\n{}",
+                within.as_secs(),
+                log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A loopback port free at the moment of asking.
