@@ -41,9 +41,63 @@ use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTa
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
 use crate::tenement::innermost_cause;
-use crate::upstream_pool::{Ticket, UpstreamError, UpstreamPool};
+use crate::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the router answers with: a server's response body as it comes, or
+/// anything else (its own answers, an upgrade's empty body).
+enum ProxyBody {
+    Pooled(PooledBody),
+    Other(BoxBody<Bytes, BoxError>),
+}
+
+impl ProxyBody {
+    fn empty() -> ProxyBody {
+        ProxyBody::Other(
+            http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+    }
+}
+
+impl hyper::body::Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Pooled(b) => std::pin::Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+            ProxyBody::Other(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Pooled(b) => b.is_end_stream(),
+            ProxyBody::Other(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ProxyBody::Pooled(b) => b.size_hint(),
+            ProxyBody::Other(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A server's response: from the pool, or, for an upgrade, from hyper's client.
+enum Sent {
+    Pooled(Response<PooledBody>),
+    Upgrade(Response<Incoming>),
+}
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -432,11 +486,11 @@ impl Drop for ClosingWatch {
 
 /// A response the router makes itself: a status and a one-line reason.
 fn answer(status: StatusCode, reason: String) -> Response<ProxyBody> {
-    let mut r = Response::new(
+    let mut r = Response::new(ProxyBody::Other(
         Full::new(Bytes::from(reason + "\n"))
             .map_err(|never| match never {})
             .boxed(),
-    );
+    ));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -630,7 +684,7 @@ impl Proxy {
             // small, and it is moved for each request.
             Box::pin(async {
                 tokio::select! {
-                    r = self.send(parts, body.boxed(), primary, false) => r,
+                    r = self.send(parts, Some(body), primary, false) => r,
                     _ = self.common.state.routes.until_offline(&primary.upstream.server_id) => {
                         Err(Failure::Broken("the server went offline".into()))
                     }
@@ -638,7 +692,7 @@ impl Proxy {
             })
             .await
         } else {
-            self.send(parts, body.boxed(), primary, upgrade).await
+            self.send(parts, Some(body), primary, upgrade).await
         };
         match sent {
             Ok(resp) => self.respond(resp, client_upgrade),
@@ -669,10 +723,7 @@ impl Proxy {
             tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,
                 "retrying on the backup");
             parts.headers.insert(header::HOST, backup.host.clone());
-            let empty = http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed();
-            match self.send(parts, empty, backup, false).await {
+            match self.send(parts, None, backup, false).await {
                 Ok(resp) => return self.respond(resp, None),
                 Err(f) => return self.failure_answer(&backup.upstream.server_id, f),
             }
@@ -684,10 +735,10 @@ impl Proxy {
     async fn send(
         &self,
         mut parts: hyper::http::request::Parts,
-        body: ProxyBody,
+        body: Option<Incoming>,
         target: &Target,
         upgrade: bool,
-    ) -> Result<(Response<Incoming>, Ticket), Failure> {
+    ) -> Result<Sent, Failure> {
         let upstream = &target.upstream;
         let origin = upstream
             .origin
@@ -696,18 +747,23 @@ impl Proxy {
         parts.uri = upstream_uri(&upstream.path_prefix, &parts.uri)
             .map_err(|e| Failure::Broken(format!("unusable request path: {e}")))?;
         let started = Instant::now();
-        let sent = self
-            .timer
-            .timeout_at(
-                coarse_timer::after(started, self.common.upstream_timeout),
-                self.pool.send(
-                    &upstream.url,
-                    origin,
-                    Request::from_parts(parts, body),
-                    upgrade,
-                ),
-            )
-            .await;
+        let deadline = coarse_timer::after(started, self.common.upstream_timeout);
+        let sent = match (upgrade, body) {
+            (true, Some(body)) => {
+                let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+                let sent = self.pool.send_upgrade(origin, req);
+                Box::pin(self.timer.timeout_at(deadline, sent))
+                    .await
+                    .map(|r| r.map(Sent::Upgrade))
+            }
+            (_, body) => {
+                let sent = self.pool.send(&upstream.url, origin, &parts, body);
+                self.timer
+                    .timeout_at(deadline, sent)
+                    .await
+                    .map(|r| r.map(Sent::Pooled))
+            }
+        };
         match sent {
             Err(_) => Err(Failure::HeadTimeout),
             Ok(Err(UpstreamError::Connect { cause })) if is_timeout(&*cause) => {
@@ -716,7 +772,7 @@ impl Proxy {
             Ok(Err(UpstreamError::Connect { cause })) => {
                 Err(Failure::Refused(innermost_cause(&*cause)))
             }
-            Ok(Err(UpstreamError::Request(e))) => Err(Failure::Broken(innermost_cause(&e))),
+            Ok(Err(UpstreamError::Request(e))) => Err(Failure::Broken(innermost_cause(&*e))),
             Ok(Ok(sent)) => {
                 self.metrics
                     .upstream_latency(&upstream.server_id, started.elapsed());
@@ -729,9 +785,17 @@ impl Proxy {
     /// or, for a switched protocol, the two connections joined.
     fn respond(
         &self,
-        (mut resp, ticket): (Response<Incoming>, Ticket),
+        sent: Sent,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<ProxyBody> {
+        let mut resp = match sent {
+            Sent::Pooled(resp) => {
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers, false);
+                return Response::from_parts(parts, ProxyBody::Pooled(body));
+            }
+            Sent::Upgrade(resp) => resp,
+        };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -746,17 +810,12 @@ impl Proxy {
                     }
                 });
                 let (parts, _) = resp.into_parts();
-                return Response::from_parts(
-                    parts,
-                    http_body_util::Empty::new()
-                        .map_err(|never| match never {})
-                        .boxed(),
-                );
+                return Response::from_parts(parts, ProxyBody::empty());
             }
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, ticket.attach(body).boxed())
+        Response::from_parts(parts, ProxyBody::Other(body.map_err(Into::into).boxed()))
     }
 
     /// 502 for a refused or broken connection, 504 for a connect or response

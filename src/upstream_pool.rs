@@ -1,31 +1,37 @@
 //! A router thread's connections to tenement servers: HTTP/1 keep-alive pools,
 //! one per server URL.
 //!
-//! A connection goes back to its pool when the response body it carried has
-//! been read to the end (or had none), by the body itself: no task per request
-//! waits for it. A pooled connection the server closed meanwhile is passed over;
-//! a request it could not even start goes out on the next one, or a new one.
-//! Each pool is used by one router thread only, so its lock is never contended.
+//! Requests are spoken by [`upstream_http`](crate::upstream_http) in the
+//! request's own task. A connection goes back to its pool when the response
+//! body it carried has been read to the end (or had none), by the body itself:
+//! no task per request waits for it. A pooled connection the server closed
+//! meanwhile is passed over; a bodiless GET, HEAD or OPTIONS that finds its
+//! reused connection closed before any answer goes out once more on a new one.
+//! Upgrades (WebSocket) go through hyper's client, each on a connection of its
+//! own. Each pool is used by one router thread only, so its lock is never
+//! contended.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{Request, Response, Uri};
+use hyper::client::conn::http1;
+use hyper::http::request::Parts;
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::coarse_timer::CoarseTimer;
 use crate::lock;
 use crate::quick_ack::QuickAckConnector;
+use crate::upstream_http::{Conn, ExchangeError, Reader};
 
-/// What a request sends upstream.
+/// What an upgrade request sends upstream.
 pub type RequestBody = BoxBody<Bytes, hyper::Error>;
 
 type Connector = hyper_rustls::HttpsConnector<QuickAckConnector>;
@@ -37,8 +43,9 @@ pub enum UpstreamError {
     Connect {
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The connection broke before a response head arrived.
-    Request(hyper::Error),
+    /// The connection broke, or the server's answer was not HTTP, before a
+    /// response head arrived.
+    Request(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Idle connections per server URL, for one router thread.
@@ -51,7 +58,7 @@ pub struct UpstreamPool {
     clock: CoarseTimer,
 }
 
-/// One server's idle connections. A response's [`Ticket`] holds the slot its
+/// One server's idle connections. A response's body holds the slot its
 /// connection goes back to: giving it back needs no lookup, and touches no
 /// reference count another router thread does.
 #[derive(Default)]
@@ -61,14 +68,14 @@ struct Slot {
 
 /// A connection waiting for its next request.
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    conn: Box<Conn>,
     since: Instant,
 }
 
 impl Idle {
     /// Still open, and not idle longer than `timeout`.
-    fn usable(&self, now: Instant, timeout: Duration) -> bool {
-        !self.sender.is_closed() && now - self.since < timeout
+    fn usable(&mut self, now: Instant, timeout: Duration) -> bool {
+        now - self.since < timeout && self.conn.is_open()
     }
 }
 
@@ -101,45 +108,70 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `req` (origin-form URI, Host set) to the server at `url`, whose
-    /// origin is `origin`, on an idle connection or a new one. The response's
-    /// body is to be read through [`Ticket::attach`], which gives the
-    /// connection back when it is done.
-    ///
-    /// A request to switch protocols (`upgrade`) goes on a connection of its
-    /// own, which the switch consumes: pooled connections are spared hyper's
-    /// upgrade handling, which costs on every request.
-    pub async fn send(
+    /// Sends the request (`parts`: origin-form URI, Host set; and its `body`)
+    /// to the server at `url`, whose origin is `origin`, on an idle connection
+    /// or a new one. The response's body gives the connection back once it is
+    /// read to the end.
+    pub async fn send<B>(
         &self,
         url: &Arc<str>,
         origin: &Uri,
-        mut req: Request<RequestBody>,
-        upgrade: bool,
-    ) -> Result<(Response<Incoming>, Ticket), UpstreamError> {
-        // A switch of protocols never goes back to the pool.
-        let slot = (!upgrade).then(|| self.slot(url));
-        if let Some(slot) = &slot {
-            while let Some(mut sender) = self.checkout(slot) {
-                if sender.ready().await.is_err() {
-                    continue; // closed by the server while idle
+        parts: &Parts,
+        body: Option<B>,
+    ) -> Result<Response<PooledBody>, UpstreamError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let slot = self.slot(url);
+        let retriable =
+            body.is_none() && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut body = Some(body);
+        if let Some(conn) = self.checkout(&slot) {
+            match conn.exchange(parts, body.take().flatten()).await {
+                Ok((head, reader)) => return Ok(self.response(slot, head, reader)),
+                // The server closed the idle connection as the request went
+                // out: a new connection takes it.
+                Err(e) if retriable && e.nothing_read() => {
+                    tracing::debug!(error = %e, "pooled connection closed; sending on a new one");
+                    body = Some(None);
                 }
-                match sender.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp, self.ticket(Some(Arc::clone(slot)), sender))),
-                    Err(mut e) => match e.take_message() {
-                        // Not sent at all: the next connection takes it.
-                        Some(unsent) => req = unsent,
-                        None => return Err(UpstreamError::Request(e.into_error())),
-                    },
-                }
+                Err(e) => return Err(UpstreamError::Request(e.into())),
             }
         }
         // Boxed: with keep-alive, few requests make a connection, and the
         // future of every request would otherwise be as large as this one.
-        let mut sender = Box::pin(self.connect(origin, upgrade)).await?;
-        match sender.send_request(req).await {
-            Ok(resp) => Ok((resp, self.ticket(slot, sender))),
-            Err(e) => Err(UpstreamError::Request(e)),
+        let conn = Conn::new(Box::pin(self.open(origin)).await?);
+        match conn.exchange(parts, body.flatten()).await {
+            Ok((head, reader)) => Ok(self.response(slot, head, reader)),
+            Err(e) => Err(UpstreamError::Request(e.into())),
         }
+    }
+
+    /// Sends a request to switch protocols, through hyper's client on a
+    /// connection of its own, which the switch consumes.
+    pub async fn send_upgrade(
+        &self,
+        origin: &Uri,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let io = self.open(origin).await?;
+        let (mut sender, conn) = http1::Builder::new()
+            .handshake(io.into_inner())
+            .await
+            .map_err(|e| UpstreamError::Request(e.into()))?;
+        hyper::rt::Executor::execute(
+            &TokioExecutor::new(),
+            Box::pin(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            }),
+        );
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| UpstreamError::Request(e.into()))
     }
 
     /// Drops idle connections that are closed or unused for too long, and the
@@ -148,7 +180,7 @@ impl UpstreamPool {
         let now = self.clock.now();
         lock(&self.servers).retain(|_, slot| {
             let mut idle = lock(&slot.idle);
-            idle.retain(|c| c.usable(now, self.idle_timeout));
+            idle.retain_mut(|c| c.usable(now, self.idle_timeout));
             !idle.is_empty() || Arc::strong_count(slot) > 1
         });
     }
@@ -170,161 +202,123 @@ impl UpstreamPool {
         }
     }
 
-    fn checkout(&self, slot: &Slot) -> Option<SendRequest<RequestBody>> {
+    fn checkout(&self, slot: &Slot) -> Option<Box<Conn>> {
         let now = self.clock.now();
         let mut idle = lock(&slot.idle);
         // Most recently used first: the likeliest to be still open.
-        while let Some(c) = idle.pop() {
+        while let Some(mut c) = idle.pop() {
             if c.usable(now, self.idle_timeout) {
-                return Some(c.sender);
+                return Some(c.conn);
             }
         }
         None
     }
 
-    /// The way back to `slot`, if any, for the connection `sender` sends on.
-    fn ticket(&self, slot: Option<Arc<Slot>>, sender: SendRequest<RequestBody>) -> Ticket {
-        Ticket {
-            back: slot.map(|slot| Return {
+    fn response(
+        &self,
+        slot: Arc<Slot>,
+        head: Response<()>,
+        reader: Reader,
+    ) -> Response<PooledBody> {
+        let mut body = PooledBody {
+            reader,
+            back: Some(Return {
                 slot,
                 max_idle: self.max_idle,
                 clock: self.clock.clone(),
-                sender,
             }),
-        }
+        };
+        body.give_back_if_read();
+        head.map(|()| body)
     }
 
-    /// A new connection to `origin`, driven by a task of its own; one that
-    /// `upgrades` can switch protocols.
-    async fn connect(
+    /// A new connection to `origin`.
+    async fn open(
         &self,
         origin: &Uri,
-        upgrades: bool,
-    ) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    ) -> Result<TokioIo<hyper_rustls::MaybeHttpsStream<crate::quick_ack::QuickAck>>, UpstreamError>
+    {
         let mut connector = self.connector.clone();
         let io = tower_service::Service::call(&mut connector, origin.clone())
             .await
             .map_err(|cause| UpstreamError::Connect { cause })?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(UpstreamError::Request)?;
-        let ended = |result: hyper::Result<()>| {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        };
-        let exec = TokioExecutor::new();
-        if upgrades {
-            hyper::rt::Executor::execute(
-                &exec,
-                Box::pin(async move { ended(conn.with_upgrades().await) }),
-            );
-        } else {
-            hyper::rt::Executor::execute(&exec, Box::pin(async move { ended(conn.await) }));
-        }
-        Ok(sender)
+        Ok(TokioIo::new(io))
     }
 }
 
 /// The way back to the pool for the connection a response came on.
-pub struct Ticket {
-    back: Option<Return>,
-}
-
-impl std::fmt::Debug for Ticket {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket")
-            .field("returns", &self.back.is_some())
-            .finish()
-    }
-}
-
 struct Return {
     slot: Arc<Slot>,
     max_idle: usize,
     clock: CoarseTimer,
-    sender: SendRequest<RequestBody>,
 }
 
 impl Return {
-    fn give_back(self) {
-        if self.sender.is_closed() {
-            return;
-        }
+    fn give_back(self, conn: Box<Conn>) {
         let mut idle = lock(&self.slot.idle);
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender: self.sender,
+                conn,
                 since: self.clock.now(),
             });
         }
     }
 }
 
-impl Ticket {
-    /// The response body, which gives the connection back once read to the
-    /// end. A body dropped before its end takes the connection with it.
-    pub fn attach(self, body: Incoming) -> PooledBody {
-        let mut pooled = PooledBody {
-            body,
-            back: self.back,
-        };
-        if pooled.body.is_end_stream() {
-            pooled.give_back();
-        }
-        pooled
-    }
-}
-
-/// A response body from a pooled connection.
+/// A response body from a pooled connection. A body dropped before its end
+/// takes the connection with it.
 pub struct PooledBody {
-    body: Incoming,
+    reader: Reader,
     back: Option<Return>,
 }
 
+impl std::fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledBody")
+            .field("read", &self.reader.is_end())
+            .field("returns", &self.back.is_some())
+            .finish()
+    }
+}
+
 impl PooledBody {
-    fn give_back(&mut self) {
+    /// Gives the connection back if the body has been read to its end.
+    fn give_back_if_read(&mut self) {
+        if !self.reader.is_end() {
+            return;
+        }
         if let Some(back) = self.back.take() {
-            back.give_back();
+            if let Some(conn) = self.reader.take_reusable() {
+                back.give_back(conn);
+            }
         }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ExchangeError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match &frame {
-            None => this.give_back(),
-            // A broken body leaves the connection unusable.
-            Some(Err(_)) => this.back = None,
-            Some(Ok(_)) => {}
+        let data = this.reader.poll_data(cx);
+        if let Poll::Ready(Some(Ok(_)) | None) = &data {
+            // Given back as soon as the end is read: a client that stops at a
+            // known length never polls past it.
+            this.give_back_if_read();
         }
-        Poll::Ready(frame)
+        data.map(|d| d.map(|d| d.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.reader.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Read to the end without the final poll (its length was known).
-        if self.body.is_end_stream() {
-            self.give_back();
-        }
+        self.reader.size_hint()
     }
 }
 
@@ -362,7 +356,19 @@ mod tests {
         (origin, accepted)
     }
 
-    fn get(host: &str) -> Request<RequestBody> {
+    const NO_BODY: Option<Empty<Bytes>> = None;
+
+    fn get(host: &str) -> Parts {
+        Request::builder()
+            .uri("/")
+            .header("host", host)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    fn upgrade(host: &str) -> Request<RequestBody> {
         Request::builder()
             .uri("/")
             .header("host", host)
@@ -385,8 +391,8 @@ mod tests {
         let url: Arc<str> = origin.to_string().into();
         let pool = pool();
         for _ in 0..5 {
-            let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
-            let body = ticket.attach(resp.into_body()).collect().await.unwrap();
+            let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap();
             assert_eq!(body.to_bytes(), "hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -397,9 +403,17 @@ mod tests {
         let (origin, accepted) = server("hello").await;
         let url: Arc<str> = origin.to_string().into();
         let pool = pool();
-        for upgrade in [false, true, false] {
-            let (resp, ticket) = pool.send(&url, &origin, get("a"), upgrade).await.unwrap();
-            ticket.attach(resp.into_body()).collect().await.unwrap();
+        for upgrades in [false, true, false] {
+            match upgrades {
+                true => {
+                    let resp = pool.send_upgrade(&origin, upgrade("a")).await.unwrap();
+                    resp.into_body().collect().await.unwrap();
+                }
+                false => {
+                    let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+                    resp.into_body().collect().await.unwrap();
+                }
+            }
         }
         // The first connection carried both plain requests; the upgrade had
         // its own, which never went to the pool.
@@ -412,10 +426,10 @@ mod tests {
         let (origin, accepted) = server("hello").await;
         let url: Arc<str> = origin.to_string().into();
         let pool = pool();
-        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
-        drop(ticket.attach(resp.into_body()));
-        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
-        let body = ticket.attach(resp.into_body()).collect().await.unwrap();
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        drop(resp);
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap();
         assert_eq!(body.to_bytes(), "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -431,15 +445,78 @@ mod tests {
             8,
             CoarseTimer::new(),
         );
-        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
-        ticket.attach(resp.into_body()).collect().await.unwrap();
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        resp.into_body().collect().await.unwrap();
         assert_eq!(pool.idle(), 1);
         pool.sweep();
         assert_eq!(pool.idle(), 0);
         assert!(lock(&pool.servers).is_empty(), "the slot goes too");
-        let (resp, ticket) = pool.send(&url, &origin, get("a"), false).await.unwrap();
-        ticket.attach(resp.into_body()).collect().await.unwrap();
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        resp.into_body().collect().await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A server that answers the first request on each connection, then reads
+    /// the next request head and closes the connection without an answer: as
+    /// a server does that closes an idle connection just as a request comes.
+    async fn closing_server() -> (Uri, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    for answer in [&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..], b""] {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let _ = stream.write_all(answer).await;
+                    }
+                });
+            }
+        });
+        (origin, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_bodiless_get_goes_again_on_a_new_connection_when_the_pooled_one_closes() {
+        let (origin, accepted) = closing_server().await;
+        let url: Arc<str> = origin.to_string().into();
+        let pool = pool();
+        for _ in 0..3 {
+            let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+            let body = resp.into_body().collect().await.unwrap();
+            assert_eq!(body.to_bytes(), "ok");
+        }
+        // Each request after the first found its pooled connection closing,
+        // and went on a new one: three connections, one per request.
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_with_a_body_is_not_sent_twice() {
+        let (origin, accepted) = closing_server().await;
+        let url: Arc<str> = origin.to_string().into();
+        let pool = pool();
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        let mut post = get("a");
+        post.method = Method::POST;
+        let body = Some(Full::new(Bytes::from_static(b"once")));
+        let err = pool.send(&url, &origin, &post, body).await.unwrap_err();
+        assert!(matches!(err, UpstreamError::Request(_)), "{err:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
@@ -451,7 +528,7 @@ mod tests {
             .port();
         let origin: Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let err = pool()
-            .send(&origin.to_string().into(), &origin, get("a"), false)
+            .send(&origin.to_string().into(), &origin, &get("a"), NO_BODY)
             .await
             .unwrap_err();
         assert!(matches!(err, UpstreamError::Connect { .. }), "{err:?}");

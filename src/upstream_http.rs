@@ -1,0 +1,1048 @@
+//! HTTP/1.1 to tenement servers, spoken in the request's own task.
+//!
+//! hyper's client drives each connection from a task of its own and reaches it
+//! through channels: a request is handed to that task, its response head and
+//! every piece of its body handed back, each hand-over a wake-up and a poll. The
+//! router sends most requests here instead: the request's task writes the head
+//! (and streams the body), parses the response head with httparse and reads the
+//! body straight off the connection as the client takes it. The connection goes
+//! back to its pool when the body's end is read (see
+//! [`upstream_pool`](crate::upstream_pool)).
+//!
+//! What it speaks: request bodies sent as they came (`Content-Length`) or
+//! chunked; interim (1xx) responses skipped; response bodies framed by
+//! `Content-Length`, chunked or read to the close, none for HEAD, 204 and 304
+//! (RFC 9112 §6.3); keep-alive unless the server says otherwise. A response that
+//! arrives before the request body is sent whole is passed on, and its
+//! connection closed after it. Upgrades (WebSocket) stay with hyper's client.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll, Waker};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
+use hyper::{Method, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::quick_ack::QuickAck;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connection to a server, in tokio's terms.
+pub type Io = TokioIo<hyper_rustls::MaybeHttpsStream<QuickAck>>;
+
+/// The most a response head may take.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most header lines a response head may have.
+const MAX_HEADERS: usize = 100;
+/// What a read asks for at least; a smaller remainder of the buffer is grown.
+const READ_SPACE: usize = 8 * 1024;
+/// The growth when the buffer runs short.
+const READ_RESERVE: usize = 32 * 1024;
+
+/// An HTTP/1.1 connection to a server, and the bytes read off it that belong
+/// to the next message.
+pub struct Conn {
+    io: Io,
+    buf: BytesMut,
+    /// The request head is built here; kept for the next request.
+    head: Vec<u8>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("buffered", &self.buf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an exchange failed, in words for the client's 502.
+#[derive(Debug)]
+pub enum ExchangeError {
+    Io(io::Error),
+    /// The server's bytes are not HTTP/1.1 as the router reads it.
+    Protocol(String),
+    /// The client's request body broke off.
+    RequestBody(BoxError),
+    /// The server closed the connection before any of a response.
+    Closed,
+}
+
+impl ExchangeError {
+    /// Whether the server closed or reset the connection before answering
+    /// anything: on a reused connection, it had closed it while idle.
+    pub fn nothing_read(&self) -> bool {
+        match self {
+            ExchangeError::Closed => true,
+            ExchangeError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExchangeError::Io(e) => write!(f, "{e}"),
+            ExchangeError::Protocol(what) => write!(f, "{what}"),
+            ExchangeError::RequestBody(e) => write!(f, "the client's request body failed: {e}"),
+            ExchangeError::Closed => write!(f, "connection closed before a response"),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ExchangeError::Io(e) => Some(e),
+            ExchangeError::RequestBody(e) => Some(&**e),
+            ExchangeError::Protocol(_) | ExchangeError::Closed => None,
+        }
+    }
+}
+
+impl From<io::Error> for ExchangeError {
+    fn from(e: io::Error) -> Self {
+        ExchangeError::Io(e)
+    }
+}
+
+fn protocol(what: impl Into<String>) -> ExchangeError {
+    ExchangeError::Protocol(what.into())
+}
+
+/// How a message's body is delimited, and how much of it is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes.
+    Length(u64),
+    /// Chunked: where the decoder stands.
+    Chunked(Chunk),
+    /// Until the server closes the connection.
+    Close,
+}
+
+/// The chunked decoder's place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk's data: this many bytes left.
+    Data(u64),
+    /// At the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk, at a trailer line or the final CRLF.
+    Trailers,
+}
+
+impl Conn {
+    /// Boxed: a connection (TLS state and all) is large, and moves between
+    /// the pool, the exchange and the response body.
+    pub fn new(io: Io) -> Box<Conn> {
+        Box::new(Conn {
+            io,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+        })
+    }
+
+    /// Whether the connection can carry a request: the server has not closed
+    /// it, nor sent anything unasked. Looks without waiting, and without a
+    /// system call when nothing arrived since the last read.
+    pub fn is_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = tokio::io::ReadBuf::new(&mut byte);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
+            Poll::Pending
+        )
+    }
+
+    /// Sends the request (`parts` with Host and the rest already as the server
+    /// is to see them; origin-form URI) and reads up to the response head.
+    /// `body` is streamed while the head is awaited. The response's body is
+    /// read through the returned [`Reader`].
+    pub async fn exchange<B>(
+        mut self: Box<Self>,
+        parts: &Parts,
+        body: Option<B>,
+    ) -> Result<(Response<()>, Reader), ExchangeError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let body = body.filter(|b| !b.is_end_stream());
+        let framing = match &body {
+            None => None,
+            Some(b) => match (
+                parts.headers.contains_key(header::CONTENT_LENGTH),
+                b.size_hint().exact(),
+            ) {
+                (true, Some(n)) => Some(Framing::Length(n)),
+                _ => Some(Framing::Chunked(Chunk::Size)),
+            },
+        };
+        encode_head(
+            &mut self.head,
+            parts,
+            matches!(framing, Some(Framing::Chunked(_))),
+        );
+        let mut upload = Upload {
+            head: Some(0),
+            body: body.zip(framing),
+            piece: Bytes::new(),
+            trailer: None,
+        };
+        let expects_body = parts.method != Method::HEAD;
+        let mut parsed = None;
+        // The upload stops at its first failure; the server may still have
+        // answered (a server may answer before it has read the whole request,
+        // and stop reading it).
+        let mut upload_failed = None;
+        let done = std::future::poll_fn(|cx| {
+            let sent = match upload_failed {
+                Some(_) => false,
+                None => match upload.poll_send(&mut self, cx) {
+                    Poll::Pending => false,
+                    Poll::Ready(Ok(())) => true,
+                    Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
+                        return Poll::Ready(Err(e))
+                    }
+                    Poll::Ready(Err(e)) => {
+                        upload_failed = Some(e);
+                        false
+                    }
+                },
+            };
+            if parsed.is_none() {
+                match ready!(self.poll_head(cx, expects_body)) {
+                    Ok(head) => parsed = Some(head),
+                    // What broke the upload says more than the broken read.
+                    Err(e) => return Poll::Ready(Err(upload_failed.take().unwrap_or(e))),
+                }
+            }
+            Poll::Ready(Ok(sent))
+        })
+        .await?;
+        let Some(Head {
+            response,
+            framing,
+            keep_alive,
+        }) = parsed
+        else {
+            return Err(protocol("no response head"));
+        };
+        let reader = Reader {
+            conn: Some(self),
+            framing,
+            reusable: keep_alive && done,
+        };
+        Ok((response, reader))
+    }
+
+    /// Reads until a final response head is in, and parses it: the head, how
+    /// its body is framed, and whether the connection may carry another request.
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        expects_body: bool,
+    ) -> Poll<Result<Head, ExchangeError>> {
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&mut self.buf, expects_body)? {
+                    Parsed::Partial => {}
+                    Parsed::Interim => continue,
+                    Parsed::Final(head) => return Poll::Ready(Ok(head)),
+                }
+                if self.buf.len() >= MAX_HEAD_BYTES {
+                    return Poll::Ready(Err(protocol(format!(
+                        "response head larger than {} KiB",
+                        MAX_HEAD_BYTES / 1024
+                    ))));
+                }
+            }
+            if ready!(self.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(match self.buf.is_empty() {
+                    true => ExchangeError::Closed,
+                    false => protocol("connection closed in the response head"),
+                }));
+            }
+        }
+    }
+
+    /// Reads what the connection has into the buffer: how many bytes (0 at its
+    /// end).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SPACE {
+            self.buf.reserve(READ_RESERVE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    fn poll_write_all(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &mut impl Buf,
+    ) -> Poll<io::Result<()>> {
+        while data.has_remaining() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, data.chunk()))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            data.advance(n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The request's way out: its head, then its body.
+struct Upload<B> {
+    /// How much of the head is written; `None` once it all is.
+    head: Option<usize>,
+    body: Option<(B, Framing)>,
+    /// The part of a body frame (or of its chunk framing) not yet written.
+    piece: Bytes,
+    /// A chunked body's closing bytes, once its frames are all read.
+    trailer: Option<Bytes>,
+}
+
+impl<B> Upload<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Writes on until everything is sent (and flushed).
+    fn poll_send(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        if let Some(at) = &mut self.head {
+            while *at < conn.head.len() {
+                let n = ready!(Pin::new(&mut conn.io).poll_write(cx, &conn.head[*at..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                *at += n;
+            }
+            self.head = None;
+        }
+        loop {
+            ready!(conn.poll_write_all(cx, &mut self.piece))?;
+            if let Some(trailer) = &mut self.trailer {
+                ready!(conn.poll_write_all(cx, trailer))?;
+                self.body = None;
+            }
+            let Some((body, framing)) = &mut self.body else {
+                break;
+            };
+            // Flushed before waiting for the client (a TLS stream holds what
+            // it was given).
+            let frame = match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Pending => {
+                    ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(frame) => frame,
+            };
+            match (frame, *framing) {
+                (Some(Err(e)), _) => return Poll::Ready(Err(ExchangeError::RequestBody(e.into()))),
+                (Some(Ok(frame)), Framing::Length(_)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.piece = data;
+                    }
+                }
+                (Some(Ok(frame)), _) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        // Size line, data and CRLF: one piece.
+                        let mut chunk = BytesMut::with_capacity(data.len() + 20);
+                        chunk.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        chunk.put_slice(&data);
+                        chunk.put_slice(b"\r\n");
+                        self.piece = chunk.freeze();
+                    }
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.trailer = Some(last_chunk(&trailers));
+                        }
+                    }
+                },
+                (None, Framing::Length(_)) => self.body = None,
+                (None, _) => {
+                    if self.trailer.is_none() {
+                        self.trailer = Some(last_chunk(&HeaderMap::new()));
+                    }
+                }
+            }
+        }
+        ready!(Pin::new(&mut conn.io).poll_flush(cx))?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A chunked body's end: the last chunk and its trailers.
+fn last_chunk(trailers: &HeaderMap) -> Bytes {
+    let mut end = BytesMut::from(&b"0\r\n"[..]);
+    for (name, value) in trailers {
+        end.put_slice(name.as_str().as_bytes());
+        end.put_slice(b": ");
+        end.put_slice(value.as_bytes());
+        end.put_slice(b"\r\n");
+    }
+    end.put_slice(b"\r\n");
+    end.freeze()
+}
+
+/// The request line and headers as they go on the wire.
+fn encode_head(dst: &mut Vec<u8>, parts: &Parts, chunked: bool) {
+    dst.clear();
+    dst.extend_from_slice(parts.method.as_str().as_bytes());
+    dst.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    dst.extend_from_slice(target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if chunked && name == header::CONTENT_LENGTH {
+            continue;
+        }
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    if chunked {
+        dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+enum Parsed {
+    /// The head is not all in yet.
+    Partial,
+    /// An interim (1xx) response was taken off the buffer: the final follows.
+    Interim,
+    Final(Head),
+}
+
+/// A final response head as parsed.
+struct Head {
+    response: Response<()>,
+    /// How its body is framed; `None`: it has none.
+    framing: Option<Framing>,
+    /// Whether the connection may carry another request after it.
+    keep_alive: bool,
+}
+
+/// Parses the response head at the start of `buf`, taking it off when whole.
+fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, ExchangeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(e) => return Err(protocol(format!("malformed response head: {e}"))),
+    };
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| protocol(format!("response status {code} is not valid")))?;
+    if status.is_informational() {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(protocol("switched protocols unasked"));
+        }
+        buf.advance(len);
+        return Ok(Parsed::Interim);
+    }
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Where each header's name and value lie in the head: the values become
+    // slices of it, not copies.
+    let base = buf.as_ptr() as usize;
+    let mut at = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = response.headers.len();
+    let offset = |part: &[u8]| {
+        (part.as_ptr() as usize)
+            .checked_sub(base)
+            .filter(|at| at + part.len() <= len)
+            .map_or((0, 0), |at| (at, at + part.len()))
+    };
+    for (slot, h) in at.iter_mut().zip(response.headers.iter()) {
+        let (name, value) = (offset(h.name.as_bytes()), offset(h.value));
+        *slot = (name.0, name.1, value.0, value.1);
+    }
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut keep_alive = version == Version::HTTP_11;
+    for &(ns, ne, vs, ve) in &at[..count] {
+        let name = HeaderName::from_bytes(&head[ns..ne])
+            .map_err(|_| protocol("malformed response header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| protocol(format!("malformed value of response header '{name}'")))?;
+        if name == header::CONTENT_LENGTH {
+            let n = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| protocol("malformed Content-Length in the response"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(protocol("conflicting Content-Lengths in the response"));
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            // Chunked only when it is the last coding.
+            let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
+            chunked = Some(last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
+        } else if name == header::CONNECTION {
+            for token in value.to_str().unwrap_or_default().split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
+                    keep_alive = true;
+                }
+            }
+        }
+        map.append(name, value);
+    }
+    let framing = if !expects_body
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        None
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Some(Framing::Chunked(Chunk::Size)),
+            (Some(false), _) => Some(Framing::Close),
+            (None, Some(n)) => Some(Framing::Length(n)),
+            (None, None) => Some(Framing::Close),
+        }
+    };
+    // A body that ends with the connection, or a length given twice over,
+    // leaves nothing to reuse.
+    if matches!(framing, Some(Framing::Close)) || (chunked.is_some() && length.is_some()) {
+        keep_alive = false;
+    }
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = map;
+    Ok(Parsed::Final(Head {
+        response,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// A response body as it comes off the connection. It hands the connection
+/// to `done` when the body has been read to its end and the connection can
+/// carry another request.
+pub struct Reader {
+    conn: Option<Box<Conn>>,
+    framing: Option<Framing>,
+    reusable: bool,
+}
+
+impl Reader {
+    /// Whether the whole body has been read.
+    pub fn is_end(&self) -> bool {
+        matches!(self.framing, None | Some(Framing::Length(0)))
+    }
+
+    /// The connection, once the body is read to its end, if it can be used
+    /// again.
+    pub fn take_reusable(&mut self) -> Option<Box<Conn>> {
+        match self.is_end() && self.reusable {
+            true => self.conn.take(),
+            false => None,
+        }
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            None => SizeHint::with_exact(0),
+            Some(Framing::Length(n)) => SizeHint::with_exact(n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, ExchangeError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        loop {
+            let Some(framing) = self.framing else {
+                return Poll::Ready(None);
+            };
+            if !conn.buf.is_empty() {
+                match framing {
+                    Framing::Length(0) => {
+                        // Bytes after the body no request asked for.
+                        self.reusable = false;
+                        self.framing = None;
+                        return Poll::Ready(None);
+                    }
+                    Framing::Length(left) => {
+                        let n = left.min(conn.buf.len() as u64);
+                        self.framing = Some(Framing::Length(left - n));
+                        return Poll::Ready(Some(Ok(conn.buf.split_to(n as usize).freeze())));
+                    }
+                    Framing::Close => {
+                        return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
+                    }
+                    Framing::Chunked(chunk) => match decode_chunked(&mut conn.buf, chunk)? {
+                        Decoded::Data(data, next) => {
+                            self.framing = Some(Framing::Chunked(next));
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                        Decoded::Moved(next) => {
+                            self.framing = Some(Framing::Chunked(next));
+                            continue;
+                        }
+                        Decoded::End => {
+                            self.framing = None;
+                            return Poll::Ready(None);
+                        }
+                        Decoded::NeedMore => {}
+                    },
+                }
+            } else if framing == Framing::Length(0) {
+                self.framing = None;
+                return Poll::Ready(None);
+            }
+            let n = match ready!(conn.poll_fill(cx)) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            };
+            if n == 0 {
+                self.conn = None;
+                return Poll::Ready(match framing {
+                    Framing::Close => {
+                        self.framing = None;
+                        None
+                    }
+                    _ => Some(Err(protocol("connection closed in the response body"))),
+                });
+            }
+        }
+    }
+}
+
+enum Decoded {
+    Data(Bytes, Chunk),
+    /// Framing consumed; the decoder moved on.
+    Moved(Chunk),
+    End,
+    NeedMore,
+}
+
+/// One step of decoding a chunked body at the start of `buf`.
+fn decode_chunked(buf: &mut BytesMut, at: Chunk) -> Result<Decoded, ExchangeError> {
+    match at {
+        Chunk::Size => match httparse::parse_chunk_size(buf) {
+            Ok(httparse::Status::Complete((len, 0))) => {
+                buf.advance(len);
+                Ok(Decoded::Moved(Chunk::Trailers))
+            }
+            Ok(httparse::Status::Complete((len, size))) => {
+                buf.advance(len);
+                Ok(Decoded::Moved(Chunk::Data(size)))
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 1024 => Ok(Decoded::NeedMore),
+            _ => Err(protocol("malformed chunk size in the response body")),
+        },
+        Chunk::Data(left) => {
+            let n = left.min(buf.len() as u64);
+            let data = buf.split_to(n as usize).freeze();
+            let next = match left - n {
+                0 => Chunk::DataEnd,
+                more => Chunk::Data(more),
+            };
+            Ok(Decoded::Data(data, next))
+        }
+        Chunk::DataEnd => match buf.get(..2) {
+            Some(b"\r\n") => {
+                buf.advance(2);
+                Ok(Decoded::Moved(Chunk::Size))
+            }
+            Some(_) => Err(protocol("chunk data longer than its size")),
+            None if buf.first().is_none_or(|b| *b == b'\r') => Ok(Decoded::NeedMore),
+            None => Err(protocol("chunk data longer than its size")),
+        },
+        // Trailer lines are passed over; the empty line ends the body.
+        Chunk::Trailers => match buf.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                let blank = end == 0 || (end == 1 && buf[0] == b'\r');
+                buf.advance(end + 1);
+                Ok(match blank {
+                    true => Decoded::End,
+                    false => Decoded::Moved(Chunk::Trailers),
+                })
+            }
+            None if buf.len() < MAX_HEAD_BYTES => Ok(Decoded::NeedMore),
+            None => Err(protocol("response trailers too large")),
+        },
+    }
+}
+
+impl Body for Reader {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        self.get_mut()
+            .poll_data(cx)
+            .map(|d| d.map(|d| d.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_end()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        Reader::size_hint(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use futures::StreamExt;
+    use http_body_util::{Empty, Full, StreamBody};
+    use hyper::{Request, Uri};
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use crate::quick_ack::QuickAckConnector;
+
+    const NO_BODY: Option<Empty<Bytes>> = None;
+
+    /// What a scripted server received, over all its connections.
+    type Received = Arc<Mutex<Vec<u8>>>;
+
+    /// A server on loopback that, on each connection, answers the next of
+    /// `answers` once `until` has arrived since its last answer; with `close`,
+    /// it closes the connection after each answer. Returns its origin and what
+    /// it received.
+    async fn scripted(
+        answers: Vec<&'static [u8]>,
+        until: &'static [u8],
+        close: bool,
+    ) -> (Uri, Received) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let received = Received::default();
+        let log = Arc::clone(&received);
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            'connections: loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut pending = Vec::new();
+                for answer in answers.by_ref() {
+                    while !pending.windows(until.len()).any(|w| w == until) {
+                        let mut buf = [0u8; 4096];
+                        let n = stream.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            continue 'connections;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    pending.clear();
+                    stream.write_all(answer).await.unwrap();
+                    if close {
+                        continue 'connections;
+                    }
+                }
+                // Out of answers: hold the connection until the client goes.
+                let mut rest = Vec::new();
+                let _ = stream.read_to_end(&mut rest).await;
+                return;
+            }
+        });
+        (origin, received)
+    }
+
+    async fn connect(origin: &Uri) -> Box<Conn> {
+        let mut connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(QuickAckConnector(HttpConnector::new()));
+        let io = tower_service::Service::call(&mut connector, origin.clone())
+            .await
+            .unwrap();
+        Conn::new(TokioIo::new(io))
+    }
+
+    fn request(method: Method, headers: &[(&str, &str)]) -> Parts {
+        let mut req = Request::builder().method(method).uri("/p?q=1");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    /// Sends `parts` and `body` on `conn`; the status, the body read whole and
+    /// the connection if it can carry another request.
+    async fn exchange<B>(
+        conn: Box<Conn>,
+        parts: &Parts,
+        body: Option<B>,
+    ) -> Result<(StatusCode, Bytes, Option<Box<Conn>>), ExchangeError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let (head, mut reader) = conn.exchange(parts, body).await?;
+        let mut data = BytesMut::new();
+        while let Some(piece) = std::future::poll_fn(|cx| reader.poll_data(cx)).await {
+            data.extend_from_slice(&piece?);
+        }
+        Ok((head.status(), data.freeze(), reader.take_reusable()))
+    }
+
+    fn get() -> Parts {
+        request(Method::GET, &[("host", "t.p.s")])
+    }
+
+    #[tokio::test]
+    async fn bodies_framed_by_chunks_length_or_close_are_read_whole() {
+        let (origin, received) = scripted(
+            vec![
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+                b"HTTP/1.1 200 OK\r\n\r\nto the end",
+            ],
+            b"\r\n\r\n",
+            false,
+        )
+        .await;
+        let conn = connect(&origin).await;
+        let (status, body, conn) = exchange(conn, &get(), NO_BODY).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello world"[..]));
+        let conn = conn.expect("a chunked body read to its end leaves the connection usable");
+        let (_, body, conn) = exchange(conn, &get(), NO_BODY).await.unwrap();
+        assert_eq!(&body[..], b"abc");
+        let conn = conn.expect("a sized body leaves the connection usable");
+        // Without a length, the body ends with the connection: the server
+        // holds it open, so only the close tells the end. The scripted server
+        // closes once it is out of answers and the client went: read the head
+        // and what came with it.
+        let (head, mut reader) = conn.exchange(&get(), NO_BODY).await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        let first = std::future::poll_fn(|cx| reader.poll_data(cx))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&first[..], b"to the end");
+        assert!(
+            reader.take_reusable().is_none(),
+            "a close-delimited body ends the connection"
+        );
+        let sent = received.lock().unwrap().clone();
+        assert!(
+            sent.starts_with(b"GET /p?q=1 HTTP/1.1\r\nhost: t.p.s\r\n\r\n"),
+            "{sent:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_passed_over_and_bodiless_ones_have_none() {
+        let (origin, _) = scripted(
+            vec![
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+                // A HEAD response states the length a GET would have had.
+                b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlast",
+            ],
+            b"\r\n\r\n",
+            false,
+        )
+        .await;
+        let conn = connect(&origin).await;
+        let (status, body, conn) = exchange(conn, &get(), NO_BODY).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::CREATED, &b"ok"[..]));
+        let head = request(Method::HEAD, &[("host", "t.p.s")]);
+        let (status, body, conn) = exchange(conn.unwrap(), &head, NO_BODY).await.unwrap();
+        assert_eq!((status, body.len()), (StatusCode::OK, 0));
+        let (status, body, conn) = exchange(conn.unwrap(), &get(), NO_BODY).await.unwrap();
+        assert_eq!((status, body.len()), (StatusCode::NO_CONTENT, 0));
+        let (status, body, conn) = exchange(conn.unwrap(), &get(), NO_BODY).await.unwrap();
+        assert_eq!((status, body.len()), (StatusCode::NOT_MODIFIED, 0));
+        // Had any of those been read as having a body, this would be off.
+        let (status, body, _) = exchange(conn.unwrap(), &get(), NO_BODY).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"last"[..]));
+    }
+
+    #[tokio::test]
+    async fn request_bodies_go_as_sized_or_chunked() {
+        let (origin, received) = scripted(
+            vec![
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            ],
+            b"END",
+            false,
+        )
+        .await;
+        let conn = connect(&origin).await;
+        let sized = request(Method::POST, &[("host", "t.p.s"), ("content-length", "9")]);
+        let body = Full::new(Bytes::from_static(b"sized END"));
+        let (_, _, conn) = exchange(conn, &sized, Some(body)).await.unwrap();
+        // No length: chunked, with the trailers the client sent.
+        let chunked = request(Method::PUT, &[("host", "t.p.s")]);
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"chunk"))),
+            Ok(Frame::data(Bytes::from_static(b"ed END"))),
+            Ok(Frame::trailers(HeaderMap::from_iter([(
+                HeaderName::from_static("x-sum"),
+                HeaderValue::from_static("7"),
+            )]))),
+        ];
+        let body = StreamBody::new(futures::stream::iter(frames));
+        let (status, _, _) = exchange(conn.unwrap(), &chunked, Some(body)).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        // The server answers on seeing END, before the final chunk: wait for
+        // the rest to arrive.
+        for _ in 0..100 {
+            if received.lock().unwrap().ends_with(b"0\r\nx-sum: 7\r\n\r\n") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let sent = String::from_utf8(received.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            sent,
+            "POST /p?q=1 HTTP/1.1\r\nhost: t.p.s\r\ncontent-length: 9\r\n\r\nsized END\
+             PUT /p?q=1 HTTP/1.1\r\nhost: t.p.s\r\ntransfer-encoding: chunked\r\n\r\n\
+             5\r\nchunk\r\n6\r\ned END\r\n0\r\nx-sum: 7\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_upload_ends_it_and_the_connection() {
+        let (origin, _) = scripted(
+            vec![b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig"],
+            b"\r\n\r\n",
+            false,
+        )
+        .await;
+        let conn = connect(&origin).await;
+        // A body that never ends.
+        let frames = futures::stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from_static(b"first"),
+        ))])
+        .chain(futures::stream::pending());
+        let parts = request(Method::POST, &[("host", "t.p.s")]);
+        let (status, body, conn) = exchange(conn, &parts, Some(StreamBody::new(frames)))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::PAYLOAD_TOO_LARGE, &b"big"[..])
+        );
+        assert!(
+            conn.is_none(),
+            "a connection whose request was cut short is not reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_is_not_http_is_an_error_that_says_so() {
+        for (answer, expected) in [
+            (&b"SMTP ready\r\n\r\n"[..], "malformed response head"),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                "conflicting Content-Lengths",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+                "malformed Content-Length",
+            ),
+            (
+                b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+                "switched protocols unasked",
+            ),
+        ] {
+            let (origin, _) = scripted(vec![answer], b"\r\n\r\n", false).await;
+            let err = exchange(connect(&origin).await, &get(), NO_BODY)
+                .await
+                .unwrap_err();
+            assert!(
+                err.to_string().contains(expected),
+                "{err} (wanted {expected})"
+            );
+            assert!(!err.nothing_read());
+        }
+        // A chunked body that breaks its own framing.
+        let (origin, _) = scripted(
+            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\ntoo long\r\n"],
+            b"\r\n\r\n",
+            false,
+        )
+        .await;
+        let err = exchange(connect(&origin).await, &get(), NO_BODY)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("chunk data longer than its size"),
+            "{err}"
+        );
+        // A connection closed before any answer.
+        let (origin, _) = scripted(vec![b""], b"\r\n\r\n", true).await;
+        let err = exchange(connect(&origin).await, &get(), NO_BODY)
+            .await
+            .unwrap_err();
+        assert!(err.nothing_read(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_open() {
+        const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        for close in [false, true] {
+            let (origin, _) = scripted(vec![OK, OK], b"\r\n\r\n", close).await;
+            let (_, _, conn) = exchange(connect(&origin).await, &get(), NO_BODY)
+                .await
+                .unwrap();
+            let mut conn = conn.expect("the response said nothing of closing");
+            // Time for the server's close to arrive, if it closes.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            assert_eq!(conn.is_open(), !close);
+        }
+    }
+}
