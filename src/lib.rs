@@ -19,7 +19,7 @@
 //!   servers report, and the actions that converge them.
 //! - [`route_table`]: the router's in-memory view of the fleet and the pure
 //!   decision of where a request goes; [`router`] moves the bytes, on threads
-//!   of its own, over [`upstream_pool`]'s connections (with [`quick_ack`]).
+//!   of its own, over [`upstream_pool`]'s connections (spoken by [`upstream_http`]).
 //! - [`health`]: server health from active checks and the router's failed
 //!   connections, as a pure state machine plus the monitor that applies it.
 //! - [`relocation`]: moving an instance between servers without losing a
@@ -84,7 +84,6 @@ pub mod metrics;
 pub mod model;
 pub mod orchestration;
 pub mod placement;
-pub mod quick_ack;
 pub mod reconcile;
 pub mod relocation;
 pub mod route_sync;

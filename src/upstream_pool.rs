@@ -28,13 +28,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::coarse_timer::CoarseTimer;
 use crate::lock;
-use crate::quick_ack::QuickAckConnector;
 use crate::upstream_http::{Conn, ExchangeError, Reader};
 
 /// What an upgrade request sends upstream.
 pub type RequestBody = BoxBody<Bytes, hyper::Error>;
 
-type Connector = hyper_rustls::HttpsConnector<QuickAckConnector>;
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How a request to a server failed.
 #[derive(Debug)]
@@ -98,7 +97,7 @@ impl UpstreamPool {
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
-            .wrap_connector(QuickAckConnector(http));
+            .wrap_connector(http);
         UpstreamPool {
             connector,
             servers: Mutex::default(),
@@ -233,11 +232,7 @@ impl UpstreamPool {
     }
 
     /// A new connection to `origin`.
-    async fn open(
-        &self,
-        origin: &Uri,
-    ) -> Result<TokioIo<hyper_rustls::MaybeHttpsStream<crate::quick_ack::QuickAck>>, UpstreamError>
-    {
+    async fn open(&self, origin: &Uri) -> Result<crate::upstream_http::Io, UpstreamError> {
         let mut connector = self.connector.clone();
         let io = tower_service::Service::call(&mut connector, origin.clone())
             .await
