@@ -25,6 +25,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::request::Parts;
 use hyper::http::uri::PathAndQuery;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -368,13 +369,16 @@ async fn run_thread(
         };
         let proxy = Arc::clone(&proxy);
         let client = Arc::new(Peer::new(peer));
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: Request<Incoming>| {
             let proxy = Arc::clone(&proxy);
             let client = Arc::clone(&client);
             // The request's future: no layer more than needed, as it is moved
-            // for each request.
+            // for each request. It holds the request's head once; the layers
+            // below borrow it (an async fn keeps its own copy of what it is
+            // given by value).
+            let (mut parts, body) = req.into_parts();
             async move {
-                let resp = proxy.route(req, &client).await;
+                let resp = proxy.route(&mut parts, body, &client).await;
                 proxy.metrics.count(resp.status().as_u16());
                 Ok::<_, Infallible>(resp)
             }
@@ -510,13 +514,13 @@ impl Proxy {
         Arc::clone(&mine)
     }
 
-    async fn route(&self, req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+    async fn route(&self, parts: &mut Parts, body: Incoming, peer: &Peer) -> Response<ProxyBody> {
         let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
-        let (host, mut decision) = match routed_host(&req, &table) {
+        let (host, mut decision) = match routed_host(parts, &table) {
             Some(found) => found,
             None => {
-                let host = match request_host(&req).map(HeaderValue::try_from) {
+                let host = match request_host(parts).map(HeaderValue::try_from) {
                     Ok(Ok(host)) => host,
                     Err(BadHost::Missing) => {
                         return answer(StatusCode::BAD_REQUEST, "missing Host header".into())
@@ -552,7 +556,10 @@ impl Proxy {
         match decision {
             Decision::Forward {
                 primary, fallbacks, ..
-            } => self.forward(req, peer, &host, primary, fallbacks).await,
+            } => {
+                self.forward(parts, body, peer, &host, primary, fallbacks)
+                    .await
+            }
             Decision::UnknownHost => answer(
                 StatusCode::NOT_FOUND,
                 format!("no tenant has the domain '{name}'"),
@@ -662,20 +669,24 @@ impl Proxy {
     /// server's health at once.
     async fn forward(
         &self,
-        mut req: Request<Incoming>,
+        parts: &mut Parts,
+        body: Incoming,
         peer: &Peer,
         host: &HeaderValue,
         primary: &Target,
         fallbacks: &[Target],
     ) -> Response<ProxyBody> {
-        let upgrade = is_upgrade(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
+        let upgrade = is_upgrade(&parts.headers);
+        // Put there by hyper for a request that may switch protocols.
+        let client_upgrade = upgrade
+            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+            .flatten();
         prepare_request_headers(&mut parts.headers, upgrade, &peer.ip, host, &primary.host);
         let retry = fallbacks.first().filter(|_| {
             matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
         });
-        let retry_parts = retry.map(|_| parts.clone());
+        // Boxed: most requests have no backup to go to.
+        let retry_parts = retry.map(|_| Box::new(parts.clone()));
 
         let sent = if retry.is_some() {
             // A request that can go to the backup does not wait out a server
@@ -706,7 +717,7 @@ impl Proxy {
         &self,
         failure: Failure,
         primary: &Target,
-        retry: Option<(&Target, hyper::http::request::Parts)>,
+        retry: Option<(&Target, Box<Parts>)>,
     ) -> Response<ProxyBody> {
         if failure.server_unreachable() {
             // On the control plane's runtime: the report may write to the
@@ -723,7 +734,7 @@ impl Proxy {
             tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,
                 "retrying on the backup");
             parts.headers.insert(header::HOST, backup.host.clone());
-            match self.send(parts, None, backup, false).await {
+            match self.send(&mut parts, None, backup, false).await {
                 Ok(resp) => return self.respond(resp, None),
                 Err(f) => return self.failure_answer(&backup.upstream.server_id, f),
             }
@@ -734,7 +745,7 @@ impl Proxy {
     /// One exchange with one server, up to the response head.
     async fn send(
         &self,
-        mut parts: hyper::http::request::Parts,
+        parts: &mut Parts,
         body: Option<Incoming>,
         target: &Target,
         upgrade: bool,
@@ -750,14 +761,14 @@ impl Proxy {
         let deadline = coarse_timer::after(started, self.common.upstream_timeout);
         let sent = match (upgrade, body) {
             (true, Some(body)) => {
-                let req = Request::from_parts(parts, body.map_err(Into::into).boxed());
+                let req = Request::from_parts(parts.clone(), body.map_err(Into::into).boxed());
                 let sent = self.pool.send_upgrade(origin, req);
                 Box::pin(self.timer.timeout_at(deadline, sent))
                     .await
                     .map(|r| r.map(Sent::Upgrade))
             }
             (_, body) => {
-                let sent = self.pool.send(&upstream.url, origin, &parts, body);
+                let sent = self.pool.send(&upstream.url, origin, parts, body);
                 self.timer
                     .timeout_at(deadline, sent)
                     .await
@@ -881,8 +892,8 @@ impl Failure {
 }
 
 /// The request's Host header, if it has one; two are malformed.
-fn host_header<B>(req: &Request<B>) -> Result<Option<&HeaderValue>, BadHost> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+fn host_header(req: &Parts) -> Result<Option<&HeaderValue>, BadHost> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(BadHost::Malformed),
         (host, _) => Ok(host),
@@ -892,10 +903,7 @@ fn host_header<B>(req: &Request<B>) -> Result<Option<&HeaderValue>, BadHost> {
 /// The request's Host header and its decision, when the header is a routed
 /// domain as it stands (lower case, no port: domains are stored normalised):
 /// the common case, which needs no normalising and no allocation.
-fn routed_host<'t, B>(
-    req: &Request<B>,
-    table: &'t RouteTable,
-) -> Option<(HeaderValue, &'t Decision)> {
+fn routed_host<'t>(req: &Parts, table: &'t RouteTable) -> Option<(HeaderValue, &'t Decision)> {
     let host = host_header(req).ok()??;
     let decision = table.get(host.to_str().ok()?)?;
     Some((host.clone(), decision))
@@ -904,10 +912,10 @@ fn routed_host<'t, B>(
 /// The request's host: the Host header (exactly one), or the authority of an
 /// absolute-form request target. Forwarding headers sent by the client are never
 /// consulted.
-fn request_host<B>(req: &Request<B>) -> Result<String, BadHost> {
+fn request_host(req: &Parts) -> Result<String, BadHost> {
     let raw = match host_header(req)? {
         Some(h) => Some(h.to_str().map_err(|_| BadHost::Malformed)?),
-        None => req.uri().authority().map(|a| a.as_str()),
+        None => req.uri.authority().map(|a| a.as_str()),
     };
     normalize_host(raw)
 }
@@ -1156,7 +1164,7 @@ mod tests {
             for h in hosts {
                 req = req.header("host", *h);
             }
-            routed_host(&req.body(()).unwrap(), &table).map(|(host, _)| host)
+            routed_host(&req.body(()).unwrap().into_parts().0, &table).map(|(host, _)| host)
         };
         assert_eq!(with_hosts(&["acme.com"]).unwrap(), "acme.com");
         // Anything else is normalised (or refused) the long way.
@@ -1208,25 +1216,33 @@ mod tests {
             .header("host", "Acme.com:8080")
             .header("x-forwarded-host", "other.com")
             .body(())
-            .unwrap();
+            .unwrap()
+            .into_parts()
+            .0;
         assert_eq!(request_host(&req), Ok("acme.com".into()));
         let req = Request::builder()
             .uri("/x")
             .header("x-forwarded-host", "other.com")
             .body(())
-            .unwrap();
+            .unwrap()
+            .into_parts()
+            .0;
         assert_eq!(request_host(&req), Err(BadHost::Missing));
         let req = Request::builder()
             .uri("/x")
             .header("host", "a.com")
             .header("host", "b.com")
             .body(())
-            .unwrap();
+            .unwrap()
+            .into_parts()
+            .0;
         assert_eq!(request_host(&req), Err(BadHost::Malformed));
         let req = Request::builder()
             .uri("http://acme.com/x")
             .body(())
-            .unwrap();
+            .unwrap()
+            .into_parts()
+            .0;
         assert_eq!(request_host(&req), Ok("acme.com".into()));
     }
 }
