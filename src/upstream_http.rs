@@ -330,21 +330,18 @@ impl Conn {
             hyper_rustls::MaybeHttpsStream::Https(tls) => tls.inner().get_ref().0.inner().inner(),
         }
     }
+}
 
-    fn poll_write_all(
-        &mut self,
-        cx: &mut Context<'_>,
-        data: &mut impl Buf,
-    ) -> Poll<io::Result<()>> {
-        while data.has_remaining() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, data.chunk()))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            data.advance(n);
+/// Writes all of `data` to `io`, taking off what is written.
+fn poll_write_all(io: &mut Io, cx: &mut Context<'_>, data: &mut impl Buf) -> Poll<io::Result<()>> {
+    while data.has_remaining() {
+        let n = ready!(Pin::new(&mut *io).poll_write(cx, data.chunk()))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
-        Poll::Ready(Ok(()))
+        data.advance(n);
     }
+    Poll::Ready(Ok(()))
 }
 
 /// The request's way out: its head, then its body.
@@ -370,19 +367,16 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ExchangeError>> {
         if let Some(at) = &mut self.head {
-            while *at < conn.head.len() {
-                let n = ready!(Pin::new(&mut conn.io).poll_write(cx, &conn.head[*at..]))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-                }
-                *at += n;
-            }
+            let mut rest = &conn.head[*at..];
+            let written = poll_write_all(&mut conn.io, cx, &mut rest);
+            *at = conn.head.len() - rest.len();
+            ready!(written)?;
             self.head = None;
         }
         loop {
-            ready!(conn.poll_write_all(cx, &mut self.piece))?;
+            ready!(poll_write_all(&mut conn.io, cx, &mut self.piece))?;
             if let Some(trailer) = &mut self.trailer {
-                ready!(conn.poll_write_all(cx, trailer))?;
+                ready!(poll_write_all(&mut conn.io, cx, trailer))?;
                 self.body = None;
             }
             let Some((body, framing)) = &mut self.body else {
