@@ -36,7 +36,7 @@
 use std::fmt;
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
@@ -71,6 +71,8 @@ pub struct Conn {
     head: Vec<u8>,
     /// Quick acknowledgement is on for the response being read.
     acked: bool,
+    /// Something of an answer to the current request has been read.
+    read_any: bool,
 }
 
 impl fmt::Debug for Conn {
@@ -174,6 +176,7 @@ impl Conn {
             buf: BytesMut::new(),
             head: Vec::new(),
             acked: false,
+            read_any: false,
         })
     }
 
@@ -184,13 +187,14 @@ impl Conn {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
-        let mut probe = tokio::io::ReadBuf::new(&mut byte);
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
-            Poll::Pending
-        )
+        // Outside tokio's budget: a task that has spent it would be told
+        // "pending" whatever the socket holds.
+        let probe = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            let mut probe = tokio::io::ReadBuf::new(&mut byte);
+            Pin::new(&mut self.io).poll_read(cx, &mut probe)
+        }));
+        futures::FutureExt::now_or_never(probe).is_none()
     }
 
     /// Sends the request (`parts` with Host and the rest already as the server
@@ -203,7 +207,7 @@ impl Conn {
         body: Option<B>,
     ) -> Result<(Response<()>, Reader), ExchangeError>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let body = body.filter(|b| !b.is_end_stream());
@@ -223,55 +227,61 @@ impl Conn {
             parts,
             matches!(framing, Some(Framing::Chunked(_))),
         );
-        let mut upload = Upload {
+        let mut upload: Option<Box<dyn Sending>> = Some(Box::new(Upload {
             head: Some(0),
             body: body.zip(framing),
             piece: Bytes::new(),
             trailer: None,
-        };
+        }));
         let expects_body = parts.method != Method::HEAD;
-        let mut parsed = None;
-        // The upload stops at its first failure; the server may still have
-        // answered (a server may answer before it has read the whole request,
-        // and stop reading it).
+        self.read_any = false;
+        // The upload goes on while the head is awaited, and after it (in the
+        // body's reader): a server may answer before it has read the whole
+        // request. A failed write ends the upload but not the exchange: the
+        // server may have answered, and stopped reading because it did.
         let mut upload_failed = None;
-        let done = std::future::poll_fn(|cx| {
-            let sent = match upload_failed {
-                Some(_) => false,
-                None => match upload.poll_send(&mut self, cx) {
-                    Poll::Pending => false,
-                    Poll::Ready(Ok(())) => true,
+        let head = std::future::poll_fn(|cx| {
+            if let Some(sending) = &mut upload {
+                match sending.poll_send(&mut self, cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(())) => upload = None,
                     Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
                         return Poll::Ready(Err(e))
                     }
                     Poll::Ready(Err(e)) => {
+                        upload = None;
                         upload_failed = Some(e);
-                        false
                     }
-                },
-            };
-            if parsed.is_none() {
-                match ready!(self.poll_head(cx, expects_body)) {
-                    Ok(head) => parsed = Some(head),
-                    // What broke the upload says more than the broken read.
-                    Err(e) => return Poll::Ready(Err(upload_failed.take().unwrap_or(e))),
                 }
             }
-            Poll::Ready(Ok(sent))
+            self.poll_head(cx, expects_body).map_err(|e| {
+                // With nothing read, what broke the upload says more than
+                // the broken read.
+                match (self.read_any, upload_failed.take()) {
+                    (false, Some(write)) => write,
+                    _ => e,
+                }
+            })
         })
-        .await?;
-        let Some(Head {
+        .await;
+        let Head {
             response,
             framing,
             keep_alive,
-        }) = parsed
-        else {
-            return Err(protocol("no response head"));
+        } = match head {
+            Ok(head) => head,
+            // Part of an answer came (an interim response, or some of the
+            // head): the request may have been acted on.
+            Err(e) if self.read_any && e.nothing_read() => {
+                return Err(protocol(format!("{e}, after part of a response")))
+            }
+            Err(e) => return Err(e),
         };
         let reader = Reader {
             conn: Some(self),
             framing,
-            reusable: keep_alive && done,
+            keep_alive: keep_alive && upload_failed.is_none(),
+            upload,
         };
         Ok((response, reader))
     }
@@ -298,7 +308,9 @@ impl Conn {
                 }
             }
             let midway = !self.buf.is_empty();
-            if ready!(self.poll_fill(cx, midway))? == 0 {
+            let n = ready!(self.poll_fill(cx, midway))?;
+            self.read_any |= n > 0;
+            if n == 0 {
                 return Poll::Ready(Err(match self.buf.is_empty() {
                     true => ExchangeError::Closed,
                     false => protocol("connection closed in the response head"),
@@ -355,12 +367,21 @@ struct Upload<B> {
     trailer: Option<Bytes>,
 }
 
-impl<B> Upload<B>
+/// A request body on its way out, whatever its type.
+trait Sending: Send {
+    /// Writes on until everything is sent (and flushed).
+    fn poll_send(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>>;
+}
+
+impl<B> Sending for Upload<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send,
     B::Error: Into<BoxError>,
 {
-    /// Writes on until everything is sent (and flushed).
     fn poll_send(
         &mut self,
         conn: &mut Conn,
@@ -408,16 +429,15 @@ where
                         chunk.put_slice(b"\r\n");
                         self.piece = chunk.freeze();
                     }
-                    Err(frame) => {
-                        if let Ok(trailers) = frame.into_trailers() {
-                            self.trailer = Some(last_chunk(&trailers));
-                        }
-                    }
+                    // Trailers are not passed on (nor were they by hyper's
+                    // client unless announced): the router has not vetted
+                    // them as it does the head's forwarding headers.
+                    Err(_) => self.trailer = Some(Bytes::from_static(LAST_CHUNK)),
                 },
                 (None, Framing::Length(_)) => self.body = None,
                 (None, _) => {
                     if self.trailer.is_none() {
-                        self.trailer = Some(last_chunk(&HeaderMap::new()));
+                        self.trailer = Some(Bytes::from_static(LAST_CHUNK));
                     }
                 }
             }
@@ -427,18 +447,8 @@ where
     }
 }
 
-/// A chunked body's end: the last chunk and its trailers.
-fn last_chunk(trailers: &HeaderMap) -> Bytes {
-    let mut end = BytesMut::from(&b"0\r\n"[..]);
-    for (name, value) in trailers {
-        end.put_slice(name.as_str().as_bytes());
-        end.put_slice(b": ");
-        end.put_slice(value.as_bytes());
-        end.put_slice(b"\r\n");
-    }
-    end.put_slice(b"\r\n");
-    end.freeze()
-}
+/// A chunked body's end: the last chunk, without trailers.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The request line and headers as they go on the wire.
 fn encode_head(dst: &mut Vec<u8>, parts: &Parts, chunked: bool) {
@@ -532,7 +542,9 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
             let n = value
                 .to_str()
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
                 .ok_or_else(|| protocol("malformed Content-Length in the response"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(protocol("conflicting Content-Lengths in the response"));
@@ -566,9 +578,12 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
             (None, None) => Some(Framing::Close),
         }
     };
-    // A body that ends with the connection, or a length given twice over,
-    // leaves nothing to reuse.
-    if matches!(framing, Some(Framing::Close)) || (chunked.is_some() && length.is_some()) {
+    // A body that ends with the connection, a length given twice over, or a
+    // transfer coding from HTTP/1.0 (which has none, RFC 9112 §6.1) leaves
+    // nothing to reuse.
+    if matches!(framing, Some(Framing::Close))
+        || (chunked.is_some() && (length.is_some() || version == Version::HTTP_10))
+    {
         keep_alive = false;
     }
     let mut response = Response::new(());
@@ -582,13 +597,16 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
     }))
 }
 
-/// A response body as it comes off the connection. It hands the connection
-/// to `done` when the body has been read to its end and the connection can
-/// carry another request.
+/// A response body as it comes off the connection, while the rest of the
+/// request body (if any) goes on being sent. Its connection can be taken back
+/// once both are done.
 pub struct Reader {
     conn: Option<Box<Conn>>,
     framing: Option<Framing>,
-    reusable: bool,
+    /// The server lets the connection carry another request.
+    keep_alive: bool,
+    /// The rest of the request body, still being sent.
+    upload: Option<Box<dyn Sending>>,
 }
 
 impl Reader {
@@ -598,9 +616,10 @@ impl Reader {
     }
 
     /// The connection, once the body is read to its end, if it can be used
-    /// again.
+    /// again: kept alive, the request sent whole, nothing left unread.
     pub fn take_reusable(&mut self) -> Option<Box<Conn>> {
-        match self.is_end() && self.reusable {
+        let clean = self.conn.as_ref().is_some_and(|c| c.buf.is_empty());
+        match self.is_end() && self.keep_alive && self.upload.is_none() && clean {
             true => self.conn.take(),
             false => None,
         }
@@ -622,6 +641,22 @@ impl Reader {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(sending) = &mut self.upload {
+            match sending.poll_send(conn, cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(())) => self.upload = None,
+                Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
+                    self.upload = None;
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                // The server stopped reading; its answer may still be whole.
+                Poll::Ready(Err(_)) => {
+                    self.upload = None;
+                    self.keep_alive = false;
+                }
+            }
+        }
         loop {
             let Some(framing) = self.framing else {
                 return Poll::Ready(None);
@@ -630,7 +665,7 @@ impl Reader {
                 match framing {
                     Framing::Length(0) => {
                         // Bytes after the body no request asked for.
-                        self.reusable = false;
+                        self.keep_alive = false;
                         self.framing = None;
                         return Poll::Ready(None);
                     }
@@ -694,6 +729,10 @@ enum Decoded {
 /// One step of decoding a chunked body at the start of `buf`.
 fn decode_chunked(buf: &mut BytesMut, at: Chunk) -> Result<Decoded, ExchangeError> {
     match at {
+        // httparse takes an empty size line for 0: a size must have a digit.
+        Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+            Err(protocol("malformed chunk size in the response body"))
+        }
         Chunk::Size => match httparse::parse_chunk_size(buf) {
             Ok(httparse::Status::Complete((len, 0))) => {
                 buf.advance(len);
@@ -852,7 +891,7 @@ mod tests {
         body: Option<B>,
     ) -> Result<(StatusCode, Bytes, Option<Box<Conn>>), ExchangeError>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (head, mut reader) = conn.exchange(parts, body).await?;
@@ -953,7 +992,7 @@ mod tests {
         let sized = request(Method::POST, &[("host", "t.p.s"), ("content-length", "9")]);
         let body = Full::new(Bytes::from_static(b"sized END"));
         let (_, _, conn) = exchange(conn, &sized, Some(body)).await.unwrap();
-        // No length: chunked, with the trailers the client sent.
+        // No length: chunked; the client's trailers are not passed on.
         let chunked = request(Method::PUT, &[("host", "t.p.s")]);
         let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
             Ok(Frame::data(Bytes::from_static(b"chunk"))),
@@ -969,7 +1008,7 @@ mod tests {
         // The server answers on seeing END, before the final chunk: wait for
         // the rest to arrive.
         for _ in 0..100 {
-            if received.lock().unwrap().ends_with(b"0\r\nx-sum: 7\r\n\r\n") {
+            if received.lock().unwrap().ends_with(b"0\r\n\r\n") {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -979,7 +1018,7 @@ mod tests {
             sent,
             "POST /p?q=1 HTTP/1.1\r\nhost: t.p.s\r\ncontent-length: 9\r\n\r\nsized END\
              PUT /p?q=1 HTTP/1.1\r\nhost: t.p.s\r\ntransfer-encoding: chunked\r\n\r\n\
-             5\r\nchunk\r\n6\r\ned END\r\n0\r\nx-sum: 7\r\n\r\n"
+             5\r\nchunk\r\n6\r\ned END\r\n0\r\n\r\n"
         );
     }
 
@@ -1012,6 +1051,101 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_upload_goes_on_after_the_response_head() {
+        // A server that answers at once and ends its answer only once it has
+        // the whole request: an echo, a transcoder.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut answered = false;
+            while !seen.ends_with(b"0\r\n\r\n") {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                seen.extend_from_slice(&buf[..n]);
+                if !answered && seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    answered = true;
+                    stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                        .await
+                        .unwrap();
+                }
+            }
+            stream.write_all(b"3\r\nend\r\n0\r\n\r\n").await.unwrap();
+            let _ = stream.read(&mut buf).await;
+        });
+        let (frames, stream) = futures::channel::mpsc::unbounded();
+        let body = StreamBody::new(stream.map(Ok::<_, std::convert::Infallible>));
+        let parts = request(Method::POST, &[("host", "t.p.s")]);
+        let (head, mut reader) = connect(&origin)
+            .await
+            .exchange(&parts, Some(body))
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::OK);
+        // The body's first piece comes after the answer's head.
+        frames
+            .unbounded_send(Frame::data(Bytes::from_static(b"late")))
+            .unwrap();
+        drop(frames);
+        let read = async {
+            let mut data = BytesMut::new();
+            while let Some(piece) = std::future::poll_fn(|cx| reader.poll_data(cx)).await {
+                data.extend_from_slice(&piece.unwrap());
+            }
+            data
+        };
+        let data = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("the server never got the end of the request");
+        assert_eq!(&data[..], b"end");
+        assert!(reader.take_reusable().is_some(), "both ways done: reusable");
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_looked_at_even_when_the_task_has_spent_its_budget() {
+        const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        // A server that answers, then a little later answers again, unasked.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await.unwrap();
+            stream.write_all(OK).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            stream.write_all(OK).await.unwrap();
+            let _ = stream.read(&mut buf).await;
+        });
+        let (_, mut reader) = connect(&origin)
+            .await
+            .exchange(&get(), NO_BODY)
+            .await
+            .unwrap();
+        assert!(matches!(poll_once(&mut reader), Poll::Ready(Some(Ok(d))) if d == "ok"));
+        let mut conn = reader.take_reusable().expect("read whole, kept alive");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let open = std::future::poll_fn(|cx| {
+            // Spend the task's budget, then look.
+            loop {
+                let spend = std::pin::pin!(tokio::task::consume_budget());
+                if std::future::Future::poll(spend, cx).is_pending() {
+                    break;
+                }
+            }
+            Poll::Ready(conn.is_open())
+        })
+        .await;
+        assert!(!open, "bytes nobody asked for make a connection unusable");
+    }
+
+    #[tokio::test]
     async fn what_is_not_http_is_an_error_that_says_so() {
         for (answer, expected) in [
             (&b"SMTP ready\r\n\r\n"[..], "malformed response head"),
@@ -1021,6 +1155,10 @@ mod tests {
             ),
             (
                 b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+                "malformed Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok",
                 "malformed Content-Length",
             ),
             (
@@ -1050,6 +1188,28 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string().contains("chunk data longer than its size"),
+            "{err}"
+        );
+        // An empty chunk-size line (which httparse would read as the last).
+        let (origin, _) = scripted(
+            vec![b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n\r\nJUNK\r\n\r\n"],
+            b"\r\n\r\n",
+            false,
+        )
+        .await;
+        let err = exchange(connect(&origin).await, &get(), NO_BODY)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("malformed chunk size"), "{err}");
+        // A close after an interim response: part of an answer came, so the
+        // request may have been acted on.
+        let (origin, _) = scripted(vec![b"HTTP/1.1 100 Continue\r\n\r\n"], b"\r\n\r\n", true).await;
+        let err = exchange(connect(&origin).await, &get(), NO_BODY)
+            .await
+            .unwrap_err();
+        assert!(!err.nothing_read(), "{err}");
+        assert!(
+            err.to_string().contains("after part of a response"),
             "{err}"
         );
         // A connection closed before any answer.
@@ -1111,7 +1271,7 @@ mod tests {
 
     /// Polls `reader` once, as the router does when its client wants more.
     fn poll_once(reader: &mut Reader) -> Poll<Option<Result<Bytes, ExchangeError>>> {
-        reader.poll_data(&mut Context::from_waker(Waker::noop()))
+        reader.poll_data(&mut Context::from_waker(std::task::Waker::noop()))
     }
 
     const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
