@@ -227,12 +227,12 @@ impl Conn {
             parts,
             matches!(framing, Some(Framing::Chunked(_))),
         );
-        let mut upload: Option<Box<dyn Sending>> = Some(Box::new(Upload {
+        let mut upload = Some(Upload {
             head: Some(0),
             body: body.zip(framing),
             piece: Bytes::new(),
             trailer: None,
-        }));
+        });
         let expects_body = parts.method != Method::HEAD;
         self.read_any = false;
         // The upload goes on while the head is awaited, and after it (in the
@@ -281,7 +281,8 @@ impl Conn {
             conn: Some(self),
             framing,
             keep_alive: keep_alive && upload_failed.is_none(),
-            upload,
+            // Boxed only when some of it is left, which is seldom.
+            upload: upload.map(|u| Box::new(u) as Box<dyn Sending>),
         };
         Ok((response, reader))
     }
