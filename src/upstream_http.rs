@@ -10,11 +10,13 @@
 //! [`upstream_pool`](crate::upstream_pool)).
 //!
 //! What it speaks: request bodies sent as they came (`Content-Length`) or
-//! chunked; interim (1xx) responses skipped; response bodies framed by
-//! `Content-Length`, chunked or read to the close, none for HEAD, 204 and 304
-//! (RFC 9112 §6.3); keep-alive unless the server says otherwise. A response that
-//! arrives before the request body is sent whole is passed on, and its
-//! connection closed after it. Upgrades (WebSocket) stay with hyper's client.
+//! chunked, and sent on while the response comes in (a server may answer
+//! before it has read the whole request); client trailers not passed on;
+//! interim (1xx) responses skipped; response bodies framed by `Content-Length`,
+//! chunked or read to the close, none for HEAD, 204 and 304 (RFC 9112 §6.3);
+//! keep-alive unless the server says otherwise. A connection is reused only
+//! once both the request and the response are whole. Upgrades (WebSocket) stay
+//! with hyper's client.
 //!
 //! ## Quick acknowledgement
 //!
@@ -45,7 +47,6 @@ use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-
 use tokio::net::TcpStream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
