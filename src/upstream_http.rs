@@ -41,7 +41,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Method, Response, StatusCode, Version};
@@ -55,7 +55,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Io = TokioIo<hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>>;
 
 /// The most a response head may take.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The most header lines a response head may have.
 const MAX_HEADERS: usize = 100;
 /// What a read asks for at least; a smaller remainder of the buffer is grown.
@@ -781,28 +781,6 @@ fn decode_chunked(buf: &mut BytesMut, at: Chunk) -> Result<Decoded, ExchangeErro
     }
 }
 
-impl Body for Reader {
-    type Data = Bytes;
-    type Error = ExchangeError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
-        self.get_mut()
-            .poll_data(cx)
-            .map(|d| d.map(|d| d.map(Frame::data)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.is_end()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        Reader::size_hint(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -810,6 +788,7 @@ mod tests {
 
     use futures::StreamExt;
     use http_body_util::{Empty, Full, StreamBody};
+    use hyper::body::Frame;
     use hyper::{Request, Uri};
     use hyper_util::client::legacy::connect::HttpConnector;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
