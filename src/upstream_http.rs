@@ -232,28 +232,18 @@ impl Conn {
             head: Some(0),
             body: body.zip(framing),
             piece: Bytes::new(),
-            trailer: None,
         });
         let expects_body = parts.method != Method::HEAD;
         self.read_any = false;
         // The upload goes on while the head is awaited, and after it (in the
         // body's reader): a server may answer before it has read the whole
-        // request. A failed write ends the upload but not the exchange: the
-        // server may have answered, and stopped reading because it did.
+        // request.
         let mut upload_failed = None;
         let head = std::future::poll_fn(|cx| {
-            if let Some(sending) = &mut upload {
-                match sending.poll_send(&mut self, cx) {
-                    Poll::Pending => {}
-                    Poll::Ready(Ok(())) => upload = None,
-                    Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
-                        return Poll::Ready(Err(e))
-                    }
-                    Poll::Ready(Err(e)) => {
-                        upload = None;
-                        upload_failed = Some(e);
-                    }
-                }
+            match send_on(&mut upload, &mut self, cx) {
+                Err(e) => return Poll::Ready(Err(e)),
+                Ok(Some(write)) => upload_failed = Some(write),
+                Ok(None) => {}
             }
             self.poll_head(cx, expects_body).map_err(|e| {
                 // With nothing read, what broke the upload says more than
@@ -363,10 +353,9 @@ struct Upload<B> {
     /// How much of the head is written; `None` once it all is.
     head: Option<usize>,
     body: Option<(B, Framing)>,
-    /// The part of a body frame (or of its chunk framing) not yet written.
+    /// The part of a body frame (or of its chunk framing, or of the last
+    /// chunk) not yet written.
     piece: Bytes,
-    /// A chunked body's closing bytes, once its frames are all read.
-    trailer: Option<Bytes>,
 }
 
 /// A request body on its way out, whatever its type.
@@ -377,6 +366,39 @@ trait Sending: Send {
         conn: &mut Conn,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ExchangeError>>;
+}
+
+impl Sending for Box<dyn Sending> {
+    fn poll_send(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        (**self).poll_send(conn, cx)
+    }
+}
+
+/// Sends `upload` on, if any is left, and drops it once done. `Err`: the
+/// client's body broke off. `Ok(Some(_))`: a write failed, which ends the
+/// upload but not the exchange (the server may have answered, and stopped
+/// reading because it did).
+fn send_on<S: Sending>(
+    upload: &mut Option<S>,
+    conn: &mut Conn,
+    cx: &mut Context<'_>,
+) -> Result<Option<ExchangeError>, ExchangeError> {
+    let Some(sending) = upload else {
+        return Ok(None);
+    };
+    let Poll::Ready(sent) = sending.poll_send(conn, cx) else {
+        return Ok(None);
+    };
+    *upload = None;
+    match sent {
+        Ok(()) => Ok(None),
+        Err(e @ ExchangeError::RequestBody(_)) => Err(e),
+        Err(write) => Ok(Some(write)),
+    }
 }
 
 impl<B> Sending for Upload<B>
@@ -398,10 +420,6 @@ where
         }
         loop {
             ready!(poll_write_all(&mut conn.io, cx, &mut self.piece))?;
-            if let Some(trailer) = &mut self.trailer {
-                ready!(poll_write_all(&mut conn.io, cx, trailer))?;
-                self.body = None;
-            }
             let Some((body, framing)) = &mut self.body else {
                 break;
             };
@@ -431,16 +449,18 @@ where
                         chunk.put_slice(b"\r\n");
                         self.piece = chunk.freeze();
                     }
-                    // Trailers are not passed on (nor were they by hyper's
-                    // client unless announced): the router has not vetted
-                    // them as it does the head's forwarding headers.
-                    Err(_) => self.trailer = Some(Bytes::from_static(LAST_CHUNK)),
+                    // Trailers (the last frame) are not passed on, nor were
+                    // they by hyper's client unless announced: the router has
+                    // not vetted them as it does the head's forwarding headers.
+                    Err(_) => {
+                        self.piece = Bytes::from_static(LAST_CHUNK);
+                        self.body = None;
+                    }
                 },
                 (None, Framing::Length(_)) => self.body = None,
                 (None, _) => {
-                    if self.trailer.is_none() {
-                        self.trailer = Some(Bytes::from_static(LAST_CHUNK));
-                    }
+                    self.piece = Bytes::from_static(LAST_CHUNK);
+                    self.body = None;
                 }
             }
         }
@@ -643,21 +663,14 @@ impl Reader {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(sending) = &mut self.upload {
-            match sending.poll_send(conn, cx) {
-                Poll::Pending => {}
-                Poll::Ready(Ok(())) => self.upload = None,
-                Poll::Ready(Err(e @ ExchangeError::RequestBody(_))) => {
-                    self.upload = None;
-                    self.conn = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                // The server stopped reading; its answer may still be whole.
-                Poll::Ready(Err(_)) => {
-                    self.upload = None;
-                    self.keep_alive = false;
-                }
+        match send_on(&mut self.upload, conn, cx) {
+            Err(e) => {
+                self.conn = None;
+                return Poll::Ready(Some(Err(e)));
             }
+            // The server stopped reading; its answer may still be whole.
+            Ok(Some(_)) => self.keep_alive = false,
+            Ok(None) => {}
         }
         loop {
             let Some(framing) = self.framing else {
