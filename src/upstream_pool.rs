@@ -126,23 +126,23 @@ impl UpstreamPool {
         // A request with no body to send can be sent whole again.
         let retriable = body.as_ref().is_none_or(|b| b.is_end_stream())
             && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        let mut body = Some(body);
-        if let Some(conn) = self.checkout(&slot) {
-            match conn.exchange(parts, body.take().flatten()).await {
+        let body = match self.checkout(&slot) {
+            None => body,
+            Some(conn) => match conn.exchange(parts, body).await {
                 Ok((head, reader)) => return Ok(self.response(slot, head, reader)),
                 // The server closed the idle connection as the request went
-                // out: a new connection takes it.
+                // out: a new connection takes it (it had no body to send).
                 Err(e) if retriable && e.nothing_read() => {
                     tracing::debug!(error = %e, "pooled connection closed; sending on a new one");
-                    body = Some(None);
+                    None
                 }
                 Err(e) => return Err(UpstreamError::Request(e.into())),
-            }
-        }
+            },
+        };
         // Boxed: with keep-alive, few requests make a connection, and the
         // future of every request would otherwise be as large as this one.
         let conn = Conn::new(Box::pin(self.open(origin)).await?);
-        match conn.exchange(parts, body.flatten()).await {
+        match conn.exchange(parts, body).await {
             Ok((head, reader)) => Ok(self.response(slot, head, reader)),
             Err(e) => Err(UpstreamError::Request(e.into())),
         }
