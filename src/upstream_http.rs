@@ -809,6 +809,15 @@ mod tests {
 
     const NO_BODY: Option<Empty<Bytes>> = None;
 
+    /// A listener on a loopback port, and its origin.
+    async fn listen() -> (TcpListener, Uri) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        (listener, origin)
+    }
+
     /// What a scripted server received, over all its connections.
     type Received = Arc<Mutex<Vec<u8>>>;
 
@@ -821,10 +830,7 @@ mod tests {
         until: &'static [u8],
         close: bool,
     ) -> (Uri, Received) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin = format!("http://{}/", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let (listener, origin) = listen().await;
         let received = Received::default();
         let log = Arc::clone(&received);
         tokio::spawn(async move {
@@ -1048,10 +1054,7 @@ mod tests {
     async fn the_upload_goes_on_after_the_response_head() {
         // A server that answers at once and ends its answer only once it has
         // the whole request: an echo, a transcoder.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let (listener, origin) = listen().await;
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut seen = Vec::new();
@@ -1104,10 +1107,7 @@ mod tests {
     async fn a_connection_is_looked_at_even_when_the_task_has_spent_its_budget() {
         const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
         // A server that answers, then a little later answers again, unasked.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let (listener, origin) = listen().await;
         tokio::spawn(async move {
             let (mut stream, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 4096];
@@ -1224,10 +1224,7 @@ mod tests {
     /// A connection and the server's end of it, after an exchange that leaves
     /// the kernel delaying acknowledgements.
     async fn connected() -> (Box<Conn>, tokio::net::TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
-            .parse()
-            .unwrap();
+        let (listener, origin) = listen().await;
         let conn = connect(&origin).await;
         let (mut server, _) = listener.accept().await.unwrap();
         // After receiving and then sending, the connection is interactive and
