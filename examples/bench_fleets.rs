@@ -32,14 +32,11 @@
 
 mod common;
 use common::{
-    clock_ticks_per_second, cpu_ticks, env_number, env_path, free_port, load_average, tool_version,
-    Load, Served, WrkResult,
+    clock_ticks_per_second, cpu_ticks, env_number, env_path, load_average, start_slum,
+    tool_version, Load, Served, WrkResult,
 };
 
-use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -611,7 +608,16 @@ async fn routing_bench(
     let mut targets = Vec::new();
     for backend in Backend::BOTH {
         let url = databases.fresh(backend).await?;
-        let slum = start_slum(&settings.slum, databases.dir.path(), backend, &url).await?;
+        let dir = databases.dir.path();
+        let name = backend.name();
+        let slum = start_slum(
+            &settings.slum,
+            &url,
+            &dir.join(format!("token-{name}")),
+            &dir.join(format!("slum-{name}.log")),
+            &[],
+        )
+        .await?;
         // A tenant per backend (both instances run on the same server), added
         // and spawned through the library while the router runs: it learns of
         // them as it would of any other process's change.
@@ -806,39 +812,6 @@ async fn check(url: &str, host: &str, expected: Option<&str>) -> anyhow::Result<
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// `slum serve` on `database` as a child process, once it listens.
-async fn start_slum(
-    bin: &Path,
-    dir: &Path,
-    backend: Backend,
-    database: &str,
-) -> anyhow::Result<Served> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let log_path = dir.join(format!("slum-{}.log", backend.name()));
-    let log = fs::File::create(&log_path)?;
-    let child = Command::new(bin)
-        .arg("serve")
-        .args(["--database", database])
-        .args(["--listen", &addr.to_string()])
-        .args(["--api-listen", &api.to_string()])
-        .arg("--token-file")
-        .arg(dir.join(format!("token-{}", backend.name())))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    Served::wait(child, addr, "slum serve", Duration::from_secs(15), || {
-        fs::read_to_string(&log_path).unwrap_or_default()
-    })
-    .await
-}
-
-// ---------------------------------------------------------------------------
-// wrk
 
 // ---------------------------------------------------------------------------
 // Processes and the machine

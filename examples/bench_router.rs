@@ -32,8 +32,8 @@
 
 mod common;
 use common::{
-    clock_ticks_per_second, cpu_ticks, env_number, env_path, free_port, load_average, stat_field,
-    tool_version, wait_listening, Load, Served, WrkResult,
+    clock_ticks_per_second, cpu_ticks, env_number, env_path, free_port, load_average, start_slum,
+    stat_field, tool_version, wait_listening, Load, Served, WrkResult,
 };
 
 use std::collections::HashMap;
@@ -359,7 +359,15 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     let db_path = dir.path().join("slum.db");
     let mut slums = Vec::new();
     for &n in &settings.workers {
-        slums.push(start_slum(&settings.slum, dir.path(), &db_path, n).await?);
+        let slum = start_slum(
+            &settings.slum,
+            &db_path,
+            &dir.path().join("token"),
+            &dir.path().join(format!("slum-{n}.log")),
+            &["--router-threads".into(), n.to_string()],
+        )
+        .await?;
+        slums.push(slum);
     }
     let db = SlumDb::init(&db_path).await?;
     db.add_server(&server.record()).await?;
@@ -729,37 +737,7 @@ fn print_spread(rounds: &[Vec<Row>], workers: &[usize]) {
 }
 
 // ---------------------------------------------------------------------------
-// wrk
-
-// ---------------------------------------------------------------------------
 // Processes: slum serve, nginx, CPU accounting
-
-/// `slum serve --router-threads N` as a child process, once it listens.
-async fn start_slum(bin: &Path, dir: &Path, db: &Path, threads: usize) -> anyhow::Result<Served> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-    let log_path = dir.join(format!("slum-{threads}.log"));
-    let log = fs::File::create(&log_path)?;
-    let child = Command::new(bin)
-        .arg("serve")
-        .arg("--database")
-        .arg(db)
-        .args(["--listen", &addr.to_string()])
-        .args(["--api-listen", &api.to_string()])
-        .arg("--token-file")
-        .arg(dir.join("token"))
-        .args(["--router-threads", &threads.to_string()])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot run {}", bin.display()))?;
-    Served::wait(child, addr, "slum serve", Duration::from_secs(15), || {
-        fs::read_to_string(&log_path).unwrap_or_default()
-    })
-    .await
-}
 
 /// examples/bare_proxy.rs in front of the tenement server (`raw`: with its
 /// upstream side written by hand), once it listens.

@@ -164,6 +164,40 @@ pub fn wrk_ms(v: &str) -> anyhow::Result<f64> {
     Ok(n * scale)
 }
 
+/// `slum serve` on `database` (a path or URL) as a child process, once it
+/// listens: its router and API on free loopback ports, its token written to
+/// `token`, its log to `log_path`, with `extra` arguments.
+pub async fn start_slum(
+    bin: &Path,
+    database: impl AsRef<std::ffi::OsStr>,
+    token: &Path,
+    log_path: &Path,
+    extra: &[String],
+) -> anyhow::Result<Served> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let api = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let log = fs::File::create(log_path)?;
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg("--database")
+        .arg(database)
+        .args(["--listen", &addr.to_string()])
+        .args(["--api-listen", &api.to_string()])
+        .arg("--token-file")
+        .arg(token)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    Served::wait(child, addr, "slum serve", Duration::from_secs(15), || {
+        fs::read_to_string(log_path).unwrap_or_default()
+    })
+    .await
+}
+
 /// A child process serving HTTP on a loopback address; killed (and reaped) on
 /// drop.
 pub struct Served {
