@@ -761,7 +761,7 @@ impl Proxy {
         let deadline = coarse_timer::after(started, self.common.upstream_timeout);
         let sent = match (upgrade, body) {
             (true, Some(body)) => {
-                let req = Request::from_parts(parts.clone(), body.map_err(Into::into).boxed());
+                let req = Request::from_parts(parts.clone(), body.boxed());
                 let sent = self.pool.send_upgrade(origin, req);
                 Box::pin(self.timer.timeout_at(deadline, sent))
                     .await
