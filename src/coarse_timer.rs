@@ -1,7 +1,9 @@
 //! A router thread's timeouts: coarse, and cheap to set and to cancel.
 //!
-//! Every proxied request sets two timeouts (reading the client's request head,
-//! and waiting for the server's response head) and nearly always cancels both.
+//! Every proxied request waits under two timeouts (for the client's request
+//! head, and for the server's response head) and nearly always ends well
+//! within both. A connection keeps one sleep for its request heads, reset for
+//! each; the response head's is set and dropped with each request.
 //! With tokio's timer each costs a clock read, a lock of the runtime's timer
 //! wheel to insert the entry and another to remove it. Here a timeout is a slot
 //! in the thread's own list, found by index, and whether it is due is told by
@@ -149,6 +151,14 @@ pub struct CoarseSleep {
     slot: Option<usize>,
 }
 
+impl CoarseSleep {
+    /// Moves the deadline; the next poll waits for it. A sleep kept and
+    /// reset is one slot for its whole life.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+}
+
 impl Future for CoarseSleep {
     type Output = ();
 
@@ -160,6 +170,7 @@ impl Future for CoarseSleep {
         let mut sleepers = lock(&self.shared.sleepers);
         match self.slot {
             Some(i) => {
+                sleepers.slots[i].deadline = deadline;
                 let waker = &mut sleepers.slots[i].waker;
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     *waker = Some(cx.waker().clone());
@@ -196,18 +207,6 @@ impl Drop for CoarseSleep {
             sleepers.slots[i].deadline = self.shared.start;
             sleepers.free.push(i);
         }
-    }
-}
-
-impl hyper::rt::Sleep for CoarseSleep {}
-
-impl hyper::rt::Timer for CoarseTimer {
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(self.sleep_until(after(Instant::now(), duration)))
-    }
-
-    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(CoarseTimer::sleep_until(self, deadline))
     }
 }
 
@@ -265,6 +264,29 @@ mod tests {
         timer.tick();
         assert_eq!(wakes.0.load(Relaxed), 0, "a dropped sleep was woken");
         assert_eq!(later.0.load(Relaxed), 0, "woken before its deadline");
+    }
+
+    #[test]
+    fn a_reset_sleep_waits_for_its_new_deadline() {
+        let timer = CoarseTimer::new();
+        let wakes = Arc::new(Wakes::default());
+        let mut sleep = timer.sleep_until(Instant::now() + Duration::from_millis(1));
+        assert!(poll_once(&mut sleep, &wakes).is_pending());
+        sleep.reset(Instant::now() + Duration::from_secs(60));
+        assert!(poll_once(&mut sleep, &wakes).is_pending());
+        std::thread::sleep(Duration::from_millis(5));
+        timer.tick();
+        assert_eq!(wakes.0.load(Relaxed), 0, "woken at the old deadline");
+        assert!(poll_once(&mut sleep, &wakes).is_pending());
+        sleep.reset(Instant::now());
+        std::thread::sleep(Duration::from_millis(2));
+        timer.tick();
+        assert!(poll_once(&mut sleep, &wakes).is_ready());
+        assert_eq!(
+            lock(&timer.shared.sleepers).slots.len(),
+            1,
+            "one slot throughout"
+        );
     }
 
     #[tokio::test]

@@ -75,6 +75,7 @@ pub mod auto_placement;
 pub mod cli;
 pub mod coarse_timer;
 pub mod db;
+pub mod downstream_http;
 pub mod drain;
 pub mod error;
 pub mod failover;

@@ -12,7 +12,6 @@
 //! request; concurrent first requests wait for that one spawn.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,14 +26,13 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::http::uri::PathAndQuery;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
+use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::coarse_timer::{self, CoarseTimer};
+use crate::downstream_http::{ClientConn, Ended, Limits, RequestBody};
 use crate::error::Error;
 use crate::lock;
 use crate::metrics::RouterShard;
@@ -326,11 +324,10 @@ async fn run_thread(
         timer: timer.clone(),
         table,
     });
-    let mut http = http1::Builder::new();
-    http.timer(timer)
-        .header_read_timeout(config.header_timeout)
-        .max_header_size(config.max_header_bytes)
-        .keep_alive(true);
+    let limits = Limits {
+        header_timeout: config.header_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
     // The thread's tick: it ends the timeouts that are due, and every fifth
     // closes idle upstream connections that are past their time.
     let _tick = {
@@ -368,44 +365,16 @@ async fn run_thread(
             }
         };
         let proxy = Arc::clone(&proxy);
-        let client = Arc::new(Peer::new(peer));
-        let service = service_fn(move |req: Request<Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            let client = Arc::clone(&client);
-            // The request's future: no layer more than needed, as it is moved
-            // for each request. It holds the request's head once; the layers
-            // below borrow it (an async fn keeps its own copy of what it is
-            // given by value).
-            let (mut parts, body) = req.into_parts();
-            async move {
-                let resp = proxy.route(&mut parts, body, &client).await;
-                proxy.metrics.count(resp.status().as_u16());
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let conn = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let mut closing = Closing::watch(&closing);
+        let conn = ClientConn::new(stream, limits, timer.clone());
+        let closing = Closing::watch(&closing);
         let alive = alive.clone();
         let open = Arc::clone(&open);
         tokio::spawn(async move {
             let _alive = alive;
-            let mut conn = std::pin::pin!(conn);
-            let mut shutting_down = false;
-            let result = std::future::poll_fn(|cx| {
-                if !shutting_down && closing.closed(cx) {
-                    // Finish the request in flight, then close.
-                    shutting_down = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                std::future::Future::poll(conn.as_mut(), cx)
-            })
-            .await;
-            open.fetch_sub(1, Ordering::Relaxed);
-            if let Err(e) = result {
+            if let Err(e) = proxy.serve_connection(conn, Peer::new(peer), closing).await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
     closing.close();
@@ -460,6 +429,11 @@ impl Closing {
 }
 
 impl ClosingWatch {
+    /// Whether the thread is shutting down, without waiting for it.
+    fn is_closed(&self) -> bool {
+        self.closing.closed.load(Ordering::Relaxed)
+    }
+
     /// Whether the thread is shutting down; if not, the task polled with `cx`
     /// is woken when it does.
     fn closed(&mut self, cx: &Context<'_>) -> bool {
@@ -504,6 +478,30 @@ fn answer(status: StatusCode, reason: String) -> Response<ProxyBody> {
 }
 
 impl Proxy {
+    /// Answers the requests of one client connection, in order, until the
+    /// client closes it or the thread shuts down (the request in flight is
+    /// answered first, with `Connection: close`).
+    async fn serve_connection(
+        &self,
+        mut conn: ClientConn,
+        peer: Peer,
+        mut closing: ClosingWatch,
+    ) -> Result<(), Ended> {
+        while let Some((mut parts, body)) = conn.read_request(|cx| closing.closed(cx)).await? {
+            let mut resp = self.route(&mut parts, body, &peer).await;
+            self.metrics.count(resp.status().as_u16());
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() {
+                    return Ok(conn.switch(resp, upstream).await?);
+                }
+            }
+            if !conn.write_response(resp, closing.is_closed()).await? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The route table in force. Taking it is one reference count this
     /// thread alone touches: router threads do not contend for the table's.
     fn table(&self) -> Arc<ThreadTable> {
@@ -514,7 +512,12 @@ impl Proxy {
         Arc::clone(&mine)
     }
 
-    async fn route(&self, parts: &mut Parts, body: Incoming, peer: &Peer) -> Response<ProxyBody> {
+    async fn route(
+        &self,
+        parts: &mut Parts,
+        body: RequestBody,
+        peer: &Peer,
+    ) -> Response<ProxyBody> {
         let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
         let (host, mut decision) = match routed_host(parts, &table) {
@@ -670,17 +673,13 @@ impl Proxy {
     async fn forward(
         &self,
         parts: &mut Parts,
-        body: Incoming,
+        body: RequestBody,
         peer: &Peer,
         host: &HeaderValue,
         primary: &Target,
         fallbacks: &[Target],
     ) -> Response<ProxyBody> {
         let upgrade = is_upgrade(&parts.headers);
-        // Put there by hyper for a request that may switch protocols.
-        let client_upgrade = upgrade
-            .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
-            .flatten();
         prepare_request_headers(&mut parts.headers, upgrade, &peer.ip, host, &primary.host);
         let retry = fallbacks.first().filter(|_| {
             matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
@@ -706,7 +705,7 @@ impl Proxy {
             self.send(parts, Some(body), primary, upgrade).await
         };
         match sent {
-            Ok(resp) => self.respond(resp, client_upgrade),
+            Ok(resp) => self.respond(resp),
             Err(failure) => Box::pin(self.failed(failure, primary, retry.zip(retry_parts))).await,
         }
     }
@@ -735,7 +734,7 @@ impl Proxy {
                 "retrying on the backup");
             parts.headers.insert(header::HOST, backup.host.clone());
             match self.send(&mut parts, None, backup, false).await {
-                Ok(resp) => return self.respond(resp, None),
+                Ok(resp) => return self.respond(resp),
                 Err(f) => return self.failure_answer(&backup.upstream.server_id, f),
             }
         }
@@ -746,7 +745,7 @@ impl Proxy {
     async fn send(
         &self,
         parts: &mut Parts,
-        body: Option<Incoming>,
+        body: Option<RequestBody>,
         target: &Target,
         upgrade: bool,
     ) -> Result<Sent, Failure> {
@@ -761,7 +760,7 @@ impl Proxy {
         let deadline = coarse_timer::after(started, self.common.upstream_timeout);
         let sent = match (upgrade, body) {
             (true, Some(body)) => {
-                let req = Request::from_parts(parts.clone(), body.boxed());
+                let req = Request::from_parts(parts.clone(), body.map_err(Into::into).boxed());
                 let sent = self.pool.send_upgrade(origin, req);
                 Box::pin(self.timer.timeout_at(deadline, sent))
                     .await
@@ -792,39 +791,24 @@ impl Proxy {
         }
     }
 
-    /// Passes the server's answer on: hop-by-hop headers removed, body streamed,
-    /// or, for a switched protocol, the two connections joined.
-    fn respond(
-        &self,
-        sent: Sent,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ) -> Response<ProxyBody> {
-        let mut resp = match sent {
+    /// Passes the server's answer on: hop-by-hop headers removed, body
+    /// streamed. A switch of protocols keeps its headers, and the server's
+    /// side of the switch in its extensions, for the client's connection to
+    /// join.
+    fn respond(&self, sent: Sent) -> Response<ProxyBody> {
+        let (mut parts, body) = match sent {
             Sent::Pooled(resp) => {
                 let (mut parts, body) = resp.into_parts();
                 strip_hop_by_hop(&mut parts.headers, false);
                 return Response::from_parts(parts, ProxyBody::Pooled(body));
             }
-            Sent::Upgrade(resp) => resp,
+            Sent::Upgrade(resp) => resp.into_parts(),
         };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    match futures::future::try_join(client_upgrade, upstream_upgrade).await {
-                        Ok((client, upstream)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut upstream = TokioIo::new(upstream);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                    }
-                });
-                let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, ProxyBody::empty());
-            }
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS
+            && parts.extensions.get::<OnUpgrade>().is_some()
+        {
+            return Response::from_parts(parts, ProxyBody::empty());
         }
-        let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         Response::from_parts(parts, ProxyBody::Other(body.map_err(Into::into).boxed()))
     }

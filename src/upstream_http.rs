@@ -37,6 +37,7 @@
 
 use std::fmt;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -56,8 +57,8 @@ pub type Io = TokioIo<hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>>;
 
 /// The most a response head may take.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// The most header lines a response head may have.
-const MAX_HEADERS: usize = 100;
+/// The most header lines a message head may have (a request's too).
+pub(crate) const MAX_HEADERS: usize = 100;
 /// What a read asks for at least; a smaller remainder of the buffer is grown.
 const READ_SPACE: usize = 8 * 1024;
 /// The growth when the buffer runs short.
@@ -157,7 +158,7 @@ enum Framing {
 
 /// The chunked decoder's place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// At a chunk-size line.
     Size,
     /// Inside a chunk's data: this many bytes left.
@@ -512,11 +513,66 @@ struct Head {
     keep_alive: bool,
 }
 
+/// Where a header's name and value lie in a message head (byte offsets): the
+/// header map's values become slices of the head, not copies.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+impl Span {
+    pub(crate) fn name(&self) -> std::ops::Range<usize> {
+        self.name.0 as usize..self.name.1 as usize
+    }
+
+    pub(crate) fn value(&self) -> std::ops::Range<usize> {
+        self.value.0 as usize..self.value.1 as usize
+    }
+}
+
+/// Where `part`, a slice of `buf`'s first `len` bytes, lies in it (empty if
+/// it is not there).
+pub(crate) fn span_of(buf: &[u8], len: usize, part: &[u8]) -> (u32, u32) {
+    (part.as_ptr() as usize)
+        .checked_sub(buf.as_ptr() as usize)
+        .filter(|at| at + part.len() <= len)
+        .and_then(|at| {
+            Some((
+                u32::try_from(at).ok()?,
+                u32::try_from(at + part.len()).ok()?,
+            ))
+        })
+        .unwrap_or((0, 0))
+}
+
+/// The spans of `headers`, parsed from `buf`'s first `len` bytes, into
+/// `spans`; returns how many.
+pub(crate) fn header_spans(
+    buf: &[u8],
+    len: usize,
+    headers: &[httparse::Header<'_>],
+    spans: &mut [Span],
+) -> usize {
+    for (slot, h) in spans.iter_mut().zip(headers) {
+        *slot = Span {
+            name: span_of(buf, len, h.name.as_bytes()),
+            value: span_of(buf, len, h.value),
+        };
+    }
+    headers.len().min(spans.len())
+}
+
 /// Parses the response head at the start of `buf`, taking it off when whole.
 fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, ExchangeError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut headers);
-    let len = match response.parse(buf) {
+    let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(e) => return Err(protocol(format!("malformed response head: {e}"))),
@@ -535,30 +591,17 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Where each header's name and value lie in the head: the values become
-    // slices of it, not copies.
-    let base = buf.as_ptr() as usize;
-    let mut at = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = response.headers.len();
-    let offset = |part: &[u8]| {
-        (part.as_ptr() as usize)
-            .checked_sub(base)
-            .filter(|at| at + part.len() <= len)
-            .map_or((0, 0), |at| (at, at + part.len()))
-    };
-    for (slot, h) in at.iter_mut().zip(response.headers.iter()) {
-        let (name, value) = (offset(h.name.as_bytes()), offset(h.value));
-        *slot = (name.0, name.1, value.0, value.1);
-    }
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = header_spans(buf, len, response.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let mut map = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut keep_alive = version == Version::HTTP_11;
-    for &(ns, ne, vs, ve) in &at[..count] {
-        let name = HeaderName::from_bytes(&head[ns..ne])
+    for span in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[span.name()])
             .map_err(|_| protocol("malformed response header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
             .map_err(|_| protocol(format!("malformed value of response header '{name}'")))?;
         if name == header::CONTENT_LENGTH {
             let n = value
@@ -692,21 +735,23 @@ impl Reader {
                     Framing::Close => {
                         return Poll::Ready(Some(Ok(conn.buf.split().freeze())));
                     }
-                    Framing::Chunked(chunk) => match decode_chunked(&mut conn.buf, chunk)? {
-                        Decoded::Data(data, next) => {
-                            self.framing = Some(Framing::Chunked(next));
-                            return Poll::Ready(Some(Ok(data)));
+                    Framing::Chunked(chunk) => {
+                        match decode_chunked(&mut conn.buf, chunk, "response")? {
+                            Decoded::Data(data, next) => {
+                                self.framing = Some(Framing::Chunked(next));
+                                return Poll::Ready(Some(Ok(data)));
+                            }
+                            Decoded::Moved(next) => {
+                                self.framing = Some(Framing::Chunked(next));
+                                continue;
+                            }
+                            Decoded::End => {
+                                self.framing = None;
+                                return Poll::Ready(None);
+                            }
+                            Decoded::NeedMore => {}
                         }
-                        Decoded::Moved(next) => {
-                            self.framing = Some(Framing::Chunked(next));
-                            continue;
-                        }
-                        Decoded::End => {
-                            self.framing = None;
-                            return Poll::Ready(None);
-                        }
-                        Decoded::NeedMore => {}
-                    },
+                    }
                 }
             } else if framing == Framing::Length(0) {
                 self.framing = None;
@@ -733,7 +778,7 @@ impl Reader {
     }
 }
 
-enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes, Chunk),
     /// Framing consumed; the decoder moved on.
     Moved(Chunk),
@@ -742,12 +787,17 @@ enum Decoded {
 }
 
 /// One step of decoding a chunked body at the start of `buf`.
-fn decode_chunked(buf: &mut BytesMut, at: Chunk) -> Result<Decoded, ExchangeError> {
+/// `whose`: the message's side, for the errors ("request" or "response").
+pub(crate) fn decode_chunked(
+    buf: &mut BytesMut,
+    at: Chunk,
+    whose: &str,
+) -> Result<Decoded, ExchangeError> {
     match at {
         // httparse takes an empty size line for 0: a size must have a digit.
-        Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
-            Err(protocol("malformed chunk size in the response body"))
-        }
+        Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => Err(protocol(
+            format!("malformed chunk size in the {whose} body"),
+        )),
         Chunk::Size => match httparse::parse_chunk_size(buf) {
             Ok(httparse::Status::Complete((len, 0))) => {
                 buf.advance(len);
@@ -758,7 +808,9 @@ fn decode_chunked(buf: &mut BytesMut, at: Chunk) -> Result<Decoded, ExchangeErro
                 Ok(Decoded::Moved(Chunk::Data(size)))
             }
             Ok(httparse::Status::Partial) if buf.len() < 1024 => Ok(Decoded::NeedMore),
-            _ => Err(protocol("malformed chunk size in the response body")),
+            _ => Err(protocol(format!(
+                "malformed chunk size in the {whose} body"
+            ))),
         },
         Chunk::Data(left) => {
             let n = left.min(buf.len() as u64);
@@ -789,7 +841,7 @@ fn decode_chunked(buf: &mut BytesMut, at: Chunk) -> Result<Decoded, ExchangeErro
                 })
             }
             None if buf.len() < MAX_HEAD_BYTES => Ok(Decoded::NeedMore),
-            None => Err(protocol("response trailers too large")),
+            None => Err(protocol(format!("{whose} trailers too large"))),
         },
     }
 }

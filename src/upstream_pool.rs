@@ -31,7 +31,7 @@ use crate::lock;
 use crate::upstream_http::{Conn, ExchangeError, Reader};
 
 /// What an upgrade request sends upstream.
-pub type RequestBody = BoxBody<Bytes, hyper::Error>;
+pub type RequestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
