@@ -55,7 +55,8 @@ use crate::upstream_http::{
 /// How much the read buffer grows by.
 const READ_SPACE: usize = 8 * 1024;
 /// Body pieces up to this size are copied after the head (or the chunk
-/// framing) and written with it; larger ones are written on their own.
+/// framing) and written with it, while what is copied stays under it too;
+/// larger ones are written on their own.
 const COPY_LIMIT: usize = 16 * 1024;
 /// How long, and how much, a refused client's further bytes are read before
 /// its connection is closed.
@@ -179,17 +180,13 @@ impl ClientConn {
                                 self.read = Some(read);
                                 RequestBody(None)
                             }
-                            Some(framing) => {
-                                if expect {
-                                    self.write.write_all(CONTINUE).await?;
-                                }
-                                RequestBody(Some(Box::new(Streaming {
-                                    read: Some(read),
-                                    back: Arc::clone(&self.back),
-                                    framing,
-                                    whole: false,
-                                })))
-                            }
+                            Some(framing) => RequestBody(Some(Box::new(Streaming {
+                                read: Some(read),
+                                back: Arc::clone(&self.back),
+                                framing,
+                                continue_at: expect.then_some(0),
+                                whole: false,
+                            }))),
                         };
                         return Ok(Some((parts, body)));
                     }
@@ -291,7 +288,10 @@ impl ClientConn {
     {
         let (parts, body) = resp.into_parts();
         let status = parts.status;
-        let mut keep_alive = self.asked.keep_alive && !closing;
+        // A request body already given back unread ends the connection:
+        // the head says so.
+        let unread = self.read.is_none() && matches!(*lock(&self.back), Some((_, false)));
+        let mut keep_alive = self.asked.keep_alive && !closing && !unread;
         let no_content = status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
@@ -415,7 +415,7 @@ impl ClientConn {
             if framing == Out::Chunked {
                 let _ = write!(Text(&mut self.out), "{:x}\r\n", data.len());
             }
-            if data.len() <= COPY_LIMIT {
+            if data.len() <= COPY_LIMIT && self.out.len() < COPY_LIMIT {
                 self.out.extend_from_slice(&data);
             } else {
                 self.flush().await?;
@@ -591,6 +591,8 @@ fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>,
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut keep_alive = !http10;
+    // `close` wins, wherever it stands.
+    let mut close = false;
     let mut expect = false;
     for span in &spans[..count] {
         let name = HeaderName::from_bytes(&head[span.name()])
@@ -617,7 +619,7 @@ fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>,
         } else if name == header::CONNECTION {
             for token in value.to_str().unwrap_or_default().split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
-                    keep_alive = false;
+                    close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
                     keep_alive = true;
                 }
@@ -650,7 +652,7 @@ fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>,
     let asked = Asked {
         head: parts.method == Method::HEAD,
         http10,
-        keep_alive,
+        keep_alive: keep_alive && !close,
     };
     Ok(Some((parts, framing, asked, expect && framing.is_some())))
 }
@@ -670,6 +672,10 @@ struct Streaming {
     read: Option<Reading>,
     back: Back,
     framing: In,
+    /// How much of `100 Continue` is written, while the client waits for it:
+    /// it is sent when the body is first asked for, so that a request
+    /// answered without its body is not sent it.
+    continue_at: Option<usize>,
     /// Read to its end.
     whole: bool,
 }
@@ -687,6 +693,20 @@ impl Streaming {
         let Some(read) = self.read.as_mut() else {
             return Poll::Ready(None);
         };
+        // Written through the read half's handle on the socket: the write
+        // half is the connection's, and nothing else is written meanwhile.
+        while let Some(at) = self.continue_at {
+            let socket = read.half.as_ref();
+            match socket.try_write(&CONTINUE[at..]) {
+                Ok(0) => return Poll::Ready(Some(Err(io::ErrorKind::WriteZero.into()))),
+                Ok(n) if at + n == CONTINUE.len() => self.continue_at = None,
+                Ok(n) => self.continue_at = Some(at + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(socket.poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
         loop {
             if self.whole {
                 return Poll::Ready(None);
@@ -950,6 +970,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_100_continue_for_a_body_that_is_not_asked_for() {
+        let addr = server(LIMITS).await;
+        let got = exchange(
+            addr,
+            b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .await;
+        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.ends_with("\r\n\r\nignored"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn chunked_request_bodies_are_held_to_crlf_lines_and_clean_trailers() {
+        let addr = server(LIMITS).await;
+        let cases: [(&[u8], &str); 4] = [
+            // A bare LF in an extension, which another parser may take for
+            // the line's end.
+            (
+                b"3;\nGET /smuggled HTTP/1.1\r\nabc\r\n0\r\n\r\n",
+                "malformed chunk size in the request body",
+            ),
+            (
+                b"3;x=\x01\r\nabc\r\n0\r\n\r\n",
+                "malformed chunk size in the request body",
+            ),
+            (
+                b"3\r\nabc\r\n0\r\nGET /admin HTTP/1.1\r\n\x01 junk\n\n",
+                "malformed request trailers",
+            ),
+            (
+                b"3\r\nabc\r\n0\r\nX-Ok: 1\n\n",
+                "malformed request trailers",
+            ),
+        ];
+        for (body, error) in cases {
+            let mut request =
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+            request.extend_from_slice(body);
+            let got = exchange(addr, &request).await;
+            assert!(got.ends_with(&format!("error: {error}")), "{got}");
+        }
+        let mut big =
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        for i in 0..2000 {
+            big.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        let got = exchange(addr, &big).await;
+        assert!(got.ends_with("error: request trailers too large"), "{got}");
+    }
+
+    #[tokio::test]
     async fn response_bodies_are_framed_for_the_client() {
         let addr = server(LIMITS).await;
         // Unknown length: chunks for HTTP/1.1, the connection's end for 1.0.
@@ -1027,6 +1098,8 @@ mod tests {
         assert!(matches!(read, Ok(Ok(_))), "{read:?}: {got}");
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(got.ends_with("\r\n\r\nignored"), "{got}");
+        // The head says the connection ends: the body was given back unread.
+        assert!(got.contains("\r\nconnection: close\r\n"), "{got}");
         // Ended by its write half first, the connection still takes what the
         // client sends for a while (RFC 9112 §9.6): a closed one answers it
         // with a reset, and the next write fails.
@@ -1209,6 +1282,11 @@ mod tests {
                 .unwrap();
         // HTTP/1.0 has no 100 Continue.
         assert_eq!((keep, expect), (true, false));
+        // `close` wins wherever it stands.
+        let (_, _, keep, ..) = parse("GET / HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!keep);
         assert!(parse("GET / HTTP/1.1\r\nHost: a").unwrap().is_none());
         assert_eq!(
             parse("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n")

@@ -165,8 +165,9 @@ pub(crate) enum Chunk {
     Data(u64),
     /// At the CRLF after a chunk's data.
     DataEnd,
-    /// After the last chunk, at a trailer line or the final CRLF.
-    Trailers,
+    /// After the last chunk, at a trailer line or the final CRLF; this many
+    /// bytes of trailers passed.
+    Trailers(usize),
 }
 
 impl Conn {
@@ -787,6 +788,16 @@ pub(crate) enum Decoded {
 }
 
 /// One step of decoding a chunked body at the start of `buf`.
+/// The longest chunk-size line taken (extensions included).
+const MAX_SIZE_LINE: usize = 1024;
+/// The most trailer bytes a chunked body may end with.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// A control byte other than tab: not allowed in a line's content.
+fn is_control(b: u8) -> bool {
+    b.is_ascii_control() && b != b'\t'
+}
+
 /// `whose`: the message's side, for the errors ("request" or "response").
 pub(crate) fn decode_chunked(
     buf: &mut BytesMut,
@@ -798,20 +809,35 @@ pub(crate) fn decode_chunked(
         Chunk::Size if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => Err(protocol(
             format!("malformed chunk size in the {whose} body"),
         )),
-        Chunk::Size => match httparse::parse_chunk_size(buf) {
-            Ok(httparse::Status::Complete((len, 0))) => {
-                buf.advance(len);
-                Ok(Decoded::Moved(Chunk::Trailers))
+        Chunk::Size => {
+            // The line must end in CRLF and hold no control bytes: a bare LF
+            // in an extension, taken for the line's end by one parser and not
+            // by another, would split the body two ways (request smuggling).
+            let Some(end) = buf.iter().take(MAX_SIZE_LINE).position(|b| *b == b'\n') else {
+                return match buf.len() < MAX_SIZE_LINE {
+                    true => Ok(Decoded::NeedMore),
+                    false => Err(protocol(format!(
+                        "malformed chunk size in the {whose} body"
+                    ))),
+                };
+            };
+            let clean = buf[..end]
+                .strip_suffix(b"\r")
+                .is_some_and(|line| !line.iter().any(|b| is_control(*b)));
+            match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((len, 0))) if clean => {
+                    buf.advance(len);
+                    Ok(Decoded::Moved(Chunk::Trailers(0)))
+                }
+                Ok(httparse::Status::Complete((len, size))) if clean => {
+                    buf.advance(len);
+                    Ok(Decoded::Moved(Chunk::Data(size)))
+                }
+                _ => Err(protocol(format!(
+                    "malformed chunk size in the {whose} body"
+                ))),
             }
-            Ok(httparse::Status::Complete((len, size))) => {
-                buf.advance(len);
-                Ok(Decoded::Moved(Chunk::Data(size)))
-            }
-            Ok(httparse::Status::Partial) if buf.len() < 1024 => Ok(Decoded::NeedMore),
-            _ => Err(protocol(format!(
-                "malformed chunk size in the {whose} body"
-            ))),
-        },
+        }
         Chunk::Data(left) => {
             let n = left.min(buf.len() as u64);
             let data = buf.split_to(n as usize).freeze();
@@ -830,19 +856,35 @@ pub(crate) fn decode_chunked(
             None if buf.first().is_none_or(|b| *b == b'\r') => Ok(Decoded::NeedMore),
             None => Err(protocol("chunk data longer than its size")),
         },
-        // Trailer lines are passed over; the empty line ends the body.
-        Chunk::Trailers => match buf.iter().position(|b| *b == b'\n') {
-            Some(end) => {
-                let blank = end == 0 || (end == 1 && buf[0] == b'\r');
+        // Trailer lines are checked and passed over; the empty line ends the
+        // body. Lines end in CRLF, as the size lines do.
+        Chunk::Trailers(seen) => {
+            let malformed = || protocol(format!("malformed {whose} trailers"));
+            let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+                return match seen + buf.len() < MAX_TRAILER_BYTES {
+                    true => Ok(Decoded::NeedMore),
+                    false => Err(protocol(format!("{whose} trailers too large"))),
+                };
+            };
+            let line = buf[..end].strip_suffix(b"\r").ok_or_else(malformed)?;
+            if line.is_empty() {
                 buf.advance(end + 1);
-                Ok(match blank {
-                    true => Decoded::End,
-                    false => Decoded::Moved(Chunk::Trailers),
-                })
+                return Ok(Decoded::End);
             }
-            None if buf.len() < MAX_HEAD_BYTES => Ok(Decoded::NeedMore),
-            None => Err(protocol(format!("{whose} trailers too large"))),
-        },
+            let field = line.iter().position(|b| *b == b':').is_some_and(|colon| {
+                HeaderName::from_bytes(&line[..colon]).is_ok()
+                    && !line[colon + 1..].iter().any(|b| is_control(*b))
+            });
+            if !field {
+                return Err(malformed());
+            }
+            let seen = seen + end + 1;
+            if seen >= MAX_TRAILER_BYTES {
+                return Err(protocol(format!("{whose} trailers too large")));
+            }
+            buf.advance(end + 1);
+            Ok(Decoded::Moved(Chunk::Trailers(seen)))
+        }
     }
 }
 
