@@ -387,7 +387,11 @@ impl ClientConn {
                 Some(frame) => frame,
                 None => {
                     self.flush().await?;
-                    body.frame().await
+                    // A client that leaves ends the wait (a stream that is
+                    // quiet for minutes is not kept for no one).
+                    self.unless_gone(body.frame()).await.ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::ConnectionAborted, "the client left")
+                    })?
                 }
             };
             let data = match frame {
@@ -467,6 +471,35 @@ impl ClientConn {
             .map_err(|_| io::Error::other("the connection's halves do not match"))?;
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
         Ok(())
+    }
+
+    /// `fut`'s output, or `None` if the client closes the connection (or it
+    /// breaks) first: for waiting on an answer, or on its body. Bytes the
+    /// client sends meanwhile (its next request) are kept for their turn, up
+    /// to the head limit. While a request body holds the connection's reading
+    /// side, its reader is the one to tell.
+    pub async fn unless_gone<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            self.poll_gone(cx).map(|()| None)
+        })
+        .await
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(read) = self.read.as_mut() else {
+            return Poll::Pending;
+        };
+        while read.buf.len() < self.limits.max_header_bytes {
+            match ready!(read.poll_fill(cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(_) => {}
+            }
+        }
+        Poll::Pending
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -799,6 +832,7 @@ impl RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt;
     use http_body_util::combinators::BoxBody;
     use http_body_util::{Full, StreamBody};
     use tokio::io::AsyncReadExt;
@@ -840,6 +874,21 @@ mod tests {
                 Response::new(full(&text))
             }
             "/ignore" => Response::new(full("ignored")),
+            "/slow" => {
+                let _left = Dropped(&SLOW_DROPPED);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Response::new(full("slow"))
+            }
+            "/forever" => {
+                let guard = Dropped(&STREAM_DROPPED);
+                let first = futures::stream::iter([Ok(Frame::data(Bytes::from_static(b"first")))]);
+                let then =
+                    futures::stream::pending().map(move |f: Result<Frame<Bytes>, io::Error>| {
+                        let _ = &guard;
+                        f
+                    });
+                Response::new(BodyExt::boxed(StreamBody::new(first.chain(then))))
+            }
             "/stream" => Response::new(streamed(&["one,", "two"])),
             "/nocontent" => {
                 let mut r = Response::new(full(""));
@@ -855,6 +904,18 @@ mod tests {
                 r
             }
             path => Response::new(full(&format!("{} {path}", parts.method))),
+        }
+    }
+
+    static SLOW_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static STREAM_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// Counts its drop.
+    struct Dropped(&'static std::sync::atomic::AtomicUsize);
+
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -876,7 +937,9 @@ mod tests {
                 let mut conn = ClientConn::new(stream, limits, timer.clone());
                 tokio::spawn(async move {
                     while let Ok(Some((parts, body))) = conn.read_request(|_| false).await {
-                        let resp = handle(parts, body).await;
+                        let Some(resp) = conn.unless_gone(handle(parts, body)).await else {
+                            break;
+                        };
                         if !matches!(conn.write_response(resp, false).await, Ok(true)) {
                             break;
                         }
@@ -967,6 +1030,37 @@ mod tests {
             rest.starts_with("HTTP/1.1 200 OK\r\n") && rest.ends_with("\r\n\r\nbody"),
             "{rest}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_ends_the_wait_for_its_answer_and_its_body() {
+        let addr = server(LIMITS).await;
+        let dropped = |counter: &std::sync::atomic::AtomicUsize| {
+            counter.load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(dropped(&SLOW_DROPPED), 0, "the answer is still awaited");
+        drop(s);
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 512];
+        let n = s.read(&mut first).await.unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).contains("first"));
+        assert_eq!(dropped(&STREAM_DROPPED), 0, "the body is still streamed");
+        drop(s);
+        for _ in 0..100 {
+            if dropped(&SLOW_DROPPED) == 1 && dropped(&STREAM_DROPPED) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!((dropped(&SLOW_DROPPED), dropped(&STREAM_DROPPED)), (1, 1));
     }
 
     #[tokio::test]

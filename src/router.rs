@@ -488,7 +488,11 @@ impl Proxy {
         mut closing: ClosingWatch,
     ) -> Result<(), Ended> {
         while let Some((mut parts, body)) = conn.read_request(|cx| closing.closed(cx)).await? {
-            let mut resp = self.route(&mut parts, body, &peer).await;
+            // A client that leaves before its answer cancels the exchange.
+            let route = self.route(&mut parts, body, &peer);
+            let Some(mut resp) = conn.unless_gone(route).await else {
+                return Ok(());
+            };
             self.metrics.count(resp.status().as_u16());
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                 if let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() {
