@@ -362,6 +362,12 @@ impl ClientConn {
             self.linger().await;
             return Ok(false);
         }
+        // Ending with the client's next request read but not answered (it
+        // came before this answer's `Connection: close`): as above.
+        let pipelined = self.read.as_ref().is_some_and(|r| !r.buf.is_empty());
+        if !(keep_alive && whole) && pipelined {
+            self.linger().await;
+        }
         Ok(keep_alive && whole)
     }
 
@@ -991,6 +997,22 @@ mod tests {
              HTTP/1.1 200 OK\ncontent-length: 7\n\n\
              HTTP/1.1 200 OK\ncontent-length: 6\nconnection: close\n\nGET /c"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_after_one_that_closes_is_read_not_reset() {
+        let addr = server(LIMITS).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_to_end(&mut s).await;
+        assert!(got.ends_with("\r\n\r\nGET /a"), "{got}");
+        for _ in 0..2 {
+            let more = s.write_all(&[b'a'; 16 * 1024]).await;
+            assert!(more.is_ok(), "{more:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     #[tokio::test]
