@@ -40,6 +40,7 @@ use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTa
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
 use crate::tenement::innermost_cause;
+use crate::upstream_http::ExchangeError;
 use crate::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -786,6 +787,15 @@ impl Proxy {
             Ok(Err(UpstreamError::Connect { cause })) => {
                 Err(Failure::Refused(innermost_cause(&*cause)))
             }
+            // The client's own body was at fault, not the server.
+            Ok(Err(UpstreamError::Request(e)))
+                if matches!(
+                    e.downcast_ref::<ExchangeError>(),
+                    Some(ExchangeError::RequestBody(_))
+                ) =>
+            {
+                Err(Failure::BadBody(innermost_cause(&*e)))
+            }
             Ok(Err(UpstreamError::Request(e))) => Err(Failure::Broken(innermost_cause(&*e))),
             Ok(Ok(sent)) => {
                 self.metrics
@@ -843,6 +853,10 @@ impl Proxy {
                 StatusCode::BAD_GATEWAY,
                 format!("server '{server}' failed the request: {cause}"),
             ),
+            Failure::BadBody(cause) => answer(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {cause}"),
+            ),
         }
     }
 }
@@ -858,6 +872,8 @@ enum Failure {
     Broken(String),
     /// No response head within the upstream timeout.
     HeadTimeout,
+    /// The client's request body was malformed or broke off.
+    BadBody(String),
 }
 
 impl Failure {

@@ -319,6 +319,18 @@ async fn bad_hosts_and_broken_servers_get_clear_answers() {
         "{}",
         &answer[..answer.len().min(200)]
     );
+
+    // A malformed request body is the client's fault: 400, not 502.
+    let answer = slum
+        .raw("POST / HTTP/1.1\r\nHost: cut.com\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n")
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.ends_with(
+            "the request body could not be read: malformed chunk size in the request body\n"
+        ),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
