@@ -38,7 +38,7 @@ use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap};
 use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -49,7 +49,8 @@ use tokio::net::TcpStream;
 use crate::coarse_timer::{self, CoarseSleep, CoarseTimer};
 use crate::lock;
 use crate::upstream_http::{
-    decode_chunked, header_spans, span_of, Chunk, Decoded, Span, MAX_HEADERS,
+    decode_chunked, header_at, header_spans, parse_length, span_of, tokens, Chunk, Decoded, Span,
+    MAX_HEADERS,
 };
 
 /// How much the read buffer grows by.
@@ -569,15 +570,6 @@ fn push_date(out: &mut Vec<u8>, timer: &CoarseTimer) {
     });
 }
 
-/// A `Content-Length` value: digits only.
-fn parse_length(value: &HeaderValue) -> Option<u64> {
-    let v = value.as_bytes();
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
 type Refusal = (StatusCode, String);
 
 fn bad(what: impl Into<String>) -> Refusal {
@@ -634,10 +626,7 @@ fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>,
     let mut close = false;
     let mut expect = false;
     for span in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[span.name()])
-            .map_err(|_| bad("malformed request header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
-            .map_err(|_| bad(format!("malformed value of request header '{name}'")))?;
+        let (name, value) = header_at(&head, span, "request").map_err(bad)?;
         if name == header::CONTENT_LENGTH {
             let n = parse_length(&value).ok_or_else(|| bad("malformed Content-Length"))?;
             if length.is_some_and(|l| l != n) {
@@ -656,7 +645,7 @@ fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>,
             }
             chunked = true;
         } else if name == header::CONNECTION {
-            for token in value.to_str().unwrap_or_default().split(',').map(str::trim) {
+            for token in tokens(&value) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
@@ -841,6 +830,7 @@ mod tests {
     use futures::StreamExt;
     use http_body_util::combinators::BoxBody;
     use http_body_util::{Full, StreamBody};
+    use hyper::header::HeaderValue;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 

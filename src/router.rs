@@ -40,7 +40,7 @@ use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTa
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
 use crate::tenement::innermost_cause;
-use crate::upstream_http::ExchangeError;
+use crate::upstream_http::{tokens, ExchangeError};
 use crate::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -931,12 +931,7 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// The options the Connection header(s) list, trimmed.
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+    headers.get_all(header::CONNECTION).iter().flat_map(tokens)
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {

@@ -564,6 +564,34 @@ pub(crate) fn header_spans(
     headers.len().min(spans.len())
 }
 
+/// The header at `span` in `head`: its value a slice of the head. The error
+/// says what is malformed; `whose`: "request" or "response".
+pub(crate) fn header_at(
+    head: &Bytes,
+    span: &Span,
+    whose: &str,
+) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(&head[span.name()])
+        .map_err(|_| format!("malformed {whose} header name"))?;
+    let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
+        .map_err(|_| format!("malformed value of {whose} header '{name}'"))?;
+    Ok((name, value))
+}
+
+/// A `Content-Length` value: digits only (a sign, as in `+2`, is not).
+pub(crate) fn parse_length(value: &HeaderValue) -> Option<u64> {
+    let v = value.as_bytes().trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// The comma-separated tokens of a header value (as of `Connection`).
+pub(crate) fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value.to_str().unwrap_or_default().split(',').map(str::trim)
+}
+
 /// Parses the response head at the start of `buf`, taking it off when whole.
 fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, ExchangeError> {
     let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
@@ -600,17 +628,9 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
     let mut chunked = None;
     let mut keep_alive = version == Version::HTTP_11;
     for span in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[span.name()])
-            .map_err(|_| protocol("malformed response header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
-            .map_err(|_| protocol(format!("malformed value of response header '{name}'")))?;
+        let (name, value) = header_at(&head, span, "response").map_err(protocol)?;
         if name == header::CONTENT_LENGTH {
-            let n = value
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
+            let n = parse_length(&value)
                 .ok_or_else(|| protocol("malformed Content-Length in the response"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(protocol("conflicting Content-Lengths in the response"));
@@ -621,7 +641,7 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
             let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
             chunked = Some(last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
         } else if name == header::CONNECTION {
-            for token in value.to_str().unwrap_or_default().split(',').map(str::trim) {
+            for token in tokens(&value) {
                 if token.eq_ignore_ascii_case("close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
