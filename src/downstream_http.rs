@@ -25,9 +25,8 @@
 //! Requests on a connection are answered in order; pipelined ones wait in the
 //! read buffer.
 
-use std::fmt::Write as _;
 use std::future::Future;
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -238,7 +237,7 @@ impl ClientConn {
         let body = format!("{reason}\n");
         self.out.clear();
         let _ = write!(
-            Text(&mut self.out),
+            self.out,
             "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
             status.as_str(),
             status.canonical_reason().unwrap_or(""),
@@ -252,6 +251,14 @@ impl ClientConn {
         }
     }
 
+    /// The reading side, wherever it is (a request body gives it back when
+    /// dropped), read whole or not.
+    fn take_reading(&mut self) -> Option<Reading> {
+        self.read
+            .take()
+            .or_else(|| lock(&self.back).take().map(|(read, _)| read))
+    }
+
     /// Ends the connection with the client's bytes read, not left: a close
     /// with bytes unread resets the connection, and the client could lose the
     /// answer. Says the end, then reads what the client is still sending for
@@ -260,11 +267,7 @@ impl ClientConn {
         if self.write.shutdown().await.is_err() {
             return;
         }
-        let Some(mut read) = self
-            .read
-            .take()
-            .or_else(|| lock(&self.back).take().map(|b| b.0))
-        else {
+        let Some(mut read) = self.take_reading() else {
             return;
         };
         let mut drained = 0;
@@ -306,7 +309,8 @@ impl ClientConn {
             })?),
             None => None,
         };
-        let framing = match (bodiless, length, body.size_hint().exact()) {
+        let exact = body.size_hint().exact();
+        let framing = match (bodiless, length, exact) {
             (true, _, _) => Out::None,
             (false, Some(n), _) => Out::Length(n),
             (false, None, Some(n)) => Out::Length(n),
@@ -330,14 +334,12 @@ impl ClientConn {
         // An answer to HEAD says the length its GET would have, when known
         // (a body that is empty only because it answers HEAD says nothing).
         let said_length = match framing {
-            Out::None if !no_content && length.is_none() => {
-                body.size_hint().exact().filter(|n| *n > 0)
-            }
+            Out::None if !no_content && length.is_none() => exact.filter(|n| *n > 0),
             Out::Length(n) if length.is_none() => Some(n),
             _ => None,
         };
         if let Some(n) = said_length {
-            let _ = write!(Text(&mut self.out), "content-length: {n}\r\n");
+            let _ = write!(self.out, "content-length: {n}\r\n");
         }
         if framing == Out::Chunked {
             self.out
@@ -358,18 +360,17 @@ impl ClientConn {
         };
         self.flush().await?;
         // The request's body, if it had one, is given back when dropped (it
-        // was, with the response's): whether it was read to its end.
-        if self.read.is_none() && !matches!(*lock(&self.back), Some((_, true))) {
-            self.linger().await;
-            return Ok(false);
-        }
-        // Ending with the client's next request read but not answered (it
-        // came before this answer's `Connection: close`): as above.
+        // was, with the response's): whether it was read to its end. Ending
+        // with it unread, or with the client's next request read but not
+        // answered (it came before this answer's `Connection: close`), the
+        // connection lingers.
+        let body_unread = self.read.is_none() && !matches!(*lock(&self.back), Some((_, true)));
         let pipelined = self.read.as_ref().is_some_and(|r| !r.buf.is_empty());
-        if !(keep_alive && whole) && pipelined {
+        let keep = keep_alive && whole && !body_unread;
+        if !keep && (body_unread || pipelined) {
             self.linger().await;
         }
-        Ok(keep_alive && whole)
+        Ok(keep)
     }
 
     /// Writes a body after the head in `out`. `Ok(false)`: it ended short of
@@ -424,7 +425,7 @@ impl ClientConn {
                 left -= data.len() as u64;
             }
             if framing == Out::Chunked {
-                let _ = write!(Text(&mut self.out), "{:x}\r\n", data.len());
+                let _ = write!(self.out, "{:x}\r\n", data.len());
             }
             if data.len() <= COPY_LIMIT && self.out.len() < COPY_LIMIT {
                 self.out.extend_from_slice(&data);
@@ -462,11 +463,7 @@ impl ClientConn {
         self.flush().await?;
         let upstream = upstream.await.map_err(io::Error::other)?;
         let mut upstream = TokioIo::new(upstream);
-        let Some(read) = self
-            .read
-            .take()
-            .or_else(|| lock(&self.back).take().map(|b| b.0))
-        else {
+        let Some(read) = self.take_reading() else {
             return Err(io::Error::other("the request body outlived its exchange"));
         };
         if !read.buf.is_empty() {
@@ -531,16 +528,6 @@ enum Out {
     Length(u64),
     Chunked,
     Close,
-}
-
-/// `fmt::Write` over a byte buffer.
-struct Text<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Text<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
 }
 
 fn encode_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
@@ -814,13 +801,6 @@ impl Body for RequestBody {
             }) => SizeHint::with_exact(*n),
             Some(_) => SizeHint::default(),
         }
-    }
-}
-
-impl RequestBody {
-    /// The body as a boxed body of any error (for hyper's client).
-    pub fn boxed(self) -> http_body_util::combinators::BoxBody<Bytes, io::Error> {
-        BodyExt::boxed(self)
     }
 }
 
