@@ -945,6 +945,18 @@ mod tests {
         String::from_utf8_lossy(&out).into_owned()
     }
 
+    /// Asserts that the server, having answered and ended the connection,
+    /// still reads what the client sends: two writes 100 ms apart succeed (a
+    /// closed connection answers the first with a reset, and the second
+    /// fails).
+    async fn assert_still_read(s: &mut TcpStream) {
+        for _ in 0..2 {
+            let more = s.write_all(&[b'a'; 16 * 1024]).await;
+            assert!(more.is_ok(), "{more:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `raw` without its Date lines, with `\n` for line ends.
     fn without_date(raw: &str) -> String {
         raw.lines()
@@ -978,11 +990,7 @@ mod tests {
             .unwrap();
         let got = read_to_end(&mut s).await;
         assert!(got.ends_with("\r\n\r\nGET /a"), "{got}");
-        for _ in 0..2 {
-            let more = s.write_all(&[b'a'; 16 * 1024]).await;
-            assert!(more.is_ok(), "{more:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert_still_read(&mut s).await;
     }
 
     #[tokio::test]
@@ -1189,11 +1197,7 @@ mod tests {
         // Ended by its write half first, the connection still takes what the
         // client sends for a while (RFC 9112 §9.6): a closed one answers it
         // with a reset, and the next write fails.
-        for _ in 0..2 {
-            let more = s.write_all(&[b'a'; 16 * 1024]).await;
-            assert!(more.is_ok(), "{more:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert_still_read(&mut s).await;
     }
 
     #[tokio::test]
@@ -1240,11 +1244,7 @@ mod tests {
             .await
             .unwrap();
         assert!(read_to_end(&mut s).await.starts_with("HTTP/1.1 400 "));
-        for _ in 0..2 {
-            let more = s.write_all(&[b'a'; 16 * 1024]).await;
-            assert!(more.is_ok(), "{more:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert_still_read(&mut s).await;
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
         let got = exchange(
             addr,
