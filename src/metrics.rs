@@ -166,8 +166,9 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>)
 pub struct RouterShard {
     /// Responses by status code (`status - 100`).
     requests: Box<[AtomicU64]>,
-    /// Upstream latency by server.
-    latency: Mutex<HashMap<String, LatencyCounts>>,
+    /// Upstream latency by server, looked up for each request (foldhash, as
+    /// the route table).
+    latency: Mutex<foldhash::HashMap<String, LatencyCounts>>,
 }
 
 impl Default for RouterShard {

@@ -11,7 +11,6 @@
 //! own. Each pool is used by one router thread only, so its lock is never
 //! contended.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -50,7 +49,8 @@ pub enum UpstreamError {
 /// Idle connections per server URL, for one router thread.
 pub struct UpstreamPool {
     connector: Connector,
-    servers: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
+    /// Looked up for each request: foldhash, as the route table.
+    servers: Mutex<foldhash::HashMap<Arc<str>, Arc<Slot>>>,
     idle_timeout: Duration,
     max_idle: usize,
     /// The router thread's clock, to the tick: idle times need no more.
