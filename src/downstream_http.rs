@@ -48,8 +48,8 @@ use tokio::net::TcpStream;
 use crate::coarse_timer::{self, CoarseSleep, CoarseTimer};
 use crate::lock;
 use crate::upstream_http::{
-    decode_chunked, header_at, header_spans, parse_length, span_of, tokens, Chunk, Decoded, Span,
-    MAX_HEADERS,
+    decode_chunked, header_at, header_spans, parse_length, span_of, tokens, Chunk, Decoded,
+    RawHeaders, Span, MAX_HEADERS,
 };
 
 /// How much the read buffer grows by.
@@ -291,7 +291,38 @@ impl ClientConn {
         B::Error: std::fmt::Display,
     {
         let (parts, body) = resp.into_parts();
-        let status = parts.status;
+        self.write(parts.status, &parts.headers, body, closing)
+            .await
+    }
+
+    /// Writes a server's answer to the client, its header lines as the
+    /// server sent them (hop-by-hop ones already taken out). As
+    /// [`write_response`](Self::write_response).
+    pub async fn write_passed<B>(
+        &mut self,
+        status: StatusCode,
+        headers: &RawHeaders,
+        body: B,
+        closing: bool,
+    ) -> io::Result<bool>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
+        self.write(status, headers, body, closing).await
+    }
+
+    async fn write<B>(
+        &mut self,
+        status: StatusCode,
+        headers: &impl HeaderLines,
+        body: B,
+        closing: bool,
+    ) -> io::Result<bool>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: std::fmt::Display,
+    {
         // A request body already given back unread ends the connection:
         // the head says so.
         let unread = self.read.is_none() && matches!(*lock(&self.back), Some((_, false)));
@@ -300,15 +331,12 @@ impl ClientConn {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         let bodiless = no_content || self.asked.head;
-        let length = match parts.headers.get(header::CONTENT_LENGTH) {
-            Some(v) => Some(parse_length(v).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed response Content-Length",
-                )
-            })?),
-            None => None,
-        };
+        let length = headers.content_length().map_err(|()| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed response Content-Length",
+            )
+        })?;
         let exact = body.size_hint().exact();
         let framing = match (bodiless, length, exact) {
             (true, _, _) => Out::None,
@@ -327,8 +355,8 @@ impl ClientConn {
         self.out
             .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         self.out.extend_from_slice(b"\r\n");
-        encode_headers(&mut self.out, &parts.headers);
-        if !parts.headers.contains_key(header::DATE) {
+        headers.encode(&mut self.out);
+        if !headers.has_date() {
             push_date(&mut self.out, &self.timer);
         }
         // An answer to HEAD says the length its GET would have, when known
@@ -457,7 +485,7 @@ impl ClientConn {
         self.out.clear();
         self.out
             .extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-        encode_headers(&mut self.out, resp.headers());
+        resp.headers().encode(&mut self.out);
         self.out.extend_from_slice(b"\r\n");
         drop(resp);
         self.flush().await?;
@@ -530,12 +558,49 @@ enum Out {
     Close,
 }
 
-fn encode_headers(out: &mut Vec<u8>, headers: &HeaderMap) {
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+/// A response's headers, as the writer needs them: a header map (the
+/// router's own answers), or a server's lines passed on as they came.
+trait HeaderLines {
+    /// The `Content-Length` given, if any; `Err` if it is not a number.
+    fn content_length(&self) -> Result<Option<u64>, ()>;
+    fn has_date(&self) -> bool;
+    /// Appends the header lines, each ending in CRLF.
+    fn encode(&self, out: &mut Vec<u8>);
+}
+
+impl HeaderLines for HeaderMap {
+    fn content_length(&self) -> Result<Option<u64>, ()> {
+        self.get(header::CONTENT_LENGTH)
+            .map(|v| parse_length(v.as_bytes()).ok_or(()))
+            .transpose()
+    }
+
+    fn has_date(&self) -> bool {
+        self.contains_key(header::DATE)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        for (name, value) in self {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+impl HeaderLines for RawHeaders {
+    fn content_length(&self) -> Result<Option<u64>, ()> {
+        // Parsed, and checked, when the head was read.
+        Ok(RawHeaders::content_length(self))
+    }
+
+    fn has_date(&self) -> bool {
+        self.contains("date")
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        RawHeaders::encode(self, out);
     }
 }
 
@@ -615,7 +680,8 @@ fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>,
     for span in &spans[..count] {
         let (name, value) = header_at(&head, span, "request").map_err(bad)?;
         if name == header::CONTENT_LENGTH {
-            let n = parse_length(&value).ok_or_else(|| bad("malformed Content-Length"))?;
+            let n =
+                parse_length(value.as_bytes()).ok_or_else(|| bad("malformed Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(bad("conflicting Content-Lengths"));
             }
@@ -632,7 +698,7 @@ fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>,
             }
             chunked = true;
         } else if name == header::CONNECTION {
-            for token in tokens(&value) {
+            for token in tokens(value.as_bytes()) {
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
@@ -913,6 +979,16 @@ mod tests {
                 let mut conn = ClientConn::new(stream, limits, timer.clone());
                 tokio::spawn(async move {
                     while let Ok(Some((parts, body))) = conn.read_request(|_| false).await {
+                        if parts.uri.path() == "/passed" {
+                            let head = crate::upstream_http::ResponseHead::parse(PASSED);
+                            let written = conn
+                                .write_passed(head.status, &head.headers, full("passed"), false)
+                                .await;
+                            if !matches!(written, Ok(true)) {
+                                break;
+                            }
+                            continue;
+                        }
                         let Some(resp) = conn.unless_gone(handle(parts, body)).await else {
                             break;
                         };
@@ -925,6 +1001,10 @@ mod tests {
         });
         addr
     }
+
+    /// The server's head the test server passes on for `/passed`.
+    const PASSED: &[u8] =
+        b"HTTP/1.1 202 Accepted\r\nX-Tenant: a\r\nContent-Length: 6\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
 
     const LIMITS: Limits = Limits {
         header_timeout: Duration::from_secs(5),
@@ -1172,6 +1252,19 @@ mod tests {
             got.contains("date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"),
             "{got}"
         );
+        // A server's lines go on as they came, framed by their length, with
+        // a Date added; a HEAD gets the same head.
+        let got = exchange(
+            addr,
+            b"GET /passed HTTP/1.1\r\nHost: x\r\n\r\nHEAD /passed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(
+            without_date(&got),
+            "HTTP/1.1 202 Accepted\nX-Tenant: a\nContent-Length: 6\nset-cookie: a=1\nSet-Cookie: b=2\n\npassed\
+             HTTP/1.1 202 Accepted\nX-Tenant: a\nContent-Length: 6\nset-cookie: a=1\nSet-Cookie: b=2\nconnection: close\n"
+        );
+        assert_eq!(got.matches("\r\ndate: ").count(), 2, "{got}");
     }
 
     #[tokio::test]

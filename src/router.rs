@@ -40,62 +40,36 @@ use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTa
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
 use crate::tenement::innermost_cause;
-use crate::upstream_http::{tokens, ExchangeError};
+use crate::upstream_http::{tokens, ExchangeError, RawHeaders, ResponseHead};
 use crate::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the router answers with: a server's response body as it comes, or
-/// anything else (its own answers, an upgrade's empty body).
-enum ProxyBody {
-    Pooled(PooledBody),
-    Other(BoxBody<Bytes, BoxError>),
+/// What the router answers with: a server's answer passed on (its header
+/// lines as the server sent them, its body as it comes), or a response the
+/// router made (its own answers, and what hyper's client brought back for an
+/// upgrade).
+enum Answer {
+    Passed {
+        status: StatusCode,
+        headers: RawHeaders,
+        body: PooledBody,
+    },
+    Made(Response<BoxBody<Bytes, BoxError>>),
 }
 
-impl ProxyBody {
-    fn empty() -> ProxyBody {
-        ProxyBody::Other(
-            http_body_util::Empty::new()
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-    }
-}
-
-impl hyper::body::Body for ProxyBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ProxyBody::Pooled(b) => std::pin::Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(Into::into))),
-            ProxyBody::Other(b) => std::pin::Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
+impl Answer {
+    fn status(&self) -> StatusCode {
         match self {
-            ProxyBody::Pooled(b) => b.is_end_stream(),
-            ProxyBody::Other(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            ProxyBody::Pooled(b) => b.size_hint(),
-            ProxyBody::Other(b) => b.size_hint(),
+            Answer::Passed { status, .. } => *status,
+            Answer::Made(resp) => resp.status(),
         }
     }
 }
 
 /// A server's response: from the pool, or, for an upgrade, from hyper's client.
 enum Sent {
-    Pooled(Response<PooledBody>),
+    Pooled(ResponseHead, PooledBody),
     Upgrade(Response<Incoming>),
 }
 
@@ -466,18 +440,18 @@ impl Drop for ClosingWatch {
 }
 
 /// A response the router makes itself: a status and a one-line reason.
-fn answer(status: StatusCode, reason: String) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::Other(
+fn answer(status: StatusCode, reason: String) -> Answer {
+    let mut r = Response::new(
         Full::new(Bytes::from(reason + "\n"))
             .map_err(|never| match never {})
             .boxed(),
-    ));
+    );
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r
+    Answer::Made(r)
 }
 
 impl Proxy {
@@ -493,16 +467,29 @@ impl Proxy {
         while let Some((mut parts, body)) = conn.read_request(|cx| closing.closed(cx)).await? {
             // A client that leaves before its answer cancels the exchange.
             let route = self.route(&mut parts, body, &peer);
-            let Some(mut resp) = conn.unless_gone(route).await else {
+            let Some(answer) = conn.unless_gone(route).await else {
                 return Ok(());
             };
-            self.metrics.count(resp.status().as_u16());
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() {
-                    return Ok(conn.switch(resp, upstream).await?);
+            self.metrics.count(answer.status().as_u16());
+            let keep = match answer {
+                Answer::Passed {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    conn.write_passed(status, &headers, body, closing.is_closed())
+                        .await?
                 }
-            }
-            if !conn.write_response(resp, closing.is_closed()).await? {
+                Answer::Made(mut resp) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() {
+                            return Ok(conn.switch(resp, upstream).await?);
+                        }
+                    }
+                    conn.write_response(resp, closing.is_closed()).await?
+                }
+            };
+            if !keep {
                 break;
             }
         }
@@ -519,12 +506,7 @@ impl Proxy {
         Arc::clone(&mine)
     }
 
-    async fn route(
-        &self,
-        parts: &mut Parts,
-        body: RequestBody,
-        peer: &Peer,
-    ) -> Response<ProxyBody> {
+    async fn route(&self, parts: &mut Parts, body: RequestBody, peer: &Peer) -> Answer {
         let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
         let (host, mut decision) = match routed_host(parts, &table) {
@@ -554,10 +536,12 @@ impl Proxy {
                         route.tenant, route.home_server
                     ),
                 );
-                resp.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(WAKE_HOLD_DOWN.as_secs()),
-                );
+                if let Answer::Made(made) = &mut resp {
+                    made.headers_mut().insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(WAKE_HOLD_DOWN.as_secs()),
+                    );
+                }
                 return resp;
             }
             table = self.table();
@@ -685,7 +669,7 @@ impl Proxy {
         host: &HeaderValue,
         primary: &Target,
         fallbacks: &[Target],
-    ) -> Response<ProxyBody> {
+    ) -> Answer {
         let upgrade = is_upgrade(&parts.headers);
         prepare_request_headers(&mut parts.headers, upgrade, &peer.ip, host, &primary.host);
         let retry = fallbacks.first().filter(|_| {
@@ -724,7 +708,7 @@ impl Proxy {
         failure: Failure,
         primary: &Target,
         retry: Option<(&Target, Box<Parts>)>,
-    ) -> Response<ProxyBody> {
+    ) -> Answer {
         if failure.server_unreachable() {
             // On the control plane's runtime: the report may write to the
             // fleet database.
@@ -778,7 +762,7 @@ impl Proxy {
                 self.timer
                     .timeout_at(deadline, sent)
                     .await
-                    .map(|r| r.map(Sent::Pooled))
+                    .map(|r| r.map(|(head, body)| Sent::Pooled(head, body)))
             }
         };
         match sent {
@@ -811,27 +795,36 @@ impl Proxy {
     /// streamed. A switch of protocols keeps its headers, and the server's
     /// side of the switch in its extensions, for the client's connection to
     /// join.
-    fn respond(&self, sent: Sent) -> Response<ProxyBody> {
+    fn respond(&self, sent: Sent) -> Answer {
         let (mut parts, body) = match sent {
-            Sent::Pooled(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers, false);
-                return Response::from_parts(parts, ProxyBody::Pooled(body));
+            Sent::Pooled(mut head, body) => {
+                strip_passed_hop_by_hop(&mut head.headers);
+                return Answer::Passed {
+                    status: head.status,
+                    headers: head.headers,
+                    body,
+                };
             }
             Sent::Upgrade(resp) => resp.into_parts(),
         };
         if parts.status == StatusCode::SWITCHING_PROTOCOLS
             && parts.extensions.get::<OnUpgrade>().is_some()
         {
-            return Response::from_parts(parts, ProxyBody::empty());
+            let empty = http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed();
+            return Answer::Made(Response::from_parts(parts, empty));
         }
         strip_hop_by_hop(&mut parts.headers, false);
-        Response::from_parts(parts, ProxyBody::Other(body.map_err(Into::into).boxed()))
+        Answer::Made(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ))
     }
 
     /// 502 for a refused or broken connection, 504 for a connect or response
     /// head that took too long.
-    fn failure_answer(&self, server: &str, failure: Failure) -> Response<ProxyBody> {
+    fn failure_answer(&self, server: &str, failure: Failure) -> Answer {
         match failure {
             Failure::HeadTimeout => answer(
                 StatusCode::GATEWAY_TIMEOUT,
@@ -933,7 +926,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// The options the Connection header(s) list, trimmed.
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    headers.get_all(header::CONNECTION).iter().flat_map(tokens)
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| tokens(v.as_bytes()))
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -965,6 +961,30 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// Removes hop-by-hop headers from a server's header lines, including those
+/// its `Connection` header names.
+fn strip_passed_hop_by_hop(headers: &mut RawHeaders) {
+    let hop_by_hop = |name: &[u8]| {
+        HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    };
+    if !headers.iter().any(|(name, _)| hop_by_hop(name)) {
+        return;
+    }
+    let named: Vec<String> = headers
+        .get_all("connection")
+        .flat_map(tokens)
+        .map(str::to_owned)
+        .collect();
+    headers.retain(|name| {
+        !hop_by_hop(name)
+            && !named
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n.as_bytes()))
+    });
 }
 
 /// Rewrites the client's headers for the tenement server: Host becomes the
@@ -1120,6 +1140,34 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "acme.com");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h.len(), 5);
+    }
+
+    #[test]
+    fn a_servers_hop_by_hop_headers_are_not_passed_on() {
+        let mut head = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret-Hop\r\nX-Tenant: a\r\n\
+              x-secret-hop: 1\r\nKeep-Alive: timeout=5\r\nTrailer: x-sum\r\nUpgrade: h2c\r\n\
+              Proxy-Authenticate: Basic\r\nTE: trailers\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n\
+              Content-Length: 2\r\n\r\n",
+        );
+        strip_passed_hop_by_hop(&mut head.headers);
+        let kept = [
+            ("X-Tenant", "a"),
+            ("Date", "Thu, 01 Jan 1970 00:00:00 GMT"),
+            ("Content-Length", "2"),
+        ];
+        let kept: Vec<_> = kept
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(head.headers.lines(), kept);
+        // Chunked framing is the hop's: it goes, the length with it.
+        let mut head = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\nX-A: 1\r\n\r\n",
+        );
+        strip_passed_hop_by_hop(&mut head.headers);
+        assert_eq!(head.headers.lines(), [("X-A".to_string(), "1".to_string())]);
+        assert_eq!(head.headers.content_length(), None);
     }
 
     #[test]

@@ -43,9 +43,9 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Body, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
-use hyper::{Method, Response, StatusCode, Version};
+use hyper::{Method, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -208,7 +208,7 @@ impl Conn {
         mut self: Box<Self>,
         parts: &Parts,
         body: Option<B>,
-    ) -> Result<(Response<()>, Reader), ExchangeError>
+    ) -> Result<(ResponseHead, Reader), ExchangeError>
     where
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
@@ -507,11 +507,76 @@ enum Parsed {
 
 /// A final response head as parsed.
 struct Head {
-    response: Response<()>,
+    response: ResponseHead,
     /// How its body is framed; `None`: it has none.
     framing: Option<Framing>,
     /// Whether the connection may carry another request after it.
     keep_alive: bool,
+}
+
+/// A response head as the server sent it. Its headers stay the head's bytes:
+/// the router passes them on as they are, less the hop-by-hop ones, and
+/// building a header map of them cost more than the rest of the head's way
+/// through (names validated and hashed, a custom one copied).
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: RawHeaders,
+}
+
+/// Header lines as they came: names and values as sent, in their order.
+/// httparse has checked them (names are tokens, values hold no control
+/// bytes but tab).
+#[derive(Debug, Clone, Default)]
+pub struct RawHeaders {
+    head: Bytes,
+    spans: Vec<Span>,
+    /// The `Content-Length` the body is framed by, if any.
+    length: Option<u64>,
+}
+
+impl RawHeaders {
+    /// The headers, in order: name (as sent, any case) and value.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|s| (&self.head[s.name()], &self.head[s.value()]))
+    }
+
+    /// The values of the header called `name` (lower case), in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether there is a header called `name` (lower case).
+    pub fn contains(&self, name: &str) -> bool {
+        self.get_all(name).next().is_some()
+    }
+
+    /// Keeps the headers `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
+        let head = &self.head;
+        self.spans.retain(|s| keep(&head[s.name()]));
+    }
+
+    /// The `Content-Length` the body is framed by: `None` when there is none,
+    /// or when the body is chunked (its `Content-Length`, if any, is gone).
+    pub fn content_length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// The header lines as they go on the wire, each ending in CRLF.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.iter() {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// Where a header's name and value lie in a message head (byte offsets): the
@@ -579,17 +644,23 @@ pub(crate) fn header_at(
 }
 
 /// A `Content-Length` value: digits only (a sign, as in `+2`, is not).
-pub(crate) fn parse_length(value: &HeaderValue) -> Option<u64> {
-    let v = value.as_bytes().trim_ascii();
+pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
+    let v = value.trim_ascii();
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// The comma-separated tokens of a header value (as of `Connection`).
-pub(crate) fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
-    value.to_str().unwrap_or_default().split(',').map(str::trim)
+/// The comma-separated tokens of a header value (as of `Connection`); none
+/// if it is not ASCII.
+pub(crate) fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|v| v.is_ascii())
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
 }
 
 /// Parses the response head at the start of `buf`, taking it off when whole.
@@ -620,28 +691,27 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut spans = [Span::default(); MAX_HEADERS];
-    let count = header_spans(buf, len, response.headers, &mut spans);
+    let mut spans = vec![Span::default(); response.headers.len()];
+    header_spans(buf, len, response.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let mut map = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut keep_alive = version == Version::HTTP_11;
-    for span in &spans[..count] {
-        let (name, value) = header_at(&head, span, "response").map_err(protocol)?;
-        if name == header::CONTENT_LENGTH {
-            let n = parse_length(&value)
+    for span in &spans {
+        let (name, value) = (&head[span.name()], &head[span.value()]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = parse_length(value)
                 .ok_or_else(|| protocol("malformed Content-Length in the response"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(protocol("conflicting Content-Lengths in the response"));
             }
             length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Chunked only when it is the last coding.
-            let last = value.to_str().ok().and_then(|v| v.rsplit(',').next());
-            chunked = Some(last.is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked")));
-        } else if name == header::CONNECTION {
-            for token in tokens(&value) {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in tokens(value) {
                 if token.eq_ignore_ascii_case("close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case("keep-alive") && version == Version::HTTP_10 {
@@ -649,7 +719,6 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
                 }
             }
         }
-        map.append(name, value);
     }
     let framing = if !expects_body
         || status == StatusCode::NO_CONTENT
@@ -672,12 +741,23 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
     {
         keep_alive = false;
     }
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = map;
+    let mut headers = RawHeaders {
+        head,
+        spans,
+        length,
+    };
+    // A transfer coding overrides a length, which is not passed on (RFC 9112
+    // §6.3).
+    if chunked.is_some() && length.is_some() {
+        headers.retain(|name| !name.eq_ignore_ascii_case(b"content-length"));
+        headers.length = None;
+    }
     Ok(Parsed::Final(Head {
-        response,
+        response: ResponseHead {
+            status,
+            version,
+            headers,
+        },
         framing,
         keep_alive,
     }))
@@ -909,8 +989,78 @@ pub(crate) fn decode_chunked(
 }
 
 #[cfg(test)]
+impl ResponseHead {
+    /// The final head of `raw`, read as the answer to a GET.
+    pub(crate) fn parse(raw: &[u8]) -> ResponseHead {
+        match parse_head(&mut BytesMut::from(raw), true) {
+            Ok(Parsed::Final(head)) => head.response,
+            Ok(_) => panic!("not a whole final head"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+impl RawHeaders {
+    /// The lines, as text.
+    pub(crate) fn lines(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderMap;
+
+    fn pairs(lines: &[(&str, &str)]) -> Vec<(String, String)> {
+        lines
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn response_headers_are_kept_as_sent() {
+        // Names in their case, in their order, repeated ones each in place.
+        let head = ResponseHead::parse(
+            b"HTTP/1.1 201 Created\r\nX-Tenant: a\r\nContent-Length: 5\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n",
+        );
+        assert_eq!(head.status, StatusCode::CREATED);
+        assert_eq!(
+            head.headers.lines(),
+            pairs(&[
+                ("X-Tenant", "a"),
+                ("Content-Length", "5"),
+                ("set-cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+            ])
+        );
+        assert_eq!(head.headers.content_length(), Some(5));
+        assert_eq!(
+            head.headers.get_all("set-cookie").collect::<Vec<_>>(),
+            [b"a=1", b"b=2"]
+        );
+        assert!(head.headers.contains("x-tenant"));
+        assert!(!head.headers.contains("date"));
+
+        // A transfer coding overrides a length, which goes (RFC 9112 §6.3).
+        let head = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+        );
+        assert_eq!(
+            head.headers.lines(),
+            pairs(&[("Transfer-Encoding", "chunked"), ("X-A", "1")])
+        );
+        assert_eq!(head.headers.content_length(), None);
+    }
     use std::sync::{Arc, Mutex};
 
     use futures::StreamExt;
@@ -1013,7 +1163,7 @@ mod tests {
         while let Some(piece) = std::future::poll_fn(|cx| reader.poll_data(cx)).await {
             data.extend_from_slice(&piece?);
         }
-        Ok((head.status(), data.freeze(), reader.take_reusable()))
+        Ok((head.status, data.freeze(), reader.take_reusable()))
     }
 
     fn get() -> Parts {
@@ -1044,7 +1194,7 @@ mod tests {
         // closes once it is out of answers and the client went: read the head
         // and what came with it.
         let (head, mut reader) = conn.exchange(&get(), NO_BODY).await.unwrap();
-        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.status, StatusCode::OK);
         let first = std::future::poll_fn(|cx| reader.poll_data(cx))
             .await
             .unwrap()
@@ -1197,7 +1347,7 @@ mod tests {
             .exchange(&parts, Some(body))
             .await
             .unwrap();
-        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.status, StatusCode::OK);
         // The body's first piece comes after the answer's head.
         frames
             .unbounded_send(Frame::data(Bytes::from_static(b"late")))

@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::coarse_timer::CoarseTimer;
 use crate::lock;
-use crate::upstream_http::{Conn, ExchangeError, Reader};
+use crate::upstream_http::{Conn, ExchangeError, Reader, ResponseHead};
 
 /// What an upgrade request sends upstream.
 pub type RequestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -117,7 +117,7 @@ impl UpstreamPool {
         origin: &Uri,
         parts: &Parts,
         body: Option<B>,
-    ) -> Result<Response<PooledBody>, UpstreamError>
+    ) -> Result<(ResponseHead, PooledBody), UpstreamError>
     where
         B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -217,9 +217,9 @@ impl UpstreamPool {
     fn response(
         &self,
         slot: Arc<Slot>,
-        head: Response<()>,
+        head: ResponseHead,
         reader: Reader,
-    ) -> Response<PooledBody> {
+    ) -> (ResponseHead, PooledBody) {
         let mut body = PooledBody {
             reader,
             back: Some(Return {
@@ -229,7 +229,7 @@ impl UpstreamPool {
             }),
         };
         body.give_back_if_read();
-        head.map(|()| body)
+        (head, body)
     }
 
     /// A new connection to `origin`.
@@ -388,7 +388,7 @@ mod tests {
         let pool = pool();
         for _ in 0..5 {
             let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
-            let body = resp.into_body().collect().await.unwrap();
+            let body = resp.1.collect().await.unwrap();
             assert_eq!(body.to_bytes(), "hello");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -407,7 +407,7 @@ mod tests {
                 }
                 false => {
                     let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
-                    resp.into_body().collect().await.unwrap();
+                    resp.1.collect().await.unwrap();
                 }
             }
         }
@@ -425,7 +425,7 @@ mod tests {
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
         drop(resp);
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
-        let body = resp.into_body().collect().await.unwrap();
+        let body = resp.1.collect().await.unwrap();
         assert_eq!(body.to_bytes(), "hello");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
@@ -442,13 +442,13 @@ mod tests {
             CoarseTimer::new(),
         );
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
-        resp.into_body().collect().await.unwrap();
+        resp.1.collect().await.unwrap();
         assert_eq!(pool.idle(), 1);
         pool.sweep();
         assert_eq!(pool.idle(), 0);
         assert!(lock(&pool.servers).is_empty(), "the slot goes too");
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
-        resp.into_body().collect().await.unwrap();
+        resp.1.collect().await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -494,7 +494,7 @@ mod tests {
             // As the router sends it: a body, empty.
             let empty = Some(Empty::<Bytes>::new());
             let resp = pool.send(&url, &origin, &get("a"), empty).await.unwrap();
-            let body = resp.into_body().collect().await.unwrap();
+            let body = resp.1.collect().await.unwrap();
             assert_eq!(body.to_bytes(), "ok");
         }
         // Each request after the first found its pooled connection closing,
@@ -508,7 +508,7 @@ mod tests {
         let url: Arc<str> = origin.to_string().into();
         let pool = pool();
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
-        resp.into_body().collect().await.unwrap();
+        resp.1.collect().await.unwrap();
         let mut post = get("a");
         post.method = Method::POST;
         let body = Some(Full::new(Bytes::from_static(b"once")));
