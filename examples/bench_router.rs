@@ -81,6 +81,31 @@ struct Settings {
     single: u64,
     /// Times every path is measured, taking turns.
     rounds: usize,
+    /// oha, for the fixed-rate runs (none: they are skipped).
+    oha: Option<PathBuf>,
+    /// The fixed rates, as fractions of the slowest proxy's throughput under
+    /// wrk in the first round.
+    rates: Vec<f64>,
+    /// Seconds of each fixed-rate run.
+    rate_duration: u64,
+}
+
+/// `BENCH_RATES`, a comma-separated list of fractions in (0, 1]; by default a
+/// quarter and a half.
+fn env_rates() -> anyhow::Result<Vec<f64>> {
+    match std::env::var("BENCH_RATES") {
+        Ok(v) => v
+            .split(',')
+            .map(|r| {
+                r.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| *f > 0.0 && *f <= 1.0)
+            })
+            .collect::<Option<Vec<_>>>()
+            .with_context(|| format!("BENCH_RATES={v:?} is not a list of fractions in (0, 1]")),
+        Err(_) => Ok(vec![0.25, 0.5]),
+    }
 }
 
 /// `BENCH_WORKERS`, a comma-separated list; by default one per CPU, then one.
@@ -113,6 +138,9 @@ impl Settings {
             workers: env_workers()?,
             single: env_number("BENCH_SINGLE", 3)?,
             rounds: env_number("BENCH_ROUNDS", 1)?,
+            oha: std::env::var_os("OHA").map(PathBuf::from),
+            rates: env_rates()?,
+            rate_duration: env_number("BENCH_RATE_DURATION", 8)?,
         };
         if s.duration == 0
             || s.load.threads == 0
@@ -526,6 +554,13 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     if settings.rounds > 1 {
         print_spread(&rounds, &settings.workers);
     }
+    match &settings.oha {
+        Some(oha) => {
+            let compared = &paths[..1 + 2 * settings.workers.len()];
+            fixed_rates(settings, oha, compared, &rounds[0]).await?;
+        }
+        None => println!("\nfixed-rate runs skipped: OHA is not set ({SCRIPT} sets it)"),
+    }
 
     // Stop in reverse order of start; each guard also does this on error.
     drop(raw);
@@ -734,6 +769,186 @@ fn print_spread(rounds: &[Vec<Row>], workers: &[usize]) {
             spread(cpu)
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Latency at fixed rates (open loop)
+
+/// One run of oha at a fixed rate.
+struct RateRun {
+    achieved: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    /// Answers other than 200, and requests that got none.
+    failed: u64,
+    proxy_cpu_us: Option<f64>,
+}
+
+/// Latency with the same request rate offered on every path: wrk keeps its
+/// connections busy, so its latency grows with the queue a slower path
+/// builds (at saturation, latency is connections over throughput). oha sends
+/// at a fixed rate whatever the answers do, and with `--latency-correction`
+/// counts each request from when it was due, so a stall is paid for by the
+/// requests that waited behind it too.
+async fn fixed_rates(
+    settings: &Settings,
+    oha: &Path,
+    paths: &[(String, String, &str, Option<Box<ProxyPids>>)],
+    first_round: &[Row],
+) -> anyhow::Result<()> {
+    // The slowest compared proxy under wrk: every path can carry the rates.
+    let slowest = first_round[1..paths.len()]
+        .iter()
+        .map(|r| r.wrk.requests_per_sec)
+        .fold(f64::INFINITY, f64::min);
+    let rates: Vec<u64> = settings
+        .rates
+        .iter()
+        .map(|f| ((slowest * f) / 100.0).round() as u64 * 100)
+        .filter(|&r| r > 0)
+        .collect();
+    println!(
+        "\nfixed rates: oha -c{} -q RATE -z{}s --latency-correction, {} (of the slowest proxy's {slowest:.0} req/s under wrk)",
+        settings.load.connections,
+        settings.rate_duration,
+        rates
+            .iter()
+            .zip(&settings.rates)
+            .map(|(r, f)| format!("{r} req/s ({:.0}%)", f * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    // runs[rate][round][path]
+    let mut runs: Vec<Vec<Vec<RateRun>>> = Vec::new();
+    for &rate in &rates {
+        let mut rounds = Vec::new();
+        for round in 1..=settings.rounds {
+            let mut row = Vec::new();
+            for (name, url, host, pids) in paths {
+                println!("  {rate} req/s, round {round}: {name}...");
+                row.push(rate_run(settings, oha, rate, url, host, pids.as_deref()).await?);
+            }
+            rounds.push(row);
+        }
+        runs.push(rounds);
+    }
+    for (rate, rounds) in rates.iter().zip(&runs) {
+        println!("\n== {rate} req/s offered");
+        println!(
+            "{:<12} {:>6} {:>10} {:>8} {:>8} {:>9} {:>7} {:>14}",
+            "path", "round", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "failed", "proxy CPU/req"
+        );
+        for (i, row) in rounds.iter().enumerate() {
+            for ((name, ..), r) in paths.iter().zip(row) {
+                println!(
+                    "{:<12} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>9.2} {:>7} {:>14}",
+                    name,
+                    i + 1,
+                    r.achieved,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.p999_ms,
+                    r.failed,
+                    r.proxy_cpu_us
+                        .map_or_else(|| "-".to_owned(), |us| format!("{us:.1} us"))
+                );
+            }
+        }
+        for (i, n) in settings.workers.iter().enumerate() {
+            let added = |path: usize| -> String {
+                rounds
+                    .iter()
+                    .map(|row| format!("{:+.2}", row[path].p99_ms - row[0].p99_ms))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let cpu: Vec<String> = rounds
+                .iter()
+                .filter_map(|row| Some(row[1 + 2 * i].proxy_cpu_us? / row[2 + 2 * i].proxy_cpu_us?))
+                .map(|x| format!("{x:.2}x"))
+                .collect();
+            println!(
+                "  {n} worker(s): p99 added over direct, slum: {} ms; nginx: {} ms; CPU/request slum/nginx: {}",
+                added(1 + 2 * i),
+                added(2 + 2 * i),
+                cpu.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+/// oha at `rate` requests/s on `url` for the configured time, after a
+/// 2-second warm-up at the same rate.
+async fn rate_run(
+    settings: &Settings,
+    oha: &Path,
+    rate: u64,
+    url: &str,
+    host: &str,
+    proxy_pids: Option<&ProxyPids>,
+) -> anyhow::Result<RateRun> {
+    let run = |seconds: u64| {
+        tokio::process::Command::new(oha)
+            .args(["-c", &settings.load.connections.to_string()])
+            .args(["-q", &rate.to_string()])
+            .args(["-z", &format!("{seconds}s")])
+            .args([
+                "--latency-correction",
+                "--no-tui",
+                "--output-format",
+                "json",
+            ])
+            .args(["--host", host])
+            .arg(url)
+            .stdin(Stdio::null())
+            .output()
+    };
+    run(2).await?;
+    let proxy_ticks =
+        |pids: &ProxyPids| -> anyhow::Result<u64> { pids().into_iter().map(cpu_ticks).sum() };
+    let before = proxy_pids.map(proxy_ticks).transpose()?;
+    let out = run(settings.rate_duration).await?;
+    let after = proxy_pids.map(proxy_ticks).transpose()?;
+    if !out.status.success() {
+        bail!(
+            "oha on {url} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("oha's report on {url} is not JSON"))?;
+    let number = |v: &serde_json::Value, what: &str| -> anyhow::Result<f64> {
+        v.as_f64()
+            .with_context(|| format!("oha's report on {url} has no {what}"))
+    };
+    let latency = &report["latencyPercentiles"];
+    let ok = report["statusCodeDistribution"]["200"]
+        .as_u64()
+        .unwrap_or(0);
+    let answered: u64 = report["statusCodeDistribution"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(|v| v.as_u64()).sum());
+    // Requests still in flight when the time is up are cut off, which oha
+    // counts as errors "aborted due to deadline": not failures.
+    let errors: u64 = report["errorDistribution"].as_object().map_or(0, |m| {
+        m.iter()
+            .filter(|(e, _)| !e.contains("aborted due to deadline"))
+            .filter_map(|(_, v)| v.as_u64())
+            .sum()
+    });
+    let tick = 1.0 / clock_ticks_per_second()?;
+    Ok(RateRun {
+        achieved: number(&report["summary"]["requestsPerSec"], "requestsPerSec")?,
+        p50_ms: number(&latency["p50"], "p50")? * 1e3,
+        p99_ms: number(&latency["p99"], "p99")? * 1e3,
+        p999_ms: number(&latency["p99.9"], "p99.9")? * 1e3,
+        failed: answered - ok + errors,
+        proxy_cpu_us: before
+            .zip(after)
+            .map(|(b, a)| a.saturating_sub(b) as f64 * tick * 1e6 / ok.max(1) as f64),
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,9 @@
 #
 # Load settings (defaults): BENCH_DURATION=10 BENCH_WARMUP=2 (seconds),
 # BENCH_THREADS=2 BENCH_CONNECTIONS=32, BENCH_LOOKUPS=2000000, BENCH_ROUNDS=1 (times each path is measured, taking turns); BENCH_HOLD=1 sets
-# the paths up and waits for Ctrl-C (for profiling by hand).
+# the paths up and waits for Ctrl-C (for profiling by hand). The fixed-rate
+# runs (oha, open loop): BENCH_RATES=0.25,0.5 (fractions of the slowest
+# proxy's throughput under wrk), BENCH_RATE_DURATION=8 (seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -30,6 +32,17 @@ if ! command -v cargo >/dev/null; then
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
+# oha, pinned, for the fixed-rate latency runs (wrk has no rate limit): built
+# once per machine into the same cache as tenement (about 5 minutes).
+oha_version=1.16.0
+oha_root="${SLUM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slum}/oha-$oha_version"
+if [ ! -x "$oha_root/bin/oha" ] || [ ! -f "$oha_root/.complete" ]; then
+  echo "installing oha $oha_version into $oha_root (takes several minutes)..." >&2
+  cargo install oha --version "$oha_version" --locked --root "$oha_root" >&2
+  touch "$oha_root/.complete"
+fi
+OHA="$oha_root/bin/oha"
+export OHA
 cargo build --quiet --release --bin slum --bin slum-demo-app --example bench_router --example bare_proxy
 SLUM_BIN="$PWD/target/release/slum"
 BARE_PROXY="$PWD/target/release/examples/bare_proxy"
