@@ -43,9 +43,8 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::body::{Body, SizeHint};
-use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::http::request::Parts;
-use hyper::{Method, StatusCode, Version};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -206,7 +205,7 @@ impl Conn {
     /// read through the returned [`Reader`].
     pub async fn exchange<B>(
         mut self: Box<Self>,
-        parts: &Parts,
+        request: &RequestHead,
         body: Option<B>,
     ) -> Result<(ResponseHead, Reader), ExchangeError>
     where
@@ -217,7 +216,7 @@ impl Conn {
         let framing = match &body {
             None => None,
             Some(b) => match (
-                parts.headers.contains_key(header::CONTENT_LENGTH),
+                request.headers.contains("content-length"),
                 b.size_hint().exact(),
             ) {
                 (true, Some(n)) => Some(Framing::Length(n)),
@@ -227,7 +226,7 @@ impl Conn {
         self.acked = false;
         encode_head(
             &mut self.head,
-            parts,
+            request,
             matches!(framing, Some(Framing::Chunked(_))),
         );
         let mut upload = Some(Upload {
@@ -235,7 +234,7 @@ impl Conn {
             body: body.zip(framing),
             piece: Bytes::new(),
         });
-        let expects_body = parts.method != Method::HEAD;
+        let expects_body = request.method != Method::HEAD;
         self.read_any = false;
         // The upload goes on while the head is awaited, and after it (in the
         // body's reader): a server may answer before it has read the whole
@@ -475,25 +474,33 @@ where
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// The request line and headers as they go on the wire.
-fn encode_head(dst: &mut Vec<u8>, parts: &Parts, chunked: bool) {
+fn encode_head(dst: &mut Vec<u8>, request: &RequestHead, chunked: bool) {
     dst.clear();
-    dst.extend_from_slice(parts.method.as_str().as_bytes());
+    dst.extend_from_slice(request.method.as_str().as_bytes());
     dst.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = request.uri.path_and_query().map_or("/", |p| p.as_str());
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if chunked && name == header::CONTENT_LENGTH {
+    for (name, value) in request.headers.iter() {
+        if chunked && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
+        push_line(dst, name, value);
+    }
+    for (name, value) in &request.set {
+        push_line(dst, name.as_str().as_bytes(), value.as_bytes());
     }
     if chunked {
         dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// `name: value` and CRLF.
+fn push_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
     dst.extend_from_slice(b"\r\n");
 }
 
@@ -571,11 +578,69 @@ impl RawHeaders {
     /// The header lines as they go on the wire, each ending in CRLF.
     pub fn encode(&self, out: &mut Vec<u8>) {
         for (name, value) in self.iter() {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            push_line(out, name, value);
         }
+    }
+
+    /// `value`, one of the values [`iter`](Self::iter) gave, as a header
+    /// value that shares the head's bytes.
+    pub fn shared(&self, value: &[u8]) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.head.slice_ref(value)).ok()
+    }
+
+    /// Header lines parsed from `head`'s bytes at `spans`.
+    pub(crate) fn new(head: Bytes, spans: Vec<Span>, length: Option<u64>) -> RawHeaders {
+        RawHeaders {
+            head,
+            spans,
+            length,
+        }
+    }
+}
+
+/// A request as it goes to a server: its request line, the client's header
+/// lines passed on as they came, and the lines the router sets in place of
+/// some of them (Host, the forwarding headers). Kept as lines for the reason
+/// a response's are (see [`ResponseHead`]).
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    /// The client's header lines.
+    pub headers: RawHeaders,
+    /// Lines written after the client's.
+    pub set: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RequestHead {
+    /// Sets `name` among the router's lines, in place of any value it had
+    /// there.
+    pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.set.iter_mut().find(|(n, _)| *n == name) {
+            Some(line) => line.1 = value,
+            None => self.set.push((name, value)),
+        }
+    }
+
+    /// All the lines, as a header map (for hyper's client, which carries
+    /// upgrades). The error names a line that is not a valid header.
+    pub fn header_map(&self) -> Result<HeaderMap, String> {
+        let mut map = HeaderMap::with_capacity(self.headers.spans.len() + self.set.len());
+        for (name, value) in self.headers.iter() {
+            let name = HeaderName::from_bytes(name).map_err(|_| {
+                format!("malformed header name '{}'", String::from_utf8_lossy(name))
+            })?;
+            let value = self
+                .headers
+                .shared(value)
+                .ok_or_else(|| format!("malformed value of header '{name}'"))?;
+            map.append(name, value);
+        }
+        for (name, value) in &self.set {
+            map.append(name.clone(), value.clone());
+        }
+        Ok(map)
     }
 }
 
@@ -627,20 +692,6 @@ pub(crate) fn header_spans(
         };
     }
     headers.len().min(spans.len())
-}
-
-/// The header at `span` in `head`: its value a slice of the head. The error
-/// says what is malformed; `whose`: "request" or "response".
-pub(crate) fn header_at(
-    head: &Bytes,
-    span: &Span,
-    whose: &str,
-) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(&head[span.name()])
-        .map_err(|_| format!("malformed {whose} header name"))?;
-    let value = HeaderValue::from_maybe_shared(head.slice(span.value()))
-        .map_err(|_| format!("malformed value of {whose} header '{name}'"))?;
-    Ok((name, value))
 }
 
 /// A `Content-Length` value: digits only (a sign, as in `+2`, is not).
@@ -1001,6 +1052,36 @@ impl ResponseHead {
 }
 
 #[cfg(test)]
+impl RequestHead {
+    /// A request with these header lines.
+    pub(crate) fn for_test(method: Method, uri: &str, lines: &[(&str, &str)]) -> RequestHead {
+        let mut head = Vec::new();
+        let mut spans = Vec::new();
+        for (name, value) in lines {
+            let at = |n: usize| u32::try_from(n).unwrap();
+            let name_at = at(head.len());
+            head.extend_from_slice(name.as_bytes());
+            let name_end = at(head.len());
+            head.extend_from_slice(b": ");
+            let value_at = at(head.len());
+            head.extend_from_slice(value.as_bytes());
+            spans.push(Span {
+                name: (name_at, name_end),
+                value: (value_at, at(head.len())),
+            });
+            head.extend_from_slice(b"\r\n");
+        }
+        RequestHead {
+            method,
+            uri: uri.parse().unwrap(),
+            version: Version::HTTP_11,
+            headers: RawHeaders::new(Bytes::from(head), spans, None),
+            set: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
 impl RawHeaders {
     /// The lines, as text.
     pub(crate) fn lines(&self) -> Vec<(String, String)> {
@@ -1018,7 +1099,6 @@ impl RawHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderMap;
 
     fn pairs(lines: &[(&str, &str)]) -> Vec<(String, String)> {
         lines
@@ -1066,7 +1146,7 @@ mod tests {
     use futures::StreamExt;
     use http_body_util::{Empty, Full, StreamBody};
     use hyper::body::Frame;
-    use hyper::{Request, Uri};
+    use hyper::Uri;
     use hyper_util::client::legacy::connect::HttpConnector;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -1139,19 +1219,15 @@ mod tests {
         Conn::new(TokioIo::new(io))
     }
 
-    fn request(method: Method, headers: &[(&str, &str)]) -> Parts {
-        let mut req = Request::builder().method(method).uri("/p?q=1");
-        for (name, value) in headers {
-            req = req.header(*name, *value);
-        }
-        req.body(()).unwrap().into_parts().0
+    fn request(method: Method, headers: &[(&str, &str)]) -> RequestHead {
+        RequestHead::for_test(method, "/p?q=1", headers)
     }
 
     /// Sends `parts` and `body` on `conn`; the status, the body read whole and
     /// the connection if it can carry another request.
     async fn exchange<B>(
         conn: Box<Conn>,
-        parts: &Parts,
+        parts: &RequestHead,
         body: Option<B>,
     ) -> Result<(StatusCode, Bytes, Option<Box<Conn>>), ExchangeError>
     where
@@ -1166,7 +1242,7 @@ mod tests {
         Ok((head.status, data.freeze(), reader.take_reusable()))
     }
 
-    fn get() -> Parts {
+    fn get() -> RequestHead {
         request(Method::GET, &[("host", "t.p.s")])
     }
 

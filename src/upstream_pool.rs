@@ -20,14 +20,13 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
-use hyper::http::request::Parts;
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::coarse_timer::CoarseTimer;
 use crate::lock;
-use crate::upstream_http::{Conn, ExchangeError, Reader, ResponseHead};
+use crate::upstream_http::{Conn, ExchangeError, Reader, RequestHead, ResponseHead};
 
 /// What an upgrade request sends upstream.
 pub type RequestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -115,7 +114,7 @@ impl UpstreamPool {
         &self,
         url: &Arc<str>,
         origin: &Uri,
-        parts: &Parts,
+        request: &RequestHead,
         body: Option<B>,
     ) -> Result<(ResponseHead, PooledBody), UpstreamError>
     where
@@ -125,10 +124,10 @@ impl UpstreamPool {
         let slot = self.slot(url);
         // A request with no body to send can be sent whole again.
         let retriable = body.as_ref().is_none_or(|b| b.is_end_stream())
-            && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+            && matches!(request.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let body = match self.checkout(&slot) {
             None => body,
-            Some(conn) => match conn.exchange(parts, body).await {
+            Some(conn) => match conn.exchange(request, body).await {
                 Ok((head, reader)) => return Ok(self.response(slot, head, reader)),
                 // The server closed the idle connection as the request went
                 // out: a new connection takes it (it had no body to send).
@@ -142,7 +141,7 @@ impl UpstreamPool {
         // Boxed: with keep-alive, few requests make a connection, and the
         // future of every request would otherwise be as large as this one.
         let conn = Conn::new(Box::pin(self.open(origin)).await?);
-        match conn.exchange(parts, body).await {
+        match conn.exchange(request, body).await {
             Ok((head, reader)) => Ok(self.response(slot, head, reader)),
             Err(e) => Err(UpstreamError::Request(e.into())),
         }
@@ -354,14 +353,8 @@ mod tests {
 
     const NO_BODY: Option<Empty<Bytes>> = None;
 
-    fn get(host: &str) -> Parts {
-        Request::builder()
-            .uri("/")
-            .header("host", host)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0
+    fn get(host: &str) -> RequestHead {
+        RequestHead::for_test(Method::GET, "/", &[("host", host)])
     }
 
     fn upgrade(host: &str) -> Request<RequestBody> {
