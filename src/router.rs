@@ -899,14 +899,19 @@ fn host_header(req: &RequestHead) -> Result<Option<&str>, BadHost> {
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => Err(BadHost::Malformed),
         (None, _) => Ok(None),
-        (Some(host), None) => match host
-            .iter()
-            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-        {
+        (Some(host), None) => match visible_ascii(host) {
             true => Ok(std::str::from_utf8(host).ok()),
             false => Err(BadHost::Malformed),
         },
     }
+}
+
+/// Whether a header value is text: visible ASCII, spaces and tabs (what
+/// `HeaderValue::to_str` takes).
+fn visible_ascii(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
 /// The request's Host header and its decision, when the header is a routed
@@ -1033,13 +1038,22 @@ fn prepare_request_headers(
     upstream_host: &HeaderValue,
 ) {
     let headers = &request.headers;
-    // The client's list (on one line or several) with the client appended.
-    let prior: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .collect();
+    let named = connection_named(headers);
+    // The client's list (on one line or several) with the client appended;
+    // not if the client named it in Connection, which makes it hop-by-hop.
+    let prior: Vec<&str> = match named
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case("x-forwarded-for"))
+    {
+        true => Vec::new(),
+        false => headers
+            .get_all("x-forwarded-for")
+            .filter(|v| visible_ascii(v))
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect(),
+    };
     let forwarded_for = match prior.is_empty() {
         true => Some(client_ip.clone()),
         false => {
@@ -1047,7 +1061,6 @@ fn prepare_request_headers(
             HeaderValue::from_str(&format!("{}, {ip}", prior.join(", "))).ok()
         }
     };
-    let named = connection_named(headers);
     request.headers.retain(|name| {
         let hop = listed(name, &HOP_BY_HOP) && !(upgrade && name.eq_ignore_ascii_case(b"upgrade"));
         !hop && !listed(name, &SET_BY_ROUTER)
@@ -1207,6 +1220,86 @@ mod tests {
         strip_passed_hop_by_hop(&mut head.headers);
         assert_eq!(head.headers.lines(), [("X-A".to_string(), "1".to_string())]);
         assert_eq!(head.headers.content_length(), None);
+    }
+
+    /// Passes `server_head` (with a `body` of its length) to a client as the
+    /// router does: hop-by-hop lines taken out, then written by the client's
+    /// connection, which stays open. Returns what the client read.
+    async fn passed_to_client(server_head: &'static [u8], body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let limits = Limits {
+                header_timeout: Duration::from_secs(5),
+                max_header_bytes: 4096,
+            };
+            let mut conn = ClientConn::new(stream, limits, CoarseTimer::new());
+            let _request = conn.read_request(|_| false).await.unwrap().unwrap();
+            let mut head = ResponseHead::parse(server_head);
+            strip_passed_hop_by_hop(&mut head.headers);
+            let body = Full::new(Bytes::from_static(body.as_bytes()));
+            conn.write_passed(head.status, &head.headers, body, false)
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.com\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_millis(500), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A server that names Content-Length in its Connection header: the line
+    /// goes as hop-by-hop, and the client is still told the body's length,
+    /// or its kept-alive connection would have no framing at all.
+    #[tokio::test]
+    async fn a_length_named_in_connection_still_frames_the_answer() {
+        let got = passed_to_client(
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n",
+            "hello",
+        )
+        .await;
+        assert!(
+            got.to_ascii_lowercase()
+                .contains("\r\ncontent-length: 5\r\n\r\nhello"),
+            "the answer has no framing:\n{got}"
+        );
+        let mut head = ResponseHead::parse(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\n",
+        );
+        strip_passed_hop_by_hop(&mut head.headers);
+        assert_eq!(head.headers.content_length(), None);
+    }
+
+    /// A client's X-Forwarded-For named in Connection is hop-by-hop (RFC 9110
+    /// §7.6.1): the server gets the client's address alone.
+    #[test]
+    fn a_forwarded_for_named_in_connection_is_not_passed_on() {
+        let mut r = get(&[
+            ("Host", "acme.com"),
+            ("Connection", "X-Forwarded-For"),
+            ("X-Forwarded-For", "203.0.113.9"),
+        ]);
+        let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
+        prepare_request_headers(
+            &mut r,
+            false,
+            &peer.ip,
+            &HeaderValue::from_static("acme.com"),
+            &HeaderValue::from_static("acme.api.east.fleet.test"),
+        );
+        assert_eq!(
+            sent(&r)
+                .get_all("x-forwarded-for")
+                .iter()
+                .collect::<Vec<_>>(),
+            ["10.1.2.3"]
+        );
     }
 
     #[test]

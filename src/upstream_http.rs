@@ -563,10 +563,14 @@ impl RawHeaders {
         self.get_all(name).next().is_some()
     }
 
-    /// Keeps the headers `keep` says yes to.
+    /// Keeps the headers `keep` says yes to. A `Content-Length` taken out is
+    /// no longer the body's framing.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
         let head = &self.head;
         self.spans.retain(|s| keep(&head[s.name()]));
+        if self.length.is_some() && !self.contains("content-length") {
+            self.length = None;
+        }
     }
 
     /// The `Content-Length` the body is framed by: `None` when there is none,
