@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc: the router allocates a few small blocks per request (header maps,
-/// buffers), which it serves in fewer instructions than glibc's malloc.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = slum::cli::Cli::parse();
     // The server logs what it does; client commands print their answer and only
