@@ -32,16 +32,8 @@ if ! command -v cargo >/dev/null; then
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
-# oha, pinned, for the fixed-rate latency runs (wrk has no rate limit): built
-# once per machine into the same cache as tenement (about 5 minutes).
-oha_version=1.16.0
-oha_root="${SLUM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slum}/oha-$oha_version"
-if [ ! -x "$oha_root/bin/oha" ] || [ ! -f "$oha_root/.complete" ]; then
-  echo "installing oha $oha_version into $oha_root (takes several minutes)..." >&2
-  cargo install oha --version "$oha_version" --locked --root "$oha_root" >&2
-  touch "$oha_root/.complete"
-fi
-OHA="$oha_root/bin/oha"
+# oha, pinned, for the fixed-rate latency runs (wrk has no rate limit).
+OHA="$(scripts/ensure-oha.sh)"
 export OHA
 cargo build --quiet --release --bin slum --bin slum-demo-app --example bench_router --example bare_proxy
 SLUM_BIN="$PWD/target/release/slum"
