@@ -491,7 +491,10 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         // What scripts/bench-instructions.sh starts its own proxies with.
         println!("  database: {}", db_path.display());
         if let Some(nginx) = nginxes.last() {
-            println!("  nginx config: {}", nginx.dir.path().join("nginx.conf").display());
+            println!(
+                "  nginx config: {}",
+                nginx.dir.path().join("nginx.conf").display()
+            );
         }
         println!("  holding (BENCH_HOLD): Ctrl-C ends");
         tokio::signal::ctrl_c().await?;
