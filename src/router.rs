@@ -1133,9 +1133,24 @@ mod tests {
         request.header_map().unwrap()
     }
 
+    /// The lines a GET to acme.com from 10.1.2.3 with `lines` goes to its
+    /// server with (acme.api.east.fleet.test), as a header map.
+    fn forwarded(lines: &[(&str, &str)]) -> HeaderMap {
+        let mut r = get(lines);
+        let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
+        prepare_request_headers(
+            &mut r,
+            false,
+            &peer.ip,
+            &HeaderValue::from_static("acme.com"),
+            &HeaderValue::from_static("acme.api.east.fleet.test"),
+        );
+        sent(&r)
+    }
+
     #[test]
     fn request_headers_are_rewritten_for_the_server() {
-        let mut r = get(&[
+        let h = forwarded(&[
             ("host", "acme.com"),
             ("connection", "keep-alive, x-secret-hop"),
             ("x-secret-hop", "1"),
@@ -1149,15 +1164,6 @@ mod tests {
             ("x-real-ip", "203.0.113.8"),
             ("accept", "text/html"),
         ]);
-        let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
-        prepare_request_headers(
-            &mut r,
-            false,
-            &peer.ip,
-            &HeaderValue::from_static("acme.com"),
-            &HeaderValue::from_static("acme.api.east.fleet.test"),
-        );
-        let h = sent(&r);
         assert_eq!(h["host"], "acme.api.east.fleet.test");
         assert_eq!(
             h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
@@ -1178,15 +1184,7 @@ mod tests {
         }
 
         // A request with none of them gets the router's own.
-        let mut r = get(&[("host", "acme.com"), ("accept", "text/html")]);
-        prepare_request_headers(
-            &mut r,
-            false,
-            &peer.ip,
-            &HeaderValue::from_static("acme.com"),
-            &HeaderValue::from_static("acme.api.east.fleet.test"),
-        );
-        let h = sent(&r);
+        let h = forwarded(&[("host", "acme.com"), ("accept", "text/html")]);
         assert_eq!(h["host"], "acme.api.east.fleet.test");
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-host"], "acme.com");
@@ -1280,24 +1278,13 @@ mod tests {
     /// §7.6.1): the server gets the client's address alone.
     #[test]
     fn a_forwarded_for_named_in_connection_is_not_passed_on() {
-        let mut r = get(&[
+        let h = forwarded(&[
             ("Host", "acme.com"),
             ("Connection", "X-Forwarded-For"),
             ("X-Forwarded-For", "203.0.113.9"),
         ]);
-        let peer = Peer::new("10.1.2.3:5555".parse().unwrap());
-        prepare_request_headers(
-            &mut r,
-            false,
-            &peer.ip,
-            &HeaderValue::from_static("acme.com"),
-            &HeaderValue::from_static("acme.api.east.fleet.test"),
-        );
         assert_eq!(
-            sent(&r)
-                .get_all("x-forwarded-for")
-                .iter()
-                .collect::<Vec<_>>(),
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
             ["10.1.2.3"]
         );
     }
