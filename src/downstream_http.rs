@@ -47,8 +47,8 @@ use tokio::net::TcpStream;
 use crate::coarse_timer::{self, CoarseSleep, CoarseTimer};
 use crate::lock;
 use crate::upstream_http::{
-    decode_chunked, header_spans, parse_length, span_of, tokens, Chunk, Decoded, RawHeaders,
-    RequestHead, Span, MAX_HEADERS,
+    decode_chunked, header_spans, parse_length, push_line, span_of, tokens, Chunk, Decoded,
+    RawHeaders, RequestHead, Span, MAX_HEADERS,
 };
 
 /// How much the read buffer grows by.
@@ -290,28 +290,14 @@ impl ClientConn {
         B::Error: std::fmt::Display,
     {
         let (parts, body) = resp.into_parts();
-        self.write(parts.status, &parts.headers, body, closing)
+        self.write_answer(parts.status, &parts.headers, body, closing)
             .await
     }
 
-    /// Writes a server's answer to the client, its header lines as the
-    /// server sent them (hop-by-hop ones already taken out). As
-    /// [`write_response`](Self::write_response).
-    pub async fn write_passed<B>(
-        &mut self,
-        status: StatusCode,
-        headers: &RawHeaders,
-        body: B,
-        closing: bool,
-    ) -> io::Result<bool>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: std::fmt::Display,
-    {
-        self.write(status, headers, body, closing).await
-    }
-
-    async fn write<B>(
+    /// Writes an answer of `status` with `headers` (a header map, or a
+    /// server's lines as it sent them, hop-by-hop ones already taken out)
+    /// and `body`. As [`write_response`](Self::write_response).
+    pub(crate) async fn write_answer<B>(
         &mut self,
         status: StatusCode,
         headers: &impl HeaderLines,
@@ -559,7 +545,7 @@ enum Out {
 
 /// A response's headers, as the writer needs them: a header map (the
 /// router's own answers), or a server's lines passed on as they came.
-trait HeaderLines {
+pub(crate) trait HeaderLines {
     /// The `Content-Length` given, if any; `Err` if it is not a number.
     fn content_length(&self) -> Result<Option<u64>, ()>;
     fn has_date(&self) -> bool;
@@ -580,10 +566,7 @@ impl HeaderLines for HeaderMap {
 
     fn encode(&self, out: &mut Vec<u8>) {
         for (name, value) in self {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            push_line(out, name.as_str().as_bytes(), value.as_bytes());
         }
     }
 }
@@ -980,7 +963,7 @@ mod tests {
                         if parts.uri.path() == "/passed" {
                             let head = crate::upstream_http::ResponseHead::parse(PASSED);
                             let written = conn
-                                .write_passed(head.status, &head.headers, full("passed"), false)
+                                .write_answer(head.status, &head.headers, full("passed"), false)
                                 .await;
                             if !matches!(written, Ok(true)) {
                                 break;

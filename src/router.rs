@@ -475,7 +475,7 @@ impl Proxy {
                     headers,
                     body,
                 } => {
-                    conn.write_passed(status, &headers, body, closing.is_closed())
+                    conn.write_answer(status, &headers, body, closing.is_closed())
                         .await?
                 }
                 Answer::Made(mut resp) => {
@@ -1238,7 +1238,7 @@ mod tests {
             let mut head = ResponseHead::parse(server_head);
             strip_passed_hop_by_hop(&mut head.headers);
             let body = Full::new(Bytes::from_static(body.as_bytes()));
-            conn.write_passed(head.status, &head.headers, body, false)
+            conn.write_answer(head.status, &head.headers, body, false)
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_secs(5)).await;

@@ -497,7 +497,7 @@ fn encode_head(dst: &mut Vec<u8>, request: &RequestHead, chunked: bool) {
 }
 
 /// `name: value` and CRLF.
-fn push_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn push_line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(name);
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value);
