@@ -802,10 +802,9 @@ fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, Exchange
         length,
     };
     // A transfer coding overrides a length, which is not passed on (RFC 9112
-    // §6.3).
+    // §6.3; taking out its lines forgets it).
     if chunked.is_some() && length.is_some() {
         headers.retain(|name| !name.eq_ignore_ascii_case(b"content-length"));
-        headers.length = None;
     }
     Ok(Parsed::Final(Head {
         response: ResponseHead {
