@@ -632,24 +632,33 @@ async fn measure(
     if settings.warmup > 0 {
         settings.load.run(url, host, settings.warmup).await?;
     }
-    let proxy_ticks =
-        |pids: &ProxyPids| -> anyhow::Result<u64> { pids().into_iter().map(cpu_ticks).sum() };
     let ten_before = cpu_ticks(ten_pid)?;
-    let proxy_before = proxy_pids.map(proxy_ticks).transpose()?;
+    let proxy_before = proxy_ticks(proxy_pids)?;
     let wrk = settings.load.run(url, host, settings.duration).await?;
     let ten_after = cpu_ticks(ten_pid)?;
-    let proxy_after = proxy_pids.map(proxy_ticks).transpose()?;
-    let tick = 1.0 / clock_ticks_per_second()?;
-    let per_request_us = |ticks: u64| ticks as f64 * tick * 1e6 / wrk.requests.max(1) as f64;
+    let proxy_after = proxy_ticks(proxy_pids)?;
     Ok(Row {
         name: name.to_owned(),
         proxy_cpu_us: proxy_before
             .zip(proxy_after)
-            .map(|(b, a)| per_request_us(a.saturating_sub(b))),
-        ten_cpu_us: per_request_us(ten_after.saturating_sub(ten_before)),
+            .map(|(b, a)| us_per_request(b, a, wrk.requests))
+            .transpose()?,
+        ten_cpu_us: us_per_request(ten_before, ten_after, wrk.requests)?,
         wrk,
         single: None,
     })
+}
+
+/// The CPU ticks of a proxy's processes so far (none for no proxy).
+fn proxy_ticks(pids: Option<&ProxyPids>) -> anyhow::Result<Option<u64>> {
+    pids.map(|pids| pids().into_iter().map(cpu_ticks).sum())
+        .transpose()
+}
+
+/// Microseconds of CPU per request, from the ticks read before and after.
+fn us_per_request(before: u64, after: u64, requests: u64) -> anyhow::Result<f64> {
+    let seconds = after.saturating_sub(before) as f64 / clock_ticks_per_second()?;
+    Ok(seconds * 1e6 / requests.max(1) as f64)
 }
 
 fn print_results(rows: &[Row], workers: &[usize]) {
@@ -915,11 +924,9 @@ async fn rate_run(
             .output()
     };
     run(2).await?;
-    let proxy_ticks =
-        |pids: &ProxyPids| -> anyhow::Result<u64> { pids().into_iter().map(cpu_ticks).sum() };
-    let before = proxy_pids.map(proxy_ticks).transpose()?;
+    let before = proxy_ticks(proxy_pids)?;
     let out = run(settings.rate_duration).await?;
-    let after = proxy_pids.map(proxy_ticks).transpose()?;
+    let after = proxy_ticks(proxy_pids)?;
     if !out.status.success() {
         bail!(
             "oha on {url} failed: {}",
@@ -947,7 +954,6 @@ async fn rate_run(
             .filter_map(|(_, v)| v.as_u64())
             .sum()
     });
-    let tick = 1.0 / clock_ticks_per_second()?;
     Ok(RateRun {
         achieved: number(&report["summary"]["requestsPerSec"], "requestsPerSec")?,
         p50_ms: number(&latency["p50"], "p50")? * 1e3,
@@ -956,7 +962,8 @@ async fn rate_run(
         failed: answered - ok + errors,
         proxy_cpu_us: before
             .zip(after)
-            .map(|(b, a)| a.saturating_sub(b) as f64 * tick * 1e6 / ok.max(1) as f64),
+            .map(|(b, a)| us_per_request(b, a, ok))
+            .transpose()?,
     })
 }
 
