@@ -439,6 +439,11 @@ impl Drop for ClosingWatch {
 
 /// A response the router makes itself: a status and a one-line reason.
 fn answer(status: StatusCode, reason: String) -> Answer {
+    Answer::Made(made(status, reason))
+}
+
+/// The response of [`answer`], before it is one.
+fn made(status: StatusCode, reason: String) -> Response<BoxBody<Bytes, BoxError>> {
     let mut r = Response::new(
         Full::new(Bytes::from(reason + "\n"))
             .map_err(|never| match never {})
@@ -449,7 +454,7 @@ fn answer(status: StatusCode, reason: String) -> Answer {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    Answer::Made(r)
+    r
 }
 
 impl Proxy {
@@ -527,20 +532,18 @@ impl Proxy {
         if let Decision::Spawn(route) = decision {
             // Boxed: only a tenant's first request takes this path.
             if let Err(reason) = Box::pin(self.wake(route)).await {
-                let mut resp = answer(
+                let mut resp = made(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "tenant '{}' could not be started on server '{}': {reason}",
                         route.tenant, route.home_server
                     ),
                 );
-                if let Answer::Made(made) = &mut resp {
-                    made.headers_mut().insert(
-                        header::RETRY_AFTER,
-                        HeaderValue::from(WAKE_HOLD_DOWN.as_secs()),
-                    );
-                }
-                return resp;
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(WAKE_HOLD_DOWN.as_secs()),
+                );
+                return Answer::Made(resp);
             }
             table = self.table();
             decision = table.route(name);
