@@ -77,7 +77,7 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the router and the management API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Tenement servers of the fleet.
     #[command(subcommand)]
     Server(ServerCommand),

@@ -21,6 +21,11 @@
 //!   framed by its `Content-Length`, its exact size, chunks or, for an HTTP/1.0
 //!   client, the connection's end. A response without `Date` gets one.
 //! - [`ClientConn::switch`] joins the connection to a server's after a `101`.
+//! - A client that stops sending its request body, or stops taking its answer,
+//!   for [`Limits::body_timeout`] loses its connection (nginx's
+//!   `client_body_timeout` and `send_timeout`): the body's reader gets a
+//!   [`io::ErrorKind::TimedOut`] error, the writer ends the connection. A
+//!   body's [`BodyProgress`] tells whoever sends it on when it last moved.
 //!
 //! Requests on a connection are answered in order; pipelined ones wait in the
 //! read buffer.
@@ -29,6 +34,7 @@ use std::future::Future;
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -40,7 +46,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap};
 use hyper::{Method, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -71,6 +77,10 @@ pub struct Limits {
     /// response (an idle keep-alive connection is closed after it).
     pub header_timeout: Duration,
     pub max_header_bytes: usize,
+    /// The longest a body may stand still on the client's side: its request
+    /// body not arriving while it is read, or its answer not taken while it
+    /// is written. A connection that waits longer is ended.
+    pub body_timeout: Duration,
 }
 
 /// Why a connection ended other than by the client's close.
@@ -185,6 +195,10 @@ impl ClientConn {
                                 framing,
                                 continue_at: expect.then_some(0),
                                 whole: false,
+                                timer: self.timer.clone(),
+                                limit: self.limits.body_timeout,
+                                sleep: None,
+                                progress: Arc::new(BodyProgress::new(self.timer.now())),
                             }))),
                         };
                         return Ok(Some((parts, body)));
@@ -444,7 +458,8 @@ impl ClientConn {
                 self.out.extend_from_slice(&data);
             } else {
                 self.flush().await?;
-                self.write.write_all(&data).await?;
+                let limit = self.limits.body_timeout;
+                write_within(&mut self.write, &data, &self.timer, &mut self.sleep, limit).await?;
             }
             if framing == Out::Chunked {
                 self.out.extend_from_slice(b"\r\n");
@@ -521,11 +536,62 @@ impl ClientConn {
 
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.write.write_all(&self.out).await?;
+            let limit = self.limits.body_timeout;
+            write_within(
+                &mut self.write,
+                &self.out,
+                &self.timer,
+                &mut self.sleep,
+                limit,
+            )
+            .await?;
             self.out.clear();
         }
         Ok(())
     }
+}
+
+/// Writes all of `data` to the client, unless it takes none of it for
+/// `limit`: a client that stops reading does not hold its connection, and the
+/// server's behind it, for ever. The sleep is armed only when a write has to
+/// wait.
+async fn write_within(
+    write: &mut OwnedWriteHalf,
+    mut data: &[u8],
+    timer: &CoarseTimer,
+    sleep: &mut Option<CoarseSleep>,
+    limit: Duration,
+) -> io::Result<()> {
+    // From the last write that took bytes.
+    let mut deadline = None;
+    std::future::poll_fn(|cx| {
+        while !data.is_empty() {
+            match Pin::new(&mut *write).poll_write(cx, data) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    data = &data[n..];
+                    deadline = None;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    let deadline =
+                        *deadline.get_or_insert_with(|| coarse_timer::after(timer.now(), limit));
+                    let sleep = sleep.get_or_insert_with(|| timer.sleep_until(deadline));
+                    sleep.reset(deadline);
+                    ready!(Pin::new(sleep).poll(cx));
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took none of its answer for {:.1}s",
+                            limit.as_secs_f64()
+                        ),
+                    )));
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    })
+    .await
 }
 
 enum Waited {
@@ -740,6 +806,52 @@ struct Streaming {
     continue_at: Option<usize>,
     /// Read to its end.
     whole: bool,
+    timer: CoarseTimer,
+    /// How long the client may leave the body standing still.
+    limit: Duration,
+    /// Armed while the client's bytes are waited for.
+    sleep: Option<CoarseSleep>,
+    progress: Arc<BodyProgress>,
+}
+
+/// When a request body last moved on: for whoever sends it on, to tell a
+/// server that is slow to answer from a body that is still on its way.
+#[derive(Debug)]
+pub struct BodyProgress {
+    since: Instant,
+    /// Milliseconds after `since` that the body last gave bytes.
+    moved: AtomicU64,
+    /// Its reader is waiting for the client's bytes (and the body timeout
+    /// runs).
+    waiting: AtomicBool,
+}
+
+impl BodyProgress {
+    fn new(now: Instant) -> BodyProgress {
+        BodyProgress {
+            since: now,
+            moved: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    /// When the body last gave bytes (or, before any, when its head came).
+    pub fn last_moved(&self) -> Instant {
+        self.since + Duration::from_millis(self.moved.load(Ordering::Relaxed))
+    }
+
+    /// Whether the body's reader is waiting for the client: its own timeout,
+    /// not the server's, bounds that wait.
+    pub fn waiting_for_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn moved(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.since).as_millis();
+        self.moved
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Streaming {
@@ -751,7 +863,31 @@ impl Drop for Streaming {
 }
 
 impl Streaming {
+    /// The next piece of the body; a client that sends none of it for the
+    /// body timeout gets a [`io::ErrorKind::TimedOut`] error.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let polled = self.poll_read(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => self.progress.moved(self.timer.now()),
+            Poll::Ready(_) => {}
+            Poll::Pending => {
+                self.progress.waiting.store(true, Ordering::Relaxed);
+                let deadline = coarse_timer::after(self.progress.last_moved(), self.limit);
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| self.timer.sleep_until(deadline));
+                sleep.reset(deadline);
+                ready!(Pin::new(sleep).poll(cx));
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no request body bytes for {:.1}s", self.limit.as_secs_f64()),
+                ))));
+            }
+        }
+        polled
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let Some(read) = self.read.as_mut() else {
             return Poll::Ready(None);
         };
@@ -820,6 +956,13 @@ impl Streaming {
     }
 }
 
+impl RequestBody {
+    /// How the body moves, while it is read; `None` for no body.
+    pub fn progress(&self) -> Option<Arc<BodyProgress>> {
+        self.0.as_ref().map(|s| Arc::clone(&s.progress))
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = io::Error;
@@ -883,6 +1026,7 @@ mod tests {
     /// - `/echo`: the request body read whole, as the answer;
     /// - `/ignore`: "ignored", leaving the body unread;
     /// - `/stream`: two pieces, length unknown;
+    /// - `/big`: 64 MiB in pieces of 1 MiB, length unknown;
     /// - `/nocontent`: 204;
     /// - `/dated`: with the server's own Date;
     /// - anything else: the method and path.
@@ -913,6 +1057,13 @@ mod tests {
                 Response::new(BodyExt::boxed(StreamBody::new(first.chain(then))))
             }
             "/stream" => Response::new(streamed(&["one,", "two"])),
+            "/big" => {
+                let piece = Bytes::from(vec![b'b'; 1 << 20]);
+                let pieces = futures::stream::iter(
+                    (0..64).map(move |_| Ok::<_, io::Error>(Frame::data(piece.clone()))),
+                );
+                Response::new(BodyExt::boxed(StreamBody::new(pieces)))
+            }
             "/nocontent" => {
                 let mut r = Response::new(full(""));
                 *r.status_mut() = StatusCode::NO_CONTENT;
@@ -932,6 +1083,9 @@ mod tests {
 
     static SLOW_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     static STREAM_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    /// Answers the test servers gave up writing for the body timeout.
+    static WRITES_TIMED_OUT: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
 
     /// Counts its drop.
     struct Dropped(&'static std::sync::atomic::AtomicUsize);
@@ -973,8 +1127,13 @@ mod tests {
                         let Some(resp) = conn.unless_gone(handle(parts, body)).await else {
                             break;
                         };
-                        if !matches!(conn.write_response(resp, false).await, Ok(true)) {
-                            break;
+                        match conn.write_response(resp, false).await {
+                            Ok(true) => {}
+                            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                                WRITES_TIMED_OUT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                break;
+                            }
+                            _ => break,
                         }
                     }
                 });
@@ -990,6 +1149,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         header_timeout: Duration::from_secs(5),
         max_header_bytes: 4096,
+        body_timeout: Duration::from_secs(5),
     };
 
     /// Sends `request` on a new connection and reads until the server closes
@@ -1350,6 +1510,93 @@ mod tests {
         let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
         assert!(matches!(closed, Ok(Ok(_))), "{closed:?}");
         assert!(String::from_utf8_lossy(&out).ends_with("GET /one"));
+    }
+
+    #[tokio::test]
+    async fn a_request_body_is_held_to_the_body_timeout_between_pieces_not_in_all() {
+        let addr = server(Limits {
+            body_timeout: Duration::from_millis(300),
+            ..LIMITS
+        })
+        .await;
+        // Six pieces 100 ms apart: twice the limit in all, never still for it.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        for piece in [b"a", b"b", b"c", b"d", b"e", b"f"] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s.write_all(piece).await.unwrap();
+        }
+        let answer = read_to_end(&mut s).await;
+        assert!(answer.ends_with("\r\n\r\nabcdef"), "{answer}");
+
+        // Three bytes of ten, then nothing: the reader is told, and the
+        // connection ends after the answer.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(matches!(closed, Ok(Ok(_))), "not closed: {closed:?}");
+        let answer = String::from_utf8_lossy(&out);
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert!(
+            answer.ends_with("error: no request body bytes for 0.3s"),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_taking_its_answer_loses_the_connection() {
+        let addr = server(Limits {
+            body_timeout: Duration::from_millis(300),
+            ..LIMITS
+        })
+        .await;
+        let before = WRITES_TIMED_OUT.load(std::sync::atomic::Ordering::Relaxed);
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // Not read for a while: the socket buffers fill and the server's
+        // writes wait.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the connection was not ended");
+        assert!(
+            out.len() < 64 << 20,
+            "the whole answer came ({} bytes)",
+            out.len()
+        );
+        assert!(
+            !out.ends_with(b"0\r\n\r\n"),
+            "the answer was ended as whole"
+        );
+        assert_eq!(
+            WRITES_TIMED_OUT.load(std::sync::atomic::Ordering::Relaxed),
+            before + 1,
+            "the writer did not give up for the body timeout"
+        );
+
+        // A client that reads on gets it all.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+        assert!(matches!(read, Ok(Ok(_))), "{read:?}");
+        assert!(
+            out.ends_with(b"0\r\n\r\n"),
+            "not whole: {} bytes",
+            out.len()
+        );
+        assert!(out.len() > 64 << 20);
     }
 
     #[tokio::test]

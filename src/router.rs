@@ -12,6 +12,8 @@
 //! request; concurrent first requests wait for that one spawn.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,8 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
-use crate::coarse_timer::{self, CoarseTimer};
-use crate::downstream_http::{ClientConn, Ended, Limits, RequestBody};
+use crate::coarse_timer::{self, CoarseTimer, Elapsed};
+use crate::downstream_http::{BodyProgress, ClientConn, Ended, Limits, RequestBody};
 use crate::error::Error;
 use crate::lock;
 use crate::metrics::RouterShard;
@@ -302,6 +304,7 @@ async fn run_thread(
     let limits = Limits {
         header_timeout: config.header_timeout,
         max_header_bytes: config.max_header_bytes,
+        body_timeout: config.body_timeout,
     };
     // The thread's tick: it ends the timeouts that are due, and every fifth
     // closes idle upstream connections that are past their time.
@@ -749,7 +752,7 @@ impl Proxy {
         parts.uri = upstream_uri(&upstream.path_prefix, &parts.uri)
             .map_err(|e| Failure::Broken(format!("unusable request path: {e}")))?;
         let started = Instant::now();
-        let deadline = coarse_timer::after(started, self.common.upstream_timeout);
+        let progress = body.as_ref().and_then(RequestBody::progress);
         let sent = match (upgrade, body) {
             (true, Some(body)) => {
                 let mut req = Request::new(body.map_err(Into::into).boxed());
@@ -758,20 +761,23 @@ impl Proxy {
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.header_map().map_err(Failure::Broken)?;
                 let sent = self.pool.send_upgrade(origin, req);
-                Box::pin(self.timer.timeout_at(deadline, sent))
+                Box::pin(self.within_upstream_timeout(started, progress.as_deref(), sent))
                     .await
                     .map(|r| r.map(Sent::Upgrade))
             }
             (_, body) => {
                 let sent = self.pool.send(&upstream.url, origin, parts, body);
-                self.timer
-                    .timeout_at(deadline, sent)
+                self.within_upstream_timeout(started, progress.as_deref(), sent)
                     .await
                     .map(|r| r.map(|(head, body)| Sent::Pooled(head, body)))
             }
         };
         match sent {
             Err(_) => Err(Failure::HeadTimeout),
+            // The client stopped sending its body: its fault, not the server's.
+            Ok(Err(UpstreamError::Request(e))) if body_timed_out(&*e) => {
+                Err(Failure::BodyTimeout(innermost_cause(&*e)))
+            }
             Ok(Err(UpstreamError::Connect { cause })) if is_timeout(&*cause) => {
                 Err(Failure::ConnectTimeout)
             }
@@ -792,6 +798,40 @@ impl Proxy {
                 self.metrics
                     .upstream_latency(&upstream.server_id, started.elapsed());
                 Ok(sent)
+            }
+        }
+    }
+
+    /// `sent`, or [`Elapsed`] when the server has had the upstream timeout
+    /// to answer: counted from `started`, or, while a request body goes out,
+    /// from the last bytes it gave. A body that waits for its client is
+    /// bounded by its own timeout instead (an upload slower than the upstream
+    /// timeout is not cut off, nor blamed on the server).
+    async fn within_upstream_timeout<F: Future>(
+        &self,
+        started: Instant,
+        progress: Option<&BodyProgress>,
+        sent: F,
+    ) -> Result<F::Output, Elapsed> {
+        let limit = self.common.upstream_timeout;
+        let mut deadline = coarse_timer::after(started, limit);
+        let mut sent = std::pin::pin!(sent);
+        loop {
+            match self.timer.timeout_at(deadline, sent.as_mut()).await {
+                Ok(out) => return Ok(out),
+                Err(elapsed) => {
+                    let Some(progress) = progress else {
+                        return Err(elapsed);
+                    };
+                    let now = self.timer.now();
+                    deadline = match progress.waiting_for_client() {
+                        true => coarse_timer::after(now, limit),
+                        false => coarse_timer::after(progress.last_moved(), limit),
+                    };
+                    if deadline <= now {
+                        return Err(elapsed);
+                    }
+                }
             }
         }
     }
@@ -857,6 +897,7 @@ impl Proxy {
                 StatusCode::BAD_REQUEST,
                 format!("the request body could not be read: {cause}"),
             ),
+            Failure::BodyTimeout(cause) => answer(StatusCode::REQUEST_TIMEOUT, cause),
         }
     }
 }
@@ -874,6 +915,23 @@ enum Failure {
     HeadTimeout,
     /// The client's request body was malformed or broke off.
     BadBody(String),
+    /// The client stopped sending its request body for the body timeout.
+    BodyTimeout(String),
+}
+
+/// Whether an exchange failed because the client's request body stood still
+/// for its timeout.
+fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl Failure {
@@ -1235,6 +1293,7 @@ mod tests {
             let limits = Limits {
                 header_timeout: Duration::from_secs(5),
                 max_header_bytes: 4096,
+                body_timeout: Duration::from_secs(5),
             };
             let mut conn = ClientConn::new(stream, limits, CoarseTimer::new());
             let _request = conn.read_request(|_| false).await.unwrap().unwrap();

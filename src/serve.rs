@@ -148,9 +148,14 @@ pub struct ServeArgs {
     /// Seconds allowed to connect to a tenement server.
     #[arg(long, env = "SLUM_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<f64>,
-    /// Seconds allowed for a tenement server's response head.
+    /// Seconds allowed for a tenement server's response head, counted from
+    /// the last bytes of the request it was sent.
     #[arg(long, env = "SLUM_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Option<f64>,
+    /// Seconds a client may leave a body standing still: not sending the
+    /// rest of its request body, or not taking its answer.
+    #[arg(long, env = "SLUM_BODY_TIMEOUT")]
+    pub body_timeout: Option<f64>,
     /// Largest request head accepted, in bytes.
     #[arg(long, env = "SLUM_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -200,6 +205,7 @@ struct ServeFile {
     header_timeout: Option<f64>,
     connect_timeout: Option<f64>,
     upstream_timeout: Option<f64>,
+    body_timeout: Option<f64>,
     max_header_bytes: Option<usize>,
     spawn_timeout: Option<f64>,
     route_poll: Option<f64>,
@@ -223,6 +229,7 @@ pub struct ServeConfig {
     pub fleet: FleetOptions,
     pub header_timeout: Duration,
     pub upstream_timeout: Duration,
+    pub body_timeout: Duration,
     pub max_header_bytes: usize,
     pub route_poll: Duration,
     pub shutdown_grace: Duration,
@@ -374,6 +381,11 @@ impl ServeConfig {
             upstream_timeout: seconds(
                 "upstream_timeout",
                 args.upstream_timeout.or(file.upstream_timeout),
+                60.0,
+            )?,
+            body_timeout: seconds(
+                "body_timeout",
+                args.body_timeout.or(file.body_timeout),
                 60.0,
             )?,
             max_header_bytes,
@@ -558,6 +570,7 @@ mod tests {
         assert_eq!(c.route_poll, Duration::from_millis(500));
         assert_eq!(c.api_listen, "127.0.0.1:9090".parse().unwrap(), "default");
         assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.body_timeout, Duration::from_secs(60));
 
         std::fs::write(&file, "listen_port = 80\n").unwrap();
         let e = ServeConfig::resolve(&args).unwrap_err().to_string();

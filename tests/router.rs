@@ -595,3 +595,113 @@ async fn a_client_slow_with_its_request_head_is_cut_off() {
     .expect("the connection was not closed");
     assert!(!answer.contains("200 OK"), "{answer}");
 }
+
+/// Reads from `s` until the end of a response head and a body of the length it
+/// gives (or until `s` ends); the response as text.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            });
+            if length.is_some_and(|n| body.len() >= n) {
+                return text;
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn request_bodies_are_timed_by_their_pauses_not_their_length() {
+    use tokio::io::AsyncWriteExt;
+    let fleet = fleet(1).await;
+    let slum = Slum::start(|a| {
+        a.upstream_timeout = Some(1.0);
+        a.body_timeout = Some(1.0);
+    })
+    .await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("up.com", "s1").await;
+    slum.db()
+        .spawn_instance("up", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let within = |what| async move {
+        tokio::time::timeout(Duration::from_secs(20), what)
+            .await
+            .expect("no answer")
+    };
+
+    // An upload three times as long as the upstream timeout, never still for
+    // it, goes through.
+    let mut s = tokio::net::TcpStream::connect(slum.router).await.unwrap();
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: up.com\r\nContent-Length: 8\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.write_all(b"u").await.unwrap();
+    }
+    let answer = within(read_answer(&mut s)).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n8\n"), "{answer}");
+
+    // A client that stops within its body: 408, its fault, and the
+    // connection ends.
+    let mut s = tokio::net::TcpStream::connect(slum.router).await.unwrap();
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: up.com\r\nContent-Length: 10\r\n\r\nabc")
+        .await
+        .unwrap();
+    let answer = within(read_answer(&mut s)).await;
+    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("no request body bytes for 1.0s\n"),
+        "{answer}"
+    );
+
+    // A server that stops taking the body (hung): 504 once the body has not
+    // moved for the upstream timeout.
+    fleet.server("s1").unwrap().hang().unwrap();
+    let mut s = tokio::net::TcpStream::connect(slum.router).await.unwrap();
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: up.com\r\nContent-Length: 1073741824\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut reading, mut writing) = s.into_split();
+    let upload = tokio::spawn(async move {
+        let zeros = vec![0u8; 64 * 1024];
+        while writing.write_all(&zeros).await.is_ok() {}
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        use tokio::io::AsyncReadExt;
+        while !String::from_utf8_lossy(&answer).ends_with('\n') {
+            match reading.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    upload.abort();
+    fleet.server("s1").unwrap().resume().unwrap();
+    assert!(read.is_ok(), "no answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504 "), "{answer}");
+    assert!(
+        answer.ends_with("server 's1' did not answer within 1.0s\n"),
+        "{answer}"
+    );
+}
