@@ -920,9 +920,13 @@ enum Failure {
 }
 
 /// Whether an exchange failed because the client's request body stood still
-/// for its timeout.
+/// for its timeout (not the server's connection, whose errors can say
+/// "timed out" too).
 fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(e);
+    let Some(ExchangeError::RequestBody(body)) = e.downcast_ref::<ExchangeError>() else {
+        return false;
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**body);
     while let Some(e) = cause {
         if e.downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
@@ -1402,6 +1406,23 @@ mod tests {
         assert_eq!(with_hosts(&["acme.com:8080"]), None);
         assert_eq!(with_hosts(&["acme.com", "acme.com"]), None);
         assert_eq!(with_hosts(&["nobody.com"]), None);
+    }
+
+    #[test]
+    fn only_a_request_body_standing_still_is_the_clients_timeout() {
+        let timed_out =
+            || io::Error::new(io::ErrorKind::TimedOut, "no request body bytes for 1.0s");
+        assert!(body_timed_out(&ExchangeError::RequestBody(Box::new(
+            timed_out()
+        ))));
+        assert!(
+            !body_timed_out(&ExchangeError::Io(timed_out())),
+            "the server's connection timing out is not the client's doing"
+        );
+        let malformed = io::Error::new(io::ErrorKind::InvalidData, "malformed chunk size");
+        assert!(!body_timed_out(&ExchangeError::RequestBody(Box::new(
+            malformed
+        ))));
     }
 
     #[test]
