@@ -15,6 +15,7 @@ use crate::store::postgres::{is_postgres_url, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tenement::TenementClients;
+use crate::tls::ServerRoots;
 use crate::validation;
 
 /// Fleet-wide settings of a [`SlumDb`].
@@ -31,6 +32,9 @@ pub struct FleetOptions {
     /// Time a move leaves the old copy running after the route switched, for
     /// requests already on their way to it (and routers that poll).
     pub move_grace: Duration,
+    /// A private CA's certificates, trusted for `https://` servers besides
+    /// the public roots.
+    pub server_roots: Option<ServerRoots>,
 }
 
 impl Default for FleetOptions {
@@ -41,6 +45,7 @@ impl Default for FleetOptions {
             request_timeout: Duration::from_secs(3),
             spawn_timeout: Duration::from_secs(30),
             move_grace: Duration::from_secs(2),
+            server_roots: None,
         }
     }
 }

@@ -95,6 +95,7 @@ pub mod store;
 pub mod supervisor;
 pub mod tenant_move;
 pub mod tenement;
+pub mod tls;
 pub mod upstream_http;
 pub mod upstream_pool;
 pub mod validation;

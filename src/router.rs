@@ -291,6 +291,7 @@ async fn run_thread(
         Duration::from_secs(90),
         256,
         timer.clone(),
+        config.fleet.server_roots.as_ref(),
     );
     let metrics = common.state.metrics.router_shard();
     let table = Mutex::new(Arc::new(ThreadTable(common.state.routes.current())));

@@ -16,6 +16,7 @@ use crate::db::{FleetOptions, SlumDb};
 use crate::health::{HealthMonitor, HealthPolicy};
 use crate::metrics::Metrics;
 use crate::route_sync::Routes;
+use crate::tls::ServerRoots;
 
 /// What `slum serve` shares between the router, the API and its background work.
 #[derive(Clone)]
@@ -156,6 +157,10 @@ pub struct ServeArgs {
     /// rest of its request body, or not taking its answer.
     #[arg(long, env = "SLUM_BODY_TIMEOUT")]
     pub body_timeout: Option<f64>,
+    /// PEM file of CA certificates trusted for https:// server urls, besides
+    /// the public roots (a private CA).
+    #[arg(long, env = "SLUM_SERVER_CA")]
+    pub server_ca: Option<PathBuf>,
     /// Largest request head accepted, in bytes.
     #[arg(long, env = "SLUM_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
@@ -206,6 +211,7 @@ struct ServeFile {
     connect_timeout: Option<f64>,
     upstream_timeout: Option<f64>,
     body_timeout: Option<f64>,
+    server_ca: Option<PathBuf>,
     max_header_bytes: Option<usize>,
     spawn_timeout: Option<f64>,
     route_poll: Option<f64>,
@@ -361,6 +367,13 @@ impl ServeConfig {
                     defaults.connect_timeout.as_secs_f64(),
                 )?,
                 request_timeout: defaults.request_timeout,
+                server_roots: args
+                    .server_ca
+                    .clone()
+                    .or(file.server_ca)
+                    .map(|path| ServerRoots::load(&path))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("invalid server_ca: {e}"))?,
                 spawn_timeout: seconds(
                     "spawn_timeout",
                     args.spawn_timeout.or(file.spawn_timeout),
@@ -593,6 +606,24 @@ mod tests {
         };
         let e = ServeConfig::resolve(&bad).unwrap_err().to_string();
         assert!(e.contains("upstream_timeout"), "{e}");
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let bad_ca = ServeArgs {
+            server_ca: Some(not_pem),
+            ..Default::default()
+        };
+        let e = ServeConfig::resolve(&bad_ca).unwrap_err().to_string();
+        assert!(e.starts_with("invalid server_ca: "), "{e}");
+        assert!(e.ends_with("ca.pem: no certificate in it"), "{e}");
+        let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/server-ca.pem");
+        std::fs::write(
+            &file,
+            format!("server_ca = {:?}\n", ca.display().to_string()),
+        )
+        .unwrap();
+        let c = ServeConfig::resolve(&args).unwrap();
+        let roots = c.fleet.server_roots.expect("the file's server_ca");
+        assert_eq!(roots.certificates().len(), 1);
         let missing = ServeArgs {
             config: Some(dir.path().join("nope.toml")),
             ..Default::default()

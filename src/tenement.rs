@@ -28,14 +28,19 @@ pub struct TenementClients {
 
 impl TenementClients {
     pub fn new(options: &FleetOptions) -> Self {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(8)
             .tcp_nodelay(true)
-            .no_proxy()
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .no_proxy();
+        if let Some(roots) = &options.server_roots {
+            http = http.use_preconfigured_tls(roots.client_config());
+        }
+        let http = http.build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the tenement API client as configured; using the defaults");
+            reqwest::Client::new()
+        });
         TenementClients {
             http,
             request_timeout: options.request_timeout,

@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::coarse_timer::CoarseTimer;
 use crate::lock;
+use crate::tls::ServerRoots;
 use crate::upstream_http::{Conn, ExchangeError, Reader, RequestHead, ResponseHead};
 
 /// What an upgrade request sends upstream.
@@ -80,23 +81,26 @@ impl Idle {
 impl UpstreamPool {
     /// A pool whose connections take at most `connect_timeout` to open, and
     /// are closed after `idle_timeout` unused (told by `clock`); at most
-    /// `max_idle` per server.
+    /// `max_idle` per server. `https://` servers are trusted by the public
+    /// roots, and `roots` when given.
     pub fn new(
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
         clock: CoarseTimer,
+        roots: Option<&ServerRoots>,
     ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
-        // https servers get TLS (webpki roots); plain http ones none.
+        // https servers get TLS; plain http ones none.
         http.enforce_http(false);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let tls = hyper_rustls::HttpsConnectorBuilder::new();
+        let tls = match roots {
+            Some(roots) => tls.with_tls_config(roots.client_config()),
+            None => tls.with_webpki_roots(),
+        };
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
         UpstreamPool {
             connector,
             servers: Mutex::default(),
@@ -371,6 +375,7 @@ mod tests {
             Duration::from_secs(90),
             8,
             CoarseTimer::new(),
+            None,
         )
     }
 
@@ -433,6 +438,7 @@ mod tests {
             Duration::ZERO,
             8,
             CoarseTimer::new(),
+            None,
         );
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
         resp.1.collect().await.unwrap();

@@ -705,3 +705,95 @@ async fn request_bodies_are_timed_by_their_pauses_not_their_length() {
         "{answer}"
     );
 }
+
+/// A TLS front for the tenement server at `to` (as a TLS-terminating proxy in
+/// front of a real server would be), with the certificate in tests/fixtures,
+/// which names localhost and 127.0.0.1 and is signed by the fixture CA. Returns
+/// its address and the count of TLS sessions it has accepted.
+async fn tls_front(to: SocketAddr) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let certs = CertificateDer::pem_file_iter(fixtures.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixtures.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&sessions);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                if let Ok(mut server) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut server).await;
+                }
+            });
+        }
+    });
+    (addr, sessions)
+}
+
+#[tokio::test]
+async fn https_servers_are_reached_through_a_private_ca() {
+    use std::sync::atomic::Ordering;
+    let fleet = fleet(1).await;
+    let server = &fleet.servers[0];
+    let ten: SocketAddr = server.url().trim_start_matches("http://").parse().unwrap();
+    let (front, sessions) = tls_front(ten).await;
+    let mut record = server.record();
+    record.url = format!("https://localhost:{}", front.port());
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/server-ca.pem");
+
+    // Trusting the CA: tenement's API (the spawn) and the routed requests go
+    // over TLS.
+    let slum = Slum::start(|a| a.server_ca = Some(ca.clone())).await;
+    slum.db().add_server(&record).await.unwrap();
+    slum.add_tenant("tls.com", "s1").await;
+    slum.db()
+        .spawn_instance("tls", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let before = sessions.load(Ordering::SeqCst);
+    assert!(before > 0, "the spawn did not go through the TLS front");
+    let (status, body) = slum.get("tls.com", "/").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("tenant=tls"), "{body}");
+    assert!(
+        sessions.load(Ordering::SeqCst) > before,
+        "the routed request did not go through the TLS front"
+    );
+
+    // Without it, the certificate is not trusted, and the errors say so.
+    let untrusting = Slum::start(|_| {}).await;
+    untrusting.db().add_server(&record).await.unwrap();
+    untrusting.add_tenant("tls.com", "s1").await;
+    let e = untrusting
+        .db()
+        .spawn_instance("tls", "api", "prod", "s1")
+        .await
+        .unwrap_err()
+        .to_string();
+    println!("without the CA: {e}");
+    assert!(e.contains("'s1'") && e.contains("certificate"), "{e}");
+}
