@@ -198,6 +198,7 @@ impl ClientConn {
                                 timer: self.timer.clone(),
                                 limit: self.limits.body_timeout,
                                 sleep: None,
+                                waiting_since: None,
                                 progress: Arc::new(BodyProgress::new(self.timer.now())),
                             }))),
                         };
@@ -811,6 +812,8 @@ struct Streaming {
     limit: Duration,
     /// Armed while the client's bytes are waited for.
     sleep: Option<CoarseSleep>,
+    /// When the present wait for the client's bytes began.
+    waiting_since: Option<Instant>,
     progress: Arc<BodyProgress>,
 }
 
@@ -868,11 +871,20 @@ impl Streaming {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let polled = self.poll_read(cx);
         match &polled {
-            Poll::Ready(Some(Ok(_))) => self.progress.moved(self.timer.now()),
-            Poll::Ready(_) => {}
+            Poll::Ready(Some(Ok(_))) => {
+                self.progress.moved(self.timer.now());
+                self.waiting_since = None;
+            }
+            // Its end, or an error: no longer waiting for anything.
+            Poll::Ready(_) => self.progress.waiting.store(false, Ordering::Relaxed),
             Poll::Pending => {
                 self.progress.waiting.store(true, Ordering::Relaxed);
-                let deadline = coarse_timer::after(self.progress.last_moved(), self.limit);
+                // Counted from when this wait began (or bytes last came in
+                // it): a body first asked for late, as after a spawn or when
+                // its `100 Continue` goes out, is not already late.
+                let now = self.timer.now();
+                let since = *self.waiting_since.get_or_insert(now);
+                let deadline = coarse_timer::after(since, self.limit);
                 let sleep = self
                     .sleep
                     .get_or_insert_with(|| self.timer.sleep_until(deadline));
@@ -952,6 +964,8 @@ impl Streaming {
                     "the client closed the connection within the request body",
                 ))));
             }
+            // Bytes came (chunk framing too): the client is not still.
+            self.waiting_since = None;
         }
     }
 }
@@ -1039,6 +1053,30 @@ mod tests {
                     Err(e) => format!("error: {e}"),
                 };
                 Response::new(full(&text))
+            }
+            // Reads the body only after 600 ms (as after a spawn), then
+            // echoes it.
+            "/late-echo" => {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                let got = body.collect().await.map(|c| c.to_bytes());
+                let text = match got {
+                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Err(e) => format!("error: {e}"),
+                };
+                Response::new(full(&text))
+            }
+            // Reads the body, then says whether its progress still says it
+            // waits for the client.
+            "/progress" => {
+                let Some(progress) = body.progress() else {
+                    return Response::new(full("no body"));
+                };
+                let got = body.collect().await.map(|c| c.to_bytes());
+                Response::new(full(&format!(
+                    "{:?} waiting={}",
+                    got.map(|b| b.len()).map_err(|e| e.to_string()),
+                    progress.waiting_for_client()
+                )))
             }
             "/ignore" => Response::new(full("ignored")),
             "/slow" => {
@@ -1548,6 +1586,45 @@ mod tests {
             answer.ends_with("error: no request body bytes for 0.3s"),
             "{answer}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_read_to_its_end_is_not_waiting_for_its_client() {
+        let addr = server(LIMITS).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /progress HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n")
+            .await
+            .unwrap();
+        // The last chunk comes a moment later, as many clients send it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(b"0\r\n\r\n").await.unwrap();
+        let answer = read_to_end(&mut s).await;
+        assert!(answer.ends_with("Ok(3) waiting=false"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_body_asked_for_late_is_timed_from_when_it_is_waited_for() {
+        let addr = server(Limits {
+            body_timeout: Duration::from_millis(300),
+            ..LIMITS
+        })
+        .await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /late-echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // A client that waits for its 100 as told, and sends at once after it.
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, CONTINUE);
+        s.write_all(b"abc").await.unwrap();
+        let answer = read_to_end(&mut s).await;
+        assert!(answer.ends_with("\r\n\r\nabc"), "{answer}");
     }
 
     #[tokio::test]

@@ -827,7 +827,7 @@ impl Proxy {
                     let now = self.timer.now();
                     deadline = match progress.waiting_for_client() {
                         true => coarse_timer::after(now, limit),
-                        false => coarse_timer::after(progress.last_moved(), limit),
+                        false => coarse_timer::after(progress.last_moved().max(started), limit),
                     };
                     if deadline <= now {
                         return Err(elapsed);

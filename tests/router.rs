@@ -797,3 +797,46 @@ async fn https_servers_are_reached_through_a_private_ca() {
     println!("without the CA: {e}");
     assert!(e.contains("'s1'") && e.contains("certificate"), "{e}");
 }
+
+/// A body whose last piece (for a chunked one, the last chunk) comes a moment
+/// after the rest: once it is in, a server that does not answer gets its 504
+/// as without a body.
+#[tokio::test]
+async fn an_upload_whose_end_comes_late_still_times_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let fleet = fleet(1).await;
+    let slum = Slum::start(|a| {
+        a.upstream_timeout = Some(1.0);
+        a.body_timeout = Some(1.0);
+    })
+    .await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("up.com", "s1").await;
+    slum.db()
+        .spawn_instance("up", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+
+    for chunked in [false, true] {
+        let mut s = tokio::net::TcpStream::connect(slum.router).await.unwrap();
+        let head: &[u8] = match chunked {
+            true => b"POST /sleep?ms=5000 HTTP/1.1\r\nHost: up.com\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+            false => b"POST /sleep?ms=5000 HTTP/1.1\r\nHost: up.com\r\nContent-Length: 3\r\n\r\nab",
+        };
+        s.write_all(head).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let rest: &[u8] = match chunked {
+            true => b"0\r\n\r\n",
+            false => b"c",
+        };
+        s.write_all(rest).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(20), read_answer(&mut s))
+            .await
+            .expect("no answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 504 "),
+            "chunked={chunked}: {answer}"
+        );
+    }
+}
