@@ -27,6 +27,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::coarse_timer::CoarseTimer;
 use crate::lock;
 use crate::tls::ServerRoots;
+
+/// TCP keepalive on server connections: probes after this long quiet, this
+/// often, and the connection ends after this many go unanswered (a server
+/// gone is noticed within 25 s; one that is there answers the probes from
+/// its kernel, also while its process is slow).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_PROBES: u32 = 3;
 use crate::upstream_http::{Conn, ExchangeError, Reader, RequestHead, ResponseHead};
 
 /// What an upgrade request sends upstream.
@@ -93,6 +101,11 @@ impl UpstreamPool {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
+        // A server that vanishes (powered off, cut off) while a response is
+        // quiet, as an event stream is, is noticed: the connection ends.
+        http.set_keepalive(Some(KEEPALIVE_IDLE));
+        http.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
+        http.set_keepalive_retries(Some(KEEPALIVE_PROBES));
         // https servers get TLS; plain http ones none.
         http.enforce_http(false);
         let tls = hyper_rustls::HttpsConnectorBuilder::new();

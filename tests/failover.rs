@@ -491,3 +491,63 @@ async fn moving_a_tenant_under_load_loses_no_request() {
         .unwrap();
     assert!(left.is_empty(), "the old copy still runs: {left:?}");
 }
+
+/// A quiet response (an event stream) from a server that vanishes (its link
+/// cut: no reset, no answer) ends, so that the client reconnects, and is
+/// routed elsewhere, rather than wait on it for ever. The router's TCP
+/// keepalive probes notice; the time it took is printed.
+#[tokio::test]
+async fn a_quiet_stream_from_a_server_that_vanishes_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fleet = fleet(1).await;
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant("events.com", "s1").await;
+    slum.db()
+        .spawn_instance("events", "api", "prod", "s1")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+
+    let mut s = tokio::net::TcpStream::connect(slum.router).await.unwrap();
+    s.write_all(b"GET /drip?ms=3600000 HTTP/1.1\r\nHost: events.com\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !String::from_utf8_lossy(&got).contains("tick\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the stream's first line never came");
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+
+    fleet.server("s1").unwrap().link_down().unwrap();
+    let cut = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(90), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    fleet.server("s1").unwrap().link_up().unwrap();
+    assert!(
+        ended.is_ok(),
+        "the stream from a vanished server was still open after 90 s"
+    );
+    println!(
+        "a quiet stream from a vanished server ended after {:?}",
+        cut.elapsed()
+    );
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "the stream was ended as if whole"
+    );
+}

@@ -72,6 +72,21 @@ async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Body>, 
             );
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
+        // A quiet stream (as server-sent events are): a line at once, then one
+        // every `ms` milliseconds, until the client leaves.
+        "/drip" => {
+            let every = Duration::from_millis(query_u64(&req, "ms").max(1));
+            let ticks = futures::stream::unfold(true, move |first| async move {
+                if !first {
+                    tokio::time::sleep(every).await;
+                }
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"tick\n"))),
+                    false,
+                ))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(ticks)))
+        }
         "/count" => {
             let mut body = req.into_body();
             let mut n: u64 = 0;
