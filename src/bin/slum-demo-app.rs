@@ -7,7 +7,8 @@
 //!
 //! Routes: `GET /health` answers 200 for tenement's health check; `GET /headers`
 //! echoes the request headers; `GET
-//! /sleep?ms=N` answers after N ms; `GET /bytes?mb=N` streams N MB;
+//! /sleep?ms=N` answers after N ms; `GET /bytes?mb=N` streams N MB; `GET
+//! /drip?ms=N` streams a line at once and then one every N ms (a quiet stream);
 //! `POST /count` reads the whole body as a stream and answers its size; anything
 //! else answers `tenant=... process=... server=...`.
 
