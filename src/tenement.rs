@@ -37,9 +37,16 @@ impl TenementClients {
         if let Some(roots) = &options.server_roots {
             http = http.use_preconfigured_tls(roots.client_config());
         }
+        // Building fails only for a TLS configuration reqwest cannot take,
+        // which `ServerRoots` checks when it is loaded.
         let http = http.build().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot build the tenement API client as configured; using the defaults");
-            reqwest::Client::new()
+            tracing::error!(error = %e, "cannot build the tenement API client with its TLS configuration; using the public roots");
+            reqwest::Client::builder()
+                .connect_timeout(options.connect_timeout)
+                .tcp_nodelay(true)
+                .no_proxy()
+                .build()
+                .unwrap_or_default()
         });
         TenementClients {
             http,

@@ -40,6 +40,12 @@ impl ServerRoots {
         .map_err(|e| format!("no TLS configuration: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        // What the tenement API client is built with: checked here, where an
+        // error stops the start, rather than when the client is built.
+        reqwest::Client::builder()
+            .use_preconfigured_tls(config.clone())
+            .build()
+            .map_err(|e| format!("its TLS configuration is refused: {e}"))?;
         Ok(ServerRoots {
             certs: certs.into(),
             config: Arc::new(config),

@@ -27,18 +27,26 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::coarse_timer::CoarseTimer;
 use crate::lock;
 use crate::tls::ServerRoots;
-
-/// TCP keepalive on server connections: probes after this long quiet, this
-/// often, and the connection ends after this many go unanswered (a server
-/// gone is noticed within 25 s; one that is there answers the probes from
-/// its kernel, also while its process is slow).
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_PROBES: u32 = 3;
 use crate::upstream_http::{Conn, ExchangeError, Reader, RequestHead, ResponseHead};
 
 /// What an upgrade request sends upstream.
 pub type RequestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// TCP keepalive on server connections: probes after this long quiet, this
+/// often, and the connection ends after this many go unanswered. A server
+/// that is there answers the probes from its kernel, also while its process
+/// is slow.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_PROBES: u32 = 3;
+/// How long bytes sent to a server may go unacknowledged (`TCP_USER_TIMEOUT`):
+/// the kernel sends no keepalive probes while it has such bytes, so without
+/// it a server that vanished while the router was still writing to it (an
+/// upload, a WebSocket message) would hold the connection for the kernel's
+/// retransmissions, about 15 minutes. It also bounds, above the probes, how
+/// long a connection whose probes go unanswered lives: a server gone is
+/// noticed within 25 s.
+const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(25);
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
@@ -106,6 +114,7 @@ impl UpstreamPool {
         http.set_keepalive(Some(KEEPALIVE_IDLE));
         http.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
         http.set_keepalive_retries(Some(KEEPALIVE_PROBES));
+        http.set_tcp_user_timeout(Some(UNACKNOWLEDGED_LIMIT));
         // https servers get TLS; plain http ones none.
         http.enforce_http(false);
         let tls = hyper_rustls::HttpsConnectorBuilder::new();

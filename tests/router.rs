@@ -784,13 +784,24 @@ async fn https_servers_are_reached_through_a_private_ca() {
         "the routed request did not go through the TLS front"
     );
 
-    // Without it, the certificate is not trusted, and the errors say so.
-    let untrusting = Slum::start(|_| {}).await;
-    untrusting.db().add_server(&record).await.unwrap();
-    untrusting.add_tenant("tls.com", "s1").await;
+    // A router on the same fleet database without it: the certificate is
+    // not trusted, by its router nor by its calls to tenement's API, and the
+    // errors say so.
+    let db = slum.db_path.to_str().unwrap().to_owned();
+    let untrusting = Slum::start_on(Some(&db), |_| {}).await;
+    let (status, body) = untrusting.get("tls.com", "/").await;
+    assert_eq!(
+        (status, body.trim()),
+        (
+            502,
+            "cannot connect to server 's1': invalid peer certificate: UnknownIssuer"
+        )
+    );
     let e = untrusting
         .db()
-        .spawn_instance("tls", "api", "prod", "s1")
+        .tenement_clients()
+        .for_server(&record)
+        .list()
         .await
         .unwrap_err()
         .to_string();
