@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -924,19 +923,7 @@ enum Failure {
 /// for its timeout (not the server's connection, whose errors can say
 /// "timed out" too).
 fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let Some(ExchangeError::RequestBody(body)) = e.downcast_ref::<ExchangeError>() else {
-        return false;
-    };
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**body);
-    while let Some(e) = cause {
-        if e.downcast_ref::<io::Error>()
-            .is_some_and(|e| e.kind() == io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    matches!(e.downcast_ref::<ExchangeError>(), Some(ExchangeError::RequestBody(body)) if is_timeout(&**body))
 }
 
 impl Failure {
@@ -1164,8 +1151,8 @@ fn upstream_uri(prefix: &str, request: &Uri) -> Result<Uri, hyper::http::Error> 
     Ok(format!("{prefix}{path}").parse::<Uri>()?)
 }
 
-/// Whether a connect failed by running out of time (the connector's timeout, or
-/// the kernel's).
+/// Whether an error, or one of its causes, is running out of time: a
+/// connect's (the connector's timeout, or the kernel's), or a request body's.
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
@@ -1184,6 +1171,7 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
 
     /// A GET with these header lines.
     fn get(pairs: &[(&str, &str)]) -> RequestHead {
