@@ -104,6 +104,19 @@ impl CoarseTimer {
         self.shared.now()
     }
 
+    /// Waits for `deadline` on a sleep that is kept (in `sleep`, made at its
+    /// first wait) and reset for each deadline: one slot for its whole life.
+    pub fn poll_until(
+        &self,
+        sleep: &mut Option<CoarseSleep>,
+        deadline: Instant,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let sleep = sleep.get_or_insert_with(|| self.sleep_until(deadline));
+        sleep.reset(deadline);
+        Pin::new(sleep).poll(cx)
+    }
+
     /// `fut`, or [`Elapsed`] if it is not done by `deadline`.
     pub fn timeout_at<F: Future>(&self, deadline: Instant, fut: F) -> Timeout<F> {
         Timeout {

@@ -224,9 +224,9 @@ impl ClientConn {
                 }
                 let deadline = *deadline
                     .get_or_insert_with(|| coarse_timer::after(timer.now(), limits.header_timeout));
-                let sleep = sleep.get_or_insert_with(|| timer.sleep_until(deadline));
-                sleep.reset(deadline);
-                Pin::new(sleep).poll(cx).map(|()| Waited::TimedOut)
+                timer
+                    .poll_until(sleep, deadline, cx)
+                    .map(|()| Waited::TimedOut)
             })
             .await;
             match filled {
@@ -577,9 +577,7 @@ async fn write_within(
                 Poll::Pending => {
                     let deadline =
                         *deadline.get_or_insert_with(|| coarse_timer::after(timer.now(), limit));
-                    let sleep = sleep.get_or_insert_with(|| timer.sleep_until(deadline));
-                    sleep.reset(deadline);
-                    ready!(Pin::new(sleep).poll(cx));
+                    ready!(timer.poll_until(sleep, deadline, cx));
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
@@ -885,11 +883,7 @@ impl Streaming {
                 let now = self.timer.now();
                 let since = *self.waiting_since.get_or_insert(now);
                 let deadline = coarse_timer::after(since, self.limit);
-                let sleep = self
-                    .sleep
-                    .get_or_insert_with(|| self.timer.sleep_until(deadline));
-                sleep.reset(deadline);
-                ready!(Pin::new(sleep).poll(cx));
+                ready!(self.timer.poll_until(&mut self.sleep, deadline, cx));
                 return Poll::Ready(Some(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!("no request body bytes for {:.1}s", self.limit.as_secs_f64()),
