@@ -28,25 +28,23 @@ pub struct TenementClients {
 
 impl TenementClients {
     pub fn new(options: &FleetOptions) -> Self {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(8)
-            .tcp_nodelay(true)
-            .no_proxy();
-        if let Some(roots) = &options.server_roots {
-            http = http.use_preconfigured_tls(roots.client_config());
-        }
-        // Building fails only for a TLS configuration reqwest cannot take,
-        // which `ServerRoots` checks when it is loaded.
-        let http = http.build().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot build the tenement API client with its TLS configuration; using the public roots");
+        let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(options.connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(8)
                 .tcp_nodelay(true)
                 .no_proxy()
-                .build()
-                .unwrap_or_default()
+        };
+        let configured = match &options.server_roots {
+            Some(roots) => builder().use_preconfigured_tls(roots.client_config()),
+            None => builder(),
+        };
+        // Building fails only for a TLS configuration reqwest cannot take,
+        // which `ServerRoots` checks when it is loaded.
+        let http = configured.build().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot build the tenement API client with its TLS configuration; using the public roots");
+            builder().build().unwrap_or_default()
         });
         TenementClients {
             http,
