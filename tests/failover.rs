@@ -459,12 +459,7 @@ async fn moving_a_tenant_under_load_loses_no_request() {
     let fleet = fleet(2).await;
     let slum = Slum::start(|a| a.move_grace = Some(1.0)).await;
     slum.add_fleet(&fleet).await;
-    slum.add_tenant("mover.com", "s1").await;
-    slum.db()
-        .spawn_instance("mover", "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
+    slum.add_running_tenant("mover.com", "s1").await;
     let load = Load::start(slum.router, vec!["mover.com".into()]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let moved = slum.db().move_tenant("mover.com", "s2").await.unwrap();
@@ -555,12 +550,7 @@ async fn a_quiet_stream_from_a_server_that_vanishes_ends() {
     let fleet = fleet(1).await;
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
-    slum.add_tenant("events.com", "s1").await;
-    slum.db()
-        .spawn_instance("events", "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
+    slum.add_running_tenant("events.com", "s1").await;
 
     let (quiet, _quiet_w, _) = first_tick(
         &slum,

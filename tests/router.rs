@@ -369,12 +369,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let fleet = fleet(1).await;
     let mut slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
-    slum.add_tenant("slow.com", "s1").await;
-    slum.db()
-        .spawn_instance("slow", "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
+    slum.add_running_tenant("slow.com", "s1").await;
     let url = format!("http://{}/sleep?ms=1500", slum.router);
     let in_flight = tokio::spawn(async move {
         let r = http()
@@ -412,12 +407,7 @@ async fn two_hundred_megabytes_stream_both_ways_in_flat_memory() {
     let fleet = fleet(1).await;
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
-    slum.add_tenant("big.com", "s1").await;
-    slum.db()
-        .spawn_instance("big", "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
+    slum.add_running_tenant("big.com", "s1").await;
     let before = peak_rss_kb();
 
     // Upload: 200 MB generated on the fly, counted by the app.
@@ -621,9 +611,9 @@ async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
     }
 }
 
-#[tokio::test]
-async fn request_bodies_are_timed_by_their_pauses_not_their_length() {
-    use tokio::io::AsyncWriteExt;
+/// One server with the tenant up.com running on it, behind a router whose
+/// upstream and body timeouts are 1 s.
+async fn up_com_with_one_second_timeouts() -> (slum::local_fleet::LocalFleet, Slum) {
     let fleet = fleet(1).await;
     let slum = Slum::start(|a| {
         a.upstream_timeout = Some(1.0);
@@ -631,12 +621,14 @@ async fn request_bodies_are_timed_by_their_pauses_not_their_length() {
     })
     .await;
     slum.add_fleet(&fleet).await;
-    slum.add_tenant("up.com", "s1").await;
-    slum.db()
-        .spawn_instance("up", "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
+    slum.add_running_tenant("up.com", "s1").await;
+    (fleet, slum)
+}
+
+#[tokio::test]
+async fn request_bodies_are_timed_by_their_pauses_not_their_length() {
+    use tokio::io::AsyncWriteExt;
+    let (fleet, slum) = up_com_with_one_second_timeouts().await;
     let within = |what| async move {
         tokio::time::timeout(Duration::from_secs(20), what)
             .await
@@ -815,19 +807,7 @@ async fn https_servers_are_reached_through_a_private_ca() {
 #[tokio::test]
 async fn an_upload_whose_end_comes_late_still_times_the_server() {
     use tokio::io::AsyncWriteExt;
-    let fleet = fleet(1).await;
-    let slum = Slum::start(|a| {
-        a.upstream_timeout = Some(1.0);
-        a.body_timeout = Some(1.0);
-    })
-    .await;
-    slum.add_fleet(&fleet).await;
-    slum.add_tenant("up.com", "s1").await;
-    slum.db()
-        .spawn_instance("up", "api", "prod", "s1")
-        .await
-        .unwrap();
-    slum.state.fleet_changed().await;
+    let (_fleet, slum) = up_com_with_one_second_timeouts().await;
 
     for chunked in [false, true] {
         let mut s = tokio::net::TcpStream::connect(slum.router).await.unwrap();

@@ -77,15 +77,23 @@ impl Slum {
         self.state.fleet_changed().await;
     }
 
+    /// A tenant homed on `server` with its `prod` instance running there,
+    /// routed; returns its name.
+    pub async fn add_running_tenant(&self, domain: &str, server: &str) -> String {
+        self.add_tenant(domain, server).await;
+        let name = domain.split('.').next().unwrap_or_default().to_owned();
+        self.db()
+            .spawn_instance(&name, "api", "prod", server)
+            .await
+            .unwrap();
+        self.state.fleet_changed().await;
+        name
+    }
+
     /// A tenant homed on s1 with its `prod` instance there and a `backup` on
     /// s2, routed; returns its name.
     pub async fn add_tenant_with_backup(&self, domain: &str) -> String {
-        self.add_tenant(domain, "s1").await;
-        let name = domain.split('.').next().unwrap_or_default().to_owned();
-        self.db()
-            .spawn_instance(&name, "api", "prod", "s1")
-            .await
-            .unwrap();
+        let name = self.add_running_tenant(domain, "s1").await;
         self.db()
             .spawn_instance(&name, "api", "backup", "s2")
             .await
