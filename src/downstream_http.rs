@@ -1040,24 +1040,12 @@ mod tests {
     /// - anything else: the method and path.
     async fn handle(parts: RequestHead, body: RequestBody) -> Response<TestBody> {
         match parts.uri.path() {
-            "/echo" => {
-                let got = body.collect().await.map(|c| c.to_bytes());
-                let text = match got {
-                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                    Err(e) => format!("error: {e}"),
-                };
-                Response::new(full(&text))
-            }
+            "/echo" => echo(body).await,
             // Reads the body only after 600 ms (as after a spawn), then
             // echoes it.
             "/late-echo" => {
                 tokio::time::sleep(Duration::from_millis(600)).await;
-                let got = body.collect().await.map(|c| c.to_bytes());
-                let text = match got {
-                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
-                    Err(e) => format!("error: {e}"),
-                };
-                Response::new(full(&text))
+                echo(body).await
             }
             // Reads the body, then says whether its progress still says it
             // waits for the client.
@@ -1111,6 +1099,15 @@ mod tests {
             }
             path => Response::new(full(&format!("{} {path}", parts.method))),
         }
+    }
+
+    /// The request body read whole as the answer, or the error that ended it.
+    async fn echo(body: RequestBody) -> Response<TestBody> {
+        let text = match body.collect().await.map(|c| c.to_bytes()) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => format!("error: {e}"),
+        };
+        Response::new(full(&text))
     }
 
     static SLOW_DROPPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
