@@ -1,0 +1,133 @@
+//! The fleet as a whole: `GET /v1/status` (every server's stats at once, the
+//! record counts, and the domains no server can serve now) and
+//! `POST /v1/reconcile`.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::future::join_all;
+
+use super::wire::{DownTenant, FleetStatus};
+use super::ApiResult;
+use crate::route_table::{Decision, RouteTable};
+use crate::serve::AppState;
+
+pub(super) async fn fleet_status(State(state): State<AppState>) -> ApiResult<Json<FleetStatus>> {
+    let servers = state.db.list_servers().await?;
+    // Every server is asked at once, so one slow server costs one timeout.
+    let asked = join_all(servers.iter().map(|s| state.db.get_server_stats(&s.id))).await;
+    let mut stats = Vec::with_capacity(asked.len());
+    for result in asked {
+        match result {
+            Ok(s) => stats.push(s),
+            // Deleted since it was listed: it is not part of the fleet any more.
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (tenants, instances) =
+        tokio::try_join!(state.db.list_tenants(), state.db.list_instance_records())?;
+    let down_tenants = down_tenants(
+        &state.routes.current(),
+        tenants.iter().map(|t| t.domain.as_str()),
+    );
+    Ok(Json(FleetStatus {
+        servers: stats,
+        tenants: count(tenants.len()),
+        instances: count(instances.len()),
+        down_tenants,
+    }))
+}
+
+/// A number of records as the wire counts them (no fleet comes near `i64::MAX`).
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Of `domains`, those the route table says are down, sorted by domain.
+fn down_tenants<'a>(table: &RouteTable, domains: impl Iterator<Item = &'a str>) -> Vec<DownTenant> {
+    let mut down: Vec<DownTenant> = domains
+        .filter_map(|domain| match table.route(domain) {
+            Decision::ServerDown { tenant, servers } => Some(DownTenant {
+                domain: domain.to_owned(),
+                tenant: tenant.clone(),
+                servers: servers.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    down.sort_by(|a, b| a.domain.cmp(&b.domain));
+    down
+}
+
+pub(super) async fn reconcile(State(state): State<AppState>) -> ApiResult<Response> {
+    let report = state.db.reconcile().await?;
+    state.fleet_changed().await;
+    Ok(Json(report).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Instance, Server, ServerStatus, Tenant};
+
+    #[test]
+    fn down_tenants_are_the_domains_whose_servers_are_all_offline() {
+        let server = |id: &str, status| Server {
+            id: id.into(),
+            url: format!("http://{id}.test"),
+            status,
+            ..Default::default()
+        };
+        let tenant = |domain: &str, home: &str| Tenant {
+            domain: domain.into(),
+            name: domain.split('.').next().unwrap_or_default().into(),
+            server_id: home.into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        };
+        let inst = |tenant: &str, id: &str, server: &str| Instance {
+            tenant: tenant.into(),
+            instance_id: id.into(),
+            process: "api".into(),
+            server_id: server.into(),
+            ..Default::default()
+        };
+        let table = RouteTable::build(
+            1,
+            &[
+                server("east", ServerStatus::Offline),
+                server("west", ServerStatus::Online),
+            ],
+            &[
+                tenant("b.test", "east"),
+                tenant("a.test", "east"),
+                tenant("backed.test", "east"),
+                tenant("fine.test", "west"),
+            ],
+            &[
+                inst("a", "prod", "east"),
+                inst("backed", "prod", "east"),
+                inst("backed", "backup", "west"),
+                inst("fine", "prod", "west"),
+            ],
+        );
+        let domains = ["b.test", "fine.test", "a.test", "backed.test", "gone.test"];
+        assert_eq!(
+            down_tenants(&table, domains.into_iter()),
+            vec![
+                DownTenant {
+                    domain: "a.test".into(),
+                    tenant: "a".into(),
+                    servers: vec!["east".into()],
+                },
+                DownTenant {
+                    domain: "b.test".into(),
+                    tenant: "b".into(),
+                    servers: vec!["east".into()],
+                },
+            ]
+        );
+    }
+}

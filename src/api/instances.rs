@@ -1,0 +1,83 @@
+//! `/v1/instances`: instances fleet-wide as their servers report them, and
+//! starting or stopping one.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::placing::{placing, Placing};
+use super::wire::{NewInstance, ServerFilter};
+use super::ApiResult;
+use crate::error::Error;
+use crate::orchestration::SpawnOptions;
+use crate::placement::PlacementRequest;
+use crate::serve::AppState;
+
+pub(super) async fn list_instances(
+    State(state): State<AppState>,
+    ApiQuery(filter): ApiQuery<ServerFilter>,
+) -> ApiResult<Response> {
+    let instances = match filter.server {
+        Some(server) => state.db.list_instances_on_server(&server).await?,
+        None => state.db.list_all_instances().await?,
+    };
+    Ok(Json(instances).into_response())
+}
+
+pub(super) async fn spawn_instance(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<NewInstance>,
+) -> ApiResult<Response> {
+    let request = PlacementRequest {
+        region: body.region,
+        distinct_region: body.distinct_region,
+        memory_mb: body.memory_mb,
+    };
+    let instance = match placing(body.server_id, body.auto, request)? {
+        Placing::On(server_id) => {
+            let options = SpawnOptions {
+                memory_mb: body.memory_mb,
+            };
+            state
+                .db
+                .spawn_instance_with(
+                    &body.tenant,
+                    &body.process,
+                    &body.instance_id,
+                    &server_id,
+                    &options,
+                )
+                .await?
+        }
+        Placing::Auto(request) => {
+            state
+                .db
+                .spawn_instance_auto(&body.tenant, &body.process, &body.instance_id, &request)
+                .await?
+        }
+    };
+    state.fleet_changed().await;
+    Ok((StatusCode::CREATED, Json(instance)).into_response())
+}
+
+pub(super) async fn get_instance(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<Response> {
+    Ok(Json(state.db.get_instance_status(&key).await?).into_response())
+}
+
+pub(super) async fn stop_instance(
+    State(state): State<AppState>,
+    ApiPath(key): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let stopped = state.db.stop_instance(&key).await;
+    // A pending stop takes the instance out of routing too.
+    if matches!(stopped, Ok(()) | Err(Error::StopPending { .. })) {
+        state.fleet_changed().await;
+    }
+    stopped?;
+    Ok(StatusCode::NO_CONTENT)
+}

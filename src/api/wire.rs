@@ -1,0 +1,241 @@
+//! The management API's wire types: every request and response body, declared
+//! once and used by both ends, the handlers (which deserialize requests and
+//! serialize answers) and the CLI (which does the opposite). A field renamed
+//! here is renamed for both, so the two cannot drift apart.
+//!
+//! The library's own records (`Server`, `Tenant`, `Instance`, `ServerStats`,
+//! `DrainProgress`, `ReconcileReport`, ...) travel as they are and are
+//! re-exported from here, so the CLI needs no other module of the server side.
+//!
+//! Two conventions hold for every request body: a field that is `None` (or a
+//! `false` flag) is left out when serialized, and a field the body does not
+//! have is refused when deserialized (`deny_unknown_fields`), so that a typo
+//! is an error naming the field rather than a silent no-op.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use crate::drain::DrainProgress;
+pub use crate::model::{
+    ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
+};
+// The state of an `InstanceStatus`: no code names it apart from tests today,
+// but it is part of the answer, so clients find it here with the rest.
+#[allow(unused_imports)]
+pub use crate::model::InstanceState;
+pub use crate::reconcile::ReconcileReport;
+
+#[cfg(test)]
+mod tests;
+
+// ----- requests -----
+
+/// `?server=ID` on `GET /v1/tenants` and `GET /v1/instances`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+}
+
+/// `POST /v1/servers`. No `Debug`: it may hold the server's token.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewServer {
+    pub id: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    pub capacity_mb: i64,
+    /// The tenement server's admin token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+/// `PATCH /v1/servers/{id}`. Absent fields keep their values; `null` clears
+/// the optional ones (`Some(None)`). No `Debug`: it may hold the token.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub region: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_mb: Option<i64>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub domain: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<ServerStatus>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `POST /v1/tenants`: a tenant on a given `server_id`, or (`"auto": true`)
+/// on the usable server with the most free room, in `region` when given.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    pub domain: String,
+    /// Defaults to the first label of the domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    pub process: String,
+    pub instance_id: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverPolicy>,
+}
+
+/// `PATCH /v1/tenants/{domain}`: absent fields keep their values.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverPolicy>,
+}
+
+/// `POST /v1/tenants/{domain}/move`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveTo {
+    pub server_id: String,
+}
+
+/// `POST /v1/instances`: an instance on a given `server_id`, or (`"auto":
+/// true`) placed by slum.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewInstance {
+    pub tenant: String,
+    pub process: String,
+    pub instance_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Never in a region that already holds an instance of the process.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub distinct_region: bool,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+}
+
+// ----- answers -----
+//
+// Answers are read with `#[serde(default)]` where a field was added later, so
+// that a newer CLI still reads an older `slum serve`.
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetStatus {
+    pub servers: Vec<ServerStats>,
+    /// Tenants in the fleet database; `i64` like the per-server counts of
+    /// [`ServerStats`], which come from the store's `COUNT`s.
+    pub tenants: i64,
+    /// Instance records in the fleet database.
+    pub instances: i64,
+    /// Domains the router cannot serve now: every server that could hold their
+    /// instance is offline. Sorted by domain.
+    pub down_tenants: Vec<DownTenant>,
+}
+
+/// A domain whose instance (and every backup) is on an offline server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DownTenant {
+    pub domain: String,
+    pub tenant: String,
+    /// The offline servers its instances are on (its home, when it has none).
+    pub servers: Vec<String>,
+}
+
+/// `POST /v1/tokens`' answer. No `Debug`: it holds the secret.
+#[derive(Serialize, Deserialize)]
+pub struct CreatedToken {
+    pub token: ApiToken,
+    /// Shown this once; only its hash is stored.
+    pub secret: String,
+}
+
+/// The JSON of every failure: `{"error": Problem}`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: Problem,
+}
+
+/// What went wrong: a `kind` (one per error kind, see
+/// `docs/management-api.md`), a message for people, and the field, server or
+/// key it is about. `field`, `server` and `key` are always sent (`null` when
+/// they do not apply); the others only for the kinds that have them.
+#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(default)]
+    pub kind: String,
+    pub message: String,
+    #[serde(default)]
+    pub field: Option<String>,
+    #[serde(default)]
+    pub server: Option<String>,
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_mb: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_mb: Option<i64>,
+}

@@ -1,0 +1,462 @@
+//! The command line's arguments, as clap derive types: the global flags, one
+//! subcommand per resource, and the request bodies they turn into (the
+//! management API's [`wire`](crate::api::wire) types). Parsing is all clap's;
+//! the few values checked here (an instance key, a token file) fail before any
+//! request is sent.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+
+use super::error::CliError;
+use crate::api::wire::{
+    FailoverPolicy, NewInstance, NewServer, NewTenant, ServerPatch, ServerStatus, TenantPatch,
+};
+use crate::serve::ServeArgs;
+
+#[cfg(test)]
+mod tests;
+
+/// slum: a fleet orchestrator for tenement servers.
+#[derive(Debug, Parser)]
+#[command(name = "slum", version, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub(super) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(super) command: Command,
+}
+
+impl Cli {
+    /// Whether this runs the server (which logs at `info` by default) rather than
+    /// a client command (which logs only warnings).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
+/// Flags of every client command.
+#[derive(Debug, Clone, Args)]
+pub(super) struct GlobalArgs {
+    /// Management API of `slum serve` [default: http://127.0.0.1:9090].
+    #[arg(long, env = "SLUM_API", value_name = "URL", global = true)]
+    pub(super) api: Option<String>,
+    /// API token; give it before the subcommand (after `server add|update`,
+    /// --token is the tenement server's token). Without it, the file `slum serve`
+    /// writes on first start is read ($SLUM_TOKEN_FILE or
+    /// $XDG_CONFIG_HOME/slum/token).
+    #[arg(long, env = "SLUM_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub(super) token: Option<Secret>,
+    /// Print the API's JSON (pretty) instead of tables, for scripts.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum Command {
+    /// Run the router and the management API.
+    Serve(Box<ServeArgs>),
+    /// Tenement servers of the fleet.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Customer domains and where they are routed.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Start an instance of a tenant's process on a server (or, with --auto, on
+    /// the server slum picks).
+    Spawn(SpawnArgs),
+    /// Stop an instance.
+    Stop {
+        /// The instance, as TENANT:INSTANCE (e.g. customer-1:prod).
+        #[arg(value_parser = parse_instance_key, value_name = "TENANT:INSTANCE")]
+        key: String,
+    },
+    /// Instances fleet-wide, as their servers report them now.
+    Ps {
+        /// Only the instances on this server.
+        #[arg(long, value_name = "ID")]
+        server: Option<String>,
+    },
+    /// Servers with their health, capacity and counts, and the tenants whose
+    /// servers are down.
+    Status,
+    /// Management API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Make what runs equal to what should run: respawn missing instances and
+    /// complete pending stops.
+    Reconcile,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ServerCommand {
+    /// Add a tenement server to the fleet.
+    Add(ServerAddArgs),
+    /// List the fleet's servers.
+    List,
+    /// One server, with its live stats.
+    Show {
+        /// Server id.
+        id: String,
+    },
+    /// Change a server's settings or status.
+    Update(ServerUpdateArgs),
+    /// Remove a server (it must have no tenants or instances left).
+    Remove {
+        /// Server id.
+        id: String,
+    },
+    /// Stop new placements on a server and move its tenants elsewhere without
+    /// losing a request; shows progress, then what moved and what failed (exit
+    /// code 1 when anything could not be moved). Ctrl-C stops watching, not the
+    /// drain.
+    Drain {
+        /// Server id.
+        id: String,
+    },
+    /// Let a drained (or draining) server take placements again; a drain still
+    /// running stops, and what it moved stays moved.
+    Undrain {
+        /// Server id.
+        id: String,
+    },
+}
+
+/// The tenement server's admin token, given inline or read from a file.
+#[derive(Debug, Clone, Args)]
+pub(super) struct TenementTokenArgs {
+    /// Admin API token of the tenement server.
+    #[arg(long, value_name = "T", conflicts_with = "token_file")]
+    pub(super) token: Option<Secret>,
+    /// File holding the tenement server's admin token (keeps it out of `ps`).
+    #[arg(long, value_name = "F")]
+    pub(super) token_file: Option<PathBuf>,
+}
+
+impl TenementTokenArgs {
+    /// The token, read from the file when one was given.
+    fn resolve(&self) -> Result<Option<String>, CliError> {
+        if let Some(t) = &self.token {
+            return Ok(Some(t.expose().to_owned()));
+        }
+        match &self.token_file {
+            None => Ok(None),
+            Some(path) => std::fs::read_to_string(path)
+                .map(|s| Some(s.trim().to_owned()))
+                .map_err(|e| {
+                    CliError::Local(format!("cannot read --token-file {}: {e}", path.display()))
+                }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct ServerAddArgs {
+    /// Server id, a DNS label (e.g. east-1).
+    pub(super) id: String,
+    /// Base URL of the server's tenement API and proxy.
+    #[arg(long)]
+    pub(super) url: String,
+    /// Region (e.g. us-east).
+    #[arg(long)]
+    pub(super) region: Option<String>,
+    /// Memory the server offers to instances, in MB.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(super) capacity_mb: i64,
+    #[command(flatten)]
+    pub(super) token: TenementTokenArgs,
+    /// The --domain tenement routes by (default: the host of --url).
+    #[arg(long)]
+    pub(super) domain: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["url", "region", "capacity_mb", "token", "token_file", "domain", "status"])
+))]
+pub(super) struct ServerUpdateArgs {
+    /// Server id.
+    pub(super) id: String,
+    #[arg(long)]
+    pub(super) url: Option<String>,
+    #[arg(long)]
+    pub(super) region: Option<String>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(super) capacity_mb: Option<i64>,
+    #[command(flatten)]
+    pub(super) token: TenementTokenArgs,
+    #[arg(long)]
+    pub(super) domain: Option<String>,
+    /// Health state; `draining` stops new placements on the server.
+    #[arg(long, value_enum)]
+    pub(super) status: Option<StatusArg>,
+}
+
+/// The server states an operator may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum StatusArg {
+    Online,
+    Offline,
+    Draining,
+    Unknown,
+}
+
+impl From<StatusArg> for ServerStatus {
+    fn from(s: StatusArg) -> Self {
+        match s {
+            StatusArg::Online => ServerStatus::Online,
+            StatusArg::Offline => ServerStatus::Offline,
+            StatusArg::Draining => ServerStatus::Draining,
+            StatusArg::Unknown => ServerStatus::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TenantCommand {
+    /// Route a customer domain to a tenant's instance on a home server, or (with
+    /// --auto) on the usable server with the most free room, started there.
+    Add(TenantAddArgs),
+    /// List the customer domains.
+    List {
+        /// Only the domains whose home is this server.
+        #[arg(long, value_name = "ID")]
+        server: Option<String>,
+    },
+    /// One customer domain.
+    Show {
+        /// Customer domain.
+        domain: String,
+    },
+    /// Change a domain's settings.
+    Update(TenantUpdateArgs),
+    /// Move a domain's home to another server (its instance follows).
+    Move {
+        /// Customer domain.
+        domain: String,
+        /// The new home server.
+        #[arg(long, value_name = "SERVER")]
+        to: String,
+    },
+    /// Stop routing a customer domain.
+    Remove {
+        /// Customer domain.
+        domain: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("placement").required(true).args(["server", "auto"])))]
+pub(super) struct TenantAddArgs {
+    /// Customer domain (e.g. customer-1.example.com).
+    pub(super) domain: String,
+    /// Home server id.
+    #[arg(long, value_name = "ID")]
+    pub(super) server: Option<String>,
+    /// Let slum choose the home: the usable server with the most free room (in
+    /// --region when given); the instance is started there.
+    #[arg(long)]
+    pub(super) auto: bool,
+    /// With --auto: only servers of this region.
+    #[arg(long, value_name = "R", conflicts_with = "server")]
+    pub(super) region: Option<String>,
+    /// When the instance's server goes offline and there is no backup: wait for
+    /// it (none, the default) or start it elsewhere (respawn).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(super) failover: Option<FailoverArg>,
+    /// Process name (e.g. api).
+    #[arg(long, value_name = "P")]
+    pub(super) process: String,
+    /// Instance id (e.g. prod).
+    #[arg(long, value_name = "I")]
+    pub(super) instance: String,
+    /// Tenant name (default: the first label of the domain).
+    #[arg(long, value_name = "N")]
+    pub(super) name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(
+    ArgGroup::new("change")
+        .required(true)
+        .multiple(true)
+        .args(["failover"])
+))]
+pub(super) struct TenantUpdateArgs {
+    /// Customer domain.
+    pub(super) domain: String,
+    /// When the instance's server goes offline and there is no backup: wait for
+    /// it (none) or start it elsewhere (respawn).
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub(super) failover: Option<FailoverArg>,
+}
+
+/// A tenant's failover policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum FailoverArg {
+    None,
+    Respawn,
+}
+
+impl From<FailoverArg> for FailoverPolicy {
+    fn from(f: FailoverArg) -> Self {
+        match f {
+            FailoverArg::None => FailoverPolicy::None,
+            FailoverArg::Respawn => FailoverPolicy::Respawn,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("placement").required(true).args(["server", "auto"])))]
+pub(super) struct SpawnArgs {
+    /// Tenant name.
+    pub(super) tenant: String,
+    /// Process name.
+    #[arg(long, value_name = "P")]
+    pub(super) process: String,
+    /// Instance id.
+    #[arg(long, value_name = "I")]
+    pub(super) instance: String,
+    /// Server to start it on.
+    #[arg(long, value_name = "S")]
+    pub(super) server: Option<String>,
+    /// Let slum choose the server: the usable one with the most free room that
+    /// holds no other instance of the tenant's process.
+    #[arg(long)]
+    pub(super) auto: bool,
+    /// With --auto: only servers of this region.
+    #[arg(long, value_name = "R", conflicts_with = "server")]
+    pub(super) region: Option<String>,
+    /// With --auto: never a region that already holds an instance of the
+    /// tenant's process (a backup that survives the loss of a region).
+    #[arg(long, conflicts_with = "server")]
+    pub(super) other_region: bool,
+    /// Memory to reserve, in MB (default: the server's --default-memory-mb).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub(super) memory_mb: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// What the token is for (e.g. ci).
+        name: String,
+    },
+    /// List the tokens (never their secrets).
+    List,
+    /// Revoke a token.
+    Revoke {
+        /// Token id (from `slum token list`).
+        id: String,
+    },
+}
+
+fn parse_instance_key(s: &str) -> Result<String, String> {
+    match s.split_once(':') {
+        Some((tenant, instance)) if !tenant.is_empty() && !instance.is_empty() => Ok(s.into()),
+        _ => Err(format!(
+            "'{s}' is not TENANT:INSTANCE (e.g. customer-1:prod)"
+        )),
+    }
+}
+
+/// A secret (an API or tenement token): never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Secret(String);
+
+impl Secret {
+    pub(super) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s.trim().to_owned())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+// ----- the request bodies the arguments make -----
+
+impl ServerAddArgs {
+    /// The body of `POST /v1/servers`.
+    pub(super) fn body(&self) -> Result<NewServer, CliError> {
+        Ok(NewServer {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            region: self.region.clone(),
+            capacity_mb: self.capacity_mb,
+            token: self.token.resolve()?,
+            domain: self.domain.clone(),
+        })
+    }
+}
+
+impl ServerUpdateArgs {
+    /// The body of `PATCH /v1/servers/{id}`: only the fields given. The CLI
+    /// sets values and never clears one (`null`).
+    pub(super) fn patch(&self) -> Result<ServerPatch, CliError> {
+        Ok(ServerPatch {
+            url: self.url.clone(),
+            region: self.region.clone().map(Some),
+            capacity_mb: self.capacity_mb,
+            token: self.token.resolve()?.map(Some),
+            domain: self.domain.clone().map(Some),
+            status: self.status.map(ServerStatus::from),
+        })
+    }
+}
+
+impl TenantAddArgs {
+    /// The body of `POST /v1/tenants`.
+    pub(super) fn body(&self) -> NewTenant {
+        NewTenant {
+            domain: self.domain.clone(),
+            name: self.name.clone(),
+            server_id: self.server.clone(),
+            process: self.process.clone(),
+            instance_id: self.instance.clone(),
+            auto: self.auto,
+            region: self.region.clone(),
+            failover: self.failover.map(FailoverPolicy::from),
+        }
+    }
+}
+
+impl TenantUpdateArgs {
+    /// The body of `PATCH /v1/tenants/{domain}`: only the fields given.
+    pub(super) fn patch(&self) -> TenantPatch {
+        TenantPatch {
+            failover: self.failover.map(FailoverPolicy::from),
+            ..Default::default()
+        }
+    }
+}
+
+impl SpawnArgs {
+    /// The body of `POST /v1/instances`.
+    pub(super) fn body(&self) -> NewInstance {
+        NewInstance {
+            tenant: self.tenant.clone(),
+            process: self.process.clone(),
+            instance_id: self.instance.clone(),
+            server_id: self.server.clone(),
+            memory_mb: self.memory_mb,
+            auto: self.auto,
+            region: self.region.clone(),
+            distinct_region: self.other_region,
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `slum`, the command line: `slum serve` runs the router and the management API;
+//! every other command is a client of that API (see `docs/management-api.md`).
+//!
+//! The pieces: `args` (the clap definitions), `client` (one typed method per
+//! API route, all going through one request function that turns every failure
+//! into one `CliError`), `render` (pure functions, records and "now" in, text
+//! out, tested without a server) and `drain` (following a drain with a progress
+//! bar). This module runs a parsed command: people get aligned tables; `--json`
+//! prints the API's own JSON for scripts. Request and answer bodies are the
+//! management API's `api::wire` types, the ones its handlers use.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::serve::ServeArgs;
+
+mod args;
+mod client;
+mod drain;
+mod error;
+mod render;
+
+pub use args::Cli;
+use args::{Command, GlobalArgs, ServerCommand, TenantCommand, TokenCommand};
+use client::{api_base, resolve_token, token_file_path, ApiClient, Stop};
+use error::CliError;
+use render::{
+    render_instances, render_reconcile, render_server, render_servers, render_spawned,
+    render_status, render_tenant, render_tenants, render_tokens,
+};
+
+/// Runs the parsed command line and returns the process's exit code: 0 on
+/// success, 1 after printing `error: ...` on stderr. (clap already exits with 2
+/// on usage errors.)
+pub async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve(&args).await,
+        command => client_command(&cli.global, command).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    let config = crate::serve::ServeConfig::resolve(args).map_err(CliError::local)?;
+    let shutdown = shutdown_signal().map_err(CliError::local)?;
+    crate::serve::run(config, shutdown)
+        .await
+        .map_err(CliError::local)
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C). Both handlers are installed before
+/// `serve` starts, so a signal that arrives during start-up is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    })
+}
+
+async fn client_command(global: &GlobalArgs, command: Command) -> Result<(), CliError> {
+    let base = api_base(global.api.as_deref())?;
+    let token_file = token_file_path();
+    let token = resolve_token(global.token.clone(), &token_file)?;
+    let client = ApiClient::new(base, token, token_file)?;
+    let output = execute(&client, command, global.json).await?;
+    output.print(global.json)?;
+    match output.failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// What a command prints: the API's JSON for `--json`, text for people, and a
+/// note for stderr in both cases; `failure` makes the command fail after its
+/// output is printed (a drain that could not move everything).
+#[derive(Debug, Default)]
+struct Output {
+    json: Value,
+    text: String,
+    note: Option<String>,
+    failure: Option<CliError>,
+}
+
+impl Output {
+    fn new(json: Value, text: String) -> Self {
+        Output {
+            json,
+            text,
+            ..Default::default()
+        }
+    }
+
+    fn print(&self, json: bool) -> Result<(), CliError> {
+        if json {
+            if !self.json.is_null() {
+                let pretty = serde_json::to_string_pretty(&self.json)
+                    .map_err(|e| CliError::Local(format!("cannot print JSON: {e}")))?;
+                println!("{pretty}");
+            }
+        } else if !self.text.is_empty() {
+            println!("{}", self.text.trim_end());
+        }
+        if let Some(note) = &self.note {
+            eprintln!("{note}");
+        }
+        Ok(())
+    }
+}
+
+/// Runs one client command; `json` says whether the output is for a script
+/// (no progress bar then).
+async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Output, CliError> {
+    let now = Utc::now();
+    Ok(match command {
+        Command::Serve(_) => {
+            return Err(CliError::Local(
+                "`slum serve` is not a client command".into(),
+            ))
+        }
+        Command::Server(cmd) => server_command(client, cmd, now, json).await?,
+        Command::Tenant(cmd) => tenant_command(client, cmd, now).await?,
+        Command::Spawn(args) => {
+            let r = client.spawn(&args.body()).await?;
+            Output::new(r.json, render_spawned(&r.value))
+        }
+        Command::Stop { key } => match client.stop(&key).await? {
+            Stop::Done => Output::new(Value::Null, format!("stopped {key}")),
+            Stop::Pending { json, message } => Output {
+                json,
+                note: Some(format!("warning: {message}")),
+                ..Default::default()
+            },
+        },
+        Command::Ps { server } => {
+            let r = client.list_instances(server.as_deref()).await?;
+            Output::new(r.json, render_instances(&r.value))
+        }
+        Command::Status => {
+            let status = client.status().await?;
+            Output::new(status.json, render_status(&status.value, now))
+        }
+        Command::Token(cmd) => token_command(client, cmd, now).await?,
+        Command::Reconcile => {
+            let r = client.reconcile().await?;
+            Output::new(r.json, render_reconcile(&r.value))
+        }
+    })
+}
+
+async fn server_command(
+    client: &ApiClient,
+    cmd: ServerCommand,
+    now: DateTime<Utc>,
+    json: bool,
+) -> Result<Output, CliError> {
+    Ok(match cmd {
+        ServerCommand::Add(args) => {
+            let r = client.add_server(&args.body()?).await?;
+            let text = format!(
+                "added server {}\n{}",
+                r.value.id,
+                render_server(&r.value, None, now)
+            );
+            Output::new(r.json, text)
+        }
+        ServerCommand::List => {
+            let r = client.list_servers().await?;
+            Output::new(r.json, render_servers(&r.value, now))
+        }
+        ServerCommand::Show { id } => {
+            let (server, stats) = tokio::try_join!(client.server(&id), client.server_stats(&id))?;
+            let text = render_server(&server.value, Some(&stats.value), now);
+            let json = serde_json::json!({ "server": server.json, "stats": stats.json });
+            Output::new(json, text)
+        }
+        ServerCommand::Update(args) => {
+            let r = client.update_server(&args.id, &args.patch()?).await?;
+            let text = format!(
+                "updated server {}\n{}",
+                r.value.id,
+                render_server(&r.value, None, now)
+            );
+            Output::new(r.json, text)
+        }
+        ServerCommand::Remove { id } => {
+            client.remove_server(&id).await?;
+            Output::new(Value::Null, format!("removed server {id}"))
+        }
+        ServerCommand::Drain { id } => drain::follow(client, &id, json).await?,
+        ServerCommand::Undrain { id } => {
+            let r = client.undrain(&id).await?;
+            let text = format!(
+                "server {} takes placements again (status {})",
+                r.value.id, r.value.status
+            );
+            Output::new(r.json, text)
+        }
+    })
+}
+
+async fn tenant_command(
+    client: &ApiClient,
+    cmd: TenantCommand,
+    now: DateTime<Utc>,
+) -> Result<Output, CliError> {
+    Ok(match cmd {
+        TenantCommand::Add(args) => {
+            let r = client.add_tenant(&args.body()).await?;
+            let text = format!(
+                "added tenant {}\n{}",
+                r.value.domain,
+                render_tenant(&r.value, now)
+            );
+            Output::new(r.json, text)
+        }
+        TenantCommand::List { server } => {
+            let r = client.list_tenants(server.as_deref()).await?;
+            Output::new(r.json, render_tenants(&r.value))
+        }
+        TenantCommand::Show { domain } => {
+            let r = client.tenant(&domain).await?;
+            Output::new(r.json, render_tenant(&r.value, now))
+        }
+        TenantCommand::Update(args) => {
+            let r = client.update_tenant(&args.domain, &args.patch()).await?;
+            let text = format!(
+                "updated tenant {}\n{}",
+                r.value.domain,
+                render_tenant(&r.value, now)
+            );
+            Output::new(r.json, text)
+        }
+        TenantCommand::Move { domain, to } => {
+            let r = client.move_tenant(&domain, &to).await?;
+            let text = format!("moved {} to server {}", r.value.domain, r.value.server_id);
+            Output::new(r.json, text)
+        }
+        TenantCommand::Remove { domain } => {
+            client.remove_tenant(&domain).await?;
+            Output::new(Value::Null, format!("removed tenant {domain}"))
+        }
+    })
+}
+
+async fn token_command(
+    client: &ApiClient,
+    cmd: TokenCommand,
+    now: DateTime<Utc>,
+) -> Result<Output, CliError> {
+    Ok(match cmd {
+        TokenCommand::Create { name } => {
+            let r = client.create_token(&name).await?;
+            // The secret alone on stdout, so that `TOKEN=$(slum token create ci)`
+            // works; the explanation goes to stderr.
+            Output {
+                json: r.json,
+                text: r.value.secret.clone(),
+                note: Some(format!(
+                    "created token {} ({}); this secret is shown once and cannot be shown again: store it now",
+                    r.value.token.id, r.value.token.name
+                )),
+                failure: None,
+            }
+        }
+        TokenCommand::List => {
+            let r = client.list_tokens().await?;
+            Output::new(r.json, render_tokens(&r.value, now))
+        }
+        TokenCommand::Revoke { id } => {
+            client.revoke_token(&id).await?;
+            Output::new(Value::Null, format!("revoked token {id}"))
+        }
+    })
+}

@@ -1,0 +1,380 @@
+//! Rendering for people: aligned tables and `key: value` blocks of the API's
+//! answers. Every function is pure (records and "now" in, text out), so the
+//! output is tested without a server; `--json` bypasses all of this and prints
+//! the API's own JSON.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::wire::{
+    ApiToken, DrainProgress, FleetStatus, Instance, InstanceStatus, ReconcileReport, Server,
+    ServerStats, Tenant,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// An aligned table without borders; columns in `right` are right-aligned
+/// (numbers).
+fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
+    use comfy_table::{presets::NOTHING, CellAlignment, ContentArrangement, Table};
+    let mut t = Table::new();
+    t.load_preset(NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, 2));
+        if right.contains(&i) {
+            column.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.trim_fmt()
+}
+
+/// `key: value` lines with the values aligned.
+fn fields(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("{:<width$}  {v}", format!("{k}:")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn or_dash(v: Option<&str>) -> String {
+    match v {
+        Some(s) if !s.is_empty() => s.to_owned(),
+        _ => "-".to_owned(),
+    }
+}
+
+/// "12s ago", "5m ago", "3h ago", "4d ago"; "never" for none.
+fn format_ago(now: DateTime<Utc>, t: Option<DateTime<Utc>>) -> String {
+    let Some(t) = t else {
+        return "never".to_owned();
+    };
+    let secs = (now - t).num_seconds();
+    if secs < 1 {
+        "just now".to_owned()
+    } else {
+        format!("{} ago", format_duration(secs.unsigned_abs()))
+    }
+}
+
+/// A moment as a date and how long ago it was: "2024-05-01 12:00 UTC (3d ago)".
+fn format_when(now: DateTime<Utc>, t: DateTime<Utc>) -> String {
+    format!(
+        "{} ({})",
+        t.format("%Y-%m-%d %H:%M UTC"),
+        format_ago(now, Some(t))
+    )
+}
+
+/// A duration in its two largest units: "45s", "12m 5s", "3h 12m", "2d 3h".
+fn format_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) if s == 0 => format!("{m}m"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) if m == 0 => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ if h == 0 => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+fn mb(n: i64) -> String {
+    format!("{n} MB")
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+pub(super) fn render_servers(servers: &[Server], now: DateTime<Utc>) -> String {
+    let rows = servers
+        .iter()
+        .map(|s| {
+            vec![
+                s.id.clone(),
+                s.url.clone(),
+                or_dash(s.region.as_deref()),
+                s.status.to_string(),
+                mb(s.used_capacity_mb()),
+                mb(s.capacity_mb),
+                mb(s.free_capacity_mb()),
+                format_ago(now, s.last_seen),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "URL",
+            "REGION",
+            "STATUS",
+            "USED",
+            "CAPACITY",
+            "FREE",
+            "LAST SEEN",
+        ],
+        rows,
+        &[4, 5, 6],
+    )
+}
+
+/// One server, with its live stats when given.
+pub(super) fn render_server(s: &Server, stats: Option<&ServerStats>, now: DateTime<Utc>) -> String {
+    let mut rows = vec![
+        ("id", s.id.clone()),
+        ("url", s.url.clone()),
+        ("region", or_dash(s.region.as_deref())),
+        ("domain", s.routing_domain()),
+        ("status", s.status.to_string()),
+        ("last seen", format_ago(now, s.last_seen)),
+    ];
+    match stats {
+        Some(st) => {
+            rows.push((
+                "capacity",
+                format!(
+                    "{} used of {} ({} free)",
+                    mb(st.used_mb),
+                    mb(st.capacity_mb),
+                    mb(st.free_mb)
+                ),
+            ));
+            rows.push(("tenants", st.tenants.to_string()));
+            let running = st
+                .running
+                .map(|r| format!(" ({r} running)"))
+                .unwrap_or_default();
+            rows.push(("instances", format!("{}{running}", st.instances)));
+            let reachable = match (&st.reachable, &st.error) {
+                (true, _) => "yes".to_owned(),
+                (false, Some(e)) => format!("no: {e}"),
+                (false, None) => "no".to_owned(),
+            };
+            rows.push(("reachable", reachable));
+        }
+        None => rows.push((
+            "capacity",
+            format!(
+                "{} used of {} ({} free)",
+                mb(s.used_capacity_mb()),
+                mb(s.capacity_mb),
+                mb(s.free_capacity_mb())
+            ),
+        )),
+    }
+    rows.push(("created", format_when(now, s.created_at)));
+    fields(&rows)
+}
+
+pub(super) fn render_tenants(tenants: &[Tenant]) -> String {
+    let rows = tenants
+        .iter()
+        .map(|t| {
+            vec![
+                t.domain.clone(),
+                t.name.clone(),
+                t.server_id.clone(),
+                t.process.clone(),
+                t.instance_id.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["DOMAIN", "TENANT", "SERVER", "PROCESS", "INSTANCE"],
+        rows,
+        &[],
+    )
+}
+
+pub(super) fn render_tenant(t: &Tenant, now: DateTime<Utc>) -> String {
+    fields(&[
+        ("domain", t.domain.clone()),
+        ("tenant", t.name.clone()),
+        ("server", t.server_id.clone()),
+        ("process", t.process.clone()),
+        ("instance", t.instance_id.clone()),
+        ("routes to", t.instance_key()),
+        ("failover", t.failover.as_str().to_owned()),
+        ("created", format_when(now, t.created_at)),
+    ])
+}
+
+pub(super) fn render_spawned(i: &Instance) -> String {
+    format!(
+        "spawned {} ({}) on server {}: {} reserved, {}",
+        i.key(),
+        i.process,
+        i.server_id,
+        mb(i.memory_mb),
+        i.observed
+    )
+}
+
+pub(super) fn render_instances(instances: &[InstanceStatus]) -> String {
+    let rows = instances
+        .iter()
+        .map(|s| {
+            vec![
+                s.instance.key(),
+                s.instance.process.clone(),
+                s.instance.server_id.clone(),
+                s.state.to_string(),
+                or_dash(s.health.as_deref()),
+                s.uptime_secs
+                    .map(format_duration)
+                    .unwrap_or_else(|| "-".into()),
+                mb(s.instance.memory_mb),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "KEY", "PROCESS", "SERVER", "STATE", "HEALTH", "UPTIME", "MEMORY",
+        ],
+        rows,
+        &[5, 6],
+    );
+    for s in instances {
+        if let Some(e) = &s.error {
+            out.push_str(&format!("\n{}: {e}", s.instance.key()));
+        }
+    }
+    out
+}
+
+/// The fleet at a glance: each server's state, when it last answered a health
+/// check and its capacity, then the domains no server can serve now.
+pub(super) fn render_status(status: &FleetStatus, now: DateTime<Utc>) -> String {
+    let rows = status
+        .servers
+        .iter()
+        .map(|st| {
+            vec![
+                st.server_id.clone(),
+                st.status.to_string(),
+                format_ago(now, st.last_seen),
+                mb(st.used_mb),
+                mb(st.capacity_mb),
+                mb(st.free_mb),
+                st.tenants.to_string(),
+                st.instances.to_string(),
+                yes_no(st.reachable).to_owned(),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "SERVER",
+            "STATUS",
+            "LAST SEEN",
+            "USED",
+            "TOTAL",
+            "FREE",
+            "TENANTS",
+            "INSTANCES",
+            "REACHABLE",
+        ],
+        rows,
+        &[3, 4, 5, 6, 7],
+    );
+    for st in &status.servers {
+        if let Some(e) = &st.error {
+            out.push_str(&format!("\n{}: {e}", st.server_id));
+        }
+    }
+    if !status.down_tenants.is_empty() {
+        let rows = status
+            .down_tenants
+            .iter()
+            .map(|d| vec![d.domain.clone(), d.tenant.clone(), d.servers.join(", ")])
+            .collect();
+        out.push_str(&format!(
+            "\n\ndown: {} domain(s) whose servers are offline\n{}",
+            status.down_tenants.len(),
+            table(&["DOMAIN", "TENANT", "OFFLINE SERVERS"], rows, &[])
+        ));
+    }
+    out.push_str(&format!(
+        "\n\n{} server(s), {} tenant(s), {} instance(s)",
+        status.servers.len(),
+        status.tenants,
+        status.instances
+    ));
+    out
+}
+
+/// What a drain did: one summary line, then what moved where and why anything
+/// failed.
+pub(super) fn render_drain(p: &DrainProgress) -> String {
+    let verb = if p.done {
+        "drained"
+    } else {
+        "stopped draining"
+    };
+    let mut out = vec![format!(
+        "{verb} server {}: moved {}, re-homed {}, failed {}",
+        p.server,
+        p.moved.len(),
+        p.rehomed.len(),
+        p.failed.len()
+    )];
+    for (title, items) in [
+        ("moved", &p.moved),
+        ("re-homed", &p.rehomed),
+        ("failed", &p.failed),
+    ] {
+        if !items.is_empty() {
+            out.push(format!("{title}:"));
+            out.extend(items.iter().map(|i| format!("  {i}")));
+        }
+    }
+    out.join("\n")
+}
+
+pub(super) fn render_tokens(tokens: &[ApiToken], now: DateTime<Utc>) -> String {
+    let rows = tokens
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.name.clone(),
+                format_ago(now, Some(t.created_at)),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "CREATED"], rows, &[])
+}
+
+pub(super) fn render_reconcile(r: &ReconcileReport) -> String {
+    let sections = [
+        ("respawned", &r.respawned),
+        ("stopped", &r.stopped),
+        ("failed", &r.failed),
+        ("unreachable", &r.unreachable),
+        ("unmanaged (left alone)", &r.unmanaged),
+    ];
+    let mut out: Vec<String> = Vec::new();
+    for (title, items) in sections {
+        if items.is_empty() {
+            continue;
+        }
+        out.push(format!("{title}:"));
+        out.extend(items.iter().map(|i| format!("  {i}")));
+    }
+    if out.is_empty() {
+        "nothing to do: the fleet runs what it should".to_owned()
+    } else {
+        out.join("\n")
+    }
+}

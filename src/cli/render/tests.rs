@@ -1,0 +1,226 @@
+//! What people see: tables, details and summaries, rendered at a fixed "now".
+
+use chrono::TimeZone;
+
+use super::*;
+use crate::api::wire::{DownTenant, InstanceState, ServerStatus};
+
+fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0)
+        .single()
+        .expect("valid time")
+}
+
+#[test]
+fn a_drain_summary_counts_and_lists_what_happened() {
+    let p = DrainProgress {
+        server: "s1".into(),
+        total: 2,
+        moved: vec!["a:prod -> s2".into()],
+        failed: vec!["b:prod: no usable server has 128 MB free".into()],
+        rehomed: vec!["c.test -> s2".into()],
+        done: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        render_drain(&p),
+        "drained server s1: moved 1, re-homed 1, failed 1\n\
+         moved:\n  a:prod -> s2\n\
+         re-homed:\n  c.test -> s2\n\
+         failed:\n  b:prod: no usable server has 128 MB free"
+    );
+    let empty = DrainProgress {
+        server: "s1".into(),
+        done: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        render_drain(&empty),
+        "drained server s1: moved 0, re-homed 0, failed 0"
+    );
+}
+
+#[test]
+fn durations_and_ages_read_like_people_write_them() {
+    assert_eq!(format_duration(0), "0s");
+    assert_eq!(format_duration(45), "45s");
+    assert_eq!(format_duration(60), "1m");
+    assert_eq!(format_duration(725), "12m 5s");
+    assert_eq!(format_duration(3 * 3600 + 12 * 60 + 9), "3h 12m");
+    assert_eq!(format_duration(7200), "2h");
+    assert_eq!(format_duration(2 * 86_400 + 3 * 3600), "2d 3h");
+    assert_eq!(format_ago(at(12), Some(at(0))), "12s ago");
+    assert_eq!(format_ago(at(0), Some(at(5))), "just now");
+    assert_eq!(format_ago(at(0), None), "never");
+    assert_eq!(
+        format_when(at(3 * 86_400), at(0)),
+        "2023-11-14 22:13 UTC (3d ago)"
+    );
+}
+
+fn server(id: &str, url: &str, used: i64) -> Server {
+    Server {
+        id: id.into(),
+        url: url.into(),
+        region: Some("us-east".into()),
+        capacity_mb: 1024,
+        status: ServerStatus::Online,
+        last_seen: Some(at(-30)),
+        used_capacity_mb: used,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn server_table_aligns_columns() {
+    let out = render_servers(
+        &[
+            server("east", "http://east.example.com:8000", 256),
+            server("w", "http://w:1", 0),
+        ],
+        at(0),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("ID    URL"), "{out}");
+    // Every column starts at the same offset on every line.
+    let col = lines[0].find("REGION").expect("REGION");
+    assert_eq!(&lines[1][col..col + 7], "us-east", "{out}");
+    assert_eq!(&lines[2][col..col + 7], "us-east", "{out}");
+    assert!(
+        lines[1].contains("256 MB") && lines[1].contains("768 MB"),
+        "{out}"
+    );
+    assert!(lines[1].ends_with("30s ago"), "{out}");
+}
+
+#[test]
+fn server_details_include_stats() {
+    let stats = ServerStats {
+        server_id: "east".into(),
+        status: ServerStatus::Offline,
+        capacity_mb: 1024,
+        used_mb: 128,
+        free_mb: 896,
+        tenants: 3,
+        instances: 2,
+        reachable: false,
+        running: None,
+        error: Some("connection refused".into()),
+        last_seen: None,
+    };
+    let out = render_server(
+        &server("east", "http://east:8000", 128),
+        Some(&stats),
+        at(0),
+    );
+    assert!(out.contains("tenants:    3"), "{out}");
+    assert!(out.contains("instances:  2\n"), "{out}");
+    assert!(out.contains("reachable:  no: connection refused"), "{out}");
+    assert!(
+        out.contains("capacity:   128 MB used of 1024 MB (896 MB free)"),
+        "{out}"
+    );
+    assert!(out.contains("domain:     east"), "{out}");
+}
+
+#[test]
+fn status_joins_last_seen_and_lists_errors() {
+    let status = FleetStatus {
+        servers: vec![ServerStats {
+            server_id: "east".into(),
+            status: ServerStatus::Online,
+            capacity_mb: 1024,
+            used_mb: 256,
+            free_mb: 768,
+            tenants: 4,
+            instances: 2,
+            reachable: false,
+            running: None,
+            error: Some("timed out".into()),
+            last_seen: Some(at(-30)),
+        }],
+        tenants: 4,
+        instances: 2,
+        down_tenants: vec![DownTenant {
+            domain: "acme.example.com".into(),
+            tenant: "acme".into(),
+            servers: vec!["east".into(), "west".into()],
+        }],
+    };
+    let out = render_status(&status, at(0));
+    let row = out.lines().nth(1).expect("row");
+    for cell in [
+        "east", "online", "30s ago", "256 MB", "1024 MB", "768 MB", "no",
+    ] {
+        assert!(row.contains(cell), "{cell} missing in {row}");
+    }
+    assert!(out.contains("\neast: timed out"), "{out}");
+    assert!(
+        out.contains("down: 1 domain(s) whose servers are offline\nDOMAIN"),
+        "{out}"
+    );
+    let down = out
+        .lines()
+        .find(|l| l.starts_with("acme.example.com"))
+        .expect("down row");
+    assert_eq!(
+        down.split_whitespace().collect::<Vec<_>>(),
+        ["acme.example.com", "acme", "east,", "west"]
+    );
+    let quiet = render_status(
+        &FleetStatus {
+            down_tenants: vec![],
+            ..status.clone()
+        },
+        at(0),
+    );
+    assert!(!quiet.contains("down:"), "{quiet}");
+    assert!(
+        out.ends_with("1 server(s), 4 tenant(s), 2 instance(s)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn instances_show_key_state_health_uptime_memory() {
+    let inst = InstanceStatus {
+        instance: Instance {
+            tenant: "c1".into(),
+            instance_id: "prod".into(),
+            process: "api".into(),
+            server_id: "s1".into(),
+            memory_mb: 128,
+            ..Default::default()
+        },
+        state: InstanceState::Running,
+        health: Some("healthy".into()),
+        uptime_secs: Some(125),
+        restarts: Some(0),
+        error: None,
+    };
+    let out = render_instances(&[inst]);
+    let row = out.lines().nth(1).expect("row");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        ["c1:prod", "api", "s1", "running", "healthy", "2m", "5s", "128", "MB"]
+    );
+}
+
+#[test]
+fn reconcile_report_lists_what_it_did() {
+    assert_eq!(
+        render_reconcile(&ReconcileReport::default()),
+        "nothing to do: the fleet runs what it should"
+    );
+    let r = ReconcileReport {
+        respawned: vec!["c1:prod".into()],
+        unreachable: vec!["s2: connection refused".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        render_reconcile(&r),
+        "respawned:\n  c1:prod\nunreachable:\n  s2: connection refused"
+    );
+}
