@@ -31,7 +31,7 @@ use tokio::net::TcpListener;
 
 use crate::drain::DrainProgress;
 use crate::error::{Error, Kind};
-use crate::model::{ApiToken, FailoverPolicy, Server, ServerStats, ServerStatus, Tenant};
+use crate::fleet::model::{ApiToken, FailoverPolicy, Server, ServerStats, ServerStatus, Tenant};
 use crate::orchestration::SpawnOptions;
 use crate::placement::PlacementRequest;
 use crate::route_table::{Decision, RouteTable};
@@ -999,7 +999,7 @@ mod tests {
             instance_id: "prod".into(),
             ..Default::default()
         };
-        let inst = |tenant: &str, id: &str, server: &str| crate::model::Instance {
+        let inst = |tenant: &str, id: &str, server: &str| crate::fleet::model::Instance {
             tenant: tenant.into(),
             instance_id: id.into(),
             process: "api".into(),

@@ -7,12 +7,12 @@
 //! snapshot, so concurrent placements fill the fleet exactly and the surplus is
 //! refused with [`Error::NoRoom`].
 
-use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::{Instance, Server, Tenant};
+use crate::fleet::db::SlumDb;
+use crate::fleet::model::{Instance, Server, Tenant};
+use crate::fleet::validation;
 use crate::orchestration::SpawnOptions;
 use crate::placement::{self, PlacementRequest};
-use crate::validation;
 
 /// Fresh snapshots tried before a placement gives up on a busy fleet.
 const ATTEMPTS: usize = 8;

@@ -21,7 +21,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::drain::DrainProgress;
-use crate::model::{
+use crate::fleet::model::{
     ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
 };
 use crate::reconcile::ReconcileReport;
@@ -2226,7 +2226,7 @@ mod tests {
                 memory_mb: 128,
                 ..Default::default()
             },
-            state: crate::model::InstanceState::Running,
+            state: crate::fleet::model::InstanceState::Running,
             health: Some("healthy".into()),
             uptime_secs: Some(125),
             restarts: Some(0),

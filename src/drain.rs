@@ -10,8 +10,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::fleet::model::{DesiredState, ServerStatus};
 use crate::lock;
-use crate::model::{DesiredState, ServerStatus};
 use crate::placement;
 use crate::serve::AppState;
 
@@ -173,7 +173,7 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
 /// Returns whether it re-homed any; the caller reloads the route table.
 async fn rehome(
     state: &AppState,
-    server: &crate::model::Server,
+    server: &crate::fleet::model::Server,
     progress: &Mutex<DrainProgress>,
 ) -> Result<bool> {
     let server_id = server.id.as_str();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::model::{FailoverPolicy, Instance, ServerStatus, Tenant};
+use crate::fleet::model::{FailoverPolicy, Instance, ServerStatus, Tenant};
 use crate::serve::AppState;
 
 /// Respawns running at once after a server failure.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::future::join_all;
 
-use crate::model::ServerStatus;
+use crate::fleet::model::ServerStatus;
 use crate::serve::AppState;
 
 /// When a server is declared offline or online again.

@@ -70,19 +70,17 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub mod api;
-pub mod api_tokens;
 pub mod auto_placement;
 pub mod cli;
 pub mod coarse_timer;
-pub mod db;
 pub mod downstream_http;
 pub mod drain;
 pub mod error;
 pub mod failover;
+pub mod fleet;
 pub mod health;
 pub mod local_fleet;
 pub mod metrics;
-pub mod model;
 pub mod orchestration;
 pub mod placement;
 pub mod reconcile;
@@ -91,26 +89,25 @@ pub mod route_sync;
 pub mod route_table;
 pub mod router;
 pub mod serve;
-pub mod store;
 pub mod supervisor;
 pub mod tenant_move;
 pub mod tenement;
 pub mod tls;
 pub mod upstream_http;
 pub mod upstream_pool;
-pub mod validation;
 
 // Throw-away fleet databases on either backend, shared with the integration tests.
 #[cfg(test)]
 #[path = "../tests/common/test_db.rs"]
 mod test_db;
 
-pub use db::{FleetOptions, SlumDb};
 pub use error::{Error, Kind, Result};
-pub use model::{
+pub use fleet::db::{FleetOptions, SlumDb};
+pub use fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,
     ServerStats, ServerStatus, Tenant,
 };
+pub use fleet::store;
 pub use orchestration::SpawnOptions;
 pub use placement::PlacementRequest;
 pub use reconcile::ReconcileReport;

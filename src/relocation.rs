@@ -17,11 +17,11 @@
 
 use std::time::Duration;
 
-use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::{Instance, Server};
+use crate::fleet::db::SlumDb;
+use crate::fleet::model::{Instance, Server};
+use crate::fleet::validation;
 use crate::placement;
-use crate::validation;
 
 /// An instance prepared on its target, not yet switched.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ impl SlumDb {
         let (tenant, id) = validation::instance_key(key)?;
         validation::dns_label("server_id", target)?;
         let instance = self.store.get_instance(&tenant, &id).await?;
-        crate::store::check_movable(&instance, target)?;
+        crate::fleet::store::check_movable(&instance, target)?;
         let server = self.store.get_server(target).await?;
         self.store.begin_move(&tenant, &id, target).await?;
         let mut on_target = instance.clone();

@@ -10,12 +10,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
-use crate::db::SlumDb;
 use crate::error::Result;
+use crate::fleet::db::SlumDb;
+use crate::fleet::model::ServerStatus;
+use crate::fleet::store::Change;
 use crate::metrics::Metrics;
-use crate::model::ServerStatus;
 use crate::route_table::RouteTable;
-use crate::store::Change;
 use crate::supervisor::AbortOnDrop;
 
 /// The current route table and the means to refresh it.

@@ -1377,7 +1377,7 @@ mod tests {
 
     #[test]
     fn hosts_routed_as_they_stand_take_the_short_way() {
-        use crate::model::ServerStatus;
+        use crate::fleet::model::ServerStatus;
         use crate::route_table::tests::{server, tenant};
         let table = RouteTable::build(
             1,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
-use crate::db::{FleetOptions, SlumDb};
+use crate::fleet::db::{FleetOptions, SlumDb};
 use crate::health::{HealthMonitor, HealthPolicy};
 use crate::metrics::Metrics;
 use crate::route_sync::Routes;
@@ -56,7 +56,7 @@ impl AppState {
     /// switch: the move behind drains and respawn failover.
     pub async fn move_elsewhere(
         &self,
-        instance: &crate::model::Instance,
+        instance: &crate::fleet::model::Instance,
         region: Option<&str>,
         grace: Duration,
     ) -> crate::Result<crate::relocation::MoveOutcome> {
@@ -111,7 +111,9 @@ impl std::str::FromStr for DatabaseLocation {
 
 impl std::fmt::Display for DatabaseLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::store::postgres::redacted(&self.0.to_string_lossy()))
+        f.write_str(&crate::fleet::store::postgres::redacted(
+            &self.0.to_string_lossy(),
+        ))
     }
 }
 

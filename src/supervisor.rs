@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::model::ServerStatus;
+use crate::fleet::model::ServerStatus;
 use crate::serve::AppState;
 
 /// Runs the health checks, reconcile and failover until the task is aborted.

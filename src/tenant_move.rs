@@ -3,10 +3,10 @@
 //! route switches, and only then is the old copy stopped (see
 //! [`crate::relocation`]).
 
-use crate::db::SlumDb;
 use crate::error::Result;
-use crate::model::{DesiredState, Tenant};
-use crate::validation;
+use crate::fleet::db::SlumDb;
+use crate::fleet::model::{DesiredState, Tenant};
+use crate::fleet::validation;
 
 impl SlumDb {
     /// Makes `server_id` the home of the tenant routed by `domain`.

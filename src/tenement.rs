@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::db::FleetOptions;
 use crate::error::{Error, Result};
-use crate::model::{InstanceState, Server};
+use crate::fleet::db::FleetOptions;
+use crate::fleet::model::{InstanceState, Server};
 
 /// The shared HTTP client behind every [`TenementClient`].
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::ApiToken;
+use crate::fleet::db::SlumDb;
+use crate::fleet::model::ApiToken;
 
 /// Prefix of every token, so that a leaked one is recognisable.
 const PREFIX: &str = "slum_";
@@ -73,7 +73,7 @@ impl SlumDb {
         self.store.delete_api_token(id).await
     }
 
-    /// The routing version of the fleet database (see [`crate::store::Store::fleet_version`]).
+    /// The routing version of the fleet database (see [`crate::fleet::store::Store::fleet_version`]).
     pub async fn fleet_version(&self) -> Result<i64> {
         self.store.fleet_version().await
     }

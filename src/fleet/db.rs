@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Kind, Result};
-use crate::model::{Instance, Server, Tenant};
+use crate::fleet::model::{Instance, Server, Tenant};
+use crate::fleet::store::postgres::{is_postgres_url, PostgresStore};
+use crate::fleet::store::sqlite::SqliteStore;
+use crate::fleet::store::Store;
+use crate::fleet::validation;
 use crate::placement;
-use crate::store::postgres::{is_postgres_url, PostgresStore};
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
 use crate::tenement::TenementClients;
 use crate::tls::ServerRoots;
-use crate::validation;
 
 /// Fleet-wide settings of a [`SlumDb`].
 #[derive(Debug, Clone)]
@@ -98,17 +98,17 @@ impl SlumDb {
         }
     }
 
-    /// Sends a [`crate::store::Change`] whenever routing may have changed in the
+    /// Sends a [`crate::fleet::store::Change`] whenever routing may have changed in the
     /// database (PostgreSQL notifications; never on SQLite). Runs until the
     /// receiver is dropped or the database connection fails.
     pub async fn follow_changes(
         &self,
-        changes: tokio::sync::mpsc::Sender<crate::store::Change>,
+        changes: tokio::sync::mpsc::Sender<crate::fleet::store::Change>,
     ) -> Result<()> {
         self.store.follow_changes(changes).await
     }
 
-    /// Holds the fleet's leadership while it can (see [`crate::store::Store::lead`]).
+    /// Holds the fleet's leadership while it can (see [`crate::fleet::store::Store::lead`]).
     pub async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
         self.store.lead(leading).await
     }
@@ -124,8 +124,8 @@ impl SlumDb {
     pub async fn record_server_health(
         &self,
         id: &str,
-        expected: crate::model::ServerStatus,
-        status: crate::model::ServerStatus,
+        expected: crate::fleet::model::ServerStatus,
+        status: crate::fleet::model::ServerStatus,
         last_seen: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<bool> {
         self.store
