@@ -29,11 +29,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::net::TcpListener;
 
-use crate::drain::DrainProgress;
 use crate::error::{Error, Kind};
 use crate::fleet::model::{ApiToken, FailoverPolicy, Server, ServerStats, ServerStatus, Tenant};
-use crate::orchestration::SpawnOptions;
-use crate::placement::PlacementRequest;
+use crate::orchestrate::drain::DrainProgress;
+use crate::orchestrate::orchestration::SpawnOptions;
+use crate::orchestrate::placement::PlacementRequest;
 use crate::route_table::{Decision, RouteTable};
 use crate::serve::AppState;
 

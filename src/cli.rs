@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::drain::DrainProgress;
 use crate::fleet::model::{
     ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
 };
-use crate::reconcile::ReconcileReport;
+use crate::orchestrate::drain::DrainProgress;
+use crate::orchestrate::reconcile::ReconcileReport;
 use crate::serve::{default_token_file, ServeArgs, DEFAULT_API};
 
 /// How long the CLI waits to connect to the API.

@@ -70,28 +70,18 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub mod api;
-pub mod auto_placement;
 pub mod cli;
 pub mod coarse_timer;
 pub mod downstream_http;
-pub mod drain;
 pub mod error;
-pub mod failover;
 pub mod fleet;
-pub mod health;
 pub mod local_fleet;
 pub mod metrics;
-pub mod orchestration;
-pub mod placement;
-pub mod reconcile;
-pub mod relocation;
+pub mod orchestrate;
 pub mod route_sync;
 pub mod route_table;
 pub mod router;
 pub mod serve;
-pub mod supervisor;
-pub mod tenant_move;
-pub mod tenement;
 pub mod tls;
 pub mod upstream_http;
 pub mod upstream_pool;
@@ -108,6 +98,7 @@ pub use fleet::model::{
     ServerStats, ServerStatus, Tenant,
 };
 pub use fleet::store;
-pub use orchestration::SpawnOptions;
-pub use placement::PlacementRequest;
-pub use reconcile::ReconcileReport;
+pub use orchestrate::orchestration::SpawnOptions;
+pub use orchestrate::placement::PlacementRequest;
+pub use orchestrate::reconcile::ReconcileReport;
+pub use orchestrate::{health, tenement};

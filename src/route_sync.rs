@@ -15,8 +15,8 @@ use crate::fleet::db::SlumDb;
 use crate::fleet::model::ServerStatus;
 use crate::fleet::store::Change;
 use crate::metrics::Metrics;
+use crate::orchestrate::supervisor::AbortOnDrop;
 use crate::route_table::RouteTable;
-use crate::supervisor::AbortOnDrop;
 
 /// The current route table and the means to refresh it.
 pub struct Routes {

@@ -36,10 +36,10 @@ use crate::downstream_http::{BodyProgress, ClientConn, Ended, Limits, RequestBod
 use crate::error::Error;
 use crate::lock;
 use crate::metrics::RouterShard;
+use crate::orchestrate::supervisor::AbortOnDrop;
+use crate::orchestrate::tenement::innermost_cause;
 use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTable, Target};
 use crate::serve::{AppState, ServeConfig};
-use crate::supervisor::AbortOnDrop;
-use crate::tenement::innermost_cause;
 use crate::upstream_http::{tokens, ExchangeError, RawHeaders, RequestHead, ResponseHead};
 use crate::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 

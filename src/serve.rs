@@ -13,8 +13,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::fleet::db::{FleetOptions, SlumDb};
-use crate::health::{HealthMonitor, HealthPolicy};
 use crate::metrics::Metrics;
+use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
 use crate::route_sync::Routes;
 use crate::tls::ServerRoots;
 
@@ -25,7 +25,7 @@ pub struct AppState {
     pub routes: Arc<Routes>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<HealthMonitor>,
-    pub drains: Arc<crate::drain::Drains>,
+    pub drains: Arc<crate::orchestrate::drain::Drains>,
     /// True while this process leads the fleet's background work.
     pub leading: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -59,7 +59,7 @@ impl AppState {
         instance: &crate::fleet::model::Instance,
         region: Option<&str>,
         grace: Duration,
-    ) -> crate::Result<crate::relocation::MoveOutcome> {
+    ) -> crate::Result<crate::orchestrate::relocation::MoveOutcome> {
         let target = self.db.choose_target(instance, region).await?;
         let reload = self.clone();
         self.db
@@ -506,7 +506,7 @@ impl Serving {
             "slum serve started");
         let follower =
             tokio::spawn(Arc::clone(&state.routes).follow(state.db.clone(), config.route_poll));
-        let supervisor = tokio::spawn(crate::supervisor::run(
+        let supervisor = tokio::spawn(crate::orchestrate::supervisor::run(
             state.clone(),
             config.reconcile_interval,
         ));

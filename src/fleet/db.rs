@@ -1,7 +1,7 @@
 //! `SlumDb`: the library's front door, the API of the seed page.
 //!
 //! It validates input, keeps the fleet database through a [`Store`], and talks to
-//! tenement servers through [`crate::tenement`]. A `SlumDb` is cheap to clone and
+//! tenement servers through [`crate::orchestrate::tenement`]. A `SlumDb` is cheap to clone and
 //! safe to share between tasks.
 
 use std::path::Path;
@@ -14,8 +14,8 @@ use crate::fleet::store::postgres::{is_postgres_url, PostgresStore};
 use crate::fleet::store::sqlite::SqliteStore;
 use crate::fleet::store::Store;
 use crate::fleet::validation;
-use crate::placement;
-use crate::tenement::TenementClients;
+use crate::orchestrate::placement;
+use crate::orchestrate::tenement::TenementClients;
 use crate::tls::ServerRoots;
 
 /// Fleet-wide settings of a [`SlumDb`].

@@ -1,5 +1,5 @@
 //! Draining a server: no new placements, and every instance on it moved
-//! elsewhere without losing a request (see [`crate::relocation`]), a few at a time,
+//! elsewhere without losing a request (see [`crate::orchestrate::relocation`]), a few at a time,
 //! with progress the API and the CLI can show.
 
 use std::collections::HashMap;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::fleet::model::{DesiredState, ServerStatus};
 use crate::lock;
-use crate::placement;
+use crate::orchestrate::placement;
 use crate::serve::AppState;
 
 /// Moves running at once during a drain.

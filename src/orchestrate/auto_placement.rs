@@ -1,7 +1,7 @@
 //! Automatic placement: tenants and instances put on the usable server with the
 //! most free room, without ever overbooking one.
 //!
-//! The choice is made on a snapshot ([`crate::placement`]); the reservation is
+//! The choice is made on a snapshot ([`crate::orchestrate::placement`]); the reservation is
 //! then written atomically by the store, which re-checks capacity. When a
 //! concurrent placement took the room first, the placement retries on a fresh
 //! snapshot, so concurrent placements fill the fleet exactly and the surplus is
@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 use crate::fleet::db::SlumDb;
 use crate::fleet::model::{Instance, Server, Tenant};
 use crate::fleet::validation;
-use crate::orchestration::SpawnOptions;
-use crate::placement::{self, PlacementRequest};
+use crate::orchestrate::orchestration::SpawnOptions;
+use crate::orchestrate::placement::{self, PlacementRequest};
 
 /// Fresh snapshots tried before a placement gives up on a busy fleet.
 const ATTEMPTS: usize = 8;

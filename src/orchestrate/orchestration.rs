@@ -18,8 +18,8 @@ use crate::fleet::model::{
     DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
 };
 use crate::fleet::validation;
-use crate::reconcile::{self, Action, Observation, ReconcileReport};
-use crate::tenement::{TenementClient, TenementInstance};
+use crate::orchestrate::reconcile::{self, Action, Observation, ReconcileReport};
+use crate::orchestrate::tenement::{TenementClient, TenementInstance};
 
 /// Options of [`SlumDb::spawn_instance_with`].
 #[derive(Debug, Clone, Default)]

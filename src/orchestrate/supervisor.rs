@@ -68,7 +68,7 @@ pub async fn run(state: AppState, reconcile_every: Duration) {
             ServerStatus::Offline => {
                 let state = state.clone();
                 tokio::spawn(async move {
-                    crate::failover::server_went_offline(&state, &t.server).await;
+                    crate::orchestrate::failover::server_went_offline(&state, &t.server).await;
                 });
             }
             _ => {}

@@ -1,7 +1,7 @@
 //! Moving a tenant to another home server, and its running instance with it,
 //! without losing a request: the instance is prepared on the new home, the
 //! route switches, and only then is the old copy stopped (see
-//! [`crate::relocation`]).
+//! [`crate::orchestrate::relocation`]).
 
 use crate::error::Result;
 use crate::fleet::db::SlumDb;

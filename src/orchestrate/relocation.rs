@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::fleet::db::SlumDb;
 use crate::fleet::model::{Instance, Server};
 use crate::fleet::validation;
-use crate::placement;
+use crate::orchestrate::placement;
 
 /// An instance prepared on its target, not yet switched.
 #[derive(Debug, Clone)]
