@@ -78,13 +78,10 @@ pub mod fleet;
 pub mod local_fleet;
 pub mod metrics;
 pub mod orchestrate;
-pub mod route_sync;
-pub mod route_table;
 pub mod router;
 pub mod serve;
 pub mod tls;
 pub mod upstream_http;
-pub mod upstream_pool;
 
 // Throw-away fleet databases on either backend, shared with the integration tests.
 #[cfg(test)]
@@ -102,3 +99,4 @@ pub use orchestrate::orchestration::SpawnOptions;
 pub use orchestrate::placement::PlacementRequest;
 pub use orchestrate::reconcile::ReconcileReport;
 pub use orchestrate::{health, tenement};
+pub use router::route_table;

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::fleet::db::{FleetOptions, SlumDb};
 use crate::metrics::Metrics;
 use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
-use crate::route_sync::Routes;
+use crate::router::route_sync::Routes;
 use crate::tls::ServerRoots;
 
 /// What `slum serve` shares between the router, the API and its background work.

@@ -16,7 +16,7 @@ use crate::fleet::model::ServerStatus;
 use crate::fleet::store::Change;
 use crate::metrics::Metrics;
 use crate::orchestrate::supervisor::AbortOnDrop;
-use crate::route_table::RouteTable;
+use crate::router::route_table::RouteTable;
 
 /// The current route table and the means to refresh it.
 pub struct Routes {

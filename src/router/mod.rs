@@ -1,7 +1,7 @@
 //! The router: the reverse proxy in front of the fleet.
 //!
 //! A request's Host (and nothing else) picks its tenant in the in-memory
-//! [`RouteTable`](crate::route_table::RouteTable); the decision is a plain
+//! [`RouteTable`](crate::router::route_table::RouteTable); the decision is a plain
 //! function there, and this module moves the bytes: it rewrites Host to the
 //! tenement mapping (`{tenant}.{process}.{server domain}`), streams bodies both
 //! ways without buffering, passes `Upgrade` (WebSocket) through, keeps a pool of
@@ -31,6 +31,10 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+pub mod route_sync;
+pub mod route_table;
+pub mod upstream_pool;
+
 use crate::coarse_timer::{self, CoarseTimer, Elapsed};
 use crate::downstream_http::{BodyProgress, ClientConn, Ended, Limits, RequestBody};
 use crate::error::Error;
@@ -38,10 +42,10 @@ use crate::lock;
 use crate::metrics::RouterShard;
 use crate::orchestrate::supervisor::AbortOnDrop;
 use crate::orchestrate::tenement::innermost_cause;
-use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTable, Target};
 use crate::serve::{AppState, ServeConfig};
 use crate::upstream_http::{tokens, ExchangeError, RawHeaders, RequestHead, ResponseHead};
-use crate::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
+use route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTable, Target};
+use upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -1378,7 +1382,7 @@ mod tests {
     #[test]
     fn hosts_routed_as_they_stand_take_the_short_way() {
         use crate::fleet::model::ServerStatus;
-        use crate::route_table::tests::{server, tenant};
+        use route_table::tests::{server, tenant};
         let table = RouteTable::build(
             1,
             &[server("east", ServerStatus::Online)],
@@ -1437,7 +1441,7 @@ mod tests {
 
     #[test]
     fn upstream_uris_keep_the_request_path_and_query() {
-        use crate::route_table::split_url;
+        use route_table::split_url;
         let request: Uri = "/a/b?c=d".parse().unwrap();
         let (origin, prefix) = split_url("http://10.0.0.1:8000");
         assert_eq!(origin.unwrap(), "http://10.0.0.1:8000/");
