@@ -69,6 +69,15 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Aborts a background task when its owner goes away.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub mod api;
 pub mod cli;
 pub mod coarse_timer;
@@ -89,7 +98,7 @@ pub mod upstream_http;
 mod test_db;
 
 pub use error::{Error, Kind, Result};
-pub use fleet::db::{FleetOptions, SlumDb};
+pub use fleet::db::{FleetDb, FleetOptions};
 pub use fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,
     ServerStats, ServerStatus, Tenant,
@@ -98,5 +107,6 @@ pub use fleet::store;
 pub use orchestrate::orchestration::SpawnOptions;
 pub use orchestrate::placement::PlacementRequest;
 pub use orchestrate::reconcile::ReconcileReport;
+pub use orchestrate::slum_db::SlumDb;
 pub use orchestrate::{health, tenement};
 pub use router::route_table;

@@ -13,12 +13,12 @@ use chrono::Utc;
 use futures::future::join_all;
 
 use crate::error::{Error, Result};
-use crate::fleet::db::SlumDb;
 use crate::fleet::model::{
     DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
 };
 use crate::fleet::validation;
 use crate::orchestrate::reconcile::{self, Action, Observation, ReconcileReport};
+use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::tenement::{TenementClient, TenementInstance};
 
 /// Options of [`SlumDb::spawn_instance_with`].

@@ -18,10 +18,10 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::fleet::db::SlumDb;
 use crate::fleet::model::{Instance, Server};
 use crate::fleet::validation;
 use crate::orchestrate::placement;
+use crate::orchestrate::slum_db::SlumDb;
 
 /// An instance prepared on its target, not yet switched.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 
 use crate::fleet::model::ServerStatus;
 use crate::serve::AppState;
+use crate::AbortOnDrop;
 
 /// Runs the health checks, reconcile and failover until the task is aborted.
 pub async fn run(state: AppState, reconcile_every: Duration) {
@@ -93,14 +94,5 @@ async fn reconcile_loop(state: AppState, every: Duration, now: Arc<Notify>) {
             }
             Err(e) => tracing::warn!(error = %e, "reconcile failed"),
         }
-    }
-}
-
-/// Aborts a background task when its owner goes away.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

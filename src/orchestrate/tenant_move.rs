@@ -4,9 +4,9 @@
 //! [`crate::orchestrate::relocation`]).
 
 use crate::error::Result;
-use crate::fleet::db::SlumDb;
 use crate::fleet::model::{DesiredState, Tenant};
 use crate::fleet::validation;
+use crate::orchestrate::slum_db::SlumDb;
 
 impl SlumDb {
     /// Makes `server_id` the home of the tenant routed by `domain`.

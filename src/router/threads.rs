@@ -15,8 +15,8 @@ use super::shutdown::Closing;
 use super::upstream_pool::UpstreamPool;
 use crate::coarse_timer::CoarseTimer;
 use crate::downstream_http::{ClientConn, Limits};
-use crate::orchestrate::supervisor::AbortOnDrop;
 use crate::serve::ServeConfig;
+use crate::AbortOnDrop;
 
 /// How often a router thread's clock moves: its timeouts end to within this.
 const TICK: Duration = Duration::from_millis(100);

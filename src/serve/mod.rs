@@ -18,9 +18,9 @@ pub use config::{
     default_database, default_token_file, DatabaseLocation, ServeArgs, ServeConfig, DEFAULT_API,
 };
 
-use crate::fleet::db::SlumDb;
 use crate::metrics::Metrics;
 use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
+use crate::orchestrate::slum_db::SlumDb;
 use crate::router::route_sync::Routes;
 
 /// What `slum serve` shares between the router, the API and its background work.
@@ -172,8 +172,9 @@ impl Serving {
         tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
             database = %config.database,
             "slum serve started");
-        let follower =
-            tokio::spawn(Arc::clone(&state.routes).follow(state.db.clone(), config.route_poll));
+        let follower = tokio::spawn(
+            Arc::clone(&state.routes).follow(state.db.fleet().clone(), config.route_poll),
+        );
         let supervisor = tokio::spawn(crate::orchestrate::supervisor::run(
             state.clone(),
             config.reconcile_interval,
