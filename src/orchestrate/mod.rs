@@ -22,6 +22,7 @@ pub mod orchestration;
 pub mod placement;
 pub mod reconcile;
 pub mod relocation;
+pub mod routing;
 pub mod slum_db;
 pub mod supervisor;
 pub mod tenant_move;

@@ -258,7 +258,7 @@ impl Proxy {
             let _ = self
                 .common
                 .control
-                .spawn(async move { state.health.report_failure(&state, &server).await })
+                .spawn(async move { state.health.report_failure(&server).await })
                 .await;
         }
         if let (Some((backup, mut parts)), true) = (retry, failure.connection_failed()) {

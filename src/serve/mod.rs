@@ -6,11 +6,11 @@
 //! background work until shutdown.
 
 mod config;
+mod hooks;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -19,20 +19,27 @@ pub use config::{
 };
 
 use crate::metrics::Metrics;
+use crate::orchestrate::drain::Drains;
 use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
+use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
+use crate::orchestrate::supervisor;
 use crate::router::route_sync::Routes;
+use hooks::TableRouting;
 
-/// What `slum serve` shares between the router, the API and its background work.
+/// What `slum serve` shares between the router, the API and its background
+/// work: the handles it wires together, each part taking those it uses.
 #[derive(Clone)]
 pub struct AppState {
     pub db: SlumDb,
     pub routes: Arc<Routes>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<HealthMonitor>,
-    pub drains: Arc<crate::orchestrate::drain::Drains>,
+    pub drains: Arc<Drains>,
     /// True while this process leads the fleet's background work.
     pub leading: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The route table as the orchestrator sees it.
+    routing: Arc<dyn Routing>,
 }
 
 impl AppState {
@@ -41,13 +48,26 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
         routes.reload(&db).await?;
+        let routing: Arc<dyn Routing> = Arc::new(TableRouting {
+            routes: Arc::clone(&routes),
+            db: db.fleet().clone(),
+        });
+        let leading = Arc::new(tokio::sync::watch::Sender::new(false));
+        let health = HealthMonitor::new(
+            health,
+            db.clone(),
+            Arc::clone(&routing),
+            Arc::clone(&metrics),
+            leading.subscribe(),
+        );
         Ok(AppState {
+            drains: Arc::new(Drains::new(db.clone(), Arc::clone(&routing))),
             db,
             routes,
             metrics,
-            health: Arc::new(HealthMonitor::new(health)),
-            drains: Arc::default(),
-            leading: Arc::new(tokio::sync::watch::Sender::new(false)),
+            health: Arc::new(health),
+            leading,
+            routing,
         })
     }
 
@@ -56,29 +76,9 @@ impl AppState {
         *self.leading.borrow()
     }
 
-    /// Moves an instance to the best server for it (see
-    /// [`SlumDb::choose_target`]), reloading this router's table right after the
-    /// switch: the move behind drains and respawn failover.
-    pub async fn move_elsewhere(
-        &self,
-        instance: &crate::fleet::model::Instance,
-        region: Option<&str>,
-        grace: Duration,
-    ) -> crate::Result<crate::orchestrate::relocation::MoveOutcome> {
-        let target = self.db.choose_target(instance, region).await?;
-        let reload = self.clone();
-        self.db
-            .relocate(&instance.key(), &target.id, grace, move || async move {
-                reload.fleet_changed().await
-            })
-            .await
-    }
-
     /// Applies this process's own change to the route table at once.
     pub async fn fleet_changed(&self) {
-        if let Err(e) = self.routes.reload(&self.db).await {
-            tracing::warn!(error = %e, "route table reload after a change failed");
-        }
+        self.routing.fleet_changed().await
     }
 }
 
@@ -175,8 +175,11 @@ impl Serving {
         let follower = tokio::spawn(
             Arc::clone(&state.routes).follow(state.db.fleet().clone(), config.route_poll),
         );
-        let supervisor = tokio::spawn(crate::orchestrate::supervisor::run(
-            state.clone(),
+        let supervisor = tokio::spawn(supervisor::run(
+            state.db.clone(),
+            Arc::clone(&state.health),
+            Arc::clone(&state.routing),
+            Arc::clone(&state.leading),
             config.reconcile_interval,
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
