@@ -23,6 +23,7 @@
 //! - [`upstream_pool`]: each thread's keep-alive connections to the servers.
 
 mod answers;
+mod control;
 mod headers;
 mod proxy;
 pub mod route_sync;
@@ -38,34 +39,64 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::serve::{AppState, ServeConfig};
+use crate::metrics::Metrics;
+use crate::tls::ServerRoots;
+pub use control::ControlPlane;
 use proxy::Common;
 use threads::start_thread;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The router's settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Threads that proxy requests (at least one is started).
+    pub threads: usize,
+    /// Time allowed to read a request's head (and an idle keep-alive
+    /// connection's next one).
+    pub header_timeout: Duration,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Time a client may leave a body standing still.
+    pub body_timeout: Duration,
+    /// Time allowed for a server's response head, counted from the last
+    /// bytes of the request it was sent.
+    pub upstream_timeout: Duration,
+    /// Time allowed to connect to a server.
+    pub connect_timeout: Duration,
+    /// Time in-flight requests get to finish once the router stops.
+    pub shutdown_grace: Duration,
+    /// A private CA's certificates, trusted for `https://` servers besides
+    /// the public roots.
+    pub server_roots: Option<ServerRoots>,
+}
+
 /// Serves the router on `listener` until `stop` turns true, then lets in-flight
-/// requests finish within the configured grace period.
+/// requests finish within the configured grace period. `control` answers what
+/// the router asks of the control plane (see [`ControlPlane`]), on the runtime
+/// this is called from; `metrics` counts requests and latencies.
 ///
-/// Connections are accepted here and handed to `config.router_threads`
-/// threads, the least busy first; each runs a single-threaded runtime that
-/// owns its connections and its keep-alive pools, so that a request never
-/// changes threads on its way through (nginx's worker model).
+/// Connections are accepted here and handed to `config.threads` threads, the
+/// least busy first; each runs a single-threaded runtime that owns its
+/// connections and its keep-alive pools, so that a request never changes
+/// threads on its way through (nginx's worker model).
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
-    config: &ServeConfig,
+    control: Arc<dyn ControlPlane>,
+    metrics: Arc<Metrics>,
+    config: &RouterConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let common = Arc::new(Common {
-        state,
+        control,
+        metrics,
         upstream_timeout: config.upstream_timeout,
-        connect_timeout: config.fleet.connect_timeout,
+        connect_timeout: config.connect_timeout,
         wakes: Default::default(),
-        control: tokio::runtime::Handle::current(),
+        control_runtime: tokio::runtime::Handle::current(),
     });
-    let mut threads = Vec::with_capacity(config.router_threads);
-    for n in 0..config.router_threads.max(1) {
+    let mut threads = Vec::with_capacity(config.threads);
+    for n in 0..config.threads.max(1) {
         threads.push(start_thread(n, &common, config, stop.clone())?);
     }
     loop {
@@ -117,3 +148,6 @@ pub async fn serve(
     }
     result
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,6 +14,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::answers::{answer, made, Answer, Failure};
+use super::control::ControlPlane;
 use super::headers::{
     is_upgrade, prepare_request_headers, request_host, routed_host, strip_hop_by_hop,
     strip_passed_hop_by_hop, upstream_uri, Peer,
@@ -25,20 +26,20 @@ use super::wake::{Wakes, WAKE_HOLD_DOWN};
 use crate::coarse_timer::{self, CoarseTimer, Elapsed};
 use crate::downstream_http::{BodyProgress, ClientConn, Ended, RequestBody};
 use crate::lock;
-use crate::metrics::RouterShard;
-use crate::serve::AppState;
+use crate::metrics::{Metrics, RouterShard};
 use crate::upstream_http::{RequestHead, ResponseHead};
 
 /// What every router thread shares.
 pub(super) struct Common {
-    pub(super) state: AppState,
+    pub(super) control: Arc<dyn ControlPlane>,
+    pub(super) metrics: Arc<Metrics>,
     pub(super) upstream_timeout: Duration,
     pub(super) connect_timeout: Duration,
     pub(super) wakes: Wakes,
-    /// The runtime of the control plane. Work on the fleet database (spawns,
-    /// health reports) runs there: its connections then belong to a runtime
-    /// that outlives the router threads.
-    pub(super) control: tokio::runtime::Handle,
+    /// The runtime of the control plane. What the router asks of it that may
+    /// reach the fleet database (wakes, health reports) runs there: its
+    /// connections then belong to a runtime that outlives the router threads.
+    pub(super) control_runtime: tokio::runtime::Handle,
 }
 
 /// One router thread's proxy: the shared part and its own connection pools.
@@ -115,8 +116,8 @@ impl Proxy {
     /// thread alone touches: router threads do not contend for the table's.
     fn table(&self) -> Arc<ThreadTable> {
         let mut mine = lock(&self.table);
-        if !self.common.state.routes.is_current(&mine.0) {
-            *mine = Arc::new(ThreadTable(self.common.state.routes.current()));
+        if !self.common.control.is_current(&mine.0) {
+            *mine = Arc::new(ThreadTable(self.common.control.table()));
         }
         Arc::clone(&mine)
     }
@@ -144,8 +145,8 @@ impl Proxy {
         if let Decision::Spawn(route) = decision {
             // Boxed: only a tenant's first request takes this path.
             if let Err(reason) = Box::pin(self.common.wakes.wake(
-                &self.common.state,
                 &self.common.control,
+                &self.common.control_runtime,
                 route,
             ))
             .await
@@ -227,7 +228,7 @@ impl Proxy {
             Box::pin(async {
                 tokio::select! {
                     r = self.send(parts, Some(body), primary, false) => r,
-                    _ = self.common.state.routes.until_offline(&primary.upstream.server_id) => {
+                    _ = self.common.control.until_offline(&primary.upstream.server_id) => {
                         Err(Failure::Broken("the server went offline".into()))
                     }
                 }
@@ -253,12 +254,12 @@ impl Proxy {
         if failure.server_unreachable() {
             // On the control plane's runtime: the report may write to the
             // fleet database.
-            let state = self.common.state.clone();
+            let control = Arc::clone(&self.common.control);
             let server = primary.upstream.server_id.clone();
             let _ = self
                 .common
-                .control
-                .spawn(async move { state.health.report_failure(&server).await })
+                .control_runtime
+                .spawn(async move { control.server_unreachable(&server).await })
                 .await;
         }
         if let (Some((backup, mut parts)), true) = (retry, failure.connection_failed()) {

@@ -13,9 +13,9 @@ use super::headers::Peer;
 use super::proxy::{Common, Proxy, ThreadTable};
 use super::shutdown::Closing;
 use super::upstream_pool::UpstreamPool;
+use super::RouterConfig;
 use crate::coarse_timer::CoarseTimer;
 use crate::downstream_http::{ClientConn, Limits};
-use crate::serve::ServeConfig;
 use crate::AbortOnDrop;
 
 /// How often a router thread's clock moves: its timeouts end to within this.
@@ -37,7 +37,7 @@ pub(super) struct RouterThread {
 pub(super) fn start_thread(
     n: usize,
     common: &Arc<Common>,
-    config: &ServeConfig,
+    config: &RouterConfig,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<RouterThread> {
     let (connections, handed) = mpsc::unbounded_channel();
@@ -69,21 +69,21 @@ pub(super) fn start_thread(
 /// then waits for them to finish within the grace period.
 async fn run_thread(
     common: Arc<Common>,
-    config: &ServeConfig,
+    config: &RouterConfig,
     mut handed: mpsc::UnboundedReceiver<Handoff>,
     open: Arc<AtomicUsize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let timer = CoarseTimer::new();
     let pool = UpstreamPool::new(
-        config.fleet.connect_timeout,
+        config.connect_timeout,
         Duration::from_secs(90),
         256,
         timer.clone(),
-        config.fleet.server_roots.as_ref(),
+        config.server_roots.as_ref(),
     );
-    let metrics = common.state.metrics.router_shard();
-    let table = Mutex::new(Arc::new(ThreadTable(common.state.routes.current())));
+    let metrics = common.metrics.router_shard();
+    let table = Mutex::new(Arc::new(ThreadTable(common.control.table())));
     let proxy = Arc::new(Proxy {
         common,
         pool,

@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
+use super::control::ControlPlane;
 use super::route_table::DomainRoute;
-use crate::error::Error;
 use crate::lock;
-use crate::serve::AppState;
 
 /// A spawn in progress, shared by every request waiting for it.
 type PendingSpawn = Shared<BoxFuture<'static, Result<(), Arc<String>>>>;
@@ -37,17 +36,16 @@ pub(super) struct Wakes {
 }
 
 impl Wakes {
-    /// Spawns a tenant's instance on its home server, once for all concurrent
-    /// requests. The spawn runs in its own task so that a client giving up does
-    /// not cancel it half-way. A spawn that failed less than
-    /// [`WAKE_HOLD_DOWN`] ago is not tried again: its reason is the answer.
-    /// The spawn runs on `control`, the control plane's runtime: its
-    /// connections to the fleet database then belong to a runtime that
-    /// outlives the router threads.
+    /// Wakes a tenant's instance (see [`ControlPlane::wake`]), once for all
+    /// concurrent requests. The wake runs in its own task, on `runtime` (the
+    /// control plane's, whose connections to the fleet database outlive the
+    /// router threads), so that a client giving up does not cancel it
+    /// half-way. A wake that failed less than [`WAKE_HOLD_DOWN`] ago is not
+    /// tried again: its reason is the answer.
     pub(super) async fn wake(
         &self,
-        state: &AppState,
-        control: &tokio::runtime::Handle,
+        control: &Arc<dyn ControlPlane>,
+        runtime: &tokio::runtime::Handle,
         route: &DomainRoute,
     ) -> Result<(), Arc<String>> {
         let key = format!("{}:{}", route.tenant, route.instance_id);
@@ -65,37 +63,13 @@ impl Wakes {
             lock(&self.spawning)
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    let state = state.clone();
+                    let control = Arc::clone(control);
                     let route = route.clone();
                     let spawning = Arc::clone(&self.spawning);
                     let failed_wakes = Arc::clone(&self.failed);
                     let key = key.clone();
-                    let task = control.spawn(async move {
-                        let spawned = state
-                            .db
-                            .spawn_instance(
-                                &route.tenant,
-                                &route.process,
-                                &route.instance_id,
-                                &route.home_server,
-                            )
-                            .await;
-                        let result = match spawned {
-                            Ok(_) => Ok(()),
-                            // Someone else (another router) may have spawned it
-                            // meanwhile; anything else holding the name is an error.
-                            Err(e @ Error::AlreadyExists { .. }) => {
-                                match state.db.get_instance(&key).await {
-                                    Ok(i) if i.process == route.process => Ok(()),
-                                    Ok(i) => Err(Arc::new(format!(
-                                        "instance '{key}' runs process '{}', not '{}'",
-                                        i.process, route.process
-                                    ))),
-                                    Err(_) => Err(Arc::new(e.to_string())),
-                                }
-                            }
-                            Err(e) => Err(Arc::new(e.to_string())),
-                        };
+                    let task = runtime.spawn(async move {
+                        let result = control.wake(&route).await.map_err(Arc::new);
                         {
                             let mut failed = lock(&failed_wakes);
                             match &result {
@@ -105,8 +79,7 @@ impl Wakes {
                                 }
                             };
                         }
-                        state.fleet_changed().await;
-                        // Only the spawner removes the entry, once its result
+                        // Only the waker removes the entry, once its result
                         // is routable: a late waiter never removes a newer one.
                         lock(&spawning).remove(&key);
                         result

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::fleet::db::FleetOptions;
 use crate::orchestrate::health::HealthPolicy;
+use crate::router::RouterConfig;
 use crate::tls::ServerRoots;
 
 /// Where the fleet database is: a SQLite file, or a `postgres://` URL whose
@@ -209,6 +210,20 @@ fn seconds(field: &str, v: Option<f64>, default: f64) -> anyhow::Result<Duration
 }
 
 impl ServeConfig {
+    /// The router's part of the settings.
+    pub fn router(&self) -> RouterConfig {
+        RouterConfig {
+            threads: self.router_threads,
+            header_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
+            body_timeout: self.body_timeout,
+            upstream_timeout: self.upstream_timeout,
+            connect_timeout: self.fleet.connect_timeout,
+            shutdown_grace: self.shutdown_grace,
+            server_roots: self.fleet.server_roots.clone(),
+        }
+    }
+
     /// Merges flags (and environment, which clap folds into them) over the file
     /// over the defaults.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {

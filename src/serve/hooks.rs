@@ -1,15 +1,71 @@
 //! What the parts of `slum serve` ask of each other, answered over the
-//! others: the orchestrator's [`Routing`] over the router's route table.
+//! others: the router's [`ControlPlane`] over the fleet database, the
+//! orchestrator and the health monitor; the orchestrator's [`Routing`] over
+//! the router's route table.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::AppState;
+use crate::error::Error;
 use crate::fleet::db::FleetDb;
 use crate::fleet::model::ServerStatus;
 use crate::orchestrate::routing::{RoutedServer, Routing};
 use crate::router::route_sync::Routes;
+use crate::router::route_table::{DomainRoute, RouteTable};
+use crate::router::ControlPlane;
+
+#[async_trait]
+impl ControlPlane for AppState {
+    fn table(&self) -> Arc<RouteTable> {
+        self.routes.current()
+    }
+
+    fn is_current(&self, table: &Arc<RouteTable>) -> bool {
+        self.routes.is_current(table)
+    }
+
+    /// Spawns the instance on its home server, then reloads the route table
+    /// (whether the spawn worked or not: someone else may have placed it).
+    async fn wake(&self, route: &DomainRoute) -> Result<(), String> {
+        let key = format!("{}:{}", route.tenant, route.instance_id);
+        let spawned = self
+            .db
+            .spawn_instance(
+                &route.tenant,
+                &route.process,
+                &route.instance_id,
+                &route.home_server,
+            )
+            .await;
+        let result = match spawned {
+            Ok(_) => Ok(()),
+            // Someone else (another router) may have spawned it meanwhile;
+            // anything else holding the name is an error.
+            Err(e @ Error::AlreadyExists { .. }) => match self.db.get_instance(&key).await {
+                Ok(i) if i.process == route.process => Ok(()),
+                Ok(i) => Err(format!(
+                    "instance '{key}' runs process '{}', not '{}'",
+                    i.process, route.process
+                )),
+                Err(_) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        self.fleet_changed().await;
+        result
+    }
+
+    async fn server_unreachable(&self, server: &str) {
+        self.health.report_failure(server).await
+    }
+
+    async fn until_offline(&self, server: &str) {
+        self.routes.until_offline(server).await
+    }
+}
 
 /// Routing as the orchestrator sees it: this process's route table, reloaded
 /// from the fleet database.

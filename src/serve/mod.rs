@@ -24,7 +24,7 @@ use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::supervisor;
-use crate::router::route_sync::Routes;
+use crate::router::{self, route_sync::Routes};
 use hooks::TableRouting;
 
 /// What `slum serve` shares between the router, the API and its background
@@ -188,7 +188,9 @@ impl Serving {
             let _ = stop_tx.send(true);
         });
         let api = tokio::spawn(crate::api::serve(private, state.clone(), stop_rx.clone()));
-        let router = crate::router::serve(public, state, &config, stop_rx).await;
+        let metrics = Arc::clone(&state.metrics);
+        let router =
+            router::serve(public, Arc::new(state), metrics, &config.router(), stop_rx).await;
         follower.abort();
         supervisor.abort();
         let api = api.await;
