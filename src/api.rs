@@ -6,7 +6,7 @@
 //! JSON. Three things are decided here and nowhere else:
 //!
 //! - who may call: every `/v1` route needs a bearer token that
-//!   [`SlumDb::verify_api_token`](crate::SlumDb::verify_api_token) accepts;
+//!   [`SlumDb::verify_api_token`](crate::FleetDb::verify_api_token) accepts;
 //!   `/health` and `/metrics` are open, for probes and scrapers;
 //! - what a failure looks like: one JSON shape, and one status per
 //!   [`Error`] kind (`impl IntoResponse for Error`), including for bodies
@@ -29,13 +29,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use tokio::net::TcpListener;
 
-use crate::error::{Error, Kind};
-use crate::fleet::model::{ApiToken, FailoverPolicy, Server, ServerStats, ServerStatus, Tenant};
-use crate::orchestrate::drain::DrainProgress;
-use crate::orchestrate::orchestration::SpawnOptions;
-use crate::orchestrate::placement::PlacementRequest;
 use crate::route_table::{Decision, RouteTable};
 use crate::serve::AppState;
+use crate::{
+    ApiToken, DrainProgress, Error, FailoverPolicy, Kind, PlacementRequest, Server, ServerStats,
+    ServerStatus, SpawnOptions, Tenant,
+};
 
 /// Time in-flight requests get after `stop`, beyond the spawn timeout: a spawn
 /// or move already under way may finish, but shutdown is never held forever.
@@ -999,7 +998,7 @@ mod tests {
             instance_id: "prod".into(),
             ..Default::default()
         };
-        let inst = |tenant: &str, id: &str, server: &str| crate::fleet::model::Instance {
+        let inst = |tenant: &str, id: &str, server: &str| crate::Instance {
             tenant: tenant.into(),
             instance_id: id.into(),
             process: "api".into(),

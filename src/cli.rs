@@ -20,12 +20,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::fleet::model::{
-    ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
-};
-use crate::orchestrate::drain::DrainProgress;
-use crate::orchestrate::reconcile::ReconcileReport;
 use crate::serve::{default_token_file, ServeArgs, DEFAULT_API};
+use crate::{
+    ApiToken, DrainProgress, FailoverPolicy, Instance, InstanceStatus, ReconcileReport, Server,
+    ServerStats, ServerStatus, Tenant,
+};
 
 /// How long the CLI waits to connect to the API.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -2226,7 +2225,7 @@ mod tests {
                 memory_mb: 128,
                 ..Default::default()
             },
-            state: crate::fleet::model::InstanceState::Running,
+            state: crate::InstanceState::Running,
             health: Some("healthy".into()),
             uptime_secs: Some(125),
             restarts: Some(0),

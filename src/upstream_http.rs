@@ -7,7 +7,7 @@
 //! (and streams the body), parses the response head with httparse and reads the
 //! body straight off the connection as the client takes it. The connection goes
 //! back to its pool when the body's end is read (see
-//! [`upstream_pool`](crate::router::upstream_pool)).
+//! [`upstream_pool`](crate::upstream_pool)).
 //!
 //! What it speaks: request bodies sent as they came (`Content-Length`) or
 //! chunked, and sent on while the response comes in (a server may answer

@@ -52,7 +52,7 @@ pub struct Drains {
 
 impl Drains {
     /// No drain yet, of servers of `db`.
-    pub fn new(db: SlumDb, routing: Arc<dyn Routing>) -> Drains {
+    pub(crate) fn new(db: SlumDb, routing: Arc<dyn Routing>) -> Drains {
         Drains {
             db,
             routing,

@@ -180,7 +180,7 @@ impl HealthMonitor {
     /// A monitor that checks the servers `routing` routes to, records what
     /// it decides in `db`, applies it to `routing` and counts it in
     /// `metrics`; it decides for the fleet only while `leading` says so.
-    pub fn new(
+    pub(crate) fn new(
         policy: HealthPolicy,
         db: SlumDb,
         routing: Arc<dyn Routing>,
@@ -200,7 +200,9 @@ impl HealthMonitor {
     }
 
     /// The stream of applied transitions; there is one, for the supervisor.
-    pub fn take_transitions(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Transition>> {
+    pub(crate) fn take_transitions(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Transition>> {
         crate::lock(&self.receiver).take()
     }
 
@@ -210,7 +212,7 @@ impl HealthMonitor {
 
     /// Checks every server once, all at once, and applies what changed (the
     /// transitions go out on the monitor's channel).
-    pub async fn check_all(&self) {
+    pub(crate) async fn check_all(&self) {
         let servers = self.routing.servers();
         let http = self.db.tenement_clients();
         let timeout = self.policy().timeout;
@@ -238,7 +240,7 @@ impl HealthMonitor {
     }
 
     /// A failed connection the router saw: counts as a failed check at once.
-    pub async fn report_failure(&self, server: &str) {
+    pub(crate) async fn report_failure(&self, server: &str) {
         let Some(stored) = self.routing.status(server) else {
             return;
         };

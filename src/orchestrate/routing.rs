@@ -5,8 +5,7 @@
 //! change the orchestrator makes (a health transition, a move, a drain) is
 //! applied to routing at once rather than at the next poll. [`Routing`] is
 //! that much and no more: `slum serve` implements it over its router's table,
-//! so that nothing here needs the router, and a library user can run the
-//! orchestrator's background work with routing of their own.
+//! so that nothing here needs the router.
 
 use std::time::Duration;
 

@@ -211,7 +211,7 @@ fn seconds(field: &str, v: Option<f64>, default: f64) -> anyhow::Result<Duration
 
 impl ServeConfig {
     /// The router's part of the settings.
-    pub fn router(&self) -> RouterConfig {
+    pub(crate) fn router(&self) -> RouterConfig {
         RouterConfig {
             threads: self.router_threads,
             header_timeout: self.header_timeout,

@@ -1,7 +1,7 @@
 //! `slum serve`: the fleet's front door (the router) and control plane (the
 //! management API), wired together over one [`SlumDb`].
 //!
-//! [`config`] resolves the settings; this module opens the database, loads
+//! `config.rs` resolves the settings; this module opens the database, loads
 //! the route table, binds both listeners and runs the router, the API and the
 //! background work until shutdown.
 
@@ -17,14 +17,16 @@ use tokio::net::TcpListener;
 pub use config::{
     default_database, default_token_file, DatabaseLocation, ServeArgs, ServeConfig, DEFAULT_API,
 };
+// The handles AppState wires together.
+pub use crate::metrics::Metrics;
+pub use crate::orchestrate::drain::Drains;
+pub use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
+pub use crate::router::route_sync::Routes;
 
-use crate::metrics::Metrics;
-use crate::orchestrate::drain::Drains;
-use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::supervisor;
-use crate::router::{self, route_sync::Routes};
+use crate::router;
 use hooks::TableRouting;
 
 /// What `slum serve` shares between the router, the API and its background
