@@ -163,3 +163,14 @@ impl From<sqlx::Error> for Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The deepest error in a chain: "Connection refused (os error 111)" rather than
+/// reqwest's "error sending request for url (...)". Shared by the tenement
+/// client and the router, whose messages quote it.
+pub(crate) fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

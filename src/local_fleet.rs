@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::model::{Server, ServerStatus};
+use crate::fleet::model::{Server, ServerStatus};
 
 /// The pinned tenement release slum is tested against.
 pub const TENEMENT_VERSION: &str = "0.2.1";

@@ -79,7 +79,7 @@ impl Metrics {
     }
 
     /// A new router thread's share of the request metrics.
-    pub fn router_shard(&self) -> Arc<RouterShard> {
+    pub(crate) fn router_shard(&self) -> Arc<RouterShard> {
         let shard = Arc::new(RouterShard::default());
         crate::lock(&self.router_shards).push(Arc::clone(&shard));
         shard
@@ -163,7 +163,7 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>)
 }
 
 /// One router thread's request metrics. Only that thread writes them.
-pub struct RouterShard {
+pub(crate) struct RouterShard {
     /// Responses by status code (`status - 100`).
     requests: Box<[AtomicU64]>,
     /// Upstream latency by server, looked up for each request (foldhash, as

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use slum::health::HealthPolicy;
 use slum::route_table::Decision;
 use slum::serve::AppState;
+use slum::serve::HealthPolicy;
 use slum::SlumDb;
 use tokio::net::TcpListener;
 use tokio::sync::watch;

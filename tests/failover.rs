@@ -228,7 +228,7 @@ async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
     // Undrained while dead: it comes back online.
     fleet.server_mut("s1").unwrap().kill().unwrap();
     until_status(&slum, "s1", ServerStatus::Offline).await;
-    slum.state.drains.undrain(&slum.state, "s1").await.unwrap();
+    slum.state.drains.undrain("s1").await.unwrap();
     fleet
         .server_mut("s1")
         .unwrap()
@@ -362,7 +362,7 @@ async fn draining_fifty_tenants_loses_no_request() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let started = Instant::now();
-    slum.state.drains.start(&slum.state, "s1").await.unwrap();
+    slum.state.drains.start("s1").await.unwrap();
     let progress = loop {
         let p = slum.state.drains.progress("s1").unwrap();
         if p.done {

@@ -69,7 +69,7 @@ pub(super) async fn reconcile(State(state): State<AppState>) -> ApiResult<Respon
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Instance, Server, ServerStatus, Tenant};
+    use crate::{Instance, Server, ServerStatus, Tenant};
 
     #[test]
     fn down_tenants_are_the_domains_whose_servers_are_all_offline() {

@@ -10,10 +10,10 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::placing::{placing, Placing};
 use super::wire::{NewInstance, ServerFilter};
 use super::ApiResult;
-use crate::error::Error;
-use crate::orchestration::SpawnOptions;
-use crate::placement::PlacementRequest;
 use crate::serve::AppState;
+use crate::Error;
+use crate::PlacementRequest;
+use crate::SpawnOptions;
 
 pub(super) async fn list_instances(
     State(state): State<AppState>,

@@ -8,7 +8,7 @@
 //! the CLI shares. Three things are decided here and nowhere else:
 //!
 //! - who may call: every `/v1` route needs a bearer token that
-//!   [`SlumDb::verify_api_token`](crate::SlumDb::verify_api_token) accepts;
+//!   [`SlumDb::verify_api_token`](crate::FleetDb::verify_api_token) accepts;
 //!   `/health` and `/metrics` are open, for probes and scrapers;
 //! - what a failure looks like: one JSON shape (`wire::ErrorBody`), and one
 //!   status per [`Error`] kind (`impl IntoResponse for Error`), including for
@@ -27,8 +27,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 
-use crate::error::{Error, Kind};
 use crate::serve::AppState;
+use crate::{Error, Kind};
 
 mod extract;
 mod fleet;

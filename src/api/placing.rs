@@ -3,8 +3,8 @@
 //! `POST /v1/tenants` and `POST /v1/instances`, so both refuse the same
 //! mixtures with the same field named.
 
-use crate::error::Error;
-use crate::placement::PlacementRequest;
+use crate::Error;
+use crate::PlacementRequest;
 
 /// Where a new tenant or instance goes.
 #[derive(Debug, PartialEq, Eq)]

@@ -98,7 +98,7 @@ pub(super) async fn drain_server(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<(StatusCode, Json<DrainProgress>)> {
     // `start` reloads the route table when it marks the server.
-    let progress = state.drains.start(&state, &id).await?;
+    let progress = state.drains.start(&id).await?;
     Ok((StatusCode::ACCEPTED, Json(progress)))
 }
 
@@ -128,6 +128,6 @@ pub(super) async fn undrain_server(
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Server>> {
     // `undrain` reloads the route table when it changes the server.
-    state.drains.undrain(&state, &id).await?;
+    state.drains.undrain(&id).await?;
     Ok(Json(state.db.get_server(&id).await?))
 }

@@ -9,8 +9,8 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::placing::{placing, Placing};
 use super::wire::{MoveTo, NewTenant, ServerFilter, Tenant, TenantPatch};
 use super::ApiResult;
-use crate::placement::PlacementRequest;
 use crate::serve::AppState;
+use crate::PlacementRequest;
 
 pub(super) async fn list_tenants(
     State(state): State<AppState>,

@@ -14,15 +14,15 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use crate::drain::DrainProgress;
-pub use crate::model::{
+pub use crate::DrainProgress;
+pub use crate::{
     ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
 };
 // The state of an `InstanceStatus`: no code names it apart from tests today,
 // but it is part of the answer, so clients find it here with the rest.
 #[allow(unused_imports)]
-pub use crate::model::InstanceState;
-pub use crate::reconcile::ReconcileReport;
+pub use crate::InstanceState;
+pub use crate::ReconcileReport;
 
 #[cfg(test)]
 mod tests;

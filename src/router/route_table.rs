@@ -14,7 +14,7 @@ use std::sync::Arc;
 use hyper::header::HeaderValue;
 use hyper::Uri;
 
-use crate::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
+use crate::fleet::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
 
 /// A tenement server as the router needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -291,7 +291,7 @@ pub fn normalize_host(raw: Option<&str>) -> Result<String, BadHost> {
     // The rule tenants' domains were checked with (lower-cased above).
     if !host
         .split('.')
-        .all(|l| crate::validation::dns_label("host", l).is_ok())
+        .all(|l| crate::fleet::validation::dns_label("host", l).is_ok())
     {
         return Err(BadHost::Malformed);
     }

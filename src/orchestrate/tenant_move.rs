@@ -1,12 +1,12 @@
 //! Moving a tenant to another home server, and its running instance with it,
 //! without losing a request: the instance is prepared on the new home, the
 //! route switches, and only then is the old copy stopped (see
-//! [`crate::relocation`]).
+//! [`crate::orchestrate::relocation`]).
 
-use crate::db::SlumDb;
 use crate::error::Result;
-use crate::model::{DesiredState, Tenant};
-use crate::validation;
+use crate::fleet::model::{DesiredState, Tenant};
+use crate::fleet::validation;
+use crate::orchestrate::slum_db::SlumDb;
 
 impl SlumDb {
     /// Makes `server_id` the home of the tenant routed by `domain`.

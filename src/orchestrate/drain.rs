@@ -1,5 +1,5 @@
 //! Draining a server: no new placements, and every instance on it moved
-//! elsewhere without losing a request (see [`crate::relocation`]), a few at a time,
+//! elsewhere without losing a request (see [`crate::orchestrate::relocation`]), a few at a time,
 //! with progress the API and the CLI can show.
 
 use std::collections::HashMap;
@@ -10,10 +10,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::fleet::model::{DesiredState, ServerStatus};
 use crate::lock;
-use crate::model::{DesiredState, ServerStatus};
-use crate::placement;
-use crate::serve::AppState;
+use crate::orchestrate::placement;
+use crate::orchestrate::routing::Routing;
+use crate::orchestrate::slum_db::SlumDb;
 
 /// Moves running at once during a drain.
 const PARALLEL_MOVES: usize = 4;
@@ -42,21 +43,32 @@ struct Job {
 }
 
 /// The drains of one `slum serve`.
-#[derive(Default)]
 pub struct Drains {
+    db: SlumDb,
+    /// Told of each step, so that traffic follows the instances at once.
+    routing: Arc<dyn Routing>,
     jobs: Mutex<HashMap<String, Job>>,
 }
 
 impl Drains {
+    /// No drain yet, of servers of `db`.
+    pub(crate) fn new(db: SlumDb, routing: Arc<dyn Routing>) -> Drains {
+        Drains {
+            db,
+            routing,
+            jobs: Mutex::default(),
+        }
+    }
+
     /// Marks the server draining (no new placements) and starts moving its
     /// instances away; returns the progress so far. Starting a drain that runs
     /// already just reports it.
-    pub async fn start(&self, state: &AppState, server_id: &str) -> Result<DrainProgress> {
-        let mut server = state.db.get_server(server_id).await?;
+    pub async fn start(&self, server_id: &str) -> Result<DrainProgress> {
+        let mut server = self.db.get_server(server_id).await?;
         if server.status != ServerStatus::Draining {
             server.status = ServerStatus::Draining;
-            state.db.update_server(&server).await?;
-            state.fleet_changed().await;
+            self.db.update_server(&server).await?;
+            self.routing.fleet_changed().await;
         }
         let mut jobs = lock(&self.jobs);
         if let Some(job) = jobs.get(server_id) {
@@ -70,7 +82,8 @@ impl Drains {
             ..Default::default()
         }));
         let task = tokio::spawn(run(
-            state.clone(),
+            self.db.clone(),
+            Arc::clone(&self.routing),
             server_id.to_owned(),
             Arc::clone(&progress),
         ));
@@ -88,8 +101,8 @@ impl Drains {
 
     /// Stops a running drain (moves already done stay done) and lets the server
     /// take placements again; health checks then decide whether it is online.
-    pub async fn undrain(&self, state: &AppState, server_id: &str) -> Result<()> {
-        let mut server = state.db.get_server(server_id).await?;
+    pub async fn undrain(&self, server_id: &str) -> Result<()> {
+        let mut server = self.db.get_server(server_id).await?;
         if let Some(job) = lock(&self.jobs).get(server_id) {
             if !job.task.is_finished() {
                 job.task.abort();
@@ -108,15 +121,20 @@ impl Drains {
             if server.status == ServerStatus::Draining {
                 server.status = ServerStatus::Unknown;
             }
-            state.db.update_server(&server).await?;
-            state.fleet_changed().await;
+            self.db.update_server(&server).await?;
+            self.routing.fleet_changed().await;
         }
         Ok(())
     }
 }
 
-async fn run(state: AppState, server_id: String, progress: Arc<Mutex<DrainProgress>>) {
-    let result = drain(&state, &server_id, &progress).await;
+async fn run(
+    db: SlumDb,
+    routing: Arc<dyn Routing>,
+    server_id: String,
+    progress: Arc<Mutex<DrainProgress>>,
+) {
+    let result = drain(&db, &routing, &server_id, &progress).await;
     let mut p = lock(&progress);
     if let Err(e) = result {
         p.failed.push(format!("drain stopped: {e}"));
@@ -126,10 +144,14 @@ async fn run(state: AppState, server_id: String, progress: Arc<Mutex<DrainProgre
     tracing::info!(server = %server_id, moved = p.moved.len(), failed = p.failed.len(), "drain finished");
 }
 
-async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress>) -> Result<()> {
-    let server = state.db.get_server(server_id).await?;
-    let instances: Vec<_> = state
-        .db
+async fn drain(
+    db: &SlumDb,
+    routing: &Arc<dyn Routing>,
+    server_id: &str,
+    progress: &Mutex<DrainProgress>,
+) -> Result<()> {
+    let server = db.get_server(server_id).await?;
+    let instances: Vec<_> = db
         .list_instance_records()
         .await?
         .into_iter()
@@ -140,16 +162,18 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
     lock(progress).total = instances.len();
     // First the domains that need no move: unstarted tenants homed here would
     // get 503 for the whole drain otherwise.
-    if rehome(state, &server, progress).await? {
-        state.fleet_changed().await;
+    if rehome(db, &server, progress).await? {
+        routing.fleet_changed().await;
     }
-    let grace = state.db.options().move_grace;
+    let grace = db.options().move_grace;
     futures::stream::iter(instances)
         .for_each_concurrent(PARALLEL_MOVES, |inst| {
             let region = server.region.clone();
             async move {
                 let key = inst.key();
-                let moved = state.move_elsewhere(&inst, region.as_deref(), grace).await;
+                let moved = db
+                    .move_elsewhere(&inst, region.as_deref(), grace, routing)
+                    .await;
                 let mut p = lock(progress);
                 match moved {
                     Ok(o) => p.moved.push(format!("{} -> {}", o.instance, o.to)),
@@ -161,8 +185,8 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
 
     // And once more for domains whose instance moved meanwhile by other means;
     // the table is reloaded once, after it.
-    rehome(state, &server, progress).await?;
-    state.fleet_changed().await;
+    rehome(db, &server, progress).await?;
+    routing.fleet_changed().await;
     Ok(())
 }
 
@@ -172,22 +196,21 @@ async fn drain(state: &AppState, server_id: &str, progress: &Mutex<DrainProgress
 /// is still on the server stay with it: their move switches their home.
 /// Returns whether it re-homed any; the caller reloads the route table.
 async fn rehome(
-    state: &AppState,
-    server: &crate::model::Server,
+    db: &SlumDb,
+    server: &crate::fleet::model::Server,
     progress: &Mutex<DrainProgress>,
 ) -> Result<bool> {
     let server_id = server.id.as_str();
     let mut changed = false;
-    let servers = state.db.list_servers().await?;
-    let still_here: Vec<_> = state
-        .db
+    let servers = db.list_servers().await?;
+    let still_here: Vec<_> = db
         .list_instance_records()
         .await?
         .into_iter()
         .filter(|i| i.server_id == server_id)
         .map(|i| i.key())
         .collect();
-    for mut tenant in state.db.list_tenants_on_server(server_id).await? {
+    for mut tenant in db.list_tenants_on_server(server_id).await? {
         if still_here.contains(&tenant.instance_key()) {
             continue;
         }
@@ -201,7 +224,7 @@ async fn rehome(
             continue;
         };
         tenant.server_id = home.id.clone();
-        match state.db.update_tenant(&tenant).await {
+        match db.update_tenant(&tenant).await {
             Ok(()) => {
                 changed = true;
                 lock(progress)

@@ -1,122 +1,78 @@
-//! The PostgreSQL fleet database, for fleets where several routers (and any
-//! number of library users) share one database.
+//! The embedded SQLite fleet database, slum's default.
 //!
-//! The schema (`migrations/postgres`, applied on connect) mirrors the SQLite one
-//! table for table and column for column: times as Unix milliseconds, text
-//! compared and sorted byte by byte (`COLLATE "C"`), the same checks, keys and
-//! references, and the routing version bumped by triggers on the same columns.
-//! Errors are mapped to the same [`Error`] kinds with the same messages: a unique
-//! violation (23505) is `AlreadyExists`, a foreign key violation (23503) is a
-//! missing server on insert or `HasDependents` on delete.
-//!
-//! What differs is concurrency. SQLite has one writer, so a single
-//! `INSERT ... SELECT` checks and reserves capacity atomically; PostgreSQL runs
-//! writers side by side, so a reservation is a transaction that first locks the
-//! server's row and only then reads its free capacity (see
-//! [`Store::reserve_instance`] below): reservations on one server, from any
-//! connection of any process, take turns, and none can overbook it. Every other
-//! write is a single autocommit statement.
+//! WAL journal (readers never wait for the writer), foreign keys on for every
+//! connection, a busy timeout so concurrent writers queue instead of failing, and
+//! every write a single autocommit statement, so no transaction ever has to upgrade
+//! a read lock (the case a busy timeout cannot help with). `synchronous = NORMAL`
+//! in WAL mode keeps every committed write across a crash or `kill -9` of the
+//! process; only a power loss can take the last commits (never corrupting the file).
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::error::ErrorKind;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::Row;
 
 use super::{
-    check_reservation, duplicate_instance, from_millis, incoming_sibling, millis, refused_move,
-    Change, Dependents, Store,
+    check_reservation, duplicate_instance, from_millis, incoming_sibling, insufficient_capacity,
+    millis, refused_move, Dependents, Store,
 };
 use crate::error::{Error, Kind, Result};
-use crate::model::{
+use crate::fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, Server, ServerStatus, Tenant,
 };
 
-pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Connections one process keeps to the database at most. Routers hold no
-/// connection on the request path, so a handful serves API calls, reconcile and
-/// health checks; a fleet of several routers stays far below PostgreSQL's
-/// default of 100 connections.
-const MAX_CONNECTIONS: u32 = 10;
-
-/// The advisory lock key of the fleet's leader ("slum" in ASCII).
-const LEADER_LOCK: i64 = 0x736c_756d;
-
-/// The channel routing changes are notified on (migrations/postgres/0005).
-const CHANGES_CHANNEL: &str = "slum_fleet";
-
-/// How long a call waits for a free connection (or for the server to accept a
-/// new one) before it fails, like SQLite's busy timeout.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The PostgreSQL backend.
-#[derive(Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
+/// The SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
 }
 
-impl std::fmt::Debug for PostgresStore {
-    // The connection options hold the password: never print them.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").finish_non_exhaustive()
-    }
-}
-
-/// Whether `location` names a PostgreSQL database (`postgres://...` or
-/// `postgresql://...`) rather than a SQLite file.
-pub fn is_postgres_url(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
-}
-
-/// `location` fit for logs: a PostgreSQL URL without its password (a SQLite
-/// path as it is).
-pub fn redacted(location: &str) -> String {
-    if !is_postgres_url(location) {
-        return location.to_owned();
-    }
-    match url::Url::parse(location) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                // Only fails for URLs that cannot have a password at all.
-                let _ = url.set_password(Some("***"));
-            }
-            url.into()
-        }
-        Err(_) => "postgres://(unparsable URL)".to_owned(),
-    }
-}
-
-// SUM over BIGINT is NUMERIC in PostgreSQL: cast it back.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
      s.status, s.last_seen, s.created_at, \
      COALESCE((SELECT SUM(i.memory_mb) FROM instances i \
-               WHERE i.server_id = s.id OR i.moving_to = s.id), 0)::BIGINT AS used_mb";
+               WHERE i.server_id = s.id OR i.moving_to = s.id), 0) AS used_mb";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
 const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at";
+/// Memory reserved on server `s` (placed there, or moving there).
+const USED_ON_S: &str = "COALESCE((SELECT SUM(memory_mb) FROM instances \
+     WHERE server_id = s.id OR moving_to = s.id), 0)";
 
-impl PostgresStore {
-    /// Connects to the database at `url` (`postgres://user:password@host/db`)
-    /// and applies pending migrations. Several processes may connect at once:
-    /// the migrator holds an advisory lock while it works.
-    pub async fn connect(url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)?.application_name("slum");
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and applies migrations.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            // A local file does not go stale: the ping before each acquire only
+            // costs thread round trips (measured: about half the context switches
+            // of a lookup).
+            .test_before_acquire(false)
+            .max_connections(8)
             .min_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(SqliteStore { pool })
     }
 }
 
-fn server_from_row(row: &PgRow) -> Result<Server> {
+fn server_from_row(row: &SqliteRow) -> Result<Server> {
     Ok(Server {
         id: row.try_get("id")?,
         url: row.try_get("url")?,
@@ -131,7 +87,7 @@ fn server_from_row(row: &PgRow) -> Result<Server> {
     })
 }
 
-fn tenant_from_row(row: &PgRow) -> Result<Tenant> {
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
     Ok(Tenant {
         domain: row.try_get("domain")?,
         name: row.try_get("name")?,
@@ -143,7 +99,7 @@ fn tenant_from_row(row: &PgRow) -> Result<Tenant> {
     })
 }
 
-fn instance_from_row(row: &PgRow) -> Result<Instance> {
+fn instance_from_row(row: &SqliteRow) -> Result<Instance> {
     Ok(Instance {
         tenant: row.try_get("tenant")?,
         instance_id: row.try_get("instance_id")?,
@@ -160,18 +116,46 @@ fn instance_from_row(row: &PgRow) -> Result<Instance> {
     })
 }
 
-/// The constraint a statement violated, if that is why it failed (23505 unique,
-/// 23503 foreign key, ...).
 fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
-    Some(e.as_database_error()?.kind())
+    let d = e.as_database_error()?;
+    // An `ON DELETE RESTRICT` failure comes as SQLITE_CONSTRAINT_TRIGGER (1811),
+    // which sqlx does not classify; it is a foreign key failure all the same.
+    if d.code().as_deref() == Some("1811") {
+        return Some(ErrorKind::ForeignKeyViolation);
+    }
+    Some(d.kind())
+}
+
+impl SqliteStore {
+    /// Explains why a reservation inserted nothing: the server is missing,
+    /// unusable, or full.
+    async fn refused_reservation(&self, instance: &Instance) -> Error {
+        if let Ok(all) = self.list_instances(None).await {
+            if let Some(o) = all.iter().find(|o| {
+                o.moving_to.as_deref() == Some(instance.server_id.as_str())
+                    && o.tenant == instance.tenant
+                    && o.process == instance.process
+            }) {
+                return incoming_sibling(instance, o);
+            }
+        }
+        match self.get_server(&instance.server_id).await {
+            Ok(server) => match check_reservation(&server, instance) {
+                Err(e) => e,
+                // It fits now: it did not when the statement ran.
+                Ok(()) => insufficient_capacity(&server, instance),
+            },
+            Err(e) => e,
+        }
+    }
 }
 
 #[async_trait]
-impl Store for PostgresStore {
+impl Store for SqliteStore {
     async fn insert_server(&self, s: &Server) -> Result<()> {
         let res = sqlx::query(
             "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at, drain) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.url)
@@ -196,7 +180,7 @@ impl Store for PostgresStore {
 
     async fn get_server(&self, id: &str) -> Result<Server> {
         let row = sqlx::query(&format!(
-            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $1"
+            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = ?"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -207,18 +191,18 @@ impl Store for PostgresStore {
 
     async fn update_server(&self, s: &Server, with_status: bool) -> Result<()> {
         let res = sqlx::query(
-            "UPDATE servers SET url = $1, region = $2, capacity_mb = $3, token = $4, domain = $5, \
-             status = CASE WHEN $8 THEN $6 ELSE status END, \
-             drain = CASE WHEN $8 THEN $6 = 'draining' ELSE drain END WHERE id = $7",
+            "UPDATE servers SET url = ?, region = ?, capacity_mb = ?, token = ?, domain = ?, \
+             status = CASE WHEN ?6 THEN ?7 ELSE status END, \
+             drain = CASE WHEN ?6 THEN ?7 = 'draining' ELSE drain END WHERE id = ?8",
         )
         .bind(&s.url)
         .bind(&s.region)
         .bind(s.capacity_mb)
         .bind(&s.token)
         .bind(&s.domain)
+        .bind(with_status)
         .bind(s.status.as_str())
         .bind(&s.id)
-        .bind(with_status)
         .execute(&self.pool)
         .await?;
         if res.rows_affected() == 0 {
@@ -236,8 +220,8 @@ impl Store for PostgresStore {
     ) -> Result<bool> {
         let res = sqlx::query(
             // A drained server that recovers goes back to draining.
-            "UPDATE servers SET status = CASE WHEN $1 = 'online' AND drain THEN 'draining' ELSE $1 END, \
-             last_seen = COALESCE($2, last_seen) WHERE id = $3 AND status = $4",
+            "UPDATE servers SET status = CASE WHEN ?1 = 'online' AND drain THEN 'draining' ELSE ?1 END, \
+             last_seen = COALESCE(?2, last_seen) WHERE id = ?3 AND status = ?4",
         )
         .bind(status.as_str())
         .bind(last_seen.map(millis))
@@ -253,7 +237,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_server(&self, id: &str) -> Result<()> {
-        let res = sqlx::query("DELETE FROM servers WHERE id = $1")
+        let res = sqlx::query("DELETE FROM servers WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
             .await;
@@ -286,8 +270,8 @@ impl Store for PostgresStore {
 
     async fn dependents(&self, server_id: &str) -> Result<Dependents> {
         let row = sqlx::query(
-            "SELECT (SELECT COUNT(*) FROM tenants WHERE server_id = $1) AS tenants, \
-                    (SELECT COUNT(*) FROM instances WHERE server_id = $1 OR moving_to = $1) AS instances",
+            "SELECT (SELECT COUNT(*) FROM tenants WHERE server_id = ?1) AS tenants, \
+                    (SELECT COUNT(*) FROM instances WHERE server_id = ?1 OR moving_to = ?1) AS instances",
         )
         .bind(server_id)
         .fetch_one(&self.pool)
@@ -300,16 +284,16 @@ impl Store for PostgresStore {
 
     async fn insert_tenant(&self, t: &Tenant) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO tenants (domain, name, server_id, process, instance_id, created_at, failover) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO tenants (domain, name, server_id, process, instance_id, failover, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.domain)
         .bind(&t.name)
         .bind(&t.server_id)
         .bind(&t.process)
         .bind(&t.instance_id)
-        .bind(millis(Utc::now()))
         .bind(t.failover.as_str())
+        .bind(millis(Utc::now()))
         .execute(&self.pool)
         .await;
         match res {
@@ -326,7 +310,7 @@ impl Store for PostgresStore {
 
     async fn get_tenant(&self, domain: &str) -> Result<Tenant> {
         let row = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE domain = $1"
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE domain = ?"
         ))
         .bind(domain)
         .fetch_optional(&self.pool)
@@ -337,15 +321,15 @@ impl Store for PostgresStore {
 
     async fn update_tenant(&self, t: &Tenant) -> Result<()> {
         let res = sqlx::query(
-            "UPDATE tenants SET name = $1, server_id = $2, process = $3, instance_id = $4, \
-             failover = $6 WHERE domain = $5",
+            "UPDATE tenants SET name = ?, server_id = ?, process = ?, instance_id = ?, failover = ? \
+             WHERE domain = ?",
         )
         .bind(&t.name)
         .bind(&t.server_id)
         .bind(&t.process)
         .bind(&t.instance_id)
-        .bind(&t.domain)
         .bind(t.failover.as_str())
+        .bind(&t.domain)
         .execute(&self.pool)
         .await;
         match res {
@@ -359,7 +343,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_tenant(&self, domain: &str) -> Result<()> {
-        let res = sqlx::query("DELETE FROM tenants WHERE domain = $1")
+        let res = sqlx::query("DELETE FROM tenants WHERE domain = ?")
             .bind(domain)
             .execute(&self.pool)
             .await?;
@@ -373,7 +357,7 @@ impl Store for PostgresStore {
         let rows = match server_id {
             Some(id) => {
                 sqlx::query(&format!(
-                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE server_id = $1 ORDER BY domain"
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE server_id = ? ORDER BY domain"
                 ))
                 .bind(id)
                 .fetch_all(&self.pool)
@@ -391,63 +375,37 @@ impl Store for PostgresStore {
     }
 
     async fn reserve_instance(&self, i: &Instance) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        // Lock the server's row first. Every reservation on this server, from any
-        // connection of any process, queues here until the one before it commits
-        // or rolls back. The lock does not block readers, nor the foreign key
-        // checks of tenants and instances (`NO KEY UPDATE` leaves `KEY SHARE`
-        // alone); `update_server` and health writes wait for it.
-        let locked = sqlx::query("SELECT id FROM servers WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(&i.server_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if locked.is_none() {
-            return Err(Error::not_found(Kind::Server, &i.server_id));
-        }
-        // A statement of its own, after the lock: under READ COMMITTED it reads a
-        // fresh snapshot, which holds every reservation committed before ours.
-        // (Read in the locking statement, the sum would come from the snapshot
-        // taken before the wait, and miss them.)
-        let row = sqlx::query(&format!(
-            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $1"
-        ))
-        .bind(&i.server_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let incoming = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances \
-             WHERE moving_to = $1 AND tenant = $2 AND process = $3"
-        ))
-        .bind(&i.server_id)
-        .bind(&i.tenant)
-        .bind(&i.process)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = incoming {
-            return Err(incoming_sibling(i, &instance_from_row(&row)?));
-        }
-        check_reservation(&server_from_row(&row)?, i)?;
-        sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
-            .bind(&i.server_id)
-            .bind(i.tenement_name())
-            .execute(&mut *tx)
-            .await?;
-        let res = sqlx::query(
+        // One statement, so SQLite's single writer makes check and insert atomic:
+        // concurrent reservations can never overbook a server.
+        let res = sqlx::query(&format!(
             "INSERT INTO instances (tenant, instance_id, process, server_id, memory_mb, desired, observed, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'running', 'starting', $6)",
-        )
+             SELECT ?1, ?2, ?3, s.id, ?4, 'running', 'starting', ?5 FROM servers s \
+             WHERE s.id = ?6 AND s.status NOT IN ('offline', 'draining') \
+               AND s.capacity_mb - {USED_ON_S} >= ?4 \
+               AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.moving_to = s.id \
+                               AND o.tenant = ?1 AND o.process = ?3)"
+        ))
         .bind(&i.tenant)
         .bind(&i.instance_id)
         .bind(&i.process)
-        .bind(&i.server_id)
         .bind(i.memory_mb)
         .bind(millis(Utc::now()))
-        .execute(&mut *tx)
+        .bind(&i.server_id)
+        .execute(&self.pool)
         .await;
         match res {
-            Ok(_) => Ok(tx.commit().await?),
+            Ok(r) if r.rows_affected() == 1 => {
+                // A stop still pending for this name on this server would kill
+                // the new instance: the new one supersedes it.
+                sqlx::query("DELETE FROM pending_stops WHERE server_id = ? AND name = ?")
+                    .bind(&i.server_id)
+                    .bind(i.tenement_name())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+            Ok(_) => Err(self.refused_reservation(i).await),
             Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
-                tx.rollback().await?;
                 Err(duplicate_instance(self, i).await)
             }
             Err(e) => Err(e.into()),
@@ -456,7 +414,7 @@ impl Store for PostgresStore {
 
     async fn get_instance(&self, tenant: &str, instance_id: &str) -> Result<Instance> {
         let row = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = $1 AND instance_id = $2"
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = ? AND instance_id = ?"
         ))
         .bind(tenant)
         .bind(instance_id)
@@ -470,7 +428,7 @@ impl Store for PostgresStore {
         let rows = match server_id {
             Some(id) => {
                 sqlx::query(&format!(
-                    "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = $1 \
+                    "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = ? \
                      ORDER BY tenant, instance_id"
                 ))
                 .bind(id)
@@ -495,7 +453,7 @@ impl Store for PostgresStore {
         desired: DesiredState,
     ) -> Result<()> {
         let res =
-            sqlx::query("UPDATE instances SET desired = $1 WHERE tenant = $2 AND instance_id = $3")
+            sqlx::query("UPDATE instances SET desired = ? WHERE tenant = ? AND instance_id = ?")
                 .bind(desired.as_str())
                 .bind(tenant)
                 .bind(instance_id)
@@ -518,8 +476,7 @@ impl Store for PostgresStore {
         at: DateTime<Utc>,
     ) -> Result<()> {
         let res = sqlx::query(
-            "UPDATE instances SET observed = $1, observed_at = $2 \
-             WHERE tenant = $3 AND instance_id = $4",
+            "UPDATE instances SET observed = ?, observed_at = ? WHERE tenant = ? AND instance_id = ?",
         )
         .bind(observed.as_str())
         .bind(millis(at))
@@ -537,7 +494,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_instance(&self, tenant: &str, instance_id: &str) -> Result<()> {
-        let res = sqlx::query("DELETE FROM instances WHERE tenant = $1 AND instance_id = $2")
+        let res = sqlx::query("DELETE FROM instances WHERE tenant = ? AND instance_id = ?")
             .bind(tenant)
             .bind(instance_id)
             .execute(&self.pool)
@@ -552,42 +509,31 @@ impl Store for PostgresStore {
     }
 
     async fn begin_move(&self, tenant: &str, instance_id: &str, target: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        // As in reserve_instance: the target's row lock queues every reservation
-        // on it, then a fresh statement reads what is committed.
-        let locked = sqlx::query("SELECT id FROM servers WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(target)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if locked.is_none() {
-            return Err(Error::not_found(Kind::Server, target));
-        }
+        // One statement: check and reservation are atomic under SQLite's writer.
         let res = sqlx::query(&format!(
-            "UPDATE instances SET moving_to = $3 \
-             WHERE tenant = $1 AND instance_id = $2 AND moving_to IS NULL \
-               AND desired = 'running' AND server_id <> $3 \
-               AND EXISTS (SELECT 1 FROM (SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $3) t \
-                   WHERE t.status NOT IN ('offline', 'draining') \
-                     AND t.capacity_mb - t.used_mb >= instances.memory_mb) \
-               AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = $1 \
-                   AND o.process = instances.process AND (o.server_id = $3 OR o.moving_to = $3))"
+            "UPDATE instances SET moving_to = ?3 \
+             WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NULL \
+               AND desired = 'running' AND server_id <> ?3 \
+               AND EXISTS (SELECT 1 FROM servers s WHERE s.id = ?3 \
+                   AND s.status NOT IN ('offline', 'draining') \
+                   AND s.capacity_mb - {USED_ON_S} >= instances.memory_mb) \
+               AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = ?1 \
+                   AND o.process = instances.process AND (o.server_id = ?3 OR o.moving_to = ?3))"
         ))
         .bind(tenant)
         .bind(instance_id)
         .bind(target)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
         if res.rows_affected() == 1 {
-            tx.commit().await?;
             Ok(())
         } else {
-            tx.rollback().await?;
             Err(refused_move(self, tenant, instance_id, target).await)
         }
     }
 
     async fn abort_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
-        sqlx::query("UPDATE instances SET moving_to = NULL WHERE tenant = $1 AND instance_id = $2")
+        sqlx::query("UPDATE instances SET moving_to = NULL WHERE tenant = ? AND instance_id = ?")
             .bind(tenant)
             .bind(instance_id)
             .execute(&self.pool)
@@ -596,59 +542,57 @@ impl Store for PostgresStore {
     }
 
     async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
+        // The first statement writes, so the transaction takes the write lock at
+        // once (waiting under the busy timeout) and never has to upgrade.
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT server_id, moving_to, process FROM instances \
-             WHERE tenant = $1 AND instance_id = $2 FOR UPDATE",
+        sqlx::query(
+            "INSERT OR IGNORE INTO pending_stops (server_id, name, created_at) \
+             SELECT server_id, process || ':' || tenant, ?3 FROM instances \
+             WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NOT NULL",
         )
         .bind(tenant)
         .bind(instance_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::not_found(Kind::Instance, format!("{tenant}:{instance_id}")))?;
-        let from: String = row.try_get("server_id")?;
-        let process: String = row.try_get("process")?;
-        let Some(to) = row.try_get::<Option<String>, _>("moving_to")? else {
-            return Err(Error::invalid(
-                "instance",
-                format!("'{tenant}:{instance_id}' is not moving"),
-            ));
-        };
-        // The old copy's tenement name (`Instance::tenement_name`).
-        let name = format!("{process}:{tenant}");
-        sqlx::query(
-            "INSERT INTO pending_stops (server_id, name, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&from)
-        .bind(&name)
         .bind(millis(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tenants SET server_id = \
+                 (SELECT moving_to FROM instances WHERE tenant = ?1 AND instance_id = ?2) \
+             WHERE name = ?1 AND instance_id = ?2 \
+               AND process = (SELECT process FROM instances WHERE tenant = ?1 AND instance_id = ?2) \
+               AND EXISTS (SELECT 1 FROM instances WHERE tenant = ?1 AND instance_id = ?2 \
+                           AND moving_to IS NOT NULL)",
+        )
+        .bind(tenant)
+        .bind(instance_id)
         .execute(&mut *tx)
         .await?;
         // An old copy of this name still pending on the target is the instance
         // that now lives there: it must not be stopped.
-        sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
-            .bind(&to)
-            .bind(&name)
-            .execute(&mut *tx)
-            .await?;
         sqlx::query(
-            "UPDATE tenants SET server_id = $3 WHERE name = $1 AND instance_id = $2 AND process = $4",
+            "DELETE FROM pending_stops WHERE (server_id, name) IN \
+             (SELECT moving_to, process || ':' || tenant FROM instances \
+              WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NOT NULL)",
         )
         .bind(tenant)
         .bind(instance_id)
-        .bind(&to)
-        .bind(&process)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        let moved = sqlx::query(
             "UPDATE instances SET server_id = moving_to, moving_to = NULL \
-             WHERE tenant = $1 AND instance_id = $2",
+             WHERE tenant = ? AND instance_id = ? AND moving_to IS NOT NULL",
         )
         .bind(tenant)
         .bind(instance_id)
         .execute(&mut *tx)
         .await?;
+        if moved.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Err(match self.get_instance(tenant, instance_id).await {
+                Ok(i) => Error::invalid("instance", format!("'{}' is not moving", i.key())),
+                Err(e) => e,
+            });
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -662,7 +606,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<bool> {
-        let res = sqlx::query("DELETE FROM pending_stops WHERE server_id = $1 AND name = $2")
+        let res = sqlx::query("DELETE FROM pending_stops WHERE server_id = ? AND name = ?")
             .bind(server_id)
             .bind(name)
             .execute(&self.pool)
@@ -672,8 +616,7 @@ impl Store for PostgresStore {
 
     async fn add_pending_stop(&self, server_id: &str, name: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO pending_stops (server_id, name, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
+            "INSERT OR IGNORE INTO pending_stops (server_id, name, created_at) VALUES (?, ?, ?)",
         )
         .bind(server_id)
         .bind(name)
@@ -681,51 +624,6 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    async fn follow_changes(&self, changes: tokio::sync::mpsc::Sender<Change>) -> Result<()> {
-        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANGES_CHANNEL).await?;
-        loop {
-            // `None`: the connection broke; the next call reconnects and listens
-            // again, and whatever was notified meanwhile is lost.
-            let signal = match listener.try_recv().await? {
-                Some(_) => Change::Changed,
-                None => Change::Resync,
-            };
-            if changes.send(signal).await.is_err() {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
-        // A session of its own: the lock lives exactly as long as it does.
-        let mut conn = self.pool.acquire().await?.detach();
-        let result = async {
-            loop {
-                let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(LEADER_LOCK)
-                    .fetch_one(&mut conn)
-                    .await?;
-                if got {
-                    leading.send_replace(true);
-                    loop {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        tokio::time::timeout(
-                            Duration::from_secs(3),
-                            sqlx::query("SELECT 1").execute(&mut conn),
-                        )
-                        .await
-                        .map_err(|_| sqlx::Error::PoolTimedOut)??;
-                    }
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-        .await;
-        leading.send_replace(false);
-        result
     }
 
     async fn fleet_version(&self) -> Result<i64> {
@@ -737,15 +635,14 @@ impl Store for PostgresStore {
     }
 
     async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()> {
-        let res = sqlx::query(
-            "INSERT INTO api_tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&token.id)
-        .bind(&token.name)
-        .bind(hash)
-        .bind(millis(token.created_at))
-        .execute(&self.pool)
-        .await;
+        let res =
+            sqlx::query("INSERT INTO api_tokens (id, name, hash, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&token.id)
+                .bind(&token.name)
+                .bind(hash)
+                .bind(millis(token.created_at))
+                .execute(&self.pool)
+                .await;
         match res {
             Ok(_) => Ok(()),
             Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
@@ -774,7 +671,7 @@ impl Store for PostgresStore {
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<()> {
-        let res = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+        let res = sqlx::query("DELETE FROM api_tokens WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -782,28 +679,5 @@ impl Store for PostgresStore {
             return Err(Error::not_found(Kind::Token, id));
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locations_are_told_apart_and_passwords_kept_out_of_logs() {
-        assert!(is_postgres_url("postgres://db/slum"));
-        assert!(is_postgres_url("postgresql://u@db/slum"));
-        assert!(!is_postgres_url("slum.db"));
-        assert!(!is_postgres_url("/var/lib/postgres://x"));
-        assert_eq!(
-            redacted("postgres://slum:hunter2@db:5432/slum?sslmode=require"),
-            "postgres://slum:***@db:5432/slum?sslmode=require"
-        );
-        assert_eq!(
-            redacted("postgres://slum@db/slum"),
-            "postgres://slum@db/slum"
-        );
-        assert_eq!(redacted("/var/lib/slum.db"), "/var/lib/slum.db");
-        assert!(!redacted("postgres://u:hunter2@[::1/x").contains("hunter2"));
     }
 }

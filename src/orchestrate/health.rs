@@ -4,18 +4,20 @@
 //! [`Tracker`] is the pure part: it counts consecutive outcomes and says when a
 //! server changes state. [`HealthMonitor`] feeds it (from `GET /health` checks
 //! and from the router's failed connections) and makes each change durable:
-//! stored with its time, logged, counted in `/metrics`, and applied to the route
-//! table at once.
+//! stored with its time, logged, counted in `/metrics`, and applied to routing
+//! at once (see [`Routing`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::future::join_all;
 
-use crate::model::ServerStatus;
-use crate::serve::AppState;
+use crate::fleet::model::ServerStatus;
+use crate::metrics::Metrics;
+use crate::orchestrate::routing::Routing;
+use crate::orchestrate::slum_db::SlumDb;
 
 /// When a server is declared offline or online again.
 #[derive(Debug, Clone)]
@@ -99,37 +101,22 @@ pub struct Transition {
     pub to: ServerStatus,
 }
 
-/// Active and passive health checking of every server of the fleet.
-pub struct HealthMonitor {
+/// What the monitor knows of every server, and the transitions its outcomes
+/// make: the monitor's bookkeeping, without its handles on the fleet.
+struct Ledger {
     policy: HealthPolicy,
     servers: Mutex<HashMap<String, Entry>>,
     /// How often `last_seen` is written for a server that stays online.
     seen_every: Duration,
-    /// Every applied transition, whether an active check or the router's
-    /// passive report caused it, for the supervisor to react to.
-    events: tokio::sync::mpsc::UnboundedSender<Transition>,
-    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Transition>>>,
 }
 
-impl HealthMonitor {
-    pub fn new(policy: HealthPolicy) -> HealthMonitor {
-        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-        HealthMonitor {
+impl Ledger {
+    fn new(policy: HealthPolicy) -> Ledger {
+        Ledger {
             policy,
             servers: Mutex::new(HashMap::new()),
             seen_every: Duration::from_secs(10),
-            events,
-            receiver: Mutex::new(Some(receiver)),
         }
-    }
-
-    /// The stream of applied transitions; there is one, for the supervisor.
-    pub fn take_transitions(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Transition>> {
-        crate::lock(&self.receiver).take()
-    }
-
-    pub fn policy(&self) -> &HealthPolicy {
-        &self.policy
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -173,60 +160,102 @@ impl HealthMonitor {
             seen_due,
         )
     }
+}
+
+/// Active and passive health checking of every server of the fleet.
+pub struct HealthMonitor {
+    ledger: Ledger,
+    db: SlumDb,
+    routing: Arc<dyn Routing>,
+    metrics: Arc<Metrics>,
+    /// True while this process leads the fleet (only the leader decides).
+    leading: tokio::sync::watch::Receiver<bool>,
+    /// Every applied transition, whether an active check or the router's
+    /// passive report caused it, for the supervisor to react to.
+    events: tokio::sync::mpsc::UnboundedSender<Transition>,
+    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Transition>>>,
+}
+
+impl HealthMonitor {
+    /// A monitor that checks the servers `routing` routes to, records what
+    /// it decides in `db`, applies it to `routing` and counts it in
+    /// `metrics`; it decides for the fleet only while `leading` says so.
+    pub(crate) fn new(
+        policy: HealthPolicy,
+        db: SlumDb,
+        routing: Arc<dyn Routing>,
+        metrics: Arc<Metrics>,
+        leading: tokio::sync::watch::Receiver<bool>,
+    ) -> HealthMonitor {
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        HealthMonitor {
+            ledger: Ledger::new(policy),
+            db,
+            routing,
+            metrics,
+            leading,
+            events,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+
+    /// The stream of applied transitions; there is one, for the supervisor.
+    pub(crate) fn take_transitions(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Transition>> {
+        crate::lock(&self.receiver).take()
+    }
+
+    pub fn policy(&self) -> &HealthPolicy {
+        &self.ledger.policy
+    }
 
     /// Checks every server once, all at once, and applies what changed (the
     /// transitions go out on the monitor's channel).
-    pub async fn check_all(&self, state: &AppState) {
-        let table = state.routes.current();
-        let upstreams: Vec<_> = table.upstreams().cloned().collect();
-        let http = state.db.tenement_clients();
-        let outcomes = join_all(upstreams.iter().map(|u| async move {
-            let ok = http.probe(&u.url, self.policy.timeout).await;
-            (u, ok)
+    pub(crate) async fn check_all(&self) {
+        let servers = self.routing.servers();
+        let http = self.db.tenement_clients();
+        let timeout = self.policy().timeout;
+        let outcomes = join_all(servers.iter().map(|s| async move {
+            let ok = http.probe(&s.url, timeout).await;
+            (s, ok)
         }))
         .await;
-        for (u, ok) in outcomes {
+        for (s, ok) in outcomes {
             // The status now, not at the start of the round: it may have changed
             // while the probes ran.
-            let Some(stored) = state
-                .routes
-                .current()
-                .upstream(&u.server_id)
-                .map(|u| u.status)
-            else {
+            let Some(stored) = self.routing.status(&s.id) else {
                 continue;
             };
-            let (t, seen_due) = self.feed(&u.server_id, stored, ok);
+            let (t, seen_due) = self.ledger.feed(&s.id, stored, ok);
             if let Some(t) = t {
-                self.apply(state, &t).await;
+                self.apply(&t).await;
             } else if seen_due {
-                let _ = state
+                let _ = self
                     .db
-                    .record_server_health(&u.server_id, stored, stored, Some(Utc::now()))
+                    .record_server_health(&s.id, stored, stored, Some(Utc::now()))
                     .await;
             }
         }
     }
 
     /// A failed connection the router saw: counts as a failed check at once.
-    pub async fn report_failure(&self, state: &AppState, server: &str) {
-        let Some(stored) = state.routes.current().upstream(server).map(|u| u.status) else {
+    pub(crate) async fn report_failure(&self, server: &str) {
+        let Some(stored) = self.routing.status(server) else {
             return;
         };
-        if !state.is_leader() {
+        if !*self.leading.borrow() {
             // Not ours to decide for the fleet: route around the server here
             // until the leader's checks have had time to decide.
             if stored != ServerStatus::Offline {
-                let hold = self.policy.interval * (self.policy.fail_after + 1);
-                state
-                    .routes
-                    .mark_offline_locally(&state.db, server, hold)
-                    .await;
+                let policy = self.policy();
+                let hold = policy.interval * (policy.fail_after + 1);
+                self.routing.hold_offline(server, hold).await;
             }
             return;
         }
-        if let (Some(t), _) = self.feed(server, stored, false) {
-            self.apply(state, &t).await;
+        if let (Some(t), _) = self.ledger.feed(server, stored, false) {
+            self.apply(&t).await;
         }
     }
 
@@ -235,32 +264,31 @@ impl HealthMonitor {
     /// longer the one the transition started from (someone else changed it
     /// first), the table is reloaded and the monitor adopts it on the next
     /// outcome.
-    async fn apply(&self, state: &AppState, t: &Transition) {
+    async fn apply(&self, t: &Transition) {
         let seen = (t.to == ServerStatus::Online).then(Utc::now);
-        match state
+        match self
             .db
             .record_server_health(&t.server, t.from, t.to, seen)
             .await
         {
-            Ok(false) => state.fleet_changed().await,
+            Ok(false) => self.routing.fleet_changed().await,
             Ok(true) => {
                 if t.to == ServerStatus::Offline {
                     tracing::warn!(server = %t.server, from = %t.from, "server is offline");
                 } else {
                     tracing::info!(server = %t.server, from = %t.from, to = %t.to, "server state changed");
                 }
-                state
-                    .metrics
+                self.metrics
                     .transitions
                     .with_label_values(&[t.to.as_str()])
                     .inc();
-                state.fleet_changed().await;
+                self.routing.fleet_changed().await;
                 let _ = self.events.send(t.clone());
             }
             Err(e) => {
                 tracing::warn!(server = %t.server, error = %e, "could not record a health transition");
                 // Forget the decision so that the next outcome tries again.
-                if let Some(entry) = self.entries().get_mut(&t.server) {
+                if let Some(entry) = self.ledger.entries().get_mut(&t.server) {
                     entry.status = t.from;
                 }
             }
@@ -324,7 +352,7 @@ mod tests {
 
     #[test]
     fn the_monitor_reports_each_transition_once() {
-        let m = HealthMonitor::new(HealthPolicy::default());
+        let m = Ledger::new(HealthPolicy::default());
         assert_eq!(m.feed("a", Online, false).0, None);
         let (t, _) = m.feed("a", Online, false);
         assert_eq!(

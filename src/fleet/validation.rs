@@ -2,7 +2,7 @@
 //! so a rejected call changes nothing; every error names the field and the reason.
 
 use crate::error::{Error, Result};
-use crate::model::{Server, Tenant};
+use crate::fleet::model::{Server, Tenant};
 
 /// A DNS label: a-z, 0-9 and '-', 1 to 63 characters, no '-' at either end.
 pub fn dns_label(field: &str, value: &str) -> Result<()> {

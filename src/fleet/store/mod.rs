@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::error::{Error, Kind, Result};
-use crate::model::{ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant};
+use crate::fleet::model::{
+    ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant,
+};
 
 /// An instance of the same tenant and process is moving to the server.
 fn incoming_sibling(instance: &Instance, other: &Instance) -> Error {

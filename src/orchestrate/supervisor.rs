@@ -7,22 +7,34 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::model::ServerStatus;
-use crate::serve::AppState;
+use crate::fleet::model::ServerStatus;
+use crate::orchestrate::health::HealthMonitor;
+use crate::orchestrate::routing::Routing;
+use crate::orchestrate::slum_db::SlumDb;
+use crate::AbortOnDrop;
 
-/// Runs the health checks, reconcile and failover until the task is aborted.
-pub async fn run(state: AppState, reconcile_every: Duration) {
+/// Runs the health checks, reconcile and failover until the task is aborted:
+/// over `db`, with `health`'s checks, telling `routing` of every change, and
+/// deciding only while `leading` (which it keeps) says this process leads.
+pub async fn run(
+    db: SlumDb,
+    health: Arc<HealthMonitor>,
+    routing: Arc<dyn Routing>,
+    leading: Arc<tokio::sync::watch::Sender<bool>>,
+    reconcile_every: Duration,
+) {
     // Only the leader decides (one per fleet database): health transitions,
     // reconcile, respawn failover. Every router keeps serving traffic, and keeps
     // its own passive checks (see `HealthMonitor::report_failure`).
     let leadership = {
-        let state = state.clone();
+        let db = db.clone();
+        let leading = Arc::clone(&leading);
         tokio::spawn(async move {
             loop {
-                if let Err(e) = state.db.lead((*state.leading).clone()).await {
+                if let Err(e) = db.lead((*leading).clone()).await {
                     tracing::warn!(error = %e, "lost the fleet leadership; trying again");
                 }
-                state.leading.send_replace(false);
+                leading.send_replace(false);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
@@ -30,26 +42,29 @@ pub async fn run(state: AppState, reconcile_every: Duration) {
     let _stop_leadership = AbortOnDrop(leadership);
     let reconcile_now = Arc::new(Notify::new());
     let reconciler = tokio::spawn(reconcile_loop(
-        state.clone(),
+        db.clone(),
+        Arc::clone(&routing),
+        Arc::clone(&leading),
         reconcile_every,
         Arc::clone(&reconcile_now),
     ));
     let _stop_reconciler = AbortOnDrop(reconciler);
     let checker = {
-        let state = state.clone();
+        let health = Arc::clone(&health);
+        let leading = Arc::clone(&leading);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(state.health.policy().interval);
+            let mut tick = tokio::time::interval(health.policy().interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut was_leader = false;
             loop {
                 tick.tick().await;
-                let leader = state.is_leader();
+                let leader = *leading.borrow();
                 if leader != was_leader {
                     tracing::info!(leader, "fleet leadership changed");
                     was_leader = leader;
                 }
                 if leader {
-                    state.health.check_all(&state).await;
+                    health.check_all().await;
                 }
             }
         })
@@ -57,7 +72,7 @@ pub async fn run(state: AppState, reconcile_every: Duration) {
     let _stop_checker = AbortOnDrop(checker);
     // Transitions come from the checks above and from the router's failed
     // connections alike.
-    let Some(mut transitions) = state.health.take_transitions() else {
+    let Some(mut transitions) = health.take_transitions() else {
         tracing::error!("health transitions already taken; failover is off");
         return;
     };
@@ -66,9 +81,10 @@ pub async fn run(state: AppState, reconcile_every: Duration) {
             // A server that returns may have lost its instances.
             ServerStatus::Online => reconcile_now.notify_one(),
             ServerStatus::Offline => {
-                let state = state.clone();
+                let (db, routing) = (db.clone(), Arc::clone(&routing));
                 tokio::spawn(async move {
-                    crate::failover::server_went_offline(&state, &t.server).await;
+                    crate::orchestrate::failover::server_went_offline(&db, &routing, &t.server)
+                        .await;
                 });
             }
             _ => {}
@@ -76,31 +92,28 @@ pub async fn run(state: AppState, reconcile_every: Duration) {
     }
 }
 
-async fn reconcile_loop(state: AppState, every: Duration, now: Arc<Notify>) {
+async fn reconcile_loop(
+    db: SlumDb,
+    routing: Arc<dyn Routing>,
+    leading: Arc<tokio::sync::watch::Sender<bool>>,
+    every: Duration,
+    now: Arc<Notify>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = now.notified() => {}
         }
-        if !state.is_leader() {
+        if !*leading.borrow() {
             continue;
         }
-        match state.db.reconcile().await {
+        match db.reconcile().await {
             Ok(report) => {
                 if !report.respawned.is_empty() || !report.stopped.is_empty() {
-                    state.fleet_changed().await;
+                    routing.fleet_changed().await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reconcile failed"),
         }
-    }
-}
-
-/// Aborts a background task when its owner goes away.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::db::FleetOptions;
-use crate::error::{Error, Result};
-use crate::model::{InstanceState, Server};
+use crate::error::{innermost_cause, Error, Result};
+use crate::fleet::db::FleetOptions;
+use crate::fleet::model::{InstanceState, Server};
 
 /// The shared HTTP client behind every [`TenementClient`].
 #[derive(Debug, Clone)]
@@ -276,14 +276,4 @@ impl<'a> TenementClient<'a> {
         let resp = self.send(rb).await?;
         self.json(resp).await
     }
-}
-
-/// The deepest error in a chain: "Connection refused (os error 111)" rather than
-/// reqwest's "error sending request for url (...)".
-pub(crate) fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }

@@ -1,24 +1,26 @@
-//! `SlumDb`: the library's front door, the API of the seed page.
+//! [`FleetDb`]: the fleet database's records (servers, tenants, instances),
+//! validated before the [`Store`] is touched.
 //!
-//! It validates input, keeps the fleet database through a [`Store`], and talks to
-//! tenement servers through [`crate::tenement`]. A `SlumDb` is cheap to clone and
-//! safe to share between tasks.
+//! It is the half of [`SlumDb`](crate::SlumDb) that never reaches a tenement
+//! server: `SlumDb` adds the calls that do (spawn, stop, live listings,
+//! reconcile, moves) and dereferences to this, so that every call of the seed
+//! page is a method of `SlumDb`. The router keeps its table in step with a
+//! `FleetDb` alone. Cheap to clone and safe to share between tasks.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, Kind, Result};
-use crate::model::{Instance, Server, Tenant};
-use crate::placement;
-use crate::store::postgres::{is_postgres_url, PostgresStore};
-use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
-use crate::tenement::TenementClients;
+use crate::error::{Error, Result};
+use crate::fleet::model::{Instance, Server, Tenant};
+use crate::fleet::store::postgres::{is_postgres_url, PostgresStore};
+use crate::fleet::store::sqlite::SqliteStore;
+use crate::fleet::store::Store;
+use crate::fleet::validation;
 use crate::tls::ServerRoots;
-use crate::validation;
 
-/// Fleet-wide settings of a [`SlumDb`].
+/// Fleet-wide settings of a [`SlumDb`](crate::SlumDb): the database's, and
+/// those of the calls to tenement servers.
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
     /// Memory reserved for an instance when the spawn does not say, in MB.
@@ -50,33 +52,27 @@ impl Default for FleetOptions {
     }
 }
 
-/// The fleet database and orchestrator.
+/// The fleet database: its records, and the settings of the fleet.
 #[derive(Clone)]
-pub struct SlumDb {
+pub struct FleetDb {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) options: Arc<FleetOptions>,
-    pub(crate) tenement: TenementClients,
 }
 
-impl std::fmt::Debug for SlumDb {
+impl std::fmt::Debug for FleetDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlumDb")
+        f.debug_struct("FleetDb")
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
 }
 
-impl SlumDb {
+impl FleetDb {
     /// Opens the fleet database at `path`, creating the file and schema when
     /// missing and applying pending migrations. A `postgres://` (or
     /// `postgresql://`) URL opens that PostgreSQL database instead, for fleets
     /// where several routers share one; any other path is a SQLite file.
-    pub async fn init(path: impl AsRef<Path>) -> Result<Self> {
-        Self::init_with(path, FleetOptions::default()).await
-    }
-
-    /// [`SlumDb::init`] with explicit fleet settings.
-    pub async fn init_with(path: impl AsRef<Path>, options: FleetOptions) -> Result<Self> {
+    pub async fn open(path: impl AsRef<Path>, options: FleetOptions) -> Result<Self> {
         if options.default_memory_mb < 0 {
             return Err(Error::invalid("default_memory_mb", "is negative"));
         }
@@ -88,34 +84,34 @@ impl SlumDb {
         Ok(Self::with_store(store, options))
     }
 
-    /// A `SlumDb` over any [`Store`] backend.
+    /// A `FleetDb` over any [`Store`] backend.
     pub fn with_store(store: Arc<dyn Store>, options: FleetOptions) -> Self {
-        let tenement = TenementClients::new(&options);
-        SlumDb {
+        FleetDb {
             store,
             options: Arc::new(options),
-            tenement,
         }
     }
 
-    /// Sends a [`crate::store::Change`] whenever routing may have changed in the
-    /// database (PostgreSQL notifications; never on SQLite). Runs until the
-    /// receiver is dropped or the database connection fails.
+    /// Sends a [`Change`](crate::fleet::store::Change) whenever routing may
+    /// have changed in the database (PostgreSQL notifications; never on
+    /// SQLite). Runs until the receiver is dropped or the database connection
+    /// fails.
     pub async fn follow_changes(
         &self,
-        changes: tokio::sync::mpsc::Sender<crate::store::Change>,
+        changes: tokio::sync::mpsc::Sender<crate::fleet::store::Change>,
     ) -> Result<()> {
         self.store.follow_changes(changes).await
     }
 
-    /// Holds the fleet's leadership while it can (see [`crate::store::Store::lead`]).
-    pub async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
-        self.store.lead(leading).await
+    /// The routing version of the fleet database (see
+    /// [`Store::fleet_version`]).
+    pub async fn fleet_version(&self) -> Result<i64> {
+        self.store.fleet_version().await
     }
 
-    /// The shared tenement HTTP client.
-    pub fn tenement_clients(&self) -> &TenementClients {
-        &self.tenement
+    /// Holds the fleet's leadership while it can (see [`Store::lead`]).
+    pub async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
+        self.store.lead(leading).await
     }
 
     /// Records a server's health as decided by a health check: its status and,
@@ -124,8 +120,8 @@ impl SlumDb {
     pub async fn record_server_health(
         &self,
         id: &str,
-        expected: crate::model::ServerStatus,
-        status: crate::model::ServerStatus,
+        expected: crate::fleet::model::ServerStatus,
+        status: crate::fleet::model::ServerStatus,
         last_seen: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<bool> {
         self.store
@@ -172,18 +168,6 @@ impl SlumDb {
     /// All servers with their used capacity, ordered by id.
     pub async fn list_servers(&self) -> Result<Vec<Server>> {
         self.store.list_servers().await
-    }
-
-    /// Of the usable servers (neither offline nor draining) in `region`, the one
-    /// with the most free capacity; `NotFound` when there is none.
-    pub async fn find_server_in_region(&self, region: &str) -> Result<Server> {
-        let servers = self.store.list_servers().await?;
-        placement::most_free(&servers, Some(region), 0)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                kind: Kind::Server,
-                key: format!("usable server in region '{region}'"),
-            })
     }
 
     // ----- tenants -----

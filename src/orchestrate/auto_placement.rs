@@ -1,18 +1,18 @@
 //! Automatic placement: tenants and instances put on the usable server with the
 //! most free room, without ever overbooking one.
 //!
-//! The choice is made on a snapshot ([`crate::placement`]); the reservation is
+//! The choice is made on a snapshot ([`crate::orchestrate::placement`]); the reservation is
 //! then written atomically by the store, which re-checks capacity. When a
 //! concurrent placement took the room first, the placement retries on a fresh
 //! snapshot, so concurrent placements fill the fleet exactly and the surplus is
 //! refused with [`Error::NoRoom`].
 
-use crate::db::SlumDb;
-use crate::error::{Error, Result};
-use crate::model::{Instance, Server, Tenant};
-use crate::orchestration::SpawnOptions;
-use crate::placement::{self, PlacementRequest};
-use crate::validation;
+use crate::error::{Error, Kind, Result};
+use crate::fleet::model::{Instance, Server, Tenant};
+use crate::fleet::validation;
+use crate::orchestrate::orchestration::SpawnOptions;
+use crate::orchestrate::placement::{self, PlacementRequest};
+use crate::orchestrate::slum_db::SlumDb;
 
 /// Fresh snapshots tried before a placement gives up on a busy fleet.
 const ATTEMPTS: usize = 8;
@@ -61,6 +61,18 @@ impl SlumDb {
         Err(no_room())
     }
 
+    /// Of the usable servers (neither offline nor draining) in `region`, the one
+    /// with the most free capacity; `NotFound` when there is none.
+    pub async fn find_server_in_region(&self, region: &str) -> Result<Server> {
+        let servers = self.store.list_servers().await?;
+        placement::most_free(&servers, Some(region), 0)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: Kind::Server,
+                key: format!("usable server in region '{region}'"),
+            })
+    }
+
     /// The servers a new instance of `tenant`'s `process` may go to now (see
     /// [`placement::candidates`]).
     pub(crate) async fn placement_candidates(
@@ -92,7 +104,7 @@ impl SlumDb {
         // Everything but the server first, so bad input costs no spawn.
         let mut tenant = validation::tenant_to_place(tenant)?;
         match self.store.get_tenant(&tenant.domain).await {
-            Ok(_) => return Err(Error::already_exists(crate::Kind::Tenant, &tenant.domain)),
+            Ok(_) => return Err(Error::already_exists(Kind::Tenant, &tenant.domain)),
             Err(e) if !e.is_not_found() => return Err(e),
             Err(_) => {}
         }

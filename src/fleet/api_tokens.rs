@@ -7,9 +7,9 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::ApiToken;
+use crate::fleet::db::FleetDb;
+use crate::fleet::model::ApiToken;
 
 /// Prefix of every token, so that a leaked one is recognisable.
 const PREFIX: &str = "slum_";
@@ -18,7 +18,7 @@ fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-impl SlumDb {
+impl FleetDb {
     /// Creates a management API token named `name`. Returns the record and the
     /// secret, which is not stored and cannot be shown again.
     pub async fn create_api_token(&self, name: &str) -> Result<(ApiToken, String)> {
@@ -71,11 +71,6 @@ impl SlumDb {
     /// Revokes a token by its id.
     pub async fn revoke_api_token(&self, id: &str) -> Result<()> {
         self.store.delete_api_token(id).await
-    }
-
-    /// The routing version of the fleet database (see [`crate::store::Store::fleet_version`]).
-    pub async fn fleet_version(&self) -> Result<i64> {
-        self.store.fleet_version().await
     }
 }
 

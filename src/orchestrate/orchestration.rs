@@ -12,12 +12,14 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::future::join_all;
 
-use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::{DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats};
-use crate::reconcile::{self, Action, Observation, ReconcileReport};
-use crate::tenement::{TenementClient, TenementInstance};
-use crate::validation;
+use crate::fleet::model::{
+    DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
+};
+use crate::fleet::validation;
+use crate::orchestrate::reconcile::{self, Action, Observation, ReconcileReport};
+use crate::orchestrate::slum_db::SlumDb;
+use crate::orchestrate::tenement::{TenementClient, TenementInstance};
 
 /// Options of [`SlumDb::spawn_instance_with`].
 #[derive(Debug, Clone, Default)]
@@ -491,7 +493,7 @@ impl SlumDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Tenant;
+    use crate::fleet::model::Tenant;
 
     /// Reconcile respawns only what is still wanted where its plan saw it.
     #[tokio::test]

@@ -1,81 +1,17 @@
-//! `slum serve`: the fleet's front door (the router) and control plane (the
-//! management API), wired together over one [`SlumDb`].
-//!
-//! Settings come from flags, then `SLUM_*` environment variables, then an
-//! optional TOML file (`--config`), then defaults.
+//! `slum serve`'s settings: flags, then `SLUM_*` environment variables, then
+//! an optional TOML file (`--config`), then defaults, resolved into one
+//! [`ServeConfig`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::net::TcpListener;
 
-use crate::db::{FleetOptions, SlumDb};
-use crate::health::{HealthMonitor, HealthPolicy};
-use crate::metrics::Metrics;
-use crate::route_sync::Routes;
+use crate::fleet::db::FleetOptions;
+use crate::orchestrate::health::HealthPolicy;
+use crate::router::RouterConfig;
 use crate::tls::ServerRoots;
-
-/// What `slum serve` shares between the router, the API and its background work.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: SlumDb,
-    pub routes: Arc<Routes>,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<HealthMonitor>,
-    pub drains: Arc<crate::drain::Drains>,
-    /// True while this process leads the fleet's background work.
-    pub leading: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl AppState {
-    /// State over `db`, with its route table loaded.
-    pub async fn new(db: SlumDb, health: HealthPolicy) -> crate::Result<AppState> {
-        let metrics = Arc::new(Metrics::new());
-        let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
-        routes.reload(&db).await?;
-        Ok(AppState {
-            db,
-            routes,
-            metrics,
-            health: Arc::new(HealthMonitor::new(health)),
-            drains: Arc::default(),
-            leading: Arc::new(tokio::sync::watch::Sender::new(false)),
-        })
-    }
-
-    /// Whether this process decides the fleet's background work now.
-    pub fn is_leader(&self) -> bool {
-        *self.leading.borrow()
-    }
-
-    /// Moves an instance to the best server for it (see
-    /// [`SlumDb::choose_target`]), reloading this router's table right after the
-    /// switch: the move behind drains and respawn failover.
-    pub async fn move_elsewhere(
-        &self,
-        instance: &crate::model::Instance,
-        region: Option<&str>,
-        grace: Duration,
-    ) -> crate::Result<crate::relocation::MoveOutcome> {
-        let target = self.db.choose_target(instance, region).await?;
-        let reload = self.clone();
-        self.db
-            .relocate(&instance.key(), &target.id, grace, move || async move {
-                reload.fleet_changed().await
-            })
-            .await
-    }
-
-    /// Applies this process's own change to the route table at once.
-    pub async fn fleet_changed(&self) {
-        if let Err(e) = self.routes.reload(&self.db).await {
-            tracing::warn!(error = %e, "route table reload after a change failed");
-        }
-    }
-}
 
 /// Where the fleet database is: a SQLite file, or a `postgres://` URL whose
 /// password never shows in `Debug` or `Display` (both print it redacted).
@@ -111,7 +47,9 @@ impl std::str::FromStr for DatabaseLocation {
 
 impl std::fmt::Display for DatabaseLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::store::postgres::redacted(&self.0.to_string_lossy()))
+        f.write_str(&crate::fleet::store::postgres::redacted(
+            &self.0.to_string_lossy(),
+        ))
     }
 }
 
@@ -272,6 +210,20 @@ fn seconds(field: &str, v: Option<f64>, default: f64) -> anyhow::Result<Duration
 }
 
 impl ServeConfig {
+    /// The router's part of the settings.
+    pub(crate) fn router(&self) -> RouterConfig {
+        RouterConfig {
+            threads: self.router_threads,
+            header_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
+            body_timeout: self.body_timeout,
+            upstream_timeout: self.upstream_timeout,
+            connect_timeout: self.fleet.connect_timeout,
+            shutdown_grace: self.shutdown_grace,
+            server_roots: self.fleet.server_roots.clone(),
+        }
+    }
+
     /// Merges flags (and environment, which clap folds into them) over the file
     /// over the defaults.
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -410,127 +362,6 @@ impl ServeConfig {
             )?,
         })
     }
-}
-
-/// Writes a fresh admin token to `path` (mode 0600) when the database has no
-/// token yet, so that the CLI on this machine works without flags.
-async fn bootstrap_token(db: &SlumDb, path: &Path) -> anyhow::Result<()> {
-    if !db.list_api_tokens().await?.is_empty() {
-        return Ok(());
-    }
-    let (_, secret) = db.create_api_token("bootstrap").await?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    write_private(path, &secret)?;
-    tracing::info!(path = %path.display(), "no API token existed: wrote an admin token");
-    Ok(())
-}
-
-fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` only applies to a file this call creates; an existing one may be
-    // readable by others.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    f.write_all(secret.as_bytes())
-}
-
-/// A `slum serve` whose listeners are bound and whose route table is loaded,
-/// ready to [`run`](Serving::run).
-pub struct Serving {
-    config: ServeConfig,
-    state: AppState,
-    public: TcpListener,
-    private: TcpListener,
-}
-
-impl Serving {
-    /// Opens the fleet database (writing the first admin token when there is
-    /// none), loads the route table and binds both listeners.
-    pub async fn bind(config: ServeConfig) -> anyhow::Result<Serving> {
-        let db = SlumDb::init_with(&config.database, config.fleet.clone()).await?;
-        bootstrap_token(&db, &config.token_file).await?;
-        let state = AppState::new(db, config.health.clone()).await?;
-        let public = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let private = TcpListener::bind(config.api_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api_listen))?;
-        Ok(Serving {
-            config,
-            state,
-            public,
-            private,
-        })
-    }
-
-    /// Address of the router.
-    pub fn router_addr(&self) -> std::io::Result<SocketAddr> {
-        self.public.local_addr()
-    }
-
-    /// Address of the management API.
-    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
-        self.private.local_addr()
-    }
-
-    /// The shared state (the fleet database, routes, metrics).
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
-    /// requests finish within the grace period, and returns.
-    pub async fn run(
-        self,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Serving {
-            config,
-            state,
-            public,
-            private,
-        } = self;
-        tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
-            database = %config.database,
-            "slum serve started");
-        let follower =
-            tokio::spawn(Arc::clone(&state.routes).follow(state.db.clone(), config.route_poll));
-        let supervisor = tokio::spawn(crate::supervisor::run(
-            state.clone(),
-            config.reconcile_interval,
-        ));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
-        let api = tokio::spawn(crate::api::serve(private, state.clone(), stop_rx.clone()));
-        let router = crate::router::serve(public, state, &config, stop_rx).await;
-        follower.abort();
-        supervisor.abort();
-        let api = api.await;
-        router?;
-        api??;
-        tracing::info!("slum serve stopped");
-        Ok(())
-    }
-}
-
-/// Runs `slum serve` with `config` until `shutdown` completes.
-pub async fn run(
-    config: ServeConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    Serving::bind(config).await?.run(shutdown).await
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! atomically when the reservation is written, so a stale snapshot can never
 //! overbook a server.
 
-use crate::model::Server;
+use crate::fleet::model::Server;
 
 /// Of the usable servers (neither offline nor draining), in `region` when given,
 /// the one with the most free capacity that still fits `needed_mb`. Ties go to the
@@ -52,12 +52,12 @@ pub struct PlacementRequest {
 /// region that does.
 pub fn candidates(
     servers: &[Server],
-    instances: &[crate::model::Instance],
+    instances: &[crate::fleet::model::Instance],
     tenant: &str,
     process: &str,
     distinct_region: bool,
 ) -> Vec<Server> {
-    let siblings: Vec<&crate::model::Instance> = instances
+    let siblings: Vec<&crate::fleet::model::Instance> = instances
         .iter()
         .filter(|i| i.tenant == tenant && i.process == process)
         .collect();
@@ -86,7 +86,7 @@ pub fn candidates(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Instance, ServerStatus};
+    use crate::fleet::model::{Instance, ServerStatus};
 
     fn server(id: &str, region: &str, capacity: i64, used: i64, status: ServerStatus) -> Server {
         Server {

@@ -7,13 +7,15 @@
 //! copy on the usable server with the most free room, in the dead server's region
 //! when one there has room, and its route moves once the copy is healthy.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::model::{FailoverPolicy, Instance, ServerStatus, Tenant};
-use crate::serve::AppState;
+use crate::fleet::model::{FailoverPolicy, Instance, ServerStatus, Tenant};
+use crate::orchestrate::routing::Routing;
+use crate::orchestrate::slum_db::SlumDb;
 
 /// Respawns running at once after a server failure.
 const PARALLEL_RESPAWNS: usize = 4;
@@ -55,11 +57,12 @@ pub fn respawn_candidates(
 }
 
 /// Respawns elsewhere the `respawn` tenants of a server that just went offline.
-pub async fn server_went_offline(state: &AppState, server: &str) {
+/// `routing` gives the servers' status, and is told of each move.
+pub async fn server_went_offline(db: &SlumDb, routing: &Arc<dyn Routing>, server: &str) {
     let (tenants, instances, dead) = match tokio::try_join!(
-        state.db.list_tenants(),
-        state.db.list_instance_records(),
-        state.db.get_server(server),
+        db.list_tenants(),
+        db.list_instance_records(),
+        db.get_server(server),
     ) {
         Ok(x) => x,
         Err(e) => {
@@ -67,13 +70,13 @@ pub async fn server_went_offline(state: &AppState, server: &str) {
             return;
         }
     };
-    let table = state.routes.current();
-    let status_of = |id: &str| {
-        table
-            .upstream(id)
-            .map(|u| u.status)
-            .unwrap_or(ServerStatus::Unknown)
-    };
+    // One snapshot of routing for the whole decision.
+    let status: HashMap<String, ServerStatus> = routing
+        .servers()
+        .into_iter()
+        .map(|s| (s.id, s.status))
+        .collect();
+    let status_of = |id: &str| status.get(id).copied().unwrap_or(ServerStatus::Unknown);
     let todo = respawn_candidates(server, &tenants, &instances, status_of);
     if todo.is_empty() {
         return;
@@ -90,8 +93,8 @@ pub async fn server_went_offline(state: &AppState, server: &str) {
             async move {
                 let key = inst.key();
                 // The old server is down: no requests can still be on their way.
-                let result = state
-                    .move_elsewhere(&inst, region.as_deref(), Duration::ZERO)
+                let result = db
+                    .move_elsewhere(&inst, region.as_deref(), Duration::ZERO, routing)
                     .await;
                 match result {
                     Ok(o) => {

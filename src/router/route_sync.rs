@@ -10,13 +10,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
-use crate::db::SlumDb;
 use crate::error::Result;
+use crate::fleet::db::FleetDb;
+use crate::fleet::model::ServerStatus;
+use crate::fleet::store::Change;
 use crate::metrics::Metrics;
-use crate::model::ServerStatus;
-use crate::route_table::RouteTable;
-use crate::store::Change;
-use crate::supervisor::AbortOnDrop;
+use crate::router::route_table::RouteTable;
+use crate::AbortOnDrop;
 
 /// The current route table and the means to refresh it.
 pub struct Routes {
@@ -60,7 +60,7 @@ impl Routes {
     }
 
     /// Takes `server` as offline in this router for `how_long`, and applies it.
-    pub async fn mark_offline_locally(&self, db: &SlumDb, server: &str, how_long: Duration) {
+    pub async fn mark_offline_locally(&self, db: &FleetDb, server: &str, how_long: Duration) {
         self.overrides()
             .insert(server.to_owned(), std::time::Instant::now() + how_long);
         if let Err(e) = self.reload(db).await {
@@ -89,7 +89,7 @@ impl Routes {
     }
 
     /// Rebuilds the table from the database.
-    pub async fn reload(&self, db: &SlumDb) -> Result<()> {
+    pub async fn reload(&self, db: &FleetDb) -> Result<()> {
         let _one_at_a_time = self.reloading.lock().await;
         let version = db.fleet_version().await?;
         let mut servers = db.list_servers().await?;
@@ -127,7 +127,7 @@ impl Routes {
     /// otherwise (SQLite, or a notification channel that is down). After a broken
     /// notification channel comes back the whole table is reloaded. Errors are
     /// logged and the last table stays in force.
-    pub async fn follow(self: Arc<Self>, db: SlumDb, interval: Duration) {
+    pub async fn follow(self: Arc<Self>, db: FleetDb, interval: Duration) {
         let (tx, mut changes) = tokio::sync::mpsc::channel(16);
         let listener = {
             let db = db.clone();

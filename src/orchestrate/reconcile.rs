@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{DesiredState, Instance, InstanceState};
+use crate::fleet::model::{DesiredState, Instance, InstanceState};
 
 /// What one server reported.
 #[derive(Debug, Clone, PartialEq, Eq)]

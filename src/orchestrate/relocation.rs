@@ -15,13 +15,15 @@
 //!
 //! A failure in step 1 leaves everything as it was.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::SlumDb;
 use crate::error::{Error, Result};
-use crate::model::{Instance, Server};
-use crate::placement;
-use crate::validation;
+use crate::fleet::model::{Instance, Server};
+use crate::fleet::validation;
+use crate::orchestrate::placement;
+use crate::orchestrate::routing::Routing;
+use crate::orchestrate::slum_db::SlumDb;
 
 /// An instance prepared on its target, not yet switched.
 #[derive(Debug, Clone)]
@@ -49,7 +51,7 @@ impl SlumDb {
         let (tenant, id) = validation::instance_key(key)?;
         validation::dns_label("server_id", target)?;
         let instance = self.store.get_instance(&tenant, &id).await?;
-        crate::store::check_movable(&instance, target)?;
+        crate::fleet::store::check_movable(&instance, target)?;
         let server = self.store.get_server(target).await?;
         self.store.begin_move(&tenant, &id, target).await?;
         let mut on_target = instance.clone();
@@ -173,6 +175,24 @@ impl SlumDb {
         grace: Duration,
     ) -> Result<MoveOutcome> {
         self.relocate(key, target, grace, || async {}).await
+    }
+
+    /// Moves an instance to the best server for it (see
+    /// [`SlumDb::choose_target`]), applying the switch to `routing` right
+    /// after it: the move behind drains and respawn failover.
+    pub(crate) async fn move_elsewhere(
+        &self,
+        instance: &Instance,
+        region: Option<&str>,
+        grace: Duration,
+        routing: &Arc<dyn Routing>,
+    ) -> Result<MoveOutcome> {
+        let target = self.choose_target(instance, region).await?;
+        let routing = Arc::clone(routing);
+        self.relocate(&instance.key(), &target.id, grace, move || async move {
+            routing.fleet_changed().await
+        })
+        .await
     }
 
     /// Where an instance of `instance`'s tenant and process could move: the usable

@@ -1,0 +1,18 @@
+//! The fleet database: what slum knows of its servers, tenants and instances.
+//! Nothing here reaches a tenement server, nor imports the other parts of slum.
+//!
+//! - [`model`]: the records (`Server`, `Tenant`, `Instance`) and their states.
+//! - [`validation`]: input rules; every check runs before the database is touched.
+//! - [`store`]: the one seam to the database. All SQL lives there
+//!   ([`store::sqlite`] is the embedded default, [`store::postgres`] the database
+//!   several routers share); callers never see it.
+//! - [`db`]: [`FleetDb`](db::FleetDb), the records' calls (servers, tenants,
+//!   instances) and the fleet's settings; [`SlumDb`](crate::SlumDb) adds the
+//!   calls that reach tenement servers.
+//! - [`api_tokens`]: the management API's tokens, stored as hashes.
+
+pub mod api_tokens;
+pub mod db;
+pub mod model;
+pub mod store;
+pub mod validation;

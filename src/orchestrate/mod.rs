@@ -1,0 +1,33 @@
+//! The orchestrator: making what runs on the fleet's tenement servers equal to
+//! what the fleet database says should run. It uses the fleet database and
+//! the shared leaves, never the router nor `slum serve`.
+//!
+//! - [`slum_db`]: [`SlumDb`](slum_db::SlumDb), the library's front door: the
+//!   fleet database plus [`tenement`], the typed HTTP client of each server.
+//! - [`orchestration`]: spawn, stop and live listings through it, and
+//!   reconcile, whose deciding part is [`reconcile`]: the pure diff between the
+//!   instances slum wants and the ones servers report.
+//! - [`placement`]: where new instances go, as pure functions over a snapshot;
+//!   [`auto_placement`] applies them without ever overbooking a server.
+//! - [`relocation`]: moving an instance between servers without losing a
+//!   request; the building block of [`tenant_move`], [`drain`] and [`failover`].
+//! - [`health`]: server health from active checks and the router's failed
+//!   connections, as a pure state machine plus the monitor that applies it.
+//! - [`supervisor`]: `slum serve`'s background work (leadership, health
+//!   checks, reconcile, failover).
+//! - [`routing`]: what the background work asks of routing, a trait that
+//!   `slum serve` implements over the router's table.
+
+pub mod auto_placement;
+pub mod drain;
+pub mod failover;
+pub mod health;
+pub mod orchestration;
+pub mod placement;
+pub mod reconcile;
+pub mod relocation;
+pub mod routing;
+pub mod slum_db;
+pub mod supervisor;
+pub mod tenant_move;
+pub mod tenement;

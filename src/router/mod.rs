@@ -1,0 +1,153 @@
+//! The router: the reverse proxy in front of the fleet.
+//!
+//! A request's Host (and nothing else) picks its tenant in the in-memory
+//! [`RouteTable`](route_table::RouteTable); the decision is a plain function
+//! there, and the rest of the router moves the bytes: it rewrites Host to the
+//! tenement mapping (`{tenant}.{process}.{server domain}`), streams bodies both
+//! ways without buffering, passes `Upgrade` (WebSocket) through, keeps a pool of
+//! keep-alive connections per server, and answers its own failures with a status
+//! and a one-line body that says what went wrong.
+//!
+//! - [`serve`] (here): the entry point; it accepts connections and hands each
+//!   to the least busy of the router's [`threads`].
+//! - [`threads`]: one single-threaded runtime per thread, owning its
+//!   connections, pools and timers; [`shutdown`] tells their connections to
+//!   finish.
+//! - [`proxy`]: a request from its Host to the server's answer; [`headers`]:
+//!   what the request and the answer carry on their way; [`answers`]: the
+//!   router's own answers when a server cannot give one.
+//! - [`wake`]: a tenant without an instance is spawned on its home server by
+//!   its first request; concurrent first requests wait for that one spawn.
+//! - [`route_table`]: the pure decision of where a request goes;
+//!   [`route_sync`] keeps the table in step with the fleet database.
+//! - [`upstream_pool`]: each thread's keep-alive connections to the servers.
+
+mod answers;
+mod control;
+mod headers;
+mod proxy;
+pub mod route_sync;
+pub mod route_table;
+mod shutdown;
+mod threads;
+pub mod upstream_pool;
+mod wake;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use crate::tls::ServerRoots;
+pub use control::ControlPlane;
+use proxy::Common;
+use threads::start_thread;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The router's settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Threads that proxy requests (at least one is started).
+    pub threads: usize,
+    /// Time allowed to read a request's head (and an idle keep-alive
+    /// connection's next one).
+    pub header_timeout: Duration,
+    /// Largest request head accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Time a client may leave a body standing still.
+    pub body_timeout: Duration,
+    /// Time allowed for a server's response head, counted from the last
+    /// bytes of the request it was sent.
+    pub upstream_timeout: Duration,
+    /// Time allowed to connect to a server.
+    pub connect_timeout: Duration,
+    /// Time in-flight requests get to finish once the router stops.
+    pub shutdown_grace: Duration,
+    /// A private CA's certificates, trusted for `https://` servers besides
+    /// the public roots.
+    pub server_roots: Option<ServerRoots>,
+}
+
+/// Serves the router on `listener` until `stop` turns true, then lets in-flight
+/// requests finish within the configured grace period. `control` answers what
+/// the router asks of the control plane (see [`ControlPlane`]), on the runtime
+/// this is called from; `metrics` counts requests and latencies.
+///
+/// Connections are accepted here and handed to `config.threads` threads, the
+/// least busy first; each runs a single-threaded runtime that owns its
+/// connections and its keep-alive pools, so that a request never changes
+/// threads on its way through (nginx's worker model).
+pub async fn serve(
+    listener: TcpListener,
+    control: Arc<dyn ControlPlane>,
+    metrics: Arc<Metrics>,
+    config: &RouterConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let common = Arc::new(Common {
+        control,
+        metrics,
+        upstream_timeout: config.upstream_timeout,
+        connect_timeout: config.connect_timeout,
+        wakes: Default::default(),
+        control_runtime: tokio::runtime::Handle::current(),
+    });
+    let mut threads = Vec::with_capacity(config.threads);
+    for n in 0..config.threads.max(1) {
+        threads.push(start_thread(n, &common, config, stop.clone())?);
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot hand over a connection");
+                continue;
+            }
+        };
+        let Some(thread) = threads
+            .iter()
+            .min_by_key(|t| t.open.load(Ordering::Relaxed))
+        else {
+            break;
+        };
+        thread.open.fetch_add(1, Ordering::Relaxed);
+        if thread.connections.send((stream, peer)).is_err() {
+            // The thread is gone; its result says why.
+            break;
+        }
+    }
+    drop(listener);
+    tracing::info!("router stopped accepting; finishing in-flight requests");
+    let mut result = Ok(());
+    for (n, thread) in threads.into_iter().enumerate() {
+        drop(thread.connections);
+        let ended = thread
+            .done
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("router thread {n} panicked")));
+        if let Err(e) = ended {
+            tracing::error!(error = %e, "router thread {n} failed");
+            result = result.and(Err(e));
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,397 @@
+//! The proxy: one router thread's way of answering a request, from its Host
+//! to the server's answer passed back (or the router's own, when the server
+//! cannot give one).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::answers::{answer, made, Answer, Failure};
+use super::control::ControlPlane;
+use super::headers::{
+    is_upgrade, prepare_request_headers, request_host, routed_host, strip_hop_by_hop,
+    strip_passed_hop_by_hop, upstream_uri, Peer,
+};
+use super::route_table::{BadHost, Decision, RouteTable, Target};
+use super::shutdown::ClosingWatch;
+use super::upstream_pool::{PooledBody, UpstreamPool};
+use super::wake::{Wakes, WAKE_HOLD_DOWN};
+use crate::coarse_timer::{self, CoarseTimer, Elapsed};
+use crate::downstream_http::{BodyProgress, ClientConn, Ended, RequestBody};
+use crate::lock;
+use crate::metrics::{Metrics, RouterShard};
+use crate::upstream_http::{RequestHead, ResponseHead};
+
+/// What every router thread shares.
+pub(super) struct Common {
+    pub(super) control: Arc<dyn ControlPlane>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) upstream_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) wakes: Wakes,
+    /// The runtime of the control plane. What the router asks of it that may
+    /// reach the fleet database (wakes, health reports) runs there: its
+    /// connections then belong to a runtime that outlives the router threads.
+    pub(super) control_runtime: tokio::runtime::Handle,
+}
+
+/// One router thread's proxy: the shared part and its own connection pools.
+pub(super) struct Proxy {
+    pub(super) common: Arc<Common>,
+    pub(super) pool: UpstreamPool,
+    pub(super) metrics: Arc<RouterShard>,
+    /// The thread's timeouts.
+    pub(super) timer: CoarseTimer,
+    /// The thread's own handle on the route table in force.
+    pub(super) table: Mutex<Arc<ThreadTable>>,
+}
+
+/// A router thread's handle on a route table (see [`Proxy::table`]).
+pub(super) struct ThreadTable(pub(super) Arc<RouteTable>);
+
+impl std::ops::Deref for ThreadTable {
+    type Target = RouteTable;
+
+    fn deref(&self) -> &RouteTable {
+        &self.0
+    }
+}
+
+/// A server's response: from the pool, or, for an upgrade, from hyper's client.
+enum Sent {
+    Pooled(ResponseHead, PooledBody),
+    Upgrade(Response<Incoming>),
+}
+
+impl Proxy {
+    /// Answers the requests of one client connection, in order, until the
+    /// client closes it or the thread shuts down (the request in flight is
+    /// answered first, with `Connection: close`).
+    pub(super) async fn serve_connection(
+        &self,
+        mut conn: ClientConn,
+        peer: Peer,
+        mut closing: ClosingWatch,
+    ) -> Result<(), Ended> {
+        while let Some((mut parts, body)) = conn.read_request(|cx| closing.closed(cx)).await? {
+            // A client that leaves before its answer cancels the exchange.
+            let route = self.route(&mut parts, body, &peer);
+            let Some(answer) = conn.unless_gone(route).await else {
+                return Ok(());
+            };
+            self.metrics.count(answer.status().as_u16());
+            let keep = match answer {
+                Answer::Passed {
+                    status,
+                    headers,
+                    body,
+                } => {
+                    conn.write_answer(status, &headers, body, closing.is_closed())
+                        .await?
+                }
+                Answer::Made(mut resp) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() {
+                            return Ok(conn.switch(resp, upstream).await?);
+                        }
+                    }
+                    conn.write_response(resp, closing.is_closed()).await?
+                }
+            };
+            if !keep {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The route table in force. Taking it is one reference count this
+    /// thread alone touches: router threads do not contend for the table's.
+    fn table(&self) -> Arc<ThreadTable> {
+        let mut mine = lock(&self.table);
+        if !self.common.control.is_current(&mine.0) {
+            *mine = Arc::new(ThreadTable(self.common.control.table()));
+        }
+        Arc::clone(&mine)
+    }
+
+    async fn route(&self, parts: &mut RequestHead, body: RequestBody, peer: &Peer) -> Answer {
+        let mut table = self.table();
+        // The normalised host, as a header value: it goes on as X-Forwarded-Host.
+        let (host, mut decision) = match routed_host(parts, &table) {
+            Some(found) => found,
+            None => {
+                let host = match request_host(parts).map(HeaderValue::try_from) {
+                    Ok(Ok(host)) => host,
+                    Err(BadHost::Missing) => {
+                        return answer(StatusCode::BAD_REQUEST, "missing Host header".into())
+                    }
+                    Ok(Err(_)) | Err(BadHost::Malformed) => {
+                        return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
+                    }
+                };
+                let decision = table.route(host.to_str().unwrap_or_default());
+                (host, decision)
+            }
+        };
+        let name = host.to_str().unwrap_or_default();
+        if let Decision::Spawn(route) = decision {
+            // Boxed: only a tenant's first request takes this path.
+            if let Err(reason) = Box::pin(self.common.wakes.wake(
+                &self.common.control,
+                &self.common.control_runtime,
+                route,
+            ))
+            .await
+            {
+                let mut resp = made(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "tenant '{}' could not be started on server '{}': {reason}",
+                        route.tenant, route.home_server
+                    ),
+                );
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(WAKE_HOLD_DOWN.as_secs()),
+                );
+                return Answer::Made(resp);
+            }
+            table = self.table();
+            decision = table.route(name);
+        }
+        match decision {
+            Decision::Forward {
+                primary, fallbacks, ..
+            } => {
+                self.forward(parts, body, peer, &host, primary, fallbacks)
+                    .await
+            }
+            Decision::UnknownHost => answer(
+                StatusCode::NOT_FOUND,
+                format!("no tenant has the domain '{name}'"),
+            ),
+            Decision::ServerDown { tenant, servers } => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "tenant '{tenant}' is unavailable: its server {} is down",
+                    servers
+                        .iter()
+                        .map(|s| format!("'{s}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            Decision::Spawn(route) => answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "tenant '{}' was started but is not routable yet; retry",
+                    route.tenant
+                ),
+            ),
+        }
+    }
+
+    /// Sends the request to `primary`. A GET or HEAD without a body whose
+    /// connection to `primary` fails is sent once more to the first fallback, so
+    /// that the client sees no error; the failure also counts against the
+    /// server's health at once.
+    async fn forward(
+        &self,
+        parts: &mut RequestHead,
+        body: RequestBody,
+        peer: &Peer,
+        host: &HeaderValue,
+        primary: &Target,
+        fallbacks: &[Target],
+    ) -> Answer {
+        let upgrade = is_upgrade(&parts.headers);
+        prepare_request_headers(parts, upgrade, &peer.ip, host, &primary.host);
+        let retry = fallbacks.first().filter(|_| {
+            matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
+        });
+        // Boxed: most requests have no backup to go to.
+        let retry_parts = retry.map(|_| Box::new(parts.clone()));
+
+        let sent = if retry.is_some() {
+            // A request that can go to the backup does not wait out a server
+            // that is declared offline meanwhile (hung, or cut off). Boxed,
+            // as is every path but the common one: the request's future stays
+            // small, and it is moved for each request.
+            Box::pin(async {
+                tokio::select! {
+                    r = self.send(parts, Some(body), primary, false) => r,
+                    _ = self.common.control.until_offline(&primary.upstream.server_id) => {
+                        Err(Failure::Broken("the server went offline".into()))
+                    }
+                }
+            })
+            .await
+        } else {
+            self.send(parts, Some(body), primary, upgrade).await
+        };
+        match sent {
+            Ok(resp) => self.respond(resp),
+            Err(failure) => Box::pin(self.failed(failure, primary, retry.zip(retry_parts))).await,
+        }
+    }
+
+    /// After `primary` failed a request: reports the server when it could not
+    /// be reached, and sends the request to the backup when it can go there.
+    async fn failed(
+        &self,
+        failure: Failure,
+        primary: &Target,
+        retry: Option<(&Target, Box<RequestHead>)>,
+    ) -> Answer {
+        if failure.server_unreachable() {
+            // On the control plane's runtime: the report may write to the
+            // fleet database.
+            let control = Arc::clone(&self.common.control);
+            let server = primary.upstream.server_id.clone();
+            let _ = self
+                .common
+                .control_runtime
+                .spawn(async move { control.server_unreachable(&server).await })
+                .await;
+        }
+        if let (Some((backup, mut parts)), true) = (retry, failure.connection_failed()) {
+            tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,
+                "retrying on the backup");
+            parts.set(header::HOST, backup.host.clone());
+            match self.send(&mut parts, None, backup, false).await {
+                Ok(resp) => return self.respond(resp),
+                Err(f) => return self.failure_answer(&backup.upstream.server_id, f),
+            }
+        }
+        self.failure_answer(&primary.upstream.server_id, failure)
+    }
+
+    /// One exchange with one server, up to the response head.
+    async fn send(
+        &self,
+        parts: &mut RequestHead,
+        body: Option<RequestBody>,
+        target: &Target,
+        upgrade: bool,
+    ) -> Result<Sent, Failure> {
+        let upstream = &target.upstream;
+        let origin = upstream
+            .origin
+            .as_ref()
+            .ok_or_else(|| Failure::Broken(format!("unusable url '{}'", upstream.url)))?;
+        parts.uri = upstream_uri(&upstream.path_prefix, &parts.uri)
+            .map_err(|e| Failure::Broken(format!("unusable request path: {e}")))?;
+        let started = Instant::now();
+        let progress = body.as_ref().and_then(RequestBody::progress);
+        let sent = match (upgrade, body) {
+            (true, Some(body)) => {
+                let mut req = Request::new(body.map_err(Into::into).boxed());
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.version_mut() = parts.version;
+                *req.headers_mut() = parts.header_map().map_err(Failure::Broken)?;
+                let sent = self.pool.send_upgrade(origin, req);
+                Box::pin(self.within_upstream_timeout(started, progress.as_deref(), sent))
+                    .await
+                    .map(|r| r.map(Sent::Upgrade))
+            }
+            (_, body) => {
+                let sent = self.pool.send(&upstream.url, origin, parts, body);
+                self.within_upstream_timeout(started, progress.as_deref(), sent)
+                    .await
+                    .map(|r| r.map(|(head, body)| Sent::Pooled(head, body)))
+            }
+        };
+        match sent {
+            Err(_) => Err(Failure::HeadTimeout),
+            Ok(Err(e)) => Err(Failure::of(e)),
+            Ok(Ok(sent)) => {
+                self.metrics
+                    .upstream_latency(&upstream.server_id, started.elapsed());
+                Ok(sent)
+            }
+        }
+    }
+
+    /// `sent`, or [`Elapsed`] when the server has had the upstream timeout
+    /// to answer: counted from `started`, or, while a request body goes out,
+    /// from the last bytes it gave. A body that waits for its client is
+    /// bounded by its own timeout instead (an upload slower than the upstream
+    /// timeout is not cut off, nor blamed on the server).
+    async fn within_upstream_timeout<F: Future>(
+        &self,
+        started: Instant,
+        progress: Option<&BodyProgress>,
+        sent: F,
+    ) -> Result<F::Output, Elapsed> {
+        let limit = self.common.upstream_timeout;
+        let mut deadline = coarse_timer::after(started, limit);
+        let mut sent = std::pin::pin!(sent);
+        loop {
+            match self.timer.timeout_at(deadline, sent.as_mut()).await {
+                Ok(out) => return Ok(out),
+                Err(elapsed) => {
+                    let Some(progress) = progress else {
+                        return Err(elapsed);
+                    };
+                    let now = self.timer.now();
+                    deadline = match progress.waiting_for_client() {
+                        true => coarse_timer::after(now, limit),
+                        false => coarse_timer::after(progress.last_moved().max(started), limit),
+                    };
+                    if deadline <= now {
+                        return Err(elapsed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes the server's answer on: hop-by-hop headers removed, body
+    /// streamed. A switch of protocols keeps its headers, and the server's
+    /// side of the switch in its extensions, for the client's connection to
+    /// join.
+    fn respond(&self, sent: Sent) -> Answer {
+        let (mut parts, body) = match sent {
+            Sent::Pooled(mut head, body) => {
+                strip_passed_hop_by_hop(&mut head.headers);
+                return Answer::Passed {
+                    status: head.status,
+                    headers: head.headers,
+                    body,
+                };
+            }
+            Sent::Upgrade(resp) => resp.into_parts(),
+        };
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS
+            && parts.extensions.get::<OnUpgrade>().is_some()
+        {
+            let empty = http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed();
+            return Answer::Made(Response::from_parts(parts, empty));
+        }
+        strip_hop_by_hop(&mut parts.headers, false);
+        Answer::Made(Response::from_parts(
+            parts,
+            body.map_err(Into::into).boxed(),
+        ))
+    }
+
+    /// The router's answer for `server` failing so.
+    fn failure_answer(&self, server: &str, failure: Failure) -> Answer {
+        failure.answer(
+            server,
+            self.common.upstream_timeout,
+            self.common.connect_timeout,
+        )
+    }
+}

@@ -1,0 +1,342 @@
+//! The router against a fake control plane: no fleet database and no tenement
+//! server. The fake's route table sends requests to plain HTTP servers on
+//! loopback, and it records what the router asked of it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::route_table::{DomainRoute, RouteTable};
+use super::*;
+use crate::fleet::model::{Instance, Server, ServerStatus, Tenant};
+use crate::lock;
+
+/// A control plane that answers from a table the test gives it, and keeps
+/// what the router asked.
+#[derive(Default)]
+struct FakeControl {
+    table: ArcSwap<RouteTable>,
+    /// The table a wake puts in force; without one, the wake fails.
+    after_wake: Mutex<Option<RouteTable>>,
+    woken: Mutex<Vec<DomainRoute>>,
+    unreachable: Mutex<Vec<String>>,
+    /// Servers declared offline.
+    offline: tokio::sync::watch::Sender<Vec<String>>,
+}
+
+impl FakeControl {
+    fn routing(table: RouteTable) -> Arc<FakeControl> {
+        let fake = FakeControl::default();
+        fake.table.store(Arc::new(table));
+        Arc::new(fake)
+    }
+}
+
+#[async_trait]
+impl ControlPlane for FakeControl {
+    fn table(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    fn is_current(&self, table: &Arc<RouteTable>) -> bool {
+        Arc::ptr_eq(&self.table.load(), table)
+    }
+
+    async fn wake(&self, route: &DomainRoute) -> Result<(), String> {
+        lock(&self.woken).push(route.clone());
+        match lock(&self.after_wake).take() {
+            Some(table) => {
+                self.table.store(Arc::new(table));
+                Ok(())
+            }
+            None => Err("no room on any server".into()),
+        }
+    }
+
+    async fn server_unreachable(&self, server: &str) {
+        lock(&self.unreachable).push(server.to_owned());
+    }
+
+    async fn until_offline(&self, server: &str) {
+        let mut offline = self.offline.subscribe();
+        let _ = offline.wait_for(|o| o.iter().any(|s| s == server)).await;
+    }
+}
+
+/// A stand-in for a tenement server: answers every request with
+/// `{name} got Host {host}`.
+async fn app(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let answer = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let host = req
+                        .headers()
+                        .get("host")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let body = format!("{name} got Host {host}");
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), answer)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A server that takes connections and never answers.
+async fn hung() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    addr
+}
+
+/// An address nothing listens on.
+async fn closed() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn server(id: &str, addr: SocketAddr) -> Server {
+    Server {
+        id: id.into(),
+        url: format!("http://{addr}"),
+        domain: Some(format!("{id}.fleet.test")),
+        status: ServerStatus::Online,
+        ..Default::default()
+    }
+}
+
+/// acme.test, routed to tenant acme's process api, instance prod, at home
+/// on east.
+fn acme() -> Tenant {
+    Tenant {
+        domain: "acme.test".into(),
+        name: "acme".into(),
+        server_id: "east".into(),
+        process: "api".into(),
+        instance_id: "prod".into(),
+        ..Default::default()
+    }
+}
+
+fn instance(id: &str, server: &str) -> Instance {
+    Instance {
+        tenant: "acme".into(),
+        instance_id: id.into(),
+        process: "api".into(),
+        server_id: server.into(),
+        ..Default::default()
+    }
+}
+
+/// A router on loopback in front of `control`, with one thread.
+async fn router(control: Arc<FakeControl>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = RouterConfig {
+        threads: 1,
+        header_timeout: Duration::from_secs(5),
+        max_header_bytes: 64 * 1024,
+        body_timeout: Duration::from_secs(5),
+        upstream_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        shutdown_grace: Duration::from_secs(1),
+        server_roots: None,
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Serves until the test's runtime ends.
+        let _stop = stop;
+        serve(
+            listener,
+            control,
+            Arc::new(Metrics::new()),
+            &config,
+            stopped,
+        )
+        .await
+    });
+    addr
+}
+
+/// The whole answer to a GET of `/` with Host `host`.
+async fn get(router: SocketAddr, host: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(router).await.unwrap();
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("the router answers")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_request_goes_where_the_control_planes_table_routes_it() {
+    let east = app("east").await;
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east)],
+        &[acme()],
+        &[instance("prod", "east")],
+    ));
+    let router = router(Arc::clone(&control)).await;
+
+    let answer = get(router, "acme.test").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\neast got Host acme.api.east.fleet.test"),
+        "{answer}"
+    );
+    let answer = get(router, "nobody.test").await;
+    assert!(answer.starts_with("HTTP/1.1 404 "), "{answer}");
+    assert!(
+        answer.ends_with("no tenant has the domain 'nobody.test'\n"),
+        "{answer}"
+    );
+    assert!(lock(&control.woken).is_empty());
+    assert!(lock(&control.unreachable).is_empty());
+}
+
+#[tokio::test]
+async fn a_tenant_without_an_instance_is_woken_by_the_control_plane_then_forwarded() {
+    let east = app("east").await;
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east)],
+        &[acme()],
+        &[],
+    ));
+    *lock(&control.after_wake) = Some(RouteTable::build(
+        2,
+        &[server("east", east)],
+        &[acme()],
+        &[instance("prod", "east")],
+    ));
+    let router = router(Arc::clone(&control)).await;
+
+    let answer = get(router, "acme.test").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("east got Host acme.api.east.fleet.test"),
+        "{answer}"
+    );
+    let woken = DomainRoute {
+        tenant: "acme".into(),
+        process: "api".into(),
+        instance_id: "prod".into(),
+        home_server: "east".into(),
+    };
+    assert_eq!(*lock(&control.woken), std::slice::from_ref(&woken));
+    // Awake now: the next request is forwarded without another wake.
+    let answer = get(router, "acme.test").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert_eq!(*lock(&control.woken), [woken]);
+}
+
+#[tokio::test]
+async fn a_wake_the_control_plane_fails_is_answered_503_with_its_reason() {
+    let east = app("east").await;
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east)],
+        &[acme()],
+        &[],
+    ));
+    let router = router(Arc::clone(&control)).await;
+
+    let answer = get(router, "acme.test").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nretry-after: 5\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(
+            "tenant 'acme' could not be started on server 'east': no room on any server\n"
+        ),
+        "{answer}"
+    );
+    // Within the hold-down the reason is the answer, without another wake.
+    let again = get(router, "acme.test").await;
+    assert!(again.starts_with("HTTP/1.1 503 "), "{again}");
+    assert_eq!(lock(&control.woken).len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_reported_to_the_control_plane() {
+    let nowhere = closed().await;
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", nowhere)],
+        &[acme()],
+        &[instance("prod", "east")],
+    ));
+    let router = router(Arc::clone(&control)).await;
+
+    let answer = get(router, "acme.test").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("cannot connect to server 'east': "),
+        "{answer}"
+    );
+    assert_eq!(*lock(&control.unreachable), ["east"]);
+}
+
+#[tokio::test]
+async fn a_get_waiting_on_a_server_declared_offline_goes_to_the_backup() {
+    let (east, west) = (hung().await, app("west").await);
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east), server("west", west)],
+        &[acme()],
+        &[instance("prod", "east"), instance("backup", "west")],
+    ));
+    let router = router(Arc::clone(&control)).await;
+
+    let asked = tokio::spawn(get(router, "acme.test"));
+    // The request waits on east, which never answers, until it is declared
+    // offline (well before the upstream timeout).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!asked.is_finished(), "answered before east went offline");
+    control.offline.send_modify(|o| o.push("east".into()));
+    let answer = asked.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("west got Host acme.api.west.fleet.test"),
+        "{answer}"
+    );
+    // A server that went offline is not one the router could not reach.
+    assert!(lock(&control.unreachable).is_empty());
+}

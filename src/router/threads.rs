@@ -1,0 +1,156 @@
+//! The router's threads: each runs a single-threaded runtime that owns the
+//! connections it is handed and its own keep-alive pools, so that a request
+//! never changes threads on its way through (nginx's worker model).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::headers::Peer;
+use super::proxy::{Common, Proxy, ThreadTable};
+use super::shutdown::Closing;
+use super::upstream_pool::UpstreamPool;
+use super::RouterConfig;
+use crate::coarse_timer::CoarseTimer;
+use crate::downstream_http::{ClientConn, Limits};
+use crate::AbortOnDrop;
+
+/// How often a router thread's clock moves: its timeouts end to within this.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A connection handed to a router thread.
+pub(super) type Handoff = (std::net::TcpStream, SocketAddr);
+
+/// A router thread as the acceptor sees it.
+pub(super) struct RouterThread {
+    pub(super) connections: mpsc::UnboundedSender<Handoff>,
+    /// Its open connections, for handing the next one to the least busy.
+    pub(super) open: Arc<AtomicUsize>,
+    pub(super) done: tokio::sync::oneshot::Receiver<anyhow::Result<()>>,
+}
+
+/// Starts router thread `n`: a single-threaded runtime serving the connections
+/// the acceptor hands it.
+pub(super) fn start_thread(
+    n: usize,
+    common: &Arc<Common>,
+    config: &RouterConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<RouterThread> {
+    let (connections, handed) = mpsc::unbounded_channel();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let common = Arc::clone(common);
+    let config = config.clone();
+    let thread_open = Arc::clone(&open);
+    std::thread::Builder::new()
+        .name(format!("slum-router-{n}"))
+        .spawn(move || {
+            let ended = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .map(|runtime| {
+                    runtime.block_on(run_thread(common, &config, handed, thread_open, stop));
+                });
+            let _ = finished.send(ended);
+        })?;
+    Ok(RouterThread {
+        connections,
+        open,
+        done,
+    })
+}
+
+/// A router thread's loop: serves each connection it is handed until `stop`,
+/// then waits for them to finish within the grace period.
+async fn run_thread(
+    common: Arc<Common>,
+    config: &RouterConfig,
+    mut handed: mpsc::UnboundedReceiver<Handoff>,
+    open: Arc<AtomicUsize>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let timer = CoarseTimer::new();
+    let pool = UpstreamPool::new(
+        config.connect_timeout,
+        Duration::from_secs(90),
+        256,
+        timer.clone(),
+        config.server_roots.as_ref(),
+    );
+    let metrics = common.metrics.router_shard();
+    let table = Mutex::new(Arc::new(ThreadTable(common.control.table())));
+    let proxy = Arc::new(Proxy {
+        common,
+        pool,
+        metrics,
+        timer: timer.clone(),
+        table,
+    });
+    let limits = Limits {
+        header_timeout: config.header_timeout,
+        max_header_bytes: config.max_header_bytes,
+        body_timeout: config.body_timeout,
+    };
+    // The thread's tick: it ends the timeouts that are due, and every fifth
+    // closes idle upstream connections that are past their time.
+    let _tick = {
+        let proxy = Arc::clone(&proxy);
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for n in 0u64.. {
+                tick.tick().await;
+                proxy.timer.tick();
+                if n % 5 == 0 {
+                    proxy.pool.sweep();
+                }
+            }
+        }))
+    };
+    let closing = Arc::new(Closing::default());
+    // Every connection task holds a sender; when all are gone, so are the
+    // connections.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            handed = handed.recv() => match handed {
+                Some(h) => h,
+                None => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                open.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, %peer, "cannot take over a connection");
+                continue;
+            }
+        };
+        let proxy = Arc::clone(&proxy);
+        let conn = ClientConn::new(stream, limits, timer.clone());
+        let closing = Closing::watch(&closing);
+        let alive = alive.clone();
+        let open = Arc::clone(&open);
+        tokio::spawn(async move {
+            let _alive = alive;
+            if let Err(e) = proxy.serve_connection(conn, Peer::new(peer), closing).await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    closing.close();
+    drop(alive);
+    if tokio::time::timeout(config.shutdown_grace, all_closed.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; dropping the remaining connections");
+    }
+}

@@ -1,0 +1,212 @@
+//! `slum serve`: the fleet's front door (the router) and control plane (the
+//! management API), wired together over one [`SlumDb`].
+//!
+//! `config.rs` resolves the settings; this module opens the database, loads
+//! the route table, binds both listeners and runs the router, the API and the
+//! background work until shutdown.
+
+mod config;
+mod hooks;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use config::{
+    default_database, default_token_file, DatabaseLocation, ServeArgs, ServeConfig, DEFAULT_API,
+};
+// The handles AppState wires together.
+pub use crate::metrics::Metrics;
+pub use crate::orchestrate::drain::Drains;
+pub use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
+pub use crate::router::route_sync::Routes;
+
+use crate::orchestrate::routing::Routing;
+use crate::orchestrate::slum_db::SlumDb;
+use crate::orchestrate::supervisor;
+use crate::router;
+use hooks::TableRouting;
+
+/// What `slum serve` shares between the router, the API and its background
+/// work: the handles it wires together, each part taking those it uses.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: SlumDb,
+    pub routes: Arc<Routes>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<HealthMonitor>,
+    pub drains: Arc<Drains>,
+    /// True while this process leads the fleet's background work.
+    pub leading: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The route table as the orchestrator sees it.
+    routing: Arc<dyn Routing>,
+}
+
+impl AppState {
+    /// State over `db`, with its route table loaded.
+    pub async fn new(db: SlumDb, health: HealthPolicy) -> crate::Result<AppState> {
+        let metrics = Arc::new(Metrics::new());
+        let routes = Arc::new(Routes::new(Arc::clone(&metrics)));
+        routes.reload(&db).await?;
+        let routing: Arc<dyn Routing> = Arc::new(TableRouting {
+            routes: Arc::clone(&routes),
+            db: db.fleet().clone(),
+        });
+        let leading = Arc::new(tokio::sync::watch::Sender::new(false));
+        let health = HealthMonitor::new(
+            health,
+            db.clone(),
+            Arc::clone(&routing),
+            Arc::clone(&metrics),
+            leading.subscribe(),
+        );
+        Ok(AppState {
+            drains: Arc::new(Drains::new(db.clone(), Arc::clone(&routing))),
+            db,
+            routes,
+            metrics,
+            health: Arc::new(health),
+            leading,
+            routing,
+        })
+    }
+
+    /// Whether this process decides the fleet's background work now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Applies this process's own change to the route table at once.
+    pub async fn fleet_changed(&self) {
+        self.routing.fleet_changed().await
+    }
+}
+
+/// Writes a fresh admin token to `path` (mode 0600) when the database has no
+/// token yet, so that the CLI on this machine works without flags.
+async fn bootstrap_token(db: &SlumDb, path: &Path) -> anyhow::Result<()> {
+    if !db.list_api_tokens().await?.is_empty() {
+        return Ok(());
+    }
+    let (_, secret) = db.create_api_token("bootstrap").await?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_private(path, &secret)?;
+    tracing::info!(path = %path.display(), "no API token existed: wrote an admin token");
+    Ok(())
+}
+
+fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` only applies to a file this call creates; an existing one may be
+    // readable by others.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    f.write_all(secret.as_bytes())
+}
+
+/// A `slum serve` whose listeners are bound and whose route table is loaded,
+/// ready to [`run`](Serving::run).
+pub struct Serving {
+    config: ServeConfig,
+    state: AppState,
+    public: TcpListener,
+    private: TcpListener,
+}
+
+impl Serving {
+    /// Opens the fleet database (writing the first admin token when there is
+    /// none), loads the route table and binds both listeners.
+    pub async fn bind(config: ServeConfig) -> anyhow::Result<Serving> {
+        let db = SlumDb::init_with(&config.database, config.fleet.clone()).await?;
+        bootstrap_token(&db, &config.token_file).await?;
+        let state = AppState::new(db, config.health.clone()).await?;
+        let public = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let private = TcpListener::bind(config.api_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api_listen))?;
+        Ok(Serving {
+            config,
+            state,
+            public,
+            private,
+        })
+    }
+
+    /// Address of the router.
+    pub fn router_addr(&self) -> std::io::Result<SocketAddr> {
+        self.public.local_addr()
+    }
+
+    /// Address of the management API.
+    pub fn api_addr(&self) -> std::io::Result<SocketAddr> {
+        self.private.local_addr()
+    }
+
+    /// The shared state (the fleet database, routes, metrics).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight
+    /// requests finish within the grace period, and returns.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Serving {
+            config,
+            state,
+            public,
+            private,
+        } = self;
+        tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
+            database = %config.database,
+            "slum serve started");
+        let follower = tokio::spawn(
+            Arc::clone(&state.routes).follow(state.db.fleet().clone(), config.route_poll),
+        );
+        let supervisor = tokio::spawn(supervisor::run(
+            state.db.clone(),
+            Arc::clone(&state.health),
+            Arc::clone(&state.routing),
+            Arc::clone(&state.leading),
+            config.reconcile_interval,
+        ));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let api = tokio::spawn(crate::api::serve(private, state.clone(), stop_rx.clone()));
+        let metrics = Arc::clone(&state.metrics);
+        let router =
+            router::serve(public, Arc::new(state), metrics, &config.router(), stop_rx).await;
+        follower.abort();
+        supervisor.abort();
+        let api = api.await;
+        router?;
+        api??;
+        tracing::info!("slum serve stopped");
+        Ok(())
+    }
+}
+
+/// Runs `slum serve` with `config` until `shutdown` completes.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Serving::bind(config).await?.run(shutdown).await
+}
