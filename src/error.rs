@@ -101,15 +101,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A stop could not reach the instance's server. The instance is recorded as
-    /// to-be-stopped and reconcile completes the stop once the server answers.
-    #[error("instance '{instance}' could not be stopped now ({reason}); its stop is pending and will complete when server '{server}' answers")]
-    StopPending {
-        instance: String,
-        server: String,
-        reason: String,
-    },
-
     /// The fleet database failed.
     #[error("fleet database: {0}")]
     Database(#[source] sqlx::Error),

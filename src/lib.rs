@@ -127,7 +127,7 @@ pub use fleet::model::{
 };
 pub use fleet::store;
 pub use orchestrate::drain::DrainProgress;
-pub use orchestrate::orchestration::SpawnOptions;
+pub use orchestrate::orchestration::{SpawnOptions, StopOutcome};
 pub use orchestrate::placement::PlacementRequest;
 pub use orchestrate::reconcile::ReconcileReport;
 pub use orchestrate::relocation::{MoveOutcome, PreparedMove};

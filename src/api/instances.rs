@@ -8,12 +8,11 @@ use axum::Json;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::placing::{placing, Placing};
-use super::wire::{NewInstance, ServerFilter};
+use super::wire::{NewInstance, ServerFilter, StopPending};
 use super::ApiResult;
 use crate::serve::AppState;
-use crate::Error;
 use crate::PlacementRequest;
-use crate::SpawnOptions;
+use crate::{SpawnOptions, StopOutcome};
 
 pub(super) async fn list_instances(
     State(state): State<AppState>,
@@ -72,12 +71,24 @@ pub(super) async fn get_instance(
 pub(super) async fn stop_instance(
     State(state): State<AppState>,
     ApiPath(key): ApiPath<String>,
-) -> ApiResult<StatusCode> {
-    let stopped = state.db.stop_instance(&key).await;
+) -> ApiResult<Response> {
+    let outcome = state.db.stop_instance(&key).await?;
     // A pending stop takes the instance out of routing too.
-    if matches!(stopped, Ok(()) | Err(Error::StopPending { .. })) {
-        state.fleet_changed().await;
-    }
-    stopped?;
-    Ok(StatusCode::NO_CONTENT)
+    state.fleet_changed().await;
+    Ok(match outcome {
+        StopOutcome::Stopped => StatusCode::NO_CONTENT.into_response(),
+        StopOutcome::Pending { server, reason } => {
+            let message = format!(
+                "instance '{key}' could not be stopped now ({reason}); its stop is pending and \
+                 will complete when server '{server}' answers"
+            );
+            let body = StopPending {
+                key,
+                server,
+                reason,
+                message,
+            };
+            (StatusCode::ACCEPTED, Json(body)).into_response()
+        }
+    })
 }

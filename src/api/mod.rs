@@ -237,13 +237,6 @@ impl IntoResponse for Error {
                 p.key = Some(instance);
                 (StatusCode::BAD_GATEWAY, "spawn_failed")
             }
-            Error::StopPending {
-                instance, server, ..
-            } => {
-                p.server = Some(server);
-                p.key = Some(instance);
-                (StatusCode::ACCEPTED, "stop_pending")
-            }
             Error::Database(_) | Error::Migration(_) => {
                 // The caller cannot act on these; whoever runs slum must see them.
                 tracing::error!(error = %p.message, "management API: fleet database failed");

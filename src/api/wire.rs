@@ -207,6 +207,18 @@ pub struct CreatedToken {
     pub secret: String,
 }
 
+/// `DELETE /v1/instances/{key}`'s answer (202) when the instance's server
+/// could not be reached: the stop is recorded, and reconcile completes it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StopPending {
+    pub key: String,
+    pub server: String,
+    /// Why the server could not be reached.
+    pub reason: String,
+    /// The whole of it, for people.
+    pub message: String,
+}
+
 /// The JSON of every failure: `{"error": Problem}`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -18,7 +18,7 @@ use super::error::CliError;
 use crate::api::wire::{
     ApiToken, CreatedToken, DrainProgress, ErrorBody, FleetStatus, Instance, InstanceStatus,
     MoveTo, NewInstance, NewServer, NewTenant, NewToken, ReconcileReport, Server, ServerFilter,
-    ServerPatch, ServerStats, Tenant, TenantPatch,
+    ServerPatch, ServerStats, StopPending, Tenant, TenantPatch,
 };
 use crate::serve::{default_token_file, DEFAULT_API};
 
@@ -369,8 +369,8 @@ impl ApiClient {
         if status != StatusCode::ACCEPTED {
             return Ok(Stop::Done);
         }
-        let message = serde_json::from_value::<ErrorBody>(json.clone())
-            .map(|b| b.error.message)
+        let message = serde_json::from_value::<StopPending>(json.clone())
+            .map(|p| p.message)
             .unwrap_or_else(|_| format!("the stop of {key} is pending"));
         Ok(Stop::Pending { json, message })
     }

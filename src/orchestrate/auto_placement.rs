@@ -123,8 +123,12 @@ impl SlumDb {
             .await?;
         tenant.server_id = instance.server_id.clone();
         if let Err(e) = self.store.insert_tenant(&tenant).await {
-            // The domain was taken meanwhile: give the room back.
-            let _ = self.stop_instance(&instance.key()).await;
+            // The domain was taken meanwhile: give the room back. A stop that
+            // fails is said, as the instance would then hold its room.
+            if let Err(stop) = self.stop_instance(&instance.key()).await {
+                tracing::warn!(instance = %instance.key(), error = %stop,
+                    "the tenant could not be added, and its new instance could not be stopped");
+            }
             return Err(e);
         }
         self.store.get_tenant(&tenant.domain).await

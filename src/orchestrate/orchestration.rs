@@ -21,6 +21,18 @@ use crate::orchestrate::reconcile::{self, Action, Observation, ReconcileReport};
 use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::tenement::{TenementClient, TenementInstance};
 
+/// What became of [`SlumDb::stop_instance`]: done, or recorded and pending
+/// because the instance's server could not be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// The server stopped the instance, and slum forgot it.
+    Stopped,
+    /// The server could not be reached. The instance is recorded as
+    /// to-be-stopped and takes no more traffic; reconcile completes the stop
+    /// once `server` answers.
+    Pending { server: String, reason: String },
+}
+
 /// Options of [`SlumDb::spawn_instance_with`].
 #[derive(Debug, Clone, Default)]
 pub struct SpawnOptions {
@@ -185,9 +197,10 @@ impl SlumDb {
     /// Stops `"{tenant}:{instance_id}"` on whichever server holds it and forgets it.
     ///
     /// When the server cannot be reached, the instance is recorded as
-    /// to-be-stopped and `Error::StopPending` is returned; [`SlumDb::reconcile`]
-    /// completes the stop once the server answers.
-    pub async fn stop_instance(&self, key: &str) -> Result<()> {
+    /// to-be-stopped and [`StopOutcome::Pending`] is returned: not an error, as
+    /// the stop will happen ([`SlumDb::reconcile`] completes it once the server
+    /// answers) and the instance takes no more traffic meanwhile.
+    pub async fn stop_instance(&self, key: &str) -> Result<StopOutcome> {
         let (tenant, id) = validation::instance_key(key)?;
         let instance = self.store.get_instance(&tenant, &id).await?;
         if let Some(to) = &instance.moving_to {
@@ -205,7 +218,7 @@ impl SlumDb {
             Ok(_) => {
                 self.store.delete_instance(&tenant, &id).await?;
                 tracing::info!(instance = %key, server = %server.id, "stopped");
-                Ok(())
+                Ok(StopOutcome::Stopped)
             }
             // Only an unreachable server makes the stop pending; a server that
             // answered and refused (a wrong token, an error) is reported as it
@@ -214,8 +227,9 @@ impl SlumDb {
                 self.store
                     .set_instance_desired(&tenant, &id, DesiredState::Stopped)
                     .await?;
-                Err(Error::StopPending {
-                    instance: key.to_owned(),
+                tracing::warn!(instance = %key, server = %server.id, %reason,
+                    "server unreachable: the stop is pending until reconcile completes it");
+                Ok(StopOutcome::Pending {
                     server: server.id,
                     reason,
                 })
