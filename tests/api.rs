@@ -930,7 +930,9 @@ async fn stop_ends_the_api_gracefully() {
 /// with the failures only real servers produce.
 #[tokio::test]
 async fn spawn_move_and_stop_through_the_api_on_real_servers() {
-    let mut fleet = common::fleet(2).await;
+    let Some(mut fleet) = common::fleet(2).await else {
+        return;
+    };
     let api = Api::start().await;
     for s in &fleet.servers {
         let r = s.record();
@@ -1278,7 +1280,9 @@ async fn status_lists_the_domains_whose_servers_are_offline() {
 /// changed when no server has room.
 #[tokio::test]
 async fn auto_placement_picks_the_most_free_server_and_refuses_when_full() {
-    let fleet = common::fleet(2).await;
+    let Some(fleet) = common::fleet(2).await else {
+        return;
+    };
     let s1 = fleet.server("s1").expect("s1");
     let s2 = fleet.server("s2").expect("s2");
     let api = Api::start().await;
@@ -1367,7 +1371,9 @@ async fn auto_placement_picks_the_most_free_server_and_refuses_when_full() {
 /// takes placements again after undrain.
 #[tokio::test]
 async fn drain_moves_every_instance_off_a_server_and_undrain_reopens_it() {
-    let fleet = common::fleet(2).await;
+    let Some(fleet) = common::fleet(2).await else {
+        return;
+    };
     let s1 = fleet.server("s1").expect("s1");
     let s2 = fleet.server("s2").expect("s2");
     let api = Api::start().await;

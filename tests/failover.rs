@@ -107,7 +107,9 @@ enum Fault {
 /// A fault on s1 while a client requests a tenant whose backup is on s2: the
 /// server goes offline, no GET fails, and it comes back.
 async fn survive_with_backup(fault: Fault) {
-    let mut fleet = fleet(2).await;
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
     slum.add_tenant_with_backup("acme.com").await;
@@ -172,8 +174,8 @@ async fn partition_with_a_backup_loses_no_get() {
 
 /// Two servers and a router, with `phoenix.com` homed on s1 under the
 /// `respawn` failover policy (not started yet).
-async fn respawning_phoenix() -> (LocalFleet, Slum) {
-    let fleet = fleet(2).await;
+async fn respawning_phoenix() -> Option<(LocalFleet, Slum)> {
+    let fleet = fleet(2).await?;
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
     slum.db()
@@ -183,14 +185,16 @@ async fn respawning_phoenix() -> (LocalFleet, Slum) {
         })
         .await
         .unwrap();
-    (fleet, slum)
+    Some((fleet, slum))
 }
 
 /// A server that dies while draining is marked offline, so that its tenants
 /// fail over; when it returns it is draining again, not open for placements.
 #[tokio::test]
 async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
-    let (mut fleet, slum) = respawning_phoenix().await;
+    let Some((mut fleet, slum)) = respawning_phoenix().await else {
+        return;
+    };
     slum.db()
         .spawn_instance("phoenix", "api", "prod", "s1")
         .await
@@ -240,7 +244,9 @@ async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
 
 #[tokio::test]
 async fn crash_without_a_backup_respawns_elsewhere() {
-    let (mut fleet, slum) = respawning_phoenix().await;
+    let Some((mut fleet, slum)) = respawning_phoenix().await else {
+        return;
+    };
     slum.add_tenant("patient.com", "s1").await;
     slum.db()
         .spawn_instance("phoenix", "api", "prod", "s1")
@@ -312,7 +318,9 @@ async fn crash_without_a_backup_respawns_elsewhere() {
 
 #[tokio::test]
 async fn a_restarted_server_gets_its_instances_back() {
-    let mut fleet = fleet(1).await;
+    let Some(mut fleet) = fleet(1).await else {
+        return;
+    };
     let slum = Slum::start(|a| a.reconcile_interval = Some(1.0)).await;
     slum.add_fleet(&fleet).await;
     slum.add_tenant("acme.com", "s1").await;
@@ -340,7 +348,9 @@ async fn a_restarted_server_gets_its_instances_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_fifty_tenants_loses_no_request() {
-    let fleet = fleet(3).await;
+    let Some(fleet) = fleet(3).await else {
+        return;
+    };
     let slum = Slum::start(|a| {
         a.default_memory_mb = Some(16);
         a.move_grace = Some(1.0);
@@ -414,7 +424,9 @@ async fn draining_fifty_tenants_loses_no_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_placements_never_overbook() {
-    let fleet = fleet(3).await;
+    let Some(fleet) = fleet(3).await else {
+        return;
+    };
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
     let tasks: Vec<_> = (0..200)
@@ -456,7 +468,9 @@ async fn two_hundred_concurrent_placements_never_overbook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moving_a_tenant_under_load_loses_no_request() {
-    let fleet = fleet(2).await;
+    let Some(fleet) = fleet(2).await else {
+        return;
+    };
     let slum = Slum::start(|a| a.move_grace = Some(1.0)).await;
     slum.add_fleet(&fleet).await;
     slum.add_running_tenant("mover.com", "s1").await;
@@ -547,7 +561,9 @@ async fn until_ended(mut r: tokio::net::tcp::OwnedReadHalf, limit: Duration) -> 
 #[tokio::test]
 async fn a_quiet_stream_from_a_server_that_vanishes_ends() {
     use tokio::io::AsyncWriteExt;
-    let fleet = fleet(1).await;
+    let Some(fleet) = fleet(1).await else {
+        return;
+    };
     let slum = Slum::start(|_| {}).await;
     slum.add_fleet(&fleet).await;
     slum.add_running_tenant("events.com", "s1").await;

@@ -37,7 +37,9 @@ async fn running_on(db: &SlumDb, fleet: &LocalFleet, name: &str) -> Vec<String> 
 
 #[tokio::test]
 async fn spawn_and_stop_across_three_servers() {
-    let fleet = fleet(3).await;
+    let Some(fleet) = fleet(3).await else {
+        return;
+    };
     let (_test_db, db) = temp_db().await;
     register(&db, &fleet).await;
 
@@ -106,7 +108,9 @@ async fn spawn_and_stop_across_three_servers() {
 
 #[tokio::test]
 async fn one_instance_per_tenant_and_process_on_a_server() {
-    let fleet = fleet(2).await;
+    let Some(fleet) = fleet(2).await else {
+        return;
+    };
     let (test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     db.spawn_instance("acme", "api", "prod", "s1")
@@ -158,7 +162,9 @@ async fn one_instance_per_tenant_and_process_on_a_server() {
 
 #[tokio::test]
 async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
-    let fleet = fleet(1).await;
+    let Some(fleet) = fleet(1).await else {
+        return;
+    };
     let (test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     let big = SpawnOptions {
@@ -242,7 +248,9 @@ async fn capacity_and_server_state_are_enforced_before_calling_the_server() {
 
 #[tokio::test]
 async fn concurrent_spawns_never_overbook() {
-    let fleet = fleet(1).await;
+    let Some(fleet) = fleet(1).await else {
+        return;
+    };
     let (_test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     // 1024 MB of room, 12 spawns of 128 MB at once: exactly 8 fit.
@@ -270,7 +278,9 @@ async fn concurrent_spawns_never_overbook() {
 
 #[tokio::test]
 async fn failed_spawns_leave_no_record_and_say_why() {
-    let fleet = fleet(1).await;
+    let Some(fleet) = fleet(1).await else {
+        return;
+    };
     let options = FleetOptions {
         spawn_timeout: Duration::from_secs(5),
         ..Default::default()
@@ -322,7 +332,9 @@ async fn failed_spawns_leave_no_record_and_say_why() {
 
 #[tokio::test]
 async fn a_dead_server_fails_fast_and_loses_nothing() {
-    let mut fleet = fleet(2).await;
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
     let (test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     db.spawn_instance("alice", "api", "prod", "s1")
@@ -389,7 +401,9 @@ async fn a_dead_server_fails_fast_and_loses_nothing() {
 
 #[tokio::test]
 async fn reconcile_brings_back_what_a_restarted_server_lost() {
-    let mut fleet = fleet(2).await;
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
     let (_test_db, db) = temp_db().await;
     register(&db, &fleet).await;
     db.spawn_instance("alice", "api", "prod", "s1")
@@ -449,7 +463,9 @@ async fn reconcile_brings_back_what_a_restarted_server_lost() {
 
 #[tokio::test]
 async fn a_hung_server_does_not_stall_listings() {
-    let fleet = fleet(2).await;
+    let Some(fleet) = fleet(2).await else {
+        return;
+    };
     let options = FleetOptions {
         request_timeout: Duration::from_secs(1),
         ..Default::default()

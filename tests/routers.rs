@@ -13,7 +13,9 @@ use slum::Tenant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_through_one_router_is_routed_by_the_others() {
-    let fleet = fleet(1).await;
+    let Some(fleet) = fleet(1).await else {
+        return;
+    };
     let db = TestDb::new().await;
     let a = Slum::start_on(Some(db.url()), |_| {}).await;
     let b = Slum::start_on(Some(db.url()), |_| {}).await;
@@ -67,7 +69,9 @@ async fn a_change_through_one_router_is_routed_by_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placements_through_two_routers_never_overbook() {
-    let fleet = fleet(2).await;
+    let Some(fleet) = fleet(2).await else {
+        return;
+    };
     let db = TestDb::new().await;
     let a = Slum::start_on(Some(db.url()), |_| {}).await;
     let b = Slum::start_on(Some(db.url()), |_| {}).await;
@@ -111,7 +115,9 @@ async fn placements_through_two_routers_never_overbook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_leader_and_a_server_die_together_another_router_fails_over() {
-    let mut fleet = fleet(2).await;
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
     let db = TestDb::new().await;
     let a = Slum::start_on(Some(db.url()), |_| {}).await;
     a.add_fleet(&fleet).await;

@@ -16,8 +16,9 @@ pub fn demo_app() -> PathBuf {
 }
 
 /// `n` real tenement servers named s1.., each in its own network namespace, with
-/// the broken services too.
-pub async fn fleet(n: usize) -> LocalFleet {
+/// the broken services too; `None` (the test then ends, having checked
+/// nothing) when this is not root, see [`can_make_namespaces`].
+pub async fn fleet(n: usize) -> Option<LocalFleet> {
     let names: Vec<String> = (1..=n).map(|i| format!("s{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     fleet_named(&names).await
@@ -45,13 +46,44 @@ pub fn tenant(domain: &str, server: &str) -> slum::Tenant {
     }
 }
 
-/// A fleet with the given server names.
-pub async fn fleet_named(names: &[&str]) -> LocalFleet {
+/// A fleet with the given server names (`None` when not root, as [`fleet`]).
+pub async fn fleet_named(names: &[&str]) -> Option<LocalFleet> {
+    if !can_make_namespaces() {
+        return None;
+    }
     let ten = find_ten().expect("tenement-cli: run scripts/ensure-tenement.sh");
     let mut spec = FleetSpec::new(0, ten, demo_app());
     spec.names = names.iter().map(|n| n.to_string()).collect();
     spec.extra_toml = BROKEN_SERVICES.to_owned();
-    LocalFleet::start(&spec).await.expect("start local fleet")
+    Some(LocalFleet::start(&spec).await.expect("start local fleet"))
+}
+
+/// Whether the tests that run real tenement servers can run here: they make
+/// network namespaces, which takes root. A plain `cargo test` as a user runs
+/// every other test; this suite's fleet tests end at once, and the suite says
+/// so once on stderr. `scripts/test.sh` (root) sets `SLUM_TEST_NETNS=1`, which
+/// turns a missing root into a failure instead, so that CI cannot skip them.
+pub fn can_make_namespaces() -> bool {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var_os("SLUM_TEST_NETNS").is_some() {
+        panic!("SLUM_TEST_NETNS is set, but the fleet tests need root for network namespaces");
+    }
+    SAID.call_once(|| {
+        use std::io::Write as _;
+        // Straight to stderr: the test harness captures `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: tests/{}.rs: its tests that run real tenement servers need root \
+             (network namespaces) and were skipped; `sudo scripts/test.sh` runs them",
+            env!("CARGO_CRATE_NAME")
+        );
+    });
+    false
 }
 
 /// Services that cannot start: one whose command does not exist, one that exits
