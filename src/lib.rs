@@ -19,7 +19,8 @@
 //!   servers report, and the actions that converge them.
 //! - [`route_table`]: the router's in-memory view of the fleet and the pure
 //!   decision of where a request goes; [`router`] moves the bytes, on threads
-//!   of its own, over [`upstream_pool`]'s connections (spoken by [`upstream_http`]).
+//!   of its own, over [`upstream_pool`]'s connections, speaking HTTP/1.1
+//!   through [`slum_http1`], the hand-written core in `crates/http1`.
 //! - [`health`]: server health from active checks and the router's failed
 //!   connections, as a pure state machine plus the monitor that applies it.
 //! - [`relocation`]: moving an instance between servers without losing a
@@ -73,9 +74,7 @@ pub mod api;
 pub mod api_tokens;
 pub mod auto_placement;
 pub mod cli;
-pub mod coarse_timer;
 pub mod db;
-pub mod downstream_http;
 pub mod drain;
 pub mod error;
 pub mod failover;
@@ -96,7 +95,6 @@ pub mod supervisor;
 pub mod tenant_move;
 pub mod tenement;
 pub mod tls;
-pub mod upstream_http;
 pub mod upstream_pool;
 pub mod validation;
 

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -28,11 +28,16 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode, Uri};
+use slum_http1::timer::{self as coarse_timer, CoarseTimer, Elapsed};
+use slum_http1::{
+    tokens, BodyProgress, ClientConn, Ended, ExchangeError, Limits, RawHeaders, RequestBody,
+    RequestHead, ResponseHead,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+// The coarse timer's clock is tokio's, which tests can pause.
+use tokio::time::Instant;
 
-use crate::coarse_timer::{self, CoarseTimer, Elapsed};
-use crate::downstream_http::{BodyProgress, ClientConn, Ended, Limits, RequestBody};
 use crate::error::Error;
 use crate::lock;
 use crate::metrics::RouterShard;
@@ -40,7 +45,6 @@ use crate::route_table::{normalize_host, BadHost, Decision, DomainRoute, RouteTa
 use crate::serve::{AppState, ServeConfig};
 use crate::supervisor::AbortOnDrop;
 use crate::tenement::innermost_cause;
-use crate::upstream_http::{tokens, ExchangeError, RawHeaders, RequestHead, ResponseHead};
 use crate::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
