@@ -9,6 +9,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::Version;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::chunked::Chunk;
 use crate::head::ResponseHead;
@@ -206,6 +207,19 @@ async fn assert_still_read(s: &mut TcpStream) {
         assert!(more.is_ok(), "{more:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Asserts that what `began` waiting took the `limit` of a timeout, to the
+/// test server's tick (10 ms): not less, as a timeout is never early, and not
+/// much more. The tests that call it run on tokio's paused clock, which the
+/// timer reads: the times are exact, and no test sleeps them.
+fn assert_took_the_limit(began: Instant, limit: Duration) {
+    let took = began.elapsed();
+    let tick = Duration::from_millis(10);
+    assert!(
+        took + tick >= limit && took <= limit + 2 * tick,
+        "took {took:?} for a limit of {limit:?}"
+    );
 }
 
 /// `raw` without its Date lines, with `\n` for line ends.
@@ -519,7 +533,7 @@ async fn requests_whose_length_is_in_doubt_are_refused_with_the_reason() {
     assert!(got.ends_with("more than 100 request headers\n"), "{got}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_head_and_an_idle_connection_are_closed_after_the_header_timeout() {
     let addr = server(Limits {
         header_timeout: Duration::from_millis(200),
@@ -529,20 +543,24 @@ async fn a_slow_head_and_an_idle_connection_are_closed_after_the_header_timeout(
     // Half a head: closed, without an answer.
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    let began = Instant::now();
     let mut out = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
     assert!(matches!(closed, Ok(Ok(0))), "{closed:?} {out:?}");
+    assert_took_the_limit(began, Duration::from_millis(200));
     // Idle after an answer: closed as well.
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
+    let began = Instant::now();
     let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
     assert!(matches!(closed, Ok(Ok(_))), "{closed:?}");
     assert!(String::from_utf8_lossy(&out).ends_with("GET /one"));
+    assert_took_the_limit(began, Duration::from_millis(200));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_request_body_is_held_to_the_body_timeout_between_pieces_not_in_all() {
     let addr = server(Limits {
         body_timeout: Duration::from_millis(300),
@@ -569,9 +587,11 @@ async fn a_request_body_is_held_to_the_body_timeout_between_pieces_not_in_all() 
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
         .await
         .unwrap();
+    let began = Instant::now();
     let mut out = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     assert!(matches!(closed, Ok(Ok(_))), "not closed: {closed:?}");
+    assert_took_the_limit(began, Duration::from_millis(300));
     let answer = String::from_utf8_lossy(&out);
     assert!(answer.contains("connection: close\r\n"), "{answer}");
     assert!(
@@ -580,7 +600,7 @@ async fn a_request_body_is_held_to_the_body_timeout_between_pieces_not_in_all() 
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_chunked_body_read_to_its_end_is_not_waiting_for_its_client() {
     let addr = server(LIMITS).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -594,7 +614,7 @@ async fn a_chunked_body_read_to_its_end_is_not_waiting_for_its_client() {
     assert!(answer.ends_with("Ok(3) waiting=false"), "{answer}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_asked_for_late_is_timed_from_when_it_is_waited_for() {
     let addr = server(Limits {
         body_timeout: Duration::from_millis(300),
@@ -619,7 +639,7 @@ async fn a_body_asked_for_late_is_timed_from_when_it_is_waited_for() {
     assert!(answer.ends_with("\r\n\r\nabc"), "{answer}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_stops_taking_its_answer_loses_the_connection() {
     let addr = server(Limits {
         body_timeout: Duration::from_millis(300),
