@@ -50,7 +50,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[doc(hidden)]
 pub mod fuzzing {
     use bytes::BytesMut;
-    use hyper::StatusCode;
+    pub use hyper::{StatusCode, Version};
 
     pub use crate::chunked::{decode_chunked, Chunk, Decoded, Malformed};
     use crate::head::{RequestHead, ResponseHead};
