@@ -6,7 +6,7 @@
 //! Here the request's task writes the head (and streams the body), parses the
 //! response head with httparse and reads the body straight off the connection
 //! as the client takes it. Once the body's end is read, [`Reader`] gives the
-//! connection back for the next request (slum's pool keeps it).
+//! connection back for the next request (a pool of the caller's keeps it).
 //!
 //! What it speaks: request bodies sent as they came (`Content-Length`) or
 //! chunked, and sent on while the response comes in (a server may answer
