@@ -1,3 +1,6 @@
+//! The chunked decoder alone: the same body in any pieces, and framing that
+//! could be read two ways refused.
+
 use super::*;
 
 /// How decoding all of `input`, given in pieces of `piece` bytes, ended: the

@@ -1,3 +1,7 @@
+//! The client side against scripted servers on loopback: framing both ways,
+//! interim and bodiless answers, malformed answers named, connection reuse
+//! and quick acknowledgement.
+
 use super::*;
 
 use std::net::SocketAddr;

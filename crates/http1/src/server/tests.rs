@@ -1,3 +1,7 @@
+//! The server side against real clients on loopback: a test server that
+//! serves each connection as the router does, and raw bytes sent to it. The
+//! timeout tests run on tokio's paused clock, which the coarse timer reads.
+
 use super::*;
 
 use bytes::Bytes;
