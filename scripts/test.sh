@@ -18,9 +18,9 @@ fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
 
-echo "== SQLite: every test" >&2
-cargo test --all-targets "$@"
-cargo test --doc
+echo "== SQLite: every test (slum's and its HTTP/1.1 core's)" >&2
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc
 
 # The fleet database's tests and the library's again, on PostgreSQL. The router
 # and CLI tests stay on SQLite: they test `slum serve`, not the store.
