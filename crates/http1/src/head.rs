@@ -25,6 +25,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// Sets `name` among the router's lines, in place of any value it had
     /// there.
+    #[inline]
     pub fn set(&mut self, name: HeaderName, value: HeaderValue) {
         match self.set.iter_mut().find(|(n, _)| *n == name) {
             Some(line) => line.1 = value,

@@ -40,6 +40,7 @@ struct Shared {
 }
 
 impl Shared {
+    #[inline]
     fn now(&self) -> Instant {
         self.start + Duration::from_millis(self.now_ms.load(Relaxed))
     }
@@ -107,6 +108,7 @@ impl CoarseTimer {
     }
 
     /// The time at the last tick: a clock for what needs no precision.
+    #[inline]
     pub fn now(&self) -> Instant {
         self.shared.now()
     }
@@ -157,6 +159,7 @@ impl<F: Future> Future for Timeout<F> {
 
 /// `limit` after `start`; a limit past what an `Instant` can hold (a timeout
 /// meant as "never") is thirty years.
+#[inline]
 pub fn after(start: Instant, limit: Duration) -> Instant {
     start
         .checked_add(limit)
