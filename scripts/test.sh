@@ -21,9 +21,9 @@ SLUM_TEST_NETNS=1
 export SLUM_TEST_NETNS
 export SLUM_TEN
 
-echo "== SQLite: every test" >&2
-cargo test --all-targets "$@"
-cargo test --doc
+echo "== SQLite: every test (slum's and its HTTP/1.1 core's)" >&2
+cargo test --workspace --all-targets "$@"
+cargo test --workspace --doc
 
 # The fleet database's tests and the library's again, on PostgreSQL. The router
 # and CLI tests stay on SQLite: they test `slum serve`, not the store.

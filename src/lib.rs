@@ -44,9 +44,12 @@
 //!   [`cli`] (the `slum` command line).
 //! - Shared leaves: [`Error`] (`error.rs`), the one error type callers match
 //!   on; `metrics.rs` (Prometheus); [`ServerRoots`] (`tls.rs`, the
-//!   certificates trusted for `https://` servers); the router's HTTP/1.1 core
-//!   (`downstream_http.rs`, `upstream_http.rs`, `coarse_timer.rs`); and two
-//!   helpers below (`lock`, `AbortOnDrop`).
+//!   certificates trusted for `https://` servers); and two helpers below
+//!   (`lock`, `AbortOnDrop`).
+//! - The router's HTTP/1.1 core is a crate of its own, [`slum_http1`]
+//!   (`crates/http1`: the server side, the client side, the shared codec and
+//!   chunked framing, the coarse timer), which imports nothing of slum, is
+//!   fuzzed and is checked against hyper's framing (`docs/http1-core.md`).
 //! - [`local_fleet`]: real tenement servers in network namespaces, for tests and
 //!   the demo fleet.
 //!
@@ -96,18 +99,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-mod coarse_timer;
-mod downstream_http;
 mod error;
 mod fleet;
 mod metrics;
 mod orchestrate;
 mod router;
 mod tls;
-// The router's client side reads the status line's version and does not use
-// it (yet); the HTTP/1.1 core is to become a crate of its own, where it is API.
-#[allow(dead_code)]
-mod upstream_http;
 
 pub mod api;
 pub mod cli;

@@ -30,17 +30,7 @@ const LEAVES: &[&str] = &[
 const PARTS: &[(&str, &[&str])] = &[
     ("fleet", &["fleet"]),
     ("orchestrate", &["orchestrate", "fleet"]),
-    (
-        "router",
-        &[
-            "router",
-            "fleet",
-            // The HTTP/1.1 core, which imports nothing of slum.
-            "coarse_timer",
-            "downstream_http",
-            "upstream_http",
-        ],
-    ),
+    ("router", &["router", "fleet"]),
 ];
 
 /// The first segment of every path that starts with `crate::` in `source`,

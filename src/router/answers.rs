@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::upstream_pool::{PooledBody, UpstreamError};
 use super::BoxError;
 use crate::error::innermost_cause;
-use crate::upstream_http::{ExchangeError, RawHeaders};
+use slum_http1::{ExchangeError, RawHeaders};
 
 /// What the router answers with: a server's answer passed on (its header
 /// lines as the server sent them, its body as it comes), or a response the

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -12,6 +12,10 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
+use slum_http1::timer::{self as coarse_timer, CoarseTimer, Elapsed};
+use slum_http1::{BodyProgress, ClientConn, Ended, RequestBody, RequestHead, ResponseHead};
+// The coarse timer's clock is tokio's, which tests can pause.
+use tokio::time::Instant;
 
 use super::answers::{answer, made, Answer, Failure};
 use super::control::ControlPlane;
@@ -23,11 +27,8 @@ use super::route_table::{BadHost, Decision, RouteTable, Target};
 use super::shutdown::ClosingWatch;
 use super::upstream_pool::{PooledBody, UpstreamPool};
 use super::wake::{Wakes, WAKE_HOLD_DOWN};
-use crate::coarse_timer::{self, CoarseTimer, Elapsed};
-use crate::downstream_http::{BodyProgress, ClientConn, Ended, RequestBody};
 use crate::lock;
 use crate::metrics::{Metrics, RouterShard};
-use crate::upstream_http::{RequestHead, ResponseHead};
 
 /// What every router thread shares.
 pub(super) struct Common {

@@ -14,9 +14,9 @@ use super::proxy::{Common, Proxy, ThreadTable};
 use super::shutdown::Closing;
 use super::upstream_pool::UpstreamPool;
 use super::RouterConfig;
-use crate::coarse_timer::CoarseTimer;
-use crate::downstream_http::{ClientConn, Limits};
 use crate::AbortOnDrop;
+use slum_http1::CoarseTimer;
+use slum_http1::{ClientConn, Limits};
 
 /// How often a router thread's clock moves: its timeouts end to within this.
 const TICK: Duration = Duration::from_millis(100);

@@ -1,7 +1,7 @@
 //! A router thread's connections to tenement servers: HTTP/1 keep-alive pools,
 //! one per server URL.
 //!
-//! Requests are spoken by [`upstream_http`](crate::upstream_http) in the
+//! Requests are spoken by the HTTP/1.1 core ([`slum_http1::Conn`]) in the
 //! request's own task. A connection goes back to its pool when the response
 //! body it carried has been read to the end (or had none), by the body itself:
 //! no task per request waits for it. A pooled connection the server closed
@@ -14,7 +14,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -23,11 +23,72 @@ use hyper::client::conn::http1;
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use slum_http1::{CoarseTimer, ExchangeError, RequestHead, ResponseHead, Transport};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::coarse_timer::CoarseTimer;
 use crate::lock;
 use crate::tls::ServerRoots;
-use crate::upstream_http::{Conn, ExchangeError, Reader, RequestHead, ResponseHead};
+
+/// A connection to a server, plain or TLS, as the connector opens it.
+type Io = TokioIo<hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>>;
+
+/// A server connection as the HTTP/1.1 core speaks it: the connector's, with
+/// its TCP socket reachable under any TLS (for quick acknowledgement).
+struct ServerIo(Io);
+
+type Conn = slum_http1::Conn<ServerIo>;
+type Reader = slum_http1::Reader<ServerIo>;
+
+impl Transport for ServerIo {
+    fn tcp(&self) -> &TcpStream {
+        match self.0.inner() {
+            hyper_rustls::MaybeHttpsStream::Http(tcp) => tcp.inner(),
+            hyper_rustls::MaybeHttpsStream::Https(tls) => tls.inner().get_ref().0.inner().inner(),
+        }
+    }
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
 
 /// What an upgrade request sends upstream.
 pub type RequestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -166,7 +227,7 @@ impl UpstreamPool {
         };
         // Boxed: with keep-alive, few requests make a connection, and the
         // future of every request would otherwise be as large as this one.
-        let conn = Conn::new(Box::pin(self.open(origin)).await?);
+        let conn = Conn::new(ServerIo(Box::pin(self.open(origin)).await?));
         match conn.exchange(request, body).await {
             Ok((head, reader)) => Ok(self.response(slot, head, reader)),
             Err(e) => Err(UpstreamError::Request(e.into())),
@@ -258,7 +319,7 @@ impl UpstreamPool {
     }
 
     /// A new connection to `origin`.
-    async fn open(&self, origin: &Uri) -> Result<crate::upstream_http::Io, UpstreamError> {
+    async fn open(&self, origin: &Uri) -> Result<Io, UpstreamError> {
         let mut connector = self.connector.clone();
         let io = tower_service::Service::call(&mut connector, origin.clone())
             .await

@@ -10,13 +10,19 @@
 //! the thread's last tick: a timeout ends at the first tick after its deadline,
 //! up to one tick (the resolution) late, never early. The router's timeouts are
 //! seconds; its tick is a tenth of one.
+//!
+//! Its clock is tokio's ([`tokio::time::Instant`]): the real one, unless a
+//! test pauses it (`tokio::time::pause`, `advance`), when ticks, and so the
+//! timeouts, follow the paused clock and a timeout test need not sleep.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::lock;
 
@@ -34,6 +40,7 @@ struct Shared {
 }
 
 impl Shared {
+    #[inline]
     fn now(&self) -> Instant {
         self.start + Duration::from_millis(self.now_ms.load(Relaxed))
     }
@@ -63,6 +70,7 @@ impl Default for CoarseTimer {
 }
 
 impl CoarseTimer {
+    /// A timer whose clock starts now; it moves only at [`tick`](Self::tick).
     pub fn new() -> CoarseTimer {
         CoarseTimer {
             shared: Arc::new(Shared {
@@ -73,8 +81,8 @@ impl CoarseTimer {
         }
     }
 
-    /// Moves the clock to the present and wakes the sleeps whose deadline has
-    /// passed. Called every tick by the thread's ticker.
+    /// Moves the clock to the present (tokio's) and wakes the sleeps whose
+    /// deadline has passed. Called every tick by the thread's ticker.
     pub fn tick(&self) {
         let ms = u64::try_from(self.shared.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.shared.now_ms.store(ms, Relaxed);
@@ -100,6 +108,7 @@ impl CoarseTimer {
     }
 
     /// The time at the last tick: a clock for what needs no precision.
+    #[inline]
     pub fn now(&self) -> Instant {
         self.shared.now()
     }
@@ -150,6 +159,7 @@ impl<F: Future> Future for Timeout<F> {
 
 /// `limit` after `start`; a limit past what an `Instant` can hold (a timeout
 /// meant as "never") is thirty years.
+#[inline]
 pub fn after(start: Instant, limit: Duration) -> Instant {
     start
         .checked_add(limit)
@@ -224,114 +234,4 @@ impl Drop for CoarseSleep {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Polls `fut` once, with a waker that counts its wakes.
-    fn poll_once<F: Future + Unpin>(fut: &mut F, wakes: &Arc<Wakes>) -> Poll<F::Output> {
-        let waker = Waker::from(Arc::clone(wakes));
-        Pin::new(fut).poll(&mut Context::from_waker(&waker))
-    }
-
-    #[derive(Default)]
-    struct Wakes(AtomicU64);
-
-    impl std::task::Wake for Wakes {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Relaxed);
-        }
-    }
-
-    #[test]
-    fn a_sleep_ends_at_the_first_tick_after_its_deadline() {
-        let timer = CoarseTimer::new();
-        let wakes = Arc::new(Wakes::default());
-        let mut sleep = timer.sleep_until(Instant::now() + Duration::from_millis(30));
-        assert!(poll_once(&mut sleep, &wakes).is_pending());
-        timer.tick();
-        assert_eq!(wakes.0.load(Relaxed), 0, "woken before its deadline");
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(
-            poll_once(&mut sleep, &wakes).is_pending(),
-            "no tick yet: the clock has not moved"
-        );
-        timer.tick();
-        assert_eq!(wakes.0.load(Relaxed), 1);
-        assert!(poll_once(&mut sleep, &wakes).is_ready());
-        timer.tick();
-        assert_eq!(wakes.0.load(Relaxed), 1, "woken once");
-    }
-
-    #[test]
-    fn dropped_sleeps_give_their_slot_back_and_are_never_woken() {
-        let timer = CoarseTimer::new();
-        let wakes = Arc::new(Wakes::default());
-        let mut first = timer.sleep_until(Instant::now() + Duration::from_millis(1));
-        assert!(poll_once(&mut first, &wakes).is_pending());
-        drop(first);
-        let later = Arc::new(Wakes::default());
-        let mut second = timer.sleep_until(Instant::now() + Duration::from_secs(60));
-        assert!(poll_once(&mut second, &later).is_pending());
-        assert_eq!(lock(&timer.shared.sleepers).slots.len(), 1, "slot reused");
-        std::thread::sleep(Duration::from_millis(5));
-        timer.tick();
-        assert_eq!(wakes.0.load(Relaxed), 0, "a dropped sleep was woken");
-        assert_eq!(later.0.load(Relaxed), 0, "woken before its deadline");
-    }
-
-    #[test]
-    fn a_reset_sleep_waits_for_its_new_deadline() {
-        let timer = CoarseTimer::new();
-        let wakes = Arc::new(Wakes::default());
-        let mut sleep = timer.sleep_until(Instant::now() + Duration::from_millis(1));
-        assert!(poll_once(&mut sleep, &wakes).is_pending());
-        sleep.reset(Instant::now() + Duration::from_secs(60));
-        assert!(poll_once(&mut sleep, &wakes).is_pending());
-        std::thread::sleep(Duration::from_millis(5));
-        timer.tick();
-        assert_eq!(wakes.0.load(Relaxed), 0, "woken at the old deadline");
-        assert!(poll_once(&mut sleep, &wakes).is_pending());
-        sleep.reset(Instant::now());
-        std::thread::sleep(Duration::from_millis(2));
-        timer.tick();
-        assert!(poll_once(&mut sleep, &wakes).is_ready());
-        assert_eq!(
-            lock(&timer.shared.sleepers).slots.len(),
-            1,
-            "one slot throughout"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_timeout_ends_what_takes_too_long() {
-        let timer = CoarseTimer::new();
-        let ticker = {
-            let timer = timer.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    timer.tick();
-                }
-            })
-        };
-        let within = |limit| after(Instant::now(), limit);
-        let never = std::future::pending::<()>();
-        assert_eq!(
-            timer
-                .timeout_at(within(Duration::from_millis(50)), never)
-                .await,
-            Err(Elapsed)
-        );
-        assert_eq!(
-            timer
-                .timeout_at(within(Duration::from_secs(60)), async { 7 })
-                .await,
-            Ok(7)
-        );
-        assert_eq!(
-            timer.timeout_at(within(Duration::MAX), async { 8 }).await,
-            Ok(8)
-        );
-        ticker.abort();
-    }
-}
+mod tests;

@@ -1,0 +1,259 @@
+//! A request's body, read off the client's connection as the handler takes
+//! it: sized or chunked, with `100 Continue` sent when it is first asked for,
+//! and held to the body timeout while the client's bytes are waited for.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
+
+use super::request::In;
+use super::{Back, Reading};
+use crate::chunked::{decode_chunked, Decoded};
+use crate::lock;
+use crate::timer::{after, CoarseSleep, CoarseTimer};
+
+pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A request's body, read off the client's connection as it is taken.
+pub struct RequestBody(pub(super) Option<Box<Streaming>>);
+
+pub(super) struct Streaming {
+    /// The connection's reading side, until given back.
+    read: Option<Reading>,
+    back: Back,
+    framing: In,
+    /// How much of `100 Continue` is written, while the client waits for it:
+    /// it is sent when the body is first asked for, so that a request
+    /// answered without its body is not sent it.
+    continue_at: Option<usize>,
+    /// Read to its end.
+    whole: bool,
+    timer: CoarseTimer,
+    /// How long the client may leave the body standing still.
+    limit: Duration,
+    /// Armed while the client's bytes are waited for.
+    sleep: Option<CoarseSleep>,
+    /// When the present wait for the client's bytes began.
+    waiting_since: Option<Instant>,
+    progress: Arc<BodyProgress>,
+}
+
+impl Streaming {
+    /// The body framed by `framing` on `read`, which goes back to `back` when
+    /// the body is dropped; `expect`: the client waits for a `100 Continue`.
+    pub(super) fn new(
+        read: Reading,
+        back: Back,
+        framing: In,
+        expect: bool,
+        timer: CoarseTimer,
+        limit: Duration,
+    ) -> Streaming {
+        Streaming {
+            read: Some(read),
+            back,
+            framing,
+            continue_at: expect.then_some(0),
+            whole: false,
+            progress: Arc::new(BodyProgress::new(timer.now())),
+            timer,
+            limit,
+            sleep: None,
+            waiting_since: None,
+        }
+    }
+}
+
+/// When a request body last moved on: for whoever sends it on, to tell a
+/// server that is slow to answer from a body that is still on its way.
+#[derive(Debug)]
+pub struct BodyProgress {
+    since: Instant,
+    /// Milliseconds after `since` that the body last gave bytes.
+    moved: AtomicU64,
+    /// Its reader is waiting for the client's bytes (and the body timeout
+    /// runs).
+    waiting: AtomicBool,
+}
+
+impl BodyProgress {
+    fn new(now: Instant) -> BodyProgress {
+        BodyProgress {
+            since: now,
+            moved: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+        }
+    }
+
+    /// When the body last gave bytes (or, before any, when its head came).
+    pub fn last_moved(&self) -> Instant {
+        self.since + Duration::from_millis(self.moved.load(Ordering::Relaxed))
+    }
+
+    /// Whether the body's reader is waiting for the client: its own timeout,
+    /// not the server's, bounds that wait.
+    pub fn waiting_for_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn moved(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.since).as_millis();
+        self.moved
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if let Some(read) = self.read.take() {
+            *lock(&self.back) = Some((read, self.whole));
+        }
+    }
+}
+
+impl Streaming {
+    /// The next piece of the body; a client that sends none of it for the
+    /// body timeout gets a [`io::ErrorKind::TimedOut`] error.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let polled = self.poll_read(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                self.progress.moved(self.timer.now());
+                self.waiting_since = None;
+            }
+            // Its end, or an error: no longer waiting for anything.
+            Poll::Ready(_) => self.progress.waiting.store(false, Ordering::Relaxed),
+            Poll::Pending => {
+                self.progress.waiting.store(true, Ordering::Relaxed);
+                // Counted from when this wait began (or bytes last came in
+                // it): a body first asked for late, as after a spawn or when
+                // its `100 Continue` goes out, is not already late.
+                let now = self.timer.now();
+                let since = *self.waiting_since.get_or_insert(now);
+                let deadline = after(since, self.limit);
+                ready!(self.timer.poll_until(&mut self.sleep, deadline, cx));
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no request body bytes for {:.1}s", self.limit.as_secs_f64()),
+                ))));
+            }
+        }
+        polled
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let Some(read) = self.read.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // Written through the read half's handle on the socket: the write
+        // half is the connection's, and nothing else is written meanwhile.
+        while let Some(at) = self.continue_at {
+            let socket = read.half.as_ref();
+            match socket.try_write(&CONTINUE[at..]) {
+                Ok(0) => return Poll::Ready(Some(Err(io::ErrorKind::WriteZero.into()))),
+                Ok(n) if at + n == CONTINUE.len() => self.continue_at = None,
+                Ok(n) => self.continue_at = Some(at + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(socket.poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+        loop {
+            if self.whole {
+                return Poll::Ready(None);
+            }
+            match self.framing {
+                In::Length(0) => {
+                    self.whole = true;
+                    continue;
+                }
+                In::Length(left) if !read.buf.is_empty() => {
+                    let n = left.min(read.buf.len() as u64);
+                    self.framing = In::Length(left - n);
+                    self.whole = left == n;
+                    return Poll::Ready(Some(Ok(read.buf.split_to(n as usize).freeze())));
+                }
+                In::Length(_) => {}
+                In::Chunked(at) if !read.buf.is_empty() => {
+                    match decode_chunked(&mut read.buf, at, "request") {
+                        Err(e) => {
+                            return Poll::Ready(Some(Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                e,
+                            ))))
+                        }
+                        Ok(Decoded::Data(data, next)) => {
+                            self.framing = In::Chunked(next);
+                            return Poll::Ready(Some(Ok(data)));
+                        }
+                        Ok(Decoded::Moved(next)) => {
+                            self.framing = In::Chunked(next);
+                            continue;
+                        }
+                        Ok(Decoded::End) => {
+                            self.whole = true;
+                            continue;
+                        }
+                        Ok(Decoded::NeedMore) => {}
+                    }
+                }
+                In::Chunked(_) => {}
+            }
+            if ready!(read.poll_fill(cx))? == 0 {
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client closed the connection within the request body",
+                ))));
+            }
+            // Bytes came (chunk framing too): the client is not still.
+            self.waiting_since = None;
+        }
+    }
+}
+
+impl RequestBody {
+    /// How the body moves, while it is read; `None` for no body.
+    pub fn progress(&self) -> Option<Arc<BodyProgress>> {
+        self.0.as_ref().map(|s| Arc::clone(&s.progress))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.0.as_mut() {
+            None => Poll::Ready(None),
+            Some(s) => s.poll_next(cx).map(|d| d.map(|d| d.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|s| s.whole)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.0.as_deref() {
+            None => SizeHint::with_exact(0),
+            Some(s) if s.whole => SizeHint::with_exact(0),
+            Some(Streaming {
+                framing: In::Length(n),
+                ..
+            }) => SizeHint::with_exact(*n),
+            Some(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The server side: clients' connections, each spoken in its own task.
+//!
+//! hyper's server drives each connection through a dispatcher built for every
+//! kind of service: a write queue of buffers, a date cache read at each poll,
+//! a timer set for every request head. A proxy needs less: read a head, hand
+//! it on, write the answer. This module does that, and only that:
+//!
+//! - [`ClientConn::read_request`] parses a request head with httparse, at most
+//!   [`Limits::max_header_bytes`] and [`MAX_HEADERS`](crate::MAX_HEADERS)
+//!   headers, within [`Limits::header_timeout`] (which also ends an idle
+//!   keep-alive connection). Its body, sized or chunked, is a [`RequestBody`]
+//!   read off the connection as the handler takes it; `Expect: 100-continue`
+//!   is answered when it first does.
+//! - A request whose length cannot be told for sure is refused, as a proxy
+//!   must refuse it (RFC 9112 §6.3): `Transfer-Encoding` with
+//!   `Content-Length`, codings other than `chunked`, a transfer coding from
+//!   HTTP/1.0, lengths that disagree or are not plain digits.
+//! - [`ClientConn::write_response`] and [`ClientConn::write_answer`] write the
+//!   answer (see `response.rs`). A response without `Date` gets one.
+//! - [`ClientConn::switch`] joins the connection to a server's after a `101`.
+//! - A client that stops sending its request body, or stops taking its answer,
+//!   for [`Limits::body_timeout`] loses its connection (nginx's
+//!   `client_body_timeout` and `send_timeout`): the body's reader gets a
+//!   [`io::ErrorKind::TimedOut`] error, the writer ends the connection. A
+//!   body's [`BodyProgress`] tells whoever sends it on when it last moved.
+//!
+//! Requests on a connection are answered in order; pipelined ones wait in the
+//! read buffer.
+
+use std::future::Future;
+use std::io::{self, Write as _};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::head::RequestHead;
+use crate::lock;
+use crate::timer::{after, CoarseSleep, CoarseTimer};
+
+mod body;
+mod request;
+mod response;
+
+use body::Streaming;
+pub use body::{BodyProgress, RequestBody};
+pub(crate) use request::{parse_request, In};
+use response::push_date;
+pub use response::HeaderLines;
+
+/// How much the read buffer grows by.
+const READ_SPACE: usize = 8 * 1024;
+/// How long, and how much, a refused client's further bytes are read before
+/// its connection is closed.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// What a client may send and how slowly.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// For a request head to arrive whole, counted from the end of the last
+    /// response (an idle keep-alive connection is closed after it).
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+    /// The longest a body may stand still on the client's side: its request
+    /// body not arriving while it is read, or its answer not taken while it
+    /// is written. A connection that waits longer is ended.
+    pub body_timeout: Duration,
+}
+
+/// Why a connection ended other than by the client's close.
+#[derive(Debug, thiserror::Error)]
+pub enum Ended {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The client's request could not be taken: it was answered with this
+    /// status and reason, and the connection closed.
+    #[error("request refused ({0}): {1}")]
+    Refused(StatusCode, String),
+    #[error("no whole request head within {0:?}")]
+    HeadTimeout(Duration),
+}
+
+/// The connection's reading side: its socket's read half and what has been
+/// read ahead of the request being taken.
+struct Reading {
+    half: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+impl Reading {
+    /// Reads what has arrived into the buffer; `Ready(Ok(0))`: the client
+    /// closed its side. A short read tells tokio the socket is drained, so the
+    /// next read waits for the socket rather than trying it in vain.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(READ_SPACE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.half), cx, &mut self.buf)
+    }
+}
+
+/// Where a request body puts the reading side back when dropped, with
+/// whether it was read to its end.
+type Back = Arc<Mutex<Option<(Reading, bool)>>>;
+
+/// The request being answered: what its response depends on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asked {
+    pub(crate) head: bool,
+    pub(crate) http10: bool,
+    /// The client lets the connection carry another request.
+    pub(crate) keep_alive: bool,
+}
+
+/// A client's connection.
+pub struct ClientConn {
+    /// `None` while a request body holds it.
+    read: Option<Reading>,
+    back: Back,
+    write: OwnedWriteHalf,
+    out: Vec<u8>,
+    limits: Limits,
+    timer: CoarseTimer,
+    /// The header timeout's sleep, kept for the connection's life.
+    sleep: Option<CoarseSleep>,
+    asked: Asked,
+}
+
+enum Waited {
+    Closing,
+    Read(io::Result<usize>),
+    TimedOut,
+}
+
+impl ClientConn {
+    /// A client's connection, held to `limits` by `timer`'s clock.
+    pub fn new(stream: TcpStream, limits: Limits, timer: CoarseTimer) -> ClientConn {
+        let (half, write) = stream.into_split();
+        ClientConn {
+            read: Some(Reading {
+                half,
+                buf: BytesMut::new(),
+            }),
+            back: Back::default(),
+            write,
+            out: Vec::with_capacity(1024),
+            limits,
+            timer,
+            sleep: None,
+            asked: Asked {
+                head: false,
+                http10: false,
+                keep_alive: true,
+            },
+        }
+    }
+
+    /// The next request: its head and its body. `Ok(None)`: the client closed
+    /// the connection between requests, or `closing` became true while it was
+    /// idle. A malformed request is answered here, and ends the connection.
+    pub async fn read_request(
+        &mut self,
+        mut closing: impl FnMut(&Context<'_>) -> bool,
+    ) -> Result<Option<(RequestHead, RequestBody)>, Ended> {
+        let mut read = match self.read.take() {
+            Some(read) => read,
+            // The last request's body was read whole and given back.
+            None => match lock(&self.back).take() {
+                Some((read, true)) => read,
+                _ => return Ok(None),
+            },
+        };
+        // Set once per head, and only when it has to be waited for.
+        let mut deadline = None;
+        loop {
+            if !read.buf.is_empty() {
+                match parse_request(&mut read.buf, self.limits.max_header_bytes) {
+                    Ok(Some((parts, framing, asked, expect))) => {
+                        self.asked = asked;
+                        let body = match framing {
+                            None => {
+                                self.read = Some(read);
+                                RequestBody(None)
+                            }
+                            Some(framing) => RequestBody(Some(Box::new(Streaming::new(
+                                read,
+                                Arc::clone(&self.back),
+                                framing,
+                                expect,
+                                self.timer.clone(),
+                                self.limits.body_timeout,
+                            )))),
+                        };
+                        return Ok(Some((parts, body)));
+                    }
+                    Ok(None) => {}
+                    Err((status, reason)) => {
+                        self.read = Some(read);
+                        self.refuse(status, &reason).await;
+                        return Err(Ended::Refused(status, reason));
+                    }
+                }
+            }
+            let idle = read.buf.is_empty();
+            let (timer, limits) = (&self.timer, self.limits);
+            let sleep = &mut self.sleep;
+            let filled = std::future::poll_fn(|cx| {
+                if idle && closing(cx) {
+                    return Poll::Ready(Waited::Closing);
+                }
+                if let Poll::Ready(r) = read.poll_fill(cx) {
+                    return Poll::Ready(Waited::Read(r));
+                }
+                let deadline =
+                    *deadline.get_or_insert_with(|| after(timer.now(), limits.header_timeout));
+                timer
+                    .poll_until(sleep, deadline, cx)
+                    .map(|()| Waited::TimedOut)
+            })
+            .await;
+            match filled {
+                Waited::Closing => return Ok(None),
+                Waited::TimedOut if idle => return Ok(None),
+                Waited::TimedOut => return Err(Ended::HeadTimeout(limits.header_timeout)),
+                Waited::Read(Ok(0)) if idle => return Ok(None),
+                Waited::Read(Ok(0)) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed within a request head",
+                    )
+                    .into())
+                }
+                Waited::Read(r) => r?,
+            };
+        }
+    }
+
+    /// Answers a request that cannot be taken, and says the connection ends.
+    async fn refuse(&mut self, status: StatusCode, reason: &str) {
+        let body = format!("{reason}\n");
+        self.out.clear();
+        let _ = write!(
+            self.out,
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        push_date(&mut self.out, &self.timer);
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(body.as_bytes());
+        if self.flush().await.is_ok() {
+            self.linger().await;
+        }
+    }
+
+    /// The reading side, wherever it is (a request body gives it back when
+    /// dropped), read whole or not.
+    fn take_reading(&mut self) -> Option<Reading> {
+        self.read
+            .take()
+            .or_else(|| lock(&self.back).take().map(|(read, _)| read))
+    }
+
+    /// Ends the connection with the client's bytes read, not left: a close
+    /// with bytes unread resets the connection, and the client could lose the
+    /// answer. Says the end, then reads what the client is still sending for
+    /// a while (nginx's lingering close).
+    async fn linger(&mut self) {
+        if self.write.shutdown().await.is_err() {
+            return;
+        }
+        let Some(mut read) = self.take_reading() else {
+            return;
+        };
+        let mut drained = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            while drained < LINGER_BYTES {
+                read.buf.clear();
+                match std::future::poll_fn(|cx| read.poll_fill(cx)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Writes the head of a `101 Switching Protocols` and then carries bytes
+    /// both ways between the client and `upstream` until either ends.
+    pub async fn switch<B>(
+        mut self,
+        resp: Response<B>,
+        upstream: hyper::upgrade::OnUpgrade,
+    ) -> io::Result<()> {
+        self.out.clear();
+        self.out
+            .extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        resp.headers().encode(&mut self.out);
+        self.out.extend_from_slice(b"\r\n");
+        drop(resp);
+        self.flush().await?;
+        let upstream = upstream.await.map_err(io::Error::other)?;
+        let mut upstream = TokioIo::new(upstream);
+        let Some(read) = self.take_reading() else {
+            return Err(io::Error::other("the request body outlived its exchange"));
+        };
+        if !read.buf.is_empty() {
+            upstream.write_all(&read.buf).await?;
+        }
+        let mut client = read
+            .half
+            .reunite(self.write)
+            .map_err(|_| io::Error::other("the connection's halves do not match"))?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+        Ok(())
+    }
+
+    /// `fut`'s output, or `None` if the client closes the connection (or it
+    /// breaks) first: for waiting on an answer, or on its body. Bytes the
+    /// client sends meanwhile (its next request) are kept for their turn, up
+    /// to the head limit. While a request body holds the connection's reading
+    /// side, its reader is the one to tell.
+    pub async fn unless_gone<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            self.poll_gone(cx).map(|()| None)
+        })
+        .await
+    }
+
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(read) = self.read.as_mut() else {
+            return Poll::Pending;
+        };
+        while read.buf.len() < self.limits.max_header_bytes {
+            match ready!(read.poll_fill(cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(()),
+                Ok(_) => {}
+            }
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests;
