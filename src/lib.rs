@@ -84,31 +84,43 @@
 //! # }
 //! ```
 
+#[cfg(feature = "serve")]
 /// Locks a mutex, also one a panicking thread left poisoned: every value
 /// guarded in this crate stays consistent between statements.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+#[cfg(feature = "serve")]
 /// Aborts a background task when its owner goes away.
 pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
+#[cfg(feature = "serve")]
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("slum needs a fleet database backend: enable the `sqlite` or `postgres` feature");
+
 mod error;
 mod fleet;
+#[cfg(feature = "serve")]
 mod metrics;
 mod orchestrate;
+#[cfg(feature = "serve")]
 mod router;
 mod tls;
 
+#[cfg(feature = "serve")]
 pub mod api;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "local-fleet")]
 pub mod local_fleet;
+#[cfg(feature = "serve")]
 pub mod serve;
 
 // Throw-away fleet databases on either backend, shared with the integration tests.
@@ -123,6 +135,7 @@ pub use fleet::model::{
     ServerStats, ServerStatus, Tenant,
 };
 pub use fleet::store;
+#[cfg(feature = "serve")]
 pub use orchestrate::drain::DrainProgress;
 pub use orchestrate::orchestration::{SpawnOptions, StopOutcome};
 pub use orchestrate::placement::PlacementRequest;
@@ -130,5 +143,6 @@ pub use orchestrate::reconcile::ReconcileReport;
 pub use orchestrate::relocation::{MoveOutcome, PreparedMove};
 pub use orchestrate::slum_db::SlumDb;
 pub use orchestrate::tenement;
+#[cfg(feature = "serve")]
 pub use router::route_table;
 pub use tls::ServerRoots;

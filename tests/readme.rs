@@ -14,18 +14,29 @@ const README: &str = include_str!("../README.md");
 const EXAMPLE: &str = include_str!("../examples/first_fleet.rs");
 
 /// The fenced blocks of a Markdown text whose info string is `lang`, each
-/// without its fences.
-fn fenced_blocks<'a>(markdown: &'a str, lang: &str) -> Vec<&'a str> {
+/// without its fences; a block indented in a list item loses its indent.
+fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
+    let open = format!("```{lang}");
     let mut blocks = Vec::new();
-    let mut rest = markdown;
-    let open = format!("```{lang}\n");
-    while let Some(start) = rest.find(&open) {
-        let body = &rest[start + open.len()..];
-        let Some(end) = body.find("\n```") else {
-            panic!("a ```{lang} block is never closed");
-        };
-        blocks.push(&body[..=end]);
-        rest = &body[end + 4..];
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        if line.trim_start() != open {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let mut block = String::new();
+        loop {
+            let Some(line) = lines.next() else {
+                panic!("a ```{lang} block is never closed");
+            };
+            if line.trim_start().starts_with("```") {
+                break;
+            }
+            let unindented = line.get(indent..).filter(|_| line[..indent].trim().is_empty());
+            block.push_str(unindented.unwrap_or(line.trim_start()));
+            block.push('\n');
+        }
+        blocks.push(block);
     }
     blocks
 }

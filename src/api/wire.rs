@@ -14,7 +14,9 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+// The library's records, in the answers as they are; the CLI reads them here.
 pub use crate::DrainProgress;
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub use crate::{
     ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
 };
@@ -22,6 +24,7 @@ pub use crate::{
 // but it is part of the answer, so clients find it here with the rest.
 #[allow(unused_imports)]
 pub use crate::InstanceState;
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub use crate::ReconcileReport;
 
 #[cfg(test)]

@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::fleet::model::{Instance, Server, Tenant};
-use crate::fleet::store::postgres::{is_postgres_url, PostgresStore};
+use crate::fleet::store::is_postgres_url;
+#[cfg(feature = "postgres")]
+use crate::fleet::store::postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 use crate::fleet::store::sqlite::SqliteStore;
 use crate::fleet::store::Store;
 use crate::fleet::validation;
@@ -78,8 +81,29 @@ impl FleetDb {
         }
         let path = path.as_ref();
         let store: Arc<dyn Store> = match path.to_str() {
+            #[cfg(feature = "postgres")]
             Some(url) if is_postgres_url(url) => Arc::new(PostgresStore::connect(url).await?),
+            #[cfg(not(feature = "postgres"))]
+            Some(url) if is_postgres_url(url) => {
+                return Err(Error::invalid(
+                    "database",
+                    "is a PostgreSQL URL, and this build of slum has no PostgreSQL backend \
+                     (cargo feature `postgres`)",
+                ))
+            }
+            #[cfg(feature = "sqlite")]
             _ => Arc::new(SqliteStore::open(path).await?),
+            #[cfg(not(feature = "sqlite"))]
+            _ => {
+                return Err(Error::invalid(
+                    "database",
+                    format!(
+                        "'{}' is a SQLite file, and this build of slum has no SQLite backend \
+                         (cargo feature `sqlite`); give a postgres:// URL",
+                        path.display()
+                    ),
+                ))
+            }
         };
         Ok(Self::with_store(store, options))
     }

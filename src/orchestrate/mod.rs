@@ -18,16 +18,23 @@
 //! - [`routing`]: what the background work asks of routing, a trait that
 //!   `slum serve` implements over the router's table.
 
+// `slum serve`'s background work (health checks, failover, drains and the
+// supervisor that runs them), which only `slum serve` wires: built with it.
 pub mod auto_placement;
+#[cfg(feature = "serve")]
 pub mod drain;
+#[cfg(feature = "serve")]
 pub mod failover;
+#[cfg(feature = "serve")]
 pub mod health;
 pub mod orchestration;
 pub mod placement;
 pub mod reconcile;
 pub mod relocation;
+#[cfg(feature = "serve")]
 pub mod routing;
 pub mod slum_db;
+#[cfg(feature = "serve")]
 pub mod supervisor;
 pub mod tenant_move;
 pub mod tenement;

@@ -15,6 +15,7 @@
 //!
 //! A failure in step 1 leaves everything as it was.
 
+#[cfg(feature = "serve")]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::fleet::model::{Instance, Server};
 use crate::fleet::validation;
 use crate::orchestrate::placement;
+#[cfg(feature = "serve")]
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 
@@ -180,6 +182,7 @@ impl SlumDb {
     /// Moves an instance to the best server for it (see
     /// [`SlumDb::choose_target`]), applying the switch to `routing` right
     /// after it: the move behind drains and respawn failover.
+    #[cfg(feature = "serve")]
     pub(crate) async fn move_elsewhere(
         &self,
         instance: &Instance,

@@ -47,9 +47,7 @@ impl std::str::FromStr for DatabaseLocation {
 
 impl std::fmt::Display for DatabaseLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::fleet::store::postgres::redacted(
-            &self.0.to_string_lossy(),
-        ))
+        f.write_str(&crate::fleet::store::redacted(&self.0.to_string_lossy()))
     }
 }
 

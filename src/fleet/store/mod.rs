@@ -31,8 +31,34 @@ fn incoming_sibling(instance: &Instance, other: &Instance) -> Error {
     }
 }
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+/// Whether `location` names a PostgreSQL database (a `postgres://` or
+/// `postgresql://` URL) rather than a SQLite file.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// `location` fit for logs: a PostgreSQL URL without its password (a SQLite
+/// path as it is).
+pub fn redacted(location: &str) -> String {
+    if !is_postgres_url(location) {
+        return location.to_owned();
+    }
+    match url::Url::parse(location) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have a password at all.
+                let _ = url.set_password(Some("***"));
+            }
+            url.into()
+        }
+        Err(_) => "postgres://(unparsable URL)".to_owned(),
+    }
+}
 
 /// What [`Store::follow_changes`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +320,7 @@ async fn refused_move(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite", feature = "postgres"))]
 mod tests {
     use super::{postgres, sqlite};
 

@@ -66,29 +66,7 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// Whether `location` names a PostgreSQL database (`postgres://...` or
-/// `postgresql://...`) rather than a SQLite file.
-pub fn is_postgres_url(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
-}
-
-/// `location` fit for logs: a PostgreSQL URL without its password (a SQLite
-/// path as it is).
-pub fn redacted(location: &str) -> String {
-    if !is_postgres_url(location) {
-        return location.to_owned();
-    }
-    match url::Url::parse(location) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                // Only fails for URLs that cannot have a password at all.
-                let _ = url.set_password(Some("***"));
-            }
-            url.into()
-        }
-        Err(_) => "postgres://(unparsable URL)".to_owned(),
-    }
-}
+pub use super::{is_postgres_url, redacted};
 
 // SUM over BIGINT is NUMERIC in PostgreSQL: cast it back.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
