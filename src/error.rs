@@ -159,9 +159,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// reqwest's "error sending request for url (...)". Shared by the tenement
 /// client and the router, whose messages quote it.
 pub(crate) fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
+    causes(e).last().unwrap_or(e).to_string()
+}
+
+/// An error and its causes, outermost first: the one walk of a cause chain
+/// (for its innermost cause, or for a cause of a kind, such as a timeout).
+pub(crate) fn causes<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
 }

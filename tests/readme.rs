@@ -32,7 +32,9 @@ fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
             if line.trim_start().starts_with("```") {
                 break;
             }
-            let unindented = line.get(indent..).filter(|_| line[..indent].trim().is_empty());
+            let unindented = line
+                .get(indent..)
+                .filter(|_| line[..indent].trim().is_empty());
             block.push_str(unindented.unwrap_or(line.trim_start()));
             block.push('\n');
         }

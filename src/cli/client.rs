@@ -100,15 +100,9 @@ pub(super) fn api_error(status: StatusCode, body: &[u8]) -> CliError {
     }
 }
 
-/// The innermost cause of a transport error ("Connection refused (os error
-/// 111)"), which says more than reqwest's "error sending request for url".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
+// The innermost cause of a transport error ("Connection refused (os error
+// 111)"), which says more than reqwest's "error sending request for url".
+use crate::error::innermost_cause as root_cause;
 
 // ----- the client -----
 

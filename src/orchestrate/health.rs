@@ -231,10 +231,15 @@ impl HealthMonitor {
             if let Some(t) = t {
                 self.apply(&t).await;
             } else if seen_due {
-                let _ = self
+                // Only the "last seen" time: a failure to record it is said,
+                // and the next good check records it again.
+                if let Err(e) = self
                     .db
                     .record_server_health(&s.id, stored, stored, Some(Utc::now()))
-                    .await;
+                    .await
+                {
+                    tracing::warn!(server = %s.id, error = %e, "health: cannot record the last check");
+                }
             }
         }
     }

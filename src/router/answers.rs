@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::upstream_pool::{PooledBody, UpstreamError};
 use super::BoxError;
-use crate::error::innermost_cause;
+use crate::error::{causes, innermost_cause};
 use slum_http1::{ExchangeError, RawHeaders};
 
 /// What the router answers with: a server's answer passed on (its header
@@ -73,34 +73,24 @@ pub(super) enum Failure {
     BodyTimeout(String),
 }
 
-/// Whether an exchange failed because the client's request body stood still
-/// for its timeout (not the server's connection, whose errors can say
-/// "timed out" too).
-fn body_timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    matches!(e.downcast_ref::<ExchangeError>(), Some(ExchangeError::RequestBody(body)) if is_timeout(&**body))
-}
-
 impl Failure {
     /// What the pool's error says of the exchange: the client's fault (its
     /// body), the connection's (refused, timed out) or the server's.
     pub(super) fn of(e: UpstreamError) -> Failure {
         match e {
-            // The client stopped sending its body: its fault, not the server's.
-            UpstreamError::Request(e) if body_timed_out(&*e) => {
-                Failure::BodyTimeout(innermost_cause(&*e))
+            // The client stopped sending its body: its fault, not the
+            // server's (whose connection's errors can say "timed out" too).
+            UpstreamError::Exchange(ExchangeError::RequestBody(body)) if is_timeout(&*body) => {
+                Failure::BodyTimeout(innermost_cause(&*body))
+            }
+            // The client's own body was at fault, not the server.
+            UpstreamError::Exchange(ExchangeError::RequestBody(body)) => {
+                Failure::BadBody(innermost_cause(&*body))
             }
             UpstreamError::Connect { cause } if is_timeout(&*cause) => Failure::ConnectTimeout,
             UpstreamError::Connect { cause } => Failure::Refused(innermost_cause(&*cause)),
-            // The client's own body was at fault, not the server.
-            UpstreamError::Request(e)
-                if matches!(
-                    e.downcast_ref::<ExchangeError>(),
-                    Some(ExchangeError::RequestBody(_))
-                ) =>
-            {
-                Failure::BadBody(innermost_cause(&*e))
-            }
-            UpstreamError::Request(e) => Failure::Broken(innermost_cause(&*e)),
+            UpstreamError::Exchange(e) => Failure::Broken(innermost_cause(&e)),
+            UpstreamError::Upgrade(e) => Failure::Broken(innermost_cause(&e)),
         }
     }
 
@@ -165,18 +155,14 @@ impl Failure {
 /// Whether an error, or one of its causes, is running out of time: a
 /// connect's (the connector's timeout, or the kernel's), or a request body's.
 fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<tokio::time::error::Elapsed>()
+    // The connector's errors are boxed by hyper-util, and a request body's
+    // error is the client side's: their causes are read for what they are.
+    causes(e).any(|err| {
+        err.is::<tokio::time::error::Elapsed>()
             || err
                 .downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    })
 }
 
 #[cfg(test)]
@@ -188,16 +174,19 @@ mod tests {
     fn only_a_request_body_standing_still_is_the_clients_timeout() {
         let timed_out =
             || io::Error::new(io::ErrorKind::TimedOut, "no request body bytes for 1.0s");
-        assert!(body_timed_out(&ExchangeError::RequestBody(Box::new(
-            timed_out()
-        ))));
+        let failure = |e| Failure::of(UpstreamError::Exchange(e));
+        assert!(matches!(
+            failure(ExchangeError::RequestBody(Box::new(timed_out()))),
+            Failure::BodyTimeout(_)
+        ));
         assert!(
-            !body_timed_out(&ExchangeError::Io(timed_out())),
+            matches!(failure(ExchangeError::Io(timed_out())), Failure::Broken(_)),
             "the server's connection timing out is not the client's doing"
         );
         let malformed = io::Error::new(io::ErrorKind::InvalidData, "malformed chunk size");
-        assert!(!body_timed_out(&ExchangeError::RequestBody(Box::new(
-            malformed
-        ))));
+        assert!(matches!(
+            failure(ExchangeError::RequestBody(Box::new(malformed))),
+            Failure::BadBody(_)
+        ));
     }
 }

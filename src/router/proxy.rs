@@ -257,11 +257,15 @@ impl Proxy {
             // fleet database.
             let control = Arc::clone(&self.common.control);
             let server = primary.upstream.server_id.clone();
-            let _ = self
+            let reported = self
                 .common
                 .control_runtime
                 .spawn(async move { control.server_unreachable(&server).await })
                 .await;
+            if let Err(e) = reported {
+                tracing::error!(server = %primary.upstream.server_id, error = %e,
+                    "the report of an unreachable server failed");
+            }
         }
         if let (Some((backup, mut parts)), true) = (retry, failure.connection_failed()) {
             tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,

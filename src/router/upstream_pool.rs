@@ -118,9 +118,12 @@ pub enum UpstreamError {
     Connect {
         cause: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The connection broke, or the server's answer was not HTTP, before a
-    /// response head arrived.
-    Request(Box<dyn std::error::Error + Send + Sync>),
+    /// The exchange failed before a response head arrived: the connection
+    /// broke, the server's answer was not HTTP, or the client's request body
+    /// failed on its way.
+    Exchange(ExchangeError),
+    /// An upgrade's request through hyper's client failed.
+    Upgrade(hyper::Error),
 }
 
 /// Idle connections per server URL, for one router thread.
@@ -222,7 +225,7 @@ impl UpstreamPool {
                     tracing::debug!(error = %e, "pooled connection closed; sending on a new one");
                     None
                 }
-                Err(e) => return Err(UpstreamError::Request(e.into())),
+                Err(e) => return Err(UpstreamError::Exchange(e)),
             },
         };
         // Boxed: with keep-alive, few requests make a connection, and the
@@ -230,7 +233,7 @@ impl UpstreamPool {
         let conn = Conn::new(ServerIo(Box::pin(self.open(origin)).await?));
         match conn.exchange(request, body).await {
             Ok((head, reader)) => Ok(self.response(slot, head, reader)),
-            Err(e) => Err(UpstreamError::Request(e.into())),
+            Err(e) => Err(UpstreamError::Exchange(e)),
         }
     }
 
@@ -245,7 +248,7 @@ impl UpstreamPool {
         let (mut sender, conn) = http1::Builder::new()
             .handshake(io.into_inner())
             .await
-            .map_err(|e| UpstreamError::Request(e.into()))?;
+            .map_err(UpstreamError::Upgrade)?;
         hyper::rt::Executor::execute(
             &TokioExecutor::new(),
             Box::pin(async move {
@@ -257,7 +260,7 @@ impl UpstreamPool {
         sender
             .send_request(req)
             .await
-            .map_err(|e| UpstreamError::Request(e.into()))
+            .map_err(UpstreamError::Upgrade)
     }
 
     /// Drops idle connections that are closed or unused for too long, and the
@@ -595,7 +598,7 @@ mod tests {
         post.method = Method::POST;
         let body = Some(Full::new(Bytes::from_static(b"once")));
         let err = pool.send(&url, &origin, &post, body).await.unwrap_err();
-        assert!(matches!(err, UpstreamError::Request(_)), "{err:?}");
+        assert!(matches!(err, UpstreamError::Exchange(_)), "{err:?}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
