@@ -514,6 +514,14 @@ fn api_errors_are_one_line_naming_what_is_wrong() {
     let line = busy.error_line();
     assert!(line.contains("east") && line.contains("1 tenant"), "{line}");
 
+    // A message quoting what it was given shows its control characters
+    // escaped, on one line.
+    let escaped = slum.run(&["server", "show", "e\u{1b}[31m\u{7}x"]);
+    assert_eq!(
+        escaped.error_line(),
+        "error: server 'e\\u{1b}[31m\\u{7}x' not found"
+    );
+
     let no_instance = slum.run(&["stop", "c1:prod"]);
     assert_eq!(
         no_instance.error_line(),

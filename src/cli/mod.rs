@@ -27,7 +27,7 @@ use args::{Command, GlobalArgs, ServerCommand, TenantCommand, TokenCommand};
 use client::{api_base, resolve_token, token_file_path, ApiClient, Stop};
 use error::CliError;
 use render::{
-    render_instances, render_reconcile, render_server, render_servers, render_spawned,
+    printable, render_instances, render_reconcile, render_server, render_servers, render_spawned,
     render_status, render_tenant, render_tenants, render_tokens,
 };
 
@@ -42,7 +42,8 @@ pub async fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, whatever the API's message quotes.
+            eprintln!("error: {}", printable(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -111,13 +112,22 @@ impl Output {
                 println!("{pretty}");
             }
         } else if !self.text.is_empty() {
-            println!("{}", self.text.trim_end());
+            println!("{}", printable_lines(self.text.trim_end()));
         }
         if let Some(note) = &self.note {
-            eprintln!("{note}");
+            eprintln!("{}", printable_lines(note));
         }
         Ok(())
     }
+}
+
+/// Text for people, its lines kept and every other control character escaped:
+/// the renderers escape each value already, this catches what they compose.
+fn printable_lines(text: &str) -> String {
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs one client command; `json` says whether the output is for a script
