@@ -596,6 +596,39 @@ async fn each_error_kind_has_its_status_and_names_what_it_is_about() {
         .is_empty());
 }
 
+/// A tenant added without a name must not join another customer's tenant
+/// because its domain starts with the same label.
+#[tokio::test]
+async fn a_default_tenant_name_taken_by_another_customer_is_refused() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_tenant("a.example.com", "east").await;
+    let before = api.dump().await;
+    for placement in [json!({"server_id": "east"}), json!({"auto": true})] {
+        let mut body = json!({"domain": "a.other-customer.net", "process": "api",
+                              "instance_id": "prod"});
+        body.as_object_mut()
+            .expect("object")
+            .extend(placement.as_object().expect("object").clone());
+        let (status, answer) = api.post("/v1/tenants", body).await;
+        let e = error_of(status, &answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], "tenant.name", "{placement}: {answer}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains("--name"), "{message}");
+        assert!(message.contains("a.example.com"), "{message}");
+    }
+    assert_eq!(before, api.dump().await, "the refusals changed nothing");
+    let (status, answer) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "a.other-customer.net", "name": "other-a", "server_id": "east",
+                   "process": "api", "instance_id": "prod"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["name"], "other-a");
+}
+
 /// A terminal escape in a stored field would reach the terminal of every
 /// operator who lists it: each free-text field refuses control characters,
 /// naming the field, and nothing is changed.

@@ -536,6 +536,36 @@ fn api_errors_are_one_line_naming_what_is_wrong() {
 }
 
 #[test]
+fn a_default_tenant_name_of_another_customer_asks_for_name() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    slum.add_tenant("a.example.com", "east").ok();
+    let refused = slum.add_tenant("a.other-customer.net", "east");
+    let line = refused.error_line();
+    assert!(
+        line.starts_with("error: invalid tenant.name: 'a'"),
+        "{line}"
+    );
+    assert!(line.contains("--name"), "{line}");
+    let list = slum.run(&["tenant", "list"]);
+    assert!(!list.ok().contains("other-customer"), "{list:#?}");
+    slum.run(&[
+        "tenant",
+        "add",
+        "a.other-customer.net",
+        "--server",
+        "east",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--name",
+        "other-a",
+    ])
+    .ok();
+}
+
+#[test]
 fn a_wrong_or_missing_token_is_refused_in_one_line() {
     let slum = Serve::start();
     let wrong = Out::of(slum.cli().args(["--token", "slum_wrong", "server", "list"]));

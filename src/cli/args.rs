@@ -274,7 +274,9 @@ pub(super) struct TenantAddArgs {
     /// Instance id (e.g. prod).
     #[arg(long, value_name = "I")]
     pub(super) instance: String,
-    /// Tenant name (default: the first label of the domain).
+    /// Tenant name (default: the first label of the domain, unless that is
+    /// already the name of a tenant in another registrable domain: then give
+    /// it, to join that tenant or to pick another name).
     #[arg(long, value_name = "N")]
     pub(super) name: Option<String>,
 }

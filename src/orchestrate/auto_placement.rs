@@ -106,6 +106,7 @@ impl SlumDb {
         request: &PlacementRequest,
     ) -> Result<Tenant> {
         // Everything but the server first, so bad input costs no spawn.
+        let derived = tenant.name.is_empty();
         let mut tenant = validation::tenant_to_place(tenant)?;
         if let Some(region) = &request.region {
             validation::text("region", region)?;
@@ -114,6 +115,9 @@ impl SlumDb {
             Ok(_) => return Err(Error::already_exists(Kind::Tenant, &tenant.domain)),
             Err(e) if !e.is_not_found() => return Err(e),
             Err(_) => {}
+        }
+        if derived {
+            self.check_derived_name(&tenant).await?;
         }
         // Another domain of a tenant that runs already routes to its instance.
         if let Ok(existing) = self
