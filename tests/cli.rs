@@ -227,8 +227,7 @@ impl Serve {
 
     /// Adds a real tenement server with its token (from a file) and domain.
     fn add_real_server(&self, server: &slum::local_fleet::LocalServer, capacity_mb: &str) {
-        let token_file = self.dir.path().join(format!("{}.token", server.name));
-        std::fs::write(&token_file, &server.token).expect("token file");
+        let token_file = server.token_file();
         self.run(&[
             "server",
             "add",
@@ -701,6 +700,21 @@ fn the_default_token_file_is_used_without_a_token() {
     );
 }
 
+/// The database (tenement admin tokens in clear), its -wal and -shm files and
+/// the admin token file are the owner's alone once `slum serve` runs.
+#[test]
+fn serve_keeps_the_database_and_token_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    for name in ["slum.db", "slum.db-wal", "slum.db-shm", "token"] {
+        let meta =
+            std::fs::metadata(slum.dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+}
+
 #[test]
 fn tokens_are_created_shown_once_listed_and_revoked() {
     let slum = Serve::start();
@@ -773,8 +787,18 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     let mut fleet = common::fleet(1).await;
     let s1 = fleet.server("s1").expect("s1");
     let slum = Serve::start();
-    let token_file: PathBuf = slum.dir.path().join("s1.token");
-    std::fs::write(&token_file, &s1.token).expect("token file");
+    // The server's own token file, which the demo hands to `server add` too:
+    // the owner's alone, in a directory that is the owner's alone.
+    let token_file: PathBuf = s1.token_file();
+    for (path, want) in [(&token_file, 0o600), (&s1.dir, 0o700)] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, want, "{path:?} is {mode:o}");
+    }
     let url = s1.url();
     let token_file = token_file.to_string_lossy().into_owned();
     slum.run(&[

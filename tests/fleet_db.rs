@@ -160,6 +160,33 @@ async fn server_validation_names_the_field_and_changes_nothing() {
     assert_eq!(db.list_servers().await.unwrap().len(), 1);
 }
 
+/// The fleet database holds each server's tenement admin token in clear: the
+/// SQLite file, and the -wal and -shm files SQLite makes beside it, are the
+/// owner's alone.
+#[tokio::test]
+async fn the_sqlite_file_and_its_wal_and_shm_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("fleet.db");
+    let db = SlumDb::init(&path).await.expect("init");
+    db.add_server(&Server {
+        token: Some("tenement-secret".into()),
+        ..server("east", None, 1024)
+    })
+    .await
+    .expect("add");
+    for name in ["fleet.db", "fleet.db-wal", "fleet.db-shm"] {
+        let meta =
+            std::fs::metadata(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{name} is {:o}",
+            meta.permissions().mode() & 0o777
+        );
+    }
+}
+
 #[tokio::test]
 async fn server_integrity() {
     let (test_db, db) = temp_db().await;
