@@ -97,8 +97,8 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     for (s, region) in fleet.servers.iter().zip(["eu-west", "eu-west", "us-east"]) {
-        let token = dir.path().join(format!("{}.token", s.name));
-        std::fs::write(&token, &s.token)?;
+        // The server's own token file (0600): no copy of the secret is made.
+        let token = s.token_file();
         slum(
             &bin,
             &env,

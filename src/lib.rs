@@ -14,7 +14,8 @@
 //!
 //! - `fleet/`, the fleet database: the records (`model.rs`: [`Server`],
 //!   [`Tenant`], [`Instance`] and their states), the input rules
-//!   (`validation.rs`), the one seam to the database ([`store`]: all SQL lives
+//!   (`validation.rs`; `tenant_name.rs`: when a default tenant name may join
+//!   an existing tenant), the one seam to the database ([`store`]: all SQL lives
 //!   there, in `sqlite.rs`, the embedded default, and `postgres.rs`, the
 //!   database several routers share), [`FleetDb`] (the records' calls and
 //!   [`FleetOptions`]) and the management API's tokens (`api_tokens.rs`).

@@ -140,6 +140,12 @@ impl LocalServer {
         }
     }
 
+    /// The file holding its admin token (written by `ten token-gen`, mode
+    /// 0600), to give `slum server add --token-file`.
+    pub fn token_file(&self) -> PathBuf {
+        self.dir.join("data/api_token")
+    }
+
     /// Pid of its `ten serve`, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -341,6 +347,11 @@ fn start_server(spec: &FleetSpec, name: &str) -> io::Result<LocalServer> {
         child: None,
         capacity_mb: spec.capacity_mb,
     };
+    // The server's token and database are in there: the owner's alone.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    }
     fs::create_dir_all(dir.join("sock"))?;
     fs::write(dir.join("tenement.toml"), tenement_toml(spec, name, &dir))?;
     create_netns(slot)?;
@@ -354,9 +365,12 @@ fn start_server(spec: &FleetSpec, name: &str) -> io::Result<LocalServer> {
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    server.token = fs::read_to_string(dir.join("data/api_token"))?
-        .trim()
-        .to_owned();
+    // ten writes it 0600 today; it stays so whatever a later ten does.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(server.token_file(), fs::Permissions::from_mode(0o600))?;
+    }
+    server.token = fs::read_to_string(server.token_file())?.trim().to_owned();
     server.spawn()?;
     Ok(server)
 }

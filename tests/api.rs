@@ -596,6 +596,122 @@ async fn each_error_kind_has_its_status_and_names_what_it_is_about() {
         .is_empty());
 }
 
+/// A tenant added without a name must not join another customer's tenant
+/// because its domain starts with the same label.
+#[tokio::test]
+async fn a_default_tenant_name_taken_by_another_customer_is_refused() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_tenant("a.example.com", "east").await;
+    let before = api.dump().await;
+    for placement in [json!({"server_id": "east"}), json!({"auto": true})] {
+        let mut body = json!({"domain": "a.other-customer.net", "process": "api",
+                              "instance_id": "prod"});
+        body.as_object_mut()
+            .expect("object")
+            .extend(placement.as_object().expect("object").clone());
+        let (status, answer) = api.post("/v1/tenants", body).await;
+        let e = error_of(status, &answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], "tenant.name", "{placement}: {answer}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(message.contains("--name"), "{message}");
+        assert!(message.contains("a.example.com"), "{message}");
+    }
+    assert_eq!(before, api.dump().await, "the refusals changed nothing");
+    let (status, answer) = api
+        .post(
+            "/v1/tenants",
+            json!({"domain": "a.other-customer.net", "name": "other-a", "server_id": "east",
+                   "process": "api", "instance_id": "prod"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    assert_eq!(answer["name"], "other-a");
+}
+
+/// A terminal escape in a stored field would reach the terminal of every
+/// operator who lists it: each free-text field refuses control characters,
+/// naming the field, and nothing is changed.
+#[tokio::test]
+async fn control_characters_are_refused_in_every_free_text_field() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    let before = api.dump().await;
+    let escape = "\u{1b}[31mx";
+    let cases = [
+        (
+            Method::POST,
+            "/v1/servers",
+            json!({"id": "west", "url": "http://127.0.0.1:9", "capacity_mb": 1, "region": escape}),
+            "server.region",
+        ),
+        (
+            Method::PATCH,
+            "/v1/servers/east",
+            json!({"region": escape}),
+            "server.region",
+        ),
+        (
+            Method::POST,
+            "/v1/servers",
+            json!({"id": "west", "url": format!("http://127.0.0.1:9/{escape}"), "capacity_mb": 1}),
+            "server.url",
+        ),
+        (
+            Method::PATCH,
+            "/v1/servers/east",
+            json!({"url": "http://127.0.0.1:9/\n"}),
+            "server.url",
+        ),
+        (
+            Method::PATCH,
+            "/v1/servers/east",
+            json!({"domain": format!("east{escape}.test")}),
+            "server.domain",
+        ),
+        (
+            Method::POST,
+            "/v1/tenants",
+            json!({"domain": "acme.example.com", "auto": true, "region": escape,
+                   "process": "api", "instance_id": "prod"}),
+            "region",
+        ),
+        (
+            Method::POST,
+            "/v1/tenants",
+            json!({"domain": "acme.example.com", "name": format!("acme{escape}"),
+                   "server_id": "east", "process": "api", "instance_id": "prod"}),
+            "tenant.name",
+        ),
+        (
+            Method::POST,
+            "/v1/instances",
+            json!({"tenant": "acme", "process": "api", "instance_id": "prod",
+                   "auto": true, "region": escape}),
+            "region",
+        ),
+        (
+            Method::POST,
+            "/v1/tokens",
+            json!({"name": format!("ci{escape}")}),
+            "token.name",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let (status, answer) = api.call(method.clone(), path, Some(body.clone())).await;
+        let e = error_of(status, &answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], field, "{method} {path} {body}: {answer}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(
+            !message.chars().any(char::is_control),
+            "the message echoes the control character raw: {message:?}"
+        );
+    }
+    assert_eq!(before, api.dump().await, "no refusal changed the fleet");
+    let (_, tokens) = api.get("/v1/tokens").await;
+    assert_eq!(tokens.as_array().map(Vec::len), Some(1), "{tokens}");
+}
+
 #[tokio::test]
 async fn malformed_requests_are_400_naming_the_problem() {
     let api = Api::start().await;

@@ -34,6 +34,10 @@ const SCRUBBED: &[&str] = &[
     "ALL_PROXY",
 ];
 
+/// The error line of a refused API token.
+const REFUSED: &str = "error: the API refused the token (set --token or SLUM_TOKEN; a lost admin \
+     token is replaced by `slum token reset --database PATH` on the database's machine)";
+
 fn free_addr() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr")
@@ -227,8 +231,7 @@ impl Serve {
 
     /// Adds a real tenement server with its token (from a file) and domain.
     fn add_real_server(&self, server: &slum::local_fleet::LocalServer, capacity_mb: &str) {
-        let token_file = self.dir.path().join(format!("{}.token", server.name));
-        std::fs::write(&token_file, &server.token).expect("token file");
+        let token_file = server.token_file();
         self.run(&[
             "server",
             "add",
@@ -514,6 +517,14 @@ fn api_errors_are_one_line_naming_what_is_wrong() {
     let line = busy.error_line();
     assert!(line.contains("east") && line.contains("1 tenant"), "{line}");
 
+    // A message quoting what it was given shows its control characters
+    // escaped, on one line.
+    let escaped = slum.run(&["server", "show", "e\u{1b}[31m\u{7}x"]);
+    assert_eq!(
+        escaped.error_line(),
+        "error: server 'e\\u{1b}[31m\\u{7}x' not found"
+    );
+
     let no_instance = slum.run(&["stop", "c1:prod"]);
     assert_eq!(
         no_instance.error_line(),
@@ -528,18 +539,42 @@ fn api_errors_are_one_line_naming_what_is_wrong() {
 }
 
 #[test]
+fn a_default_tenant_name_of_another_customer_asks_for_name() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    slum.add_tenant("a.example.com", "east").ok();
+    let refused = slum.add_tenant("a.other-customer.net", "east");
+    let line = refused.error_line();
+    assert!(
+        line.starts_with("error: invalid tenant.name: 'a'"),
+        "{line}"
+    );
+    assert!(line.contains("--name"), "{line}");
+    let list = slum.run(&["tenant", "list"]);
+    assert!(!list.ok().contains("other-customer"), "{list:#?}");
+    slum.run(&[
+        "tenant",
+        "add",
+        "a.other-customer.net",
+        "--server",
+        "east",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--name",
+        "other-a",
+    ])
+    .ok();
+}
+
+#[test]
 fn a_wrong_or_missing_token_is_refused_in_one_line() {
     let slum = Serve::start();
     let wrong = Out::of(slum.cli().args(["--token", "slum_wrong", "server", "list"]));
-    assert_eq!(
-        wrong.error_line(),
-        "error: the API refused the token (set --token or SLUM_TOKEN)"
-    );
+    assert_eq!(wrong.error_line(), REFUSED);
     let wrong_env = Out::of(slum.cli().env("SLUM_TOKEN", "slum_wrong").args(["status"]));
-    assert_eq!(
-        wrong_env.error_line(),
-        "error: the API refused the token (set --token or SLUM_TOKEN)"
-    );
+    assert_eq!(wrong_env.error_line(), REFUSED);
     // This serve wrote its token elsewhere, so the default file does not exist.
     let missing = slum.run_without_token(&["server", "list"]);
     let line = missing.error_line();
@@ -657,10 +692,202 @@ fn the_default_token_file_is_used_without_a_token() {
     // And the file is read as written: an edited one is refused.
     std::fs::write(slum.dir.path().join("config/slum/token"), "slum_edited\n").expect("edit");
     let edited = slum.run_without_token(&["server", "list"]);
-    assert_eq!(
-        edited.error_line(),
-        "error: the API refused the token (set --token or SLUM_TOKEN)"
+    assert_eq!(edited.error_line(), REFUSED);
+}
+
+/// The database (tenement admin tokens in clear), its -wal and -shm files and
+/// the admin token file are the owner's alone once `slum serve` runs.
+#[test]
+fn serve_keeps_the_database_and_token_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    for name in ["slum.db", "slum.db-wal", "slum.db-shm", "token"] {
+        let meta =
+            std::fs::metadata(slum.dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mode = meta.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} is {mode:o}");
+    }
+}
+
+/// Runs a `slum serve` that is expected to refuse to start: its output once it
+/// exited, or a failure naming what it did when it is still running after 30 s.
+fn serve_refusing(cmd: &mut Command) -> Out {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start slum serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            let out = child.wait_with_output().expect("output");
+            return Out {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    panic!(
+        "slum serve started when it should have refused:\n{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `slum serve ... --database PATH` on free ports, in the environment of `home`.
+fn serve_command(home: &Path, database: &Path) -> Command {
+    let mut cmd = slum_command(home);
+    cmd.arg("serve")
+        .arg("--database")
+        .arg(database)
+        .arg("--listen")
+        .arg(free_addr().to_string())
+        .arg("--api-listen")
+        .arg(free_addr().to_string());
+    cmd
+}
+
+/// The API tokens recorded in a fleet database, read straight from it.
+fn recorded_tokens(database: &Path) -> Vec<slum::ApiToken> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let db = slum::SlumDb::init(database).await.expect("open");
+        db.list_api_tokens().await.expect("tokens")
+    })
+}
+
+/// A second fleet on this machine must not take the first one's token file
+/// (the CLI's default): its operator would be locked out.
+#[test]
+fn a_second_serve_with_another_database_keeps_the_first_ones_token_file() {
+    let first = Serve::start_with_default_token_file();
+    let token_file = first.dir.path().join("config/slum/token");
+    let other_db = first.dir.path().join("other.db");
+    let refused = serve_refusing(&mut serve_command(first.dir.path(), &other_db));
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    let line = refused.stderr.lines().last().unwrap_or_default();
+    assert!(line.starts_with("error: "), "{refused:#?}");
+    assert!(line.contains(&token_file.display().to_string()), "{line}");
+    assert!(line.contains("--token-file"), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(&token_file)
+            .expect("token file")
+            .trim(),
+        first.token,
+        "the first fleet's token file was overwritten"
+    );
+    first.run_without_token(&["server", "list"]).ok();
+    assert!(
+        recorded_tokens(&other_db).is_empty(),
+        "a token nobody holds"
+    );
+}
+
+/// A token file that cannot be written fails `slum serve`, naming the path,
+/// before any token is recorded: no valid token exists that nobody holds.
+#[test]
+fn an_unwritable_token_path_fails_naming_it_and_records_no_token() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A file where a directory should be: unwritable even for root.
+    let blocker = dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").expect("blocker");
+    let database = dir.path().join("slum.db");
+    let mut explicit = serve_command(dir.path(), &database);
+    explicit.arg("--token-file").arg(blocker.join("token"));
+    let refused = serve_refusing(&mut explicit);
+    let line = refused.error_line();
+    assert!(line.contains(&blocker.display().to_string()), "{line}");
+    assert!(line.contains("--token-file"), "{line}");
+    assert!(
+        recorded_tokens(&database).is_empty(),
+        "a token nobody holds"
+    );
+
+    // A home that cannot hold ~/.config/slum/token (as `nobody`'s).
+    let mut homeless = serve_command(dir.path(), &database);
+    homeless.env_remove("XDG_CONFIG_HOME").env("HOME", &blocker);
+    let refused = serve_refusing(&mut homeless);
+    let line = refused.error_line();
+    assert!(
+        line.contains(&blocker.join(".config/slum").display().to_string()),
+        "{line}"
+    );
+    assert!(
+        recorded_tokens(&database).is_empty(),
+        "a token nobody holds"
+    );
+}
+
+/// `slum token reset` opens the database itself: a lost admin token is
+/// replaced without the API, other tokens are kept unless --revoke-all.
+#[test]
+fn token_reset_gives_a_working_admin_token_without_the_api() {
+    let slum = Serve::start();
+    let database = slum.dir.path().join("slum.db");
+    let ci = slum.run(&["token", "create", "ci"]).ok().trim().to_owned();
+    let reset = Out::of(
+        slum_command(slum.dir.path())
+            .args(["token", "reset", "--database"])
+            .arg(&database),
+    );
+    let secret = reset.ok().trim().to_owned();
+    assert!(secret.starts_with("slum_"), "{reset:#?}");
+    assert_eq!(
+        reset.stdout.lines().count(),
+        1,
+        "only the secret: {reset:#?}"
+    );
+    assert!(
+        reset.stderr.contains("(bootstrap); kept: ") && reset.stderr.contains("(ci)"),
+        "says what it revoked and kept: {reset:#?}"
+    );
+    Out::of(slum.cli().args(["--token", &secret, "server", "list"])).ok();
+    let old = slum.run(&["server", "list"]);
+    assert_eq!(old.error_line(), REFUSED, "the lost token is revoked");
+    Out::of(slum.cli().args(["--token", &ci, "status"])).ok();
+
+    // Into the CLI's default token file, revoking every other token.
+    let default_file = slum.dir.path().join("config/slum/token");
+    let reset = Out::of(
+        slum_command(slum.dir.path())
+            .args(["token", "reset", "--revoke-all", "--token-file"])
+            .arg(&default_file)
+            .arg("--database")
+            .arg(&database),
+    );
+    assert_eq!(reset.ok(), "", "the secret went to the file: {reset:#?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&default_file)
+            .expect("token file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    slum.run_without_token(&["status"]).ok();
+    for gone in [&ci, &secret] {
+        let refused = Out::of(slum.cli().args(["--token", gone, "status"]));
+        assert_eq!(refused.error_line(), REFUSED);
+    }
+
+    let missing = slum.dir.path().join("missing.db");
+    let out = Out::of(
+        slum_command(slum.dir.path())
+            .args(["token", "reset", "--database"])
+            .arg(&missing),
+    );
+    assert!(
+        out.error_line().starts_with(&format!(
+            "error: no fleet database at {}",
+            missing.display()
+        )),
+        "{out:#?}"
+    );
+    assert!(!missing.exists(), "no empty fleet was made");
 }
 
 #[test]
@@ -690,10 +917,7 @@ fn tokens_are_created_shown_once_listed_and_revoked() {
     let revoked = slum.run(&["token", "revoke", &id]);
     assert_eq!(revoked.ok().trim(), format!("revoked token {id}"));
     let after = Out::of(slum.cli().args(["--token", &secret, "status"]));
-    assert_eq!(
-        after.error_line(),
-        "error: the API refused the token (set --token or SLUM_TOKEN)"
-    );
+    assert_eq!(after.error_line(), REFUSED);
 }
 
 #[test]
@@ -737,8 +961,18 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     };
     let s1 = fleet.server("s1").expect("s1");
     let slum = Serve::start();
-    let token_file: PathBuf = slum.dir.path().join("s1.token");
-    std::fs::write(&token_file, &s1.token).expect("token file");
+    // The server's own token file, which the demo hands to `server add` too:
+    // the owner's alone, in a directory that is the owner's alone.
+    let token_file: PathBuf = s1.token_file();
+    for (path, want) in [(&token_file, 0o600), (&s1.dir, 0o700)] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{path:?}: {e}"))
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, want, "{path:?} is {mode:o}");
+    }
     let url = s1.url();
     let token_file = token_file.to_string_lossy().into_owned();
     slum.run(&[

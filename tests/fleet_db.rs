@@ -160,6 +160,33 @@ async fn server_validation_names_the_field_and_changes_nothing() {
     assert_eq!(db.list_servers().await.unwrap().len(), 1);
 }
 
+/// The fleet database holds each server's tenement admin token in clear: the
+/// SQLite file, and the -wal and -shm files SQLite makes beside it, are the
+/// owner's alone.
+#[tokio::test]
+async fn the_sqlite_file_and_its_wal_and_shm_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("fleet.db");
+    let db = SlumDb::init(&path).await.expect("init");
+    db.add_server(&Server {
+        token: Some("tenement-secret".into()),
+        ..server("east", None, 1024)
+    })
+    .await
+    .expect("add");
+    for name in ["fleet.db", "fleet.db-wal", "fleet.db-shm"] {
+        let meta =
+            std::fs::metadata(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            0o600,
+            "{name} is {:o}",
+            meta.permissions().mode() & 0o777
+        );
+    }
+}
+
 #[tokio::test]
 async fn server_integrity() {
     let (test_db, db) = temp_db().await;
@@ -256,6 +283,64 @@ async fn tenant_crud_and_names() {
         .await
         .unwrap_err()
         .is_not_found());
+}
+
+/// `a.other-customer.net` without a name would be tenant `a`, the tenant of
+/// `a.example.com`: its instance and its data. Refused, naming `--name`; another
+/// domain under example.com still joins, and an explicit name always does.
+#[tokio::test]
+async fn a_default_name_never_joins_another_customers_tenant() {
+    let (test_db, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+    db.add_tenant(&tenant("a.example.com", "east"))
+        .await
+        .unwrap();
+
+    let e = rejected!(
+        test_db,
+        db.add_tenant(&tenant("a.other-customer.net", "east"))
+    );
+    assert_invalid(&e, "tenant.name");
+    let message = e.to_string();
+    for part in ["--name", "a.example.com", "other-customer.net"] {
+        assert!(message.contains(part), "{part} missing in: {message}");
+    }
+    // Through automatic placement too (refused before any server is asked).
+    let e = rejected!(
+        test_db,
+        db.add_tenant_auto(
+            &tenant("a.other-customer.net", ""),
+            &slum::PlacementRequest::default()
+        )
+    );
+    assert_invalid(&e, "tenant.name");
+
+    // The same customer's other domain joins tenant `a`.
+    db.add_tenant(&tenant("a.shop.example.com", "east"))
+        .await
+        .unwrap();
+    // So does another customer's domain given the name: then it is meant.
+    db.add_tenant(&Tenant {
+        name: "a".into(),
+        ..tenant("a.other-customer.net", "east")
+    })
+    .await
+    .unwrap();
+    let names: Vec<(String, String)> = db
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.domain, t.name))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("a.example.com".to_owned(), "a".to_owned()),
+            ("a.other-customer.net".to_owned(), "a".to_owned()),
+            ("a.shop.example.com".to_owned(), "a".to_owned()),
+        ]
+    );
 }
 
 #[tokio::test]

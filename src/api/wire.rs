@@ -106,7 +106,8 @@ fn is_false(b: &bool) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct NewTenant {
     pub domain: String,
-    /// Defaults to the first label of the domain.
+    /// Defaults to the first label of the domain (refused when that names a
+    /// tenant of another registrable domain).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

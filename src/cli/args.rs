@@ -13,7 +13,7 @@ use super::error::CliError;
 use crate::api::wire::{
     FailoverPolicy, NewInstance, NewServer, NewTenant, ServerPatch, ServerStatus, TenantPatch,
 };
-use crate::serve::ServeArgs;
+use crate::serve::{DatabaseLocation, ServeArgs};
 
 #[cfg(test)]
 mod tests;
@@ -274,7 +274,9 @@ pub(super) struct TenantAddArgs {
     /// Instance id (e.g. prod).
     #[arg(long, value_name = "I")]
     pub(super) instance: String,
-    /// Tenant name (default: the first label of the domain).
+    /// Tenant name (default: the first label of the domain, unless that is
+    /// already the name of a tenant in another registrable domain: then give
+    /// it, to join that tenant or to pick another name).
     #[arg(long, value_name = "N")]
     pub(super) name: Option<String>,
 }
@@ -355,6 +357,27 @@ pub(super) enum TokenCommand {
         /// Token id (from `slum token list`).
         id: String,
     },
+    /// Make a new admin token when the old one is lost, offline: run on the
+    /// machine of the fleet database (no API needed). Prints the new token (or
+    /// writes it to --token-file), revokes the previous admin tokens (named
+    /// `bootstrap`, from `slum serve`, or `admin`, from an earlier reset) and
+    /// keeps every other (`slum token create ...`) unless --revoke-all.
+    Reset(TokenResetArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct TokenResetArgs {
+    /// The fleet database: a SQLite file (which must exist), or a
+    /// `postgres://` URL.
+    #[arg(long, env = "SLUM_DATABASE", value_name = "PATH")]
+    pub(super) database: DatabaseLocation,
+    /// Revoke every other token too (a token may have leaked).
+    #[arg(long)]
+    pub(super) revoke_all: bool,
+    /// Write the new token to this file (mode 0600, replacing what it holds)
+    /// instead of printing it; e.g. the CLI's default token file.
+    #[arg(long, value_name = "FILE")]
+    pub(super) token_file: Option<PathBuf>,
 }
 
 fn parse_instance_key(s: &str) -> Result<String, String> {

@@ -11,7 +11,7 @@ pub(super) enum CliError {
     Unreachable { url: String, reason: String },
     #[error("the slum API at {url} did not answer within {secs}s")]
     Timeout { url: String, secs: u64 },
-    #[error("the API refused the token (set --token or SLUM_TOKEN)")]
+    #[error("the API refused the token (set --token or SLUM_TOKEN; a lost admin token is replaced by `slum token reset --database PATH` on the database's machine)")]
     Refused,
     #[error("no API token: set --token or SLUM_TOKEN, or run `slum serve` on this machine to write {}", .token_file.display())]
     NoToken { token_file: PathBuf },

@@ -23,11 +23,11 @@ mod error;
 mod render;
 
 pub use args::Cli;
-use args::{Command, GlobalArgs, ServerCommand, TenantCommand, TokenCommand};
+use args::{Command, GlobalArgs, ServerCommand, TenantCommand, TokenCommand, TokenResetArgs};
 use client::{api_base, resolve_token, token_file_path, ApiClient, Stop};
 use error::CliError;
 use render::{
-    render_instances, render_reconcile, render_server, render_servers, render_spawned,
+    printable, render_instances, render_reconcile, render_server, render_servers, render_spawned,
     render_status, render_tenant, render_tenants, render_tokens,
 };
 
@@ -37,12 +37,16 @@ use render::{
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args).await,
+        Command::Token(TokenCommand::Reset(args)) => reset_token(&args)
+            .await
+            .and_then(|output| output.finish(cli.global.json)),
         command => client_command(&cli.global, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, whatever the API's message quotes.
+            eprintln!("error: {}", printable(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -75,12 +79,105 @@ async fn client_command(global: &GlobalArgs, command: Command) -> Result<(), Cli
     let token_file = token_file_path();
     let token = resolve_token(global.token.clone(), &token_file)?;
     let client = ApiClient::new(base, token, token_file)?;
-    let output = execute(&client, command, global.json).await?;
-    output.print(global.json)?;
-    match output.failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+    execute(&client, command, global.json)
+        .await?
+        .finish(global.json)
+}
+
+/// `slum token reset`: opens the fleet database itself (no API), draws a new
+/// admin token, writes it to `--token-file` when given (before it is
+/// recorded, taken back if recording fails), records it, then revokes the
+/// previous admin tokens (or, with `--revoke-all`, every other).
+async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
+    use crate::fleet::api_tokens::{MintedToken, ADMIN};
+    use crate::serve::token_file::{self, Existing};
+    let database = &args.database;
+    let is_url = database
+        .as_path()
+        .to_str()
+        .is_some_and(crate::fleet::store::postgres::is_postgres_url);
+    // Opening a missing SQLite file would create an empty fleet.
+    if !is_url && !database.as_path().is_file() {
+        return Err(CliError::Local(format!(
+            "no fleet database at {database} (give the --database of `slum serve`)"
+        )));
     }
+    let db = crate::FleetDb::open(database.as_path(), Default::default())
+        .await
+        .map_err(|e| CliError::Local(format!("cannot open the fleet database {database}: {e}")))?;
+    let minted = MintedToken::new(ADMIN).map_err(|e| CliError::Local(e.to_string()))?;
+    let written = match &args.token_file {
+        Some(path) => Some(
+            token_file::write(path, minted.secret(), Existing::Replace).map_err(CliError::local)?,
+        ),
+        None => None,
+    };
+    let token = match db.record_api_token(&minted).await {
+        Ok(token) => token,
+        Err(e) => {
+            let undone = match written.map(token_file::Written::undo) {
+                Some(Err(u)) => format!(" ({u:#})"),
+                _ => String::new(),
+            };
+            return Err(CliError::Local(format!(
+                "cannot record a new admin token in {database}: {e}{undone}"
+            )));
+        }
+    };
+    let revoked = db.revoke_admin_tokens(&token.id, args.revoke_all).await;
+    let listed = |tokens: &[crate::ApiToken]| {
+        if tokens.is_empty() {
+            "none".to_owned()
+        } else {
+            tokens
+                .iter()
+                .map(|t| format!("{} ({})", t.id, t.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let made = format!("new admin token {} ({})", token.id, token.name);
+    let kept_where = match &args.token_file {
+        Some(path) => format!("written to {} (mode 0600)", path.display()),
+        None => {
+            "shown once: store it now (e.g. in the token file the CLI reads, mode 0600)".to_owned()
+        }
+    };
+    let (note, failure, json_lists) = match &revoked {
+        Ok(r) => (
+            format!(
+                "{made}, {kept_where}; revoked: {}; kept: {}",
+                listed(&r.revoked),
+                listed(&r.kept)
+            ),
+            None,
+            serde_json::json!({ "revoked": r.revoked, "kept": r.kept }),
+        ),
+        Err(e) => (
+            format!("{made}, {kept_where}"),
+            Some(CliError::Local(format!(
+                "the new admin token works, but revoking the old ones failed: {e}"
+            ))),
+            serde_json::json!({}),
+        ),
+    };
+    let mut json = serde_json::json!({ "token": token });
+    if args.token_file.is_none() {
+        json["secret"] = Value::from(minted.secret());
+    }
+    if let (Some(out), Some(lists)) = (json.as_object_mut(), json_lists.as_object()) {
+        out.extend(lists.clone());
+    }
+    Ok(Output {
+        json,
+        // The secret alone on stdout, like `token create`.
+        text: match &args.token_file {
+            Some(_) => String::new(),
+            None => minted.secret().to_owned(),
+        },
+        note: Some(note),
+        failure,
+    })
 }
 
 /// What a command prints: the API's JSON for `--json`, text for people, and a
@@ -103,6 +200,15 @@ impl Output {
         }
     }
 
+    /// Prints the output, then fails with its `failure` if it has one.
+    fn finish(self, json: bool) -> Result<(), CliError> {
+        self.print(json)?;
+        match self.failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     fn print(&self, json: bool) -> Result<(), CliError> {
         if json {
             if !self.json.is_null() {
@@ -111,13 +217,22 @@ impl Output {
                 println!("{pretty}");
             }
         } else if !self.text.is_empty() {
-            println!("{}", self.text.trim_end());
+            println!("{}", printable_lines(self.text.trim_end()));
         }
         if let Some(note) = &self.note {
-            eprintln!("{note}");
+            eprintln!("{}", printable_lines(note));
         }
         Ok(())
     }
+}
+
+/// Text for people, its lines kept and every other control character escaped:
+/// the renderers escape each value already, this catches what they compose.
+fn printable_lines(text: &str) -> String {
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs one client command; `json` says whether the output is for a script
@@ -282,6 +397,11 @@ async fn token_command(
         TokenCommand::Revoke { id } => {
             client.revoke_token(&id).await?;
             Output::new(Value::Null, format!("revoked token {id}"))
+        }
+        TokenCommand::Reset(_) => {
+            return Err(CliError::Local(
+                "`slum token reset` opens the database itself, not the API".into(),
+            ))
         }
     })
 }

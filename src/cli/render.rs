@@ -2,6 +2,11 @@
 //! answers. Every function is pure (records and "now" in, text out), so the
 //! output is tested without a server; `--json` bypasses all of this and prints
 //! the API's own JSON.
+//!
+//! Every value is shown through [`printable`]: the API refuses control
+//! characters, but what it returns may come from an older slum, a tenement
+//! server or a tenant app's log lines, and an escape sequence must not reach the
+//! operator's terminal raw (nor a newline forge a row).
 
 use chrono::{DateTime, Utc};
 
@@ -13,6 +18,28 @@ use crate::api::wire::{
 #[cfg(test)]
 mod tests;
 
+/// `s` with its control characters (C0, DEL, C1; newlines and tabs too)
+/// escaped as Rust writes them (`\u{1b}`, `\n`), everything else as is.
+pub(super) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `items` as indented lines under `title:`, each shown printable.
+fn section(out: &mut Vec<String>, title: &str, items: &[String]) {
+    if !items.is_empty() {
+        out.push(format!("{title}:"));
+        out.extend(items.iter().map(|i| format!("  {}", printable(i))));
+    }
+}
+
 /// An aligned table without borders; columns in `right` are right-aligned
 /// (numbers).
 fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
@@ -22,7 +49,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header(header.to_vec());
     for row in rows {
-        t.add_row(row);
+        t.add_row(row.iter().map(|cell| printable(cell)).collect::<Vec<_>>());
     }
     for (i, column) in t.column_iter_mut().enumerate() {
         column.set_padding((0, 2));
@@ -37,7 +64,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>, right: &[usize]) -> String {
 fn fields(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
     rows.iter()
-        .map(|(k, v)| format!("{:<width$}  {v}", format!("{k}:")))
+        .map(|(k, v)| format!("{:<width$}  {}", format!("{k}:"), printable(v)))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -211,14 +238,14 @@ pub(super) fn render_tenant(t: &Tenant, now: DateTime<Utc>) -> String {
 }
 
 pub(super) fn render_spawned(i: &Instance) -> String {
-    format!(
+    printable(&format!(
         "spawned {} ({}) on server {}: {} reserved, {}",
         i.key(),
         i.process,
         i.server_id,
         mb(i.memory_mb),
         i.observed
-    )
+    ))
 }
 
 pub(super) fn render_instances(instances: &[InstanceStatus]) -> String {
@@ -247,7 +274,11 @@ pub(super) fn render_instances(instances: &[InstanceStatus]) -> String {
     );
     for s in instances {
         if let Some(e) = &s.error {
-            out.push_str(&format!("\n{}: {e}", s.instance.key()));
+            out.push_str(&format!(
+                "\n{}: {}",
+                printable(&s.instance.key()),
+                printable(e)
+            ));
         }
     }
     out
@@ -290,7 +321,7 @@ pub(super) fn render_status(status: &FleetStatus, now: DateTime<Utc>) -> String 
     );
     for st in &status.servers {
         if let Some(e) = &st.error {
-            out.push_str(&format!("\n{}: {e}", st.server_id));
+            out.push_str(&format!("\n{}: {}", printable(&st.server_id), printable(e)));
         }
     }
     if !status.down_tenants.is_empty() {
@@ -324,21 +355,14 @@ pub(super) fn render_drain(p: &DrainProgress) -> String {
     };
     let mut out = vec![format!(
         "{verb} server {}: moved {}, re-homed {}, failed {}",
-        p.server,
+        printable(&p.server),
         p.moved.len(),
         p.rehomed.len(),
         p.failed.len()
     )];
-    for (title, items) in [
-        ("moved", &p.moved),
-        ("re-homed", &p.rehomed),
-        ("failed", &p.failed),
-    ] {
-        if !items.is_empty() {
-            out.push(format!("{title}:"));
-            out.extend(items.iter().map(|i| format!("  {i}")));
-        }
-    }
+    section(&mut out, "moved", &p.moved);
+    section(&mut out, "re-homed", &p.rehomed);
+    section(&mut out, "failed", &p.failed);
     out.join("\n")
 }
 
@@ -366,11 +390,7 @@ pub(super) fn render_reconcile(r: &ReconcileReport) -> String {
     ];
     let mut out: Vec<String> = Vec::new();
     for (title, items) in sections {
-        if items.is_empty() {
-            continue;
-        }
-        out.push(format!("{title}:"));
-        out.extend(items.iter().map(|i| format!("  {i}")));
+        section(&mut out, title, items);
     }
     if out.is_empty() {
         "nothing to do: the fleet runs what it should".to_owned()

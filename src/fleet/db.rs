@@ -19,7 +19,7 @@ use crate::fleet::store::postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
 use crate::fleet::store::sqlite::SqliteStore;
 use crate::fleet::store::Store;
-use crate::fleet::validation;
+use crate::fleet::{tenant_name, validation};
 use crate::tls::ServerRoots;
 
 /// Fleet-wide settings of a [`SlumDb`](crate::SlumDb): the database's, and
@@ -197,9 +197,24 @@ impl FleetDb {
     // ----- tenants -----
 
     /// Routes a customer domain to a tenant's instance on its home server.
+    /// Without a `name`, the domain's first label is the name; when that is
+    /// already the name of a tenant in another registrable domain (another
+    /// customer), the call is refused and asks for the name (see
+    /// [`tenant_name`](crate::fleet::tenant_name)).
     pub async fn add_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let derived = tenant.name.is_empty();
         let tenant = validation::tenant(tenant)?;
+        if derived {
+            self.check_derived_name(&tenant).await?;
+        }
         self.store.insert_tenant(&tenant).await
+    }
+
+    /// Refuses a tenant whose derived name would join another customer's
+    /// tenant.
+    pub(crate) async fn check_derived_name(&self, tenant: &Tenant) -> Result<()> {
+        let existing = self.store.list_tenants(None).await?;
+        tenant_name::check_derived_name(tenant, &existing)
     }
 
     /// The tenant a domain routes to (the domain is matched case-insensitively,

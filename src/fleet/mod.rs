@@ -3,6 +3,8 @@
 //!
 //! - [`model`]: the records (`Server`, `Tenant`, `Instance`) and their states.
 //! - [`validation`]: input rules; every check runs before the database is touched.
+//! - [`tenant_name`]: when a name derived from a domain may join an existing
+//!   tenant (same registrable domain) and when it must be given.
 //! - [`store`]: the one seam to the database. All SQL lives there
 //!   ([`store::sqlite`] is the embedded default, [`store::postgres`] the database
 //!   several routers share); callers never see it.
@@ -15,4 +17,5 @@ pub mod api_tokens;
 pub mod db;
 pub mod model;
 pub mod store;
+pub mod tenant_name;
 pub mod validation;

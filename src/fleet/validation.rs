@@ -1,8 +1,47 @@
 //! Input rules for fleet records. Every check runs before the database is touched,
 //! so a rejected call changes nothing; every error names the field and the reason.
+//!
+//! No field takes control characters: what is stored is listed later on some
+//! operator's terminal, where an escape sequence would act instead of showing
+//! (and a newline would forge a row). Identifiers are DNS labels and host names,
+//! which exclude them anyway; free text (a region, a URL, a token's name) is
+//! checked by [`text`]. Messages quote a refused value with its control
+//! characters escaped, never raw.
 
 use crate::error::{Error, Result};
 use crate::fleet::model::{Server, Tenant};
+
+/// Free text: anything printable, no control character (C0, DEL or C1; the
+/// first one found is named, escaped).
+pub fn text(field: &str, value: &str) -> Result<()> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(Error::invalid(
+            field,
+            format!(
+                "{} contains the control character {}; control characters are not allowed",
+                quoted(value),
+                c.escape_default()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `value` in single quotes, its control characters escaped (`\u{1b}`), for
+/// a message that may be printed on a terminal.
+pub fn quoted(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
+    out
+}
 
 /// A DNS label: a-z, 0-9 and '-', 1 to 63 characters, no '-' at either end.
 pub fn dns_label(field: &str, value: &str) -> Result<()> {
@@ -12,7 +51,11 @@ pub fn dns_label(field: &str, value: &str) -> Result<()> {
     if value.len() > 63 {
         return Err(Error::invalid(
             field,
-            format!("'{value}' is {} characters long; at most 63", value.len()),
+            format!(
+                "{} is {} characters long; at most 63",
+                quoted(value),
+                value.len()
+            ),
         ));
     }
     if let Some(c) = value
@@ -21,13 +64,17 @@ pub fn dns_label(field: &str, value: &str) -> Result<()> {
     {
         return Err(Error::invalid(
             field,
-            format!("'{value}' contains {c:?}; only a-z, 0-9 and '-' are allowed"),
+            format!(
+                "{} contains {}; only a-z, 0-9 and '-' are allowed",
+                quoted(value),
+                quoted(&c.to_string())
+            ),
         ));
     }
     if value.starts_with('-') || value.ends_with('-') {
         return Err(Error::invalid(
             field,
-            format!("'{value}' must not start or end with '-'"),
+            format!("{} must not start or end with '-'", quoted(value)),
         ));
     }
     Ok(())
@@ -50,7 +97,7 @@ pub fn domain(field: &str, value: &str) -> Result<String> {
         dns_label(field, label).map_err(|e| match e {
             Error::Invalid { reason, .. } => Error::invalid(
                 field,
-                format!("'{value}' is not a valid host name: label {reason}"),
+                format!("{} is not a valid host name: label {reason}", quoted(value)),
             ),
             other => other,
         })?;
@@ -58,8 +105,10 @@ pub fn domain(field: &str, value: &str) -> Result<String> {
     Ok(d)
 }
 
-/// An http or https URL with a host.
+/// An http or https URL with a host. The string itself is checked for control
+/// characters: the URL parser would drop tabs and newlines and accept it.
 pub fn server_url(field: &str, value: &str) -> Result<()> {
+    text(field, value)?;
     let u = url::Url::parse(value)
         .map_err(|e| Error::invalid(field, format!("'{value}' is not a URL: {e}")))?;
     if u.scheme() != "http" && u.scheme() != "https" {
@@ -97,7 +146,10 @@ pub fn server(s: &Server) -> Result<Server> {
                 "must not be empty when given",
             ))
         }
-        Some(r) => Some(r.trim().to_owned()),
+        Some(r) => {
+            text("server.region", r)?;
+            Some(r.trim().to_owned())
+        }
         None => None,
     };
     if let Some(t) = &s.token {
@@ -144,7 +196,7 @@ pub fn instance_key(key: &str) -> Result<(String, String)> {
     let (tenant, id) = key.split_once(':').ok_or_else(|| {
         Error::invalid(
             "instance",
-            format!("'{key}' is not of the form tenant:instance_id"),
+            format!("{} is not of the form tenant:instance_id", quoted(key)),
         )
     })?;
     dns_label("instance.tenant", tenant)?;
@@ -203,6 +255,110 @@ mod tests {
         .unwrap();
         assert_eq!(t.name, "customer-1");
         assert_eq!(t.domain, "customer-1.example.com");
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_free_text_naming_the_field() {
+        let east = Server {
+            id: "east".into(),
+            url: "http://east.example.com".into(),
+            capacity_mb: 1,
+            ..Default::default()
+        };
+        let refused = |s: Server| match server(&s) {
+            Err(Error::Invalid { field, reason }) => {
+                assert!(
+                    !reason.chars().any(char::is_control),
+                    "the reason shows a raw control character: {reason:?}"
+                );
+                field
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        for region in [
+            "\u{1b}[31mx",
+            "us\neast",
+            "us\teast",
+            "eu\u{9b}2J",
+            "x\u{7f}",
+        ] {
+            let s = Server {
+                region: Some(region.into()),
+                ..east.clone()
+            };
+            assert_eq!(refused(s), "server.region", "{region:?}");
+        }
+        // The url crate drops tabs and newlines and escapes the rest, so the
+        // raw string is checked, not the parsed URL.
+        for url in [
+            "http://east.example.com/\u{1b}[31m",
+            "http://east.example.com/a\nb",
+            "http://east.\texample.com",
+        ] {
+            let s = Server {
+                url: url.into(),
+                ..east.clone()
+            };
+            assert_eq!(refused(s), "server.url", "{url:?}");
+        }
+        let s = Server {
+            id: "e\u{1b}[2Jast".into(),
+            ..east.clone()
+        };
+        assert_eq!(refused(s), "server.id");
+        let s = Server {
+            domain: Some("east\u{1b}.example.com".into()),
+            ..east.clone()
+        };
+        assert_eq!(refused(s), "server.domain");
+        assert!(server(&east).is_ok());
+
+        let t = Tenant {
+            domain: "acme.example.com".into(),
+            server_id: "east".into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            ..Default::default()
+        };
+        for (field, bad) in [
+            (
+                "tenant.domain",
+                Tenant {
+                    domain: "ac\u{1b}me.example.com".into(),
+                    ..t.clone()
+                },
+            ),
+            (
+                "tenant.name",
+                Tenant {
+                    name: "a\u{7}".into(),
+                    ..t.clone()
+                },
+            ),
+            (
+                "tenant.process",
+                Tenant {
+                    process: "api\r".into(),
+                    ..t.clone()
+                },
+            ),
+        ] {
+            match tenant(&bad) {
+                Err(Error::Invalid { field: f, reason }) => {
+                    assert_eq!(f, field);
+                    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+                }
+                other => panic!("{field}: expected Invalid, got {other:?}"),
+            }
+        }
+        match text("region", "\u{1b}]0;owned\u{7}") {
+            Err(Error::Invalid { field, reason }) => {
+                assert_eq!(field, "region");
+                assert!(reason.contains("\\u{1b}"), "names the character: {reason}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        assert!(text("region", "eu-west (Paris)").is_ok());
     }
 
     #[test]

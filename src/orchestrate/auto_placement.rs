@@ -31,6 +31,9 @@ impl SlumDb {
         validation::dns_label("tenant", tenant)?;
         validation::dns_label("process", process)?;
         validation::dns_label("instance_id", instance_id)?;
+        if let Some(region) = &request.region {
+            validation::text("region", region)?;
+        }
         let memory_mb = request.memory_mb.unwrap_or(self.options.default_memory_mb);
         let options = SpawnOptions {
             memory_mb: Some(memory_mb),
@@ -64,6 +67,7 @@ impl SlumDb {
     /// Of the usable servers (neither offline nor draining) in `region`, the one
     /// with the most free capacity; `NotFound` when there is none.
     pub async fn find_server_in_region(&self, region: &str) -> Result<Server> {
+        validation::text("region", region)?;
         let servers = self.store.list_servers().await?;
         placement::most_free(&servers, Some(region), 0)
             .cloned()
@@ -102,11 +106,18 @@ impl SlumDb {
         request: &PlacementRequest,
     ) -> Result<Tenant> {
         // Everything but the server first, so bad input costs no spawn.
+        let derived = tenant.name.is_empty();
         let mut tenant = validation::tenant_to_place(tenant)?;
+        if let Some(region) = &request.region {
+            validation::text("region", region)?;
+        }
         match self.store.get_tenant(&tenant.domain).await {
             Ok(_) => return Err(Error::already_exists(Kind::Tenant, &tenant.domain)),
             Err(e) if !e.is_not_found() => return Err(e),
             Err(_) => {}
+        }
+        if derived {
+            self.check_derived_name(&tenant).await?;
         }
         // Another domain of a tenant that runs already routes to its instance.
         if let Ok(existing) = self

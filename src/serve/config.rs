@@ -73,7 +73,8 @@ pub struct ServeArgs {
     /// Listener of the management API (keep it private).
     #[arg(long, env = "SLUM_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
-    /// Where the first admin token is written when the database has none.
+    /// Where the first admin token is written when the database has none (a
+    /// file that already holds a token, another fleet's, is never overwritten).
     #[arg(long, env = "SLUM_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
     /// Memory reserved per instance when a spawn does not say, in MB.

@@ -7,9 +7,9 @@
 
 mod config;
 mod hooks;
+pub(crate) mod token_file;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -84,36 +84,6 @@ impl AppState {
     }
 }
 
-/// Writes a fresh admin token to `path` (mode 0600) when the database has no
-/// token yet, so that the CLI on this machine works without flags.
-async fn bootstrap_token(db: &SlumDb, path: &Path) -> anyhow::Result<()> {
-    if !db.list_api_tokens().await?.is_empty() {
-        return Ok(());
-    }
-    let (_, secret) = db.create_api_token("bootstrap").await?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    write_private(path, &secret)?;
-    tracing::info!(path = %path.display(), "no API token existed: wrote an admin token");
-    Ok(())
-}
-
-fn write_private(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` only applies to a file this call creates; an existing one may be
-    // readable by others.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    f.write_all(secret.as_bytes())
-}
-
 /// A `slum serve` whose listeners are bound and whose route table is loaded,
 /// ready to [`run`](Serving::run).
 pub struct Serving {
@@ -124,11 +94,16 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// Opens the fleet database (writing the first admin token when there is
-    /// none), loads the route table and binds both listeners.
+    /// Opens the fleet database (writing the first admin token to the token
+    /// file when there is none, never over another fleet's: see
+    /// `token_file.rs`), loads the route table and binds both listeners.
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Serving> {
-        let db = SlumDb::init_with(&config.database, config.fleet.clone()).await?;
-        bootstrap_token(&db, &config.token_file).await?;
+        let db = SlumDb::init_with(&config.database, config.fleet.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open the fleet database {}: {e}", config.database)
+            })?;
+        token_file::bootstrap(db.fleet(), &config.token_file, &config.database.to_string()).await?;
         let state = AppState::new(db, config.health.clone()).await?;
         let public = TcpListener::bind(config.listen)
             .await

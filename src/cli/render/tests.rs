@@ -224,3 +224,53 @@ fn reconcile_report_lists_what_it_did() {
         "respawned:\n  c1:prod\nunreachable:\n  s2: connection refused"
     );
 }
+
+/// Whatever the API sends (an older slum's records, a tenement server's answer,
+/// a tenant app's log line in an error), a control character reaches the
+/// terminal escaped, never raw.
+#[test]
+fn control_characters_from_the_api_are_shown_escaped() {
+    let mut evil = server("east", "http://east:8000", 0);
+    evil.region = Some("\u{1b}[31mx".into());
+    let out = render_servers(&[evil.clone(), server("west", "http://west:1", 0)], at(0));
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert_eq!(
+        out.lines().nth(1).and_then(|l| l.split_whitespace().nth(2)),
+        Some("\\u{1b}[31mx"),
+        "{out}"
+    );
+    // A newline in a value cannot forge a row or a field either.
+    evil.region = Some("x\nwest  forged".into());
+    let out = render_server(&evil, None, at(0));
+    assert!(out.contains("region:     x\\nwest  forged\n"), "{out}");
+
+    let inst = InstanceStatus {
+        instance: Instance {
+            tenant: "c1".into(),
+            instance_id: "prod".into(),
+            process: "api".into(),
+            server_id: "s1".into(),
+            ..Default::default()
+        },
+        state: InstanceState::Unhealthy,
+        health: Some("\u{1b}]0;owned\u{7}".into()),
+        uptime_secs: None,
+        restarts: None,
+        error: Some("spawn failed: \u{1b}[2J".into()),
+    };
+    let out = render_instances(&[inst]);
+    assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+    assert!(out.contains("\\u{1b}]0;owned\\u{7}"), "{out}");
+    assert!(out.ends_with("c1:prod: spawn failed: \\u{1b}[2J"), "{out}");
+    let r = ReconcileReport {
+        failed: vec!["c1:prod: \u{1b}[2J".into()],
+        ..Default::default()
+    };
+    assert_eq!(render_reconcile(&r), "failed:\n  c1:prod: \\u{1b}[2J");
+    assert_eq!(printable("plain: text"), "plain: text");
+    assert_eq!(
+        printable("a\u{1b}b\tc\r\n\u{9b}"),
+        "a\\u{1b}b\\tc\\r\\n\\u{9b}"
+    );
+}

@@ -6,6 +6,12 @@
 //! a read lock (the case a busy timeout cannot help with). `synchronous = NORMAL`
 //! in WAL mode keeps every committed write across a crash or `kill -9` of the
 //! process; only a power loss can take the last commits (never corrupting the file).
+//!
+//! The file holds each server's tenement admin token in clear, so slum creates
+//! it readable and writable by its owner only (0600) before SQLite opens it;
+//! SQLite gives the `-wal` and `-shm` files it creates beside it the main file's
+//! mode. An existing file is left as the operator set it, with a warning when
+//! others may read it.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -51,6 +57,7 @@ const USED_ON_S: &str = "COALESCE((SELECT SUM(memory_mb) FROM instances \
 impl SqliteStore {
     /// Opens (creating when missing) the database file and applies migrations.
     pub async fn open(path: &Path) -> Result<Self> {
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -69,6 +76,35 @@ impl SqliteStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         Ok(SqliteStore { pool })
+    }
+}
+
+/// Creates the database file with mode 0600 when it does not exist (SQLite
+/// would create it 0644, less the umask, and its -wal and -shm files alike);
+/// warns when an existing one is open to group or others.
+fn create_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(meta) = std::fs::metadata(path) {
+                let mode = meta.permissions().mode() & 0o777;
+                if meta.is_file() && mode & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), mode = format!("{mode:o}"),
+                        "the fleet database holds tenement admin tokens and others may read it: chmod 600 it");
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::Database(sqlx::Error::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot create {}: {e}", path.display()),
+        )))),
     }
 }
 
