@@ -25,6 +25,7 @@ pub enum Existing {
     /// Refuse (`slum serve`: it may be another fleet's).
     Keep,
     /// Replace it (`slum token reset --token-file`: the operator asked).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     Replace,
 }
 
