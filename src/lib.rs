@@ -51,8 +51,14 @@
 //!   (`crates/http1`: the server side, the client side, the shared codec and
 //!   chunked framing, the coarse timer), which imports nothing of slum, is
 //!   fuzzed and is checked against hyper's framing (`docs/http1-core.md`).
-//! - [`local_fleet`]: real tenement servers in network namespaces, for tests and
+//! - `local_fleet`: real tenement servers in network namespaces, for tests and
 //!   the demo fleet.
+//!
+//! Cargo features: `sqlite` and `postgres` (the backends), `serve` (the
+//! router, the management API, health checks, failover and drains), `cli`
+//! (the `slum` binary) and `local-fleet` (the test fleet and
+//! `slum-demo-app`). The default is the whole program but `local-fleet`; the
+//! library alone is `default-features = false, features = ["sqlite"]`.
 //!
 //! The parts' modules are private: what the library offers is re-exported
 //! here, and the ways in (`serve`, `api`, `cli`) and `local_fleet` are public

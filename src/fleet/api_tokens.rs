@@ -114,7 +114,7 @@ impl FleetDb {
         Ok(minted.token.clone())
     }
 
-    /// Revokes the local admin tokens (named [`BOOTSTRAP`] or [`ADMIN`]), or
+    /// Revokes the local admin tokens (named `bootstrap` or `admin`), or
     /// with `all` every token, except the one whose id is `keep` (the new
     /// admin token of a reset). Says what it revoked and what it kept.
     pub async fn revoke_admin_tokens(&self, keep: &str, all: bool) -> Result<Revoked> {

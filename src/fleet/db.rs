@@ -199,8 +199,8 @@ impl FleetDb {
     /// Routes a customer domain to a tenant's instance on its home server.
     /// Without a `name`, the domain's first label is the name; when that is
     /// already the name of a tenant in another registrable domain (another
-    /// customer), the call is refused and asks for the name (see
-    /// [`tenant_name`](crate::fleet::tenant_name)).
+    /// customer), the call is refused and asks for the name (the rule is in
+    /// `docs/library.md`).
     pub async fn add_tenant(&self, tenant: &Tenant) -> Result<()> {
         let derived = tenant.name.is_empty();
         let tenant = validation::tenant(tenant)?;
