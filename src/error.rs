@@ -101,6 +101,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// The server's tenement routes by another domain than `domain`, the one
+    /// slum would send it (`{tenant}.{process}.{domain}`): tenants' requests
+    /// would reach its own dashboard and API, or the wrong process. The
+    /// reason says what it answered and which `--domain` to use; nothing was
+    /// changed.
+    #[error("server '{server}' routes by a different domain than '{domain}': {reason}")]
+    DomainMismatch {
+        server: String,
+        domain: String,
+        reason: String,
+    },
+
     /// The fleet database failed.
     #[error("fleet database: {0}")]
     Database(#[source] sqlx::Error),

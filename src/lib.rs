@@ -25,8 +25,10 @@
 //!   (`orchestration.rs`, with the pure diff in `reconcile.rs`); where
 //!   instances go (`placement.rs`, pure, and `auto_placement.rs`); moving
 //!   instances without losing a request (`relocation.rs`, `tenant_move.rs`,
-//!   `drain.rs`, `failover.rs`); server health (`health.rs`, a pure state
-//!   machine and the monitor that applies it); and `slum serve`'s background
+//!   `drain.rs`, `failover.rs`); adding and changing servers only once their
+//!   tenement is found routing by their domain (`routing_check.rs`); server
+//!   health (`health.rs`, a pure state machine and the monitor that applies
+//!   it); and `slum serve`'s background
 //!   work (`supervisor.rs`). What it asks of routing is one small trait
 //!   (`routing.rs`).
 //! - `router/`, the reverse proxy in front of the fleet: [`route_table`], the

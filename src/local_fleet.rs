@@ -91,8 +91,12 @@ pub struct LocalServer {
     pub name: String,
     /// Address of the server inside its namespace.
     pub ip: Ipv4Addr,
-    /// The `--domain` it routes by.
+    /// The domain it routes by: its `--domain` (tenement's default,
+    /// `localhost`, when it runs without one).
     pub domain: String,
+    /// Whether `ten serve` is given `--domain` (see
+    /// [`LocalServer::restart_routing_by`]).
+    domain_flag: bool,
     /// Its admin API token.
     pub token: String,
     pub dir: PathBuf,
@@ -156,16 +160,15 @@ impl LocalServer {
             .create(true)
             .append(true)
             .open(self.dir.join("ten.log"))?;
-        let child = Command::new("ip")
+        let mut command = Command::new("ip");
+        command
             .args(["netns", "exec", &self.netns()])
             .arg(&self.ten)
-            .args([
-                "serve",
-                "--port",
-                &TEN_PORT.to_string(),
-                "--domain",
-                &self.domain,
-            ])
+            .args(["serve", "--port", &TEN_PORT.to_string()]);
+        if self.domain_flag {
+            command.args(["--domain", &self.domain]);
+        }
+        let child = command
             .current_dir(&self.dir)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -240,6 +243,16 @@ impl LocalServer {
         kill_netns_pids(&self.netns());
         self.spawn()?;
         self.wait_healthy(Duration::from_secs(15)).await
+    }
+
+    /// Restarts the server as [`LocalServer::restart_empty`] does, routing by
+    /// `domain` this time, or by tenement's default (`localhost`) when `None`
+    /// (`ten serve` without `--domain`): what an operator who mistyped it, or
+    /// left it out, starts.
+    pub async fn restart_routing_by(&mut self, domain: Option<&str>) -> io::Result<()> {
+        self.domain_flag = domain.is_some();
+        self.domain = domain.unwrap_or("localhost").to_owned();
+        self.restart_empty().await
     }
 
     /// Takes the server's end of its link down (a network partition): packets to
@@ -340,6 +353,7 @@ fn start_server(spec: &FleetSpec, name: &str) -> io::Result<LocalServer> {
         name: name.to_owned(),
         ip: slot_ip(slot, 2),
         domain: format!("{name}.fleet.test"),
+        domain_flag: true,
         token: String::new(),
         dir: dir.clone(),
         slot,

@@ -1,5 +1,6 @@
 //! Prometheus metrics of `slum serve`: requests by status, upstream latency,
-//! route table size, servers by state, health transitions.
+//! route table size, servers by state, health transitions, servers whose
+//! tenement routes by another domain.
 //!
 //! The two the router updates for every request are kept per router thread
 //! ([`RouterShard`]): each thread writes only its own counters, so that no two
@@ -11,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 const REQUESTS: &str = "slum_requests_total";
 const REQUESTS_HELP: &str = "Router responses by status code";
@@ -39,6 +42,11 @@ pub struct Metrics {
     pub servers: IntGaugeVec,
     /// Health transitions of servers, by new state.
     pub transitions: IntCounterVec,
+    /// Servers the health checks found routing by another domain than
+    /// slum's, once per change.
+    pub routing_mismatches: IntCounter,
+    /// Servers the router sends nothing because of a routing problem.
+    pub unroutable_servers: IntGauge,
 }
 
 impl Metrics {
@@ -62,10 +70,22 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let routing_mismatches = IntCounter::new(
+            "slum_server_routing_mismatches_total",
+            "Servers found routing by another domain than slum's (each change once)",
+        )
+        .expect("valid metric");
+        let unroutable_servers = IntGauge::new(
+            "slum_servers_unroutable",
+            "Servers the router sends nothing because their routing check has not passed",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(route_table_domains.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(servers.clone()),
             Box::new(transitions.clone()),
+            Box::new(routing_mismatches.clone()),
+            Box::new(unroutable_servers.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -75,6 +95,8 @@ impl Metrics {
             route_table_domains,
             servers,
             transitions,
+            routing_mismatches,
+            unroutable_servers,
         }
     }
 

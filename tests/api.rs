@@ -1042,6 +1042,111 @@ async fn stop_ends_the_api_gracefully() {
     assert!(refused.is_err(), "still answering after stop");
 }
 
+/// A server whose tenement routes by another domain than the one slum would
+/// send it is refused, naming the `--domain` to use, and nothing is recorded:
+/// a domain it does not route by, none (the url's host, where tenement's
+/// default is localhost), and a subdomain of its own (tenement would take
+/// the process label for an instance's). The right one is taken; a PATCH to
+/// a wrong one is refused too. A server that cannot be asked is still added.
+#[tokio::test]
+async fn a_server_that_routes_by_another_domain_is_refused_naming_the_domain_to_use() {
+    let Some(fleet) = common::fleet(1).await else {
+        return;
+    };
+    let s1 = &fleet.servers[0];
+    let record = s1.record();
+    let api = Api::start().await;
+    let url_host = s1.ip.to_string();
+    let parent = format!("api.{}", s1.domain);
+    let before = api.dump().await;
+    for (domain, slum_domain, answered) in [
+        (
+            Some("elsewhere.test"),
+            "elsewhere.test",
+            "its own /health for 'probe.slum-routing-probe.elsewhere.test'",
+        ),
+        (
+            None,
+            url_host.as_str(),
+            "its own /health for 'probe.slum-routing-probe.",
+        ),
+        (Some(parent.as_str()), parent.as_str(), "parent domain"),
+    ] {
+        let (status, body) = api
+            .post(
+                "/v1/servers",
+                json!({"id": "s1", "url": record.url, "capacity_mb": 1024,
+                       "token": record.token, "domain": domain}),
+            )
+            .await;
+        let e = error_of(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "domain_mismatch",
+        );
+        assert_eq!(e["server"], "s1", "{body}");
+        assert_eq!(e["domain"], slum_domain, "{body}");
+        assert_eq!(e["field"], "server.domain", "{body}");
+        let message = e["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!(
+                "server 's1' routes by a different domain than '{slum_domain}'"
+            )),
+            "{message}"
+        );
+        assert!(message.contains(answered), "{message}");
+        assert!(
+            message.contains(&format!("`ten serve --domain {slum_domain}`")),
+            "{message}"
+        );
+        assert_eq!(
+            api.dump().await,
+            before,
+            "a refused add changed the database"
+        );
+    }
+
+    api.add_real_server(s1, None, 1024).await;
+    let (_, added) = api.get("/v1/servers/s1").await;
+    assert_eq!(added["routing_problem"], Value::Null, "{added}");
+
+    let before = api.dump().await;
+    for patch in [
+        json!({"domain": "elsewhere.test"}),
+        json!({"domain": null}),
+        json!({"domain": parent, "capacity_mb": 1}),
+    ] {
+        let (status, body) = api.patch("/v1/servers/s1", patch).await;
+        error_of(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "domain_mismatch",
+        );
+        assert_eq!(
+            api.dump().await,
+            before,
+            "a refused patch changed the database"
+        );
+    }
+    // What does not move the address is not checked.
+    let (status, body) = api
+        .patch("/v1/servers/s1", json!({"capacity_mb": 2048}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Nothing answers here: added as before, for the health checks to judge.
+    let (status, body) = api
+        .post(
+            "/v1/servers",
+            json!({"id": "dark", "url": "http://127.0.0.1:9", "capacity_mb": 1,
+                   "domain": "elsewhere.test"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
 /// Spawn, move and stop through the API against two real tenement servers,
 /// with the failures only real servers produce.
 #[tokio::test]

@@ -975,6 +975,30 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     }
     let url = s1.url();
     let token_file = token_file.to_string_lossy().into_owned();
+    // Without --domain slum would route by the url's host, which s1's
+    // tenement would answer with its own dashboard: refused, saying so.
+    let refused = slum.run(&[
+        "server",
+        "add",
+        "s1",
+        "--url",
+        &url,
+        "--capacity-mb",
+        "1024",
+        "--token-file",
+        &token_file,
+    ]);
+    let line = refused.error_line();
+    assert!(
+        line.contains(&format!("`ten serve --domain {}`", s1.ip)),
+        "{line}"
+    );
+    assert!(line.contains("its own /health"), "{line}");
+    assert_eq!(
+        slum.run(&["--json", "server", "list"]).json(),
+        Value::Array(vec![]),
+        "nothing recorded"
+    );
     slum.run(&[
         "server",
         "add",

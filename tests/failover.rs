@@ -602,3 +602,158 @@ async fn a_quiet_stream_from_a_server_that_vanishes_ends() {
         "the stream with an upload on its way to a vanished server was still open after 90 s"
     );
 }
+
+/// Waits (bounded) until the fleet database holds a routing problem for
+/// `server` naming `domain`; returns it.
+async fn until_misrouted(slum: &Slum, server: &str, domain: &str) -> String {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let record = slum.db().get_server(server).await.unwrap();
+        if let Some(problem) = record.routing_problem.filter(|p| p.contains(domain)) {
+            return problem;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server {server} was never found routing by another domain than {domain}");
+}
+
+/// What slum's public port answered for `host` on each of tenement's own
+/// routes: never tenement's dashboard, metrics, telemetry or API.
+async fn assert_tenements_own_routes_stay_private(
+    slum: &Slum,
+    host: &str,
+) -> Vec<(&'static str, u16, String)> {
+    let mut answers = Vec::new();
+    for path in [
+        "/",
+        "/metrics",
+        "/api/telemetry",
+        "/api/instances",
+        "/health",
+    ] {
+        let (status, body) = slum.get(host, path).await;
+        for own in [
+            "tenement dashboard",
+            "tenement_",
+            "\"instances\"",
+            "{\"status\":\"ok\"}",
+        ] {
+            assert!(
+                !body.contains(own),
+                "{host}{path} answered tenement's own route: {status} {body}"
+            );
+        }
+        answers.push((path, status, body));
+    }
+    answers
+}
+
+/// A server restarted with another `--domain` (here none: tenement's default,
+/// localhost) would serve its own dashboard and API to the tenants' Hosts
+/// slum sends it. The health checks find it, once: it is offline at once,
+/// with the reason on its record, counted; the router sends it nothing (its
+/// tenant with a backup is answered there, the one without gets 503), so
+/// wrong tokens sent through the public port never lock slum out of it. Put
+/// right, it comes back; its record changed to another domain behind slum's
+/// back (unchecked), it goes again.
+#[tokio::test]
+async fn a_server_that_routes_by_another_domain_is_taken_out_of_routing() {
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant_with_backup("acme.com").await;
+    slum.add_running_tenant("solo.com", "s1").await;
+    until_status(&slum, "s1", ServerStatus::Online).await;
+    assert!(slum.get("acme.com", "/").await.1.contains("server=s1"));
+    let right_domain = fleet.server("s1").unwrap().domain.clone();
+
+    fleet
+        .server_mut("s1")
+        .unwrap()
+        .restart_routing_by(None)
+        .await
+        .unwrap();
+    let problem = until_misrouted(&slum, "s1", &right_domain).await;
+    assert!(
+        problem.contains(&format!("`ten serve --domain {right_domain}`")),
+        "{problem}"
+    );
+    assert!(problem.contains("its own /health"), "{problem}");
+    until_status(&slum, "s1", ServerStatus::Offline).await;
+    let metrics = slum.state.metrics.render();
+    assert!(
+        metrics.contains("slum_server_routing_mismatches_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("slum_servers_unroutable 1\n"), "{metrics}");
+
+    // The demo app answers its /health itself, every other path with who it is.
+    for (path, status, body) in assert_tenements_own_routes_stay_private(&slum, "acme.com").await {
+        let app = if path == "/health" {
+            "ok"
+        } else {
+            "tenant=acme process=api server=s2"
+        };
+        assert_eq!((status, body.trim()), (200, app), "{path}");
+    }
+    for (path, status, _) in assert_tenements_own_routes_stay_private(&slum, "solo.com").await {
+        assert_eq!(status, 503, "{path}");
+    }
+    // tenement locks its API for 5 s after 10 failed authentications: sent
+    // through the public port, they never reach it.
+    for _ in 0..12 {
+        let resp = http()
+            .get(format!("http://{}/api/instances", slum.router))
+            .header("host", "solo.com")
+            .bearer_auth("not-the-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+    }
+    let mut s1 = slum.db().get_server("s1").await.unwrap();
+    slum.db()
+        .tenement_clients()
+        .for_server(&s1)
+        .list()
+        .await
+        .expect("slum's own calls to s1 still work");
+    // Put online by hand, it still gets nothing while the problem stands...
+    s1.status = ServerStatus::Online;
+    slum.db().update_server(&s1).await.unwrap();
+    slum.state.fleet_changed().await;
+    assert!(slum.get("acme.com", "/").await.1.contains("server=s2"));
+    // ...and the next check takes it offline again.
+    until_status(&slum, "s1", ServerStatus::Offline).await;
+
+    // Put right: the check passes, the problem goes, s1 returns.
+    fleet
+        .server_mut("s1")
+        .unwrap()
+        .restart_routing_by(Some(&right_domain))
+        .await
+        .unwrap();
+    until_status(&slum, "s1", ServerStatus::Online).await;
+    assert_eq!(
+        slum.db().get_server("s1").await.unwrap().routing_problem,
+        None
+    );
+    assert!(slum.get("acme.com", "/").await.1.contains("server=s1"));
+
+    // Its record changed without a check (a new domain the server does not
+    // route by): found again, out again.
+    let mut s1 = slum.db().get_server("s1").await.unwrap();
+    s1.domain = Some("elsewhere.test".into());
+    slum.db().fleet().update_server_settings(&s1).await.unwrap();
+    slum.state.fleet_changed().await;
+    until_misrouted(&slum, "s1", "elsewhere.test").await;
+    until_status(&slum, "s1", ServerStatus::Offline).await;
+    assert_tenements_own_routes_stay_private(&slum, "acme.com").await;
+    let metrics = slum.state.metrics.render();
+    assert!(
+        metrics.contains("slum_server_routing_mismatches_total 2\n"),
+        "{metrics}"
+    );
+}

@@ -778,6 +778,21 @@ async fn the_routing_version_moves_with_routing_changes_only() {
         .await
         .unwrap());
     check.push(("the server comes online", true, moved!()));
+    assert!(store
+        .set_server_routing_problem("east", Some("routes by a different domain"))
+        .await
+        .unwrap());
+    check.push(("a routing problem is found", true, moved!()));
+    assert!(!store
+        .set_server_routing_problem("east", Some("routes by a different domain"))
+        .await
+        .unwrap());
+    check.push(("the same routing problem again", false, moved!()));
+    assert!(store
+        .set_server_routing_problem("east", None)
+        .await
+        .unwrap());
+    check.push(("the routing problem is gone", true, moved!()));
 
     db.add_tenant(&tenant("a.example.com", "east"))
         .await
@@ -822,7 +837,48 @@ async fn the_routing_version_moves_with_routing_changes_only() {
         .filter(|(_, expected, moved)| expected != moved)
         .collect();
     assert!(wrong.is_empty(), "(change, should move, moved): {wrong:?}");
-    assert_eq!(last, 9, "one step per routing change, from 0");
+    assert_eq!(last, 11, "one step per routing change, from 0");
+}
+
+/// A server's routing problem stays through changes that do not move its
+/// address (a drain's, an operator's capacity), and goes with a new url or
+/// domain, which the old check says nothing of.
+#[tokio::test]
+async fn a_routing_problem_stays_until_the_servers_address_changes() {
+    let (_test_db, db) = temp_db().await;
+    db.add_server(&server("east", None, 1000)).await.unwrap();
+    assert_eq!(db.get_server("east").await.unwrap().routing_problem, None);
+    let problem = "routes by a different domain than '127.0.0.1'";
+    assert!(db
+        .record_routing_problem("east", Some(problem))
+        .await
+        .unwrap());
+    let e = db
+        .record_routing_problem("nowhere", Some(problem))
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+
+    let mut east = db.get_server("east").await.unwrap();
+    assert_eq!(east.routing_problem.as_deref(), Some(problem));
+    east.capacity_mb = 2000;
+    east.status = ServerStatus::Draining;
+    east.routing_problem = None;
+    db.fleet().update_server(&east).await.unwrap();
+    db.fleet().update_server_settings(&east).await.unwrap();
+    let stored = db.get_server("east").await.unwrap();
+    assert_eq!(stored.capacity_mb, 2000);
+    assert_eq!(stored.routing_problem.as_deref(), Some(problem), "kept");
+
+    east.domain = Some("east.fleet.test".into());
+    db.fleet().update_server_settings(&east).await.unwrap();
+    assert_eq!(db.get_server("east").await.unwrap().routing_problem, None);
+    db.record_routing_problem("east", Some(problem))
+        .await
+        .unwrap();
+    east.url = "http://127.0.0.1:10".into();
+    db.fleet().update_server(&east).await.unwrap();
+    assert_eq!(db.get_server("east").await.unwrap().routing_problem, None);
 }
 
 /// A draining server that dies goes offline (so that its tenants fail over)

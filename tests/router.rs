@@ -489,6 +489,21 @@ async fn websocket_echo_server() -> SocketAddr {
         if path == "/api/instances/spawn" {
             return Ok(json(r#"{"instance":"api:chat","port":30000}"#));
         }
+        // tenement's routing: its own /health for its own Host, 404 for an
+        // instance of a process it lacks (what slum's routing check asks).
+        if path == "/health" {
+            let probe = req
+                .headers()
+                .get("host")
+                .is_some_and(|h| h.as_bytes().starts_with(b"probe.slum-routing-probe."));
+            return Ok(if probe {
+                let mut resp = json("Not found");
+                *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
+                resp
+            } else {
+                json(r#"{"status":"ok"}"#)
+            });
+        }
         if path.ends_with("/health") {
             return Ok(json(r#"{"instance":"api:chat","health":"healthy"}"#));
         }

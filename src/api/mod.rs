@@ -237,6 +237,12 @@ impl IntoResponse for Error {
                 p.key = Some(instance);
                 (StatusCode::BAD_GATEWAY, "spawn_failed")
             }
+            Error::DomainMismatch { server, domain, .. } => {
+                p.field = Some("server.domain".to_owned());
+                p.server = Some(server);
+                p.domain = Some(domain);
+                (StatusCode::UNPROCESSABLE_ENTITY, "domain_mismatch")
+            }
             Error::Database(_) | Error::Migration(_) => {
                 // The caller cannot act on these; whoever runs slum must see them.
                 tracing::error!(error = %p.message, "management API: fleet database failed");

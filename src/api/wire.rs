@@ -254,4 +254,7 @@ pub struct Problem {
     pub free_mb: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_mb: Option<i64>,
+    /// The domain slum would route the server by (`domain_mismatch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }

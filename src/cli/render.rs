@@ -140,7 +140,7 @@ pub(super) fn render_servers(servers: &[Server], now: DateTime<Utc>) -> String {
             ]
         })
         .collect();
-    table(
+    let mut out = table(
         &[
             "ID",
             "URL",
@@ -153,7 +153,21 @@ pub(super) fn render_servers(servers: &[Server], now: DateTime<Utc>) -> String {
         ],
         rows,
         &[4, 5, 6],
-    )
+    );
+    out.push_str(&routing_problems(
+        servers
+            .iter()
+            .map(|s| (s.id.as_str(), s.routing_problem.as_deref())),
+    ));
+    out
+}
+
+/// One line per server the router sends nothing for a routing problem,
+/// after a table of servers.
+fn routing_problems<'a>(servers: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    servers
+        .filter_map(|(id, problem)| Some(format!("\n{id}: not routed: {}", problem?)))
+        .collect()
 }
 
 /// One server, with its live stats when given.
@@ -166,6 +180,9 @@ pub(super) fn render_server(s: &Server, stats: Option<&ServerStats>, now: DateTi
         ("status", s.status.to_string()),
         ("last seen", format_ago(now, s.last_seen)),
     ];
+    if let Some(problem) = &s.routing_problem {
+        rows.push(("not routed", problem.clone()));
+    }
     match stats {
         Some(st) => {
             rows.push((
@@ -324,6 +341,12 @@ pub(super) fn render_status(status: &FleetStatus, now: DateTime<Utc>) -> String 
             out.push_str(&format!("\n{}: {}", printable(&st.server_id), printable(e)));
         }
     }
+    out.push_str(&routing_problems(
+        status
+            .servers
+            .iter()
+            .map(|st| (st.server_id.as_str(), st.routing_problem.as_deref())),
+    ));
     if !status.down_tenants.is_empty() {
         let rows = status
             .down_tenants

@@ -153,14 +153,26 @@ impl FleetDb {
             .await
     }
 
+    /// Records what a routing check found of a server (see
+    /// [`Server::routing_problem`]); returns whether it changed anything.
+    pub async fn record_routing_problem(&self, id: &str, problem: Option<&str>) -> Result<bool> {
+        self.store.set_server_routing_problem(id, problem).await
+    }
+
     /// The fleet settings.
     pub fn options(&self) -> &FleetOptions {
         &self.options
     }
 
     // ----- servers -----
+    //
+    // `FleetDb` never reaches a server, so it cannot check where a server's
+    // tenement routes; [`SlumDb`](crate::SlumDb)'s calls of the same names
+    // check first. A server recorded here unchecked is checked by the health
+    // checks of `slum serve`, as one that could not be asked is.
 
-    /// Adds a tenement server to the fleet.
+    /// Adds a tenement server to the fleet, unchecked (see
+    /// [`SlumDb::add_server`](crate::SlumDb::add_server) for the checked call).
     pub async fn add_server(&self, server: &Server) -> Result<()> {
         let server = validation::server(server)?;
         self.store.insert_server(&server).await
@@ -171,14 +183,17 @@ impl FleetDb {
         self.store.get_server(id).await
     }
 
-    /// Replaces a server's url, region, capacity, token, domain and status.
+    /// Replaces a server's url, region, capacity, token, domain and status,
+    /// unchecked; a new url or domain clears its routing problem (the health
+    /// checks judge the new address).
     pub async fn update_server(&self, server: &Server) -> Result<()> {
         let server = validation::server(server)?;
         self.store.update_server(&server, true).await
     }
 
     /// Replaces a server's url, region, capacity, token and domain, leaving its
-    /// status to whoever else changes it meanwhile (health checks, drains).
+    /// status to whoever else changes it meanwhile (health checks, drains);
+    /// unchecked, as [`FleetDb::update_server`] is.
     pub async fn update_server_settings(&self, server: &Server) -> Result<()> {
         let server = validation::server(server)?;
         self.store.update_server(&server, false).await

@@ -34,6 +34,14 @@ pub struct Server {
     pub status: ServerStatus,
     /// When the server last answered a health check.
     pub last_seen: Option<DateTime<Utc>>,
+    /// Why the router sends this server nothing whatever its status: a
+    /// health check found its tenement routing by another domain than
+    /// [`routing_domain`], so that tenants' Hosts would reach its own
+    /// dashboard and API. `None` once a check passes, or when its url or
+    /// domain changes. Set by slum's health checks; ignored on writes.
+    ///
+    /// [`routing_domain`]: Server::routing_domain
+    pub routing_problem: Option<String>,
     /// When the server was added (set by the database).
     pub created_at: DateTime<Utc>,
     /// Memory reserved by the instances placed on this server, in MB. Filled in by
@@ -93,6 +101,7 @@ impl fmt::Debug for Server {
             .field("domain", &self.domain)
             .field("status", &self.status)
             .field("last_seen", &self.last_seen)
+            .field("routing_problem", &self.routing_problem)
             .field("created_at", &self.created_at)
             .field("used_capacity_mb", &self.used_capacity_mb)
             .finish()
@@ -364,6 +373,10 @@ pub struct ServerStats {
     /// When the server last answered a health check.
     #[serde(default)]
     pub last_seen: Option<DateTime<Utc>>,
+    /// Why the router sends the server nothing (see
+    /// [`Server::routing_problem`]).
+    #[serde(default)]
+    pub routing_problem: Option<String>,
 }
 
 /// The live status of one instance.

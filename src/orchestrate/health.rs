@@ -2,10 +2,18 @@
 //! and the state machine that turns them into `online` and `offline`.
 //!
 //! [`Tracker`] is the pure part: it counts consecutive outcomes and says when a
-//! server changes state. [`HealthMonitor`] feeds it (from `GET /health` checks
-//! and from the router's failed connections) and makes each change durable:
+//! server changes state. [`HealthMonitor`] feeds it (from active checks and
+//! from the router's failed connections) and makes each change durable:
 //! stored with its time, logged, counted in `/metrics`, and applied to routing
 //! at once (see [`Routing`]).
+//!
+//! An active check is tenement's routing check
+//! ([`TenementClients::check_routing`](crate::tenement::TenementClients::check_routing)):
+//! the server must answer, and route the Hosts slum sends it to its instances.
+//! One that answers but routes by another domain would serve tenants its own
+//! dashboard and API: it is offline at once (not after `fail_after` checks),
+//! and its [routing problem](crate::Server::routing_problem) keeps the router
+//! away until a check passes again.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,8 +24,9 @@ use futures::future::join_all;
 
 use crate::fleet::model::ServerStatus;
 use crate::metrics::Metrics;
-use crate::orchestrate::routing::Routing;
+use crate::orchestrate::routing::{RoutedServer, Routing};
 use crate::orchestrate::slum_db::SlumDb;
+use crate::orchestrate::tenement::RoutingCheck;
 
 /// When a server is declared offline or online again.
 #[derive(Debug, Clone)]
@@ -83,6 +92,35 @@ impl Tracker {
             _ => None,
         }
     }
+
+    /// Records a check that found the server routing by another domain. That
+    /// is an answer, not a flaky failure: the server goes offline at once
+    /// (from any other state), and comes back after `recover_after` passed
+    /// checks like any offline server.
+    pub fn observe_misrouted(&mut self, current: ServerStatus) -> Option<ServerStatus> {
+        self.failures = self.failures.saturating_add(1);
+        self.successes = 0;
+        (current != ServerStatus::Offline).then_some(ServerStatus::Offline)
+    }
+}
+
+/// The routing problem recorded for a server whose tenement routes by
+/// another domain than `domain` (see [`Server::routing_problem`]).
+///
+/// [`Server::routing_problem`]: crate::Server::routing_problem
+fn mismatch_problem(domain: &str, reason: &str) -> String {
+    format!("routes by a different domain than '{domain}': {reason}")
+}
+
+/// What one check of a server found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// It answered, routing by its domain.
+    Passed,
+    /// No answer (or not tenement's), or a failed connection of the router.
+    Failed,
+    /// It answered, routing by another domain.
+    Misrouted,
 }
 
 /// What the monitor knows of one server.
@@ -125,7 +163,15 @@ impl Ledger {
 
     /// Feeds one outcome; returns the transition it caused and whether
     /// `last_seen` is due to be written.
-    fn feed(&self, server: &str, stored: ServerStatus, ok: bool) -> (Option<Transition>, bool) {
+    fn feed(
+        &self,
+        server: &str,
+        stored: ServerStatus,
+        outcome: Outcome,
+    ) -> (Option<Transition>, bool) {
+        // A misrouted server answered, but that is no sign of health: no
+        // success is counted, and `last_seen` is not written.
+        let ok = outcome == Outcome::Passed;
         let mut entries = self.entries();
         let entry = entries.entry(server.to_owned()).or_insert(Entry {
             tracker: Tracker::default(),
@@ -139,8 +185,17 @@ impl Ledger {
         {
             entry.status = stored;
         }
+        // Nobody's word keeps a misrouted server routable, a status put back
+        // by hand included: it goes offline from whatever routing says (the
+        // store's compare-and-set keeps a stale view from reporting it twice).
+        if outcome == Outcome::Misrouted {
+            entry.status = stored;
+        }
         let from = entry.status;
-        let next = entry.tracker.observe(ok, from, &self.policy);
+        let next = match outcome {
+            Outcome::Misrouted => entry.tracker.observe_misrouted(from),
+            _ => entry.tracker.observe(ok, from, &self.policy),
+        };
         if let Some(to) = next {
             entry.status = to;
         }
@@ -216,18 +271,19 @@ impl HealthMonitor {
         let servers = self.routing.servers();
         let http = self.db.tenement_clients();
         let timeout = self.policy().timeout;
-        let outcomes = join_all(servers.iter().map(|s| async move {
-            let ok = http.probe(&s.url, timeout).await;
-            (s, ok)
+        let checks = join_all(servers.iter().map(|s| async move {
+            let check = http.check_routing(&s.url, &s.domain, timeout).await;
+            (s, check)
         }))
         .await;
-        for (s, ok) in outcomes {
+        for (s, check) in checks {
             // The status now, not at the start of the round: it may have changed
             // while the probes ran.
             let Some(stored) = self.routing.status(&s.id) else {
                 continue;
             };
-            let (t, seen_due) = self.ledger.feed(&s.id, stored, ok);
+            let outcome = self.record_routing(s, &check).await;
+            let (t, seen_due) = self.ledger.feed(&s.id, stored, outcome);
             if let Some(t) = t {
                 self.apply(&t).await;
             } else if seen_due {
@@ -242,6 +298,46 @@ impl HealthMonitor {
                 }
             }
         }
+    }
+
+    /// Records the routing problem a check found, or that it found none, when
+    /// that differs from what routing has: each change is stored, logged and
+    /// routed once (a new mismatch is counted too).
+    async fn record_routing(&self, s: &RoutedServer, check: &RoutingCheck) -> Outcome {
+        let (outcome, problem) = match check {
+            RoutingCheck::Routes => (Outcome::Passed, None),
+            RoutingCheck::Mismatch(reason) => (
+                Outcome::Misrouted,
+                Some(mismatch_problem(&s.domain, reason)),
+            ),
+            RoutingCheck::Unknown(_) => return Outcome::Failed,
+        };
+        if s.routing_problem == problem {
+            return outcome;
+        }
+        match self
+            .db
+            .record_routing_problem(&s.id, problem.as_deref())
+            .await
+        {
+            Ok(true) => {
+                match &problem {
+                    Some(problem) => {
+                        tracing::warn!(server = %s.id, %problem,
+                            "server routes by another domain: the router sends it nothing");
+                        self.metrics.routing_mismatches.inc();
+                    }
+                    None => tracing::info!(server = %s.id, domain = %s.domain,
+                        "server routes by its domain: its routing check passes"),
+                }
+                self.routing.fleet_changed().await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(server = %s.id, error = %e, "could not record a routing check")
+            }
+        }
+        outcome
     }
 
     /// A failed connection the router saw: counts as a failed check at once.
@@ -259,7 +355,7 @@ impl HealthMonitor {
             }
             return;
         }
-        if let (Some(t), _) = self.ledger.feed(server, stored, false) {
+        if let (Some(t), _) = self.ledger.feed(server, stored, Outcome::Failed) {
             self.apply(&t).await;
         }
     }
@@ -358,8 +454,8 @@ mod tests {
     #[test]
     fn the_monitor_reports_each_transition_once() {
         let m = Ledger::new(HealthPolicy::default());
-        assert_eq!(m.feed("a", Online, false).0, None);
-        let (t, _) = m.feed("a", Online, false);
+        assert_eq!(m.feed("a", Online, Outcome::Failed).0, None);
+        let (t, _) = m.feed("a", Online, Outcome::Failed);
         assert_eq!(
             t,
             Some(Transition {
@@ -369,8 +465,46 @@ mod tests {
             })
         );
         // The route table may still say online until the reload lands.
-        assert_eq!(m.feed("a", Online, false).0, None);
-        assert_eq!(m.feed("a", Offline, true).0, None);
-        assert!(m.feed("a", Offline, true).0.is_some());
+        assert_eq!(m.feed("a", Online, Outcome::Failed).0, None);
+        assert_eq!(m.feed("a", Offline, Outcome::Passed).0, None);
+        assert!(m.feed("a", Offline, Outcome::Passed).0.is_some());
+    }
+
+    #[test]
+    fn a_misrouted_server_is_offline_at_once_and_must_pass_again_to_return() {
+        let p = HealthPolicy {
+            fail_after: 3,
+            recover_after: 2,
+            ..Default::default()
+        };
+        for from in [Unknown, Online, Draining] {
+            let mut t = Tracker::default();
+            assert_eq!(t.observe_misrouted(from), Some(Offline), "from {from}");
+        }
+        let mut t = Tracker::default();
+        assert_eq!(t.observe_misrouted(Offline), None);
+        assert_eq!(t.observe(true, Offline, &p), None);
+        assert_eq!(t.observe_misrouted(Offline), None);
+        assert_eq!(t.observe(true, Offline, &p), None, "the mismatch reset it");
+        assert_eq!(t.observe(true, Offline, &p), Some(Online));
+
+        let m = Ledger::new(p);
+        let (t, seen) = m.feed("a", Online, Outcome::Misrouted);
+        assert_eq!(t.map(|t| t.to), Some(Offline));
+        assert!(
+            !seen,
+            "an answer that routes elsewhere is no sign of health"
+        );
+        assert_eq!(m.feed("a", Offline, Outcome::Misrouted).0, None);
+        // Put back online by hand, still misrouted: offline again.
+        let (t, _) = m.feed("a", Online, Outcome::Misrouted);
+        assert_eq!(
+            t,
+            Some(Transition {
+                server: "a".into(),
+                from: Online,
+                to: Offline
+            })
+        );
     }
 }

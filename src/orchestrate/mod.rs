@@ -11,6 +11,9 @@
 //!   [`auto_placement`] applies them without ever overbooking a server.
 //! - [`relocation`]: moving an instance between servers without losing a
 //!   request; the building block of [`tenant_move`], [`drain`] and [`failover`].
+//! - [`routing_check`]: adding and changing servers, after checking that
+//!   their tenement routes the Hosts slum sends them to instances, not to its
+//!   own dashboard and API.
 //! - [`health`]: server health from active checks and the router's failed
 //!   connections, as a pure state machine plus the monitor that applies it.
 //! - [`supervisor`]: `slum serve`'s background work (leadership, health
@@ -33,6 +36,7 @@ pub mod reconcile;
 pub mod relocation;
 #[cfg(feature = "serve")]
 pub mod routing;
+pub mod routing_check;
 pub mod slum_db;
 #[cfg(feature = "serve")]
 pub mod supervisor;

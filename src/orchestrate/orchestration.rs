@@ -285,6 +285,7 @@ impl SlumDb {
             running: live.as_ref().ok().map(|l| l.len() as i64),
             error: live.err().map(|e| e.to_string()),
             last_seen: server.last_seen,
+            routing_problem: server.routing_problem,
         })
     }
 

@@ -18,7 +18,11 @@ use crate::fleet::model::ServerStatus;
 pub struct RoutedServer {
     pub id: String,
     pub url: String,
+    /// The domain the router sends its tenants' Hosts under.
+    pub domain: String,
     pub status: ServerStatus,
+    /// Why routing sends it nothing whatever its status, if it does not.
+    pub routing_problem: Option<String>,
 }
 
 /// Routing as the orchestrator sees it.

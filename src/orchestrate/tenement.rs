@@ -62,6 +62,37 @@ impl TenementClients {
         )
     }
 
+    /// Whether the tenement server at `url` routes the Hosts slum sends it
+    /// for `domain` to its instances, and not to its own routes. Costs two
+    /// `GET /health` without a token, never a spawn (see [`RoutingCheck`]).
+    pub async fn check_routing(&self, url: &str, domain: &str, timeout: Duration) -> RoutingCheck {
+        let url = format!("{}/health", url.trim_end_matches('/'));
+        let ask = |host: String| {
+            let request = self
+                .http
+                .get(&url)
+                .header(reqwest::header::HOST, host)
+                .timeout(timeout);
+            async move {
+                let resp = request.send().await.map_err(|e| {
+                    if e.is_timeout() {
+                        format!("no answer within {:.1}s", timeout.as_secs_f64())
+                    } else {
+                        innermost_cause(&e)
+                    }
+                })?;
+                let status = resp.status().as_u16();
+                // Both answers looked for are a few bytes; of anything else
+                // only the start is kept, for the message.
+                let body = resp.bytes().await.unwrap_or_default();
+                let body = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+                Ok(Answer { status, body })
+            }
+        };
+        let (instance, own) = futures::join!(ask(probe_host(domain)), ask(own_probe_host(domain)));
+        RoutingCheck::judge(domain, instance, own)
+    }
+
     /// A client of `server`'s tenement API.
     pub fn for_server<'a>(&'a self, server: &'a Server) -> TenementClient<'a> {
         TenementClient {
@@ -70,6 +101,130 @@ impl TenementClients {
             timeout: self.request_timeout,
         }
     }
+}
+
+/// The process label of the routing check's first Host: a name no tenement
+/// config gives a service, so that tenement answers it `404 Not found`
+/// rather than waking (spawning) an instance.
+pub const PROBE_PROCESS: &str = "slum-routing-probe";
+
+/// The Host of the routing check's first request, `{id}.{process}.{domain}`
+/// like a tenant's but for a process no server has.
+pub fn probe_host(domain: &str) -> String {
+    format!("probe.{PROBE_PROCESS}.{domain}")
+}
+
+/// The Host of the routing check's second request, `probe..{domain}`: with
+/// an empty label before `domain`, so that no server routes it to an
+/// instance that could exist. tenement routing by `domain` finds an empty
+/// process name in it and answers with its own routes; tenement routing by a
+/// parent of `domain` (`example.com` for `x.example.com`) finds the process
+/// `.x`, which no config has, and answers `404`; no request reaches an app.
+pub fn own_probe_host(domain: &str) -> String {
+    format!("probe..{domain}")
+}
+
+/// A status and the start of a body, as the routing check reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    status: u16,
+    body: String,
+}
+
+impl Answer {
+    /// tenement's own `GET /health`: 200 `{"status":"ok"}`.
+    fn is_own_health(&self) -> bool {
+        #[derive(Deserialize)]
+        struct Health {
+            status: String,
+        }
+        self.status == 200
+            && serde_json::from_str::<Health>(&self.body).is_ok_and(|h| h.status == "ok")
+    }
+
+    /// tenement's instance routing for a process it lacks (404; 503 is its
+    /// answer when a process has no instance to give the request).
+    fn is_instance_routing(&self) -> bool {
+        matches!(self.status, 404 | 503)
+    }
+}
+
+/// What [`TenementClients::check_routing`] found.
+///
+/// Two requests tell tenement's instance routing from its own routes, with
+/// no token (so no failed authentication counts against slum), no spawn and
+/// nothing sent to an app:
+/// - `GET /health` with Host [`probe_host`] (`probe.slum-routing-probe.{domain}`)
+///   must be instance routing (404 for the unknown process). tenement's own
+///   `{"status":"ok"}` means it does not take the Host as one of its
+///   instances' (its `--domain` is not a suffix of it): the Hosts of slum's
+///   tenants would be served tenement's dashboard and API.
+/// - `GET /health` with Host [`own_probe_host`] (`probe..{domain}`) must be
+///   tenement's own answer. Instance routing there means tenement routes by a
+///   parent of `domain` (its `--domain` is `example.com`, slum's
+///   `x.example.com`): a tenant's Host would name the wrong process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoutingCheck {
+    /// Both answers are as they must be: the server routes by `domain`.
+    Routes,
+    /// The server answered, and routes by another domain: what it answered,
+    /// and which `--domain` to use, for people.
+    Mismatch(String),
+    /// Nothing known: no answer, or an answer tenement would not give.
+    Unknown(String),
+}
+
+impl RoutingCheck {
+    /// The verdict on the answers for Host [`probe_host`] (`instance`) and
+    /// Host [`own_probe_host`] (`own`) of `domain`, or why each did not come.
+    pub(crate) fn judge(
+        domain: &str,
+        instance: std::result::Result<Answer, String>,
+        own: std::result::Result<Answer, String>,
+    ) -> RoutingCheck {
+        let (instance_host, own_host) = (probe_host(domain), own_probe_host(domain));
+        let fix = format!(
+            "start it with `ten serve --domain {domain}`, or give the server the `--domain` \
+             its `ten serve` runs with (tenement's default is localhost)"
+        );
+        let instance = match instance {
+            Ok(a) => a,
+            Err(e) => {
+                return RoutingCheck::Unknown(format!("no answer for '{instance_host}': {e}"))
+            }
+        };
+        if instance.is_own_health() {
+            return RoutingCheck::Mismatch(format!(
+                "tenement answered its own /health for '{instance_host}' instead of routing it \
+                 to an instance (tenants would be served its dashboard and API); {fix}"
+            ));
+        }
+        if !instance.is_instance_routing() {
+            return RoutingCheck::Unknown(unexpected(&instance_host, &instance));
+        }
+        let own = match own {
+            Ok(a) => a,
+            Err(e) => return RoutingCheck::Unknown(format!("no answer for '{own_host}': {e}")),
+        };
+        if own.is_own_health() {
+            RoutingCheck::Routes
+        } else if own.is_instance_routing() {
+            RoutingCheck::Mismatch(format!(
+                "tenement routed '{own_host}' to an instance, so it routes by a parent domain \
+                 of '{domain}' (tenants would reach the wrong process); {fix}"
+            ))
+        } else {
+            RoutingCheck::Unknown(unexpected(&own_host, &own))
+        }
+    }
+}
+
+fn unexpected(host: &str, answer: &Answer) -> String {
+    format!(
+        "answered {} for '{host}', which tenement would not: {:?}",
+        answer.status,
+        answer.body.chars().take(80).collect::<String>()
+    )
 }
 
 /// One instance as tenement lists it.
@@ -275,5 +430,76 @@ impl<'a> TenementClient<'a> {
         ]);
         let resp = self.send(rb).await?;
         self.json(resp).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str) -> std::result::Result<Answer, String> {
+        Ok(Answer {
+            status,
+            body: body.into(),
+        })
+    }
+
+    /// The verdict on an answer for the probe Host and one for the bare domain.
+    fn judge(
+        instance: std::result::Result<Answer, String>,
+        own: std::result::Result<Answer, String>,
+    ) -> RoutingCheck {
+        RoutingCheck::judge("x.example.com", instance, own)
+    }
+
+    #[test]
+    fn the_routing_check_tells_instance_routing_from_tenements_own_routes() {
+        let own = || answer(200, r#"{"status":"ok"}"#);
+        let unknown_process = || answer(404, "Not found");
+        assert_eq!(judge(unknown_process(), own()), RoutingCheck::Routes);
+
+        // tenement's own /health for a tenant-shaped Host: its dashboard and
+        // API would be public.
+        let RoutingCheck::Mismatch(why) = judge(own(), own()) else {
+            panic!("not a mismatch")
+        };
+        assert!(
+            why.contains("its own /health for 'probe.slum-routing-probe.x.example.com'"),
+            "{why}"
+        );
+        assert!(why.contains("`ten serve --domain x.example.com`"), "{why}");
+
+        // The bare domain taken for an instance's (a process's, or one with
+        // no instance running): tenement routes by a parent domain.
+        for parent in [
+            unknown_process(),
+            answer(503, "Service temporarily unavailable"),
+        ] {
+            let RoutingCheck::Mismatch(why) = judge(unknown_process(), parent) else {
+                panic!("not a mismatch")
+            };
+            assert!(why.contains("parent domain"), "{why}");
+            assert!(why.contains("`ten serve --domain x.example.com`"), "{why}");
+        }
+    }
+
+    #[test]
+    fn no_answer_or_not_tenements_says_nothing_of_the_domain() {
+        let own = || answer(200, r#"{"status":"ok"}"#);
+        let unknown_process = || answer(404, "Not found");
+        for (instance, bare) in [
+            (Err("connection refused".to_owned()), own()),
+            (unknown_process(), Err("no answer within 1.0s".to_owned())),
+            // Something else answers for tenement: a 200 that is not its
+            // health, a 502 of a proxy in front.
+            (answer(200, "<html>hello</html>"), own()),
+            (answer(502, "Bad Gateway"), own()),
+            (unknown_process(), answer(200, r#"{"status":"degraded"}"#)),
+        ] {
+            assert!(
+                matches!(judge(instance, bare), RoutingCheck::Unknown(_)),
+                "judged"
+            );
+        }
     }
 }

@@ -105,6 +105,11 @@ impl Routes {
         let instances = db.list_instance_records().await?;
         let table = RouteTable::build(version, &servers, &tenants, &instances);
         self.metrics.route_table_domains.set(table.domains() as i64);
+        let unroutable = servers
+            .iter()
+            .filter(|s| s.routing_problem.is_some())
+            .count();
+        self.metrics.unroutable_servers.set(unroutable as i64);
         for state in [
             ServerStatus::Unknown,
             ServerStatus::Online,

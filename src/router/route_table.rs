@@ -25,6 +25,11 @@ pub struct Upstream {
     /// The domain tenement routes by.
     pub domain: String,
     pub status: ServerStatus,
+    /// The server's routing problem (its tenement routes by another domain,
+    /// or that is not checked yet): while it has one it is taken as down
+    /// whatever its status, since the Hosts the router sends it could reach
+    /// tenement's own dashboard and API.
+    pub routing_problem: Option<Arc<str>>,
     /// `url`'s scheme and authority, where connections go; `None` when `url`
     /// is not a usable http(s) URL.
     pub origin: Option<Uri>,
@@ -132,6 +137,7 @@ impl RouteTable {
                         url: s.url.trim_end_matches('/').into(),
                         domain: s.routing_domain(),
                         status: s.status,
+                        routing_problem: s.routing_problem.as_deref().map(Arc::from),
                         origin,
                         path_prefix,
                     }),
@@ -195,6 +201,14 @@ impl RouteTable {
     }
 }
 
+impl Upstream {
+    /// Whether the router sends the server nothing: offline, or with a
+    /// routing problem.
+    pub fn is_down(&self) -> bool {
+        self.status == ServerStatus::Offline || self.routing_problem.is_some()
+    }
+}
+
 /// Where requests for a domain of `route` go, given the running instances of
 /// its tenant (`placed`, any process) and the servers.
 fn decide(
@@ -210,7 +224,7 @@ fn decide(
     if placements.is_empty() {
         let home_up = upstreams
             .get(&route.home_server)
-            .is_some_and(|u| u.status != ServerStatus::Offline);
+            .is_some_and(|u| !u.is_down());
         return if home_up {
             Decision::Spawn(route)
         } else {
@@ -226,8 +240,10 @@ fn decide(
         .iter()
         .filter_map(|&p| {
             let up = upstreams.get(&p.server_id)?;
+            if up.is_down() {
+                return None;
+            }
             let rank = match (p.instance_id == route.instance_id, up.status) {
-                (_, ServerStatus::Offline) => return None,
                 (true, _) => 0,
                 (false, ServerStatus::Online) => 1,
                 (false, _) => 2,
@@ -424,6 +440,37 @@ pub(crate) mod tests {
         stopping.desired = DesiredState::Stopped;
         let t = RouteTable::build(1, &[server("east", Online)], &tenants, &[stopping]);
         assert!(matches!(t.route("acme.com"), Decision::Spawn(_)));
+    }
+
+    #[test]
+    fn a_server_with_a_routing_problem_is_down_whatever_its_status() {
+        use ServerStatus::*;
+        let tenants = [tenant("acme.com", "acme", "east")];
+        let instances = [inst("acme", "prod", "east"), inst("acme", "backup", "west")];
+        let misrouted = |id: &str| Server {
+            routing_problem: Some("routes by a different domain".into()),
+            ..server(id, Online)
+        };
+        // Its instance is passed over for the backup...
+        let t = RouteTable::build(
+            1,
+            &[misrouted("east"), server("west", Online)],
+            &tenants,
+            &instances,
+        );
+        assert_eq!(
+            forward_to(t.route("acme.com")),
+            ("west".into(), "acme.api.west.fleet.test".into(), true)
+        );
+        let Decision::Forward { fallbacks, .. } = t.route("acme.com") else {
+            panic!()
+        };
+        assert!(fallbacks.is_empty(), "never a fallback either");
+        // ...and with none, nothing goes to it, not even a spawn.
+        let t = RouteTable::build(1, &[misrouted("east")], &tenants, &[]);
+        assert!(matches!(t.route("acme.com"), Decision::ServerDown { .. }));
+        let t = RouteTable::build(1, &[misrouted("east")], &tenants, &instances[..1]);
+        assert!(matches!(t.route("acme.com"), Decision::ServerDown { .. }));
     }
 
     #[test]

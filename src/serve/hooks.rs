@@ -83,7 +83,9 @@ impl Routing for TableRouting {
             .map(|u| RoutedServer {
                 id: u.server_id.clone(),
                 url: u.url.to_string(),
+                domain: u.domain.clone(),
                 status: u.status,
+                routing_problem: u.routing_problem.as_deref().map(str::to_owned),
             })
             .collect()
     }

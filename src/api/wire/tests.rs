@@ -46,6 +46,7 @@ fn stats() -> ServerStats {
         running: Some(2),
         error: None,
         last_seen: Utc.timestamp_opt(1_700_000_000, 0).single(),
+        routing_problem: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn the_status_answer_keeps_its_documented_fields() {
             "instances",
             "last_seen",
             "reachable",
+            "routing_problem",
             "running",
             "server_id",
             "status",
@@ -121,6 +123,7 @@ fn a_server_is_listed_with_its_capacity_and_never_its_token() {
             "id",
             "last_seen",
             "region",
+            "routing_problem",
             "status",
             "url",
             "used_capacity_mb"

@@ -95,6 +95,44 @@ fn server_table_aligns_columns() {
 }
 
 #[test]
+fn servers_the_router_sends_nothing_say_why() {
+    let problem = "routes by a different domain than 'east.fleet.test': start it with \
+                   `ten serve --domain east.fleet.test`";
+    let east = Server {
+        status: ServerStatus::Offline,
+        routing_problem: Some(problem.into()),
+        ..server("east", "http://east:8000", 0)
+    };
+    let list = render_servers(&[east.clone(), server("w", "http://w:1", 0)], at(0));
+    assert!(
+        list.ends_with(&format!("\neast: not routed: {problem}")),
+        "{list}"
+    );
+    assert!(!list.contains("w: not routed"), "{list}");
+    let one = render_server(&east, None, at(0));
+    assert!(
+        one.lines()
+            .any(|l| l.starts_with("not routed:") && l.ends_with(problem)),
+        "{one}"
+    );
+    let status = FleetStatus {
+        servers: vec![ServerStats {
+            server_id: "east".into(),
+            status: ServerStatus::Offline,
+            reachable: true,
+            routing_problem: Some(problem.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let out = render_status(&status, at(0));
+    assert!(
+        out.contains(&format!("\neast: not routed: {problem}")),
+        "{out}"
+    );
+}
+
+#[test]
 fn server_details_include_stats() {
     let stats = ServerStats {
         server_id: "east".into(),
@@ -108,6 +146,7 @@ fn server_details_include_stats() {
         running: None,
         error: Some("connection refused".into()),
         last_seen: None,
+        routing_problem: None,
     };
     let out = render_server(
         &server("east", "http://east:8000", 128),
@@ -139,6 +178,7 @@ fn status_joins_last_seen_and_lists_errors() {
             running: None,
             error: Some("timed out".into()),
             last_seen: Some(at(-30)),
+            routing_problem: None,
         }],
         tenants: 4,
         instances: 2,

@@ -86,8 +86,13 @@ pub trait Store: Send + Sync + 'static {
     /// A server with its used capacity.
     async fn get_server(&self, id: &str) -> Result<Server>;
     /// Replaces a server's settings (url, region, capacity, token, domain) and,
-    /// with `with_status`, its status.
+    /// with `with_status`, its status. When the url or the domain changes, its
+    /// `routing_problem` is cleared: the routing check of the old address
+    /// says nothing of the new one.
     async fn update_server(&self, server: &Server, with_status: bool) -> Result<()>;
+    /// Records what a routing check found (see [`Server::routing_problem`]);
+    /// returns whether it changed anything.
+    async fn set_server_routing_problem(&self, id: &str, problem: Option<&str>) -> Result<bool>;
     /// Records a health observation if the server's status is still `expected`
     /// (compare-and-set, so that a check never writes back a status an operator
     /// or another router changed meanwhile). Returns whether it was written.
@@ -177,7 +182,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// A counter that moves whenever something routing depends on changes
-    /// (servers' url, domain or status; tenants; instance placements).
+    /// (servers' url, domain, status or routing problem; tenants; instance
+    /// placements).
     async fn fleet_version(&self) -> Result<i64>;
 
     /// Stores a management API token by the hash of its secret.

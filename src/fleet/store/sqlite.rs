@@ -44,7 +44,7 @@ pub struct SqliteStore {
 }
 
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
-     s.status, s.last_seen, s.created_at, \
+     s.status, s.last_seen, s.routing_problem, s.created_at, \
      COALESCE((SELECT SUM(i.memory_mb) FROM instances i \
                WHERE i.server_id = s.id OR i.moving_to = s.id), 0) AS used_mb";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
@@ -118,6 +118,7 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
         domain: row.try_get("domain")?,
         status: ServerStatus::from_str(row.try_get("status")?)?,
         last_seen: row.try_get::<Option<i64>, _>("last_seen")?.map(from_millis),
+        routing_problem: row.try_get("routing_problem")?,
         created_at: from_millis(row.try_get("created_at")?),
         used_capacity_mb: row.try_get("used_mb")?,
     })
@@ -227,9 +228,12 @@ impl Store for SqliteStore {
 
     async fn update_server(&self, s: &Server, with_status: bool) -> Result<()> {
         let res = sqlx::query(
-            "UPDATE servers SET url = ?, region = ?, capacity_mb = ?, token = ?, domain = ?, \
+            "UPDATE servers SET url = ?1, region = ?2, capacity_mb = ?3, token = ?4, domain = ?5, \
              status = CASE WHEN ?6 THEN ?7 ELSE status END, \
-             drain = CASE WHEN ?6 THEN ?7 = 'draining' ELSE drain END WHERE id = ?8",
+             drain = CASE WHEN ?6 THEN ?7 = 'draining' ELSE drain END, \
+             routing_problem = CASE WHEN url IS NOT ?1 OR domain IS NOT ?5 THEN NULL \
+                                    ELSE routing_problem END \
+             WHERE id = ?8",
         )
         .bind(&s.url)
         .bind(&s.region)
@@ -245,6 +249,21 @@ impl Store for SqliteStore {
             return Err(Error::not_found(Kind::Server, &s.id));
         }
         Ok(())
+    }
+
+    async fn set_server_routing_problem(&self, id: &str, problem: Option<&str>) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE servers SET routing_problem = ?1 WHERE id = ?2 AND routing_problem IS NOT ?1",
+        )
+        .bind(problem)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            self.get_server(id).await?;
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     async fn set_server_health(
