@@ -39,7 +39,7 @@ if [ -n "${SUDO_USER:-}" ]; then
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
-cargo build --quiet --release --bin slum --bin slum-demo-app --example bench_fleets
+cargo build --quiet --release --features local-fleet --bin slum --bin slum-demo-app --example bench_fleets
 SLUM_BIN="$PWD/target/release/slum"
 SLUM_DEMO_APP="$PWD/target/release/slum-demo-app"
 WRK="$(command -v wrk)"

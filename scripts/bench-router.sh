@@ -35,7 +35,7 @@ export SLUM_TEN
 # oha, pinned, for the fixed-rate latency runs (wrk has no rate limit).
 OHA="$(scripts/ensure-oha.sh)"
 export OHA
-cargo build --quiet --release --bin slum --bin slum-demo-app --example bench_router --example bare_proxy
+cargo build --quiet --release --features local-fleet --bin slum --bin slum-demo-app --example bench_router --example bare_proxy
 SLUM_BIN="$PWD/target/release/slum"
 BARE_PROXY="$PWD/target/release/examples/bare_proxy"
 SLUM_DEMO_APP="$PWD/target/release/slum-demo-app"

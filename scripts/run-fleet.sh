@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 export SLUM_TEN
-cargo build --quiet --bin slum --bin slum-demo-app --example demo_fleet
+cargo build --quiet --features local-fleet --bin slum --bin slum-demo-app --example demo_fleet
 export SLUM_BIN="$PWD/target/debug/slum"
 export SLUM_DEMO_APP="$PWD/target/debug/slum-demo-app"
 exec target/debug/examples/demo_fleet
