@@ -233,6 +233,18 @@ impl LocalServer {
         self.signal("CONT")
     }
 
+    /// Stops every process in its namespace (`SIGSTOP`): `ten serve` and its
+    /// instances alike, as on a machine that hangs. The kernel still
+    /// acknowledges what is sent to it; nothing answers.
+    pub fn freeze(&self) -> io::Result<()> {
+        signal_netns_pids(&self.netns(), "STOP")
+    }
+
+    /// Resumes every process in its namespace (`SIGCONT`).
+    pub fn thaw(&self) -> io::Result<()> {
+        signal_netns_pids(&self.netns(), "CONT")
+    }
+
     /// Kills the server together with every process in its namespace (its
     /// instances too), then starts `ten serve` again: a server that restarted
     /// with its instances gone.
@@ -467,6 +479,26 @@ fn create_netns(slot: u32) -> io::Result<()> {
         return Err(err(format!("namespace {ns} is not up: {text}")));
     }
     Ok(())
+}
+
+/// Sends `sig` to every process in namespace `ns`.
+fn signal_netns_pids(ns: &str, sig: &str) -> io::Result<()> {
+    let out = Command::new("ip").args(["netns", "pids", ns]).output()?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "ip netns pids {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let pids = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    if pids.is_empty() {
+        return Err(err(format!("no process runs in namespace {ns}")));
+    }
+    let mut args = vec![format!("-{sig}")];
+    args.extend(pids.iter().map(|p| p.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("kill", &args)
 }
 
 fn kill_netns_pids(ns: &str) {

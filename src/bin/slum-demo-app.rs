@@ -6,11 +6,12 @@
 //! and `SLUM_SERVER` (the server's name).
 //!
 //! Routes: `GET /health` answers 200 for tenement's health check; `GET /headers`
-//! echoes the request headers; `GET
-//! /sleep?ms=N` answers after N ms; `GET /bytes?mb=N` streams N MB; `GET
-//! /drip?ms=N` streams a line at once and then one every N ms (a quiet stream);
-//! `POST /count` reads the whole body as a stream and answers its size; anything
-//! else answers `tenant=... process=... server=...`.
+//! echoes the request headers; `GET /sleep?ms=N` answers after N ms (its server
+//! in `X-Server`); `GET /late-body?ms=N` sends its head at once and its body N ms
+//! later; `GET /bytes?mb=N` streams N MB; `GET /drip?ms=N` streams a line at once
+//! and then one every N ms (a quiet stream); `POST /count` reads the whole body
+//! as a stream and answers its size; anything else answers `tenant=...
+//! process=... server=...`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -63,7 +64,11 @@ async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Body>, 
         }
         "/sleep" => {
             tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;
-            text(200, "slept\n".into())
+            let mut r = text(200, "slept\n".into());
+            if let Ok(v) = id.server.parse() {
+                r.headers_mut().insert("x-server", v);
+            }
+            r
         }
         "/bytes" => {
             let chunks = query_u64(&req, "mb") * 16;
@@ -72,6 +77,24 @@ async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Body>, 
                 (0..chunks).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
             );
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        // A head at once and its body (with its length) `ms` milliseconds
+        // later: a server that stops between the two leaves the head alone.
+        "/late-body" => {
+            let after = Duration::from_millis(query_u64(&req, "ms"));
+            let body = format!("late body from {}\n", id.server);
+            let length = body.len();
+            let late = futures::stream::once(async move {
+                tokio::time::sleep(after).await;
+                Ok::<_, Infallible>(Frame::data(Bytes::from(body)))
+            });
+            let mut r = Response::new(BodyExt::boxed(StreamBody::new(late)));
+            r.headers_mut()
+                .insert(hyper::header::CONTENT_LENGTH, length.into());
+            if let Ok(v) = id.server.parse() {
+                r.headers_mut().insert("x-server", v);
+            }
+            r
         }
         // A quiet stream (as server-sent events are): a line at once, then one
         // every `ms` milliseconds, until the client leaves.
