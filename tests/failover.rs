@@ -188,6 +188,123 @@ async fn respawning_phoenix() -> Option<(LocalFleet, Slum)> {
     Some((fleet, slum))
 }
 
+/// A fleet database where s1 of `fleet` is recorded offline while no leader
+/// watched it: it holds `phoenix.com` (policy `respawn`) and `patient.com`
+/// (policy `none`), each with its instance on s1. When `dead`, s1's `ten
+/// serve` is killed; otherwise it came back unseen.
+async fn fleet_with_s1_offline(fleet: &mut LocalFleet, db: &common::TestDb, dead: bool) {
+    let slum = db.open().await;
+    for s in &fleet.servers {
+        slum.add_server(&s.record()).await.unwrap();
+    }
+    slum.add_tenant(&Tenant {
+        failover: FailoverPolicy::Respawn,
+        ..common::tenant("phoenix.com", "s1")
+    })
+    .await
+    .unwrap();
+    slum.add_tenant(&common::tenant("patient.com", "s1"))
+        .await
+        .unwrap();
+    for tenant in ["phoenix", "patient"] {
+        slum.spawn_instance(tenant, "api", "prod", "s1")
+            .await
+            .unwrap();
+    }
+    let was = slum.get_server("s1").await.unwrap().status;
+    assert!(slum
+        .record_server_health("s1", was, ServerStatus::Offline, None)
+        .await
+        .unwrap());
+    if dead {
+        fleet.server_mut("s1").unwrap().kill().unwrap();
+    }
+}
+
+/// Waits (bounded) until `slum` routes phoenix.com to s2.
+async fn until_phoenix_is_on_s2(slum: &Slum) -> Duration {
+    let started = Instant::now();
+    while !slum.get("phoenix.com", "/").await.1.contains("server=s2") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "phoenix was never respawned on s2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+/// Respawn failover is level-triggered: a router that starts to lead a fleet
+/// whose server is already offline (it died while no leader watched, so no
+/// router saw it go) respawns that server's `respawn` tenants, and leaves its
+/// `none` tenants waiting.
+#[tokio::test]
+async fn a_new_leader_respawns_the_tenants_of_a_server_found_offline() {
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
+    let db = common::TestDb::new().await;
+    fleet_with_s1_offline(&mut fleet, &db, true).await;
+
+    let slum = Slum::start_on(Some(db.url()), |_| {}).await;
+    let took = until_phoenix_is_on_s2(&slum).await;
+    println!("a new leader respawned the tenant of a server found offline after {took:?}");
+    assert_eq!(
+        slum.db()
+            .get_instance("phoenix:prod")
+            .await
+            .unwrap()
+            .server_id,
+        "s2"
+    );
+    let (status, body) = slum.get("patient.com", "/").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        slum.db()
+            .get_instance("patient:prod")
+            .await
+            .unwrap()
+            .server_id,
+        "s1"
+    );
+}
+
+/// A server recorded offline that answers the new leader's checks is brought
+/// back online with its tenants, not emptied.
+#[tokio::test]
+async fn a_new_leader_brings_back_a_server_recorded_offline_that_answers() {
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
+    let db = common::TestDb::new().await;
+    fleet_with_s1_offline(&mut fleet, &db, false).await;
+
+    let slum = Slum::start_on(Some(db.url()), |_| {}).await;
+    until_status(&slum, "s1", ServerStatus::Online).await;
+    let (status, body) = slum.get("phoenix.com", "/").await;
+    assert_eq!(
+        (status, body.trim()),
+        (200, "tenant=phoenix process=api server=s1")
+    );
+    assert_eq!(
+        slum.db()
+            .get_instance("phoenix:prod")
+            .await
+            .unwrap()
+            .server_id,
+        "s1"
+    );
+    let s2 = fleet.server("s2").unwrap().record();
+    let on_s2 = slum
+        .db()
+        .tenement_clients()
+        .for_server(&s2)
+        .list()
+        .await
+        .unwrap();
+    assert!(on_s2.is_empty(), "a copy was started on s2: {on_s2:?}");
+}
+
 /// A server that dies while draining is marked offline, so that its tenants
 /// fail over; when it returns it is draining again, not open for placements.
 #[tokio::test]

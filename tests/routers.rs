@@ -172,3 +172,72 @@ async fn when_the_leader_and_a_server_die_together_another_router_fails_over() {
         (200, "tenant=acme process=api server=s2")
     );
 }
+
+/// Two routers start on a fleet whose server is already offline (it died
+/// while no router ran): the `respawn` tenant on it is respawned once, by
+/// the leader (on PostgreSQL, one of the two; on SQLite each router leads its
+/// own file, and the database lets one move through), and both route it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_that_find_a_server_offline_respawn_its_tenant_once() {
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
+    let db = TestDb::new().await;
+    {
+        let slum = db.open().await;
+        for s in &fleet.servers {
+            slum.add_server(&s.record()).await.unwrap();
+        }
+        slum.add_tenant(&Tenant {
+            failover: slum::FailoverPolicy::Respawn,
+            ..common::tenant("phoenix.com", "s1")
+        })
+        .await
+        .unwrap();
+        slum.spawn_instance("phoenix", "api", "prod", "s1")
+            .await
+            .unwrap();
+        let was = slum.get_server("s1").await.unwrap().status;
+        slum.record_server_health("s1", was, slum::ServerStatus::Offline, None)
+            .await
+            .unwrap();
+        fleet.server_mut("s1").unwrap().kill().unwrap();
+    }
+    let a = Slum::start_on(Some(db.url()), |_| {}).await;
+    let b = Slum::start_on(Some(db.url()), |_| {}).await;
+    let started = Instant::now();
+    for router in [&a, &b] {
+        while !router.get("phoenix.com", "/").await.1.contains("server=s2") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "phoenix was never respawned on s2"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if db.is_postgres() {
+        assert!(
+            a.state.is_leader() != b.state.is_leader(),
+            "one leader on one PostgreSQL fleet"
+        );
+    }
+    let phoenix = a.db().get_instance("phoenix:prod").await.unwrap();
+    assert_eq!(
+        (phoenix.server_id.as_str(), phoenix.moving_to),
+        ("s2", None)
+    );
+    // Respawned once: one copy on s2, and s2 reserves room for one.
+    let s2 = fleet.server("s2").unwrap().record();
+    let running = a
+        .db()
+        .tenement_clients()
+        .for_server(&s2)
+        .list()
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(
+        a.db().get_server("s2").await.unwrap().used_capacity_mb(),
+        phoenix.memory_mb
+    );
+}

@@ -6,14 +6,19 @@
 //! policy: `none` waits (503 until the server returns), `respawn` gets a new
 //! copy on the usable server with the most free room, in the dead server's region
 //! when one there has room, and its route moves once the copy is healthy.
+//!
+//! Respawning is level-triggered ([`Respawner`]): it happens when a server
+//! goes offline, and again whenever the leader finds a server offline (when
+//! it starts to lead, and on each reconcile round), so that a leader that
+//! takes over a server that died before it led still respawns its tenants.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::fleet::model::{FailoverPolicy, Instance, ServerStatus, Tenant};
+use crate::fleet::model::{FailoverPolicy, Instance, Server, ServerStatus, Tenant};
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 
@@ -56,45 +61,134 @@ pub fn respawn_candidates(
     out
 }
 
-/// Respawns elsewhere the `respawn` tenants of a server that just went offline.
-/// `routing` gives the servers' status, and is told of each move.
-pub async fn server_went_offline(db: &SlumDb, routing: &Arc<dyn Routing>, server: &str) {
-    let (tenants, instances, dead) = match tokio::try_join!(
-        db.list_tenants(),
-        db.list_instance_records(),
-        db.get_server(server),
+/// Respawn failover, level-triggered: the `respawn` tenants of a server are
+/// respawned when it goes offline, and again whenever the leader looks at the
+/// fleet and finds it offline (a leader that takes over a server that died
+/// before it led, or a respawn that failed for want of room). Looking twice
+/// is harmless: a respawned instance is no longer on the dead server, and one
+/// whose respawn is under way in this process is not started again.
+pub struct Respawner {
+    db: SlumDb,
+    routing: Arc<dyn Routing>,
+    /// Instances whose respawn is under way here, by key.
+    busy: Mutex<HashSet<String>>,
+}
+
+/// An instance's claim on its respawn: given up when dropped.
+struct Claim<'a> {
+    busy: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        crate::lock(self.busy).remove(&self.key);
+    }
+}
+
+impl Respawner {
+    /// Respawns over `db`, reading the servers' status from `routing` and
+    /// telling it of each move.
+    pub fn new(db: SlumDb, routing: Arc<dyn Routing>) -> Respawner {
+        Respawner {
+            db,
+            routing,
+            busy: Mutex::default(),
+        }
+    }
+
+    /// Respawns the `respawn` tenants of `server`, offline now.
+    pub async fn server_offline(&self, server: &str) {
+        let (tenants, instances, servers) = match self.read_fleet().await {
+            Some(fleet) => fleet,
+            None => return,
+        };
+        let region = servers
+            .iter()
+            .find(|s| s.id == server)
+            .and_then(|s| s.region.clone());
+        self.respawn(server, region.as_deref(), &tenants, &instances)
+            .await;
+    }
+
+    /// Respawns the `respawn` tenants of every server the fleet database
+    /// records offline and `failing` says is still failing (the leader's own
+    /// checks: a server recorded offline that came back meanwhile is brought
+    /// online by them, not emptied).
+    pub async fn sweep(&self, failing: impl Fn(&str) -> bool) {
+        let (tenants, instances, servers) = match self.read_fleet().await {
+            Some(fleet) => fleet,
+            None => return,
+        };
+        for dead in servers
+            .iter()
+            .filter(|s| s.status == ServerStatus::Offline && failing(&s.id))
+        {
+            self.respawn(&dead.id, dead.region.as_deref(), &tenants, &instances)
+                .await;
+        }
+    }
+
+    async fn read_fleet(&self) -> Option<(Vec<Tenant>, Vec<Instance>, Vec<Server>)> {
+        match tokio::try_join!(
+            self.db.list_tenants(),
+            self.db.list_instance_records(),
+            self.db.list_servers(),
+        ) {
+            Ok(fleet) => Some(fleet),
+            Err(e) => {
+                tracing::warn!(error = %e, "failover: cannot read the fleet");
+                None
+            }
+        }
+    }
+
+    /// Respawns the candidates of `server` (in `region`) that no respawn here
+    /// is already working on.
+    async fn respawn(
+        &self,
+        server: &str,
+        region: Option<&str>,
+        tenants: &[Tenant],
+        instances: &[Instance],
     ) {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(server, error = %e, "failover: cannot read the fleet");
+        // One snapshot of routing for the whole decision.
+        let status: HashMap<String, ServerStatus> = self
+            .routing
+            .servers()
+            .into_iter()
+            .map(|s| (s.id, s.status))
+            .collect();
+        let status_of = |id: &str| status.get(id).copied().unwrap_or(ServerStatus::Unknown);
+        let todo: Vec<(Instance, Claim<'_>)> =
+            respawn_candidates(server, tenants, instances, status_of)
+                .into_iter()
+                .filter_map(|inst| {
+                    let key = inst.key();
+                    crate::lock(&self.busy).insert(key.clone()).then(|| {
+                        let claim = Claim {
+                            busy: &self.busy,
+                            key,
+                        };
+                        (inst, claim)
+                    })
+                })
+                .collect();
+        if todo.is_empty() {
             return;
         }
-    };
-    // One snapshot of routing for the whole decision.
-    let status: HashMap<String, ServerStatus> = routing
-        .servers()
-        .into_iter()
-        .map(|s| (s.id, s.status))
-        .collect();
-    let status_of = |id: &str| status.get(id).copied().unwrap_or(ServerStatus::Unknown);
-    let todo = respawn_candidates(server, &tenants, &instances, status_of);
-    if todo.is_empty() {
-        return;
-    }
-    tracing::warn!(
-        server,
-        tenants = todo.len(),
-        "respawning tenants of an offline server"
-    );
-    let region = dead.region.clone();
-    futures::stream::iter(todo)
-        .for_each_concurrent(PARALLEL_RESPAWNS, |inst| {
-            let region = region.clone();
-            async move {
+        tracing::warn!(
+            server,
+            tenants = todo.len(),
+            "respawning tenants of an offline server"
+        );
+        futures::stream::iter(todo)
+            .for_each_concurrent(PARALLEL_RESPAWNS, |(inst, _claim)| async move {
                 let key = inst.key();
                 // The old server is down: no requests can still be on their way.
-                let result = db
-                    .move_elsewhere(&inst, region.as_deref(), Duration::ZERO, routing)
+                let result = self
+                    .db
+                    .move_elsewhere(&inst, region, Duration::ZERO, &self.routing)
                     .await;
                 match result {
                     Ok(o) => {
@@ -102,9 +196,9 @@ pub async fn server_went_offline(db: &SlumDb, routing: &Arc<dyn Routing>, server
                     }
                     Err(e) => tracing::warn!(instance = %key, error = %e, "respawn failed"),
                 }
-            }
-        })
-        .await;
+            })
+            .await;
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,13 @@ impl Ledger {
         crate::lock(&self.servers)
     }
 
+    /// Whether the last outcome fed for `server` was a failure.
+    fn last_failed(&self, server: &str) -> bool {
+        self.entries()
+            .get(server)
+            .is_some_and(|e| e.tracker.failures > 0)
+    }
+
     /// Feeds one outcome; returns the transition it caused and whether
     /// `last_seen` is due to be written.
     fn feed(
@@ -340,6 +347,13 @@ impl HealthMonitor {
         outcome
     }
 
+    /// Whether this monitor's last word on `server` was a failure: a check
+    /// that failed, or a connection the router could not make, with no
+    /// success since.
+    pub fn last_failed(&self, server: &str) -> bool {
+        self.ledger.last_failed(server)
+    }
+
     /// A failed connection the router saw: counts as a failed check at once.
     pub(crate) async fn report_failure(&self, server: &str) {
         let Some(stored) = self.routing.status(server) else {
@@ -506,5 +520,17 @@ mod tests {
                 to: Offline
             })
         );
+    }
+
+    #[test]
+    fn a_server_is_failing_from_its_last_failure_to_its_next_success() {
+        let m = Ledger::new(HealthPolicy::default());
+        assert!(!m.last_failed("a"), "never checked");
+        m.feed("a", Offline, Outcome::Failed);
+        assert!(m.last_failed("a"));
+        m.feed("a", Offline, Outcome::Failed);
+        assert!(m.last_failed("a"));
+        m.feed("a", Offline, Outcome::Passed);
+        assert!(!m.last_failed("a"), "answered since");
     }
 }

@@ -1,6 +1,8 @@
 //! The background work of `slum serve`: health checks of every server on an
 //! interval, reconcile on an interval and whenever a server comes back, and
-//! failover when a server goes offline.
+//! failover when a server goes offline, and whenever the leader finds one
+//! offline: when it starts to lead (after its first round of checks) and on
+//! each reconcile round.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::fleet::model::ServerStatus;
+use crate::orchestrate::failover::Respawner;
 use crate::orchestrate::health::HealthMonitor;
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
@@ -40,6 +43,7 @@ pub async fn run(
         })
     };
     let _stop_leadership = AbortOnDrop(leadership);
+    let respawner = Arc::new(Respawner::new(db.clone(), Arc::clone(&routing)));
     let reconcile_now = Arc::new(Notify::new());
     let reconciler = tokio::spawn(reconcile_loop(
         db.clone(),
@@ -47,11 +51,14 @@ pub async fn run(
         Arc::clone(&leading),
         reconcile_every,
         Arc::clone(&reconcile_now),
+        Arc::clone(&respawner),
+        Arc::clone(&health),
     ));
     let _stop_reconciler = AbortOnDrop(reconciler);
     let checker = {
         let health = Arc::clone(&health);
         let leading = Arc::clone(&leading);
+        let respawner = Arc::clone(&respawner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(health.policy().interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -59,12 +66,21 @@ pub async fn run(
             loop {
                 tick.tick().await;
                 let leader = *leading.borrow();
+                let gained = leader && !was_leader;
                 if leader != was_leader {
                     tracing::info!(leader, "fleet leadership changed");
                     was_leader = leader;
                 }
                 if leader {
                     health.check_all().await;
+                }
+                if gained {
+                    // What the new leader finds offline and still failing is
+                    // acted on: its predecessor may have died before it did.
+                    let (respawner, health) = (Arc::clone(&respawner), Arc::clone(&health));
+                    tokio::spawn(async move {
+                        respawner.sweep(|s| health.last_failed(s)).await;
+                    });
                 }
             }
         })
@@ -81,23 +97,25 @@ pub async fn run(
             // A server that returns may have lost its instances.
             ServerStatus::Online => reconcile_now.notify_one(),
             ServerStatus::Offline => {
-                let (db, routing) = (db.clone(), Arc::clone(&routing));
-                tokio::spawn(async move {
-                    crate::orchestrate::failover::server_went_offline(&db, &routing, &t.server)
-                        .await;
-                });
+                let respawner = Arc::clone(&respawner);
+                tokio::spawn(async move { respawner.server_offline(&t.server).await });
             }
             _ => {}
         }
     }
 }
 
+/// Reconciles every `every` and when `now` is notified, while `leading`
+/// says this process leads; after each round, respawns what is still to be
+/// respawned on servers that are offline and failing the leader's checks.
 async fn reconcile_loop(
     db: SlumDb,
     routing: Arc<dyn Routing>,
     leading: Arc<tokio::sync::watch::Sender<bool>>,
     every: Duration,
     now: Arc<Notify>,
+    respawner: Arc<Respawner>,
+    health: Arc<HealthMonitor>,
 ) {
     loop {
         tokio::select! {
@@ -115,5 +133,6 @@ async fn reconcile_loop(
             }
             Err(e) => tracing::warn!(error = %e, "reconcile failed"),
         }
+        respawner.sweep(|s| health.last_failed(s)).await;
     }
 }
