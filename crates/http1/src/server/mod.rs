@@ -14,7 +14,9 @@
 //! - A request whose length cannot be told for sure is refused, as a proxy
 //!   must refuse it (RFC 9112 §6.3): `Transfer-Encoding` with
 //!   `Content-Length`, codings other than `chunked`, a transfer coding from
-//!   HTTP/1.0, lengths that disagree or are not plain digits.
+//!   HTTP/1.0, lengths that disagree or are not plain digits. A length given
+//!   twice over, the same, is taken, and one of its lines kept. `CONNECT` is
+//!   refused (405): this is no forward proxy.
 //! - [`ClientConn::write_response`] and [`ClientConn::write_answer`] write the
 //!   answer (see `response.rs`). A response without `Date` gets one.
 //! - [`ClientConn::switch`] joins the connection to a server's after a `101`.

@@ -60,9 +60,16 @@ pub(crate) fn parse_request(
     };
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| bad("malformed request method"))?;
+    // A tunnel is not a request to pass on: this is no forward proxy.
+    if method == Method::CONNECT {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served here".into(),
+        ));
+    }
     let http10 = request.version == Some(0);
     let target = span_of(buf, len, request.path.unwrap_or_default().as_bytes());
-    let spans = header_spans(buf, len, request.headers);
+    let mut spans = header_spans(buf, len, request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| bad("malformed request target"))?;
@@ -72,14 +79,18 @@ pub(crate) fn parse_request(
     // `close` wins, wherever it stands.
     let mut close = false;
     let mut expect = false;
+    // The length given twice over, the same both times (RFC 9112 §6.3 lets
+    // a recipient take it): one line goes on.
+    let mut length_twice = false;
     for span in &spans {
         let (name, value) = (&head[span.name()], &head[span.value()]);
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_length(value).ok_or_else(|| bad("malformed Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting Content-Lengths"));
+            match length {
+                Some(l) if l != n => return Err(bad("conflicting Content-Lengths")),
+                Some(_) => length_twice = true,
+                None => length = Some(n),
             }
-            length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if http10 {
                 return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
@@ -115,6 +126,13 @@ pub(crate) fn parse_request(
         (false, Some(0) | None) => None,
         (false, Some(n)) => Some(In::Length(n)),
     };
+    if length_twice {
+        let mut seen = false;
+        spans.retain(|span| {
+            let is_length = head[span.name()].eq_ignore_ascii_case(b"content-length");
+            !(is_length && std::mem::replace(&mut seen, true))
+        });
+    }
     let asked = Asked {
         head: method == Method::HEAD,
         http10,

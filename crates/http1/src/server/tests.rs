@@ -799,3 +799,36 @@ fn request_heads_are_parsed_with_their_framing_and_keep_alive() {
         "malformed Content-Length"
     );
 }
+
+/// A `Connection` value with a token that is not ASCII still says what its
+/// other tokens say; a length given twice over, the same, is taken, and one
+/// of its lines kept; a tunnel is not served.
+#[test]
+fn odd_heads_are_read_as_a_proxy_must_read_them() {
+    use crate::fuzzing::{parse_request as parse, Framing};
+    let mut buf =
+        BytesMut::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: caf\u{e9}, close\r\n\r\n");
+    let request = parse(&mut buf, 4096).unwrap().unwrap();
+    assert!(!request.keep_alive, "the close went unheard");
+
+    let mut buf = BytesMut::from(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\ncontent-length: 04\r\n\r\nbody",
+    );
+    let request = parse(&mut buf, 4096).unwrap().unwrap();
+    assert_eq!(request.framing, Framing::Length(4));
+    assert_eq!(
+        request.head.headers.lines(),
+        [
+            ("Host".to_string(), "x".to_string()),
+            ("Content-Length".to_string(), "4".to_string())
+        ]
+    );
+    assert_eq!(request.head.headers.content_length(), Some(4));
+
+    let mut buf = BytesMut::from("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n");
+    let (status, reason) = parse(&mut buf, 4096).unwrap_err();
+    assert_eq!(
+        (status, reason.as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served here")
+    );
+}
