@@ -385,6 +385,7 @@ mod tests {
             let limits = Limits {
                 header_timeout: Duration::from_secs(5),
                 max_header_bytes: 4096,
+                max_connection_options: 32,
                 body_timeout: Duration::from_secs(5),
             };
             let mut conn = ClientConn::new(stream, limits, CoarseTimer::new());

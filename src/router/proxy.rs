@@ -81,7 +81,15 @@ impl Proxy {
         peer: Peer,
         mut closing: ClosingWatch,
     ) -> Result<(), Ended> {
-        while let Some((mut parts, body)) = conn.read_request(|cx| closing.closed(cx)).await? {
+        loop {
+            let next = conn.read_request(|cx| closing.closed(cx)).await;
+            // A request refused as it was read was answered too: counted.
+            if let Err(Ended::Refused(status, _)) = &next {
+                self.metrics.count(status.as_u16());
+            }
+            let Some((mut parts, body)) = next? else {
+                break;
+            };
             // A client that leaves before its answer cancels the exchange.
             let route = self.route(&mut parts, body, &peer);
             let Some(answer) = conn.unless_gone(route).await else {

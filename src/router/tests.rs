@@ -159,6 +159,7 @@ async fn router(control: Arc<FakeControl>) -> SocketAddr {
         threads: 1,
         header_timeout: Duration::from_secs(5),
         max_header_bytes: 64 * 1024,
+        max_connection_options: 32,
         body_timeout: Duration::from_secs(5),
         upstream_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),

@@ -8,9 +8,10 @@
 //! - [`ClientConn::read_request`] parses a request head with httparse, at most
 //!   [`Limits::max_header_bytes`] and [`MAX_HEADERS`](crate::MAX_HEADERS)
 //!   headers, within [`Limits::header_timeout`] (which also ends an idle
-//!   keep-alive connection). Its body, sized or chunked, is a [`RequestBody`]
-//!   read off the connection as the handler takes it; `Expect: 100-continue`
-//!   is answered when it first does.
+//!   keep-alive connection), and refuses a head with more than
+//!   [`Limits::max_connection_options`] `Connection` options. Its body, sized
+//!   or chunked, is a [`RequestBody`] read off the connection as the handler
+//!   takes it; `Expect: 100-continue` is answered when it first does.
 //! - A request whose length cannot be told for sure is refused, as a proxy
 //!   must refuse it (RFC 9112 §6.3): `Transfer-Encoding` with
 //!   `Content-Length`, codings other than `chunked`, a transfer coding from
@@ -75,6 +76,10 @@ pub struct Limits {
     /// body not arriving while it is read, or its answer not taken while it
     /// is written. A connection that waits longer is ended.
     pub body_timeout: Duration,
+    /// The most options a request's `Connection` header(s) may list, over
+    /// all its lines; a head with more is refused (400). Each option may
+    /// name a header to take out, and thousands fit in a head.
+    pub max_connection_options: usize,
 }
 
 /// Why a connection ended other than by the client's close.
@@ -182,7 +187,12 @@ impl ClientConn {
         let mut deadline = None;
         loop {
             if !read.buf.is_empty() {
-                match parse_request(&mut read.buf, self.limits.max_header_bytes) {
+                let limits = &self.limits;
+                match parse_request(
+                    &mut read.buf,
+                    limits.max_header_bytes,
+                    limits.max_connection_options,
+                ) {
                     Ok(Some((parts, framing, asked, expect))) => {
                         self.asked = asked;
                         let body = match framing {

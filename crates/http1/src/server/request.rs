@@ -31,11 +31,13 @@ pub(crate) enum In {
 /// what the response depends on, and whether the client waits for a 100.
 pub(crate) type Parsed = (RequestHead, Option<In>, Asked, bool);
 
-/// Parses the request head at the start of `buf`, taking it off when whole.
-/// `Ok(None)`: not all in yet.
+/// Parses the request head at the start of `buf`, taking it off when whole,
+/// at most `max_bytes` long and with at most `max_options` `Connection`
+/// options. `Ok(None)`: not all in yet.
 pub(crate) fn parse_request(
     buf: &mut BytesMut,
     max_bytes: usize,
+    max_options: usize,
 ) -> Result<Option<Parsed>, Refusal> {
     // Left uninitialised (httparse's safe API for it): the head's lines are
     // written in as they are parsed, and 100 of them are not cleared first.
@@ -79,6 +81,9 @@ pub(crate) fn parse_request(
     // `close` wins, wherever it stands.
     let mut close = false;
     let mut expect = false;
+    // Connection options, counted over all the lines: each may name a line
+    // a proxy takes out, and a head of thousands is work and nothing else.
+    let mut options = 0;
     // The length given twice over, the same both times (RFC 9112 §6.3 lets
     // a recipient take it): one line goes on.
     let mut length_twice = false;
@@ -104,11 +109,15 @@ pub(crate) fn parse_request(
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in tokens(value) {
+                options += 1;
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
                     keep_alive = true;
                 }
+            }
+            if options > max_options {
+                return Err(bad(format!("more than {max_options} Connection options")));
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {

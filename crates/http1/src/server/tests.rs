@@ -185,6 +185,7 @@ const LIMITS: Limits = Limits {
     header_timeout: Duration::from_secs(5),
     max_header_bytes: 4096,
     body_timeout: Duration::from_secs(5),
+    max_connection_options: 8,
 };
 
 /// Sends `request` on a new connection and reads until the server closes
@@ -735,7 +736,7 @@ async fn a_connection_waiting_for_its_next_request_ends_when_the_server_closes()
 fn request_heads_are_parsed_with_their_framing_and_keep_alive() {
     let parse = |raw: &str| {
         let mut buf = BytesMut::from(raw);
-        parse_request(&mut buf, 4096).map(|p| {
+        parse_request(&mut buf, 4096, 8).map(|p| {
             p.map(|(parts, framing, asked, expect)| {
                 (
                     parts,
@@ -831,4 +832,29 @@ fn odd_heads_are_read_as_a_proxy_must_read_them() {
         (status, reason.as_str()),
         (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served here")
     );
+}
+
+/// A head with more `Connection` options than the limit (over all its
+/// lines) is refused before anything else is made of it; one at the limit
+/// is taken.
+#[tokio::test]
+async fn a_head_with_too_many_connection_options_is_refused() {
+    let addr = server(LIMITS).await;
+    let got = exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: a, b, c, d\r\nConnection: e,f,,g, h, i\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+    assert!(
+        got.ends_with("\r\n\r\nmore than 8 Connection options\n"),
+        "{got}"
+    );
+    let got = exchange(
+        addr,
+        b"GET /eight HTTP/1.1\r\nHost: x\r\nConnection: a, b, c, d\r\nConnection: e,f,,g, close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("GET /eight"), "{got}");
 }
