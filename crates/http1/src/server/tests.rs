@@ -84,6 +84,18 @@ async fn handle(parts: RequestHead, body: RequestBody) -> Response<TestBody> {
             Response::new(BodyExt::boxed(StreamBody::new(first.chain(then))))
         }
         "/stream" => Response::new(streamed(&["one,", "two"])),
+        // Answers at once, without the body; a moment after the first
+        // piece is out, the answer's own body reads the request's (as the
+        // router goes on sending a body while it passes an early answer on).
+        "/answer-early" => {
+            let first = futures::stream::iter([Ok(Frame::data(Bytes::from_static(b"early,")))]);
+            let then = futures::stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let read = body.collect().await.map(|c| c.to_bytes().len());
+                Ok(Frame::data(Bytes::from(format!("then read {read:?}"))))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(first.chain(then))))
+        }
         "/big" => {
             let piece = Bytes::from(vec![b'b'; 1 << 20]);
             let pieces = futures::stream::iter(
@@ -331,6 +343,25 @@ async fn a_client_that_leaves_ends_the_wait_for_its_answer_and_its_body() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!((dropped(&SLOW_DROPPED), dropped(&STREAM_DROPPED)), (1, 1));
+}
+
+/// A client that expects a `100 Continue` (and sends its body at once, as
+/// clients tired of waiting do) for a request answered before its body is
+/// asked for: the body is asked for while the answer goes out, and no `100`
+/// may land inside the answer.
+#[tokio::test]
+async fn a_100_continue_never_lands_inside_an_answer() {
+    let addr = server(LIMITS).await;
+    let got = exchange(
+        addr,
+        b"POST /answer-early HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\
+          Connection: close\r\n\r\nbody",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
+    assert!(got.contains("early,"), "{got}");
+    assert!(got.contains("then read Ok(4)"), "{got}");
 }
 
 #[tokio::test]
