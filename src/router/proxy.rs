@@ -145,6 +145,12 @@ impl Proxy {
                     Ok(Err(_)) | Err(BadHost::Malformed) => {
                         return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
                     }
+                    Err(BadHost::Conflicting) => {
+                        return answer(
+                            StatusCode::BAD_REQUEST,
+                            "the Host header and the request target name different hosts".into(),
+                        )
+                    }
                 };
                 let decision = table.route(host.to_str().unwrap_or_default());
                 (host, decision)

@@ -65,8 +65,9 @@ impl RawHeaders {
         self.get_all(name).next().is_some()
     }
 
-    /// Keeps the headers `keep` says yes to. A `Content-Length` taken out is
-    /// no longer the body's framing.
+    /// Keeps the headers `keep` says yes to; it is asked of each line once,
+    /// in order (so that a caller may count lines). A `Content-Length` taken
+    /// out is no longer the body's framing.
     #[inline]
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
         let head = &self.head;
