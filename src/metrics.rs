@@ -1,5 +1,6 @@
 //! Prometheus metrics of `slum serve`: requests by status, upstream latency,
-//! route table size, servers by state, health transitions.
+//! the router's own errors by server and cause, route table size, servers by
+//! state, health transitions.
 //!
 //! The two the router updates for every request are kept per router thread
 //! ([`RouterShard`]): each thread writes only its own counters, so that no two
@@ -39,6 +40,9 @@ pub struct Metrics {
     pub servers: IntGaugeVec,
     /// Health transitions of servers, by new state.
     pub transitions: IntCounterVec,
+    /// The router's own error answers (502, 503, 504), by the server
+    /// concerned and the cause: the details their public bodies leave out.
+    pub router_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -62,10 +66,19 @@ impl Metrics {
             &["state"],
         )
         .expect("valid metric");
+        let router_errors = IntCounterVec::new(
+            Opts::new(
+                "slum_router_errors_total",
+                "The router's own error answers (502, 503, 504), by server and cause",
+            ),
+            &["server", "cause"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(route_table_domains.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(servers.clone()),
             Box::new(transitions.clone()),
+            Box::new(router_errors.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -75,6 +88,7 @@ impl Metrics {
             route_table_domains,
             servers,
             transitions,
+            router_errors,
         }
     }
 
