@@ -14,18 +14,21 @@ const README: &str = include_str!("../README.md");
 const EXAMPLE: &str = include_str!("../examples/first_fleet.rs");
 
 /// The fenced blocks of a Markdown text whose info string is `lang`, each
-/// without its fences.
+/// without its fences. A block in a list item is indented, its closing fence
+/// as much as its opening one.
 fn fenced_blocks<'a>(markdown: &'a str, lang: &str) -> Vec<&'a str> {
     let mut blocks = Vec::new();
     let mut rest = markdown;
     let open = format!("```{lang}\n");
     while let Some(start) = rest.find(&open) {
+        let line = rest[..start].rfind('\n').map_or(0, |at| at + 1);
+        let close = format!("\n{}```", &rest[line..start]);
         let body = &rest[start + open.len()..];
-        let Some(end) = body.find("\n```") else {
+        let Some(end) = body.find(&close) else {
             panic!("a ```{lang} block is never closed");
         };
         blocks.push(&body[..=end]);
-        rest = &body[end + 4..];
+        rest = &body[end + close.len()..];
     }
     blocks
 }
