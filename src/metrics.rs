@@ -1,6 +1,6 @@
 //! Prometheus metrics of `slum serve`: requests by status, upstream latency,
-//! route table size, servers by state, health transitions, servers whose
-//! tenement routes by another domain.
+//! the router's own errors by server and cause, route table size, servers by
+//! state, health transitions, servers whose tenement routes by another domain.
 //!
 //! The two the router updates for every request are kept per router thread
 //! ([`RouterShard`]): each thread writes only its own counters, so that no two
@@ -47,6 +47,9 @@ pub struct Metrics {
     pub routing_mismatches: IntCounter,
     /// Servers the router sends nothing because of a routing problem.
     pub unroutable_servers: IntGauge,
+    /// The router's own error answers (502, 503, 504), by the server
+    /// concerned and the cause: the details their public bodies leave out.
+    pub router_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -80,12 +83,21 @@ impl Metrics {
             "Servers the router sends nothing because their routing check has not passed",
         )
         .expect("valid metric");
+        let router_errors = IntCounterVec::new(
+            Opts::new(
+                "slum_router_errors_total",
+                "The router's own error answers (502, 503, 504), by server and cause",
+            ),
+            &["server", "cause"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(route_table_domains.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(servers.clone()),
             Box::new(transitions.clone()),
             Box::new(routing_mismatches.clone()),
             Box::new(unroutable_servers.clone()),
+            Box::new(router_errors.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -97,6 +109,7 @@ impl Metrics {
             transitions,
             routing_mismatches,
             unroutable_servers,
+            router_errors,
         }
     }
 

@@ -361,6 +361,7 @@ async fn a_server_that_dies_while_draining_fails_over_and_returns_draining() {
 
 #[tokio::test]
 async fn crash_without_a_backup_respawns_elsewhere() {
+    common::logs::capture();
     let Some((mut fleet, slum)) = respawning_phoenix().await else {
         return;
     };
@@ -408,10 +409,14 @@ async fn crash_without_a_backup_respawns_elsewhere() {
         "s2",
         "the home moved with the instance"
     );
-    // The `none` tenant waits for its server: 503 naming it.
+    // The `none` tenant waits for its server: 503, whose log line names it.
     let (status, body) = slum.get("patient.com", "/").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("'s1'"), "{body}");
+    common::logs::assert_public_error(
+        &body,
+        "503 Service Unavailable: this site is unavailable: its servers are down",
+        &["'s1'"],
+    );
 
     // When s1 returns, reconcile stops the old copy of phoenix there and brings
     // back the patient tenant's instance.

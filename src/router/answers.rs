@@ -1,18 +1,32 @@
 //! What the router answers with: a server's answer passed on, or one of its
 //! own, a status and a one-line body that says what went wrong; and the ways
 //! an exchange with a server fails, each with its status.
+//!
+//! The router's own error answers (502, 503, 504) go to the public: they say
+//! what happened in general terms and give a request id, never a server's
+//! id, an OS error or what a server sent. The id is in the `X-Request-Id`
+//! header too, and in the log line that holds the details, and the error is
+//! counted by server and cause (`slum_router_errors_total`). Ids are made
+//! only for these answers: a random prefix drawn once per thread and the
+//! thread's count, no lock and no system call.
+
+use std::cell::Cell;
+use std::fmt::Display;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
-
-use std::time::Duration;
 
 use super::upstream_pool::{PooledBody, UpstreamError};
 use super::BoxError;
 use crate::error::{causes, innermost_cause};
+use crate::metrics::Metrics;
 use slum_http1::{ExchangeError, RawHeaders};
+
+/// The header a public error answer gives its request id in.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// What the router answers with: a server's answer passed on (its header
 /// lines as the server sent them, its body as it comes), or a response the
@@ -54,6 +68,54 @@ pub(super) fn made(status: StatusCode, reason: String) -> Response<BoxBody<Bytes
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// A new request id: 16 hex digits, a random prefix drawn once per thread
+/// and the thread's count. Unique enough to find one log line: two threads
+/// share a prefix once in four billion.
+pub(super) fn request_id() -> String {
+    thread_local! {
+        static NEXT: Cell<Option<(u32, u32)>> = const { Cell::new(None) };
+    }
+    NEXT.with(|next| {
+        let (prefix, n) = next.get().unwrap_or_else(|| (rand::random(), 0));
+        next.set(Some((prefix, n.wrapping_add(1))));
+        format!("{prefix:08x}{n:08x}")
+    })
+}
+
+/// An error answer of the router's own (502, 503, 504), for the public: the
+/// body says `what` happened in general terms, with a request id, also given
+/// in `X-Request-Id`. The details (`server`, and `detail`, which may name
+/// servers, tenants, OS errors and what a server sent) go to a log line with
+/// that id; the error is counted by `server` and `cause`.
+pub(super) fn public_error(
+    metrics: &Metrics,
+    status: StatusCode,
+    what: &str,
+    server: &str,
+    cause: &'static str,
+    detail: &dyn Display,
+) -> Response<BoxBody<Bytes, BoxError>> {
+    let id = request_id();
+    tracing::warn!(request_id = %id, status = status.as_u16(), server = %server, cause,
+        detail = %detail, "{what}");
+    metrics
+        .router_errors
+        .with_label_values(&[server, cause])
+        .inc();
+    let mut resp = made(
+        status,
+        format!(
+            "{} {}: {what} (request id {id})",
+            status.as_str(),
+            status.canonical_reason().unwrap_or_default()
+        ),
+    );
+    if let Ok(id) = HeaderValue::try_from(id) {
+        resp.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    resp
 }
 
 /// How an exchange with a server failed.
@@ -113,42 +175,56 @@ impl Failure {
 
     /// The router's answer for `server` failing so: 502 for a refused or
     /// broken connection, 504 for a connect or response head that took too
-    /// long (the timeouts are quoted), 400 or 408 for the client's body.
+    /// long, each a public error whose log line names the server and the
+    /// cause (the timeouts quoted); 400 or 408 for the client's body, which
+    /// say what was wrong with it.
     pub(super) fn answer(
         self,
         server: &str,
         upstream_timeout: Duration,
         connect_timeout: Duration,
+        metrics: &Metrics,
     ) -> Answer {
-        match self {
-            Failure::HeadTimeout => answer(
+        let (status, what, cause, detail) = match self {
+            Failure::HeadTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
+                "the server for this site did not answer in time",
+                "timeout",
                 format!(
                     "server '{server}' did not answer within {:.1}s",
                     upstream_timeout.as_secs_f64()
                 ),
             ),
-            Failure::ConnectTimeout => answer(
+            Failure::ConnectTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
+                "the server for this site could not be reached in time",
+                "connect_timeout",
                 format!(
                     "connecting to server '{server}' timed out after {:.1}s",
                     connect_timeout.as_secs_f64()
                 ),
             ),
-            Failure::Refused(cause) => answer(
+            Failure::Refused(cause) => (
                 StatusCode::BAD_GATEWAY,
+                "the server for this site could not be reached",
+                "refused",
                 format!("cannot connect to server '{server}': {cause}"),
             ),
-            Failure::Broken(cause) => answer(
+            Failure::Broken(cause) => (
                 StatusCode::BAD_GATEWAY,
+                "the server for this site failed to answer",
+                "broken",
                 format!("server '{server}' failed the request: {cause}"),
             ),
-            Failure::BadBody(cause) => answer(
-                StatusCode::BAD_REQUEST,
-                format!("the request body could not be read: {cause}"),
-            ),
-            Failure::BodyTimeout(cause) => answer(StatusCode::REQUEST_TIMEOUT, cause),
-        }
+            Failure::BadBody(cause) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body could not be read: {cause}"),
+                )
+            }
+            Failure::BodyTimeout(cause) => return answer(StatusCode::REQUEST_TIMEOUT, cause),
+        };
+        Answer::Made(public_error(metrics, status, what, server, cause, &detail))
     }
 }
 
@@ -169,6 +245,21 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 mod tests {
     use super::*;
     use std::io;
+
+    #[test]
+    fn request_ids_differ_and_are_sixteen_hex_digits() {
+        let ids: Vec<String> = (0..1000).map(|_| request_id()).collect();
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids {
+            assert!(
+                id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn only_a_request_body_standing_still_is_the_clients_timeout() {

@@ -57,6 +57,8 @@ pub struct RouterConfig {
     pub header_timeout: Duration,
     /// Largest request head accepted, in bytes.
     pub max_header_bytes: usize,
+    /// Most options a request's `Connection` header(s) may list.
+    pub max_connection_options: usize,
     /// Time a client may leave a body standing still.
     pub body_timeout: Duration,
     /// Time allowed for a server's response head, counted from the last

@@ -17,7 +17,7 @@ use slum_http1::{BodyProgress, ClientConn, Ended, RequestBody, RequestHead, Resp
 // The coarse timer's clock is tokio's, which tests can pause.
 use tokio::time::Instant;
 
-use super::answers::{answer, made, Answer, Failure};
+use super::answers::{answer, public_error, Answer, Failure};
 use super::control::ControlPlane;
 use super::headers::{
     is_upgrade, prepare_request_headers, request_host, routed_host, strip_hop_by_hop,
@@ -81,7 +81,15 @@ impl Proxy {
         peer: Peer,
         mut closing: ClosingWatch,
     ) -> Result<(), Ended> {
-        while let Some((mut parts, body)) = conn.read_request(|cx| closing.closed(cx)).await? {
+        loop {
+            let next = conn.read_request(|cx| closing.closed(cx)).await;
+            // A request refused as it was read was answered too: counted.
+            if let Err(Ended::Refused(status, _)) = &next {
+                self.metrics.count(status.as_u16());
+            }
+            let Some((mut parts, body)) = next? else {
+                break;
+            };
             // A client that leaves before its answer cancels the exchange.
             let route = self.route(&mut parts, body, &peer);
             let Some(answer) = conn.unless_gone(route).await else {
@@ -137,6 +145,12 @@ impl Proxy {
                     Ok(Err(_)) | Err(BadHost::Malformed) => {
                         return answer(StatusCode::BAD_REQUEST, "malformed Host header".into())
                     }
+                    Err(BadHost::Conflicting) => {
+                        return answer(
+                            StatusCode::BAD_REQUEST,
+                            "the Host header and the request target name different hosts".into(),
+                        )
+                    }
                 };
                 let decision = table.route(host.to_str().unwrap_or_default());
                 (host, decision)
@@ -152,9 +166,13 @@ impl Proxy {
             ))
             .await
             {
-                let mut resp = made(
+                let mut resp = public_error(
+                    &self.common.metrics,
                     StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
+                    "this site could not be started; retry in a few seconds",
+                    &route.home_server,
+                    "not_started",
+                    &format_args!(
                         "tenant '{}' could not be started on server '{}': {reason}",
                         route.tenant, route.home_server
                     ),
@@ -179,9 +197,13 @@ impl Proxy {
                 StatusCode::NOT_FOUND,
                 format!("no tenant has the domain '{name}'"),
             ),
-            Decision::ServerDown { tenant, servers } => answer(
+            Decision::ServerDown { tenant, servers } => Answer::Made(public_error(
+                &self.common.metrics,
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
+                "this site is unavailable: its servers are down",
+                servers.first().map_or("", String::as_str),
+                "server_down",
+                &format_args!(
                     "tenant '{tenant}' is unavailable: its server {} is down",
                     servers
                         .iter()
@@ -189,14 +211,18 @@ impl Proxy {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            ),
-            Decision::Spawn(route) => answer(
+            )),
+            Decision::Spawn(route) => Answer::Made(public_error(
+                &self.common.metrics,
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "tenant '{}' was started but is not routable yet; retry",
+                "this site was started but cannot be reached yet; retry",
+                &route.home_server,
+                "not_routable",
+                &format_args!(
+                    "tenant '{}' was started but is not routable yet",
                     route.tenant
                 ),
-            ),
+            )),
         }
     }
 
@@ -397,6 +423,7 @@ impl Proxy {
             server,
             self.common.upstream_timeout,
             self.common.connect_timeout,
+            &self.common.metrics,
         )
     }
 }

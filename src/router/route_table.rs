@@ -103,6 +103,9 @@ pub enum Decision {
 pub enum BadHost {
     Missing,
     Malformed,
+    /// An absolute-form request target and the Host header name different
+    /// hosts.
+    Conflicting,
 }
 
 /// The router's snapshot of the fleet.

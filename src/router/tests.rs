@@ -159,6 +159,7 @@ async fn router(control: Arc<FakeControl>) -> SocketAddr {
         threads: 1,
         header_timeout: Duration::from_secs(5),
         max_header_bytes: 64 * 1024,
+        max_connection_options: 32,
         body_timeout: Duration::from_secs(5),
         upstream_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
@@ -179,6 +180,66 @@ async fn router(control: Arc<FakeControl>) -> SocketAddr {
         .await
     });
     addr
+}
+
+/// The log lines of this test binary, captured for all its tests: the
+/// router's threads log through the global subscriber.
+mod logs {
+    use std::sync::{Mutex, Once};
+
+    static CAPTURED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            crate::lock(&CAPTURED).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Starts capturing (once for the binary).
+    pub(super) fn capture() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| Capture)
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
+    }
+
+    /// The captured lines that hold `needle`.
+    pub(super) fn lines_with(needle: &str) -> Vec<String> {
+        String::from_utf8_lossy(&crate::lock(&CAPTURED))
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// The request id a public error answer gives in its body, checked against
+/// its `X-Request-Id` header.
+fn request_id(answer: &str) -> String {
+    let id = answer
+        .rsplit_once("(request id ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(id, _)| id.to_owned())
+        .unwrap_or_else(|| panic!("no request id in {answer}"));
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains(&format!("\r\nx-request-id: {id}\r\n")),
+        "{answer}"
+    );
+    id
 }
 
 /// The whole answer to a GET of `/` with Host `host`.
@@ -257,8 +318,11 @@ async fn a_tenant_without_an_instance_is_woken_by_the_control_plane_then_forward
     assert_eq!(*lock(&control.woken), [woken]);
 }
 
+/// The client is told in general terms, with a request id; the reason is in
+/// the log line of that id.
 #[tokio::test]
-async fn a_wake_the_control_plane_fails_is_answered_503_with_its_reason() {
+async fn a_wake_the_control_plane_fails_is_answered_503_and_its_reason_logged() {
+    logs::capture();
     let east = app("east").await;
     let control = FakeControl::routing(RouteTable::build(
         1,
@@ -279,20 +343,33 @@ async fn a_wake_the_control_plane_fails_is_answered_503_with_its_reason() {
             .contains("\r\nretry-after: 5\r\n"),
         "{answer}"
     );
+    let id = request_id(&answer);
     assert!(
-        answer.ends_with(
-            "tenant 'acme' could not be started on server 'east': no room on any server\n"
-        ),
+        answer.ends_with(&format!(
+            "\r\n\r\n503 Service Unavailable: this site could not be started; \
+             retry in a few seconds (request id {id})\n"
+        )),
         "{answer}"
     );
-    // Within the hold-down the reason is the answer, without another wake.
+    let logged = logs::lines_with(&id).join("\n");
+    for detail in ["acme", "east", "no room on any server"] {
+        assert!(logged.contains(detail), "{detail} not logged: {logged}");
+    }
+    // Within the hold-down the answer comes at once, without another wake.
     let again = get(router, "acme.test").await;
     assert!(again.starts_with("HTTP/1.1 503 "), "{again}");
+    assert!(
+        !again.contains("east") && !again.contains("no room"),
+        "{again}"
+    );
     assert_eq!(lock(&control.woken).len(), 1);
 }
 
+/// The client's 502 names no server and no OS error; the log line of its
+/// request id does.
 #[tokio::test]
 async fn a_refused_connection_is_reported_to_the_control_plane() {
+    logs::capture();
     let nowhere = closed().await;
     let control = FakeControl::routing(RouteTable::build(
         1,
@@ -307,10 +384,19 @@ async fn a_refused_connection_is_reported_to_the_control_plane() {
         answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
         "{answer}"
     );
+    let id = request_id(&answer);
     assert!(
-        answer.contains("cannot connect to server 'east': "),
+        answer.ends_with(&format!(
+            "\r\n\r\n502 Bad Gateway: the server for this site could not be reached \
+             (request id {id})\n"
+        )),
         "{answer}"
     );
+    assert!(!answer.contains("east"), "{answer}");
+    let logged = logs::lines_with(&id).join("\n");
+    for detail in ["east", "refused"] {
+        assert!(logged.contains(detail), "{detail} not logged: {logged}");
+    }
     assert_eq!(*lock(&control.unreachable), ["east"]);
 }
 

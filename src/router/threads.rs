@@ -94,6 +94,7 @@ async fn run_thread(
     let limits = Limits {
         header_timeout: config.header_timeout,
         max_header_bytes: config.max_header_bytes,
+        max_connection_options: config.max_connection_options,
         body_timeout: config.body_timeout,
     };
     // The thread's tick: it ends the timeouts that are due, and every fifth

@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Largest request head accepted, in bytes.
     #[arg(long, env = "SLUM_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// Most options a request's Connection header(s) may list; a head with
+    /// more is refused (400).
+    #[arg(long, env = "SLUM_MAX_CONNECTION_OPTIONS")]
+    pub max_connection_options: Option<usize>,
     /// Seconds allowed for a spawn to become healthy.
     #[arg(long, env = "SLUM_SPAWN_TIMEOUT")]
     pub spawn_timeout: Option<f64>,
@@ -150,6 +154,7 @@ struct ServeFile {
     body_timeout: Option<f64>,
     server_ca: Option<PathBuf>,
     max_header_bytes: Option<usize>,
+    max_connection_options: Option<usize>,
     spawn_timeout: Option<f64>,
     route_poll: Option<f64>,
     shutdown_grace: Option<f64>,
@@ -174,6 +179,7 @@ pub struct ServeConfig {
     pub upstream_timeout: Duration,
     pub body_timeout: Duration,
     pub max_header_bytes: usize,
+    pub max_connection_options: usize,
     pub route_poll: Duration,
     pub shutdown_grace: Duration,
     pub health: HealthPolicy,
@@ -197,6 +203,11 @@ pub fn default_token_file() -> PathBuf {
         .join("slum/token")
 }
 
+/// The most options a request's `Connection` header(s) may list by default.
+/// Browsers and clients send one or two (`keep-alive`, `Upgrade`); each
+/// option is a header the router may have to take out.
+pub const DEFAULT_MAX_CONNECTION_OPTIONS: usize = 32;
+
 /// The default management API address.
 pub const DEFAULT_API: &str = "127.0.0.1:9090";
 
@@ -215,6 +226,7 @@ impl ServeConfig {
             threads: self.router_threads,
             header_timeout: self.header_timeout,
             max_header_bytes: self.max_header_bytes,
+            max_connection_options: self.max_connection_options,
             body_timeout: self.body_timeout,
             upstream_timeout: self.upstream_timeout,
             connect_timeout: self.fleet.connect_timeout,
@@ -250,6 +262,16 @@ impl ServeConfig {
             .unwrap_or(64 * 1024);
         if max_header_bytes < 1024 {
             anyhow::bail!("invalid max_header_bytes: {max_header_bytes} is below 1024");
+        }
+        let max_connection_options = args
+            .max_connection_options
+            .or(file.max_connection_options)
+            .unwrap_or(DEFAULT_MAX_CONNECTION_OPTIONS);
+        if max_connection_options < 4 {
+            anyhow::bail!(
+                "invalid max_connection_options: {max_connection_options} is below 4 \
+                 (`close`, `keep-alive`, `upgrade` and `TE` are each one)"
+            );
         }
         let health_defaults = HealthPolicy::default();
         let fail_after = args
@@ -353,6 +375,7 @@ impl ServeConfig {
                 60.0,
             )?,
             max_header_bytes,
+            max_connection_options,
             route_poll: seconds("route_poll", args.route_poll.or(file.route_poll), 0.25)?,
             shutdown_grace: seconds(
                 "shutdown_grace",
@@ -429,6 +452,19 @@ mod tests {
         };
         let e = ServeConfig::resolve(&zero).unwrap_err().to_string();
         assert!(e.contains("router_threads"), "{e}");
+
+        assert_eq!(c.max_connection_options, 32, "default");
+        std::fs::write(&file, "max_connection_options = 8\n").unwrap();
+        assert_eq!(
+            ServeConfig::resolve(&args).unwrap().max_connection_options,
+            8
+        );
+        let few = ServeArgs {
+            max_connection_options: Some(2),
+            ..Default::default()
+        };
+        let e = ServeConfig::resolve(&few).unwrap_err().to_string();
+        assert!(e.contains("max_connection_options"), "{e}");
 
         let bad = ServeArgs {
             upstream_timeout: Some(-1.0),

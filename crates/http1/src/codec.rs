@@ -65,8 +65,9 @@ impl RawHeaders {
         self.get_all(name).next().is_some()
     }
 
-    /// Keeps the headers `keep` says yes to. A `Content-Length` taken out is
-    /// no longer the body's framing.
+    /// Keeps the headers `keep` says yes to; it is asked of each line once,
+    /// in order (so that a caller may count lines). A `Content-Length` taken
+    /// out is no longer the body's framing.
     #[inline]
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) {
         let head = &self.head;
@@ -194,16 +195,18 @@ pub(crate) fn parse_length(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// The comma-separated tokens of a header value (as of `Connection`); none
-/// if it is not ASCII.
+/// The comma-separated tokens of a header value (as of `Connection`),
+/// trimmed, empty ones left out. A token that is not ASCII is passed over:
+/// it names no header and no option, and the others in the value still do
+/// (a value read as naming nothing because one of its tokens was not ASCII
+/// let a `close` go unheard, and the headers it named go on).
 #[inline]
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &str> {
-    std::str::from_utf8(value)
-        .ok()
-        .filter(|v| v.is_ascii())
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty() && t.is_ascii())
+        .filter_map(|t| std::str::from_utf8(t).ok())
 }
 
 /// `name: value` and CRLF.

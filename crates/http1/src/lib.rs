@@ -74,6 +74,10 @@ pub mod fuzzing {
         pub expects_continue: bool,
     }
 
+    /// The most `Connection` options [`parse_request`] takes (slum's
+    /// default).
+    pub const MAX_CONNECTION_OPTIONS: usize = 32;
+
     /// The server side's parse of the request head at the start of `buf`,
     /// taken off when whole: `Ok(None)` when it is not all in, `Err` with the
     /// status and reason of a refusal.
@@ -82,8 +86,9 @@ pub mod fuzzing {
         max_bytes: usize,
     ) -> Result<Option<Request>, (StatusCode, String)> {
         use crate::server::In;
-        Ok(crate::server::parse_request(buf, max_bytes)?.map(
-            |(head, framing, asked, expects_continue)| Request {
+        let parsed = crate::server::parse_request(buf, max_bytes, MAX_CONNECTION_OPTIONS)?;
+        Ok(
+            parsed.map(|(head, framing, asked, expects_continue)| Request {
                 head,
                 framing: match framing {
                     None => Framing::None,
@@ -92,8 +97,8 @@ pub mod fuzzing {
                 },
                 keep_alive: asked.keep_alive,
                 expects_continue,
-            },
-        ))
+            }),
+        )
     }
 
     /// A response head as the client side parsed it.

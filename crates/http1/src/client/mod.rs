@@ -295,12 +295,6 @@ impl<T: Transport> Conn<T> {
                     Parsed::Interim => continue,
                     Parsed::Final(head) => return Poll::Ready(Ok(head)),
                 }
-                if self.buf.len() >= MAX_HEAD_BYTES {
-                    return Poll::Ready(Err(protocol(format!(
-                        "response head larger than {} KiB",
-                        MAX_HEAD_BYTES / 1024
-                    ))));
-                }
             }
             let midway = !self.buf.is_empty();
             let n = ready!(self.poll_fill(cx, midway))?;

@@ -7,7 +7,7 @@ use std::mem::MaybeUninit;
 use bytes::{Buf, BytesMut};
 use hyper::{StatusCode, Version};
 
-use super::{protocol, ExchangeError, Framing};
+use super::{protocol, ExchangeError, Framing, MAX_HEAD_BYTES};
 use crate::chunked::Chunk;
 use crate::codec::{header_spans, parse_length, tokens, RawHeaders, MAX_HEADERS};
 use crate::head::ResponseHead;
@@ -49,7 +49,9 @@ impl Head {
 }
 
 /// Parses the response head at the start of `buf`, taking it off when whole.
-/// `expects_body`: the request was not a HEAD.
+/// `expects_body`: the request was not a HEAD. A head over
+/// [`MAX_HEAD_BYTES`] is an error, whole or not: one that came whole in one
+/// read is no smaller than one that came in pieces.
 pub(crate) fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parsed, ExchangeError> {
     // Left uninitialised (httparse's safe API for it): the head's lines are
     // written in as they are parsed, and 100 of them are not cleared first.
@@ -60,8 +62,16 @@ pub(crate) fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parse
         buf,
         &mut headers,
     );
+    let too_large = || {
+        protocol(format!(
+            "response head larger than {} KiB",
+            MAX_HEAD_BYTES / 1024
+        ))
+    };
     let len = match parsed {
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD_BYTES => return Err(too_large()),
         Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(too_large()),
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
         Err(e) => return Err(protocol(format!("malformed response head: {e}"))),
     };
@@ -84,15 +94,20 @@ pub(crate) fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parse
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut keep_alive = version == Version::HTTP_11;
+    // The length given twice over, the same: one line is passed on.
+    let mut length_twice = false;
     for span in &spans {
         let (name, value) = (&head[span.name()], &head[span.value()]);
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_length(value)
                 .ok_or_else(|| protocol("malformed Content-Length in the response"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(protocol("conflicting Content-Lengths in the response"));
+            match length {
+                Some(l) if l != n => {
+                    return Err(protocol("conflicting Content-Lengths in the response"))
+                }
+                Some(_) => length_twice = true,
+                None => length = Some(n),
             }
-            length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Chunked only when it is the last coding.
             let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
@@ -133,6 +148,11 @@ pub(crate) fn parse_head(buf: &mut BytesMut, expects_body: bool) -> Result<Parse
     // §6.3; taking out its lines forgets it).
     if chunked.is_some() && length.is_some() {
         headers.retain(|name| !name.eq_ignore_ascii_case(b"content-length"));
+    } else if length_twice {
+        let mut seen = false;
+        headers.retain(|name| {
+            !(name.eq_ignore_ascii_case(b"content-length") && std::mem::replace(&mut seen, true))
+        });
     }
     Ok(Parsed::Final(Head {
         response: ResponseHead {

@@ -57,6 +57,46 @@ fn response_headers_are_kept_as_sent() {
     assert_eq!(head.headers.content_length(), None);
 }
 
+/// A response head over 64 KiB is refused, also when it came whole in one
+/// read (the limit was looked at only while a head was not all in).
+#[test]
+fn a_response_head_over_the_limit_is_refused_whole_or_not() {
+    use crate::fuzzing::{parse_response, Response};
+    let big = format!(
+        "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 0\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    // (Not unwrapped: a head taken would fill the failure with its bytes.)
+    let whole = parse_response(&mut BytesMut::from(big.as_str()), true);
+    assert!(
+        matches!(&whole, Err(e) if e == "response head larger than 64 KiB"),
+        "a head of 70 KiB that came whole was taken"
+    );
+    let part = parse_response(&mut BytesMut::from(&big[..65 * 1024]), true);
+    assert!(
+        matches!(&part, Err(e) if e == "response head larger than 64 KiB"),
+        "65 KiB of a head was waited on"
+    );
+    let small = "HTTP/1.1 204 No Content\r\n\r\n";
+    assert!(matches!(
+        parse_response(&mut BytesMut::from(small), true),
+        Ok(Response::Final { .. })
+    ));
+}
+
+/// A length given twice over, the same, is passed on once.
+#[test]
+fn a_length_given_twice_over_is_passed_on_once() {
+    let head = ResponseHead::parse(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\ncontent-length: 2\r\n\r\n",
+    );
+    assert_eq!(
+        head.headers.lines(),
+        pairs(&[("Content-Length", "2"), ("X-A", "1")])
+    );
+    assert_eq!(head.headers.content_length(), Some(2));
+}
+
 const NO_BODY: Option<Empty<Bytes>> = None;
 
 /// A listener on a loopback port, and its address.

@@ -1,6 +1,7 @@
 //! A request's body, read off the client's connection as the handler takes
-//! it: sized or chunked, with `100 Continue` sent when it is first asked for,
-//! and held to the body timeout while the client's bytes are waited for.
+//! it: sized or chunked, with `100 Continue` asked of the connection when it
+//! is first asked for, and held to the body timeout while the client's bytes
+//! are waited for.
 
 use std::io;
 use std::pin::Pin;
@@ -14,7 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::request::In;
-use super::{Back, Reading};
+use super::{Back, Proceed, Reading};
 use crate::chunked::{decode_chunked, Decoded};
 use crate::lock;
 use crate::timer::{after, CoarseSleep, CoarseTimer};
@@ -29,10 +30,11 @@ pub(super) struct Streaming {
     read: Option<Reading>,
     back: Back,
     framing: In,
-    /// How much of `100 Continue` is written, while the client waits for it:
-    /// it is sent when the body is first asked for, so that a request
-    /// answered without its body is not sent it.
-    continue_at: Option<usize>,
+    /// The client waits for a `100 Continue`: the connection is asked to
+    /// write it when the body is first asked for, so that a request answered
+    /// without its body is not sent it. The connection writes it, not the
+    /// body: it alone writes to the socket (see the module `server`).
+    asks: bool,
     /// Read to its end.
     whole: bool,
     timer: CoarseTimer,
@@ -60,7 +62,7 @@ impl Streaming {
             read: Some(read),
             back,
             framing,
-            continue_at: expect.then_some(0),
+            asks: expect,
             whole: false,
             progress: Arc::new(BodyProgress::new(timer.now())),
             timer,
@@ -114,7 +116,7 @@ impl BodyProgress {
 impl Drop for Streaming {
     fn drop(&mut self) {
         if let Some(read) = self.read.take() {
-            *lock(&self.back) = Some((read, self.whole));
+            lock(&self.back).back = Some((read, self.whole));
         }
     }
 }
@@ -153,18 +155,14 @@ impl Streaming {
         let Some(read) = self.read.as_mut() else {
             return Poll::Ready(None);
         };
-        // Written through the read half's handle on the socket: the write
-        // half is the connection's, and nothing else is written meanwhile.
-        while let Some(at) = self.continue_at {
-            let socket = read.half.as_ref();
-            match socket.try_write(&CONTINUE[at..]) {
-                Ok(0) => return Poll::Ready(Some(Err(io::ErrorKind::WriteZero.into()))),
-                Ok(n) if at + n == CONTINUE.len() => self.continue_at = None,
-                Ok(n) => self.continue_at = Some(at + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(socket.poll_write_ready(cx))?;
+        if std::mem::take(&mut self.asks) {
+            let mut shared = lock(&self.back);
+            // Not once the answer has begun: the connection settled it.
+            if shared.proceed == Proceed::Waiting {
+                shared.proceed = Proceed::Asked(0);
+                if let Some(waker) = shared.waker.take() {
+                    waker.wake();
                 }
-                Err(e) => return Poll::Ready(Some(Err(e))),
             }
         }
         loop {

@@ -8,13 +8,17 @@
 //! - [`ClientConn::read_request`] parses a request head with httparse, at most
 //!   [`Limits::max_header_bytes`] and [`MAX_HEADERS`](crate::MAX_HEADERS)
 //!   headers, within [`Limits::header_timeout`] (which also ends an idle
-//!   keep-alive connection). Its body, sized or chunked, is a [`RequestBody`]
-//!   read off the connection as the handler takes it; `Expect: 100-continue`
-//!   is answered when it first does.
+//!   keep-alive connection), and refuses a head with more than
+//!   [`Limits::max_connection_options`] `Connection` options. Its body, sized
+//!   or chunked, is a [`RequestBody`] read off the connection as the handler
+//!   takes it; `Expect: 100-continue` is answered when it first does (see
+//!   below).
 //! - A request whose length cannot be told for sure is refused, as a proxy
 //!   must refuse it (RFC 9112 §6.3): `Transfer-Encoding` with
 //!   `Content-Length`, codings other than `chunked`, a transfer coding from
-//!   HTTP/1.0, lengths that disagree or are not plain digits.
+//!   HTTP/1.0, lengths that disagree or are not plain digits. A length given
+//!   twice over, the same, is taken, and one of its lines kept. `CONNECT` is
+//!   refused (405): this is no forward proxy.
 //! - [`ClientConn::write_response`] and [`ClientConn::write_answer`] write the
 //!   answer (see `response.rs`). A response without `Date` gets one.
 //! - [`ClientConn::switch`] joins the connection to a server's after a `101`.
@@ -26,18 +30,30 @@
 //!
 //! Requests on a connection are answered in order; pipelined ones wait in the
 //! read buffer.
+//!
+//! ## One writer
+//!
+//! The connection alone writes to its socket. A request body that a client
+//! sent `Expect: 100-continue` for does not write the `100 Continue` itself
+//! when it is first asked for: it asks the connection, which writes it while
+//! it waits for the answer ([`ClientConn::unless_gone`], where a proxy reads
+//! the body on). Once the answer has begun, no `100 Continue` is written: the
+//! body may be asked for while the answer goes out (a server answers before
+//! it has read the request, and the router goes on sending the body while it
+//! passes the answer on), and a `100` written then would land inside the
+//! answer. One begun when the answer comes is finished first.
 
 use std::future::Future;
 use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -49,8 +65,8 @@ mod body;
 mod request;
 mod response;
 
-use body::Streaming;
 pub use body::{BodyProgress, RequestBody};
+use body::{Streaming, CONTINUE};
 pub(crate) use request::{parse_request, In};
 use response::push_date;
 pub use response::HeaderLines;
@@ -73,6 +89,10 @@ pub struct Limits {
     /// body not arriving while it is read, or its answer not taken while it
     /// is written. A connection that waits longer is ended.
     pub body_timeout: Duration,
+    /// The most options a request's `Connection` header(s) may list, over
+    /// all its lines; a head with more is refused (400). Each option may
+    /// name a header to take out, and thousands fit in a head.
+    pub max_connection_options: usize,
 }
 
 /// Why a connection ended other than by the client's close.
@@ -105,9 +125,34 @@ impl Reading {
     }
 }
 
-/// Where a request body puts the reading side back when dropped, with
-/// whether it was read to its end.
-type Back = Arc<Mutex<Option<(Reading, bool)>>>;
+/// What a request body and its connection share.
+type Back = Arc<Mutex<Shared>>;
+
+/// What a request body and its connection share: where the body puts the
+/// reading side back when dropped, and the `100 Continue` it may ask for.
+#[derive(Default)]
+struct Shared {
+    /// The reading side given back, with whether the body was read to its
+    /// end.
+    back: Option<(Reading, bool)>,
+    proceed: Proceed,
+    /// The connection's task while it waits for the body to ask (which it
+    /// may do from another task).
+    waker: Option<Waker>,
+}
+
+/// A `100 Continue` the client waits for before it sends its body.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Proceed {
+    /// None is due: not asked for, written, or overtaken by the answer.
+    #[default]
+    Settled,
+    /// The client waits; its body has not been asked for yet.
+    Waiting,
+    /// The body was asked for: the connection writes the `100 Continue`,
+    /// of which this much is written.
+    Asked(usize),
+}
 
 /// The request being answered: what its response depends on.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +175,8 @@ pub struct ClientConn {
     /// The header timeout's sleep, kept for the connection's life.
     sleep: Option<CoarseSleep>,
     asked: Asked,
+    /// A `100 Continue` may be due (see [`Proceed`]): looked at only then.
+    proceed: bool,
 }
 
 enum Waited {
@@ -158,6 +205,7 @@ impl ClientConn {
                 http10: false,
                 keep_alive: true,
             },
+            proceed: false,
         }
     }
 
@@ -171,7 +219,7 @@ impl ClientConn {
         let mut read = match self.read.take() {
             Some(read) => read,
             // The last request's body was read whole and given back.
-            None => match lock(&self.back).take() {
+            None => match lock(&self.back).back.take() {
                 Some((read, true)) => read,
                 _ => return Ok(None),
             },
@@ -180,9 +228,18 @@ impl ClientConn {
         let mut deadline = None;
         loop {
             if !read.buf.is_empty() {
-                match parse_request(&mut read.buf, self.limits.max_header_bytes) {
+                let limits = &self.limits;
+                match parse_request(
+                    &mut read.buf,
+                    limits.max_header_bytes,
+                    limits.max_connection_options,
+                ) {
                     Ok(Some((parts, framing, asked, expect))) => {
                         self.asked = asked;
+                        if expect {
+                            lock(&self.back).proceed = Proceed::Waiting;
+                            self.proceed = true;
+                        }
                         let body = match framing {
                             None => {
                                 self.read = Some(read);
@@ -265,7 +322,54 @@ impl ClientConn {
     fn take_reading(&mut self) -> Option<Reading> {
         self.read
             .take()
-            .or_else(|| lock(&self.back).take().map(|(read, _)| read))
+            .or_else(|| lock(&self.back).back.take().map(|(read, _)| read))
+    }
+
+    /// Settles a `100 Continue` as the answer begins: the part of one that
+    /// is begun, to be written first; none is written after.
+    fn settle_continue(&mut self) -> &'static [u8] {
+        if !std::mem::take(&mut self.proceed) {
+            return b"";
+        }
+        let mut shared = lock(&self.back);
+        let rest = match shared.proceed {
+            Proceed::Asked(at) if at > 0 => &CONTINUE[at..],
+            _ => b"",
+        };
+        shared.proceed = Proceed::Settled;
+        shared.waker = None;
+        rest
+    }
+
+    /// Writes the `100 Continue` the request body asked for, if it did.
+    /// `Ready`: the write failed (the client is gone).
+    fn poll_continue(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut shared = lock(&self.back);
+        loop {
+            match shared.proceed {
+                Proceed::Settled => {
+                    self.proceed = false;
+                    return Poll::Pending;
+                }
+                Proceed::Waiting => {
+                    if !shared
+                        .waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        shared.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                Proceed::Asked(at) => {
+                    match ready!(Pin::new(&mut self.write).poll_write(cx, &CONTINUE[at..])) {
+                        Ok(0) | Err(_) => return Poll::Ready(()),
+                        Ok(n) if at + n == CONTINUE.len() => shared.proceed = Proceed::Settled,
+                        Ok(n) => shared.proceed = Proceed::Asked(at + n),
+                    }
+                }
+            }
+        }
     }
 
     /// Ends the connection with the client's bytes read, not left: a close
@@ -300,6 +404,8 @@ impl ClientConn {
         upstream: hyper::upgrade::OnUpgrade,
     ) -> io::Result<()> {
         self.out.clear();
+        let begun = self.settle_continue();
+        self.out.extend_from_slice(begun);
         self.out
             .extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
         resp.headers().encode(&mut self.out);
@@ -326,7 +432,8 @@ impl ClientConn {
     /// breaks) first: for waiting on an answer, or on its body. Bytes the
     /// client sends meanwhile (its next request) are kept for their turn, up
     /// to the head limit. While a request body holds the connection's reading
-    /// side, its reader is the one to tell.
+    /// side, its reader is the one to tell; and the `100 Continue` it asks for
+    /// is written here.
     pub async fn unless_gone<F: Future>(&mut self, fut: F) -> Option<F::Output> {
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
@@ -339,6 +446,9 @@ impl ClientConn {
     }
 
     fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.proceed && self.poll_continue(cx).is_ready() {
+            return Poll::Ready(());
+        }
         let Some(read) = self.read.as_mut() else {
             return Poll::Pending;
         };

@@ -31,11 +31,13 @@ pub(crate) enum In {
 /// what the response depends on, and whether the client waits for a 100.
 pub(crate) type Parsed = (RequestHead, Option<In>, Asked, bool);
 
-/// Parses the request head at the start of `buf`, taking it off when whole.
-/// `Ok(None)`: not all in yet.
+/// Parses the request head at the start of `buf`, taking it off when whole,
+/// at most `max_bytes` long and with at most `max_options` `Connection`
+/// options. `Ok(None)`: not all in yet.
 pub(crate) fn parse_request(
     buf: &mut BytesMut,
     max_bytes: usize,
+    max_options: usize,
 ) -> Result<Option<Parsed>, Refusal> {
     // Left uninitialised (httparse's safe API for it): the head's lines are
     // written in as they are parsed, and 100 of them are not cleared first.
@@ -60,9 +62,16 @@ pub(crate) fn parse_request(
     };
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| bad("malformed request method"))?;
+    // A tunnel is not a request to pass on: this is no forward proxy.
+    if method == Method::CONNECT {
+        return Err((
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served here".into(),
+        ));
+    }
     let http10 = request.version == Some(0);
     let target = span_of(buf, len, request.path.unwrap_or_default().as_bytes());
-    let spans = header_spans(buf, len, request.headers);
+    let mut spans = header_spans(buf, len, request.headers);
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target.0 as usize..target.1 as usize))
         .map_err(|_| bad("malformed request target"))?;
@@ -72,14 +81,21 @@ pub(crate) fn parse_request(
     // `close` wins, wherever it stands.
     let mut close = false;
     let mut expect = false;
+    // Connection options, counted over all the lines: each may name a line
+    // a proxy takes out, and a head of thousands is work and nothing else.
+    let mut options = 0;
+    // The length given twice over, the same both times (RFC 9112 §6.3 lets
+    // a recipient take it): one line goes on.
+    let mut length_twice = false;
     for span in &spans {
         let (name, value) = (&head[span.name()], &head[span.value()]);
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_length(value).ok_or_else(|| bad("malformed Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting Content-Lengths"));
+            match length {
+                Some(l) if l != n => return Err(bad("conflicting Content-Lengths")),
+                Some(_) => length_twice = true,
+                None => length = Some(n),
             }
-            length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if http10 {
                 return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
@@ -93,11 +109,15 @@ pub(crate) fn parse_request(
             chunked = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             for token in tokens(value) {
+                options += 1;
                 if token.eq_ignore_ascii_case("close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
                     keep_alive = true;
                 }
+            }
+            if options > max_options {
+                return Err(bad(format!("more than {max_options} Connection options")));
             }
         } else if name.eq_ignore_ascii_case(b"expect") {
             if !value.eq_ignore_ascii_case(b"100-continue") {
@@ -115,6 +135,13 @@ pub(crate) fn parse_request(
         (false, Some(0) | None) => None,
         (false, Some(n)) => Some(In::Length(n)),
     };
+    if length_twice {
+        let mut seen = false;
+        spans.retain(|span| {
+            let is_length = head[span.name()].eq_ignore_ascii_case(b"content-length");
+            !(is_length && std::mem::replace(&mut seen, true))
+        });
+    }
     let asked = Asked {
         head: method == Method::HEAD,
         http10,

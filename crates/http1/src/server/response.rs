@@ -118,7 +118,7 @@ impl ClientConn {
     {
         // A request body already given back unread ends the connection:
         // the head says so.
-        let unread = self.read.is_none() && matches!(*lock(&self.back), Some((_, false)));
+        let unread = self.read.is_none() && matches!(lock(&self.back).back, Some((_, false)));
         let mut keep_alive = self.asked.keep_alive && !closing && !unread;
         let no_content = status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -137,6 +137,9 @@ impl ClientConn {
             }
         };
         self.out.clear();
+        // A `100 Continue` half written goes out whole first; none after.
+        let begun = self.settle_continue();
+        self.out.extend_from_slice(begun);
         self.out.extend_from_slice(b"HTTP/1.1 ");
         self.out.extend_from_slice(status.as_str().as_bytes());
         self.out.push(b' ');
@@ -180,7 +183,7 @@ impl ClientConn {
         // with it unread, or with the client's next request read but not
         // answered (it came before this answer's `Connection: close`), the
         // connection lingers.
-        let body_unread = self.read.is_none() && !matches!(*lock(&self.back), Some((_, true)));
+        let body_unread = self.read.is_none() && !matches!(lock(&self.back).back, Some((_, true)));
         let pipelined = self.read.as_ref().is_some_and(|r| !r.buf.is_empty());
         let keep = keep_alive && whole && !body_unread;
         if !keep && (body_unread || pipelined) {

@@ -84,6 +84,18 @@ async fn handle(parts: RequestHead, body: RequestBody) -> Response<TestBody> {
             Response::new(BodyExt::boxed(StreamBody::new(first.chain(then))))
         }
         "/stream" => Response::new(streamed(&["one,", "two"])),
+        // Answers at once, without the body; a moment after the first
+        // piece is out, the answer's own body reads the request's (as the
+        // router goes on sending a body while it passes an early answer on).
+        "/answer-early" => {
+            let first = futures::stream::iter([Ok(Frame::data(Bytes::from_static(b"early,")))]);
+            let then = futures::stream::once(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let read = body.collect().await.map(|c| c.to_bytes().len());
+                Ok(Frame::data(Bytes::from(format!("then read {read:?}"))))
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(first.chain(then))))
+        }
         "/big" => {
             let piece = Bytes::from(vec![b'b'; 1 << 20]);
             let pieces = futures::stream::iter(
@@ -185,6 +197,7 @@ const LIMITS: Limits = Limits {
     header_timeout: Duration::from_secs(5),
     max_header_bytes: 4096,
     body_timeout: Duration::from_secs(5),
+    max_connection_options: 8,
 };
 
 /// Sends `request` on a new connection and reads until the server closes
@@ -330,6 +343,25 @@ async fn a_client_that_leaves_ends_the_wait_for_its_answer_and_its_body() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!((dropped(&SLOW_DROPPED), dropped(&STREAM_DROPPED)), (1, 1));
+}
+
+/// A client that expects a `100 Continue` (and sends its body at once, as
+/// clients tired of waiting do) for a request answered before its body is
+/// asked for: the body is asked for while the answer goes out, and no `100`
+/// may land inside the answer.
+#[tokio::test]
+async fn a_100_continue_never_lands_inside_an_answer() {
+    let addr = server(LIMITS).await;
+    let got = exchange(
+        addr,
+        b"POST /answer-early HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\
+          Connection: close\r\n\r\nbody",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert_eq!(got.matches("HTTP/1.1 ").count(), 1, "{got}");
+    assert!(got.contains("early,"), "{got}");
+    assert!(got.contains("then read Ok(4)"), "{got}");
 }
 
 #[tokio::test]
@@ -735,7 +767,7 @@ async fn a_connection_waiting_for_its_next_request_ends_when_the_server_closes()
 fn request_heads_are_parsed_with_their_framing_and_keep_alive() {
     let parse = |raw: &str| {
         let mut buf = BytesMut::from(raw);
-        parse_request(&mut buf, 4096).map(|p| {
+        parse_request(&mut buf, 4096, 8).map(|p| {
             p.map(|(parts, framing, asked, expect)| {
                 (
                     parts,
@@ -798,4 +830,62 @@ fn request_heads_are_parsed_with_their_framing_and_keep_alive() {
             .1,
         "malformed Content-Length"
     );
+}
+
+/// A `Connection` value with a token that is not ASCII still says what its
+/// other tokens say; a length given twice over, the same, is taken, and one
+/// of its lines kept; a tunnel is not served.
+#[test]
+fn odd_heads_are_read_as_a_proxy_must_read_them() {
+    use crate::fuzzing::{parse_request as parse, Framing};
+    let mut buf =
+        BytesMut::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: caf\u{e9}, close\r\n\r\n");
+    let request = parse(&mut buf, 4096).unwrap().unwrap();
+    assert!(!request.keep_alive, "the close went unheard");
+
+    let mut buf = BytesMut::from(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\ncontent-length: 04\r\n\r\nbody",
+    );
+    let request = parse(&mut buf, 4096).unwrap().unwrap();
+    assert_eq!(request.framing, Framing::Length(4));
+    assert_eq!(
+        request.head.headers.lines(),
+        [
+            ("Host".to_string(), "x".to_string()),
+            ("Content-Length".to_string(), "4".to_string())
+        ]
+    );
+    assert_eq!(request.head.headers.content_length(), Some(4));
+
+    let mut buf = BytesMut::from("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n");
+    let (status, reason) = parse(&mut buf, 4096).unwrap_err();
+    assert_eq!(
+        (status, reason.as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not served here")
+    );
+}
+
+/// A head with more `Connection` options than the limit (over all its
+/// lines) is refused before anything else is made of it; one at the limit
+/// is taken.
+#[tokio::test]
+async fn a_head_with_too_many_connection_options_is_refused() {
+    let addr = server(LIMITS).await;
+    let got = exchange(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: a, b, c, d\r\nConnection: e,f,,g, h, i\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+    assert!(
+        got.ends_with("\r\n\r\nmore than 8 Connection options\n"),
+        "{got}"
+    );
+    let got = exchange(
+        addr,
+        b"GET /eight HTTP/1.1\r\nHost: x\r\nConnection: a, b, c, d\r\nConnection: e,f,,g, close\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+    assert!(got.ends_with("GET /eight"), "{got}");
 }
