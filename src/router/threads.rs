@@ -95,6 +95,7 @@ async fn run_thread(
         header_timeout: config.header_timeout,
         max_header_bytes: config.max_header_bytes,
         body_timeout: config.body_timeout,
+        min_body_rate: None,
     };
     // The thread's tick: it ends the timeouts that are due, and every fifth
     // closes idle upstream connections that are past their time.

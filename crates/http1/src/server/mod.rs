@@ -23,6 +23,10 @@
 //!   `client_body_timeout` and `send_timeout`): the body's reader gets a
 //!   [`io::ErrorKind::TimedOut`] error, the writer ends the connection. A
 //!   body's [`BodyProgress`] tells whoever sends it on when it last moved.
+//! - A request body that keeps moving, but too slowly, is ended as well:
+//!   after a grace period of waiting for it, its bytes must keep up with
+//!   [`Limits::min_body_rate`] (Apache's `mod_reqtimeout` `MinRate`), so that
+//!   a byte now and then cannot hold a request open for ever.
 //!
 //! Requests on a connection are answered in order; pipelined ones wait in the
 //! read buffer.
@@ -50,7 +54,7 @@ mod request;
 mod response;
 
 use body::Streaming;
-pub use body::{BodyProgress, RequestBody};
+pub use body::{BodyProgress, MinRate, RequestBody};
 pub(crate) use request::{parse_request, In};
 use response::push_date;
 pub use response::HeaderLines;
@@ -73,6 +77,9 @@ pub struct Limits {
     /// body not arriving while it is read, or its answer not taken while it
     /// is written. A connection that waits longer is ended.
     pub body_timeout: Duration,
+    /// The slowest a request body may come in all, besides its pauses (see
+    /// [`MinRate`]); `None`: no lower bound.
+    pub min_body_rate: Option<MinRate>,
 }
 
 /// Why a connection ended other than by the client's close.
@@ -195,6 +202,7 @@ impl ClientConn {
                                 expect,
                                 self.timer.clone(),
                                 self.limits.body_timeout,
+                                self.limits.min_body_rate,
                             )))),
                         };
                         return Ok(Some((parts, body)));
