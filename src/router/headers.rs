@@ -386,6 +386,7 @@ mod tests {
                 header_timeout: Duration::from_secs(5),
                 max_header_bytes: 4096,
                 body_timeout: Duration::from_secs(5),
+                min_body_rate: None,
             };
             let mut conn = ClientConn::new(stream, limits, CoarseTimer::new());
             let _request = conn.read_request(|_| false).await.unwrap().unwrap();
