@@ -153,7 +153,10 @@ pub async fn serve(
                 common.metrics.connection_refused(refused.reason());
                 tracing::debug!(%peer, cap = refused.reason(), "connection refused");
                 // Told in one write that does not wait (the socket is
-                // non-blocking), and closed.
+                // non-blocking), and closed. What the client sent already is
+                // read off first, once: a close with bytes unread resets the
+                // connection, and the client could lose the answer.
+                let _ = std::io::Read::read(&mut &stream, &mut [0u8; 4096]);
                 let _ = std::io::Write::write(&mut &stream, refused.answer());
                 continue;
             }
