@@ -39,12 +39,14 @@
 //!   with `headers.rs` (what is rewritten, what is not passed on),
 //!   `answers.rs` (the router's own answers when a server fails), `wake.rs`
 //!   (a tenant's first request starts it) and each thread's keep-alive pool
-//!   (`upstream_pool.rs`). What it asks of the control plane is one small
-//!   trait (`control.rs`), so that its tests use a fake.
+//!   (`upstream_pool.rs`); `limits.rs` caps what clients may hold
+//!   (connections, requests in flight). What it asks of the control plane is
+//!   one small trait (`control.rs`), so that its tests use a fake.
 //! - The ways in: [`serve`] (`slum serve`: `config.rs` resolves its settings,
-//!   `mod.rs` wires the parts together, and `hooks.rs` answers each part's
-//!   trait over the others), [`api`] (the management API over HTTP) and
-//!   [`cli`] (the `slum` command line).
+//!   `descriptors.rs` raises the descriptor limit and derives the router's
+//!   caps from it, `mod.rs` wires the parts together, and `hooks.rs` answers
+//!   each part's trait over the others), [`api`] (the management API over
+//!   HTTP) and [`cli`] (the `slum` command line).
 //! - Shared leaves: [`Error`] (`error.rs`), the one error type callers match
 //!   on; `metrics.rs` (Prometheus); [`ServerRoots`] (`tls.rs`, the
 //!   certificates trusted for `https://` servers); and two helpers below

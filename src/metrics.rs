@@ -1,6 +1,8 @@
 //! Prometheus metrics of `slum serve`: requests by status, upstream latency,
 //! the router's own errors by server and cause, route table size, servers by
-//! state, health transitions, servers whose tenement routes by another domain.
+//! state, health transitions, servers whose tenement routes by another domain,
+//! and what the router refused (connections and requests over its caps,
+//! request bodies too slow).
 //!
 //! The two the router updates for every request are kept per router thread
 //! ([`RouterShard`]): each thread writes only its own counters, so that no two
@@ -50,7 +52,21 @@ pub struct Metrics {
     /// The router's own error answers (502, 503, 504), by the server
     /// concerned and the cause: the details their public bodies leave out.
     pub router_errors: IntCounterVec,
+    /// Client connections the router refused, by the cap they were over.
+    connections_refused: IntCounterVec,
+    /// Requests the router refused or cut off, by reason.
+    requests_refused: IntCounterVec,
 }
+
+/// The reasons of `slum_router_connections_refused_total`.
+pub(crate) const CONNECTIONS_REFUSED: [&str; 2] = ["total", "per_client"];
+/// The reasons of `slum_router_requests_refused_total`.
+pub(crate) const REQUESTS_REFUSED: [&str; 4] = [
+    "body_timeout",
+    "body_too_slow",
+    "client_in_flight",
+    "server_in_flight",
+];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -91,6 +107,29 @@ impl Metrics {
             &["server", "cause"],
         )
         .expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "slum_router_connections_refused_total",
+                "Client connections the router closed at once, by the cap they were over",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let requests_refused = IntCounterVec::new(
+            Opts::new(
+                "slum_router_requests_refused_total",
+                "Requests the router refused (a cap on requests in flight) or cut off (a request body too slow, or still for the body timeout), by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        // Shown from the start, at 0: an alert on their rise needs them.
+        for reason in CONNECTIONS_REFUSED {
+            connections_refused.with_label_values(&[reason]);
+        }
+        for reason in REQUESTS_REFUSED {
+            requests_refused.with_label_values(&[reason]);
+        }
         for c in [
             Box::new(route_table_domains.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(servers.clone()),
@@ -98,6 +137,8 @@ impl Metrics {
             Box::new(routing_mismatches.clone()),
             Box::new(unroutable_servers.clone()),
             Box::new(router_errors.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(requests_refused.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -110,7 +151,21 @@ impl Metrics {
             routing_mismatches,
             unroutable_servers,
             router_errors,
+            connections_refused,
+            requests_refused,
         }
+    }
+
+    /// Counts a client connection refused for `reason` (one of
+    /// [`CONNECTIONS_REFUSED`]). Off the request path: refusals only.
+    pub(crate) fn connection_refused(&self, reason: &str) {
+        self.connections_refused.with_label_values(&[reason]).inc();
+    }
+
+    /// Counts a request refused or cut off for `reason` (one of
+    /// [`REQUESTS_REFUSED`]).
+    pub(crate) fn request_refused(&self, reason: &str) {
+        self.requests_refused.with_label_values(&[reason]).inc();
     }
 
     /// A new router thread's share of the request metrics.

@@ -514,6 +514,7 @@ mod tests {
                 max_header_bytes: 4096,
                 max_connection_options: 32,
                 body_timeout: Duration::from_secs(5),
+                min_body_rate: None,
             };
             let mut conn = ClientConn::new(stream, limits, CoarseTimer::new());
             let _request = conn.read_request(|_| false).await.unwrap().unwrap();

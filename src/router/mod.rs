@@ -21,10 +21,13 @@
 //! - [`route_table`]: the pure decision of where a request goes;
 //!   [`route_sync`] keeps the table in step with the fleet database.
 //! - [`upstream_pool`]: each thread's keep-alive connections to the servers.
+//! - [`limits`]: the caps on what clients may hold (connections, requests in
+//!   flight), counted as connections are accepted and requests sent on.
 
 mod answers;
 mod control;
 mod headers;
+mod limits;
 mod proxy;
 pub mod route_sync;
 pub mod route_table;
@@ -42,7 +45,9 @@ use tokio::net::TcpListener;
 use crate::metrics::Metrics;
 use crate::tls::ServerRoots;
 pub use control::ControlPlane;
+use limits::{Clients, InFlightCaps, Throttle};
 use proxy::Common;
+pub use slum_http1::MinRate;
 use threads::start_thread;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -61,6 +66,20 @@ pub struct RouterConfig {
     pub max_connection_options: usize,
     /// Time a client may leave a body standing still.
     pub body_timeout: Duration,
+    /// The slowest a request body may come, over the time it was waited
+    /// for, after a grace period; `None`: no lower bound.
+    pub min_body_rate: Option<MinRate>,
+    /// Client connections open at once, in all; one more is answered 503
+    /// and closed.
+    pub max_connections: usize,
+    /// Client connections open at once from one client address (an IPv6
+    /// /64); one more is answered 429 and closed.
+    pub max_connections_per_client: usize,
+    /// Requests in flight to one server (sent on, and their answer not yet
+    /// passed whole; a WebSocket for its life); one more is answered 503.
+    pub max_in_flight_per_server: usize,
+    /// Requests in flight from one client address; one more is answered 429.
+    pub max_in_flight_per_client: usize,
     /// Time allowed for a server's response head, counted from the last
     /// bytes of the request it was sent.
     pub upstream_timeout: Duration,
@@ -96,7 +115,13 @@ pub async fn serve(
         connect_timeout: config.connect_timeout,
         wakes: Default::default(),
         control_runtime: tokio::runtime::Handle::current(),
+        in_flight: InFlightCaps {
+            per_client: config.max_in_flight_per_client,
+            per_server: config.max_in_flight_per_server,
+        },
     });
+    let clients = Clients::new(config.max_connections, config.max_connections_per_client);
+    let mut accept_errors = Throttle::new(Duration::from_secs(1));
     let mut threads = Vec::with_capacity(config.threads);
     for n in 0..config.threads.max(1) {
         threads.push(start_thread(n, &common, config, stop.clone())?);
@@ -106,15 +131,17 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Out of file descriptors and the like: back off, keep
+                    // serving, and say so once a second at most.
+                    if let Some(held_back) = accept_errors.allow(tokio::time::Instant::now()) {
+                        tracing::warn!(error = %e, held_back, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
-        let _ = stream.set_nodelay(true);
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
@@ -122,6 +149,21 @@ pub async fn serve(
                 continue;
             }
         };
+        let permit = match clients.admit(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refused) => {
+                common.metrics.connection_refused(refused.reason());
+                tracing::debug!(%peer, cap = refused.reason(), "connection refused");
+                // Told in one write that does not wait (the socket is
+                // non-blocking), and closed. What the client sent already is
+                // read off first, once: a close with bytes unread resets the
+                // connection, and the client could lose the answer.
+                let _ = std::io::Read::read(&mut &stream, &mut [0u8; 4096]);
+                let _ = std::io::Write::write(&mut &stream, refused.answer());
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
         let Some(thread) = threads
             .iter()
             .min_by_key(|t| t.open.load(Ordering::Relaxed))
@@ -129,7 +171,7 @@ pub async fn serve(
             break;
         };
         thread.open.fetch_add(1, Ordering::Relaxed);
-        if thread.connections.send((stream, peer)).is_err() {
+        if thread.connections.send((stream, peer, permit)).is_err() {
             // The thread is gone; its result says why.
             break;
         }

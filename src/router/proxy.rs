@@ -23,6 +23,7 @@ use super::headers::{
     is_upgrade, prepare_request_headers, request_host, routed_host, strip_hop_by_hop,
     strip_passed_hop_by_hop, upstream_uri, Peer,
 };
+use super::limits::{Client, InFlight, InFlightCaps};
 use super::route_table::{BadHost, Decision, RouteTable, Target};
 use super::shutdown::ClosingWatch;
 use super::upstream_pool::{PooledBody, UpstreamPool};
@@ -41,6 +42,8 @@ pub(super) struct Common {
     /// reach the fleet database (wakes, health reports) runs there: its
     /// connections then belong to a runtime that outlives the router threads.
     pub(super) control_runtime: tokio::runtime::Handle,
+    /// The caps on requests in flight.
+    pub(super) in_flight: InFlightCaps,
 }
 
 /// One router thread's proxy: the shared part and its own connection pools.
@@ -74,11 +77,13 @@ enum Sent {
 impl Proxy {
     /// Answers the requests of one client connection, in order, until the
     /// client closes it or the thread shuts down (the request in flight is
-    /// answered first, with `Connection: close`).
+    /// answered first, with `Connection: close`). `client`: the counts of
+    /// the connection's client address.
     pub(super) async fn serve_connection(
         &self,
         mut conn: ClientConn,
         peer: Peer,
+        client: &Client,
         mut closing: ClosingWatch,
     ) -> Result<(), Ended> {
         loop {
@@ -90,8 +95,11 @@ impl Proxy {
             let Some((mut parts, body)) = next? else {
                 break;
             };
+            // Counted in flight once sent on, until its answer is written
+            // whole (or its WebSocket closes, or its client leaves).
+            let mut held = InFlight::new(client);
             // A client that leaves before its answer cancels the exchange.
-            let route = self.route(&mut parts, body, &peer);
+            let route = self.route(&mut parts, body, &peer, &mut held);
             let Some(answer) = conn.unless_gone(route).await else {
                 return Ok(());
             };
@@ -131,7 +139,13 @@ impl Proxy {
         Arc::clone(&mine)
     }
 
-    async fn route(&self, parts: &mut RequestHead, body: RequestBody, peer: &Peer) -> Answer {
+    async fn route(
+        &self,
+        parts: &mut RequestHead,
+        body: RequestBody,
+        peer: &Peer,
+        held: &mut InFlight<'_>,
+    ) -> Answer {
         let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
         let (host, mut decision) = match routed_host(parts, &table) {
@@ -190,7 +204,7 @@ impl Proxy {
             Decision::Forward {
                 primary, fallbacks, ..
             } => {
-                self.forward(parts, body, peer, &host, primary, fallbacks)
+                self.forward(parts, body, peer, &host, primary, fallbacks, held)
                     .await
             }
             Decision::UnknownHost => answer(
@@ -226,10 +240,12 @@ impl Proxy {
         }
     }
 
-    /// Sends the request to `primary`. A GET or HEAD without a body whose
-    /// connection to `primary` fails is sent once more to the first fallback, so
-    /// that the client sees no error; the failure also counts against the
-    /// server's health at once.
+    /// Sends the request to `primary`, unless its client or `primary` has
+    /// reached its cap on requests in flight (429, 503). A GET or HEAD
+    /// without a body whose connection to `primary` fails is sent once more
+    /// to the first fallback, so that the client sees no error; the failure
+    /// also counts against the server's health at once.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         parts: &mut RequestHead,
@@ -238,7 +254,14 @@ impl Proxy {
         host: &HeaderValue,
         primary: &Target,
         fallbacks: &[Target],
+        held: &mut InFlight<'_>,
     ) -> Answer {
+        if let Err(busy) = held.take(&primary.upstream.load, self.common.in_flight) {
+            self.common.metrics.request_refused(busy.reason());
+            tracing::debug!(server = %primary.upstream.server_id, cap = busy.reason(),
+                "request refused");
+            return busy.answer();
+        }
         let upgrade = is_upgrade(&parts.headers);
         prepare_request_headers(parts, upgrade, &peer.ip, host, &primary.host);
         let retry = fallbacks.first().filter(|_| {
@@ -343,7 +366,18 @@ impl Proxy {
         };
         match sent {
             Err(_) => Err(Failure::HeadTimeout),
-            Ok(Err(e)) => Err(Failure::of(e)),
+            Ok(Err(e)) => {
+                let failure = Failure::of(e);
+                if let (Failure::BodyTimeout(_), Some(progress)) = (&failure, &progress) {
+                    self.common
+                        .metrics
+                        .request_refused(match progress.too_slow() {
+                            true => "body_too_slow",
+                            false => "body_timeout",
+                        });
+                }
+                Err(failure)
+            }
             Ok(Ok(sent)) => {
                 self.metrics
                     .upstream_latency(&upstream.server_id, started.elapsed());

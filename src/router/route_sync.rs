@@ -103,7 +103,9 @@ impl Routes {
         }
         let tenants = db.list_tenants().await?;
         let instances = db.list_instance_records().await?;
-        let table = RouteTable::build(version, &servers, &tenants, &instances);
+        // The servers' counts of requests in flight go on.
+        let table =
+            RouteTable::build_after(&self.current(), version, &servers, &tenants, &instances);
         self.metrics.route_table_domains.set(table.domains() as i64);
         let unroutable = servers
             .iter()

@@ -9,6 +9,7 @@
 //! tenants or a million, and no allocation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use hyper::header::HeaderValue;
@@ -36,7 +37,31 @@ pub struct Upstream {
     /// The path `url` ends in, without trailing slash (usually empty):
     /// request paths are sent under it.
     pub path_prefix: String,
+    /// Its requests in flight through this router.
+    pub load: ServerLoad,
 }
+
+/// A server's requests in flight through the router, across its threads and
+/// route tables: a table built after another takes its servers' counters
+/// over (see [`RouteTable::build_after`]). Not part of what a server is: any
+/// two compare equal.
+#[derive(Debug, Clone, Default)]
+pub struct ServerLoad(pub(crate) Arc<AtomicUsize>);
+
+impl ServerLoad {
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.0.load(Relaxed)
+    }
+}
+
+impl PartialEq for ServerLoad {
+    fn eq(&self, _: &ServerLoad) -> bool {
+        true
+    }
+}
+
+impl Eq for ServerLoad {}
 
 /// Splits a server URL into its origin and its path.
 pub(crate) fn split_url(url: &str) -> (Option<Uri>, String) {
@@ -129,10 +154,27 @@ impl RouteTable {
         tenants: &[Tenant],
         instances: &[Instance],
     ) -> RouteTable {
+        RouteTable::build_after(&RouteTable::default(), version, servers, tenants, instances)
+    }
+
+    /// [`build`](Self::build), to replace `previous`: its servers' counts of
+    /// requests in flight go on in the new table.
+    pub fn build_after(
+        previous: &RouteTable,
+        version: i64,
+        servers: &[Server],
+        tenants: &[Tenant],
+        instances: &[Instance],
+    ) -> RouteTable {
         let upstreams: HashMap<String, Arc<Upstream>> = servers
             .iter()
             .map(|s| {
                 let (origin, path_prefix) = split_url(&s.url);
+                let load = previous
+                    .upstreams
+                    .get(&s.id)
+                    .map(|u| u.load.clone())
+                    .unwrap_or_default();
                 (
                     s.id.clone(),
                     Arc::new(Upstream {
@@ -143,6 +185,7 @@ impl RouteTable {
                         routing_problem: s.routing_problem.as_deref().map(Arc::from),
                         origin,
                         path_prefix,
+                        load,
                     }),
                 )
             })
@@ -483,6 +526,29 @@ pub(crate) mod tests {
         web.process = "web".into();
         let t = RouteTable::build(1, &[server("east", ServerStatus::Online)], &tenants, &[web]);
         assert!(matches!(t.route("acme.com"), Decision::Spawn(_)));
+    }
+
+    #[test]
+    fn a_table_built_after_another_keeps_its_servers_counts_in_flight() {
+        use ServerStatus::*;
+        let tenants = [tenant("acme.com", "acme", "east")];
+        let first = RouteTable::build(1, &[server("east", Online)], &tenants, &[]);
+        first.upstream("east").unwrap().load.0.fetch_add(2, Relaxed);
+        let next = RouteTable::build_after(
+            &first,
+            2,
+            &[server("east", Offline), server("west", Online)],
+            &tenants,
+            &[],
+        );
+        assert_eq!(next.upstream("east").unwrap().load.in_flight(), 2);
+        assert_eq!(next.upstream("west").unwrap().load.in_flight(), 0);
+        first.upstream("east").unwrap().load.0.fetch_sub(2, Relaxed);
+        assert_eq!(
+            next.upstream("east").unwrap().load.in_flight(),
+            0,
+            "a request counted on the old table is given back to the new one"
+        );
     }
 
     #[test]

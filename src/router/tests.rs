@@ -153,33 +153,43 @@ fn instance(id: &str, server: &str) -> Instance {
 
 /// A router on loopback in front of `control`, with one thread.
 async fn router(control: Arc<FakeControl>) -> SocketAddr {
+    router_with(control, |_| {}).await.0
+}
+
+/// A router on loopback in front of `control`, with one thread and the
+/// settings `tweak` makes; its address and its metrics.
+async fn router_with(
+    control: Arc<FakeControl>,
+    tweak: impl FnOnce(&mut RouterConfig),
+) -> (SocketAddr, Arc<Metrics>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let config = RouterConfig {
+    let mut config = RouterConfig {
         threads: 1,
         header_timeout: Duration::from_secs(5),
         max_header_bytes: 64 * 1024,
         max_connection_options: 32,
         body_timeout: Duration::from_secs(5),
+        min_body_rate: None,
+        max_connections: 1000,
+        max_connections_per_client: 1000,
+        max_in_flight_per_server: 1000,
+        max_in_flight_per_client: 1000,
         upstream_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
         shutdown_grace: Duration::from_secs(1),
         server_roots: None,
     };
+    tweak(&mut config);
+    let metrics = Arc::new(Metrics::new());
+    let served = Arc::clone(&metrics);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         // Serves until the test's runtime ends.
         let _stop = stop;
-        serve(
-            listener,
-            control,
-            Arc::new(Metrics::new()),
-            &config,
-            stopped,
-        )
-        .await
+        serve(listener, control, served, &config, stopped).await
     });
-    addr
+    (addr, metrics)
 }
 
 /// The log lines of this test binary, captured for all its tests: the
@@ -425,4 +435,104 @@ async fn a_get_waiting_on_a_server_declared_offline_goes_to_the_backup() {
     );
     // A server that went offline is not one the router could not reach.
     assert!(lock(&control.unreachable).is_empty());
+}
+
+/// A stand-in for a server that takes upgrades: it answers `101` to a
+/// request to upgrade and then echoes what comes on the connection, and
+/// `200` to any other.
+async fn upgrading() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let answer = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+                    if !req.headers().contains_key("upgrade") {
+                        return Ok(Response::new(Full::new(Bytes::from("plain"))));
+                    }
+                    let upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(io) = upgrade.await {
+                            let (mut r, mut w) = tokio::io::split(TokioIo::new(io));
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                    });
+                    let mut resp = Response::new(Full::new(Bytes::new()));
+                    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                    resp.headers_mut()
+                        .insert("upgrade", "websocket".parse().unwrap());
+                    resp.headers_mut()
+                        .insert("connection", "upgrade".parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), answer)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_websocket_is_in_flight_on_its_server_for_its_life() {
+    let east = upgrading().await;
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east)],
+        &[acme()],
+        &[instance("prod", "east")],
+    ));
+    let (router, metrics) = router_with(Arc::clone(&control), |c| {
+        c.max_in_flight_per_server = 1;
+    })
+    .await;
+
+    let mut socket = tokio::net::TcpStream::connect(router).await.unwrap();
+    socket
+        .write_all(b"GET /chat HTTP/1.1\r\nHost: acme.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(socket.read(&mut byte).await.unwrap(), 1, "closed");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    socket.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    socket.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+
+    // The socket holds the server's one place: another request is told
+    // the service is busy, and when to come back.
+    let answer = get(router, "acme.test").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nretry-after: 1\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\nthe service is busy; retry later\n"),
+        "{answer}"
+    );
+    assert!(metrics
+        .render()
+        .contains("slum_router_requests_refused_total{reason=\"server_in_flight\"} 1\n"));
+
+    // Closed, it gives its place back.
+    drop(socket);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(router, "acme.test").await;
+        if answer.starts_with("HTTP/1.1 200 ") {
+            break;
+        }
+        assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+        assert!(std::time::Instant::now() < deadline, "never given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

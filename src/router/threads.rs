@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::headers::Peer;
+use super::limits::ConnectionPermit;
 use super::proxy::{Common, Proxy, ThreadTable};
 use super::shutdown::Closing;
 use super::upstream_pool::UpstreamPool;
@@ -21,8 +22,9 @@ use slum_http1::{ClientConn, Limits};
 /// How often a router thread's clock moves: its timeouts end to within this.
 const TICK: Duration = Duration::from_millis(100);
 
-/// A connection handed to a router thread.
-pub(super) type Handoff = (std::net::TcpStream, SocketAddr);
+/// A connection handed to a router thread, with its place in the
+/// connection counts (given back when the connection ends).
+pub(super) type Handoff = (std::net::TcpStream, SocketAddr, ConnectionPermit);
 
 /// A router thread as the acceptor sees it.
 pub(super) struct RouterThread {
@@ -96,6 +98,7 @@ async fn run_thread(
         max_header_bytes: config.max_header_bytes,
         max_connection_options: config.max_connection_options,
         body_timeout: config.body_timeout,
+        min_body_rate: config.min_body_rate,
     };
     // The thread's tick: it ends the timeouts that are due, and every fifth
     // closes idle upstream connections that are past their time.
@@ -118,7 +121,7 @@ async fn run_thread(
     // connections.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, permit) = tokio::select! {
             handed = handed.recv() => match handed {
                 Some(h) => h,
                 None => break,
@@ -140,9 +143,11 @@ async fn run_thread(
         let open = Arc::clone(&open);
         tokio::spawn(async move {
             let _alive = alive;
-            if let Err(e) = proxy.serve_connection(conn, Peer::new(peer), closing).await {
+            let served = proxy.serve_connection(conn, Peer::new(peer), permit.client(), closing);
+            if let Err(e) = served.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(permit);
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }

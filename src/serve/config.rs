@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::descriptors::DefaultCaps;
 use crate::fleet::db::FleetOptions;
 use crate::orchestrate::health::HealthPolicy;
-use crate::router::RouterConfig;
+use crate::router::{MinRate, RouterConfig};
 use crate::tls::ServerRoots;
 
 /// Where the fleet database is: a SQLite file, or a `postgres://` URL whose
@@ -94,6 +95,30 @@ pub struct ServeArgs {
     /// rest of its request body, or not taking its answer.
     #[arg(long, env = "SLUM_BODY_TIMEOUT")]
     pub body_timeout: Option<f64>,
+    /// Bytes per second a request body must average, over the time it was
+    /// waited for, once that time passes --body-rate-grace (0: no lowest
+    /// rate).
+    #[arg(long, env = "SLUM_BODY_MIN_RATE")]
+    pub body_min_rate: Option<u64>,
+    /// Seconds a request body may be waited for before --body-min-rate
+    /// applies.
+    #[arg(long, env = "SLUM_BODY_RATE_GRACE")]
+    pub body_rate_grace: Option<f64>,
+    /// Client connections open at once (default: from the descriptor limit).
+    #[arg(long, env = "SLUM_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Client connections open at once from one address, an IPv6 /64
+    /// counting as one (default: from the descriptor limit).
+    #[arg(long, env = "SLUM_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
+    /// Requests in flight to one server (default: from the descriptor
+    /// limit).
+    #[arg(long, env = "SLUM_MAX_IN_FLIGHT_PER_SERVER")]
+    pub max_in_flight_per_server: Option<usize>,
+    /// Requests in flight from one client address (default: from the
+    /// descriptor limit).
+    #[arg(long, env = "SLUM_MAX_IN_FLIGHT_PER_CLIENT")]
+    pub max_in_flight_per_client: Option<usize>,
     /// PEM file of CA certificates trusted for https:// server urls, besides
     /// the public roots (a private CA).
     #[arg(long, env = "SLUM_SERVER_CA")]
@@ -152,6 +177,12 @@ struct ServeFile {
     connect_timeout: Option<f64>,
     upstream_timeout: Option<f64>,
     body_timeout: Option<f64>,
+    body_min_rate: Option<u64>,
+    body_rate_grace: Option<f64>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    max_in_flight_per_server: Option<usize>,
+    max_in_flight_per_client: Option<usize>,
     server_ca: Option<PathBuf>,
     max_header_bytes: Option<usize>,
     max_connection_options: Option<usize>,
@@ -178,6 +209,11 @@ pub struct ServeConfig {
     pub header_timeout: Duration,
     pub upstream_timeout: Duration,
     pub body_timeout: Duration,
+    /// The lowest request body rate; `None` when set to 0.
+    pub min_body_rate: Option<MinRate>,
+    /// The router's caps as set; those left out are derived from the
+    /// descriptor limit when `slum serve` starts (see [`ServeConfig::router`]).
+    pub caps: Caps,
     pub max_header_bytes: usize,
     pub max_connection_options: usize,
     pub route_poll: Duration,
@@ -187,6 +223,21 @@ pub struct ServeConfig {
     /// Router threads (at least one).
     pub router_threads: usize,
 }
+
+/// The router's caps as the settings give them; `None`: derived from the
+/// descriptor limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    pub max_in_flight_per_server: Option<usize>,
+    pub max_in_flight_per_client: Option<usize>,
+}
+
+/// The lowest body rate's defaults: Apache's `mod_reqtimeout`
+/// (`body=20,MinRate=500`).
+const BODY_MIN_RATE: u64 = 500;
+const BODY_RATE_GRACE: f64 = 20.0;
 
 /// The default fleet database path: `slum.db` in the working directory.
 pub fn default_database() -> PathBuf {
@@ -220,14 +271,30 @@ fn seconds(field: &str, v: Option<f64>, default: f64) -> anyhow::Result<Duration
 }
 
 impl ServeConfig {
-    /// The router's part of the settings.
-    pub(crate) fn router(&self) -> RouterConfig {
+    /// The router's part of the settings, its caps not given derived from
+    /// `descriptors`, the process's limit on open descriptors.
+    pub(crate) fn router(&self, descriptors: u64) -> RouterConfig {
+        let derived = DefaultCaps::for_limit(descriptors);
         RouterConfig {
             threads: self.router_threads,
             header_timeout: self.header_timeout,
             max_header_bytes: self.max_header_bytes,
             max_connection_options: self.max_connection_options,
             body_timeout: self.body_timeout,
+            min_body_rate: self.min_body_rate,
+            max_connections: self.caps.max_connections.unwrap_or(derived.connections),
+            max_connections_per_client: self
+                .caps
+                .max_connections_per_client
+                .unwrap_or(derived.connections_per_client),
+            max_in_flight_per_server: self
+                .caps
+                .max_in_flight_per_server
+                .unwrap_or(derived.in_flight_per_server),
+            max_in_flight_per_client: self
+                .caps
+                .max_in_flight_per_client
+                .unwrap_or(derived.in_flight_per_client),
             upstream_timeout: self.upstream_timeout,
             connect_timeout: self.fleet.connect_timeout,
             shutdown_grace: self.shutdown_grace,
@@ -306,6 +373,46 @@ impl ServeConfig {
         if router_threads == 0 {
             anyhow::bail!("invalid router_threads: must be at least 1");
         }
+        let caps = Caps {
+            max_connections: args.max_connections.or(file.max_connections),
+            max_connections_per_client: args
+                .max_connections_per_client
+                .or(file.max_connections_per_client),
+            max_in_flight_per_server: args
+                .max_in_flight_per_server
+                .or(file.max_in_flight_per_server),
+            max_in_flight_per_client: args
+                .max_in_flight_per_client
+                .or(file.max_in_flight_per_client),
+        };
+        for (field, cap) in [
+            ("max_connections", caps.max_connections),
+            (
+                "max_connections_per_client",
+                caps.max_connections_per_client,
+            ),
+            ("max_in_flight_per_server", caps.max_in_flight_per_server),
+            ("max_in_flight_per_client", caps.max_in_flight_per_client),
+        ] {
+            if cap == Some(0) {
+                anyhow::bail!("invalid {field}: must be at least 1");
+            }
+        }
+        let body_min_rate = args
+            .body_min_rate
+            .or(file.body_min_rate)
+            .unwrap_or(BODY_MIN_RATE);
+        let min_body_rate = match body_min_rate {
+            0 => None,
+            bytes_per_second => Some(MinRate {
+                bytes_per_second,
+                grace: seconds(
+                    "body_rate_grace",
+                    args.body_rate_grace.or(file.body_rate_grace),
+                    BODY_RATE_GRACE,
+                )?,
+            }),
+        };
         Ok(ServeConfig {
             router_threads,
             health,
@@ -374,6 +481,8 @@ impl ServeConfig {
                 args.body_timeout.or(file.body_timeout),
                 60.0,
             )?,
+            min_body_rate,
+            caps,
             max_header_bytes,
             max_connection_options,
             route_poll: seconds("route_poll", args.route_poll.or(file.route_poll), 0.25)?,
@@ -498,5 +607,80 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("nope.toml"));
+    }
+
+    #[test]
+    fn the_routers_caps_are_set_or_derived_from_the_descriptor_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slum.toml");
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        std::fs::write(&file, "").unwrap();
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            c.min_body_rate,
+            Some(MinRate {
+                bytes_per_second: 500,
+                grace: Duration::from_secs(20)
+            }),
+            "default"
+        );
+        let router = c.router(256);
+        assert_eq!(
+            (
+                router.max_connections,
+                router.max_connections_per_client,
+                router.max_in_flight_per_server,
+                router.max_in_flight_per_client
+            ),
+            (64, 32, 32, 8),
+            "derived from 256 descriptors"
+        );
+
+        std::fs::write(
+            &file,
+            "max_connections = 1000\nmax_in_flight_per_client = 3\nbody_min_rate = 100\nbody_rate_grace = 2.5\n",
+        )
+        .unwrap();
+        let flags = ServeArgs {
+            max_in_flight_per_server: Some(7),
+            ..args.clone()
+        };
+        let c = ServeConfig::resolve(&flags).unwrap();
+        let router = c.router(256);
+        assert_eq!(
+            (
+                router.max_connections,
+                router.max_connections_per_client,
+                router.max_in_flight_per_server,
+                router.max_in_flight_per_client
+            ),
+            (1000, 32, 7, 3),
+            "the file's and the flag's, the others derived"
+        );
+        assert_eq!(
+            c.min_body_rate,
+            Some(MinRate {
+                bytes_per_second: 100,
+                grace: Duration::from_millis(2500)
+            })
+        );
+
+        std::fs::write(&file, "body_min_rate = 0\n").unwrap();
+        assert_eq!(ServeConfig::resolve(&args).unwrap().min_body_rate, None);
+        for bad in [
+            "max_connections = 0\n",
+            "max_connections_per_client = 0\n",
+            "max_in_flight_per_server = 0\n",
+            "max_in_flight_per_client = 0\n",
+            "body_rate_grace = -1\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+            let field = bad.split(' ').next().unwrap();
+            assert!(e.starts_with(&format!("invalid {field}: ")), "{e}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! background work until shutdown.
 
 mod config;
+mod descriptors;
 mod hooks;
 pub(crate) mod token_file;
 
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use config::{
-    default_database, default_token_file, DatabaseLocation, ServeArgs, ServeConfig, DEFAULT_API,
+    default_database, default_token_file, Caps, DatabaseLocation, ServeArgs, ServeConfig,
+    DEFAULT_API,
 };
 // The handles AppState wires together.
 pub use crate::metrics::Metrics;
@@ -88,16 +90,26 @@ impl AppState {
 /// ready to [`run`](Serving::run).
 pub struct Serving {
     config: ServeConfig,
+    /// The limit on open descriptors, once raised.
+    descriptors: u64,
     state: AppState,
     public: TcpListener,
     private: TcpListener,
 }
 
 impl Serving {
-    /// Opens the fleet database (writing the first admin token to the token
-    /// file when there is none, never over another fleet's: see
+    /// Raises the limit on open descriptors to the hard limit, opens the fleet
+    /// database (writing the first admin token to the token file
+    /// when there is none, never over another fleet's: see
     /// `token_file.rs`), loads the route table and binds both listeners.
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Serving> {
+        let descriptors = match descriptors::raise_limit() {
+            (limit, None) => limit,
+            (limit, Some(e)) => {
+                tracing::warn!(error = %e, limit, "cannot raise the limit on open descriptors");
+                limit
+            }
+        };
         let db = SlumDb::init_with(&config.database, config.fleet.clone())
             .await
             .map_err(|e| {
@@ -113,6 +125,7 @@ impl Serving {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api_listen))?;
         Ok(Serving {
             config,
+            descriptors,
             state,
             public,
             private,
@@ -142,6 +155,7 @@ impl Serving {
     ) -> anyhow::Result<()> {
         let Serving {
             config,
+            descriptors,
             state,
             public,
             private,
@@ -149,6 +163,15 @@ impl Serving {
         tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
             database = %config.database,
             "slum serve started");
+        let router_config = config.router(descriptors);
+        tracing::info!(
+            descriptors,
+            max_connections = router_config.max_connections,
+            max_connections_per_client = router_config.max_connections_per_client,
+            max_in_flight_per_server = router_config.max_in_flight_per_server,
+            max_in_flight_per_client = router_config.max_in_flight_per_client,
+            "open descriptors allowed, and the router's caps"
+        );
         let follower = tokio::spawn(
             Arc::clone(&state.routes).follow(state.db.fleet().clone(), config.route_poll),
         );
@@ -166,8 +189,7 @@ impl Serving {
         });
         let api = tokio::spawn(crate::api::serve(private, state.clone(), stop_rx.clone()));
         let metrics = Arc::clone(&state.metrics);
-        let router =
-            router::serve(public, Arc::new(state), metrics, &config.router(), stop_rx).await;
+        let router = router::serve(public, Arc::new(state), metrics, &router_config, stop_rx).await;
         follower.abort();
         supervisor.abort();
         let api = api.await;

@@ -36,7 +36,7 @@ pub mod timer;
 pub use client::{Conn, ExchangeError, Reader, Transport};
 pub use codec::{tokens, RawHeaders, MAX_HEADERS};
 pub use head::{RequestHead, ResponseHead};
-pub use server::{BodyProgress, ClientConn, Ended, HeaderLines, Limits, RequestBody};
+pub use server::{BodyProgress, ClientConn, Ended, HeaderLines, Limits, MinRate, RequestBody};
 pub use timer::{CoarseTimer, Elapsed};
 
 /// Locks a mutex, also one a panicking thread left poisoned: every value

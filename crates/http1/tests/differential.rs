@@ -357,6 +357,7 @@ const LIMITS: Limits = Limits {
     max_header_bytes: 64 * 1024,
     body_timeout: Duration::from_secs(10),
     max_connection_options: 32,
+    min_body_rate: None,
 };
 
 /// Writes `bytes` to `stream`, ends the writing side, and reads what comes

@@ -1,11 +1,11 @@
 //! A request's body, read off the client's connection as the handler takes
 //! it: sized or chunked, with `100 Continue` asked of the connection when it
 //! is first asked for, and held to the body timeout while the client's bytes
-//! are waited for.
+//! are waited for, and to a lowest rate over all the time they were waited for.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -44,7 +44,42 @@ pub(super) struct Streaming {
     sleep: Option<CoarseSleep>,
     /// When the present wait for the client's bytes began.
     waiting_since: Option<Instant>,
+    /// The lowest rate the body may come at, if any.
+    min_rate: Option<MinRate>,
+    /// The client's bytes read for the body so far (framing included).
+    received: u64,
+    /// The time spent waiting for them, the present wait left out.
+    waited: Duration,
     progress: Arc<BodyProgress>,
+}
+
+/// The lowest rate a request body may come at: once it has been waited for
+/// longer than `grace` in all, the client's bytes must keep up with
+/// `bytes_per_second` over the whole time they were waited for. The same
+/// as Apache's `RequestReadTimeout body=grace,MinRate=bytes_per_second`,
+/// but only the time spent waiting for the client counts: a body held back
+/// because its server is slow to take it is not the client's doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    pub bytes_per_second: u64,
+    pub grace: Duration,
+}
+
+impl MinRate {
+    /// The time a body that brought `received` bytes may have been waited
+    /// for in all: the grace, and a second for every `bytes_per_second`.
+    pub fn allowance(&self, received: u64) -> Duration {
+        let rate = u128::from(self.bytes_per_second.max(1));
+        let nanos = u128::from(received) * 1_000_000_000 / rate;
+        let earned = u64::try_from(nanos).map_or(Duration::MAX, Duration::from_nanos);
+        self.grace.saturating_add(earned)
+    }
+
+    /// When the present wait, begun at `since`, makes the body too slow,
+    /// given `waited` before it and `received` bytes so far.
+    fn deadline(&self, since: Instant, waited: Duration, received: u64) -> Instant {
+        after(since, self.allowance(received).saturating_sub(waited))
+    }
 }
 
 impl Streaming {
@@ -57,8 +92,11 @@ impl Streaming {
         expect: bool,
         timer: CoarseTimer,
         limit: Duration,
+        min_rate: Option<MinRate>,
     ) -> Streaming {
         Streaming {
+            // What came with the head counts as come.
+            received: read.buf.len() as u64,
             read: Some(read),
             back,
             framing,
@@ -69,7 +107,18 @@ impl Streaming {
             limit,
             sleep: None,
             waiting_since: None,
+            min_rate,
+            waited: Duration::ZERO,
         }
+    }
+}
+
+/// The client's bytes came: the present wait, begun at `waiting_since` if
+/// any, is over and added to `waited`. (Fields, not the body: it is called
+/// while the connection's reading side is borrowed.)
+fn came(waiting_since: &mut Option<Instant>, waited: &mut Duration, timer: &CoarseTimer) {
+    if let Some(since) = waiting_since.take() {
+        *waited = waited.saturating_add(timer.now().saturating_duration_since(since));
     }
 }
 
@@ -83,7 +132,15 @@ pub struct BodyProgress {
     /// Its reader is waiting for the client's bytes (and the body timeout
     /// runs).
     waiting: AtomicBool,
+    /// Why its reader gave up on the client, if it did: [`STILL`] or
+    /// [`TOO_SLOW`].
+    gave_up: AtomicU8,
 }
+
+/// The body stood still for the body timeout.
+const STILL: u8 = 1;
+/// The body came slower than its lowest rate.
+const TOO_SLOW: u8 = 2;
 
 impl BodyProgress {
     fn new(now: Instant) -> BodyProgress {
@@ -91,7 +148,14 @@ impl BodyProgress {
             since: now,
             moved: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
+            gave_up: AtomicU8::new(0),
         }
+    }
+
+    /// Whether its reader gave up on the client because the body came
+    /// slower than its lowest rate (rather than standing still).
+    pub fn too_slow(&self) -> bool {
+        self.gave_up.load(Ordering::Relaxed) == TOO_SLOW
     }
 
     /// When the body last gave bytes (or, before any, when its head came).
@@ -123,13 +187,14 @@ impl Drop for Streaming {
 
 impl Streaming {
     /// The next piece of the body; a client that sends none of it for the
-    /// body timeout gets a [`io::ErrorKind::TimedOut`] error.
+    /// body timeout, or sends it slower than the lowest rate, gets a
+    /// [`io::ErrorKind::TimedOut`] error.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         let polled = self.poll_read(cx);
         match &polled {
             Poll::Ready(Some(Ok(_))) => {
                 self.progress.moved(self.timer.now());
-                self.waiting_since = None;
+                came(&mut self.waiting_since, &mut self.waited, &self.timer);
             }
             // Its end, or an error: no longer waiting for anything.
             Poll::Ready(_) => self.progress.waiting.store(false, Ordering::Relaxed),
@@ -140,12 +205,25 @@ impl Streaming {
                 // its `100 Continue` goes out, is not already late.
                 let now = self.timer.now();
                 let since = *self.waiting_since.get_or_insert(now);
-                let deadline = after(since, self.limit);
+                let still = after(since, self.limit);
+                let slow = self
+                    .min_rate
+                    .map(|rate| rate.deadline(since, self.waited, self.received))
+                    .filter(|slow| *slow < still);
+                let deadline = slow.unwrap_or(still);
                 ready!(self.timer.poll_until(&mut self.sleep, deadline, cx));
-                return Poll::Ready(Some(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no request body bytes for {:.1}s", self.limit.as_secs_f64()),
-                ))));
+                let (why, reason) = match (slow, self.min_rate) {
+                    (Some(_), Some(rate)) => (
+                        TOO_SLOW,
+                        format!("request body slower than {} bytes/s", rate.bytes_per_second),
+                    ),
+                    _ => (
+                        STILL,
+                        format!("no request body bytes for {:.1}s", self.limit.as_secs_f64()),
+                    ),
+                };
+                self.progress.gave_up.store(why, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::TimedOut, reason))));
             }
         }
         polled
@@ -206,14 +284,16 @@ impl Streaming {
                 }
                 In::Chunked(_) => {}
             }
-            if ready!(read.poll_fill(cx))? == 0 {
+            let n = ready!(read.poll_fill(cx))?;
+            if n == 0 {
                 return Poll::Ready(Some(Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the client closed the connection within the request body",
                 ))));
             }
             // Bytes came (chunk framing too): the client is not still.
-            self.waiting_since = None;
+            self.received = self.received.saturating_add(n as u64);
+            came(&mut self.waiting_since, &mut self.waited, &self.timer);
         }
     }
 }

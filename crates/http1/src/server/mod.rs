@@ -27,6 +27,10 @@
 //!   `client_body_timeout` and `send_timeout`): the body's reader gets a
 //!   [`io::ErrorKind::TimedOut`] error, the writer ends the connection. A
 //!   body's [`BodyProgress`] tells whoever sends it on when it last moved.
+//! - A request body that keeps moving, but too slowly, is ended as well:
+//!   after a grace period of waiting for it, its bytes must keep up with
+//!   [`Limits::min_body_rate`] (Apache's `mod_reqtimeout` `MinRate`), so that
+//!   a byte now and then cannot hold a request open for ever.
 //!
 //! Requests on a connection are answered in order; pipelined ones wait in the
 //! read buffer.
@@ -65,7 +69,7 @@ mod body;
 mod request;
 mod response;
 
-pub use body::{BodyProgress, RequestBody};
+pub use body::{BodyProgress, MinRate, RequestBody};
 use body::{Streaming, CONTINUE};
 pub(crate) use request::{parse_request, In};
 use response::push_date;
@@ -93,6 +97,9 @@ pub struct Limits {
     /// all its lines; a head with more is refused (400). Each option may
     /// name a header to take out, and thousands fit in a head.
     pub max_connection_options: usize,
+    /// The slowest a request body may come in all, besides its pauses (see
+    /// [`MinRate`]); `None`: no lower bound.
+    pub min_body_rate: Option<MinRate>,
 }
 
 /// Why a connection ended other than by the client's close.
@@ -252,6 +259,7 @@ impl ClientConn {
                                 expect,
                                 self.timer.clone(),
                                 self.limits.body_timeout,
+                                self.limits.min_body_rate,
                             )))),
                         };
                         return Ok(Some((parts, body)));

@@ -198,6 +198,7 @@ const LIMITS: Limits = Limits {
     max_header_bytes: 4096,
     body_timeout: Duration::from_secs(5),
     max_connection_options: 8,
+    min_body_rate: None,
 };
 
 /// Sends `request` on a new connection and reads until the server closes
@@ -634,6 +635,116 @@ async fn a_request_body_is_held_to_the_body_timeout_between_pieces_not_in_all() 
         answer.ends_with("error: no request body bytes for 0.3s"),
         "{answer}"
     );
+}
+
+#[test]
+fn a_bodys_allowance_is_its_grace_and_a_second_for_every_rate_of_bytes() {
+    let rate = MinRate {
+        bytes_per_second: 500,
+        grace: Duration::from_secs(20),
+    };
+    assert_eq!(rate.allowance(0), Duration::from_secs(20));
+    assert_eq!(rate.allowance(250), Duration::from_millis(20_500));
+    assert_eq!(rate.allowance(1000), Duration::from_secs(22));
+    assert_eq!(rate.allowance(u64::MAX), Duration::MAX, "saturates");
+    let zero = MinRate {
+        bytes_per_second: 0,
+        ..rate
+    };
+    assert_eq!(zero.allowance(1), Duration::from_secs(21), "taken as 1");
+}
+
+/// Sends `request`'s head and then its body a byte at a time, `every`
+/// apart, on a new connection (until the server stops taking it); the
+/// answer, read for up to `wait`.
+async fn trickle(
+    addr: std::net::SocketAddr,
+    head: &'static [u8],
+    body: &'static [u8],
+    every: Duration,
+    wait: Duration,
+) -> String {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut reading, mut writing) = s.into_split();
+    let writer = tokio::spawn(async move {
+        writing.write_all(head).await?;
+        for byte in body.chunks(1) {
+            tokio::time::sleep(every).await;
+            writing.write_all(byte).await?;
+        }
+        Ok::<_, io::Error>(writing)
+    });
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, reading.read_to_end(&mut out)).await;
+    writer.abort();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_its_lowest_rate_is_cut_off_though_it_never_stands_still() {
+    let addr = server(Limits {
+        body_timeout: Duration::from_millis(300),
+        min_body_rate: Some(MinRate {
+            bytes_per_second: 100,
+            grace: Duration::from_millis(500),
+        }),
+        ..LIMITS
+    })
+    .await;
+    // A byte every 100 ms (10 bytes/s): never still for the body timeout,
+    // and done after ten seconds; about 0.6 s in, it has been waited for
+    // longer than its grace and its bytes allow.
+    let began = Instant::now();
+    let answer = trickle(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n",
+        &[b'a'; 100],
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        answer.ends_with("error: request body slower than 100 bytes/s"),
+        "{answer}"
+    );
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(began.elapsed() < Duration::from_secs(5), "not cut off");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_keeps_its_rate_or_waits_for_its_reader_is_not_cut_off() {
+    let addr = server(Limits {
+        body_timeout: Duration::from_millis(300),
+        min_body_rate: Some(MinRate {
+            bytes_per_second: 10,
+            grace: Duration::from_millis(200),
+        }),
+        ..LIMITS
+    })
+    .await;
+    // Twenty bytes a byte per 50 ms: twice the lowest rate, for a second.
+    let answer = trickle(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\nConnection: close\r\n\r\n",
+        b"abcdefghijklmnopqrst",
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.ends_with("\r\n\r\nabcdefghijklmnopqrst"), "{answer}");
+
+    // Two bytes at once, then the last 250 ms later: the handler reads the
+    // body only after 600 ms. It waits for the client 0 to 50 ms of that:
+    // the time its reader was not reading is not the client's.
+    let answer = trickle(
+        addr,
+        b"POST /late-echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nab",
+        b"c",
+        Duration::from_millis(650),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.ends_with("\r\n\r\nabc"), "{answer}");
 }
 
 #[tokio::test(start_paused = true)]
