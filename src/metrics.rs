@@ -1,8 +1,8 @@
 //! Prometheus metrics of `slum serve`: requests by status, upstream latency,
 //! the router's own errors by server and cause, route table size, servers by
 //! state, health transitions, servers whose tenement routes by another domain,
-//! and what the router refused (connections and requests over its caps,
-//! request bodies too slow).
+//! what the router refused (connections and requests over its caps, request
+//! bodies too slow), and requests retried on a backup.
 //!
 //! The two the router updates for every request are kept per router thread
 //! ([`RouterShard`]): each thread writes only its own counters, so that no two
@@ -56,6 +56,9 @@ pub struct Metrics {
     connections_refused: IntCounterVec,
     /// Requests the router refused or cut off, by reason.
     requests_refused: IntCounterVec,
+    /// Requests sent once more, to a backup, after their server failed them;
+    /// by the server that failed.
+    pub backup_retries: IntCounterVec,
 }
 
 /// The reasons of `slum_router_connections_refused_total`.
@@ -123,6 +126,16 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let backup_retries = IntCounterVec::new(
+            Opts::new(
+                "slum_backup_retries_total",
+                "GETs and HEADs sent once more, to a backup, after their server failed them \
+                 (refused, broke off before the answer went out, or went offline meanwhile), \
+                 by the server that failed",
+            ),
+            &["server"],
+        )
+        .expect("valid metric");
         // Shown from the start, at 0: an alert on their rise needs them.
         for reason in CONNECTIONS_REFUSED {
             connections_refused.with_label_values(&[reason]);
@@ -139,6 +152,7 @@ impl Metrics {
             Box::new(router_errors.clone()),
             Box::new(connections_refused.clone()),
             Box::new(requests_refused.clone()),
+            Box::new(backup_retries.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -153,6 +167,7 @@ impl Metrics {
             router_errors,
             connections_refused,
             requests_refused,
+            backup_retries,
         }
     }
 

@@ -172,6 +172,164 @@ async fn partition_with_a_backup_loses_no_get() {
     survive_with_backup(Fault::Partition).await;
 }
 
+/// Where a GET is when its server fails: waiting for the response head (the
+/// app is slow to answer), or holding the head with the body still to come
+/// (the app sends its head at once and its body later).
+const MIDWAY: [(&str, &str); 2] = [
+    ("waiting for its head", "/sleep?ms=1500"),
+    ("between its head and its body", "/late-body?ms=1500"),
+];
+
+/// Sends a GET for `path` to `acme.com` through the router, at once; the
+/// answer's status, `X-Server` and body, or what failed.
+fn get_in_flight(
+    slum: &Slum,
+    path: &str,
+) -> tokio::task::JoinHandle<Result<(u16, String, String), String>> {
+    let url = format!("http://{}{path}", slum.router);
+    tokio::spawn(async move {
+        let resp = http()
+            .get(url)
+            .header("host", "acme.com")
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        let status = resp.status().as_u16();
+        let server = resp
+            .headers()
+            .get("x-server")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| format!("{status} from '{server}', then the body failed: {e}"))?;
+        Ok((status, server, body))
+    })
+}
+
+/// A GET already in flight on s1 when s1 fails (hung whole: every process in
+/// its namespace stopped; or cut off; or `ten serve` killed) is answered by
+/// the backup on s2, whether it was waiting for its head or had its head and
+/// not its body: not left to wait on s1, not given a head with no body.
+async fn the_get_in_flight_goes_to_the_backup(fault: Fault) {
+    let Some(mut fleet) = fleet(2).await else {
+        return;
+    };
+    let slum = Slum::start(|_| {}).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_tenant_with_backup("acme.com").await;
+    until_status(&slum, "s2", ServerStatus::Online).await;
+    for (midway, path) in MIDWAY {
+        until_status(&slum, "s1", ServerStatus::Online).await;
+        let in_flight = get_in_flight(&slum, path);
+        // Well inside the app's 1.5 s: the request is on s1, and for the
+        // late body, its head is with the router.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fault_at = Instant::now();
+        let s1 = fleet.server_mut("s1").unwrap();
+        match fault {
+            Fault::Crash => s1.kill().unwrap(),
+            Fault::Hang => s1.freeze().unwrap(),
+            Fault::Partition => s1.link_down().unwrap(),
+        }
+        let answer = tokio::time::timeout(Duration::from_secs(60), in_flight).await;
+        let took = fault_at.elapsed();
+        let offline_then = slum
+            .state
+            .routes
+            .current()
+            .upstream("s1")
+            .is_some_and(|u| u.status == ServerStatus::Offline);
+        let s1 = fleet.server_mut("s1").unwrap();
+        match fault {
+            Fault::Crash => s1.restart_empty().await.unwrap(),
+            Fault::Hang => s1.thaw().unwrap(),
+            Fault::Partition => s1.link_up().unwrap(),
+        }
+        let answer = answer
+            .unwrap_or_else(|_| {
+                panic!("{fault:?}: the GET in flight {midway} had no answer in 60 s")
+            })
+            .unwrap();
+        let (status, server, body) =
+            answer.unwrap_or_else(|e| panic!("{fault:?}: the GET in flight {midway}: {e}"));
+        println!("{fault:?}: the GET in flight {midway} was answered {took:?} after the fault");
+        assert_eq!(
+            (status, server.as_str()),
+            (200, "s2"),
+            "{fault:?}: the GET in flight {midway} was not answered by the backup: {body}"
+        );
+        assert!(
+            body == "slept\n" || body == "late body from s2\n",
+            "{body:?}"
+        );
+        if !matches!(fault, Fault::Crash) {
+            assert!(
+                offline_then,
+                "{fault:?}: the backup answered before s1 was declared offline"
+            );
+        }
+        if matches!(fault, Fault::Crash) {
+            // Its instances went with it: put the primary back.
+            slum.db()
+                .spawn_instance("acme", "api", "prod", "s1")
+                .await
+                .ok();
+            slum.state.fleet_changed().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_get_in_flight_when_its_server_hangs_goes_to_the_backup() {
+    the_get_in_flight_goes_to_the_backup(Fault::Hang).await;
+}
+
+#[tokio::test]
+async fn the_get_in_flight_when_its_server_is_cut_off_goes_to_the_backup() {
+    the_get_in_flight_goes_to_the_backup(Fault::Partition).await;
+}
+
+#[tokio::test]
+async fn the_get_in_flight_when_its_server_dies_goes_to_the_backup() {
+    the_get_in_flight_goes_to_the_backup(Fault::Crash).await;
+}
+
+/// A GET to a hung server with no backup gets its 504 within the upstream
+/// timeout (plus the timer's and the test's slack), whether it was waiting
+/// for its head or had its head and not its body.
+#[tokio::test]
+async fn a_get_to_a_hung_server_without_a_backup_gets_504_within_the_upstream_timeout() {
+    let Some(fleet) = fleet(1).await else {
+        return;
+    };
+    let slum = Slum::start(|a| a.upstream_timeout = Some(3.0)).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_running_tenant("acme.com", "s1").await;
+    for (midway, path) in MIDWAY {
+        until_status(&slum, "s1", ServerStatus::Online).await;
+        let sent = Instant::now();
+        let in_flight = get_in_flight(&slum, path);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        fleet.server("s1").unwrap().freeze().unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(60), in_flight).await;
+        let took = sent.elapsed();
+        fleet.server("s1").unwrap().thaw().unwrap();
+        let answer = answer
+            .unwrap_or_else(|_| panic!("the GET {midway} had no answer in 60 s"))
+            .unwrap();
+        let (status, _, body) = answer.unwrap_or_else(|e| panic!("the GET {midway}: {e}"));
+        assert_eq!(status, 504, "the GET {midway}: {body}");
+        assert!(
+            took < Duration::from_secs(3 + 3),
+            "the GET {midway} got its 504 after {took:?}, with an upstream timeout of 3 s"
+        );
+    }
+}
+
 /// Two servers and a router, with `phoenix.com` homed on s1 under the
 /// `respawn` failover policy (not started yet).
 async fn respawning_phoenix() -> Option<(LocalFleet, Slum)> {

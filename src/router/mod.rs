@@ -85,6 +85,12 @@ pub struct RouterConfig {
     pub upstream_timeout: Duration,
     /// Time allowed to connect to a server.
     pub connect_timeout: Duration,
+    /// Largest response body (by its `Content-Length`) to a bodiless GET
+    /// that is read whole before the response head goes to the client, so
+    /// that a server failing between the two fails the exchange (and the
+    /// GET can go to a backup) instead of leaving the client a head with no
+    /// body; 0 passes every head on at once.
+    pub whole_response_bytes: u64,
     /// Time in-flight requests get to finish once the router stops.
     pub shutdown_grace: Duration,
     /// A private CA's certificates, trusted for `https://` servers besides
@@ -113,6 +119,7 @@ pub async fn serve(
         metrics,
         upstream_timeout: config.upstream_timeout,
         connect_timeout: config.connect_timeout,
+        whole_response_bytes: config.whole_response_bytes,
         wakes: Default::default(),
         control_runtime: tokio::runtime::Handle::current(),
         in_flight: InFlightCaps {

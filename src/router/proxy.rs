@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -26,7 +27,7 @@ use super::headers::{
 use super::limits::{Client, InFlight, InFlightCaps};
 use super::route_table::{BadHost, Decision, RouteTable, Target};
 use super::shutdown::ClosingWatch;
-use super::upstream_pool::{PooledBody, UpstreamPool};
+use super::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 use super::wake::{Wakes, WAKE_HOLD_DOWN};
 use crate::lock;
 use crate::metrics::{Metrics, RouterShard};
@@ -37,6 +38,9 @@ pub(super) struct Common {
     pub(super) metrics: Arc<Metrics>,
     pub(super) upstream_timeout: Duration,
     pub(super) connect_timeout: Duration,
+    /// Largest response body to a bodiless GET read whole before its head
+    /// goes to the client (see [`Proxy::send`]).
+    pub(super) whole_response_bytes: u64,
     pub(super) wakes: Wakes,
     /// The runtime of the control plane. What the router asks of it that may
     /// reach the fleet database (wakes, health reports) runs there: its
@@ -242,9 +246,11 @@ impl Proxy {
 
     /// Sends the request to `primary`, unless its client or `primary` has
     /// reached its cap on requests in flight (429, 503). A GET or HEAD
-    /// without a body whose connection to `primary` fails is sent once more
-    /// to the first fallback, so that the client sees no error; the failure
-    /// also counts against the server's health at once.
+    /// without a body whose connection to `primary` fails (refused, or broken
+    /// before the answer went to the client), or that is still waiting when
+    /// `primary` is declared offline, is sent once more to the first
+    /// fallback, so that the client sees no error; a refused connection also
+    /// counts against the server's health at once.
     #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
@@ -319,6 +325,11 @@ impl Proxy {
         if let (Some((backup, mut parts)), true) = (retry, failure.connection_failed()) {
             tracing::info!(server = %primary.upstream.server_id, backup = %backup.upstream.server_id,
                 "retrying on the backup");
+            self.common
+                .metrics
+                .backup_retries
+                .with_label_values(&[&primary.upstream.server_id])
+                .inc();
             parts.set(header::HOST, backup.host.clone());
             match self.send(&mut parts, None, backup, false).await {
                 Ok(resp) => return self.respond(resp),
@@ -328,7 +339,15 @@ impl Proxy {
         self.failure_answer(&primary.upstream.server_id, failure)
     }
 
-    /// One exchange with one server, up to the response head.
+    /// One exchange with one server, up to the response head; for a bodiless
+    /// GET whose answer is small (a `Content-Length` up to the configured
+    /// limit), up to the end of its body. Such a body is read whole before
+    /// the head goes to the client, as nginx's response buffering does: a
+    /// server that dies, hangs or is cut off between its head and its body
+    /// then fails the exchange (502, 504, or the backup's answer) instead of
+    /// leaving the client a head with no body, and the upstream timeout
+    /// bounds the whole wait. Small bodies nearly always come with their head,
+    /// and then cost one comparison: no wait, no timer, no copy.
     async fn send(
         &self,
         parts: &mut RequestHead,
@@ -345,6 +364,9 @@ impl Proxy {
             .map_err(|e| Failure::Broken(format!("unusable request path: {e}")))?;
         let started = Instant::now();
         let progress = body.as_ref().and_then(RequestBody::progress);
+        let whole = parts.method == Method::GET
+            && !upgrade
+            && body.as_ref().is_none_or(|b| b.is_end_stream());
         let sent = match (upgrade, body) {
             (true, Some(body)) => {
                 let mut req = Request::new(body.map_err(Into::into).boxed());
@@ -381,8 +403,46 @@ impl Proxy {
             Ok(Ok(sent)) => {
                 self.metrics
                     .upstream_latency(&upstream.server_id, started.elapsed());
-                Ok(sent)
+                let (head, mut body) = match (sent, whole) {
+                    (Sent::Pooled(head, body), true) if self.reads_whole(&body) => (head, body),
+                    (sent, _) => return Ok(sent),
+                };
+                // Nearly always in already, with the head: a comparison, with
+                // no timer and no future.
+                let at_once = body.poll_whole(&mut Context::from_waker(std::task::Waker::noop()));
+                match at_once {
+                    Poll::Ready(Ok(())) => Ok(Sent::Pooled(head, body)),
+                    Poll::Ready(Err(e)) => Err(Failure::of(UpstreamError::Exchange(e))),
+                    // Boxed: seldom (and the answer then waits in that future
+                    // alone, not in every request's).
+                    Poll::Pending => Box::pin(self.read_rest(started, head, body)).await,
+                }
             }
+        }
+    }
+
+    /// Whether `body`, the answer to a bodiless GET, is read whole before its
+    /// head goes on (see [`Proxy::send`]).
+    fn reads_whole(&self, body: &PooledBody) -> bool {
+        let size = body.size_hint().exact().unwrap_or(u64::MAX);
+        size > 0 && size <= self.common.whole_response_bytes
+    }
+
+    /// The rest of a body to read whole (see [`Proxy::send`]), within what is
+    /// left of the upstream timeout.
+    async fn read_rest(
+        &self,
+        started: Instant,
+        head: ResponseHead,
+        mut body: PooledBody,
+    ) -> Result<Sent, Failure> {
+        match self
+            .within_upstream_timeout(started, None, body.read_whole())
+            .await
+        {
+            Ok(Ok(())) => Ok(Sent::Pooled(head, body)),
+            Ok(Err(e)) => Err(Failure::of(UpstreamError::Exchange(e))),
+            Err(_) => Err(Failure::HeadTimeout),
         }
     }
 

@@ -112,6 +112,32 @@ async fn hung() -> SocketAddr {
     addr
 }
 
+/// A server that answers every request with a head saying 10 bytes of body
+/// and the first 5 of them, then nothing more: a server that stopped between
+/// its head and its body.
+async fn stops_midway() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let mut head = Vec::new();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello")
+                .await;
+            held.push(stream);
+        }
+    });
+    addr
+}
+
 /// An address nothing listens on.
 async fn closed() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -177,6 +203,7 @@ async fn router_with(
         max_in_flight_per_client: 1000,
         upstream_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(1),
+        whole_response_bytes: 64 * 1024,
         shutdown_grace: Duration::from_secs(1),
         server_roots: None,
     };
@@ -535,4 +562,64 @@ async fn a_websocket_is_in_flight_on_its_server_for_its_life() {
         assert!(std::time::Instant::now() < deadline, "never given back");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_get_whose_server_stops_between_head_and_body_goes_to_the_backup() {
+    let (east, west) = (stops_midway().await, app("west").await);
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east), server("west", west)],
+        &[acme()],
+        &[instance("prod", "east"), instance("backup", "west")],
+    ));
+    let (router, metrics) = router_with(Arc::clone(&control), |_| {}).await;
+
+    let asked = tokio::spawn(get(router, "acme.test"));
+    // East's head is in, its body is not: nothing has gone to the client.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!asked.is_finished(), "answered before east went offline");
+    control.offline.send_modify(|o| o.push("east".into()));
+    let answer = asked.await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.ends_with("west got Host acme.api.west.fleet.test"),
+        "{answer}"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("slum_backup_retries_total{server=\"east\"} 1"),
+        "{}",
+        metrics.render()
+    );
+}
+
+#[tokio::test]
+async fn with_no_whole_response_bytes_a_head_goes_on_before_its_body() {
+    let east = stops_midway().await;
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east)],
+        &[acme()],
+        &[instance("prod", "east")],
+    ));
+    let (router, _) = router_with(Arc::clone(&control), |c| c.whole_response_bytes = 0).await;
+
+    let mut s = tokio::net::TcpStream::connect(router).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: acme.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !got.ends_with(b"hello") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the head and the first of the body came at once");
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }

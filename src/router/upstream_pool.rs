@@ -367,6 +367,21 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
+    /// Reads the rest of the body (when framed by its length) into the
+    /// connection's buffer before any of it is passed on: a body that breaks
+    /// off is then the exchange's failure, told before anything of the answer
+    /// went to the client (and a GET can go to a backup instead). For small
+    /// bodies: they usually came with their head, and then this is a
+    /// comparison; nothing is copied either way.
+    pub fn poll_whole(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+        self.reader.poll_buffered(cx)
+    }
+
+    /// [`PooledBody::poll_whole`], as a future.
+    pub async fn read_whole(&mut self) -> Result<(), ExchangeError> {
+        std::future::poll_fn(|cx| self.poll_whole(cx)).await
+    }
+
     /// Gives the connection back if the body has been read to its end.
     fn give_back_if_read(&mut self) {
         if !self.reader.is_end() {
@@ -600,6 +615,77 @@ mod tests {
         let err = pool.send(&url, &origin, &post, body).await.unwrap_err();
         assert!(matches!(err, UpstreamError::Exchange(_)), "{err:?}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A server that answers each request with a head of `length` and the
+    /// pieces of `body` that follow it, 50 ms apart (the first with the head),
+    /// then keeps the connection open, or closes it when `close`.
+    async fn late_body_server(length: usize, body: &'static [&'static str], close: bool) -> Uri {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin: Uri = format!("http://{}/", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let mut head = Vec::new();
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let mut out =
+                            format!("HTTP/1.1 200 OK\r\ncontent-length: {length}\r\n\r\n");
+                        for piece in body {
+                            out.push_str(piece);
+                            let _ = stream.write_all(out.as_bytes()).await;
+                            out.clear();
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        if close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        origin
+    }
+
+    #[tokio::test]
+    async fn a_body_read_whole_is_passed_on_at_once_and_its_connection_goes_back() {
+        use futures::FutureExt;
+        let origin = late_body_server(11, &["hel", "lo ", "world"], false).await;
+        let url: Arc<str> = origin.to_string().into();
+        let pool = pool();
+        for _ in 0..2 {
+            let (_, mut body) = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+            body.read_whole().await.unwrap();
+            assert_eq!(body.size_hint().exact(), Some(11));
+            let mut got = Vec::new();
+            while let Some(frame) = body.frame().now_or_never().expect("no wait") {
+                got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+            }
+            assert_eq!(got, b"hello world");
+            assert_eq!(pool.idle(), 1, "the connection went back");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_off_fails_its_whole_read() {
+        let origin = late_body_server(11, &["hello"], true).await;
+        let url: Arc<str> = origin.to_string().into();
+        let (_, mut body) = pool()
+            .send(&url, &origin, &get("a"), NO_BODY)
+            .await
+            .unwrap();
+        let err = body.read_whole().await.unwrap_err();
+        assert!(err.to_string().contains("closed"), "{err}");
     }
 
     #[tokio::test]

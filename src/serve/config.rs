@@ -87,8 +87,9 @@ pub struct ServeArgs {
     /// Seconds allowed to connect to a tenement server.
     #[arg(long, env = "SLUM_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<f64>,
-    /// Seconds allowed for a tenement server's response head, counted from
-    /// the last bytes of the request it was sent.
+    /// Seconds allowed for a tenement server's response head (and the body
+    /// of a small answer read whole, see --whole-response-bytes), counted
+    /// from the last bytes of the request it was sent.
     #[arg(long, env = "SLUM_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Option<f64>,
     /// Seconds a client may leave a body standing still: not sending the
@@ -104,6 +105,13 @@ pub struct ServeArgs {
     /// applies.
     #[arg(long, env = "SLUM_BODY_RATE_GRACE")]
     pub body_rate_grace: Option<f64>,
+    /// Largest response body, in bytes (by its Content-Length), to a GET
+    /// without a body that is read whole before the response head goes to the
+    /// client: a server that fails between the two then fails the exchange,
+    /// and the GET goes to a backup, instead of the client getting a head with
+    /// no body. 0: every head goes on at once.
+    #[arg(long, env = "SLUM_WHOLE_RESPONSE_BYTES")]
+    pub whole_response_bytes: Option<u64>,
     /// Client connections open at once (default: from the descriptor limit).
     #[arg(long, env = "SLUM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -179,6 +187,7 @@ struct ServeFile {
     body_timeout: Option<f64>,
     body_min_rate: Option<u64>,
     body_rate_grace: Option<f64>,
+    whole_response_bytes: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_client: Option<usize>,
     max_in_flight_per_server: Option<usize>,
@@ -211,6 +220,8 @@ pub struct ServeConfig {
     pub body_timeout: Duration,
     /// The lowest request body rate; `None` when set to 0.
     pub min_body_rate: Option<MinRate>,
+    /// See [`ServeArgs::whole_response_bytes`].
+    pub whole_response_bytes: u64,
     /// The router's caps as set; those left out are derived from the
     /// descriptor limit when `slum serve` starts (see [`ServeConfig::router`]).
     pub caps: Caps,
@@ -259,6 +270,10 @@ pub fn default_token_file() -> PathBuf {
 /// option is a header the router may have to take out.
 pub const DEFAULT_MAX_CONNECTION_OPTIONS: usize = 32;
 
+/// Responses to a bodiless GET up to this size are read whole before their
+/// head goes on (see [`ServeArgs::whole_response_bytes`]).
+pub const DEFAULT_WHOLE_RESPONSE_BYTES: u64 = 64 * 1024;
+
 /// The default management API address.
 pub const DEFAULT_API: &str = "127.0.0.1:9090";
 
@@ -297,6 +312,7 @@ impl ServeConfig {
                 .unwrap_or(derived.in_flight_per_client),
             upstream_timeout: self.upstream_timeout,
             connect_timeout: self.fleet.connect_timeout,
+            whole_response_bytes: self.whole_response_bytes,
             shutdown_grace: self.shutdown_grace,
             server_roots: self.fleet.server_roots.clone(),
         }
@@ -482,6 +498,10 @@ impl ServeConfig {
                 60.0,
             )?,
             min_body_rate,
+            whole_response_bytes: args
+                .whole_response_bytes
+                .or(file.whole_response_bytes)
+                .unwrap_or(DEFAULT_WHOLE_RESPONSE_BYTES),
             caps,
             max_header_bytes,
             max_connection_options,
@@ -682,5 +702,23 @@ mod tests {
             let field = bad.split(' ').next().unwrap();
             assert!(e.starts_with(&format!("invalid {field}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn small_answers_are_read_whole_unless_told_otherwise() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.router(1024).whole_response_bytes, 64 * 1024);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slum.toml");
+        std::fs::write(&file, "whole_response_bytes = 0\n").unwrap();
+        let mut args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.router(1024).whole_response_bytes, 0, "file");
+        args.whole_response_bytes = Some(1024);
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.router(1024).whole_response_bytes, 1024, "flag");
     }
 }

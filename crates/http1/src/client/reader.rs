@@ -71,6 +71,35 @@ impl<T: Transport> Reader<T> {
         }
     }
 
+    /// Reads until the rest of a body framed by its length is in the
+    /// connection's buffer, taking none of it ([`Reader::poll_data`] gives it
+    /// after, at once, in one piece): a body that breaks off is then told
+    /// before any of it is passed on. Ready at once for a body framed
+    /// otherwise (chunked, to the close, none), or one whose request is still
+    /// being sent. A caller bounds the size it waits for by
+    /// [`Reader::size_hint`] first: the buffer grows to hold it all.
+    pub fn poll_buffered(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+        let (Some(Framing::Length(left)), Some(conn), None) =
+            (self.framing, self.conn.as_mut(), self.upload.as_ref())
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        while (conn.buf.len() as u64) < left {
+            let n = match ready!(conn.poll_fill(cx, true)) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.conn = None;
+                    return Poll::Ready(Err(e.into()));
+                }
+            };
+            if n == 0 {
+                self.conn = None;
+                return Poll::Ready(Err(protocol("connection closed in the response body")));
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
     /// The next piece of the body; `None` at its end.
     pub fn poll_data(
         &mut self,

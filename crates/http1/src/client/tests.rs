@@ -586,3 +586,51 @@ async fn a_connection_the_server_closed_is_not_open() {
         assert_eq!(conn.is_open(), !close);
     }
 }
+
+/// Polls `reader` once for its whole body to be buffered.
+fn buffered_once(reader: &mut Reader<TcpStream>) -> Poll<Result<(), ExchangeError>> {
+    reader.poll_buffered(&mut Context::from_waker(std::task::Waker::noop()))
+}
+
+#[tokio::test]
+async fn a_body_buffered_whole_is_waited_for_then_given_in_one_piece() {
+    // With its head: in already.
+    let (conn, mut server) = connected().await;
+    let mut reader = answer(conn, &mut server, &[HEAD, b"hello"].concat()).await;
+    assert!(matches!(buffered_once(&mut reader), Poll::Ready(Ok(()))));
+    assert!(matches!(poll_once(&mut reader), Poll::Ready(Some(Ok(d))) if d == "hello"));
+
+    // After its head, in pieces: waited for, none of it taken meanwhile.
+    let (conn, mut server) = connected().await;
+    let mut reader = answer(conn, &mut server, &[HEAD, b"he"].concat()).await;
+    assert!(buffered_once(&mut reader).is_pending());
+    assert_eq!(reader.size_hint().exact(), Some(5), "nothing taken");
+    server.write_all(b"l").await.unwrap();
+    let later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        server.write_all(b"lo").await.unwrap();
+    };
+    let (buffered, ()) = tokio::join!(std::future::poll_fn(|cx| reader.poll_buffered(cx)), later);
+    buffered.unwrap();
+    assert!(matches!(poll_once(&mut reader), Poll::Ready(Some(Ok(d))) if d == "hello"));
+    assert!(matches!(poll_once(&mut reader), Poll::Ready(None)));
+    assert!(reader.take_reusable().is_some(), "the connection is kept");
+
+    // Chunked: its length is unknown, it is not waited for.
+    let (conn, mut server) = connected().await;
+    let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel";
+    let mut reader = answer(conn, &mut server, chunked).await;
+    assert!(matches!(buffered_once(&mut reader), Poll::Ready(Ok(()))));
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_off_fails_its_buffering() {
+    let (conn, mut server) = connected().await;
+    let mut reader = answer(conn, &mut server, &[HEAD, b"hel"].concat()).await;
+    drop(server);
+    let err = std::future::poll_fn(|cx| reader.poll_buffered(cx))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("closed"), "{err}");
+    assert!(reader.take_reusable().is_none());
+}
