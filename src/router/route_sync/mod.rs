@@ -166,6 +166,15 @@ impl Routes {
             let current = self.current();
             let changes = db.route_changes_after(current.version, FEED_BATCH).await?;
             let Some(last) = changes.last().map(|c| c.seq) else {
+                // Nothing after this table's number: up to date, unless the
+                // feed was trimmed to its very end past it.
+                if db.fleet_version().await? != current.version {
+                    tracing::info!(
+                        seen = current.version,
+                        "the route change feed was trimmed past this router; rebuilding the route table"
+                    );
+                    return self.rebuild(db).await;
+                }
                 return Ok(());
             };
             let consecutive = changes
@@ -395,3 +404,6 @@ impl Routes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
