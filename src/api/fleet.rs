@@ -48,10 +48,10 @@ fn count(n: usize) -> i64 {
 fn down_tenants<'a>(table: &RouteTable, domains: impl Iterator<Item = &'a str>) -> Vec<DownTenant> {
     let mut down: Vec<DownTenant> = domains
         .filter_map(|domain| match table.route(domain) {
-            Decision::ServerDown { tenant, servers } => Some(DownTenant {
+            Decision::ServerDown(down) => Some(DownTenant {
                 domain: domain.to_owned(),
-                tenant: tenant.clone(),
-                servers: servers.clone(),
+                tenant: down.tenant().to_owned(),
+                servers: down.servers(),
             }),
             _ => None,
         })

@@ -133,6 +133,37 @@ impl FleetDb {
         self.store.fleet_version().await
     }
 
+    /// Up to `limit` entries of the route change feed after number `after`
+    /// (see [`Store::route_changes_after`]).
+    pub async fn route_changes_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::fleet::store::RouteChange>> {
+        self.store.route_changes_after(after, limit).await
+    }
+
+    /// Trims the route change feed to the newest `keep` entries.
+    pub async fn trim_route_changes(&self, keep: i64) -> Result<u64> {
+        self.store.trim_route_changes(keep).await
+    }
+
+    /// The route rows of a domain or of a tenant's domains.
+    pub async fn route_rows(
+        &self,
+        scope: crate::fleet::store::RouteScope<'_>,
+    ) -> Result<Vec<crate::fleet::store::RouteRow>> {
+        self.store.route_rows(scope).await
+    }
+
+    /// Every route row, streamed (see [`Store::for_each_route_row`]).
+    pub async fn for_each_route_row(
+        &self,
+        each: &mut (dyn FnMut(crate::fleet::store::RouteRow) + Send),
+    ) -> Result<()> {
+        self.store.for_each_route_row(each).await
+    }
+
     /// Holds the fleet's leadership while it can (see [`Store::lead`]).
     pub async fn lead(&self, leading: tokio::sync::watch::Sender<bool>) -> Result<()> {
         self.store.lead(leading).await

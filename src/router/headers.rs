@@ -135,7 +135,7 @@ fn visible_ascii(value: &[u8]) -> bool {
 pub(super) fn routed_host<'t>(
     req: &RequestHead,
     table: &'t RouteTable,
-) -> Option<(HeaderValue, &'t Decision)> {
+) -> Option<(HeaderValue, Decision<'t>)> {
     // An absolute-form target's authority picks the tenant: the long way.
     if req.uri.authority().is_some() {
         return None;

@@ -25,7 +25,7 @@ use super::headers::{
     strip_passed_hop_by_hop, upstream_uri, Peer,
 };
 use super::limits::{Client, InFlight, InFlightCaps};
-use super::route_table::{BadHost, Decision, RouteTable, Target};
+use super::route_table::{BadHost, Decision, Pick, RouteTable};
 use super::shutdown::ClosingWatch;
 use super::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
 use super::wake::{Wakes, WAKE_HOLD_DOWN};
@@ -206,24 +206,25 @@ impl Proxy {
         }
         match decision {
             Decision::Forward {
-                primary, fallbacks, ..
+                primary, fallback, ..
             } => {
-                self.forward(parts, body, peer, &host, primary, fallbacks, held)
+                self.forward(parts, body, peer, &host, primary, fallback, held)
                     .await
             }
             Decision::UnknownHost => answer(
                 StatusCode::NOT_FOUND,
                 format!("no tenant has the domain '{name}'"),
             ),
-            Decision::ServerDown { tenant, servers } => Answer::Made(public_error(
+            Decision::ServerDown(down) => Answer::Made(public_error(
                 &self.common.metrics,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this site is unavailable: its servers are down",
-                servers.first().map_or("", String::as_str),
+                down.servers().first().map_or("", String::as_str),
                 "server_down",
                 &format_args!(
-                    "tenant '{tenant}' is unavailable: its server {} is down",
-                    servers
+                    "tenant '{}' is unavailable: its server {} is down",
+                    down.tenant(),
+                    down.servers()
                         .iter()
                         .map(|s| format!("'{s}'"))
                         .collect::<Vec<_>>()
@@ -258,8 +259,8 @@ impl Proxy {
         body: RequestBody,
         peer: &Peer,
         host: &HeaderValue,
-        primary: &Target,
-        fallbacks: &[Target],
+        primary: Pick<'_>,
+        fallback: Option<Pick<'_>>,
         held: &mut InFlight<'_>,
     ) -> Answer {
         if let Err(busy) = held.take(&primary.upstream.load, self.common.in_flight) {
@@ -269,8 +270,8 @@ impl Proxy {
             return busy.answer();
         }
         let upgrade = is_upgrade(&parts.headers);
-        prepare_request_headers(parts, upgrade, &peer.ip, host, &primary.host);
-        let retry = fallbacks.first().filter(|_| {
+        prepare_request_headers(parts, upgrade, &peer.ip, host, primary.host);
+        let retry = fallback.filter(|_| {
             matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
         });
         // Boxed: most requests have no backup to go to.
@@ -304,8 +305,8 @@ impl Proxy {
     async fn failed(
         &self,
         failure: Failure,
-        primary: &Target,
-        retry: Option<(&Target, Box<RequestHead>)>,
+        primary: Pick<'_>,
+        retry: Option<(Pick<'_>, Box<RequestHead>)>,
     ) -> Answer {
         if failure.server_unreachable() {
             // On the control plane's runtime: the report may write to the
@@ -352,10 +353,10 @@ impl Proxy {
         &self,
         parts: &mut RequestHead,
         body: Option<RequestBody>,
-        target: &Target,
+        target: Pick<'_>,
         upgrade: bool,
     ) -> Result<Sent, Failure> {
-        let upstream = &target.upstream;
+        let upstream = target.upstream;
         let origin = upstream
             .origin
             .as_ref()

@@ -1,12 +1,17 @@
 //! The router's in-memory view of the fleet, and the pure decision of where a
 //! request goes.
 //!
-//! A [`RouteTable`] is built from a snapshot of the fleet database and never
-//! changed afterwards: the router swaps in a new one when the fleet changes, so
-//! a lookup takes no lock and makes no query. Every domain's [`Decision`] is
-//! worked out when the table is built: a lookup is one hash-map probe and a
-//! copy of a few reference-counted pointers, the same work with a thousand
-//! tenants or a million, and no allocation.
+//! A [`RouteTable`] is never changed once made: the router swaps in a new one
+//! when the fleet changes, so a lookup takes no lock and makes no query. A
+//! change costs what it touches, not the fleet: a domain's entry names the
+//! instances it can go to, with their servers as small indexes into the
+//! table's server list, and the [`Decision`] (the domain's own instance if its
+//! server is up, else a live backup) is taken at lookup from the two. A server
+//! going offline makes a new server list (a thousand pointers) and shares
+//! every domain; a domain's change copies its shard of the domains (one of
+//! 4,096) and shares the rest. A lookup is one hash, one probe and a look at
+//! each of the domain's servers: the same work with a thousand tenants or a
+//! million, and no allocation.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -16,6 +21,7 @@ use hyper::header::HeaderValue;
 use hyper::Uri;
 
 use crate::fleet::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
+use crate::fleet::store::RouteRow;
 
 /// A tenement server as the router needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +49,7 @@ pub struct Upstream {
 
 /// A server's requests in flight through the router, across its threads and
 /// route tables: a table built after another takes its servers' counters
-/// over (see [`RouteTable::build_after`]). Not part of what a server is: any
+/// over. Not part of what a server is: any
 /// two compare equal.
 #[derive(Debug, Clone, Default)]
 pub struct ServerLoad(pub(crate) Arc<AtomicUsize>);
@@ -81,7 +87,7 @@ pub(crate) fn split_url(url: &str) -> (Option<Uri>, String) {
     (origin, prefix)
 }
 
-/// Where a customer domain goes.
+/// Where a customer domain goes when its tenant has no instance running yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainRoute {
     pub tenant: String,
@@ -90,37 +96,129 @@ pub struct DomainRoute {
     pub home_server: String,
 }
 
-/// A request's destination.
+/// One running instance a domain's requests can go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub upstream: Arc<Upstream>,
+struct Target {
+    /// Its server, as an index into the table's servers.
+    server: u32,
     /// The Host header tenement routes by: `{tenant}.{process}.{server domain}`.
-    pub host: HeaderValue,
+    host: HeaderValue,
     /// The instance key, `{tenant}:{instance_id}`.
-    pub instance: Arc<str>,
+    instance: Arc<str>,
 }
 
-/// What the router does with a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Send it to `primary`; `fallbacks` are other live instances of the same
-    /// tenant and process, best first (for a retry when `primary` fails).
+/// A domain's entry: the instances it can go to, or where to start one.
+#[derive(Debug)]
+enum Entry {
+    /// No instance of the tenant's process runs: spawned on its home server
+    /// (`home`, an index into the table's servers) on the first request.
+    Unplaced { route: Arc<DomainRoute>, home: u32 },
+    /// The running instances of the tenant's process, the domain's own
+    /// instance first when it runs (`own_first`), the others by instance id.
+    Placed {
+        targets: Arc<[Target]>,
+        own_first: bool,
+    },
+}
+
+/// A request's destination, as the lookup found it.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'t> {
+    pub upstream: &'t Arc<Upstream>,
+    /// The Host header tenement routes by: `{tenant}.{process}.{server domain}`.
+    pub host: &'t HeaderValue,
+    /// The instance key, `{tenant}:{instance_id}`.
+    pub instance: &'t str,
+}
+
+/// What the router does with a request, decided at lookup from the domain's
+/// entry and its servers' states.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'t> {
+    /// Send it to `primary`; `fallback` is another live instance of the same
+    /// tenant and process, the next best (for a retry when `primary` fails).
     Forward {
-        primary: Target,
-        fallbacks: Arc<[Target]>,
+        primary: Pick<'t>,
+        fallback: Option<Pick<'t>>,
         /// True when `primary` is not the domain's own instance (failover).
         failover: bool,
     },
     /// The tenant has no instance yet: spawn it on its home server, then route.
-    Spawn(DomainRoute),
-    /// Every instance of the tenant is on an offline server (or, with none, its
-    /// home server is offline).
-    ServerDown {
-        tenant: String,
-        servers: Vec<String>,
-    },
+    Spawn(&'t DomainRoute),
+    /// Every instance of the tenant is on a server that is down (or, with
+    /// none, its home server is).
+    ServerDown(Down<'t>),
     /// No tenant has this domain.
     UnknownHost,
+}
+
+/// A domain whose servers are all down.
+#[derive(Debug, Clone, Copy)]
+pub struct Down<'t> {
+    entry: &'t Entry,
+    table: &'t RouteTable,
+}
+
+impl Down<'_> {
+    /// The domain's tenant.
+    pub fn tenant(&self) -> &str {
+        match self.entry {
+            Entry::Unplaced { route, .. } => &route.tenant,
+            Entry::Placed { targets, .. } => targets
+                .first()
+                .and_then(|t| t.instance.split_once(':'))
+                .map_or("", |(tenant, _)| tenant),
+        }
+    }
+
+    /// The servers its instances are on (its home server when it has none),
+    /// sorted.
+    pub fn servers(&self) -> Vec<String> {
+        let mut servers: Vec<String> = match self.entry {
+            Entry::Unplaced { route, .. } => vec![route.home_server.clone()],
+            Entry::Placed { targets, .. } => targets
+                .iter()
+                .map(|t| self.table.servers.id(t.server).to_owned())
+                .collect(),
+        };
+        servers.sort();
+        servers.dedup();
+        servers
+    }
+}
+
+impl PartialEq for Decision<'_> {
+    fn eq(&self, other: &Decision<'_>) -> bool {
+        use Decision::*;
+        match (self, other) {
+            (
+                Forward {
+                    primary: a,
+                    fallback: fa,
+                    failover: x,
+                },
+                Forward {
+                    primary: b,
+                    fallback: fb,
+                    failover: y,
+                },
+            ) => a == b && fa == fb && x == y,
+            (Spawn(a), Spawn(b)) => a == b,
+            (ServerDown(a), ServerDown(b)) => {
+                a.tenant() == b.tenant() && a.servers() == b.servers()
+            }
+            (UnknownHost, UnknownHost) => true,
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq for Pick<'_> {
+    fn eq(&self, other: &Pick<'_>) -> bool {
+        self.upstream == other.upstream
+            && self.host == other.host
+            && self.instance == other.instance
+    }
 }
 
 /// Why a Host header cannot be routed.
@@ -133,117 +231,473 @@ pub enum BadHost {
     Conflicting,
 }
 
-/// The router's snapshot of the fleet.
+/// The servers of a table: each known server id has an index for good
+/// (domains' entries name servers by it), and its upstream while it exists.
+/// Shared by the tables built one after another until a server changes; a
+/// server's change copies these (a thousand pointers), never a domain.
+#[derive(Debug, Clone, Default)]
+struct Servers {
+    index: HashMap<Arc<str>, u32>,
+    ids: Vec<Arc<str>>,
+    slots: Vec<Option<Arc<Upstream>>>,
+}
+
+impl Servers {
+    /// The index of server `id`, made when it is new.
+    fn index_of(&mut self, id: &str) -> u32 {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        let i = u32::try_from(self.ids.len()).unwrap_or(u32::MAX);
+        let id: Arc<str> = id.into();
+        self.index.insert(Arc::clone(&id), i);
+        self.ids.push(id);
+        self.slots.push(None);
+        i
+    }
+
+    fn get(&self, i: u32) -> Option<&Arc<Upstream>> {
+        self.slots.get(i as usize)?.as_ref()
+    }
+
+    fn id(&self, i: u32) -> &str {
+        self.ids.get(i as usize).map_or("", |id| id)
+    }
+
+    fn by_id(&self, id: &str) -> Option<&Arc<Upstream>> {
+        self.get(*self.index.get(id)?)
+    }
+}
+
+/// How many shards the domains are kept in: a domain's change copies its
+/// shard (a few hundred entries at a million domains) and the shards' list,
+/// never the table.
+const SHARDS: usize = 4096;
+
+type Shard = hashbrown::HashTable<(Box<str>, Entry)>;
+
+/// The customer domains, sharded by hash.
+#[derive(Clone)]
+struct Domains {
+    /// Hashes domains with foldhash, seeded per process: half what SipHash
+    /// costs, and the keys are the operator's domains, not the clients'.
+    hasher: foldhash::fast::RandomState,
+    shards: Arc<[Arc<Shard>]>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Domains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domains").field("len", &self.len).finish()
+    }
+}
+
+impl Default for Domains {
+    fn default() -> Domains {
+        Domains {
+            hasher: foldhash::fast::RandomState::default(),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl Domains {
+    fn hash(&self, domain: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(domain)
+    }
+
+    fn shard_of(hash: u64) -> usize {
+        // The top bits: hashbrown takes its own from the bottom and the top 7.
+        ((hash >> 32) as usize) % SHARDS
+    }
+
+    fn get(&self, domain: &str) -> Option<&Entry> {
+        let hash = self.hash(domain);
+        self.shards[Self::shard_of(hash)]
+            .find(hash, |(d, _)| &**d == domain)
+            .map(|(_, e)| e)
+    }
+
+    /// These domains with their entries set (`None`: removed), the other
+    /// shards shared.
+    fn with(&self, changes: Vec<(String, Option<Entry>)>) -> Domains {
+        let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
+        let mut len = self.len;
+        for (domain, entry) in changes {
+            let hash = self.hash(&domain);
+            let shard = Arc::make_mut(&mut shards[Self::shard_of(hash)]);
+            let found = shard.find_entry(hash, |(d, _)| **d == *domain);
+            match (found, entry) {
+                (Ok(mut slot), Some(entry)) => slot.get_mut().1 = entry,
+                (Ok(slot), None) => {
+                    slot.remove();
+                    len -= 1;
+                }
+                (Err(_), Some(entry)) => {
+                    let hasher = &self.hasher;
+                    shard.insert_unique(hash, (domain.into_boxed_str(), entry), |(d, _)| {
+                        use std::hash::BuildHasher;
+                        hasher.hash_one(&**d)
+                    });
+                    len += 1;
+                }
+                (Err(_), None) => {}
+            }
+        }
+        Domains {
+            hasher: self.hasher,
+            shards: shards.into(),
+            len,
+        }
+    }
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Entry {
+        match self {
+            Entry::Unplaced { route, home } => Entry::Unplaced {
+                route: Arc::clone(route),
+                home: *home,
+            },
+            Entry::Placed { targets, own_first } => Entry::Placed {
+                targets: Arc::clone(targets),
+                own_first: *own_first,
+            },
+        }
+    }
+}
+
+/// The router's view of the fleet: never changed once made. A change to the
+/// fleet makes a new table from the last one, sharing all it did not touch.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    /// The fleet database's routing version this table was built from.
+    /// The routing version (route change feed number) this table is at.
     pub version: i64,
-    /// Each customer domain's decision, made when the table was built. Hashed
-    /// with foldhash, seeded per process: a lookup costs half what SipHash
-    /// does, and the keys are the operator's domains, not the clients'.
-    domains: foldhash::HashMap<Box<str>, Decision>,
-    upstreams: HashMap<String, Arc<Upstream>>,
+    servers: Arc<Servers>,
+    domains: Domains,
+}
+
+/// The route rows of one domain, as they are gathered for its entry.
+#[derive(Debug, Default)]
+pub(crate) struct DomainRows {
+    pub(crate) route: Option<DomainRoute>,
+    /// Its tenant process's running instances: id and server.
+    pub(crate) placed: Vec<(String, String)>,
+}
+
+impl DomainRows {
+    /// Takes one row of the domain.
+    pub(crate) fn add(&mut self, row: RouteRow) {
+        if let Some(p) = row.placed {
+            if !self.placed.contains(&p) {
+                self.placed.push(p);
+            }
+        }
+        if self.route.is_none() {
+            self.route = Some(DomainRoute {
+                tenant: row.tenant,
+                process: row.process,
+                instance_id: row.instance_id,
+                home_server: row.home_server,
+            });
+        }
+    }
 }
 
 impl RouteTable {
-    /// Builds a table from a snapshot of the fleet. Instances whose stop is
-    /// pending take no traffic.
+    /// Builds a table from a snapshot of the fleet (tests and tools: `slum
+    /// serve` streams the rows, see [`TableBuilder`]). Instances whose stop
+    /// is pending take no traffic.
     pub fn build(
         version: i64,
         servers: &[Server],
         tenants: &[Tenant],
         instances: &[Instance],
     ) -> RouteTable {
-        RouteTable::build_after(&RouteTable::default(), version, servers, tenants, instances)
-    }
-
-    /// [`build`](Self::build), to replace `previous`: its servers' counts of
-    /// requests in flight go on in the new table.
-    pub fn build_after(
-        previous: &RouteTable,
-        version: i64,
-        servers: &[Server],
-        tenants: &[Tenant],
-        instances: &[Instance],
-    ) -> RouteTable {
-        let upstreams: HashMap<String, Arc<Upstream>> = servers
-            .iter()
-            .map(|s| {
-                let (origin, path_prefix) = split_url(&s.url);
-                let load = previous
-                    .upstreams
-                    .get(&s.id)
-                    .map(|u| u.load.clone())
-                    .unwrap_or_default();
-                (
-                    s.id.clone(),
-                    Arc::new(Upstream {
-                        server_id: s.id.clone(),
-                        url: s.url.trim_end_matches('/').into(),
-                        domain: s.routing_domain(),
-                        status: s.status,
-                        routing_problem: s.routing_problem.as_deref().map(Arc::from),
-                        origin,
-                        path_prefix,
-                        load,
-                    }),
-                )
-            })
-            .collect();
-        let mut placements: HashMap<&str, Vec<&Instance>> = HashMap::new();
-        for i in instances
-            .iter()
-            .filter(|i| i.desired == DesiredState::Running)
-        {
-            placements.entry(i.tenant.as_str()).or_default().push(i);
+        let mut builder = TableBuilder::new(&RouteTable::default(), servers, &Default::default());
+        for t in tenants {
+            let running = instances.iter().filter(|i| {
+                i.tenant == t.name && i.process == t.process && i.desired == DesiredState::Running
+            });
+            let mut any = false;
+            for i in running {
+                any = true;
+                builder.add(route_row(t, Some(i)));
+            }
+            if !any {
+                builder.add(route_row(t, None));
+            }
         }
-        let domains = tenants
-            .iter()
-            .map(|t| {
-                let route = DomainRoute {
-                    tenant: t.name.clone(),
-                    process: t.process.clone(),
-                    instance_id: t.instance_id.clone(),
-                    home_server: t.server_id.clone(),
-                };
-                let placed = placements
-                    .get(t.name.as_str())
-                    .map_or(&[][..], Vec::as_slice);
-                let decision = decide(route, placed, &upstreams);
-                (t.domain.as_str().into(), decision)
-            })
-            .collect();
-        RouteTable {
-            version,
-            domains,
-            upstreams,
-        }
+        builder.finish(version)
     }
 
     /// Number of customer domains routed.
     pub fn domains(&self) -> usize {
-        self.domains.len()
+        self.domains.len
     }
 
     /// The upstream of a server.
     pub fn upstream(&self, server_id: &str) -> Option<&Arc<Upstream>> {
-        self.upstreams.get(server_id)
+        self.servers.by_id(server_id)
     }
 
     /// Every upstream.
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.upstreams.values()
+        self.servers.slots.iter().flatten()
     }
 
     /// Where a request for `host` (already normalised) goes.
-    pub fn route(&self, host: &str) -> &Decision {
-        static UNKNOWN: Decision = Decision::UnknownHost;
-        self.get(host).unwrap_or(&UNKNOWN)
+    pub fn route(&self, host: &str) -> Decision<'_> {
+        self.get(host).unwrap_or(Decision::UnknownHost)
     }
 
     /// The decision for `host` when it is a routed domain as it stands.
-    pub fn get(&self, host: &str) -> Option<&Decision> {
-        self.domains.get(host)
+    pub fn get(&self, host: &str) -> Option<Decision<'_>> {
+        Some(self.decide(self.domains.get(host)?))
+    }
+
+    /// The decision for an entry, from the states of its servers now:
+    /// the domain's own instance if its server is up, else the others on
+    /// online servers before those on servers not checked yet, each by
+    /// instance id. No allocation.
+    fn decide<'t>(&'t self, entry: &'t Entry) -> Decision<'t> {
+        let (targets, own_first) = match entry {
+            Entry::Unplaced { route, home } => {
+                let home_up = self.servers.get(*home).is_some_and(|u| !u.is_down());
+                return match home_up {
+                    true => Decision::Spawn(route),
+                    false => Decision::ServerDown(Down { entry, table: self }),
+                };
+            }
+            Entry::Placed { targets, own_first } => (targets, *own_first),
+        };
+        // The best two, by (rank, place).
+        let mut best: [Option<(u8, Pick<'t>)>; 2] = [None, None];
+        for (place, target) in targets.iter().enumerate() {
+            let Some(upstream) = self.servers.get(target.server) else {
+                continue;
+            };
+            if upstream.is_down() {
+                continue;
+            }
+            let rank = match (place == 0 && own_first, upstream.status) {
+                (true, _) => 0,
+                (false, ServerStatus::Online) => 1,
+                (false, _) => 2,
+            };
+            let pick = Pick {
+                upstream,
+                host: &target.host,
+                instance: &target.instance,
+            };
+            match best {
+                [None, _] => best[0] = Some((rank, pick)),
+                [Some((r0, _)), _] if rank < r0 => {
+                    best[1] = best[0];
+                    best[0] = Some((rank, pick));
+                }
+                [_, None] => best[1] = Some((rank, pick)),
+                [_, Some((r1, _))] if rank < r1 => best[1] = Some((rank, pick)),
+                _ => {}
+            }
+        }
+        match best {
+            [Some((rank, primary)), fallback] => Decision::Forward {
+                primary,
+                fallback: fallback.map(|(_, p)| p),
+                failover: rank != 0,
+            },
+            [None, _] => Decision::ServerDown(Down { entry, table: self }),
+        }
+    }
+
+    /// This table with `server` as it is now (`Err(id)`: deleted), its
+    /// requests in flight carried over, `offline` forcing it offline. Says
+    /// whether the domains' Host headers must be made again (the server's
+    /// domain changed).
+    pub(crate) fn with_server(
+        &self,
+        version: i64,
+        server: Result<&Server, &str>,
+        offline: bool,
+    ) -> (RouteTable, bool) {
+        let mut servers = (*self.servers).clone();
+        let id = match server {
+            Ok(s) => s.id.as_str(),
+            Err(id) => id,
+        };
+        let i = servers.index_of(id) as usize;
+        let before = servers.slots[i].take();
+        let mut rehost = false;
+        if let Ok(s) = server {
+            let up = upstream_of(s, offline, before.as_deref());
+            rehost = before.as_ref().is_some_and(|b| b.domain != up.domain);
+            servers.slots[i] = Some(Arc::new(up));
+        }
+        let table = RouteTable {
+            version,
+            servers: Arc::new(servers),
+            domains: self.domains.clone(),
+        };
+        (table, rehost)
+    }
+
+    /// This table with these domains' entries made again from their rows
+    /// (no rows: the domain is gone).
+    pub(crate) fn with_domains(
+        &self,
+        version: i64,
+        domains: impl IntoIterator<Item = (String, DomainRows)>,
+    ) -> RouteTable {
+        let mut servers: Option<Servers> = None;
+        let mut changes = Vec::new();
+        for (domain, rows) in domains {
+            let entry = rows.route.map(|route| {
+                let servers = servers.get_or_insert_with(|| (*self.servers).clone());
+                entry_of(route, &rows.placed, servers)
+            });
+            changes.push((domain, entry));
+        }
+        RouteTable {
+            version,
+            servers: servers.map_or_else(|| Arc::clone(&self.servers), Arc::new),
+            domains: self.domains.with(changes),
+        }
+    }
+}
+
+/// The upstream of `s`, its requests in flight carried over from `before`.
+fn upstream_of(s: &Server, offline: bool, before: Option<&Upstream>) -> Upstream {
+    let (origin, path_prefix) = split_url(&s.url);
+    Upstream {
+        server_id: s.id.clone(),
+        url: s.url.trim_end_matches('/').into(),
+        domain: s.routing_domain(),
+        status: match offline {
+            true => ServerStatus::Offline,
+            false => s.status,
+        },
+        routing_problem: s.routing_problem.as_deref().map(Arc::from),
+        origin,
+        path_prefix,
+        load: before.map(|b| b.load.clone()).unwrap_or_default(),
+    }
+}
+
+/// A domain's entry from its route and its tenant process's running
+/// instances (id, server).
+fn entry_of(route: DomainRoute, placed: &[(String, String)], servers: &mut Servers) -> Entry {
+    if placed.is_empty() {
+        let home = servers.index_of(&route.home_server);
+        return Entry::Unplaced {
+            route: Arc::new(route),
+            home,
+        };
+    }
+    let mut order: Vec<&(String, String)> = placed.iter().collect();
+    order.sort_by(|a, b| {
+        (a.0 != route.instance_id)
+            .cmp(&(b.0 != route.instance_id))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    let own_first = order[0].0 == route.instance_id;
+    let targets = order
+        .into_iter()
+        .filter_map(|(instance_id, server_id)| {
+            let server = servers.index_of(server_id);
+            // A server not known yet gets its Host when it comes (a rebuild).
+            let domain = servers
+                .get(server)
+                .map_or_else(|| server_id.clone(), |u| u.domain.clone());
+            // Names are validated DNS labels, so the header is always valid;
+            // a target that is not is left out rather than sent a broken Host.
+            let host = format!("{}.{}.{domain}", route.tenant, route.process);
+            Some(Target {
+                server,
+                host: HeaderValue::try_from(host).ok()?,
+                instance: format!("{}:{instance_id}", route.tenant).into(),
+            })
+        })
+        .collect();
+    Entry::Placed { targets, own_first }
+}
+
+fn route_row(t: &Tenant, placed: Option<&Instance>) -> RouteRow {
+    RouteRow {
+        domain: t.domain.clone(),
+        tenant: t.name.clone(),
+        process: t.process.clone(),
+        instance_id: t.instance_id.clone(),
+        home_server: t.server_id.clone(),
+        placed: placed.map(|i| (i.instance_id.clone(), i.server_id.clone())),
+    }
+}
+
+/// Builds a whole table from route rows as they come, in any order.
+pub(crate) struct TableBuilder {
+    servers: Servers,
+    /// Domains seen, with their rows; made into entries at the end, when
+    /// every row of each is in.
+    rows: HashMap<String, DomainRows>,
+}
+
+impl TableBuilder {
+    /// A builder over `servers` (those in `offline` taken as offline), their
+    /// indexes and requests in flight carried over from `previous`.
+    pub(crate) fn new(
+        previous: &RouteTable,
+        servers: &[Server],
+        offline: &std::collections::HashSet<String>,
+    ) -> TableBuilder {
+        let mut table = Servers {
+            index: previous.servers.index.clone(),
+            ids: previous.servers.ids.clone(),
+            slots: vec![None; previous.servers.ids.len()],
+        };
+        for s in servers {
+            let i = table.index_of(&s.id) as usize;
+            let before = previous.servers.get(i as u32).map(|u| &**u);
+            table.slots[i] = Some(Arc::new(upstream_of(s, offline.contains(&s.id), before)));
+        }
+        TableBuilder {
+            servers: table,
+            rows: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, row: RouteRow) {
+        self.rows.entry(row.domain.clone()).or_default().add(row);
+    }
+
+    pub(crate) fn finish(mut self, version: i64) -> RouteTable {
+        let empty = Domains::default();
+        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::new()).collect();
+        let mut len = 0;
+        for (domain, rows) in std::mem::take(&mut self.rows) {
+            let Some(route) = rows.route else { continue };
+            let entry = entry_of(route, &rows.placed, &mut self.servers);
+            let hash = empty.hash(&domain);
+            shards[Domains::shard_of(hash)].insert_unique(
+                hash,
+                (domain.into_boxed_str(), entry),
+                |(d, _)| empty.hash(d),
+            );
+            len += 1;
+        }
+        for shard in &mut shards {
+            shard.shrink_to_fit(|(d, _)| empty.hash(d));
+        }
+        RouteTable {
+            version,
+            servers: Arc::new(self.servers),
+            domains: Domains {
+                hasher: empty.hasher,
+                shards: shards.into_iter().map(Arc::new).collect(),
+                len,
+            },
+        }
     }
 }
 
@@ -252,85 +706,6 @@ impl Upstream {
     /// routing problem.
     pub fn is_down(&self) -> bool {
         self.status == ServerStatus::Offline || self.routing_problem.is_some()
-    }
-}
-
-/// Where requests for a domain of `route` go, given the running instances of
-/// its tenant (`placed`, any process) and the servers.
-fn decide(
-    route: DomainRoute,
-    placed: &[&Instance],
-    upstreams: &HashMap<String, Arc<Upstream>>,
-) -> Decision {
-    let placements: Vec<&Instance> = placed
-        .iter()
-        .copied()
-        .filter(|p| p.process == route.process)
-        .collect();
-    if placements.is_empty() {
-        let home_up = upstreams
-            .get(&route.home_server)
-            .is_some_and(|u| !u.is_down());
-        return if home_up {
-            Decision::Spawn(route)
-        } else {
-            Decision::ServerDown {
-                servers: vec![route.home_server],
-                tenant: route.tenant,
-            }
-        };
-    }
-    // Candidates: the domain's own instance first, then the others on online
-    // servers before those on servers not checked yet.
-    let mut live: Vec<(u8, &Instance, &Arc<Upstream>)> = placements
-        .iter()
-        .filter_map(|&p| {
-            let up = upstreams.get(&p.server_id)?;
-            if up.is_down() {
-                return None;
-            }
-            let rank = match (p.instance_id == route.instance_id, up.status) {
-                (true, _) => 0,
-                (false, ServerStatus::Online) => 1,
-                (false, _) => 2,
-            };
-            Some((rank, p, up))
-        })
-        .collect();
-    if live.is_empty() {
-        let mut servers: Vec<String> = placements.iter().map(|p| p.server_id.clone()).collect();
-        servers.sort();
-        servers.dedup();
-        return Decision::ServerDown {
-            tenant: route.tenant,
-            servers,
-        };
-    }
-    live.sort_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| a.1.instance_id.cmp(&b.1.instance_id))
-    });
-    let failover = live[0].0 != 0;
-    let mut targets = live.into_iter().filter_map(|(_, p, up)| {
-        // Names are validated DNS labels, so the header is always valid; a
-        // target that is not is left out rather than sent a broken Host.
-        let host = format!("{}.{}.{}", route.tenant, route.process, up.domain);
-        Some(Target {
-            host: HeaderValue::try_from(host).ok()?,
-            instance: format!("{}:{}", route.tenant, p.instance_id).into(),
-            upstream: Arc::clone(up),
-        })
-    });
-    match targets.next() {
-        Some(primary) => Decision::Forward {
-            primary,
-            fallbacks: targets.collect(),
-            failover,
-        },
-        None => Decision::ServerDown {
-            tenant: route.tenant,
-            servers: Vec::new(),
-        },
     }
 }
 
@@ -395,14 +770,14 @@ pub(crate) mod tests {
         }
     }
 
-    fn forward_to(d: &Decision) -> (String, String, bool) {
+    fn forward_to(d: Decision) -> (String, String, bool) {
         match d {
             Decision::Forward {
                 primary, failover, ..
             } => (
                 primary.upstream.server_id.clone(),
                 primary.host.to_str().unwrap().to_owned(),
-                *failover,
+                failover,
             ),
             other => panic!("expected Forward, got {other:?}"),
         }
@@ -425,7 +800,7 @@ pub(crate) mod tests {
             ("west".into(), "acme.api.west.fleet.test".into(), false)
         );
         assert_eq!(t.route("www.acme.com"), t.route("acme.com"));
-        assert_eq!(t.route("nobody.com"), &Decision::UnknownHost);
+        assert_eq!(t.route("nobody.com"), Decision::UnknownHost);
         assert_eq!(t.domains(), 2);
     }
 
@@ -440,11 +815,10 @@ pub(crate) mod tests {
             &tenants,
             &instances,
         );
-        let Decision::Forward { fallbacks, .. } = up.route("acme.com") else {
+        let Decision::Forward { fallback, .. } = up.route("acme.com") else {
             panic!()
         };
-        assert_eq!(fallbacks.len(), 1);
-        assert_eq!(&*fallbacks[0].instance, "acme:backup");
+        assert_eq!(fallback.map(|f| f.instance), Some("acme:backup"));
         assert_eq!(forward_to(up.route("acme.com")).0, "east");
 
         let down = RouteTable::build(
@@ -464,12 +838,12 @@ pub(crate) mod tests {
             &tenants,
             &instances,
         );
+        let Decision::ServerDown(down) = both.route("acme.com") else {
+            panic!("expected ServerDown")
+        };
         assert_eq!(
-            both.route("acme.com"),
-            &Decision::ServerDown {
-                tenant: "acme".into(),
-                servers: vec!["east".into(), "west".into()]
-            }
+            (down.tenant(), down.servers()),
+            ("acme", vec!["east".to_owned(), "west".to_owned()])
         );
     }
 
@@ -508,10 +882,10 @@ pub(crate) mod tests {
             forward_to(t.route("acme.com")),
             ("west".into(), "acme.api.west.fleet.test".into(), true)
         );
-        let Decision::Forward { fallbacks, .. } = t.route("acme.com") else {
+        let Decision::Forward { fallback, .. } = t.route("acme.com") else {
             panic!()
         };
-        assert!(fallbacks.is_empty(), "never a fallback either");
+        assert!(fallback.is_none(), "never a fallback either");
         // ...and with none, nothing goes to it, not even a spawn.
         let t = RouteTable::build(1, &[misrouted("east")], &tenants, &[]);
         assert!(matches!(t.route("acme.com"), Decision::ServerDown { .. }));
@@ -534,13 +908,8 @@ pub(crate) mod tests {
         let tenants = [tenant("acme.com", "acme", "east")];
         let first = RouteTable::build(1, &[server("east", Online)], &tenants, &[]);
         first.upstream("east").unwrap().load.0.fetch_add(2, Relaxed);
-        let next = RouteTable::build_after(
-            &first,
-            2,
-            &[server("east", Offline), server("west", Online)],
-            &tenants,
-            &[],
-        );
+        let (next, _) = first.with_server(2, Ok(&server("east", Offline)), false);
+        let (next, _) = next.with_server(2, Ok(&server("west", Online)), false);
         assert_eq!(next.upstream("east").unwrap().load.in_flight(), 2);
         assert_eq!(next.upstream("west").unwrap().load.in_flight(), 0);
         first.upstream("east").unwrap().load.0.fetch_sub(2, Relaxed);

@@ -95,8 +95,8 @@ impl Routing for TableRouting {
     }
 
     async fn fleet_changed(&self) {
-        if let Err(e) = self.routes.reload(&self.db).await {
-            tracing::warn!(error = %e, "route table reload after a change failed");
+        if let Err(e) = self.routes.catch_up(&self.db).await {
+            tracing::warn!(error = %e, "applying a change to the route table failed");
         }
     }
 

@@ -60,6 +60,94 @@ pub fn redacted(location: &str) -> String {
     }
 }
 
+/// What an entry of the route change feed names: the part of the fleet a
+/// router reads again to apply it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteKey {
+    /// A server's url, domain, status or routing problem.
+    Server(String),
+    /// A customer domain's tenant row.
+    Domain(String),
+    /// The instances of a tenant (placed, moved, stopping, gone).
+    Tenant(String),
+}
+
+impl RouteKey {
+    fn from_row(kind: &str, key: String) -> Result<RouteKey> {
+        match kind {
+            "server" => Ok(RouteKey::Server(key)),
+            "domain" => Ok(RouteKey::Domain(key)),
+            "tenant" => Ok(RouteKey::Tenant(key)),
+            other => Err(Error::Database(sqlx::Error::Protocol(format!(
+                "route change feed: unknown kind '{other}'"
+            )))),
+        }
+    }
+}
+
+/// One entry of the route change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteChange {
+    /// The routing version the change moved the fleet to: entries have
+    /// consecutive numbers.
+    pub seq: i64,
+    pub key: RouteKey,
+}
+
+/// A customer domain as routing needs it, with one running instance of its
+/// tenant's process (`None`: it has none). A domain whose tenant has several
+/// such instances comes as one row per instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRow {
+    pub domain: String,
+    pub tenant: String,
+    pub process: String,
+    /// The domain's own instance.
+    pub instance_id: String,
+    /// The server the domain's own instance is spawned on when it has none.
+    pub home_server: String,
+    /// A running instance of the tenant's process: its id and its server.
+    pub placed: Option<(String, String)>,
+}
+
+impl RouteRow {
+    fn from_row<'r, R>(row: &'r R) -> Result<RouteRow>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let placed_id: Option<String> = row.try_get(5)?;
+        let placed_on: Option<String> = row.try_get(6)?;
+        Ok(RouteRow {
+            domain: row.try_get(0)?,
+            tenant: row.try_get(1)?,
+            process: row.try_get(2)?,
+            instance_id: row.try_get(3)?,
+            home_server: row.try_get(4)?,
+            placed: placed_id.zip(placed_on),
+        })
+    }
+}
+
+/// The domains [`Store::route_rows`] reads.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteScope<'a> {
+    Domain(&'a str),
+    Tenant(&'a str),
+}
+
+/// The query of route rows, without its `WHERE` (the same on both backends).
+const ROUTE_ROWS: &str = "SELECT t.domain, t.name, t.process, t.instance_id, t.server_id, \
+     i.instance_id AS placed_id, i.server_id AS placed_on \
+     FROM tenants t LEFT JOIN instances i \
+     ON i.tenant = t.name AND i.process = t.process AND i.desired = 'running'";
+
+/// How many feed entries are kept behind the newest: a router further behind
+/// rebuilds its table.
+pub const ROUTE_CHANGES_KEPT: i64 = 100_000;
+
 /// What [`Store::follow_changes`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -185,6 +273,21 @@ pub trait Store: Send + Sync + 'static {
     /// (servers' url, domain, status or routing problem; tenants; instance
     /// placements).
     async fn fleet_version(&self) -> Result<i64>;
+
+    /// Up to `limit` entries of the route change feed after number `after`,
+    /// in order.
+    async fn route_changes_after(&self, after: i64, limit: i64) -> Result<Vec<RouteChange>>;
+
+    /// Deletes the feed entries more than `keep` behind the newest; says how
+    /// many went.
+    async fn trim_route_changes(&self, keep: i64) -> Result<u64>;
+
+    /// The route rows of one domain, or of every domain of a tenant.
+    async fn route_rows(&self, scope: RouteScope<'_>) -> Result<Vec<RouteRow>>;
+
+    /// Every route row, streamed to `each` as it is read (in no order): the
+    /// fleet is never held in memory whole.
+    async fn for_each_route_row(&self, each: &mut (dyn FnMut(RouteRow) + Send)) -> Result<()>;
 
     /// Stores a management API token by the hash of its secret.
     async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()>;

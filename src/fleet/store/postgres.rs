@@ -28,7 +28,7 @@ use sqlx::Row;
 
 use super::{
     check_reservation, duplicate_instance, from_millis, incoming_sibling, millis, refused_move,
-    Change, Dependents, Store,
+    Change, Dependents, RouteChange, RouteKey, RouteRow, RouteScope, Store, ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::model::{
@@ -732,6 +732,56 @@ impl Store for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn route_changes_after(&self, after: i64, limit: i64) -> Result<Vec<RouteChange>> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, key FROM route_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RouteChange {
+                    seq: r.try_get(0)?,
+                    key: RouteKey::from_row(&r.try_get::<String, _>(1)?, r.try_get(2)?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn trim_route_changes(&self, keep: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM route_changes \
+             WHERE seq <= (SELECT version FROM fleet_version WHERE id = 1) - $1",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn route_rows(&self, scope: RouteScope<'_>) -> Result<Vec<RouteRow>> {
+        let (filter, key) = match scope {
+            RouteScope::Domain(d) => ("t.domain", d),
+            RouteScope::Tenant(t) => ("t.name", t),
+        };
+        let rows = sqlx::query(&format!("{ROUTE_ROWS} WHERE {filter} = $1"))
+            .bind(key)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(RouteRow::from_row).collect()
+    }
+
+    async fn for_each_route_row(&self, each: &mut (dyn FnMut(RouteRow) + Send)) -> Result<()> {
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(ROUTE_ROWS).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            each(RouteRow::from_row(&row)?);
+        }
+        Ok(())
     }
 
     async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()> {

@@ -1,0 +1,409 @@
+//! Keeps the router's [`RouteTable`] in step with the fleet database through
+//! the route change feed.
+//!
+//! Every change that matters to routing is recorded in the feed, numbered, in
+//! the transaction that makes it (see `migrations/*/0009_route_change_feed.sql`).
+//! A router applies the entries after the number its table is at, reading only
+//! what they name (a server, a domain, a tenant's instances), and swaps in a
+//! new table that shares everything else with the last (see
+//! [`route_table`](super::route_table)): a change costs what it touches, not
+//! the fleet. This process applies its own changes before its API answers;
+//! the others' when PostgreSQL notifies, or at the next poll of the routing
+//! version. A router that finds a gap (the feed trimmed past its number)
+//! rebuilds its table from the database, routing on the last one meanwhile.
+//!
+//! Tables are swapped atomically (readers never wait). A table replaced is
+//! kept here until no router thread holds it any more and then freed on a
+//! blocking thread: a router thread never frees a table between requests.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+
+use crate::error::Result;
+use crate::fleet::db::FleetDb;
+use crate::fleet::model::ServerStatus;
+use crate::fleet::store::{Change, RouteKey, RouteScope, ROUTE_CHANGES_KEPT};
+use crate::metrics::Metrics;
+use crate::router::route_table::{DomainRows, RouteTable, TableBuilder};
+use crate::AbortOnDrop;
+
+/// How many feed entries are read at a time.
+const FEED_BATCH: i64 = 10_000;
+
+/// Past this many distinct things named in one catch-up, the table is built
+/// again whole: cheaper than reading each.
+const REBUILD_PAST: usize = 50_000;
+
+/// How often the feed is trimmed.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// The current route table and the means to keep it current.
+pub struct Routes {
+    table: ArcSwap<RouteTable>,
+    /// Bumped after every swap, for requests waiting on a server's fate.
+    swapped: tokio::sync::watch::Sender<u64>,
+    /// Serialises changes to the table, so that an older view never replaces
+    /// a newer one.
+    updating: Mutex<()>,
+    /// Servers this router saw failing, taken as offline until the deadline
+    /// whatever the database says (a router that does not lead cannot record
+    /// it; the leader's own checks decide for the fleet meanwhile).
+    local_offline: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Tables replaced, until no router thread holds them.
+    retired: std::sync::Mutex<Vec<Arc<RouteTable>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Routes {
+    pub fn new(metrics: Arc<Metrics>) -> Routes {
+        Routes {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            swapped: tokio::sync::watch::Sender::new(0),
+            updating: Mutex::new(()),
+            local_offline: std::sync::Mutex::default(),
+            retired: std::sync::Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// The table in force now.
+    pub fn current(&self) -> Arc<RouteTable> {
+        self.table.load_full()
+    }
+
+    /// Whether `table` is the table in force now (without taking a reference).
+    pub fn is_current(&self, table: &Arc<RouteTable>) -> bool {
+        Arc::ptr_eq(&self.table.load(), table)
+    }
+
+    fn overrides(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        crate::lock(&self.local_offline)
+    }
+
+    /// Servers taken as offline here now (expired ones dropped).
+    fn held_offline(&self) -> HashSet<String> {
+        let now = Instant::now();
+        let mut local = self.overrides();
+        local.retain(|_, until| *until > now);
+        local.keys().cloned().collect()
+    }
+
+    /// Takes `server` as offline in this router for `how_long`, and applies it.
+    pub async fn mark_offline_locally(&self, db: &FleetDb, server: &str, how_long: Duration) {
+        self.overrides()
+            .insert(server.to_owned(), Instant::now() + how_long);
+        let _one_at_a_time = self.updating.lock().await;
+        let current = self.current();
+        if let Err(e) = self.apply_servers(db, current, [server.to_owned()]).await {
+            tracing::warn!(error = %e, server, "cannot take a server offline locally");
+        }
+    }
+
+    /// The servers whose local override ran out, forgotten.
+    fn expired_overrides(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut local = self.overrides();
+        let gone: Vec<String> = local
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(s, _)| s.clone())
+            .collect();
+        for s in &gone {
+            local.remove(s);
+        }
+        gone
+    }
+
+    /// Resolves once the table in force says `server` is offline.
+    pub async fn until_offline(&self, server: &str) {
+        let mut swaps = self.swapped.subscribe();
+        loop {
+            let offline = self
+                .current()
+                .upstream(server)
+                .is_some_and(|u| u.status == ServerStatus::Offline);
+            if offline || swaps.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Builds the table again from the database, whole: at start, and after
+    /// a gap in the feed. Routing goes on with the last table meanwhile.
+    pub async fn reload(&self, db: &FleetDb) -> Result<()> {
+        let _one_at_a_time = self.updating.lock().await;
+        self.rebuild(db).await
+    }
+
+    async fn rebuild(&self, db: &FleetDb) -> Result<()> {
+        // The version first: changes made while the rows are read are in
+        // the feed after it, and applying one again is harmless.
+        let version = db.fleet_version().await?;
+        let servers = db.list_servers().await?;
+        let mut builder = TableBuilder::new(&self.current(), &servers, &self.held_offline());
+        db.for_each_route_row(&mut |row| builder.add(row)).await?;
+        // Made into a table off the runtime's threads: a million entries.
+        let table = tokio::task::spawn_blocking(move || builder.finish(version))
+            .await
+            .map_err(|e| {
+                crate::error::Error::Database(sqlx::Error::Protocol(format!(
+                    "building the route table: {e}"
+                )))
+            })?;
+        self.swap(table);
+        Ok(())
+    }
+
+    /// Applies the route change feed after the table's number; a gap (or
+    /// more changes than are worth reading one by one) rebuilds it whole.
+    pub async fn catch_up(&self, db: &FleetDb) -> Result<()> {
+        let _one_at_a_time = self.updating.lock().await;
+        loop {
+            let current = self.current();
+            let changes = db.route_changes_after(current.version, FEED_BATCH).await?;
+            let Some(last) = changes.last().map(|c| c.seq) else {
+                // Nothing after this table's number: up to date, unless the
+                // feed was trimmed to its very end past it.
+                if db.fleet_version().await? != current.version {
+                    tracing::info!(
+                        seen = current.version,
+                        "the route change feed was trimmed past this router; rebuilding the route table"
+                    );
+                    return self.rebuild(db).await;
+                }
+                return Ok(());
+            };
+            let consecutive = changes
+                .iter()
+                .enumerate()
+                .all(|(n, c)| c.seq == current.version + 1 + n as i64);
+            if !consecutive {
+                tracing::info!(
+                    seen = current.version,
+                    next = changes[0].seq,
+                    "the route change feed has a gap here; rebuilding the route table"
+                );
+                return self.rebuild(db).await;
+            }
+            let mut servers = Vec::new();
+            let mut domains = HashSet::new();
+            let mut tenants = HashSet::new();
+            for c in changes.iter() {
+                match &c.key {
+                    RouteKey::Server(s) => {
+                        if !servers.contains(s) {
+                            servers.push(s.clone());
+                        }
+                    }
+                    RouteKey::Domain(d) => {
+                        domains.insert(d.as_str());
+                    }
+                    RouteKey::Tenant(t) => {
+                        tenants.insert(t.as_str());
+                    }
+                }
+            }
+            if servers.len() + domains.len() + tenants.len() > REBUILD_PAST {
+                return self.rebuild(db).await;
+            }
+            let mut rows: HashMap<String, DomainRows> = HashMap::new();
+            for d in domains {
+                rows.entry(d.to_owned()).or_default();
+                for row in db.route_rows(RouteScope::Domain(d)).await? {
+                    rows.entry(row.domain.clone()).or_default().add(row);
+                }
+            }
+            for t in tenants {
+                for row in db.route_rows(RouteScope::Tenant(t)).await? {
+                    rows.entry(row.domain.clone()).or_default().add(row);
+                }
+            }
+            let rehost = self
+                .apply_servers_at(db, &current, last, servers)
+                .await?
+                .map(|(table, rehost)| {
+                    let table = table.with_domains(last, rows.drain());
+                    (table, rehost)
+                });
+            let (table, rehost) = match rehost {
+                Some(done) => done,
+                None => (current.with_domains(last, rows), false),
+            };
+            self.swap(table);
+            if rehost {
+                // A server's domain changed: every Host sent to it changes.
+                return self.rebuild(db).await;
+            }
+            if changes.len() < FEED_BATCH as usize {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies the servers as the database has them now (with this router's
+    /// overrides) to `current`, and swaps the result in. The caller holds
+    /// `updating`.
+    async fn apply_servers(
+        &self,
+        db: &FleetDb,
+        current: Arc<RouteTable>,
+        servers: impl IntoIterator<Item = String>,
+    ) -> Result<()> {
+        let version = current.version;
+        let servers: Vec<String> = servers.into_iter().collect();
+        if let Some((table, rehost)) = self
+            .apply_servers_at(db, &current, version, servers)
+            .await?
+        {
+            self.swap(table);
+            if rehost {
+                return self.rebuild(db).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `current` with `servers` as the database has them, at `version`, and
+    /// whether a server's domain changed; `None` when there were none.
+    async fn apply_servers_at(
+        &self,
+        db: &FleetDb,
+        current: &RouteTable,
+        version: i64,
+        servers: Vec<String>,
+    ) -> Result<Option<(RouteTable, bool)>> {
+        if servers.is_empty() {
+            return Ok(None);
+        }
+        let offline = self.held_offline();
+        let mut table: Option<RouteTable> = None;
+        let mut rehost = false;
+        for id in servers {
+            let base = table.as_ref().unwrap_or(current);
+            let found = match db.get_server(&id).await {
+                Ok(s) => Some(s),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e),
+            };
+            let (next, moved) = match &found {
+                Some(s) => base.with_server(version, Ok(s), offline.contains(&id)),
+                None => base.with_server(version, Err(&id), false),
+            };
+            rehost |= moved;
+            table = Some(next);
+        }
+        Ok(table.map(|t| (t, rehost)))
+    }
+
+    /// Puts `table` in force, counts it, and keeps the one it replaces until
+    /// no router thread holds it.
+    fn swap(&self, table: RouteTable) {
+        self.metrics.route_table_domains.set(table.domains() as i64);
+        let mut by_state: HashMap<ServerStatus, i64> = HashMap::new();
+        let mut unroutable = 0;
+        for u in table.upstreams() {
+            *by_state.entry(u.status).or_default() += 1;
+            unroutable += i64::from(u.routing_problem.is_some());
+        }
+        self.metrics.unroutable_servers.set(unroutable);
+        for state in [
+            ServerStatus::Unknown,
+            ServerStatus::Online,
+            ServerStatus::Offline,
+            ServerStatus::Draining,
+        ] {
+            self.metrics
+                .servers
+                .with_label_values(&[state.as_str()])
+                .set(by_state.get(&state).copied().unwrap_or(0));
+        }
+        let old = self.table.swap(Arc::new(table));
+        crate::lock(&self.retired).push(old);
+        self.swapped.send_modify(|n| *n += 1);
+    }
+
+    /// Frees, on a blocking thread, the replaced tables no one holds any more.
+    fn free_retired(&self) {
+        let dead: Vec<Arc<RouteTable>> = {
+            let mut retired = crate::lock(&self.retired);
+            let (dead, held) = retired.drain(..).partition(|t| Arc::strong_count(t) == 1);
+            *retired = held;
+            dead
+        };
+        if !dead.is_empty() {
+            tokio::task::spawn_blocking(move || drop(dead));
+        }
+    }
+
+    /// Follows the feed: at once when the database notifies (PostgreSQL),
+    /// and by checking the routing version every `interval` otherwise
+    /// (SQLite, or a notification channel that is down). Trims the feed now
+    /// and then. Errors are logged and the last table stays in force.
+    pub async fn follow(self: Arc<Self>, db: FleetDb, interval: Duration) {
+        let (tx, mut changes) = tokio::sync::mpsc::channel(16);
+        let listener = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Err(e) = db.follow_changes(tx.clone()).await {
+                        tracing::warn!(error = %e, "route change notifications lost; retrying");
+                        let _ = tx.send(Change::Resync).await;
+                    }
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        let _stop_listener = AbortOnDrop(listener);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut listening = true;
+        let mut trimmed = Instant::now();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                change = changes.recv(), if listening => {
+                    if change.is_none() {
+                        // The listener is gone: polling alone from here on.
+                        listening = false;
+                    }
+                }
+            }
+            self.free_retired();
+            let expired = self.expired_overrides();
+            if !expired.is_empty() {
+                let _one_at_a_time = self.updating.lock().await;
+                if let Err(e) = self.apply_servers(&db, self.current(), expired).await {
+                    tracing::warn!(error = %e, "cannot end a local offline override");
+                }
+            }
+            let moved = match db.fleet_version().await {
+                Ok(v) => v != self.current().version,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the fleet version");
+                    continue;
+                }
+            };
+            if moved {
+                if let Err(e) = self.catch_up(&db).await {
+                    tracing::warn!(error = %e, "applying route changes failed; keeping the last table");
+                }
+            }
+            if trimmed.elapsed() >= TRIM_EVERY {
+                trimmed = Instant::now();
+                if let Err(e) = db.trim_route_changes(ROUTE_CHANGES_KEPT).await {
+                    tracing::warn!(error = %e, "cannot trim the route change feed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
