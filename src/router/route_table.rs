@@ -381,15 +381,15 @@ pub struct RouteTable {
 
 /// The route rows of one domain, as they are gathered for its entry.
 #[derive(Debug, Default)]
-pub(crate) struct DomainRows {
-    pub(crate) route: Option<DomainRoute>,
+pub struct DomainRows {
+    pub route: Option<DomainRoute>,
     /// Its tenant process's running instances: id and server.
-    pub(crate) placed: Vec<(String, String)>,
+    pub placed: Vec<(String, String)>,
 }
 
 impl DomainRows {
     /// Takes one row of the domain.
-    pub(crate) fn add(&mut self, row: RouteRow) {
+    pub fn add(&mut self, row: RouteRow) {
         if let Some(p) = row.placed {
             if !self.placed.contains(&p) {
                 self.placed.push(p);
@@ -417,17 +417,24 @@ impl RouteTable {
         instances: &[Instance],
     ) -> RouteTable {
         let mut builder = TableBuilder::new(&RouteTable::default(), servers, &Default::default());
+        let mut running: HashMap<(&str, &str), Vec<&Instance>> = HashMap::new();
+        for i in instances
+            .iter()
+            .filter(|i| i.desired == DesiredState::Running)
+        {
+            running
+                .entry((i.tenant.as_str(), i.process.as_str()))
+                .or_default()
+                .push(i);
+        }
         for t in tenants {
-            let running = instances.iter().filter(|i| {
-                i.tenant == t.name && i.process == t.process && i.desired == DesiredState::Running
-            });
-            let mut any = false;
-            for i in running {
-                any = true;
-                builder.add(route_row(t, Some(i)));
-            }
-            if !any {
-                builder.add(route_row(t, None));
+            match running.get(&(t.name.as_str(), t.process.as_str())) {
+                Some(placed) => {
+                    for i in placed {
+                        builder.add(route_row(t, Some(i)));
+                    }
+                }
+                None => builder.add(route_row(t, None)),
             }
         }
         builder.finish(version)
@@ -517,7 +524,7 @@ impl RouteTable {
     /// requests in flight carried over, `offline` forcing it offline. Says
     /// whether the domains' Host headers must be made again (the server's
     /// domain changed).
-    pub(crate) fn with_server(
+    pub fn with_server(
         &self,
         version: i64,
         server: Result<&Server, &str>,
@@ -546,7 +553,7 @@ impl RouteTable {
 
     /// This table with these domains' entries made again from their rows
     /// (no rows: the domain is gone).
-    pub(crate) fn with_domains(
+    pub fn with_domains(
         &self,
         version: i64,
         domains: impl IntoIterator<Item = (String, DomainRows)>,
@@ -636,7 +643,7 @@ fn route_row(t: &Tenant, placed: Option<&Instance>) -> RouteRow {
 }
 
 /// Builds a whole table from route rows as they come, in any order.
-pub(crate) struct TableBuilder {
+pub struct TableBuilder {
     servers: Servers,
     /// Domains seen, with their rows; made into entries at the end, when
     /// every row of each is in.
@@ -646,7 +653,7 @@ pub(crate) struct TableBuilder {
 impl TableBuilder {
     /// A builder over `servers` (those in `offline` taken as offline), their
     /// indexes and requests in flight carried over from `previous`.
-    pub(crate) fn new(
+    pub fn new(
         previous: &RouteTable,
         servers: &[Server],
         offline: &std::collections::HashSet<String>,
@@ -667,11 +674,11 @@ impl TableBuilder {
         }
     }
 
-    pub(crate) fn add(&mut self, row: RouteRow) {
+    pub fn add(&mut self, row: RouteRow) {
         self.rows.entry(row.domain.clone()).or_default().add(row);
     }
 
-    pub(crate) fn finish(mut self, version: i64) -> RouteTable {
+    pub fn finish(mut self, version: i64) -> RouteTable {
         let empty = Domains::default();
         let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::new()).collect();
         let mut len = 0;
