@@ -175,7 +175,7 @@ impl Proxy {
             }
         };
         let name = host.to_str().unwrap_or_default();
-        if let Decision::Spawn(route) = decision {
+        if let Decision::Spawn(route) = &decision {
             // Boxed: only a tenant's first request takes this path.
             if let Err(reason) = Box::pin(self.common.wakes.wake(
                 &self.common.control,
@@ -270,7 +270,11 @@ impl Proxy {
             return busy.answer();
         }
         let upgrade = is_upgrade(&parts.headers);
-        prepare_request_headers(parts, upgrade, &peer.ip, host, primary.host);
+        let Some(upstream_host) = primary.host() else {
+            let broken = Failure::Broken("the tenant's Host header cannot be made".into());
+            return self.failure_answer(&primary.upstream.server_id, broken);
+        };
+        prepare_request_headers(parts, upgrade, &peer.ip, host, &upstream_host);
         let retry = fallback.filter(|_| {
             matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
         });
@@ -331,7 +335,11 @@ impl Proxy {
                 .backup_retries
                 .with_label_values(&[&primary.upstream.server_id])
                 .inc();
-            parts.set(header::HOST, backup.host.clone());
+            let Some(backup_host) = backup.host() else {
+                let broken = Failure::Broken("the tenant's Host header cannot be made".into());
+                return self.failure_answer(&backup.upstream.server_id, broken);
+            };
+            parts.set(header::HOST, backup_host);
             match self.send(&mut parts, None, backup, false).await {
                 Ok(resp) => return self.respond(resp),
                 Err(f) => return self.failure_answer(&backup.upstream.server_id, f),

@@ -3,17 +3,18 @@
 //!
 //! A [`RouteTable`] is never changed once made: the router swaps in a new one
 //! when the fleet changes, so a lookup takes no lock and makes no query. A
-//! change costs what it touches, not the fleet: a domain's entry names the
-//! instances it can go to, with their servers as small indexes into the
-//! table's server list, and the [`Decision`] (the domain's own instance if its
-//! server is up, else a live backup) is taken at lookup from the two. A server
-//! going offline makes a new server list (a thousand pointers) and shares
-//! every domain; a domain's change copies its shard of the domains (one of
-//! 4,096) and shares the rest. A lookup is one hash, one probe and a look at
-//! each of the domain's servers: the same work with a thousand tenants or a
-//! million, and no allocation.
+//! change costs what it touches, not the fleet: a domain's entry names its
+//! tenant, process and the instances it can go to, with their servers as
+//! small indexes into the table's server list, and the [`Decision`] (the
+//! domain's own instance if its server is up, else a live backup) is taken at
+//! lookup from the two. A server going offline makes a new server list (a
+//! thousand pointers) and shares every domain; a domain's change copies its
+//! shard of the domains (one of 4,096) and shares the rest. A lookup is one
+//! hash, one probe and a look at each of the domain's servers: the same work
+//! with a thousand tenants or a million, and no allocation. The Host header
+//! sent to a server is made per request (see [`Pick::host`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -96,44 +97,38 @@ pub struct DomainRoute {
     pub home_server: String,
 }
 
-/// One running instance a domain's requests can go to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    /// Its server, as an index into the table's servers.
-    server: u32,
-    /// The Host header tenement routes by: `{tenant}.{process}.{server domain}`.
-    host: HeaderValue,
-    /// The instance key, `{tenant}:{instance_id}`.
-    instance: Arc<str>,
-}
-
-/// A domain's entry: the instances it can go to, or where to start one.
-#[derive(Debug)]
-enum Entry {
-    /// No instance of the tenant's process runs: spawned on its home server
-    /// (`home`, an index into the table's servers) on the first request.
-    Unplaced { route: Arc<DomainRoute>, home: u32 },
-    /// The running instances of the tenant's process, the domain's own
-    /// instance first when it runs (`own_first`), the others by instance id.
-    Placed {
-        targets: Arc<[Target]>,
-        own_first: bool,
-    },
-}
-
 /// A request's destination, as the lookup found it.
 #[derive(Debug, Clone, Copy)]
 pub struct Pick<'t> {
     pub upstream: &'t Arc<Upstream>,
-    /// The Host header tenement routes by: `{tenant}.{process}.{server domain}`.
-    pub host: &'t HeaderValue,
-    /// The instance key, `{tenant}:{instance_id}`.
-    pub instance: &'t str,
+    pub tenant: &'t str,
+    pub process: &'t str,
+    pub instance_id: &'t str,
+}
+
+impl Pick<'_> {
+    /// The Host header tenement routes by: `{tenant}.{process}.{server
+    /// domain}`. Made per request rather than kept per domain: a million
+    /// of them would be most of the table. `None` for a name that cannot be a
+    /// header (names are validated DNS labels, so never in practice).
+    pub fn host(&self) -> Option<HeaderValue> {
+        let host = format!("{}.{}.{}", self.tenant, self.process, self.upstream.domain);
+        HeaderValue::try_from(host).ok()
+    }
+}
+
+impl PartialEq for Pick<'_> {
+    fn eq(&self, other: &Pick<'_>) -> bool {
+        self.upstream == other.upstream
+            && self.tenant == other.tenant
+            && self.process == other.process
+            && self.instance_id == other.instance_id
+    }
 }
 
 /// What the router does with a request, decided at lookup from the domain's
 /// entry and its servers' states.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Decision<'t> {
     /// Send it to `primary`; `fallback` is another live instance of the same
     /// tenant and process, the next best (for a retry when `primary` fails).
@@ -143,8 +138,9 @@ pub enum Decision<'t> {
         /// True when `primary` is not the domain's own instance (failover).
         failover: bool,
     },
-    /// The tenant has no instance yet: spawn it on its home server, then route.
-    Spawn(&'t DomainRoute),
+    /// The tenant has no instance yet: spawn it on its home server, then
+    /// route (made at lookup: only a tenant's first requests come here).
+    Spawn(DomainRoute),
     /// Every instance of the tenant is on a server that is down (or, with
     /// none, its home server is).
     ServerDown(Down<'t>),
@@ -162,21 +158,15 @@ pub struct Down<'t> {
 impl Down<'_> {
     /// The domain's tenant.
     pub fn tenant(&self) -> &str {
-        match self.entry {
-            Entry::Unplaced { route, .. } => &route.tenant,
-            Entry::Placed { targets, .. } => targets
-                .first()
-                .and_then(|t| t.instance.split_once(':'))
-                .map_or("", |(tenant, _)| tenant),
-        }
+        &self.entry.tenant
     }
 
     /// The servers its instances are on (its home server when it has none),
     /// sorted.
     pub fn servers(&self) -> Vec<String> {
-        let mut servers: Vec<String> = match self.entry {
-            Entry::Unplaced { route, .. } => vec![route.home_server.clone()],
-            Entry::Placed { targets, .. } => targets
+        let mut servers: Vec<String> = match self.entry.targets.as_slice() {
+            [] => vec![self.table.servers.id(self.entry.home).to_owned()],
+            targets => targets
                 .iter()
                 .map(|t| self.table.servers.id(t.server).to_owned())
                 .collect(),
@@ -187,37 +177,9 @@ impl Down<'_> {
     }
 }
 
-impl PartialEq for Decision<'_> {
-    fn eq(&self, other: &Decision<'_>) -> bool {
-        use Decision::*;
-        match (self, other) {
-            (
-                Forward {
-                    primary: a,
-                    fallback: fa,
-                    failover: x,
-                },
-                Forward {
-                    primary: b,
-                    fallback: fb,
-                    failover: y,
-                },
-            ) => a == b && fa == fb && x == y,
-            (Spawn(a), Spawn(b)) => a == b,
-            (ServerDown(a), ServerDown(b)) => {
-                a.tenant() == b.tenant() && a.servers() == b.servers()
-            }
-            (UnknownHost, UnknownHost) => true,
-            _ => false,
-        }
-    }
-}
-
-impl PartialEq for Pick<'_> {
-    fn eq(&self, other: &Pick<'_>) -> bool {
-        self.upstream == other.upstream
-            && self.host == other.host
-            && self.instance == other.instance
+impl PartialEq for Down<'_> {
+    fn eq(&self, other: &Down<'_>) -> bool {
+        self.tenant() == other.tenant() && self.servers() == other.servers()
     }
 }
 
@@ -231,9 +193,54 @@ pub enum BadHost {
     Conflicting,
 }
 
+/// One running instance a domain's requests can go to.
+#[derive(Debug, Clone)]
+struct Target {
+    /// Its server, as an index into the table's servers.
+    server: u32,
+    /// Its instance id (interned: most are "prod" or "backup").
+    instance_id: Arc<str>,
+}
+
+/// A domain's running instances: most have one, kept inline.
+#[derive(Debug, Clone)]
+enum Targets {
+    None,
+    One(Target),
+    Many(Arc<[Target]>),
+}
+
+impl Targets {
+    fn as_slice(&self) -> &[Target] {
+        match self {
+            Targets::None => &[],
+            Targets::One(t) => std::slice::from_ref(t),
+            Targets::Many(ts) => ts,
+        }
+    }
+}
+
+/// A customer domain's entry: its tenant and process, and the running
+/// instances of that process it can go to (the domain's own first when it
+/// runs, the others by instance id), or where to start one.
+#[derive(Debug, Clone)]
+struct Entry {
+    domain: Box<str>,
+    tenant: Box<str>,
+    /// Interned, as are the instance ids.
+    process: Arc<str>,
+    /// The domain's own instance id.
+    own: Arc<str>,
+    /// The server its own instance is spawned on when none runs.
+    home: u32,
+    /// Whether the first target is the domain's own instance.
+    own_first: bool,
+    targets: Targets,
+}
+
 /// The servers of a table: each known server id has an index for good
 /// (domains' entries name servers by it), and its upstream while it exists.
-/// Shared by the tables built one after another until a server changes; a
+/// Shared by the tables made one after another until a server changes; a
 /// server's change copies these (a thousand pointers), never a domain.
 #[derive(Debug, Clone, Default)]
 struct Servers {
@@ -269,102 +276,138 @@ impl Servers {
     }
 }
 
+/// Process names and instance ids, each kept once.
+#[derive(Debug, Default)]
+struct Interner(std::sync::Mutex<HashSet<Arc<str>>>);
+
+impl Interner {
+    fn get(&self, s: &str) -> Arc<str> {
+        let mut set = crate::lock(&self.0);
+        if let Some(found) = set.get(s) {
+            return Arc::clone(found);
+        }
+        let new: Arc<str> = s.into();
+        set.insert(Arc::clone(&new));
+        new
+    }
+}
+
 /// How many shards the domains are kept in: a domain's change copies its
-/// shard (a few hundred entries at a million domains) and the shards' list,
-/// never the table.
+/// shard (a few hundred entries at a million domains) and the list of
+/// shards, never the table.
 const SHARDS: usize = 4096;
 
-type Shard = hashbrown::HashTable<(Box<str>, Entry)>;
-
-/// The customer domains, sharded by hash.
-#[derive(Clone)]
-struct Domains {
-    /// Hashes domains with foldhash, seeded per process: half what SipHash
-    /// costs, and the keys are the operator's domains, not the clients'.
-    hasher: foldhash::fast::RandomState,
-    shards: Arc<[Arc<Shard>]>,
-    len: usize,
+/// Some of the domains: their entries side by side, and a hash index of
+/// their places (4 bytes a domain, where a map of entries would leave half
+/// its slots of a hundred bytes empty).
+#[derive(Debug, Clone, Default)]
+struct Shard {
+    index: hashbrown::HashTable<u32>,
+    entries: Vec<Entry>,
 }
 
-impl std::fmt::Debug for Domains {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Domains").field("len", &self.len).finish()
+impl Shard {
+    fn find(&self, hash: u64, domain: &str) -> Option<&Entry> {
+        let entries = &self.entries;
+        self.index
+            .find(hash, |&i| &*entries[i as usize].domain == domain)
+            .map(|&i| &entries[i as usize])
     }
-}
 
-impl Default for Domains {
-    fn default() -> Domains {
-        Domains {
-            hasher: foldhash::fast::RandomState::default(),
-            shards: (0..SHARDS).map(|_| Arc::new(Shard::new())).collect(),
-            len: 0,
+    /// Sets `entry` (`None`: removes it); says how the count moved.
+    fn set(&mut self, hasher: &Hasher, hash: u64, domain: &str, entry: Option<Entry>) -> isize {
+        let Shard { index, entries } = self;
+        let found = index.find_entry(hash, |&i| &*entries[i as usize].domain == domain);
+        match (found, entry) {
+            (Ok(slot), Some(entry)) => {
+                entries[*slot.get() as usize] = entry;
+                0
+            }
+            (Ok(slot), None) => {
+                let (at, _) = slot.remove();
+                let last = (entries.len() - 1) as u32;
+                entries.swap_remove(at as usize);
+                if at != last {
+                    // The last entry moved into the hole: its index follows.
+                    let moved = hasher.hash(&entries[at as usize].domain);
+                    if let Some(i) = index.find_mut(moved, |&i| i == last) {
+                        *i = at;
+                    }
+                }
+                -1
+            }
+            (Err(_), Some(entry)) => {
+                let at = entries.len() as u32;
+                entries.push(entry);
+                index.insert_unique(hash, at, |&i| hasher.hash(&entries[i as usize].domain));
+                1
+            }
+            (Err(_), None) => 0,
         }
     }
+
+    fn shrink(&mut self, hasher: &Hasher) {
+        let Shard { index, entries } = self;
+        entries.shrink_to_fit();
+        index.shrink_to_fit(|&i| hasher.hash(&entries[i as usize].domain));
+    }
 }
 
-impl Domains {
+/// Hashes domains with foldhash, seeded per process: half what SipHash
+/// costs, and the keys are the operator's domains, not the clients'.
+#[derive(Debug, Clone, Copy, Default)]
+struct Hasher(foldhash::fast::RandomState);
+
+impl Hasher {
     fn hash(&self, domain: &str) -> u64 {
         use std::hash::BuildHasher;
-        self.hasher.hash_one(domain)
+        self.0.hash_one(domain)
     }
 
     fn shard_of(hash: u64) -> usize {
         // The top bits: hashbrown takes its own from the bottom and the top 7.
         ((hash >> 32) as usize) % SHARDS
     }
+}
 
+/// The customer domains, sharded by hash.
+#[derive(Debug, Clone)]
+struct Domains {
+    hasher: Hasher,
+    shards: Arc<[Arc<Shard>]>,
+    len: usize,
+}
+
+impl Default for Domains {
+    fn default() -> Domains {
+        Domains {
+            hasher: Hasher::default(),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl Domains {
     fn get(&self, domain: &str) -> Option<&Entry> {
-        let hash = self.hash(domain);
-        self.shards[Self::shard_of(hash)]
-            .find(hash, |(d, _)| &**d == domain)
-            .map(|(_, e)| e)
+        let hash = self.hasher.hash(domain);
+        self.shards[Hasher::shard_of(hash)].find(hash, domain)
     }
 
     /// These domains with their entries set (`None`: removed), the other
     /// shards shared.
     fn with(&self, changes: Vec<(String, Option<Entry>)>) -> Domains {
         let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
-        let mut len = self.len;
+        let mut len = self.len as isize;
         for (domain, entry) in changes {
-            let hash = self.hash(&domain);
-            let shard = Arc::make_mut(&mut shards[Self::shard_of(hash)]);
-            let found = shard.find_entry(hash, |(d, _)| **d == *domain);
-            match (found, entry) {
-                (Ok(mut slot), Some(entry)) => slot.get_mut().1 = entry,
-                (Ok(slot), None) => {
-                    slot.remove();
-                    len -= 1;
-                }
-                (Err(_), Some(entry)) => {
-                    let hasher = &self.hasher;
-                    shard.insert_unique(hash, (domain.into_boxed_str(), entry), |(d, _)| {
-                        use std::hash::BuildHasher;
-                        hasher.hash_one(&**d)
-                    });
-                    len += 1;
-                }
-                (Err(_), None) => {}
-            }
+            let hash = self.hasher.hash(&domain);
+            let shard = Arc::make_mut(&mut shards[Hasher::shard_of(hash)]);
+            len += shard.set(&self.hasher, hash, &domain, entry);
         }
         Domains {
             hasher: self.hasher,
             shards: shards.into(),
-            len,
-        }
-    }
-}
-
-impl Clone for Entry {
-    fn clone(&self) -> Entry {
-        match self {
-            Entry::Unplaced { route, home } => Entry::Unplaced {
-                route: Arc::clone(route),
-                home: *home,
-            },
-            Entry::Placed { targets, own_first } => Entry::Placed {
-                targets: Arc::clone(targets),
-                own_first: *own_first,
-            },
+            len: len.max(0) as usize,
         }
     }
 }
@@ -377,6 +420,7 @@ pub struct RouteTable {
     pub version: i64,
     servers: Arc<Servers>,
     domains: Domains,
+    names: Arc<Interner>,
 }
 
 /// The route rows of one domain, as they are gathered for its entry.
@@ -465,21 +509,23 @@ impl RouteTable {
         Some(self.decide(self.domains.get(host)?))
     }
 
-    /// The decision for an entry, from the states of its servers now:
-    /// the domain's own instance if its server is up, else the others on
-    /// online servers before those on servers not checked yet, each by
-    /// instance id. No allocation.
+    /// The decision for an entry, from the states of its servers now: the
+    /// domain's own instance if its server is up, else the others on online
+    /// servers before those on servers not checked yet, each by instance id.
+    /// No allocation, but for a tenant's first requests (a spawn).
     fn decide<'t>(&'t self, entry: &'t Entry) -> Decision<'t> {
-        let (targets, own_first) = match entry {
-            Entry::Unplaced { route, home } => {
-                let home_up = self.servers.get(*home).is_some_and(|u| !u.is_down());
-                return match home_up {
-                    true => Decision::Spawn(route),
-                    false => Decision::ServerDown(Down { entry, table: self }),
-                };
-            }
-            Entry::Placed { targets, own_first } => (targets, *own_first),
-        };
+        let targets = entry.targets.as_slice();
+        if targets.is_empty() {
+            return match self.servers.get(entry.home).is_some_and(|u| !u.is_down()) {
+                true => Decision::Spawn(DomainRoute {
+                    tenant: entry.tenant.to_string(),
+                    process: entry.process.to_string(),
+                    instance_id: entry.own.to_string(),
+                    home_server: self.servers.id(entry.home).to_owned(),
+                }),
+                false => Decision::ServerDown(Down { entry, table: self }),
+            };
+        }
         // The best two, by (rank, place).
         let mut best: [Option<(u8, Pick<'t>)>; 2] = [None, None];
         for (place, target) in targets.iter().enumerate() {
@@ -489,15 +535,16 @@ impl RouteTable {
             if upstream.is_down() {
                 continue;
             }
-            let rank = match (place == 0 && own_first, upstream.status) {
+            let rank = match (place == 0 && entry.own_first, upstream.status) {
                 (true, _) => 0,
                 (false, ServerStatus::Online) => 1,
                 (false, _) => 2,
             };
             let pick = Pick {
                 upstream,
-                host: &target.host,
-                instance: &target.instance,
+                tenant: &entry.tenant,
+                process: &entry.process,
+                instance_id: &target.instance_id,
             };
             match best {
                 [None, _] => best[0] = Some((rank, pick)),
@@ -521,15 +568,15 @@ impl RouteTable {
     }
 
     /// This table with `server` as it is now (`Err(id)`: deleted), its
-    /// requests in flight carried over, `offline` forcing it offline. Says
-    /// whether the domains' Host headers must be made again (the server's
-    /// domain changed).
+    /// requests in flight carried over, `offline` forcing it offline. Its
+    /// domains' entries are shared as they are: they name it by index, and
+    /// the Host header it is sent is made per request.
     pub fn with_server(
         &self,
         version: i64,
         server: Result<&Server, &str>,
         offline: bool,
-    ) -> (RouteTable, bool) {
+    ) -> RouteTable {
         let mut servers = (*self.servers).clone();
         let id = match server {
             Ok(s) => s.id.as_str(),
@@ -537,18 +584,15 @@ impl RouteTable {
         };
         let i = servers.index_of(id) as usize;
         let before = servers.slots[i].take();
-        let mut rehost = false;
         if let Ok(s) = server {
-            let up = upstream_of(s, offline, before.as_deref());
-            rehost = before.as_ref().is_some_and(|b| b.domain != up.domain);
-            servers.slots[i] = Some(Arc::new(up));
+            servers.slots[i] = Some(Arc::new(upstream_of(s, offline, before.as_deref())));
         }
-        let table = RouteTable {
+        RouteTable {
             version,
             servers: Arc::new(servers),
             domains: self.domains.clone(),
-        };
-        (table, rehost)
+            names: Arc::clone(&self.names),
+        }
     }
 
     /// This table with these domains' entries made again from their rows
@@ -563,7 +607,7 @@ impl RouteTable {
         for (domain, rows) in domains {
             let entry = rows.route.map(|route| {
                 let servers = servers.get_or_insert_with(|| (*self.servers).clone());
-                entry_of(route, &rows.placed, servers)
+                entry_of(&domain, route, rows.placed, servers, &self.names)
             });
             changes.push((domain, entry));
         }
@@ -571,6 +615,7 @@ impl RouteTable {
             version,
             servers: servers.map_or_else(|| Arc::clone(&self.servers), Arc::new),
             domains: self.domains.with(changes),
+            names: Arc::clone(&self.names),
         }
     }
 }
@@ -595,40 +640,50 @@ fn upstream_of(s: &Server, offline: bool, before: Option<&Upstream>) -> Upstream
 
 /// A domain's entry from its route and its tenant process's running
 /// instances (id, server).
-fn entry_of(route: DomainRoute, placed: &[(String, String)], servers: &mut Servers) -> Entry {
-    if placed.is_empty() {
-        let home = servers.index_of(&route.home_server);
-        return Entry::Unplaced {
-            route: Arc::new(route),
-            home,
-        };
-    }
-    let mut order: Vec<&(String, String)> = placed.iter().collect();
-    order.sort_by(|a, b| {
+fn entry_of(
+    domain: &str,
+    route: DomainRoute,
+    mut placed: Vec<(String, String)>,
+    servers: &mut Servers,
+    names: &Interner,
+) -> Entry {
+    placed.sort_by(|a, b| {
         (a.0 != route.instance_id)
             .cmp(&(b.0 != route.instance_id))
             .then_with(|| a.0.cmp(&b.0))
     });
-    let own_first = order[0].0 == route.instance_id;
-    let targets = order
-        .into_iter()
-        .filter_map(|(instance_id, server_id)| {
-            let server = servers.index_of(server_id);
-            // A server not known yet gets its Host when it comes (a rebuild).
-            let domain = servers
-                .get(server)
-                .map_or_else(|| server_id.clone(), |u| u.domain.clone());
-            // Names are validated DNS labels, so the header is always valid;
-            // a target that is not is left out rather than sent a broken Host.
-            let host = format!("{}.{}.{domain}", route.tenant, route.process);
-            Some(Target {
-                server,
-                host: HeaderValue::try_from(host).ok()?,
-                instance: format!("{}:{instance_id}", route.tenant).into(),
-            })
+    let own_first = placed.first().is_some_and(|p| p.0 == route.instance_id);
+    let mut targets: Vec<Target> = placed
+        .iter()
+        .map(|(instance_id, server_id)| Target {
+            server: servers.index_of(server_id),
+            instance_id: names.get(instance_id),
         })
         .collect();
-    Entry::Placed { targets, own_first }
+    let targets = match targets.len() {
+        0 => Targets::None,
+        1 => Targets::One(targets.remove(0)),
+        _ => Targets::Many(targets.into()),
+    };
+    Entry {
+        domain: domain.into(),
+        home: servers.index_of(&route.home_server),
+        process: names.get(&route.process),
+        own: names.get(&route.instance_id),
+        tenant: route.tenant.into_boxed_str(),
+        own_first,
+        targets,
+    }
+}
+
+/// The running instances an entry names, as rows name them.
+fn placed_of(entry: &Entry, servers: &Servers) -> Vec<(String, String)> {
+    entry
+        .targets
+        .as_slice()
+        .iter()
+        .map(|t| (t.instance_id.to_string(), servers.id(t.server).to_owned()))
+        .collect()
 }
 
 fn route_row(t: &Tenant, placed: Option<&Instance>) -> RouteRow {
@@ -642,12 +697,18 @@ fn route_row(t: &Tenant, placed: Option<&Instance>) -> RouteRow {
     }
 }
 
-/// Builds a whole table from route rows as they come, in any order.
+/// Builds a whole table from route rows as they come. A domain's rows
+/// usually come together (a join driven by the tenants): each run is made
+/// into its entry as soon as it ends, so the fleet is never held twice; a
+/// domain whose rows come apart has its entry made again with the late ones.
 pub struct TableBuilder {
     servers: Servers,
-    /// Domains seen, with their rows; made into entries at the end, when
-    /// every row of each is in.
-    rows: HashMap<String, DomainRows>,
+    names: Interner,
+    hasher: Hasher,
+    shards: Vec<Shard>,
+    len: usize,
+    /// The domain whose rows are coming now.
+    run: Option<(String, DomainRows)>,
 }
 
 impl TableBuilder {
@@ -670,40 +731,61 @@ impl TableBuilder {
         }
         TableBuilder {
             servers: table,
-            rows: HashMap::new(),
+            names: Interner::default(),
+            hasher: previous.domains.hasher,
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            len: 0,
+            run: None,
         }
     }
 
     pub fn add(&mut self, row: RouteRow) {
-        self.rows.entry(row.domain.clone()).or_default().add(row);
+        match &mut self.run {
+            Some((domain, rows)) if *domain == row.domain => rows.add(row),
+            _ => {
+                let mut rows = DomainRows::default();
+                let domain = row.domain.clone();
+                rows.add(row);
+                if let Some((ended, rows)) = self.run.replace((domain, rows)) {
+                    self.put(ended, rows);
+                }
+            }
+        }
+    }
+
+    /// Makes a domain's entry from its rows, with those that came before.
+    fn put(&mut self, domain: String, mut rows: DomainRows) {
+        let Some(route) = rows.route else { return };
+        let hash = self.hasher.hash(&domain);
+        let shard = &mut self.shards[Hasher::shard_of(hash)];
+        if let Some(earlier) = shard.find(hash, &domain) {
+            for p in placed_of(earlier, &self.servers) {
+                if !rows.placed.contains(&p) {
+                    rows.placed.push(p);
+                }
+            }
+        }
+        let entry = entry_of(&domain, route, rows.placed, &mut self.servers, &self.names);
+        self.len =
+            (self.len as isize + shard.set(&self.hasher, hash, &domain, Some(entry))) as usize;
     }
 
     pub fn finish(mut self, version: i64) -> RouteTable {
-        let empty = Domains::default();
-        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::new()).collect();
-        let mut len = 0;
-        for (domain, rows) in std::mem::take(&mut self.rows) {
-            let Some(route) = rows.route else { continue };
-            let entry = entry_of(route, &rows.placed, &mut self.servers);
-            let hash = empty.hash(&domain);
-            shards[Domains::shard_of(hash)].insert_unique(
-                hash,
-                (domain.into_boxed_str(), entry),
-                |(d, _)| empty.hash(d),
-            );
-            len += 1;
+        if let Some((domain, rows)) = self.run.take() {
+            self.put(domain, rows);
         }
-        for shard in &mut shards {
-            shard.shrink_to_fit(|(d, _)| empty.hash(d));
+        for shard in &mut self.shards {
+            shard.shrink(&self.hasher);
         }
         RouteTable {
             version,
             servers: Arc::new(self.servers),
             domains: Domains {
-                hasher: empty.hasher,
-                shards: shards.into_iter().map(Arc::new).collect(),
-                len,
+                hasher: self.hasher,
+                shards: self.shards.into_iter().map(Arc::new).collect(),
+                len: self.len,
             },
+            names: Arc::new(self.names),
         }
     }
 }
@@ -783,7 +865,7 @@ pub(crate) mod tests {
                 primary, failover, ..
             } => (
                 primary.upstream.server_id.clone(),
-                primary.host.to_str().unwrap().to_owned(),
+                primary.host().unwrap().to_str().unwrap().to_owned(),
                 failover,
             ),
             other => panic!("expected Forward, got {other:?}"),
@@ -825,7 +907,7 @@ pub(crate) mod tests {
         let Decision::Forward { fallback, .. } = up.route("acme.com") else {
             panic!()
         };
-        assert_eq!(fallback.map(|f| f.instance), Some("acme:backup"));
+        assert_eq!(fallback.map(|f| f.instance_id), Some("backup"));
         assert_eq!(forward_to(up.route("acme.com")).0, "east");
 
         let down = RouteTable::build(
@@ -915,8 +997,8 @@ pub(crate) mod tests {
         let tenants = [tenant("acme.com", "acme", "east")];
         let first = RouteTable::build(1, &[server("east", Online)], &tenants, &[]);
         first.upstream("east").unwrap().load.0.fetch_add(2, Relaxed);
-        let (next, _) = first.with_server(2, Ok(&server("east", Offline)), false);
-        let (next, _) = next.with_server(2, Ok(&server("west", Online)), false);
+        let next = first.with_server(2, Ok(&server("east", Offline)), false);
+        let next = next.with_server(2, Ok(&server("west", Online)), false);
         assert_eq!(next.upstream("east").unwrap().load.in_flight(), 2);
         assert_eq!(next.upstream("west").unwrap().load.in_flight(), 0);
         first.upstream("east").unwrap().load.0.fetch_sub(2, Relaxed);
@@ -925,6 +1007,99 @@ pub(crate) mod tests {
             0,
             "a request counted on the old table is given back to the new one"
         );
+    }
+
+    fn row(domain: &str, tenant: &str, placed: Option<(&str, &str)>) -> RouteRow {
+        RouteRow {
+            domain: domain.into(),
+            tenant: tenant.into(),
+            process: "api".into(),
+            instance_id: "prod".into(),
+            home_server: "east".into(),
+            placed: placed.map(|(i, s)| (i.into(), s.into())),
+        }
+    }
+
+    #[test]
+    fn a_domains_rows_that_come_apart_make_the_same_entry() {
+        use ServerStatus::*;
+        let servers = [server("east", Online), server("west", Online)];
+        let build = |rows: Vec<RouteRow>| {
+            let mut b = TableBuilder::new(&RouteTable::default(), &servers, &HashSet::new());
+            for r in rows {
+                b.add(r);
+            }
+            b.finish(1)
+        };
+        let together = build(vec![
+            row("acme.com", "acme", Some(("prod", "east"))),
+            row("acme.com", "acme", Some(("backup", "west"))),
+            row("other.com", "other", None),
+        ]);
+        let apart = build(vec![
+            row("acme.com", "acme", Some(("backup", "west"))),
+            row("other.com", "other", None),
+            row("acme.com", "acme", Some(("prod", "east"))),
+        ]);
+        for t in [&together, &apart] {
+            assert_eq!(t.domains(), 2);
+            let Decision::Forward {
+                primary, fallback, ..
+            } = t.route("acme.com")
+            else {
+                panic!("expected Forward")
+            };
+            assert_eq!(
+                (primary.upstream.server_id.as_str(), primary.instance_id),
+                ("east", "prod")
+            );
+            assert_eq!(fallback.map(|f| f.instance_id), Some("backup"));
+        }
+    }
+
+    #[test]
+    fn domains_removed_and_added_in_place_leave_the_others_found() {
+        use ServerStatus::*;
+        let servers = [server("east", Online)];
+        let mut b = TableBuilder::new(&RouteTable::default(), &servers, &HashSet::new());
+        let n = 20_000;
+        for i in 0..n {
+            b.add(row(
+                &format!("d{i}.test"),
+                &format!("t{i}"),
+                Some(("prod", "east")),
+            ));
+        }
+        let mut table = b.finish(1);
+        // Every third removed, in several changes, and some added again.
+        for chunk in (0..n).step_by(3).collect::<Vec<_>>().chunks(500) {
+            let gone = chunk
+                .iter()
+                .map(|i| (format!("d{i}.test"), DomainRows::default()));
+            table = table.with_domains(2, gone);
+        }
+        let back = (0..n).step_by(9).map(|i| {
+            let mut rows = DomainRows::default();
+            rows.add(row(&format!("d{i}.test"), &format!("t{i}"), None));
+            (format!("d{i}.test"), rows)
+        });
+        table = table.with_domains(3, back);
+        let mut expected = 0;
+        for i in 0..n {
+            let d = format!("d{i}.test");
+            match (i % 3 == 0, i % 9 == 0) {
+                (false, _) => {
+                    expected += 1;
+                    assert!(matches!(table.route(&d), Decision::Forward { .. }), "{d}")
+                }
+                (true, true) => {
+                    expected += 1;
+                    assert!(matches!(table.route(&d), Decision::Spawn(_)), "{d}")
+                }
+                (true, false) => assert_eq!(table.route(&d), Decision::UnknownHost, "{d}"),
+            }
+        }
+        assert_eq!(table.domains(), expected);
     }
 
     #[test]

@@ -222,22 +222,11 @@ impl Routes {
                     rows.entry(row.domain.clone()).or_default().add(row);
                 }
             }
-            let rehost = self
-                .apply_servers_at(db, &current, last, servers)
-                .await?
-                .map(|(table, rehost)| {
-                    let table = table.with_domains(last, rows.drain());
-                    (table, rehost)
-                });
-            let (table, rehost) = match rehost {
-                Some(done) => done,
-                None => (current.with_domains(last, rows), false),
+            let table = match self.apply_servers_at(db, &current, last, servers).await? {
+                Some(with_servers) => with_servers.with_domains(last, rows),
+                None => current.with_domains(last, rows),
             };
             self.swap(table);
-            if rehost {
-                // A server's domain changed: every Host sent to it changes.
-                return self.rebuild(db).await;
-            }
             if changes.len() < FEED_BATCH as usize {
                 return Ok(());
             }
@@ -255,33 +244,29 @@ impl Routes {
     ) -> Result<()> {
         let version = current.version;
         let servers: Vec<String> = servers.into_iter().collect();
-        if let Some((table, rehost)) = self
+        if let Some(table) = self
             .apply_servers_at(db, &current, version, servers)
             .await?
         {
             self.swap(table);
-            if rehost {
-                return self.rebuild(db).await;
-            }
         }
         Ok(())
     }
 
-    /// `current` with `servers` as the database has them, at `version`, and
-    /// whether a server's domain changed; `None` when there were none.
+    /// `current` with `servers` as the database has them, at `version`;
+    /// `None` when there were none.
     async fn apply_servers_at(
         &self,
         db: &FleetDb,
         current: &RouteTable,
         version: i64,
         servers: Vec<String>,
-    ) -> Result<Option<(RouteTable, bool)>> {
+    ) -> Result<Option<RouteTable>> {
         if servers.is_empty() {
             return Ok(None);
         }
         let offline = self.held_offline();
         let mut table: Option<RouteTable> = None;
-        let mut rehost = false;
         for id in servers {
             let base = table.as_ref().unwrap_or(current);
             let found = match db.get_server(&id).await {
@@ -289,14 +274,12 @@ impl Routes {
                 Err(e) if e.is_not_found() => None,
                 Err(e) => return Err(e),
             };
-            let (next, moved) = match &found {
+            table = Some(match &found {
                 Some(s) => base.with_server(version, Ok(s), offline.contains(&id)),
                 None => base.with_server(version, Err(&id), false),
-            };
-            rehost |= moved;
-            table = Some(next);
+            });
         }
-        Ok(table.map(|t| (t, rehost)))
+        Ok(table)
     }
 
     /// Puts `table` in force, counts it, and keeps the one it replaces until

@@ -35,9 +35,9 @@ fn view(table: &RouteTable) -> Vec<String> {
                 } => format!(
                     "forward {} {:?} {} fallback {:?} failover {failover}",
                     primary.upstream.server_id,
-                    primary.host,
-                    primary.instance,
-                    fallback.map(|f| (f.upstream.server_id.clone(), f.instance.to_owned())),
+                    primary.host(),
+                    primary.instance_id,
+                    fallback.map(|f| (f.upstream.server_id.clone(), f.instance_id.to_owned())),
                 ),
                 Decision::Spawn(r) => format!("spawn {r:?}"),
                 Decision::ServerDown(down) => {
