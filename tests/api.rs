@@ -158,7 +158,7 @@ impl Api {
             Decision::Forward { primary, .. } => Routed::Forward {
                 server: primary.upstream.server_id.clone(),
             },
-            Decision::Spawn(r) => Routed::Spawn(r.clone()),
+            Decision::Spawn(r) => Routed::Spawn(*r),
             Decision::ServerDown(down) => Routed::ServerDown {
                 servers: down.servers(),
             },

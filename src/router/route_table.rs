@@ -14,7 +14,7 @@
 //! with a thousand tenants or a million, and no allocation. The Host header
 //! sent to a server is made per request (see [`Pick::host`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -101,18 +101,35 @@ pub struct DomainRoute {
 #[derive(Debug, Clone, Copy)]
 pub struct Pick<'t> {
     pub upstream: &'t Arc<Upstream>,
-    pub tenant: &'t str,
-    pub process: &'t str,
-    pub instance_id: &'t str,
+    entry: &'t Entry,
+    target: &'t Target,
+    names: &'t Names,
 }
 
-impl Pick<'_> {
+impl<'t> Pick<'t> {
+    pub fn tenant(&self) -> &'t str {
+        &self.entry.tenant
+    }
+
+    pub fn process(&self) -> &'t str {
+        self.names.get(self.entry.process)
+    }
+
+    pub fn instance_id(&self) -> &'t str {
+        self.names.get(self.target.instance_id)
+    }
+
     /// The Host header tenement routes by: `{tenant}.{process}.{server
     /// domain}`. Made per request rather than kept per domain: a million
     /// of them would be most of the table. `None` for a name that cannot be a
     /// header (names are validated DNS labels, so never in practice).
     pub fn host(&self) -> Option<HeaderValue> {
-        let host = format!("{}.{}.{}", self.tenant, self.process, self.upstream.domain);
+        let host = format!(
+            "{}.{}.{}",
+            self.tenant(),
+            self.process(),
+            self.upstream.domain
+        );
         HeaderValue::try_from(host).ok()
     }
 }
@@ -120,9 +137,9 @@ impl Pick<'_> {
 impl PartialEq for Pick<'_> {
     fn eq(&self, other: &Pick<'_>) -> bool {
         self.upstream == other.upstream
-            && self.tenant == other.tenant
-            && self.process == other.process
-            && self.instance_id == other.instance_id
+            && self.tenant() == other.tenant()
+            && self.process() == other.process()
+            && self.instance_id() == other.instance_id()
     }
 }
 
@@ -140,7 +157,7 @@ pub enum Decision<'t> {
     },
     /// The tenant has no instance yet: spawn it on its home server, then
     /// route (made at lookup: only a tenant's first requests come here).
-    Spawn(DomainRoute),
+    Spawn(Box<DomainRoute>),
     /// Every instance of the tenant is on a server that is down (or, with
     /// none, its home server is).
     ServerDown(Down<'t>),
@@ -198,8 +215,9 @@ pub enum BadHost {
 struct Target {
     /// Its server, as an index into the table's servers.
     server: u32,
-    /// Its instance id (interned: most are "prod" or "backup").
-    instance_id: Arc<str>,
+    /// Its instance id, as an index into the table's names (most are
+    /// "prod" or "backup").
+    instance_id: u32,
 }
 
 /// A domain's running instances: most have one, kept inline.
@@ -223,14 +241,15 @@ impl Targets {
 /// A customer domain's entry: its tenant and process, and the running
 /// instances of that process it can go to (the domain's own first when it
 /// runs, the others by instance id), or where to start one.
+/// 72 bytes, kept in the shard's hash table itself.
 #[derive(Debug, Clone)]
 struct Entry {
     domain: Box<str>,
     tenant: Box<str>,
-    /// Interned, as are the instance ids.
-    process: Arc<str>,
-    /// The domain's own instance id.
-    own: Arc<str>,
+    /// The process, as an index into the table's names.
+    process: u32,
+    /// The domain's own instance id, as an index into the table's names.
+    own: u32,
     /// The server its own instance is spawned on when none runs.
     home: u32,
     /// Whether the first target is the domain's own instance.
@@ -263,6 +282,7 @@ impl Servers {
         i
     }
 
+    #[inline]
     fn get(&self, i: u32) -> Option<&Arc<Upstream>> {
         self.slots.get(i as usize)?.as_ref()
     }
@@ -276,19 +296,33 @@ impl Servers {
     }
 }
 
-/// Process names and instance ids, each kept once.
-#[derive(Debug, Default)]
-struct Interner(std::sync::Mutex<HashSet<Arc<str>>>);
+/// Process names and instance ids, each kept once and named by index.
+/// Shared by the tables made one after another; a new name (rare: there are
+/// a few of them in a fleet) copies the list.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    list: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
+}
 
-impl Interner {
-    fn get(&self, s: &str) -> Arc<str> {
-        let mut set = crate::lock(&self.0);
-        if let Some(found) = set.get(s) {
-            return Arc::clone(found);
+impl Names {
+    fn get(&self, i: u32) -> &str {
+        self.list.get(i as usize).map_or("", |n| n)
+    }
+
+    fn find(&self, name: &str) -> Option<u32> {
+        self.index.get(name).copied()
+    }
+
+    fn add(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.find(name) {
+            return i;
         }
-        let new: Arc<str> = s.into();
-        set.insert(Arc::clone(&new));
-        new
+        let i = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        let name: Arc<str> = name.into();
+        self.index.insert(Arc::clone(&name), i);
+        self.list.push(name);
+        i
     }
 }
 
@@ -297,49 +331,31 @@ impl Interner {
 /// shards, never the table.
 const SHARDS: usize = 4096;
 
-/// Some of the domains: their entries side by side, and a hash index of
-/// their places (4 bytes a domain, where a map of entries would leave half
-/// its slots of a hundred bytes empty).
+/// Some of the domains, their entries in the hash table itself (one probe,
+/// no index to follow).
 #[derive(Debug, Clone, Default)]
-struct Shard {
-    index: hashbrown::HashTable<u32>,
-    entries: Vec<Entry>,
-}
+struct Shard(hashbrown::HashTable<Entry>);
 
 impl Shard {
+    #[inline]
     fn find(&self, hash: u64, domain: &str) -> Option<&Entry> {
-        let entries = &self.entries;
-        self.index
-            .find(hash, |&i| &*entries[i as usize].domain == domain)
-            .map(|&i| &entries[i as usize])
+        self.0.find(hash, |e| &*e.domain == domain)
     }
 
     /// Sets `entry` (`None`: removes it); says how the count moved.
     fn set(&mut self, hasher: &Hasher, hash: u64, domain: &str, entry: Option<Entry>) -> isize {
-        let Shard { index, entries } = self;
-        let found = index.find_entry(hash, |&i| &*entries[i as usize].domain == domain);
-        match (found, entry) {
-            (Ok(slot), Some(entry)) => {
-                entries[*slot.get() as usize] = entry;
+        match (self.0.find_entry(hash, |e| &*e.domain == domain), entry) {
+            (Ok(mut slot), Some(entry)) => {
+                *slot.get_mut() = entry;
                 0
             }
             (Ok(slot), None) => {
-                let (at, _) = slot.remove();
-                let last = (entries.len() - 1) as u32;
-                entries.swap_remove(at as usize);
-                if at != last {
-                    // The last entry moved into the hole: its index follows.
-                    let moved = hasher.hash(&entries[at as usize].domain);
-                    if let Some(i) = index.find_mut(moved, |&i| i == last) {
-                        *i = at;
-                    }
-                }
+                slot.remove();
                 -1
             }
             (Err(_), Some(entry)) => {
-                let at = entries.len() as u32;
-                entries.push(entry);
-                index.insert_unique(hash, at, |&i| hasher.hash(&entries[i as usize].domain));
+                self.0
+                    .insert_unique(hash, entry, |e| hasher.hash(&e.domain));
                 1
             }
             (Err(_), None) => 0,
@@ -347,9 +363,7 @@ impl Shard {
     }
 
     fn shrink(&mut self, hasher: &Hasher) {
-        let Shard { index, entries } = self;
-        entries.shrink_to_fit();
-        index.shrink_to_fit(|&i| hasher.hash(&entries[i as usize].domain));
+        self.0.shrink_to_fit(|e| hasher.hash(&e.domain));
     }
 }
 
@@ -359,11 +373,13 @@ impl Shard {
 struct Hasher(foldhash::fast::RandomState);
 
 impl Hasher {
+    #[inline]
     fn hash(&self, domain: &str) -> u64 {
         use std::hash::BuildHasher;
         self.0.hash_one(domain)
     }
 
+    #[inline]
     fn shard_of(hash: u64) -> usize {
         // The top bits: hashbrown takes its own from the bottom and the top 7.
         ((hash >> 32) as usize) % SHARDS
@@ -389,6 +405,7 @@ impl Default for Domains {
 }
 
 impl Domains {
+    #[inline]
     fn get(&self, domain: &str) -> Option<&Entry> {
         let hash = self.hasher.hash(domain);
         self.shards[Hasher::shard_of(hash)].find(hash, domain)
@@ -420,7 +437,7 @@ pub struct RouteTable {
     pub version: i64,
     servers: Arc<Servers>,
     domains: Domains,
-    names: Arc<Interner>,
+    names: Arc<Names>,
 }
 
 /// The route rows of one domain, as they are gathered for its entry.
@@ -500,11 +517,13 @@ impl RouteTable {
     }
 
     /// Where a request for `host` (already normalised) goes.
+    #[inline]
     pub fn route(&self, host: &str) -> Decision<'_> {
         self.get(host).unwrap_or(Decision::UnknownHost)
     }
 
     /// The decision for `host` when it is a routed domain as it stands.
+    #[inline]
     pub fn get(&self, host: &str) -> Option<Decision<'_>> {
         Some(self.decide(self.domains.get(host)?))
     }
@@ -513,19 +532,39 @@ impl RouteTable {
     /// domain's own instance if its server is up, else the others on online
     /// servers before those on servers not checked yet, each by instance id.
     /// No allocation, but for a tenant's first requests (a spawn).
+    #[inline]
     fn decide<'t>(&'t self, entry: &'t Entry) -> Decision<'t> {
-        let targets = entry.targets.as_slice();
-        if targets.is_empty() {
-            return match self.servers.get(entry.home).is_some_and(|u| !u.is_down()) {
-                true => Decision::Spawn(DomainRoute {
-                    tenant: entry.tenant.to_string(),
-                    process: entry.process.to_string(),
-                    instance_id: entry.own.to_string(),
-                    home_server: self.servers.id(entry.home).to_owned(),
-                }),
-                false => Decision::ServerDown(Down { entry, table: self }),
-            };
-        }
+        let pick = |upstream, target| Pick {
+            upstream,
+            entry,
+            target,
+            names: &self.names,
+        };
+        let targets = match &entry.targets {
+            // The common case: one instance.
+            Targets::One(target) => {
+                return match self.servers.get(target.server) {
+                    Some(upstream) if !upstream.is_down() => Decision::Forward {
+                        primary: pick(upstream, target),
+                        fallback: None,
+                        failover: !entry.own_first,
+                    },
+                    _ => Decision::ServerDown(Down { entry, table: self }),
+                };
+            }
+            Targets::Many(targets) => targets,
+            Targets::None => {
+                return match self.servers.get(entry.home).is_some_and(|u| !u.is_down()) {
+                    true => Decision::Spawn(Box::new(DomainRoute {
+                        tenant: entry.tenant.to_string(),
+                        process: self.names.get(entry.process).to_owned(),
+                        instance_id: self.names.get(entry.own).to_owned(),
+                        home_server: self.servers.id(entry.home).to_owned(),
+                    })),
+                    false => Decision::ServerDown(Down { entry, table: self }),
+                };
+            }
+        };
         // The best two, by (rank, place).
         let mut best: [Option<(u8, Pick<'t>)>; 2] = [None, None];
         for (place, target) in targets.iter().enumerate() {
@@ -540,12 +579,7 @@ impl RouteTable {
                 (false, ServerStatus::Online) => 1,
                 (false, _) => 2,
             };
-            let pick = Pick {
-                upstream,
-                tenant: &entry.tenant,
-                process: &entry.process,
-                instance_id: &target.instance_id,
-            };
+            let pick = pick(upstream, target);
             match best {
                 [None, _] => best[0] = Some((rank, pick)),
                 [Some((r0, _)), _] if rank < r0 => {
@@ -603,11 +637,13 @@ impl RouteTable {
         domains: impl IntoIterator<Item = (String, DomainRows)>,
     ) -> RouteTable {
         let mut servers: Option<Servers> = None;
+        let mut names: Option<Names> = None;
         let mut changes = Vec::new();
         for (domain, rows) in domains {
             let entry = rows.route.map(|route| {
                 let servers = servers.get_or_insert_with(|| (*self.servers).clone());
-                entry_of(&domain, route, rows.placed, servers, &self.names)
+                let names = names.get_or_insert_with(|| (*self.names).clone());
+                entry_of(&domain, route, rows.placed, servers, names)
             });
             changes.push((domain, entry));
         }
@@ -615,7 +651,7 @@ impl RouteTable {
             version,
             servers: servers.map_or_else(|| Arc::clone(&self.servers), Arc::new),
             domains: self.domains.with(changes),
-            names: Arc::clone(&self.names),
+            names: names.map_or_else(|| Arc::clone(&self.names), Arc::new),
         }
     }
 }
@@ -645,7 +681,7 @@ fn entry_of(
     route: DomainRoute,
     mut placed: Vec<(String, String)>,
     servers: &mut Servers,
-    names: &Interner,
+    names: &mut Names,
 ) -> Entry {
     placed.sort_by(|a, b| {
         (a.0 != route.instance_id)
@@ -657,7 +693,7 @@ fn entry_of(
         .iter()
         .map(|(instance_id, server_id)| Target {
             server: servers.index_of(server_id),
-            instance_id: names.get(instance_id),
+            instance_id: names.add(instance_id),
         })
         .collect();
     let targets = match targets.len() {
@@ -668,8 +704,8 @@ fn entry_of(
     Entry {
         domain: domain.into(),
         home: servers.index_of(&route.home_server),
-        process: names.get(&route.process),
-        own: names.get(&route.instance_id),
+        process: names.add(&route.process),
+        own: names.add(&route.instance_id),
         tenant: route.tenant.into_boxed_str(),
         own_first,
         targets,
@@ -677,12 +713,17 @@ fn entry_of(
 }
 
 /// The running instances an entry names, as rows name them.
-fn placed_of(entry: &Entry, servers: &Servers) -> Vec<(String, String)> {
+fn placed_of(entry: &Entry, servers: &Servers, names: &Names) -> Vec<(String, String)> {
     entry
         .targets
         .as_slice()
         .iter()
-        .map(|t| (t.instance_id.to_string(), servers.id(t.server).to_owned()))
+        .map(|t| {
+            (
+                names.get(t.instance_id).to_owned(),
+                servers.id(t.server).to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -703,7 +744,7 @@ fn route_row(t: &Tenant, placed: Option<&Instance>) -> RouteRow {
 /// domain whose rows come apart has its entry made again with the late ones.
 pub struct TableBuilder {
     servers: Servers,
-    names: Interner,
+    names: Names,
     hasher: Hasher,
     shards: Vec<Shard>,
     len: usize,
@@ -731,7 +772,7 @@ impl TableBuilder {
         }
         TableBuilder {
             servers: table,
-            names: Interner::default(),
+            names: Names::default(),
             hasher: previous.domains.hasher,
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             len: 0,
@@ -759,13 +800,19 @@ impl TableBuilder {
         let hash = self.hasher.hash(&domain);
         let shard = &mut self.shards[Hasher::shard_of(hash)];
         if let Some(earlier) = shard.find(hash, &domain) {
-            for p in placed_of(earlier, &self.servers) {
+            for p in placed_of(earlier, &self.servers, &self.names) {
                 if !rows.placed.contains(&p) {
                     rows.placed.push(p);
                 }
             }
         }
-        let entry = entry_of(&domain, route, rows.placed, &mut self.servers, &self.names);
+        let entry = entry_of(
+            &domain,
+            route,
+            rows.placed,
+            &mut self.servers,
+            &mut self.names,
+        );
         self.len =
             (self.len as isize + shard.set(&self.hasher, hash, &domain, Some(entry))) as usize;
     }
@@ -793,6 +840,7 @@ impl TableBuilder {
 impl Upstream {
     /// Whether the router sends the server nothing: offline, or with a
     /// routing problem.
+    #[inline]
     pub fn is_down(&self) -> bool {
         self.status == ServerStatus::Offline || self.routing_problem.is_some()
     }
@@ -907,7 +955,7 @@ pub(crate) mod tests {
         let Decision::Forward { fallback, .. } = up.route("acme.com") else {
             panic!()
         };
-        assert_eq!(fallback.map(|f| f.instance_id), Some("backup"));
+        assert_eq!(fallback.map(|f| f.instance_id()), Some("backup"));
         assert_eq!(forward_to(up.route("acme.com")).0, "east");
 
         let down = RouteTable::build(
@@ -1025,7 +1073,11 @@ pub(crate) mod tests {
         use ServerStatus::*;
         let servers = [server("east", Online), server("west", Online)];
         let build = |rows: Vec<RouteRow>| {
-            let mut b = TableBuilder::new(&RouteTable::default(), &servers, &HashSet::new());
+            let mut b = TableBuilder::new(
+                &RouteTable::default(),
+                &servers,
+                &std::collections::HashSet::new(),
+            );
             for r in rows {
                 b.add(r);
             }
@@ -1050,10 +1102,10 @@ pub(crate) mod tests {
                 panic!("expected Forward")
             };
             assert_eq!(
-                (primary.upstream.server_id.as_str(), primary.instance_id),
+                (primary.upstream.server_id.as_str(), primary.instance_id()),
                 ("east", "prod")
             );
-            assert_eq!(fallback.map(|f| f.instance_id), Some("backup"));
+            assert_eq!(fallback.map(|f| f.instance_id()), Some("backup"));
         }
     }
 
@@ -1061,7 +1113,11 @@ pub(crate) mod tests {
     fn domains_removed_and_added_in_place_leave_the_others_found() {
         use ServerStatus::*;
         let servers = [server("east", Online)];
-        let mut b = TableBuilder::new(&RouteTable::default(), &servers, &HashSet::new());
+        let mut b = TableBuilder::new(
+            &RouteTable::default(),
+            &servers,
+            &std::collections::HashSet::new(),
+        );
         let n = 20_000;
         for i in 0..n {
             b.add(row(

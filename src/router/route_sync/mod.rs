@@ -164,11 +164,14 @@ impl Routes {
         let _one_at_a_time = self.updating.lock().await;
         loop {
             let current = self.current();
+            // The version first: every change up to it has committed, so the
+            // feed read after it holds them all unless it was trimmed.
+            let version = db.fleet_version().await?;
             let changes = db.route_changes_after(current.version, FEED_BATCH).await?;
             let Some(last) = changes.last().map(|c| c.seq) else {
                 // Nothing after this table's number: up to date, unless the
                 // feed was trimmed to its very end past it.
-                if db.fleet_version().await? != current.version {
+                if version != current.version {
                     tracing::info!(
                         seen = current.version,
                         "the route change feed was trimmed past this router; rebuilding the route table"

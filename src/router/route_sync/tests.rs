@@ -36,8 +36,8 @@ fn view(table: &RouteTable) -> Vec<String> {
                     "forward {} {:?} {} fallback {:?} failover {failover}",
                     primary.upstream.server_id,
                     primary.host(),
-                    primary.instance_id,
-                    fallback.map(|f| (f.upstream.server_id.clone(), f.instance_id.to_owned())),
+                    primary.instance_id(),
+                    fallback.map(|f| (f.upstream.server_id.clone(), f.instance_id().to_owned())),
                 ),
                 Decision::Spawn(r) => format!("spawn {r:?}"),
                 Decision::ServerDown(down) => {
