@@ -141,6 +141,42 @@ fn instance_from_row(row: &PgRow) -> Result<Instance> {
 
 /// The constraint a statement violated, if that is why it failed (23505 unique,
 /// 23503 foreign key, ...).
+/// Numbers a statement's placeholders (`$1`, `$2`, ...) in the order they
+/// are written.
+#[derive(Default)]
+struct Placeholders(usize);
+
+impl Placeholders {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("${}", self.0)
+    }
+}
+
+/// `WHERE a AND b`, or nothing without conditions.
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// Binds a value only when it is there (its condition, and its placeholder,
+/// are in the statement only then).
+trait BindOpt<'q> {
+    fn bind_opt(self, value: Option<&'q str>) -> Self;
+}
+
+impl<'q> BindOpt<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_opt(self, value: Option<&'q str>) -> Self {
+        match value {
+            Some(v) => self.bind(v),
+            None => self,
+        }
+    }
+}
+
 fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
     Some(e.as_database_error()?.kind())
 }
@@ -282,6 +318,29 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn list_servers_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<Server>> {
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(&format!(
+                    "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id > $1 ORDER BY s.id LIMIT $2"
+                ))
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {SERVER_COLUMNS} FROM servers s ORDER BY s.id LIMIT $1"
+                ))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(server_from_row).collect()
+    }
+
     async fn dependents(&self, server_id: &str) -> Result<Dependents> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM tenants WHERE server_id = $1) AS tenants, \
@@ -388,6 +447,64 @@ impl Store for PostgresStore {
         rows.iter().map(tenant_from_row).collect()
     }
 
+    async fn list_tenants_page(
+        &self,
+        server_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Tenant>> {
+        // Only the conditions given, each on its index.
+        let mut sql = Placeholders::default();
+        let mut conditions = Vec::new();
+        if server_id.is_some() {
+            conditions.push(format!("server_id = {}", sql.next()));
+        }
+        if after.is_some() {
+            conditions.push(format!("domain > {}", sql.next()));
+        }
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants {} ORDER BY domain LIMIT {}",
+            where_clause(&conditions),
+            sql.next()
+        );
+        let rows = sqlx::query(&sql)
+            .bind_opt(server_id)
+            .bind_opt(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn list_tenants_near_down_servers(&self) -> Result<Vec<Tenant>> {
+        let down = "SELECT id FROM servers WHERE status = 'offline' OR routing_problem IS NOT NULL";
+        sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE server_id IN ({down}) \
+             UNION \
+             SELECT {TENANT_COLUMNS} FROM tenants WHERE name IN \
+                 (SELECT tenant FROM instances WHERE desired = 'running' AND server_id IN ({down})) \
+             ORDER BY domain"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(tenant_from_row)
+        .collect()
+    }
+
+    async fn counts(&self) -> Result<Dependents> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tenants) AS tenants, \
+                    (SELECT COUNT(*) FROM instances) AS instances",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Dependents {
+            tenants: row.try_get("tenants")?,
+            instances: row.try_get("instances")?,
+        })
+    }
+
     async fn reserve_instance(&self, i: &Instance) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // Lock the server's row first. Every reservation on this server, from any
@@ -483,6 +600,36 @@ impl Store for PostgresStore {
                 .await?
             }
         };
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn list_instances_page(
+        &self,
+        server_id: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Instance>> {
+        let mut sql = Placeholders::default();
+        let mut conditions = Vec::new();
+        if server_id.is_some() {
+            conditions.push(format!("server_id = {}", sql.next()));
+        }
+        if after.is_some() {
+            let (a, b) = (sql.next(), sql.next());
+            conditions.push(format!("(tenant, instance_id) > ({a}, {b})"));
+        }
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances {} ORDER BY tenant, instance_id LIMIT {}",
+            where_clause(&conditions),
+            sql.next()
+        );
+        let rows = sqlx::query(&sql)
+            .bind_opt(server_id)
+            .bind_opt(after.map(|a| a.0))
+            .bind_opt(after.map(|a| a.1))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(instance_from_row).collect()
     }
 
@@ -769,6 +916,14 @@ impl Store for PostgresStore {
                 ))
             })
             .collect()
+    }
+
+    async fn api_token_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM api_token_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<()> {
