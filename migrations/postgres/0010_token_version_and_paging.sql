@@ -27,3 +27,5 @@ CREATE TRIGGER api_tokens_update_bumps AFTER UPDATE ON api_tokens
 -- (WHERE server_id = $1 AND key > $2 ORDER BY key LIMIT n) without sorting.
 CREATE INDEX tenants_server_domain ON tenants (server_id, domain);
 CREATE INDEX instances_server_key ON instances (server_id, tenant, instance_id);
+
+-- (SQLite's 0010 makes its index of moves partial, as this one is since 0004.)

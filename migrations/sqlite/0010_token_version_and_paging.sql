@@ -19,3 +19,9 @@ BEGIN UPDATE api_token_version SET version = version + 1 WHERE id = 1; END;
 -- (WHERE server_id = ? AND key > ? ORDER BY key LIMIT n) without sorting.
 CREATE INDEX tenants_server_domain ON tenants (server_id, domain);
 CREATE INDEX instances_server_key ON instances (server_id, tenant, instance_id);
+
+-- Only moving instances in the index of moves, as on PostgreSQL: once ANALYZE
+-- has seen the column NULL almost everywhere, SQLite judged an index of every
+-- row useless and scanned every instance to find those moving to a server.
+DROP INDEX instances_moving_to;
+CREATE INDEX instances_moving_to ON instances (moving_to) WHERE moving_to IS NOT NULL;

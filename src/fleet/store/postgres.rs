@@ -71,8 +71,9 @@ pub use super::{is_postgres_url, redacted};
 // SUM over BIGINT is NUMERIC in PostgreSQL: cast it back.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
      s.status, s.last_seen, s.routing_problem, s.created_at, \
-     COALESCE((SELECT SUM(i.memory_mb) FROM instances i \
-               WHERE i.server_id = s.id OR i.moving_to = s.id), 0)::BIGINT AS used_mb";
+     (COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.server_id = s.id), 0) \
+      + COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.moving_to = s.id), 0))::BIGINT \
+     AS used_mb";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
 const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at";
@@ -318,22 +319,23 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    // The LIMIT is written into the statement, not bound, as on SQLite: a
+    // generic plan for an unknown LIMIT may sort the whole table rather than
+    // walk the key's index. It is a number, so nothing can be injected.
     async fn list_servers_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<Server>> {
         let rows = match after {
             Some(after) => {
                 sqlx::query(&format!(
-                    "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id > $1 ORDER BY s.id LIMIT $2"
+                    "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id > $1 ORDER BY s.id LIMIT {limit}"
                 ))
                 .bind(after)
-                .bind(limit)
                 .fetch_all(&self.pool)
                 .await?
             }
             None => {
                 sqlx::query(&format!(
-                    "SELECT {SERVER_COLUMNS} FROM servers s ORDER BY s.id LIMIT $1"
+                    "SELECT {SERVER_COLUMNS} FROM servers s ORDER BY s.id LIMIT {limit}"
                 ))
-                .bind(limit)
                 .fetch_all(&self.pool)
                 .await?
             }
@@ -463,14 +465,12 @@ impl Store for PostgresStore {
             conditions.push(format!("domain > {}", sql.next()));
         }
         let sql = format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants {} ORDER BY domain LIMIT {}",
+            "SELECT {TENANT_COLUMNS} FROM tenants {} ORDER BY domain LIMIT {limit}",
             where_clause(&conditions),
-            sql.next()
         );
         let rows = sqlx::query(&sql)
             .bind_opt(server_id)
             .bind_opt(after)
-            .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(tenant_from_row).collect()
@@ -619,15 +619,13 @@ impl Store for PostgresStore {
             conditions.push(format!("(tenant, instance_id) > ({a}, {b})"));
         }
         let sql = format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances {} ORDER BY tenant, instance_id LIMIT {}",
+            "SELECT {INSTANCE_COLUMNS} FROM instances {} ORDER BY tenant, instance_id LIMIT {limit}",
             where_clause(&conditions),
-            sql.next()
         );
         let rows = sqlx::query(&sql)
             .bind_opt(server_id)
             .bind_opt(after.map(|a| a.0))
             .bind_opt(after.map(|a| a.1))
-            .bind(limit)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(instance_from_row).collect()
