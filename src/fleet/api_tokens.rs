@@ -194,7 +194,7 @@ impl FleetDb {
         }
         let mut known = self.tokens.known.write().await;
         // Another call may have read them meanwhile, as of this version or later.
-        if !known.as_ref().is_some_and(|k| k.version >= version) {
+        if known.as_ref().is_none_or(|k| k.version < version) {
             // The version is read before the hashes: a change that commits in
             // between moves it past the one kept, and the next call reads again.
             let version = self.store.api_token_version().await?;

@@ -358,12 +358,14 @@ impl Store for SqliteStore {
     // instances). It is a number, so nothing can be injected.
     async fn list_servers_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<Server>> {
         let rows = match after {
-            Some(after) => sqlx::query(&format!(
+            Some(after) => {
+                sqlx::query(&format!(
                 "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id > ? ORDER BY s.id LIMIT {limit}"
             ))
-            .bind(after)
-            .fetch_all(&self.pool)
-            .await?,
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?
+            }
             None => {
                 sqlx::query(&format!(
                     "SELECT {SERVER_COLUMNS} FROM servers s ORDER BY s.id LIMIT {limit}"
