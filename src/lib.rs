@@ -145,6 +145,7 @@ pub use fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,
     ServerStats, ServerStatus, Tenant,
 };
+pub use fleet::paging::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use fleet::store;
 #[cfg(feature = "serve")]
 pub use orchestrate::drain::DrainProgress;

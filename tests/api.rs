@@ -1705,6 +1705,99 @@ async fn drain_moves_every_instance_off_a_server_and_undrain_reopens_it() {
     assert_eq!(inst["server_id"], "s1", "{inst}");
 }
 
+/// `?limit=N&after=KEY` on the lists: pages in key order, the next page's key
+/// in `Slum-Next-After` (absent on the last), and a bad limit or after a 422
+/// naming the field, with nothing read or changed.
+#[tokio::test]
+async fn lists_are_paged_and_a_bad_limit_or_after_is_a_422_naming_it() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_server("west", 1024).await;
+    for d in ["e", "a", "d", "b", "c"] {
+        api.add_tenant(&format!("{d}.example.com"), "east").await;
+    }
+    // A page, and the header saying where the next one starts.
+    let page = |path: String| {
+        let req = api.bare(Method::GET, &path).bearer_auth(&api.secret);
+        async move {
+            let resp = req.send().await.expect("request");
+            assert_eq!(resp.status(), StatusCode::OK);
+            let next = resp
+                .headers()
+                .get("slum-next-after")
+                .map(|v| v.to_str().expect("ASCII").to_owned());
+            let body: Value = resp.json().await.expect("JSON");
+            (body, next)
+        }
+    };
+    let mut domains = Vec::new();
+    let mut path = "/v1/tenants?limit=2".to_owned();
+    loop {
+        let (body, next) = page(path.clone()).await;
+        let items = body.as_array().expect("an array");
+        assert!(items.len() <= 2);
+        domains.extend(
+            items
+                .iter()
+                .map(|t| t["domain"].as_str().unwrap().to_owned()),
+        );
+        match next {
+            Some(key) => {
+                assert_eq!(Some(&key), domains.last());
+                path = format!("/v1/tenants?limit=2&after={key}");
+            }
+            None => break,
+        }
+    }
+    let want: Vec<String> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|d| format!("{d}.example.com"))
+        .collect();
+    assert_eq!(domains, want);
+    let (body, next) = page("/v1/tenants?server=west".into()).await;
+    assert_eq!((body, next), (json!([]), None));
+    let (body, next) = page("/v1/servers?limit=1".into()).await;
+    assert_eq!(body[0]["id"], "east");
+    assert_eq!(next.as_deref(), Some("east"));
+    let (body, next) = page("/v1/servers?after=east".into()).await;
+    assert_eq!((body[0]["id"].clone(), next), (json!("west"), None));
+    // The status: a page of servers, the whole fleet's counts.
+    let (body, next) = page("/v1/status?limit=1".into()).await;
+    assert_eq!(body["servers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(body["tenants"], 5);
+    assert_eq!(next.as_deref(), Some("east"));
+    let (body, next) = page("/v1/instances?limit=10".into()).await;
+    assert_eq!((body, next), (json!([]), None));
+
+    let before = api.dump().await;
+    let cases = [
+        ("/v1/tenants?limit=abc", "limit"),
+        ("/v1/tenants?limit=0", "limit"),
+        ("/v1/tenants?limit=10001", "limit"),
+        ("/v1/tenants?limit=-1", "limit"),
+        ("/v1/tenants?after=", "after"),
+        ("/v1/tenants?after=not_a_domain", "after"),
+        ("/v1/instances?after=no-colon", "after"),
+        ("/v1/instances?limit=1.5", "limit"),
+        ("/v1/servers?after=a.b", "after"),
+        ("/v1/status?limit=x", "limit"),
+        ("/v1/status?after=East", "after"),
+    ];
+    for (path, field) in cases {
+        let (status, body) = api.get(path).await;
+        let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], field, "{path}: {body}");
+        assert!(
+            e["message"].as_str().is_some_and(|m| m.contains(field)),
+            "{path}: {body}"
+        );
+    }
+    // A parameter the list does not take is a mistake, not ignored.
+    let (status, body) = api.get("/v1/servers?server=east").await;
+    error_of(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(before, api.dump().await);
+}
+
 /// Where the router would send a request, as the tests compare it.
 #[derive(Debug, PartialEq)]
 enum Routed {

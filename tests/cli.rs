@@ -1251,3 +1251,40 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     let gone = slum.run(&["server", "drain", "nosuch"]);
     assert_eq!(gone.error_line(), "error: server 'nosuch' not found");
 }
+
+/// `--limit` shows a page and says how to get the next; `--after` gives it;
+/// `--all` walks every page; a bad limit is one line naming it.
+#[test]
+fn lists_show_a_page_and_say_how_to_get_the_next() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    for d in ["c", "a", "b"] {
+        slum.add_tenant(&format!("{d}.example.com"), "east");
+    }
+    let first = slum.run(&["tenant", "list", "--limit", "2"]);
+    let text = first.ok();
+    assert!(text.contains("a.example.com") && text.contains("b.example.com"));
+    assert!(!text.contains("c.example.com"), "{text}");
+    assert!(
+        first.stderr.contains("--after b.example.com") && first.stderr.contains("--all"),
+        "{first:#?}"
+    );
+    let next = slum.run(&["tenant", "list", "--limit", "2", "--after", "b.example.com"]);
+    assert!(next.ok().contains("c.example.com"), "{next:#?}");
+    assert!(!next.ok().contains("a.example.com"));
+    assert_eq!(next.stderr, "", "the last page says nothing more");
+    let all = slum.run(&["--json", "tenant", "list", "--limit", "1", "--all"]);
+    let domains: Vec<String> = all
+        .json()
+        .as_array()
+        .expect("one array")
+        .iter()
+        .map(|t| t["domain"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(domains, ["a.example.com", "b.example.com", "c.example.com"]);
+    assert_eq!(all.stderr, "");
+    let servers = slum.run(&["server", "list", "--limit", "1"]);
+    assert!(servers.ok().contains("east"));
+    let bad = slum.run(&["tenant", "list", "--limit", "0"]);
+    assert!(bad.error_line().contains("limit"), "{bad:#?}");
+}

@@ -1,21 +1,36 @@
-//! The fleet as a whole: `GET /v1/status` (every server's stats at once, the
-//! record counts, and the domains no server can serve now) and
+//! The fleet as a whole: `GET /v1/status` (a page of the servers' stats, asked
+//! at once; the record counts; and the domains no server can serve now) and
 //! `POST /v1/reconcile`.
+//!
+//! The status reads no more than a page of servers, two `COUNT`s, and the
+//! tenants of the servers that are down: never every tenant and instance.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::future::join_all;
 
-use super::wire::{DownTenant, FleetStatus};
+use super::extract::ApiQuery;
+use super::paging::{page_request, with_next};
+use super::wire::{DownTenant, FleetStatus, PageQuery};
 use super::ApiResult;
 use crate::route_table::{Decision, RouteTable};
 use crate::serve::AppState;
 
-pub(super) async fn fleet_status(State(state): State<AppState>) -> ApiResult<Json<FleetStatus>> {
-    let servers = state.db.list_servers().await?;
-    // Every server is asked at once, so one slow server costs one timeout.
-    let asked = join_all(servers.iter().map(|s| state.db.get_server_stats(&s.id))).await;
+pub(super) async fn fleet_status(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
+    let page = page_request(query.limit, query.after)?;
+    let servers = state.db.list_servers_page(&page).await?;
+    // The page's servers are asked at once, so one slow server costs one timeout.
+    let asked = join_all(
+        servers
+            .items
+            .iter()
+            .map(|s| state.db.get_server_stats(&s.id)),
+    )
+    .await;
     let mut stats = Vec::with_capacity(asked.len());
     for result in asked {
         match result {
@@ -25,23 +40,25 @@ pub(super) async fn fleet_status(State(state): State<AppState>) -> ApiResult<Jso
             Err(e) => return Err(e),
         }
     }
-    let (tenants, instances) =
-        tokio::try_join!(state.db.list_tenants(), state.db.list_instance_records())?;
+    // Only a tenant homed on a down server, or with an instance on one, can be
+    // down: the route table judges those alone.
+    let (counts, near_down) = tokio::try_join!(
+        state.db.count_records(),
+        state.db.list_tenants_near_down_servers()
+    )?;
     let down_tenants = down_tenants(
         &state.routes.current(),
-        tenants.iter().map(|t| t.domain.as_str()),
+        near_down.iter().map(|t| t.domain.as_str()),
     );
-    Ok(Json(FleetStatus {
+    let mut resp = Json(FleetStatus {
         servers: stats,
-        tenants: count(tenants.len()),
-        instances: count(instances.len()),
+        tenants: counts.tenants,
+        instances: counts.instances,
         down_tenants,
-    }))
-}
-
-/// A number of records as the wire counts them (no fleet comes near `i64::MAX`).
-fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+    })
+    .into_response();
+    with_next(&mut resp, servers.next);
+    Ok(resp)
 }
 
 /// Of `domains`, those the route table says are down, sorted by domain.

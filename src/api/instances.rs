@@ -7,22 +7,26 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::paging::{page_request, paged};
 use super::placing::{placing, Placing};
-use super::wire::{NewInstance, ServerFilter, StopPending};
+use super::wire::{ListQuery, NewInstance, StopPending};
 use super::ApiResult;
 use crate::serve::AppState;
 use crate::PlacementRequest;
 use crate::{SpawnOptions, StopOutcome};
 
+/// A page of the instances, by key, with their live state (only the servers
+/// holding the page's instances are asked).
 pub(super) async fn list_instances(
     State(state): State<AppState>,
-    ApiQuery(filter): ApiQuery<ServerFilter>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let instances = match filter.server {
-        Some(server) => state.db.list_instances_on_server(&server).await?,
-        None => state.db.list_all_instances().await?,
-    };
-    Ok(Json(instances).into_response())
+    let page = page_request(query.limit, query.after)?;
+    let instances = state
+        .db
+        .list_instances_page(query.server.as_deref(), &page)
+        .await?;
+    Ok(paged(instances))
 }
 
 pub(super) async fn spawn_instance(

@@ -33,6 +33,7 @@ use crate::{Error, Kind};
 mod extract;
 mod fleet;
 mod instances;
+mod paging;
 mod placing;
 mod servers;
 mod tenants;

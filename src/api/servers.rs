@@ -6,13 +6,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::extract::{ApiJson, ApiPath};
-use super::wire::{DrainProgress, NewServer, Problem, Server, ServerPatch, ServerStats};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::paging::{page_request, paged};
+use super::wire::{DrainProgress, NewServer, PageQuery, Problem, Server, ServerPatch, ServerStats};
 use super::{problem, ApiResult};
 use crate::serve::AppState;
 
-pub(super) async fn list_servers(State(state): State<AppState>) -> ApiResult<Json<Vec<Server>>> {
-    Ok(Json(state.db.list_servers().await?))
+/// A page of the servers, by id, with their used capacity.
+pub(super) async fn list_servers(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> ApiResult<Response> {
+    let page = page_request(query.limit, query.after)?;
+    Ok(paged(state.db.list_servers_page(&page).await?))
 }
 
 pub(super) async fn create_server(

@@ -3,24 +3,28 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::paging::{page_request, paged};
 use super::placing::{placing, Placing};
-use super::wire::{MoveTo, NewTenant, ServerFilter, Tenant, TenantPatch};
+use super::wire::{ListQuery, MoveTo, NewTenant, Tenant, TenantPatch};
 use super::ApiResult;
 use crate::serve::AppState;
 use crate::PlacementRequest;
 
+/// A page of the domains, by domain.
 pub(super) async fn list_tenants(
     State(state): State<AppState>,
-    ApiQuery(filter): ApiQuery<ServerFilter>,
-) -> ApiResult<Json<Vec<Tenant>>> {
-    let tenants = match filter.server {
-        Some(server) => state.db.list_tenants_on_server(&server).await?,
-        None => state.db.list_tenants().await?,
-    };
-    Ok(Json(tenants))
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let page = page_request(query.limit, query.after)?;
+    let tenants = state
+        .db
+        .list_tenants_page(query.server.as_deref(), &page)
+        .await?;
+    Ok(paged(tenants))
 }
 
 pub(super) async fn create_tenant(

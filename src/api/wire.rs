@@ -32,13 +32,35 @@ mod tests;
 
 // ----- requests -----
 
-/// `?server=ID` on `GET /v1/tenants` and `GET /v1/instances`.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// `?limit=N&after=KEY` on the paged lists (`GET /v1/servers`,
+/// `GET /v1/status`'s servers), and `server=ID` too on `GET /v1/tenants` and
+/// `GET /v1/instances`. `limit` travels as text, so that one that is not a
+/// number is refused as the library refuses one out of range: a 422 naming
+/// the field `limit`, not a 400 from the query parser.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFilter {
+pub struct ListQuery {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
 }
+
+/// `?limit=N&after=KEY` alone, on the lists with no server filter.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+/// The header of a page that more records follow: the key to pass as
+/// `after` for the next page. Absent on the last page.
+pub const NEXT_AFTER: &str = "slum-next-after";
 
 /// `POST /v1/servers`. No `Debug`: it may hold the server's token.
 #[derive(Serialize, Deserialize)]
@@ -182,6 +204,9 @@ pub struct NewToken {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FleetStatus {
+    /// A page of the servers, by id (`?limit=N&after=ID`; the next page's
+    /// `after` is in the [`NEXT_AFTER`] header). The counts and the down
+    /// tenants are the whole fleet's.
     pub servers: Vec<ServerStats>,
     /// Tenants in the fleet database; `i64` like the per-server counts of
     /// [`ServerStats`], which come from the store's `COUNT`s.

@@ -72,15 +72,21 @@ pub(super) enum Command {
         #[arg(value_parser = parse_instance_key, value_name = "TENANT:INSTANCE")]
         key: String,
     },
-    /// Instances fleet-wide, as their servers report them now.
+    /// Instances fleet-wide, as their servers report them now (a page of
+    /// them: see --limit, --after, --all).
     Ps {
         /// Only the instances on this server.
         #[arg(long, value_name = "ID")]
         server: Option<String>,
+        #[command(flatten)]
+        paging: PagingArgs,
     },
-    /// Servers with their health, capacity and counts, and the tenants whose
-    /// servers are down.
-    Status,
+    /// Servers with their health, capacity and counts (a page of them), the
+    /// fleet's record counts, and the tenants whose servers are down.
+    Status {
+        #[command(flatten)]
+        paging: PagingArgs,
+    },
     /// Management API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -89,12 +95,31 @@ pub(super) enum Command {
     Reconcile,
 }
 
+/// Which page of a list: the API's first page by default (1000 records),
+/// which says how to get the next.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(super) struct PagingArgs {
+    /// At most this many records (1 to 10000; the API's default is 1000).
+    #[arg(long, value_name = "N")]
+    pub(super) limit: Option<u32>,
+    /// Start after this key (a domain, a server id, TENANT:INSTANCE): the
+    /// key the previous page said to pass.
+    #[arg(long, value_name = "KEY", conflicts_with = "all")]
+    pub(super) after: Option<String>,
+    /// Every record, page after page.
+    #[arg(long)]
+    pub(super) all: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub(super) enum ServerCommand {
     /// Add a tenement server to the fleet.
     Add(ServerAddArgs),
-    /// List the fleet's servers.
-    List,
+    /// List the fleet's servers (a page of them: see --limit, --after, --all).
+    List {
+        #[command(flatten)]
+        paging: PagingArgs,
+    },
     /// One server, with its live stats.
     Show {
         /// Server id.
@@ -221,11 +246,14 @@ pub(super) enum TenantCommand {
     /// Route a customer domain to a tenant's instance on a home server, or (with
     /// --auto) on the usable server with the most free room, started there.
     Add(TenantAddArgs),
-    /// List the customer domains.
+    /// List the customer domains (a page of them: see --limit, --after,
+    /// --all).
     List {
         /// Only the domains whose home is this server.
         #[arg(long, value_name = "ID")]
         server: Option<String>,
+        #[command(flatten)]
+        paging: PagingArgs,
     },
     /// One customer domain.
     Show {

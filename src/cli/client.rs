@@ -17,8 +17,8 @@ use super::args::Secret;
 use super::error::CliError;
 use crate::api::wire::{
     ApiToken, CreatedToken, DrainProgress, ErrorBody, FleetStatus, Instance, InstanceStatus,
-    MoveTo, NewInstance, NewServer, NewTenant, NewToken, ReconcileReport, Server, ServerFilter,
-    ServerPatch, ServerStats, StopPending, Tenant, TenantPatch,
+    ListQuery, MoveTo, NewInstance, NewServer, NewTenant, NewToken, ReconcileReport, Server,
+    ServerPatch, ServerStats, StopPending, Tenant, TenantPatch, NEXT_AFTER,
 };
 use crate::serve::{default_token_file, DEFAULT_API};
 
@@ -111,6 +111,8 @@ use crate::error::innermost_cause as root_cause;
 pub(super) struct Reply<T> {
     pub(super) value: T,
     pub(super) json: Value,
+    /// A paged list's `Slum-Next-After`: more records follow this key.
+    pub(super) next: Option<String>,
 }
 
 /// What `DELETE /v1/instances/{key}` did.
@@ -174,9 +176,22 @@ impl ApiClient {
         &self,
         method: Method,
         segments: &[&str],
-        query: Option<&ServerFilter>,
+        query: Option<&ListQuery>,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value), CliError> {
+        self.request_page(method, segments, query, body)
+            .await
+            .map(|(status, json, _)| (status, json))
+    }
+
+    /// [`request`](Self::request), with the next page's key of a paged list.
+    async fn request_page(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<&ListQuery>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value, Option<String>), CliError> {
         let mut req = self.http.request(method, self.endpoint(segments));
         if let Some(q) = query {
             req = req.query(q);
@@ -189,6 +204,11 @@ impl ApiClient {
         }
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
         let status = resp.status();
+        let next = resp
+            .headers()
+            .get(NEXT_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
         if status == StatusCode::UNAUTHORIZED {
             return Err(match self.token {
@@ -202,12 +222,12 @@ impl ApiClient {
             return Err(api_error(status, &bytes));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status, Value::Null));
+            return Ok((status, Value::Null, next));
         }
         let json = serde_json::from_slice(&bytes).map_err(|e| {
             CliError::Unexpected(format!("the API's answer is not JSON ({status}): {e}"))
         })?;
-        Ok((status, json))
+        Ok((status, json, next))
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> CliError {
@@ -228,15 +248,15 @@ impl ApiClient {
         &self,
         method: Method,
         segments: &[&str],
-        query: Option<&ServerFilter>,
+        query: Option<&ListQuery>,
         body: Option<Value>,
     ) -> Result<Reply<T>, CliError> {
         let what = format!("{method} /v1/{}", segments.join("/"));
-        let (_, json) = self.request(method, segments, query, body).await?;
+        let (_, json, next) = self.request_page(method, segments, query, body).await?;
         let value = T::deserialize(&json).map_err(|e| {
             CliError::Unexpected(format!("cannot read the API's answer to {what}: {e}"))
         })?;
-        Ok(Reply { value, json })
+        Ok(Reply { value, json, next })
     }
 
     async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Reply<T>, CliError> {
@@ -258,8 +278,11 @@ impl ApiClient {
         self.request(Method::DELETE, segments, None, None).await
     }
 
-    pub(super) async fn list_servers(&self) -> Result<Reply<Vec<Server>>, CliError> {
-        self.get(&["servers"]).await
+    pub(super) async fn list_servers(
+        &self,
+        page: &ListQuery,
+    ) -> Result<Reply<Vec<Server>>, CliError> {
+        self.call(Method::GET, &["servers"], Some(page), None).await
     }
 
     pub(super) async fn server(&self, id: &str) -> Result<Reply<Server>, CliError> {
@@ -300,15 +323,12 @@ impl ApiClient {
             .await
     }
 
+    /// A page of the tenants (`page.server`: only those homed there).
     pub(super) async fn list_tenants(
         &self,
-        server: Option<&str>,
+        page: &ListQuery,
     ) -> Result<Reply<Vec<Tenant>>, CliError> {
-        let filter = ServerFilter {
-            server: server.map(str::to_owned),
-        };
-        self.call(Method::GET, &["tenants"], Some(&filter), None)
-            .await
+        self.call(Method::GET, &["tenants"], Some(page), None).await
     }
 
     pub(super) async fn tenant(&self, domain: &str) -> Result<Reply<Tenant>, CliError> {
@@ -343,14 +363,12 @@ impl ApiClient {
         self.delete(&["tenants", domain]).await.map(drop)
     }
 
+    /// A page of the instances (`page.server`: only those placed there).
     pub(super) async fn list_instances(
         &self,
-        server: Option<&str>,
+        page: &ListQuery,
     ) -> Result<Reply<Vec<InstanceStatus>>, CliError> {
-        let filter = ServerFilter {
-            server: server.map(str::to_owned),
-        };
-        self.call(Method::GET, &["instances"], Some(&filter), None)
+        self.call(Method::GET, &["instances"], Some(page), None)
             .await
     }
 
@@ -369,8 +387,9 @@ impl ApiClient {
         Ok(Stop::Pending { json, message })
     }
 
-    pub(super) async fn status(&self) -> Result<Reply<FleetStatus>, CliError> {
-        self.get(&["status"]).await
+    /// The fleet's status with a page of its servers.
+    pub(super) async fn status(&self, page: &ListQuery) -> Result<Reply<FleetStatus>, CliError> {
+        self.call(Method::GET, &["status"], Some(page), None).await
     }
 
     pub(super) async fn reconcile(&self) -> Result<Reply<ReconcileReport>, CliError> {

@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use crate::api::wire::{FleetStatus, ListQuery};
 use crate::serve::ServeArgs;
 
 mod args;
@@ -23,7 +24,9 @@ mod error;
 mod render;
 
 pub use args::Cli;
-use args::{Command, GlobalArgs, ServerCommand, TenantCommand, TokenCommand, TokenResetArgs};
+use args::{
+    Command, GlobalArgs, PagingArgs, ServerCommand, TenantCommand, TokenCommand, TokenResetArgs,
+};
 use client::{api_base, resolve_token, token_file_path, ApiClient, Stop};
 use error::CliError;
 use render::{
@@ -180,6 +183,88 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
     })
 }
 
+/// The query of the page `paging` asks for first.
+fn first_query(paging: &PagingArgs, server: Option<String>) -> ListQuery {
+    ListQuery {
+        server,
+        limit: paging.limit.map(|n| n.to_string()),
+        after: paging.after.clone(),
+    }
+}
+
+/// A paged list: the page asked for, or with `--all` every page, walked in
+/// key order (the records as one list, their JSON as one array). `next` is
+/// the key after which more follow, when only a page was asked for.
+async fn paged<T, F, Fut>(
+    paging: &PagingArgs,
+    server: Option<String>,
+    fetch: F,
+) -> Result<client::Reply<Vec<T>>, CliError>
+where
+    F: Fn(ListQuery) -> Fut,
+    Fut: std::future::Future<Output = Result<client::Reply<Vec<T>>, CliError>>,
+{
+    let mut query = first_query(paging, server);
+    let mut value = Vec::new();
+    let mut json = Vec::new();
+    loop {
+        let page = fetch(query.clone()).await?;
+        value.extend(page.value);
+        match page.json {
+            Value::Array(records) => json.extend(records),
+            other => json.push(other),
+        }
+        match page.next {
+            Some(next) if paging.all => query.after = Some(next_key(&query, next)?),
+            next => {
+                return Ok(client::Reply {
+                    value,
+                    json: Value::Array(json),
+                    next,
+                })
+            }
+        }
+    }
+}
+
+/// `GET /v1/status`, with a page of the servers or (`--all`) every server.
+async fn paged_status(
+    client: &ApiClient,
+    paging: &PagingArgs,
+) -> Result<client::Reply<FleetStatus>, CliError> {
+    let mut query = first_query(paging, None);
+    let mut status = client.status(&query).await?;
+    while let (true, Some(next)) = (paging.all, status.next.take()) {
+        query.after = Some(next_key(&query, next)?);
+        let page = client.status(&query).await?;
+        if let (Some(all), Some(more)) = (
+            status.json.get_mut("servers").and_then(Value::as_array_mut),
+            page.json.get("servers").and_then(Value::as_array),
+        ) {
+            all.extend(more.iter().cloned());
+        }
+        status.value.servers.extend(page.value.servers);
+        status.next = page.next;
+    }
+    Ok(status)
+}
+
+/// The next page's key, refused when it does not move on (an API that would
+/// send the walk round in circles).
+fn next_key(query: &ListQuery, next: String) -> Result<String, CliError> {
+    if query
+        .after
+        .as_deref()
+        .is_some_and(|after| next.as_str() <= after)
+    {
+        return Err(CliError::Unexpected(format!(
+            "the API's next page starts after '{next}', not after '{}'",
+            query.after.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(next)
+}
+
 /// What a command prints: the API's JSON for `--json`, text for people, and a
 /// note for stderr in both cases; `failure` makes the command fail after its
 /// output is printed (a drain that could not move everything).
@@ -198,6 +283,17 @@ impl Output {
             text,
             ..Default::default()
         }
+    }
+
+    /// Says, on stderr, how to get the page after this one, if more follow.
+    fn with_next(mut self, next: Option<String>) -> Self {
+        if let Some(key) = next {
+            self.note = Some(format!(
+                "more follow: run again with --after {key} for the next page, or --all for \
+                 every page"
+            ));
+        }
+        self
     }
 
     /// Prints the output, then fails with its `failure` if it has one.
@@ -259,13 +355,16 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
                 ..Default::default()
             },
         },
-        Command::Ps { server } => {
-            let r = client.list_instances(server.as_deref()).await?;
-            Output::new(r.json, render_instances(&r.value))
+        Command::Ps { server, paging } => {
+            let r = paged(&paging, server, |q| async move {
+                client.list_instances(&q).await
+            })
+            .await?;
+            Output::new(r.json, render_instances(&r.value)).with_next(r.next)
         }
-        Command::Status => {
-            let status = client.status().await?;
-            Output::new(status.json, render_status(&status.value, now))
+        Command::Status { paging } => {
+            let status = paged_status(client, &paging).await?;
+            Output::new(status.json, render_status(&status.value, now)).with_next(status.next)
         }
         Command::Token(cmd) => token_command(client, cmd, now).await?,
         Command::Reconcile => {
@@ -291,9 +390,14 @@ async fn server_command(
             );
             Output::new(r.json, text)
         }
-        ServerCommand::List => {
-            let r = client.list_servers().await?;
-            Output::new(r.json, render_servers(&r.value, now))
+        ServerCommand::List { paging } => {
+            let r = paged(
+                &paging,
+                None,
+                |q| async move { client.list_servers(&q).await },
+            )
+            .await?;
+            Output::new(r.json, render_servers(&r.value, now)).with_next(r.next)
         }
         ServerCommand::Show { id } => {
             let (server, stats) = tokio::try_join!(client.server(&id), client.server_stats(&id))?;
@@ -341,9 +445,14 @@ async fn tenant_command(
             );
             Output::new(r.json, text)
         }
-        TenantCommand::List { server } => {
-            let r = client.list_tenants(server.as_deref()).await?;
-            Output::new(r.json, render_tenants(&r.value))
+        TenantCommand::List { server, paging } => {
+            let r = paged(
+                &paging,
+                server,
+                |q| async move { client.list_tenants(&q).await },
+            )
+            .await?;
+            Output::new(r.json, render_tenants(&r.value)).with_next(r.next)
         }
         TenantCommand::Show { domain } => {
             let r = client.tenant(&domain).await?;

@@ -1,6 +1,14 @@
 //! Management API tokens: random 256-bit secrets, shown once at creation and
-//! stored only as SHA-256 hashes; a presented token is checked against every stored
-//! hash in constant time.
+//! stored only as SHA-256 hashes.
+//!
+//! A presented token is checked against the hashes this process keeps in
+//! memory ([`TokenCache`]), not against the table: each check reads one row,
+//! the table's version (moved by triggers whenever a token is created or
+//! revoked, by any process), and reads the hashes again only when it moved.
+//! So a token revoked through another router, or by `slum token reset` on the
+//! database, is refused by the very next call here: there is no revocation
+//! delay beyond the revoking transaction's commit. This process's own creates
+//! and revokes change the memory at once as well.
 //!
 //! A token is made in two steps when its secret must be kept somewhere first:
 //! [`MintedToken::new`] draws it, the caller stores the secret (the admin token
@@ -12,10 +20,12 @@
 //! replaces those and keeps the tokens made for other uses (`slum token
 //! create ci`), unless it is told to revoke every token.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use chrono::{SubsecRound, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::error::{Error, Result};
 use crate::fleet::db::FleetDb;
@@ -88,6 +98,31 @@ impl std::fmt::Debug for MintedToken {
     }
 }
 
+/// The token hashes of the database, as of a version of its token table.
+///
+/// Tokens are looked up by the hash of the presented secret in a hash map,
+/// which is not a constant-time comparison, and need not be: the hash is
+/// SHA-256 of a 256-bit random secret, so what the timing of a lookup could
+/// tell (how much of a guessed hash matches a stored one) is no help in
+/// finding a secret whose hash matches: that is a preimage of SHA-256.
+#[derive(Debug, Default)]
+pub(crate) struct TokenCache {
+    /// `None` until first read; then the version read before the hashes.
+    known: tokio::sync::RwLock<Option<Known>>,
+}
+
+#[derive(Debug)]
+struct Known {
+    version: i64,
+    by_hash: HashMap<String, ApiToken>,
+}
+
+impl TokenCache {
+    pub(crate) fn new() -> Arc<TokenCache> {
+        Arc::new(TokenCache::default())
+    }
+}
+
 /// What [`FleetDb::revoke_admin_tokens`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revoked {
@@ -111,6 +146,13 @@ impl FleetDb {
         self.store
             .insert_api_token(&minted.token, &minted.hashed)
             .await?;
+        // Valid here at once; the version it moved makes the next check read
+        // the hashes again all the same.
+        if let Some(known) = self.tokens.known.write().await.as_mut() {
+            known
+                .by_hash
+                .insert(minted.hashed.clone(), minted.token.clone());
+        }
         Ok(minted.token.clone())
     }
 
@@ -124,7 +166,7 @@ impl FleetDb {
                 continue;
             }
             if all || token.name == BOOTSTRAP || token.name == ADMIN {
-                match self.store.delete_api_token(&token.id).await {
+                match self.revoke_api_token(&token.id).await {
                     // Revoked meanwhile by someone else: gone all the same.
                     Err(e) if e.is_not_found() => {}
                     other => other?,
@@ -137,17 +179,37 @@ impl FleetDb {
         Ok(done)
     }
 
-    /// The token a presented secret belongs to, if any. Every stored hash is
-    /// compared, in constant time, whatever matches.
+    /// The token a presented secret belongs to, if any: looked up by its hash
+    /// among the hashes kept in memory (see [`TokenCache`] for why a lookup
+    /// by hash is safe), after one read of the token table's version; the
+    /// hashes are read again only when it moved.
     pub async fn verify_api_token(&self, secret: &str) -> Result<Option<ApiToken>> {
         let presented = hash(secret);
-        let mut found = None;
-        for (token, stored) in self.store.list_api_tokens().await? {
-            if bool::from(stored.as_bytes().ct_eq(presented.as_bytes())) {
-                found = Some(token);
+        let version = self.store.api_token_version().await?;
+        {
+            let known = self.tokens.known.read().await;
+            if let Some(known) = known.as_ref().filter(|k| k.version == version) {
+                return Ok(known.by_hash.get(&presented).cloned());
             }
         }
-        Ok(found)
+        let mut known = self.tokens.known.write().await;
+        // Another call may have read them meanwhile, as of this version or later.
+        if known.as_ref().is_none_or(|k| k.version < version) {
+            // The version is read before the hashes: a change that commits in
+            // between moves it past the one kept, and the next call reads again.
+            let version = self.store.api_token_version().await?;
+            let by_hash = self
+                .store
+                .list_api_tokens()
+                .await?
+                .into_iter()
+                .map(|(token, hash)| (hash, token))
+                .collect();
+            *known = Some(Known { version, by_hash });
+        }
+        Ok(known
+            .as_ref()
+            .and_then(|k| k.by_hash.get(&presented).cloned()))
     }
 
     /// All tokens (without their secrets).
@@ -163,7 +225,14 @@ impl FleetDb {
 
     /// Revokes a token by its id.
     pub async fn revoke_api_token(&self, id: &str) -> Result<()> {
-        self.store.delete_api_token(id).await
+        let deleted = self.store.delete_api_token(id).await;
+        // Refused here at once, even by a check that read the version before
+        // the revoke committed; and if the revoke failed half-way, forgetting
+        // the token only costs a read of the hashes.
+        if let Some(known) = self.tokens.known.write().await.as_mut() {
+            known.by_hash.retain(|_, token| token.id != id);
+        }
+        deleted
     }
 }
 

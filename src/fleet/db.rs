@@ -60,6 +60,8 @@ impl Default for FleetOptions {
 pub struct FleetDb {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) options: Arc<FleetOptions>,
+    /// The management API's token hashes, shared by the clones.
+    pub(crate) tokens: Arc<crate::fleet::api_tokens::TokenCache>,
 }
 
 impl std::fmt::Debug for FleetDb {
@@ -113,6 +115,7 @@ impl FleetDb {
         FleetDb {
             store,
             options: Arc::new(options),
+            tokens: crate::fleet::api_tokens::TokenCache::new(),
         }
     }
 

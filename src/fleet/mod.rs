@@ -12,10 +12,13 @@
 //!   instances) and the fleet's settings; [`SlumDb`](crate::SlumDb) adds the
 //!   calls that reach tenement servers.
 //! - [`api_tokens`]: the management API's tokens, stored as hashes.
+//! - [`paging`]: paged lists in key order (keyset paging), for fleets too
+//!   large to list whole.
 
 pub mod api_tokens;
 pub mod db;
 pub mod model;
+pub mod paging;
 pub mod store;
 pub mod tenant_name;
 pub mod validation;

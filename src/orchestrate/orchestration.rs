@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::fleet::model::{
     DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
 };
+use crate::fleet::paging::{Page, PageRequest};
 use crate::fleet::validation;
 use crate::orchestrate::reconcile::{self, Action, Observation, ReconcileReport};
 use crate::orchestrate::slum_db::SlumDb;
@@ -253,6 +254,34 @@ impl SlumDb {
         let instances = self.store.list_instances(Some(server_id)).await?;
         self.with_live_state(std::slice::from_ref(&server), instances)
             .await
+    }
+
+    /// A page of the instances (by key; only those on `server_id` when
+    /// given), with their live state. Only the servers holding the page's
+    /// instances are asked, all at once.
+    pub async fn list_instances_page(
+        &self,
+        server_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<InstanceStatus>> {
+        let records = self.list_instance_records_page(server_id, page).await?;
+        let mut ids: Vec<&str> = records.items.iter().map(|i| i.server_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut servers = Vec::with_capacity(ids.len());
+        for found in join_all(ids.iter().map(|id| self.store.get_server(id))).await {
+            match found {
+                Ok(server) => servers.push(server),
+                // Deleted since: its instances say so.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let items = self.with_live_state(&servers, records.items).await?;
+        Ok(Page {
+            items,
+            next: records.next,
+        })
     }
 
     /// The live status of `"{tenant}:{instance_id}"`.

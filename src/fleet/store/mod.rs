@@ -157,7 +157,8 @@ pub enum Change {
     Resync,
 }
 
-/// How many records point at a server.
+/// How many records point at a server (or, from [`Store::counts`], the
+/// whole fleet holds).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Dependents {
     pub tenants: i64,
@@ -195,6 +196,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_server(&self, id: &str) -> Result<()>;
     /// All servers, each with its used capacity, in one query, ordered by id.
     async fn list_servers(&self) -> Result<Vec<Server>>;
+    /// At most `limit` servers whose id is after `after`, ordered by id
+    /// (keyset paging on the primary key).
+    async fn list_servers_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<Server>>;
     /// Tenants and instances that point at a server.
     async fn dependents(&self, server_id: &str) -> Result<Dependents>;
 
@@ -204,6 +208,22 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_tenant(&self, domain: &str) -> Result<()>;
     /// Tenants ordered by domain; only those whose home is `server_id` when given.
     async fn list_tenants(&self, server_id: Option<&str>) -> Result<Vec<Tenant>>;
+    /// At most `limit` tenants whose domain is after `after`, ordered by
+    /// domain; only those whose home is `server_id` when given (keyset paging
+    /// on the primary key, or on `tenants_server_domain`).
+    async fn list_tenants_page(
+        &self,
+        server_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Tenant>>;
+    /// The tenants that may be down: those whose home server is down
+    /// (offline, or with a routing problem), and those of a tenant with a
+    /// running instance on such a server; ordered by domain. Reads only what
+    /// the down servers hold, none when no server is down.
+    async fn list_tenants_near_down_servers(&self) -> Result<Vec<Tenant>>;
+    /// How many tenants and instance records the fleet holds (SQL `COUNT`s).
+    async fn counts(&self) -> Result<Dependents>;
 
     /// Records a new instance if, atomically, its server exists and is usable, the
     /// reservation fits the server's free capacity, its key is free and the server
@@ -212,6 +232,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_instance(&self, tenant: &str, instance_id: &str) -> Result<Instance>;
     /// Instances ordered by key; only those on `server_id` when given.
     async fn list_instances(&self, server_id: Option<&str>) -> Result<Vec<Instance>>;
+    /// At most `limit` instances whose key (tenant, instance id) is after
+    /// `after`, ordered by key; only those on `server_id` when given (keyset
+    /// paging on the primary key, or on `instances_server_key`).
+    async fn list_instances_page(
+        &self,
+        server_id: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Instance>>;
     async fn set_instance_desired(
         &self,
         tenant: &str,
@@ -293,6 +322,9 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()>;
     /// Every token with its hash.
     async fn list_api_tokens(&self) -> Result<Vec<(ApiToken, String)>>;
+    /// A counter that moves whenever a token is created or revoked (one row,
+    /// bumped by triggers in the writing transaction).
+    async fn api_token_version(&self) -> Result<i64>;
     /// Revokes a token; `NotFound` when there is none with this id.
     async fn delete_api_token(&self, id: &str) -> Result<()>;
 }

@@ -71,8 +71,9 @@ pub use super::{is_postgres_url, redacted};
 // SUM over BIGINT is NUMERIC in PostgreSQL: cast it back.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
      s.status, s.last_seen, s.routing_problem, s.created_at, \
-     COALESCE((SELECT SUM(i.memory_mb) FROM instances i \
-               WHERE i.server_id = s.id OR i.moving_to = s.id), 0)::BIGINT AS used_mb";
+     (COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.server_id = s.id), 0) \
+      + COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.moving_to = s.id), 0))::BIGINT \
+     AS used_mb";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
 const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at";
@@ -141,6 +142,42 @@ fn instance_from_row(row: &PgRow) -> Result<Instance> {
 
 /// The constraint a statement violated, if that is why it failed (23505 unique,
 /// 23503 foreign key, ...).
+/// Numbers a statement's placeholders (`$1`, `$2`, ...) in the order they
+/// are written.
+#[derive(Default)]
+struct Placeholders(usize);
+
+impl Placeholders {
+    fn next(&mut self) -> String {
+        self.0 += 1;
+        format!("${}", self.0)
+    }
+}
+
+/// `WHERE a AND b`, or nothing without conditions.
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    }
+}
+
+/// Binds a value only when it is there (its condition, and its placeholder,
+/// are in the statement only then).
+trait BindOpt<'q> {
+    fn bind_opt(self, value: Option<&'q str>) -> Self;
+}
+
+impl<'q> BindOpt<'q> for sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    fn bind_opt(self, value: Option<&'q str>) -> Self {
+        match value {
+            Some(v) => self.bind(v),
+            None => self,
+        }
+    }
+}
+
 fn violation(e: &sqlx::Error) -> Option<ErrorKind> {
     Some(e.as_database_error()?.kind())
 }
@@ -282,6 +319,30 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    // The LIMIT is written into the statement, not bound, as on SQLite: a
+    // generic plan for an unknown LIMIT may sort the whole table rather than
+    // walk the key's index. It is a number, so nothing can be injected.
+    async fn list_servers_page(&self, after: Option<&str>, limit: i64) -> Result<Vec<Server>> {
+        let rows = match after {
+            Some(after) => {
+                sqlx::query(&format!(
+                    "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id > $1 ORDER BY s.id LIMIT {limit}"
+                ))
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {SERVER_COLUMNS} FROM servers s ORDER BY s.id LIMIT {limit}"
+                ))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(server_from_row).collect()
+    }
+
     async fn dependents(&self, server_id: &str) -> Result<Dependents> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM tenants WHERE server_id = $1) AS tenants, \
@@ -388,6 +449,62 @@ impl Store for PostgresStore {
         rows.iter().map(tenant_from_row).collect()
     }
 
+    async fn list_tenants_page(
+        &self,
+        server_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Tenant>> {
+        // Only the conditions given, each on its index.
+        let mut sql = Placeholders::default();
+        let mut conditions = Vec::new();
+        if server_id.is_some() {
+            conditions.push(format!("server_id = {}", sql.next()));
+        }
+        if after.is_some() {
+            conditions.push(format!("domain > {}", sql.next()));
+        }
+        let sql = format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants {} ORDER BY domain LIMIT {limit}",
+            where_clause(&conditions),
+        );
+        let rows = sqlx::query(&sql)
+            .bind_opt(server_id)
+            .bind_opt(after)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn list_tenants_near_down_servers(&self) -> Result<Vec<Tenant>> {
+        let down = "SELECT id FROM servers WHERE status = 'offline' OR routing_problem IS NOT NULL";
+        sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE server_id IN ({down}) \
+             UNION \
+             SELECT {TENANT_COLUMNS} FROM tenants WHERE name IN \
+                 (SELECT tenant FROM instances WHERE desired = 'running' AND server_id IN ({down})) \
+             ORDER BY domain"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(tenant_from_row)
+        .collect()
+    }
+
+    async fn counts(&self) -> Result<Dependents> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM tenants) AS tenants, \
+                    (SELECT COUNT(*) FROM instances) AS instances",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Dependents {
+            tenants: row.try_get("tenants")?,
+            instances: row.try_get("instances")?,
+        })
+    }
+
     async fn reserve_instance(&self, i: &Instance) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // Lock the server's row first. Every reservation on this server, from any
@@ -483,6 +600,34 @@ impl Store for PostgresStore {
                 .await?
             }
         };
+        rows.iter().map(instance_from_row).collect()
+    }
+
+    async fn list_instances_page(
+        &self,
+        server_id: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<Instance>> {
+        let mut sql = Placeholders::default();
+        let mut conditions = Vec::new();
+        if server_id.is_some() {
+            conditions.push(format!("server_id = {}", sql.next()));
+        }
+        if after.is_some() {
+            let (a, b) = (sql.next(), sql.next());
+            conditions.push(format!("(tenant, instance_id) > ({a}, {b})"));
+        }
+        let sql = format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances {} ORDER BY tenant, instance_id LIMIT {limit}",
+            where_clause(&conditions),
+        );
+        let rows = sqlx::query(&sql)
+            .bind_opt(server_id)
+            .bind_opt(after.map(|a| a.0))
+            .bind_opt(after.map(|a| a.1))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(instance_from_row).collect()
     }
 
@@ -819,6 +964,14 @@ impl Store for PostgresStore {
                 ))
             })
             .collect()
+    }
+
+    async fn api_token_version(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM api_token_version WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<()> {
