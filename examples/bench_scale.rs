@@ -106,6 +106,8 @@ struct Settings {
     pg_admin: Option<String>,
     pg_sizes: Vec<usize>,
     dir: Option<PathBuf>,
+    /// The most RSS a `slum serve` may reach through the changes made to it.
+    rss_limit: u64,
 }
 
 fn numbers(name: &str, default: &str) -> anyhow::Result<Vec<usize>> {
@@ -154,6 +156,7 @@ impl Settings {
             connections: env_number("BENCH_CONNECTIONS", 16)?,
             change_rate: env_number("BENCH_CHANGE_RATE", 10.0)?,
             dir: std::env::var_os("BENCH_DIR").map(PathBuf::from),
+            rss_limit: env_number("BENCH_RSS_LIMIT_MB", mem_total_mb() * 2 / 5)? * 1_000_000,
             sizes,
             changes,
             pg_admin,
@@ -609,6 +612,56 @@ fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// Keeps a `slum serve` under the RSS limit: a change is made only while its
+/// RSS now, plus the most one change has added so far (to its RSS or its
+/// peak), stays under it. Before issue 17 every change builds the whole table
+/// again and the memory is not given back: at a million domains a change
+/// adds gigabytes.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    pid: u32,
+    limit: u64,
+    last: (u64, u64),
+    most_a_change: u64,
+}
+
+impl Budget {
+    fn new(pid: u32, limit: u64) -> anyhow::Result<Budget> {
+        Ok(Budget {
+            pid,
+            limit,
+            last: rss(pid)?,
+            most_a_change: 0,
+        })
+    }
+
+    /// Whether `changes` more changes fit.
+    fn allows(&self, changes: u64) -> anyhow::Result<bool> {
+        let (now, _) = rss(self.pid)?;
+        Ok(now + self.most_a_change * changes <= self.limit)
+    }
+
+    /// Takes the growth since the last call as one change's.
+    fn changed(&mut self) -> anyhow::Result<()> {
+        let now = rss(self.pid)?;
+        let grew = now
+            .0
+            .saturating_sub(self.last.0)
+            .max(now.1.saturating_sub(self.last.1));
+        self.most_a_change = self.most_a_change.max(grew);
+        self.last = now;
+        Ok(())
+    }
+
+    fn note(&self) -> String {
+        format!(
+            "stopped at the RSS limit (BENCH_RSS_LIMIT_MB={:.0}; a change added up to {:.0} MB)",
+            mb(self.limit),
+            mb(self.most_a_change)
+        )
+    }
+}
+
 /// The management API of one router.
 #[derive(Clone)]
 struct Api {
@@ -816,17 +869,22 @@ async fn main() -> anyhow::Result<()> {
         None => tempfile::Builder::new().prefix("slum-scale-").tempdir()?,
     };
     println!("  files:    {}", dir.path().display());
+    let mut runs = Vec::new();
     let result = tokio::select! {
-        r = run(&settings, dir.path(), pg.as_mut()) => r,
+        r = run(&settings, dir.path(), pg.as_mut(), &mut runs) => r,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     let dropped = match pg.as_mut() {
         Some(pg) => pg.drop_all().await,
         None => Ok(()),
     };
-    let runs = result?;
-    dropped?;
+    // The sizes measured in full are summed up even when a later one failed.
+    if result.is_err() && !runs.is_empty() {
+        println!("\nstopped by an error (below); the sizes measured in full:");
+    }
     print_summary(&settings, &runs);
+    result?;
+    dropped?;
     println!("\nload average at the end: {}", load_average());
     Ok(())
 }
@@ -835,12 +893,12 @@ async fn run(
     settings: &Settings,
     dir: &Path,
     mut pg: Option<&mut Postgres>,
-) -> anyhow::Result<Vec<SizeRun>> {
+    runs: &mut Vec<SizeRun>,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(4)
         .build()?;
-    let mut runs = Vec::new();
     for (n, &domains) in settings.sizes.iter().enumerate() {
         let shape = Shape {
             tenants: domains,
@@ -867,7 +925,7 @@ async fn run(
         drop(responder);
         runs.push(run);
     }
-    Ok(runs)
+    Ok(())
 }
 
 async fn size_run(
@@ -943,11 +1001,18 @@ async fn serve_sqlite(
 
     // Route changes, one after the other.
     let ticker = Progress::new("route changes", run.changes);
-    for _ in 0..run.changes {
+    let mut budget = Budget::new(slum.pid(), settings.rss_limit)?;
+    for done in 0..run.changes {
+        if !budget.allows(1)? {
+            println!("  {} after {done} route changes", budget.note());
+            run.changes = done;
+            break;
+        }
         let (returned, routed) =
             route_change(&api, http, &slum.router, shape, &mut rng, &mut counter).await?;
         run.add_returns.push(returned);
         run.add_routes.push(routed);
+        budget.changed()?;
         ticker.tick();
     }
     slum.exited()?;
@@ -965,6 +1030,12 @@ async fn serve_sqlite(
 
     // Servers going offline, with a backup for the domain looked at.
     for k in 0..run.offlines {
+        // Offline and back online: two changes.
+        if !budget.allows(2)? {
+            println!("  {} after {k} servers offline and back", budget.note());
+            run.offlines = k;
+            break;
+        }
         let j = offline_tenant(n, shape.servers, shape.backup_every, k)
             .context("no server with a backup left")?;
         let (home, backup) = (shape.home(j), shape.backup(j));
@@ -1011,6 +1082,7 @@ async fn serve_sqlite(
         );
         run.online_returns.push(returned?);
         run.online_follows.push(followed?);
+        budget.changed()?;
     }
     if run.offlines > 0 {
         println!(
@@ -1056,53 +1128,73 @@ async fn serve_sqlite(
         )
     };
     let still = wrk(settings.duration).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let changer = {
-        let (api, http, router, stop) = (
-            api.clone(),
-            http.clone(),
-            slum.router.clone(),
-            Arc::clone(&stop),
-        );
-        let every = Duration::from_secs_f64(1.0 / settings.change_rate);
-        let mut rng = StdRng::seed_from_u64(0xc4a49e + n as u64);
-        let mut counter = counter;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let mut done = 0usize;
-            let started = Instant::now();
-            while !stop.load(Relaxed) {
-                tick.tick().await;
-                if stop.load(Relaxed) {
-                    break;
+    run.wrk_still = Some(still.clone());
+    if budget.allows(1)? {
+        let stop = Arc::new(AtomicBool::new(false));
+        let changer = {
+            let (api, http, router, stop) = (
+                api.clone(),
+                http.clone(),
+                slum.router.clone(),
+                Arc::clone(&stop),
+            );
+            let every = Duration::from_secs_f64(1.0 / settings.change_rate);
+            let mut rng = StdRng::seed_from_u64(0xc4a49e + n as u64);
+            let mut counter = counter;
+            let mut budget = budget;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                let mut done = 0usize;
+                let started = Instant::now();
+                while !stop.load(Relaxed) {
+                    tick.tick().await;
+                    if stop.load(Relaxed) || !budget.allows(1)? {
+                        break;
+                    }
+                    route_change(&api, &http, &router, shape, &mut rng, &mut counter).await?;
+                    budget.changed()?;
+                    done += 1;
                 }
-                route_change(&api, &http, &router, shape, &mut rng, &mut counter).await?;
-                done += 1;
-            }
-            anyhow::Ok((done, done as f64 / started.elapsed().as_secs_f64()))
-        })
-    };
-    let changing = wrk(settings.duration).await;
-    stop.store(true, Relaxed);
-    let (done, rate) = changer.await??;
-    let changing = changing?;
-    run.changes_during_wrk = done;
-    run.change_rate_during_wrk = rate;
-    println!(
-        "  wrk -t{} -c{} -d{}s: p99 {:.2} ms ({:.0} req/s) with no changes; {:.2} ms ({:.0} req/s) with {} changes ({:.1}/s); {:.2}x",
-        settings.threads,
-        settings.connections,
-        settings.duration,
-        still.p99_ms,
-        still.requests_per_sec,
-        changing.p99_ms,
-        changing.requests_per_sec,
-        done,
-        rate,
-        changing.p99_ms / still.p99_ms
-    );
-    for (what, w) in [("no changes", &still), ("with changes", &changing)] {
+                anyhow::Ok((done, done as f64 / started.elapsed().as_secs_f64()))
+            })
+        };
+        let changing = wrk(settings.duration).await;
+        stop.store(true, Relaxed);
+        let (done, rate) = changer.await??;
+        let changing = changing?;
+        run.changes_during_wrk = done;
+        run.change_rate_during_wrk = rate;
+        println!(
+            "  wrk -t{} -c{} -d{}s: p99 {:.2} ms ({:.0} req/s) with no changes; {:.2} ms ({:.0} req/s) with {} changes ({:.1}/s); {:.2}x",
+            settings.threads,
+            settings.connections,
+            settings.duration,
+            still.p99_ms,
+            still.requests_per_sec,
+            changing.p99_ms,
+            changing.requests_per_sec,
+            done,
+            rate,
+            changing.p99_ms / still.p99_ms
+        );
+        run.wrk_changing = Some(changing);
+    } else {
+        println!(
+            "  wrk -t{} -c{} -d{}s: p99 {:.2} ms ({:.0} req/s) with no changes; none with changes: {}",
+            settings.threads,
+            settings.connections,
+            settings.duration,
+            still.p99_ms,
+            still.requests_per_sec,
+            budget.note()
+        );
+    }
+    for (what, w) in [
+        ("no changes", Some(&still)),
+        ("with changes", run.wrk_changing.as_ref()),
+    ] {
+        let Some(w) = w else { continue };
         if w.non_2xx > 0 || w.socket_errors > 0 {
             println!(
                 "  warning: wrk {what}: {} non-2xx answers, {} socket errors ({})",
@@ -1110,8 +1202,6 @@ async fn serve_sqlite(
             );
         }
     }
-    run.wrk_still = Some(still);
-    run.wrk_changing = Some(changing);
     slum.exited()?;
     (run.rss_end, run.hwm_end) = rss(slum.pid())?;
     println!(
@@ -1199,9 +1289,21 @@ async fn pg_run(
     let api = a.api(http, Some(&b))?;
     let mut rng = StdRng::seed_from_u64(0x9057 + n as u64);
     let mut counter = 0;
-    let count = settings.changes[settings.sizes.iter().position(|&s| s == n).unwrap_or(0)];
+    let mut count = settings.changes[settings.sizes.iter().position(|&s| s == n).unwrap_or(0)];
     let ticker = Progress::new("route changes on PostgreSQL", count);
-    for _ in 0..count {
+    let mut budgets = [
+        Budget::new(a.pid(), settings.rss_limit)?,
+        Budget::new(b.pid(), settings.rss_limit)?,
+    ];
+    for done in 0..count {
+        if !budgets[0].allows(1)? || !budgets[1].allows(1)? {
+            println!(
+                "  PostgreSQL: {} after {done} route changes",
+                budgets[0].note()
+            );
+            count = done;
+            break;
+        }
         let j = rng.gen_range(0..n);
         counter += 1;
         let domain = format!("p{counter}-t{j}.example.com");
@@ -1225,6 +1327,9 @@ async fn pg_run(
         );
         out.a_returns.push(returned?);
         out.b_routes.push(routed?);
+        for b in &mut budgets {
+            b.changed()?;
+        }
         ticker.tick();
     }
     a.exited()?;
@@ -1279,6 +1384,16 @@ impl Progress {
 
 // ---------------------------------------------------------------------------
 // The summary
+
+fn mem_total_mb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let kb: u64 = m.lines().next()?.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb / 1000)
+        })
+        .unwrap_or(8_000)
+}
 
 fn mem_total_gb() -> String {
     std::fs::read_to_string("/proc/meminfo")
@@ -1440,7 +1555,7 @@ fn print_summary(settings: &Settings, runs: &[SizeRun]) {
         &|r| r.wrk_changing.as_ref().map(|w| w.p99_ms),
     );
     row("  changes that finished a second", "/s", &|r| {
-        Some(r.change_rate_during_wrk)
+        r.wrk_changing.as_ref().map(|_| r.change_rate_during_wrk)
     });
     row(
         "  p99 with changes / without",

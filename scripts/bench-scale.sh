@@ -16,11 +16,13 @@
 # BENCH_BACKUP_EVERY=10 BENCH_CHANGES=1000 (one count, or one per size)
 # BENCH_OFFLINES=3 (one count, or one per size) BENCH_DURATION=10 (seconds of wrk) BENCH_THREADS=2
 # BENCH_CONNECTIONS=16 BENCH_CHANGE_RATE=10 (a second, during wrk)
-# BENCH_POSTGRES_SIZES (default: every size; "" for none) BENCH_DIR (where the
+# BENCH_POSTGRES_SIZES (default: every size; "" for none) BENCH_RSS_LIMIT_MB
+# (default 40 % of the memory: a change to a `slum serve` is made only while its
+# RSS plus the most a change added so far fits) BENCH_DIR (where the
 # fleet files go, default $TMPDIR; a million domains is ~300 MB).
-# Before issue 17 each change reloads the whole table: at a million that is
-# ~20 s and ~600 MB of RSS that is not given back, so give few changes there,
-# e.g. BENCH_CHANGES="1000 20 5".
+# Before issue 17 each change reloads the whole table: at a million that took
+# 40-70 s and added ~5 GB of RSS that is not given back (docs/benchmarks.md),
+# so give few changes there, e.g. BENCH_CHANGES="20 20 5" BENCH_OFFLINES="3 3 1".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then
@@ -40,7 +42,7 @@ fi
 command_line="scripts/bench-scale.sh${*:+ $*}"
 for v in BENCH_SIZES BENCH_SERVERS BENCH_BACKUP_EVERY BENCH_CHANGES BENCH_OFFLINES \
   BENCH_DURATION BENCH_THREADS BENCH_CONNECTIONS BENCH_CHANGE_RATE BENCH_POSTGRES_SIZES \
-  BENCH_DIR; do
+  BENCH_RSS_LIMIT_MB BENCH_DIR; do
   if [ -n "${!v+set}" ]; then
     command_line="$v=\"${!v}\" $command_line"
   fi
