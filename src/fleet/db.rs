@@ -262,7 +262,21 @@ impl FleetDb {
     /// Refuses a tenant whose derived name would join another customer's
     /// tenant.
     pub(crate) async fn check_derived_name(&self, tenant: &Tenant) -> Result<()> {
-        let existing = self.store.list_tenants(None).await?;
+        // The domains of that name only (an indexed read), not the fleet's.
+        let mut existing: Vec<Tenant> = Vec::new();
+        for row in self
+            .store
+            .route_rows(crate::fleet::store::RouteScope::Tenant(&tenant.name))
+            .await?
+        {
+            if !existing.iter().any(|t| t.domain == row.domain) {
+                existing.push(Tenant {
+                    domain: row.domain,
+                    name: row.tenant,
+                    ..Default::default()
+                });
+            }
+        }
         tenant_name::check_derived_name(tenant, &existing)
     }
 
