@@ -598,16 +598,23 @@ impl Store for SqliteStore {
     }
 
     async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>> {
-        sqlx::query(&format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = ?1 OR moving_to = ?1 \
-             ORDER BY tenant, instance_id"
+        // Two index searches, named: with statistics (ANALYZE) an `OR`, or a
+        // sorted search of `moving_to` (NULL in nearly every row), is planned as
+        // a scan of the whole table.
+        let mut found = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = ?1 \
+             UNION ALL \
+             SELECT {INSTANCE_COLUMNS} FROM instances INDEXED BY instances_moving_to \
+             WHERE moving_to = ?1 AND server_id <> ?1"
         ))
         .bind(server_id)
         .fetch_all(&self.pool)
         .await?
         .iter()
         .map(instance_from_row)
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+        found.sort_by(|a, b| (&a.tenant, &a.instance_id).cmp(&(&b.tenant, &b.instance_id)));
+        Ok(found)
     }
 
     async fn respawn_records(&self, server_id: &str) -> Result<(Vec<Tenant>, Vec<Instance>)> {
