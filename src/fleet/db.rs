@@ -187,6 +187,20 @@ impl FleetDb {
             .await
     }
 
+    /// Records that the servers were seen at `at`, each only if its status is
+    /// still the one given with it (see [`FleetDb::record_server_health`]),
+    /// in one transaction. Returns how many were written.
+    pub async fn record_servers_seen(
+        &self,
+        seen: &[(String, crate::fleet::model::ServerStatus)],
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64> {
+        if seen.is_empty() {
+            return Ok(0);
+        }
+        self.store.record_servers_seen(seen, at).await
+    }
+
     /// Records what a routing check found of a server (see
     /// [`Server::routing_problem`]); returns whether it changed anything.
     pub async fn record_routing_problem(&self, id: &str, problem: Option<&str>) -> Result<bool> {

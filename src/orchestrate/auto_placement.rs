@@ -86,7 +86,7 @@ impl SlumDb {
         distinct_region: bool,
     ) -> Result<Vec<Server>> {
         let servers = self.store.list_servers().await?;
-        let instances = self.store.list_instances(None).await?;
+        let instances = self.store.list_instances_of_tenant(tenant).await?;
         Ok(placement::candidates(
             &servers,
             &instances,

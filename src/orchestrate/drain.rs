@@ -2,7 +2,7 @@
 //! elsewhere without losing a request (see [`crate::orchestrate::relocation`]), a few at a time,
 //! with progress the API and the CLI can show.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -152,12 +152,11 @@ async fn drain(
 ) -> Result<()> {
     let server = db.get_server(server_id).await?;
     let instances: Vec<_> = db
-        .list_instance_records()
+        .store
+        .list_instances(Some(server_id))
         .await?
         .into_iter()
-        .filter(|i| {
-            i.server_id == server_id && i.desired == DesiredState::Running && i.moving_to.is_none()
-        })
+        .filter(|i| i.desired == DesiredState::Running && i.moving_to.is_none())
         .collect();
     lock(progress).total = instances.len();
     // First the domains that need no move: unstarted tenants homed here would
@@ -203,11 +202,11 @@ async fn rehome(
     let server_id = server.id.as_str();
     let mut changed = false;
     let servers = db.list_servers().await?;
-    let still_here: Vec<_> = db
-        .list_instance_records()
+    let still_here: HashSet<String> = db
+        .store
+        .list_instances(Some(server_id))
         .await?
-        .into_iter()
-        .filter(|i| i.server_id == server_id)
+        .iter()
         .map(|i| i.key())
         .collect();
     for mut tenant in db.list_tenants_on_server(server_id).await? {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::fleet::model::{FailoverPolicy, Instance, Server, ServerStatus, Tenant};
+use crate::fleet::model::{FailoverPolicy, Instance, ServerStatus, Tenant};
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 
@@ -27,35 +27,49 @@ const PARALLEL_RESPAWNS: usize = 4;
 
 /// The instances to respawn when `server` is offline: the routed instance of
 /// every `respawn` tenant whose instance is on `server` and has no sibling of
-/// the same process on a server that is not offline. Pure, for testing.
+/// the same process on a server that is not offline. Pure, for testing; linear
+/// in the records given (the callers give those of one server's tenants, see
+/// [`crate::store::Store::respawn_records`]).
 pub fn respawn_candidates(
     server: &str,
     tenants: &[Tenant],
     instances: &[Instance],
     status_of: impl Fn(&str) -> ServerStatus,
 ) -> Vec<Instance> {
+    let by_key: HashMap<(&str, &str), &Instance> = instances
+        .iter()
+        .map(|i| ((i.tenant.as_str(), i.instance_id.as_str()), i))
+        .collect();
+    // The instances of each tenant's process on a server that is not offline.
+    let mut live: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for i in instances
+        .iter()
+        .filter(|i| status_of(&i.server_id) != ServerStatus::Offline)
+    {
+        live.entry((i.tenant.as_str(), i.process.as_str()))
+            .or_default()
+            .push(i.instance_id.as_str());
+    }
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for t in tenants
         .iter()
         .filter(|t| t.failover == FailoverPolicy::Respawn)
     {
-        let Some(primary) = instances.iter().find(|i| {
-            i.tenant == t.name && i.instance_id == t.instance_id && i.process == t.process
-        }) else {
+        let Some(primary) = by_key
+            .get(&(t.name.as_str(), t.instance_id.as_str()))
+            .filter(|i| i.process == t.process)
+        else {
             continue;
         };
         if primary.server_id != server || primary.moving_to.is_some() {
             continue;
         }
-        let has_live_sibling = instances.iter().any(|i| {
-            i.tenant == t.name
-                && i.process == t.process
-                && i.instance_id != t.instance_id
-                && status_of(&i.server_id) != ServerStatus::Offline
-        });
+        let has_live_sibling = live
+            .get(&(t.name.as_str(), t.process.as_str()))
+            .is_some_and(|ids| ids.iter().any(|id| *id != t.instance_id));
         if !has_live_sibling && seen.insert(primary.key()) {
-            out.push(primary.clone());
+            out.push((*primary).clone());
         }
     }
     out
@@ -99,46 +113,43 @@ impl Respawner {
 
     /// Respawns the `respawn` tenants of `server`, offline now.
     pub async fn server_offline(&self, server: &str) {
-        let (tenants, instances, servers) = match self.read_fleet().await {
-            Some(fleet) => fleet,
-            None => return,
+        let region = match self.db.get_server(server).await {
+            Ok(s) => s.region,
+            Err(e) => {
+                tracing::warn!(server, error = %e, "failover: cannot read the server");
+                return;
+            }
         };
-        let region = servers
-            .iter()
-            .find(|s| s.id == server)
-            .and_then(|s| s.region.clone());
-        self.respawn(server, region.as_deref(), &tenants, &instances)
-            .await;
+        self.respawn_server(server, region.as_deref()).await;
     }
 
     /// Respawns the `respawn` tenants of every server the fleet database
     /// records offline and `failing` says is still failing (the leader's own
     /// checks: a server recorded offline that came back meanwhile is brought
-    /// online by them, not emptied).
+    /// online by them, not emptied). Reads the records of those servers'
+    /// tenants only, not the fleet's.
     pub async fn sweep(&self, failing: impl Fn(&str) -> bool) {
-        let (tenants, instances, servers) = match self.read_fleet().await {
-            Some(fleet) => fleet,
-            None => return,
+        let servers = match self.db.list_servers().await {
+            Ok(servers) => servers,
+            Err(e) => {
+                tracing::warn!(error = %e, "failover: cannot read the servers");
+                return;
+            }
         };
         for dead in servers
             .iter()
             .filter(|s| s.status == ServerStatus::Offline && failing(&s.id))
         {
-            self.respawn(&dead.id, dead.region.as_deref(), &tenants, &instances)
-                .await;
+            self.respawn_server(&dead.id, dead.region.as_deref()).await;
         }
     }
 
-    async fn read_fleet(&self) -> Option<(Vec<Tenant>, Vec<Instance>, Vec<Server>)> {
-        match tokio::try_join!(
-            self.db.list_tenants(),
-            self.db.list_instance_records(),
-            self.db.list_servers(),
-        ) {
-            Ok(fleet) => Some(fleet),
+    /// Reads what failover of `server` needs and respawns its candidates.
+    async fn respawn_server(&self, server: &str, region: Option<&str>) {
+        match self.db.store.respawn_records(server).await {
+            Ok((tenants, instances)) => self.respawn(server, region, &tenants, &instances).await,
             Err(e) => {
-                tracing::warn!(error = %e, "failover: cannot read the fleet");
-                None
+                tracing::warn!(server, error = %e, "failover: cannot read the server's tenants")
             }
         }
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::future::join_all;
+use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::fleet::model::{
@@ -40,6 +41,13 @@ pub struct SpawnOptions {
     /// Memory to reserve on the server, in MB; the fleet default when `None`.
     pub memory_mb: Option<i64>,
 }
+
+/// Servers reconciled at once.
+const PARALLEL_RECONCILES: usize = 32;
+
+/// Actions (respawns, stops) carried out at once on one server during
+/// reconcile.
+const PARALLEL_ACTIONS: usize = 4;
 
 /// How often a spawn asks tenement whether the new instance is healthy. Each ask
 /// costs the server an Argon2 token check, so not too often.
@@ -322,29 +330,73 @@ impl SlumDb {
     /// reports, and converges: spawns again what a server lost, completes pending
     /// stops, records observed states. Leaves alone what slum did not start and
     /// servers that do not answer (they are retried on the next run).
+    ///
+    /// Server by server, [`PARALLEL_RECONCILES`] at a time: each reads the
+    /// records of its own instances (never the whole fleet's), asks its server
+    /// for its list, and carries out its plan, a few actions at a time, the
+    /// observed states it found written in one transaction. The report lists
+    /// the servers' findings in the order of their ids.
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         let servers = self.store.list_servers().await?;
-        let wanted = self.store.list_instances(None).await?;
-        let observed = self.observe(&servers).await;
-        let observed: HashMap<String, Observation> = observed
-            .into_iter()
-            .map(|(id, r)| {
-                let o = match r {
-                    Ok(list) => Observation::Reachable(
-                        list.into_iter()
-                            .map(|t| (t.id.clone(), t.state()))
-                            .collect(),
-                    ),
-                    Err(e) => Observation::Unreachable(e.to_string()),
-                };
-                (id, o)
-            })
-            .collect();
+        let mut pending: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for (server, name) in self.store.list_pending_stops().await? {
+            pending
+                .entry(server.clone())
+                .or_default()
+                .push((server, name));
+        }
         let grace = chrono::Duration::from_std(self.options.spawn_timeout)
             .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let pending = self.store.list_pending_stops().await?;
-        let plan = reconcile::plan(&wanted, &pending, &observed, Utc::now(), grace);
-        let by_id: HashMap<&str, &Server> = servers.iter().map(|s| (s.id.as_str(), s)).collect();
+        let turns = tokio::sync::Semaphore::new(PARALLEL_RECONCILES);
+        let reports: Vec<ReconcileReport> = join_all(servers.iter().map(|server| {
+            let pending = pending.get(&server.id).map(Vec::as_slice).unwrap_or(&[]);
+            let turns = &turns;
+            async move {
+                let _turn = turns.acquire().await;
+                match self.reconcile_server(server, pending, grace).await {
+                    Ok(report) => report,
+                    Err(e) => ReconcileReport {
+                        failed: vec![format!("{}: {e}", server.id)],
+                        ..Default::default()
+                    },
+                }
+            }
+        }))
+        .await;
+        let mut report = ReconcileReport::default();
+        for r in reports {
+            report.respawned.extend(r.respawned);
+            report.stopped.extend(r.stopped);
+            report.unmanaged.extend(r.unmanaged);
+            report.unreachable.extend(r.unreachable);
+            report.failed.extend(r.failed);
+        }
+        if !report.respawned.is_empty() || !report.stopped.is_empty() || !report.failed.is_empty() {
+            tracing::info!(?report, "reconciled");
+        }
+        Ok(report)
+    }
+
+    /// Reconciles one server: the instances placed on it or moving to it,
+    /// against its list; `pending` are its old copies still to stop.
+    async fn reconcile_server(
+        &self,
+        server: &Server,
+        pending: &[(String, String)],
+        grace: chrono::Duration,
+    ) -> Result<ReconcileReport> {
+        let wanted = self.store.list_instances_touching(&server.id).await?;
+        let observation = match self.client(server).list().await {
+            Ok(list) => Observation::Reachable(
+                list.into_iter()
+                    .map(|t| (t.id.clone(), t.state()))
+                    .collect(),
+            ),
+            Err(e) => Observation::Unreachable(e.to_string()),
+        };
+        let observed = HashMap::from([(server.id.clone(), observation)]);
+        let plan = reconcile::plan(&wanted, pending, &observed, Utc::now(), grace);
+        drop(wanted);
 
         let mut report = ReconcileReport {
             unmanaged: plan.unmanaged,
@@ -355,62 +407,84 @@ impl SlumDb {
                 .collect(),
             ..Default::default()
         };
-        for action in plan.actions {
-            let (inst, result) = match action {
-                Action::Observe(inst, state) => {
-                    let r = self
-                        .store
-                        .set_instance_observed(&inst.tenant, &inst.instance_id, state, Utc::now())
-                        .await;
-                    (inst, r.map(|_| None))
-                }
-                Action::CompleteStop(inst) => {
-                    let r = match by_id.get(inst.server_id.as_str()) {
-                        Some(server) => self.complete_stop(server, &inst).await,
-                        None => Ok(()),
-                    };
-                    (inst, r.map(|_| Some(false)))
-                }
-                Action::StopOldCopy { server, name } => {
-                    let key = format!("{server}/{name}");
-                    let r = match (by_id.get(server.as_str()), name.split_once(':')) {
-                        // Claimed first: a move back may have taken the name
-                        // over since the plan was made.
-                        (Some(s), Some((process, tenant))) => self
-                            .stop_old_copy(&server, &name, process, tenant, Some(s))
-                            .await
-                            .map(drop),
-                        _ => self
-                            .store
-                            .delete_pending_stop(&server, &name)
-                            .await
-                            .map(drop),
-                    };
-                    match r {
-                        Ok(()) => report.stopped.push(key),
-                        Err(e) => report.failed.push(format!("{key}: {e}")),
-                    }
-                    continue;
-                }
-                Action::Respawn(inst) => {
-                    let r = match by_id.get(inst.server_id.as_str()) {
-                        Some(server) => self.respawn(server, &inst).await,
-                        None => Ok(false),
-                    };
-                    (inst, r.map(|respawned| respawned.then_some(true)))
-                }
-            };
+        let (observations, actions): (Vec<Action>, Vec<Action>) = plan
+            .actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::Observe(..)));
+        let observations: Vec<(String, String, InstanceState)> = observations
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Observe(inst, state) => Some((inst.tenant, inst.instance_id, state)),
+                _ => None,
+            })
+            .collect();
+        if let Err(e) = self
+            .store
+            .set_instances_observed(&observations, Utc::now())
+            .await
+        {
+            report.failed.extend(
+                observations
+                    .iter()
+                    .map(|(tenant, id, _)| format!("{tenant}:{id}: {e}")),
+            );
+        }
+        let outcomes: Vec<(String, Result<Option<bool>>)> = futures::stream::iter(actions)
+            .map(|action| self.carry_out(server, action))
+            .buffered(PARALLEL_ACTIONS)
+            .collect()
+            .await;
+        for (key, result) in outcomes {
             match result {
-                Ok(Some(true)) => report.respawned.push(inst.key()),
-                Ok(Some(false)) => report.stopped.push(inst.key()),
+                Ok(Some(true)) => report.respawned.push(key),
+                Ok(Some(false)) => report.stopped.push(key),
                 Ok(None) => {}
-                Err(e) => report.failed.push(format!("{}: {e}", inst.key())),
+                Err(e) => report.failed.push(format!("{key}: {e}")),
             }
         }
-        if !report.respawned.is_empty() || !report.stopped.is_empty() || !report.failed.is_empty() {
-            tracing::info!(?report, "reconciled");
-        }
         Ok(report)
+    }
+
+    /// Carries out one action of a server's plan; says what it did with the
+    /// key it is reported under: `Some(true)` respawned, `Some(false)` stopped.
+    async fn carry_out(&self, server: &Server, action: Action) -> (String, Result<Option<bool>>) {
+        match action {
+            Action::Observe(inst, state) => {
+                let r = self
+                    .store
+                    .set_instance_observed(&inst.tenant, &inst.instance_id, state, Utc::now())
+                    .await;
+                (inst.key(), r.map(|_| None))
+            }
+            Action::CompleteStop(inst) => {
+                let r = self.complete_stop(server, &inst).await;
+                (inst.key(), r.map(|_| Some(false)))
+            }
+            Action::StopOldCopy {
+                server: server_id,
+                name,
+            } => {
+                let key = format!("{server_id}/{name}");
+                let r = match name.split_once(':') {
+                    // Claimed first: a move back may have taken the name
+                    // over since the plan was made.
+                    Some((process, tenant)) => self
+                        .stop_old_copy(&server_id, &name, process, tenant, Some(server))
+                        .await
+                        .map(drop),
+                    None => self
+                        .store
+                        .delete_pending_stop(&server_id, &name)
+                        .await
+                        .map(drop),
+                };
+                (key, r.map(|_| Some(false)))
+            }
+            Action::Respawn(inst) => {
+                let r = self.respawn(server, &inst).await;
+                (inst.key(), r.map(|respawned| respawned.then_some(true)))
+            }
+        }
     }
 
     async fn complete_stop(&self, server: &Server, inst: &Instance) -> Result<()> {
@@ -496,8 +570,16 @@ impl SlumDb {
             .filter(|s| wanted.contains(s.id.as_str()))
             .cloned()
             .collect();
-        let live: HashMap<String, Result<Vec<TenementInstance>>> =
-            self.observe(&asked).await.into_iter().collect();
+        // Each server's list by tenement name: one lookup per instance.
+        let live: HashMap<String, Result<HashMap<String, TenementInstance>>> = self
+            .observe(&asked)
+            .await
+            .into_iter()
+            .map(|(id, list)| {
+                let list = list.map(|l| l.into_iter().map(|t| (t.id.clone(), t)).collect());
+                (id, list)
+            })
+            .collect();
         let now = Utc::now();
         Ok(instances
             .into_iter()
@@ -509,7 +591,7 @@ impl SlumDb {
                 match live.get(&inst.server_id) {
                     Some(Ok(list)) => {
                         let name = inst.tenement_name();
-                        match list.iter().find(|t| t.id == name) {
+                        match list.get(&name) {
                             Some(t) => {
                                 status.state = t.state();
                                 status.health = Some(t.health.clone());

@@ -205,6 +205,34 @@ impl TestDb {
         out
     }
 
+    /// Each server's id, its `used_mb` counter and the sum it stands for (the
+    /// memory of the instances placed on it or moving to it), read straight
+    /// from the database, ordered by id.
+    pub async fn used_mb_against_sum(&self) -> Vec<(String, i64, i64)> {
+        let query = "SELECT s.id, s.used_mb, CAST(COALESCE((SELECT SUM(i.memory_mb) \
+                     FROM instances i WHERE i.server_id = s.id OR i.moving_to = s.id), 0) \
+                     AS BIGINT) FROM servers s ORDER BY s.id";
+        match &self.storage {
+            Storage::Sqlite { path, .. } => {
+                let mut conn =
+                    sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+                        .await
+                        .expect("open for the sum");
+                let rows = sqlx::query_as(query).fetch_all(&mut conn).await;
+                conn.close().await.expect("close after the sum");
+                rows.expect("sum")
+            }
+            Storage::Postgres { .. } => {
+                let mut conn = sqlx::PgConnection::connect(&self.url)
+                    .await
+                    .expect("open for the sum");
+                let rows = sqlx::query_as(query).fetch_all(&mut conn).await;
+                conn.close().await.expect("close after the sum");
+                rows.expect("sum")
+            }
+        }
+    }
+
     /// The versions of the migrations applied to the database, in order.
     pub async fn migration_versions(&self) -> Vec<i64> {
         let query = "SELECT version FROM _sqlx_migrations ORDER BY version";

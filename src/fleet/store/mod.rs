@@ -144,6 +144,13 @@ const ROUTE_ROWS: &str = "SELECT t.domain, t.name, t.process, t.instance_id, t.s
      FROM tenants t LEFT JOIN instances i \
      ON i.tenant = t.name AND i.process = t.process AND i.desired = 'running'";
 
+/// The tenants (with failover `respawn`) whose own instance is placed, not
+/// moving, on the server bound as the first parameter: a `FROM`/`WHERE` tail
+/// for `SELECT t.…`, the same on both backends (`$1` is `?1` to SQLite).
+const RESPAWN_TENANTS_ON: &str = "FROM instances i JOIN tenants t \
+     ON t.name = i.tenant AND t.instance_id = i.instance_id AND t.process = i.process \
+     WHERE i.server_id = $1 AND i.moving_to IS NULL AND t.failover = 'respawn'";
+
 /// How many feed entries are kept behind the newest: a router further behind
 /// rebuilds its table.
 pub const ROUTE_CHANGES_KEPT: i64 = 100_000;
@@ -192,6 +199,14 @@ pub trait Store: Send + Sync + 'static {
         status: ServerStatus,
         last_seen: Option<DateTime<Utc>>,
     ) -> Result<bool>;
+    /// [`Store::set_server_health`] with the same status, for many servers in
+    /// one transaction: records `last_seen = at` on each server still in the
+    /// status given with it. Returns how many were written.
+    async fn record_servers_seen(
+        &self,
+        seen: &[(String, ServerStatus)],
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
     /// Deletes a server; `HasDependents` while tenants or instances point at it.
     async fn delete_server(&self, id: &str) -> Result<()>;
     /// All servers, each with its used capacity, in one query, ordered by id.
@@ -255,6 +270,23 @@ pub trait Store: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<()>;
     async fn delete_instance(&self, tenant: &str, instance_id: &str) -> Result<()>;
+    /// The instances of one tenant, ordered by key (an index lookup, whatever
+    /// the size of the fleet).
+    async fn list_instances_of_tenant(&self, tenant: &str) -> Result<Vec<Instance>>;
+    /// The instances placed on `server_id` or moving to it, ordered by key.
+    async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>>;
+    /// What respawn failover of `server_id` reads: the tenants with failover
+    /// `respawn` whose own instance is placed there and not moving, and every
+    /// instance of those tenants (on any server).
+    async fn respawn_records(&self, server_id: &str) -> Result<(Vec<Tenant>, Vec<Instance>)>;
+    /// [`Store::set_instance_observed`] for many instances at once, in one
+    /// transaction: `(tenant, instance_id, state)`. An instance gone
+    /// meanwhile is skipped. Returns how many were written.
+    async fn set_instances_observed(
+        &self,
+        observed: &[(String, String, InstanceState)],
+        at: DateTime<Utc>,
+    ) -> Result<u64>;
 
     /// Starts moving an instance to `target`: atomically, when the target exists,
     /// is usable, has room for the instance's memory (reserved there until the
@@ -369,12 +401,13 @@ async fn duplicate_instance(store: &(impl Store + ?Sized), instance: &Instance) 
         Err(e) if !e.is_not_found() => e,
         Err(_) => {
             let other = store
-                .list_instances(Some(&instance.server_id))
+                .list_instances_of_tenant(&instance.tenant)
                 .await
                 .ok()
                 .and_then(|all| {
-                    all.into_iter()
-                        .find(|o| o.tenant == instance.tenant && o.process == instance.process)
+                    all.into_iter().find(|o| {
+                        o.server_id == instance.server_id && o.process == instance.process
+                    })
                 })
                 .map(|o| o.key())
                 .unwrap_or_else(|| "another instance".to_owned());
@@ -433,13 +466,16 @@ async fn refused_move(
         Ok(s) => s,
         Err(e) => return e,
     };
-    let sibling = store.list_instances(None).await.ok().and_then(|all| {
-        all.into_iter().find(|o| {
-            o.tenant == inst.tenant
-                && o.process == inst.process
-                && (o.server_id == target || o.moving_to.as_deref() == Some(target))
-        })
-    });
+    let sibling = store
+        .list_instances_of_tenant(&inst.tenant)
+        .await
+        .ok()
+        .and_then(|all| {
+            all.into_iter().find(|o| {
+                o.process == inst.process
+                    && (o.server_id == target || o.moving_to.as_deref() == Some(target))
+            })
+        });
     if let Some(o) = sibling {
         return Error::AlreadyExists {
             kind: Kind::Instance,

@@ -28,7 +28,8 @@ use sqlx::Row;
 
 use super::{
     check_reservation, duplicate_instance, from_millis, incoming_sibling, millis, refused_move,
-    Change, Dependents, RouteChange, RouteKey, RouteRow, RouteScope, Store, ROUTE_ROWS,
+    Change, Dependents, RouteChange, RouteKey, RouteRow, RouteScope, Store, RESPAWN_TENANTS_ON,
+    ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::model::{
@@ -68,12 +69,10 @@ impl std::fmt::Debug for PostgresStore {
 
 pub use super::{is_postgres_url, redacted};
 
-// SUM over BIGINT is NUMERIC in PostgreSQL: cast it back.
+/// `used_mb` is the counter the instances' triggers keep (migration 0011): the
+/// memory of the instances placed on the server or moving to it.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
-     s.status, s.last_seen, s.routing_problem, s.created_at, \
-     (COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.server_id = s.id), 0) \
-      + COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.moving_to = s.id), 0))::BIGINT \
-     AS used_mb";
+     s.status, s.last_seen, s.routing_problem, s.created_at, s.used_mb";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
 const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at";
@@ -138,6 +137,40 @@ fn instance_from_row(row: &PgRow) -> Result<Instance> {
             .map(from_millis),
         created_at: from_millis(row.try_get("created_at")?),
     })
+}
+
+/// Locks, in the order of their ids, the rows of the servers whose used
+/// memory a change of the instance will move (its server, and the target of
+/// its move), and returns them as read before the locks. Every write that
+/// moves a server's counter takes its server's row first, as reservations
+/// do, and only then the instance's: taken the other way round (the
+/// instance's row by the statement, the server's by its trigger), a deletion
+/// and a reservation of the same key on the same server each wait for the
+/// other. The caller checks the instance still has these servers once it
+/// holds the locks, and looks again when not. `None`: no such instance.
+async fn servers_first(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: &str,
+    instance_id: &str,
+) -> Result<Option<(String, Option<String>)>> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT server_id, moving_to FROM instances WHERE tenant = $1 AND instance_id = $2",
+    )
+    .bind(tenant)
+    .bind(instance_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((server, moving_to)) = row else {
+        return Ok(None);
+    };
+    let ids: Vec<&str> = std::iter::once(server.as_str())
+        .chain(moving_to.as_deref())
+        .collect();
+    sqlx::query("SELECT id FROM servers WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(Some((server, moving_to)))
 }
 
 /// The constraint a statement violated, if that is why it failed (23505 unique,
@@ -285,6 +318,27 @@ impl Store for PostgresStore {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    async fn record_servers_seen(
+        &self,
+        seen: &[(String, ServerStatus)],
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        let (ids, statuses): (Vec<&str>, Vec<&str>) =
+            seen.iter().map(|(id, s)| (id.as_str(), s.as_str())).unzip();
+        let done = sqlx::query(
+            "UPDATE servers s SET status = CASE WHEN v.status = 'online' AND s.drain \
+                 THEN 'draining' ELSE v.status END, last_seen = $3 \
+             FROM UNNEST($1::TEXT[], $2::TEXT[]) AS v(id, status) \
+             WHERE s.id = v.id AND s.status = v.status",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn delete_server(&self, id: &str) -> Result<()> {
@@ -512,23 +566,19 @@ impl Store for PostgresStore {
         // or rolls back. The lock does not block readers, nor the foreign key
         // checks of tenants and instances (`NO KEY UPDATE` leaves `KEY SHARE`
         // alone); `update_server` and health writes wait for it.
-        let locked = sqlx::query("SELECT id FROM servers WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(&i.server_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if locked.is_none() {
-            return Err(Error::not_found(Kind::Server, &i.server_id));
-        }
-        // A statement of its own, after the lock: under READ COMMITTED it reads a
-        // fresh snapshot, which holds every reservation committed before ours.
-        // (Read in the locking statement, the sum would come from the snapshot
-        // taken before the wait, and miss them.)
+        //
+        // Every change of the server's used memory (the instances' triggers,
+        // migration 0011) updates this row, so it waits for this lock too: the
+        // row the locking statement returns, which under READ COMMITTED is the
+        // newest committed version once the lock is granted, holds a counter
+        // that cannot move until this transaction ends.
         let row = sqlx::query(&format!(
-            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $1"
+            "SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $1 FOR NO KEY UPDATE"
         ))
         .bind(&i.server_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(Kind::Server, &i.server_id))?;
         let incoming = sqlx::query(&format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances \
              WHERE moving_to = $1 AND tenant = $2 AND process = $3"
@@ -680,18 +730,109 @@ impl Store for PostgresStore {
     }
 
     async fn delete_instance(&self, tenant: &str, instance_id: &str) -> Result<()> {
-        let res = sqlx::query("DELETE FROM instances WHERE tenant = $1 AND instance_id = $2")
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let Some((server, moving_to)) = servers_first(&mut tx, tenant, instance_id).await?
+            else {
+                return Err(Error::not_found(
+                    Kind::Instance,
+                    format!("{tenant}:{instance_id}"),
+                ));
+            };
+            let res = sqlx::query(
+                "DELETE FROM instances WHERE tenant = $1 AND instance_id = $2 \
+                 AND server_id = $3 AND moving_to IS NOT DISTINCT FROM $4",
+            )
             .bind(tenant)
             .bind(instance_id)
-            .execute(&self.pool)
+            .bind(&server)
+            .bind(&moving_to)
+            .execute(&mut *tx)
             .await?;
-        if res.rows_affected() == 0 {
-            return Err(Error::not_found(
-                Kind::Instance,
-                format!("{tenant}:{instance_id}"),
-            ));
+            if res.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(());
+            }
+            // Moved or gone between the look and the locks: look again.
+            tx.rollback().await?;
         }
-        Ok(())
+    }
+
+    async fn list_instances_of_tenant(&self, tenant: &str) -> Result<Vec<Instance>> {
+        sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = $1 ORDER BY instance_id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instance_from_row)
+        .collect()
+    }
+
+    async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>> {
+        sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = $1 OR moving_to = $1 \
+             ORDER BY tenant, instance_id"
+        ))
+        .bind(server_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instance_from_row)
+        .collect()
+    }
+
+    async fn respawn_records(&self, server_id: &str) -> Result<(Vec<Tenant>, Vec<Instance>)> {
+        let on = RESPAWN_TENANTS_ON;
+        let tenants = sqlx::query(&format!(
+            "SELECT t.domain, t.name, t.server_id, t.process, t.instance_id, t.failover, \
+             t.created_at {on} ORDER BY t.domain"
+        ))
+        .bind(server_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(tenant_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        let instances = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances \
+             WHERE tenant IN (SELECT i.tenant {on}) ORDER BY tenant, instance_id"
+        ))
+        .bind(server_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instance_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        Ok((tenants, instances))
+    }
+
+    async fn set_instances_observed(
+        &self,
+        observed: &[(String, String, InstanceState)],
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut tenants = Vec::with_capacity(observed.len());
+        let mut ids = Vec::with_capacity(observed.len());
+        let mut states = Vec::with_capacity(observed.len());
+        for (tenant, id, state) in observed {
+            tenants.push(tenant.as_str());
+            ids.push(id.as_str());
+            states.push(state.as_str());
+        }
+        let done = sqlx::query(
+            "UPDATE instances i SET observed = v.observed, observed_at = $4 \
+             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) AS v(tenant, instance_id, observed) \
+             WHERE i.tenant = v.tenant AND i.instance_id = v.instance_id",
+        )
+        .bind(&tenants)
+        .bind(&ids)
+        .bind(&states)
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn begin_move(&self, tenant: &str, instance_id: &str, target: &str) -> Result<()> {
@@ -705,16 +846,16 @@ impl Store for PostgresStore {
         if locked.is_none() {
             return Err(Error::not_found(Kind::Server, target));
         }
-        let res = sqlx::query(&format!(
+        let res = sqlx::query(
             "UPDATE instances SET moving_to = $3 \
              WHERE tenant = $1 AND instance_id = $2 AND moving_to IS NULL \
                AND desired = 'running' AND server_id <> $3 \
-               AND EXISTS (SELECT 1 FROM (SELECT {SERVER_COLUMNS} FROM servers s WHERE s.id = $3) t \
-                   WHERE t.status NOT IN ('offline', 'draining') \
-                     AND t.capacity_mb - t.used_mb >= instances.memory_mb) \
+               AND EXISTS (SELECT 1 FROM servers t WHERE t.id = $3 \
+                   AND t.status NOT IN ('offline', 'draining') \
+                   AND t.capacity_mb - t.used_mb >= instances.memory_mb) \
                AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = $1 \
-                   AND o.process = instances.process AND (o.server_id = $3 OR o.moving_to = $3))"
-        ))
+                   AND o.process = instances.process AND (o.server_id = $3 OR o.moving_to = $3))",
+        )
         .bind(tenant)
         .bind(instance_id)
         .bind(target)
@@ -730,25 +871,62 @@ impl Store for PostgresStore {
     }
 
     async fn abort_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
-        sqlx::query("UPDATE instances SET moving_to = NULL WHERE tenant = $1 AND instance_id = $2")
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let Some((_, Some(target))) = servers_first(&mut tx, tenant, instance_id).await? else {
+                // Gone, or not moving: nothing is reserved.
+                return Ok(());
+            };
+            let res = sqlx::query(
+                "UPDATE instances SET moving_to = NULL \
+                 WHERE tenant = $1 AND instance_id = $2 AND moving_to = $3",
+            )
             .bind(tenant)
             .bind(instance_id)
-            .execute(&self.pool)
+            .bind(&target)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+            if res.rows_affected() == 1 {
+                tx.commit().await?;
+                return Ok(());
+            }
+            tx.rollback().await?;
+        }
     }
 
     async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "SELECT server_id, moving_to, process FROM instances \
-             WHERE tenant = $1 AND instance_id = $2 FOR UPDATE",
-        )
-        .bind(tenant)
-        .bind(instance_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::not_found(Kind::Instance, format!("{tenant}:{instance_id}")))?;
+        let (mut tx, row) = loop {
+            let mut tx = self.pool.begin().await?;
+            let Some(locked) = servers_first(&mut tx, tenant, instance_id).await? else {
+                return Err(Error::not_found(
+                    Kind::Instance,
+                    format!("{tenant}:{instance_id}"),
+                ));
+            };
+            let row = sqlx::query(
+                "SELECT server_id, moving_to, process FROM instances \
+                 WHERE tenant = $1 AND instance_id = $2 FOR UPDATE",
+            )
+            .bind(tenant)
+            .bind(instance_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Err(Error::not_found(
+                    Kind::Instance,
+                    format!("{tenant}:{instance_id}"),
+                ));
+            };
+            let now = (
+                row.try_get::<String, _>("server_id")?,
+                row.try_get::<Option<String>, _>("moving_to")?,
+            );
+            if now == locked {
+                break (tx, row);
+            }
+            // Changed between the look and the locks: look again.
+            tx.rollback().await?;
+        };
         let from: String = row.try_get("server_id")?;
         let process: String = row.try_get("process")?;
         let Some(to) = row.try_get::<Option<String>, _>("moving_to")? else {

@@ -29,7 +29,7 @@ use sqlx::Row;
 use super::{
     check_reservation, duplicate_instance, from_millis, incoming_sibling, insufficient_capacity,
     millis, refused_move, Dependents, RouteChange, RouteKey, RouteRow, RouteScope, Store,
-    ROUTE_ROWS,
+    RESPAWN_TENANTS_ON, ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::model::{
@@ -44,21 +44,13 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
+/// `used_mb` is the counter the instances' triggers keep (migration 0011): the
+/// memory of the instances placed on the server or moving to it.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
-     s.status, s.last_seen, s.routing_problem, s.created_at, \
-     COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.server_id = s.id), 0) \
-     + COALESCE((SELECT SUM(i.memory_mb) FROM instances i WHERE i.moving_to = s.id), 0) AS used_mb";
+     s.status, s.last_seen, s.routing_problem, s.created_at, s.used_mb";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
 const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at";
-/// Memory reserved on server `s` (placed there, or moving there). Two sums,
-/// each on its index, rather than one over `server_id = s.id OR moving_to =
-/// s.id`, which SQLite may plan as a scan of every instance for each server
-/// (it did once `ANALYZE` had run: 13 s for a status at 100,000 instances).
-/// An instance never moves to the server it is on, so nothing counts twice.
-const USED_ON_S: &str = "(COALESCE((SELECT SUM(memory_mb) FROM instances \
-     WHERE server_id = s.id), 0) + COALESCE((SELECT SUM(memory_mb) FROM instances \
-     WHERE moving_to = s.id), 0))";
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file and applies migrations.
@@ -197,10 +189,9 @@ impl SqliteStore {
     /// Explains why a reservation inserted nothing: the server is missing,
     /// unusable, or full.
     async fn refused_reservation(&self, instance: &Instance) -> Error {
-        if let Ok(all) = self.list_instances(None).await {
+        if let Ok(all) = self.list_instances_of_tenant(&instance.tenant).await {
             if let Some(o) = all.iter().find(|o| {
                 o.moving_to.as_deref() == Some(instance.server_id.as_str())
-                    && o.tenant == instance.tenant
                     && o.process == instance.process
             }) {
                 return incoming_sibling(instance, o);
@@ -319,6 +310,31 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    async fn record_servers_seen(
+        &self,
+        seen: &[(String, ServerStatus)],
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        // Every statement writes, so the transaction takes the write lock with
+        // its first and never has to upgrade.
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for (id, status) in seen {
+            written += sqlx::query(
+                "UPDATE servers SET status = CASE WHEN ?1 = 'online' AND drain THEN 'draining' ELSE ?1 END, \
+                 last_seen = ?2 WHERE id = ?3 AND status = ?1",
+            )
+            .bind(status.as_str())
+            .bind(millis(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     async fn delete_server(&self, id: &str) -> Result<()> {
@@ -543,14 +559,14 @@ impl Store for SqliteStore {
     async fn reserve_instance(&self, i: &Instance) -> Result<()> {
         // One statement, so SQLite's single writer makes check and insert atomic:
         // concurrent reservations can never overbook a server.
-        let res = sqlx::query(&format!(
+        let res = sqlx::query(
             "INSERT INTO instances (tenant, instance_id, process, server_id, memory_mb, desired, observed, created_at) \
              SELECT ?1, ?2, ?3, s.id, ?4, 'running', 'starting', ?5 FROM servers s \
              WHERE s.id = ?6 AND s.status NOT IN ('offline', 'draining') \
-               AND s.capacity_mb - {USED_ON_S} >= ?4 \
+               AND s.capacity_mb - s.used_mb >= ?4 \
                AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.moving_to = s.id \
-                               AND o.tenant = ?1 AND o.process = ?3)"
-        ))
+                               AND o.tenant = ?1 AND o.process = ?3)",
+        )
         .bind(&i.tenant)
         .bind(&i.instance_id)
         .bind(&i.process)
@@ -700,18 +716,99 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn list_instances_of_tenant(&self, tenant: &str) -> Result<Vec<Instance>> {
+        sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE tenant = ? ORDER BY instance_id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instance_from_row)
+        .collect()
+    }
+
+    async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>> {
+        // Two index searches, named: with statistics (ANALYZE) an `OR`, or a
+        // sorted search of `moving_to` (NULL in nearly every row), is planned as
+        // a scan of the whole table.
+        let mut found = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = ?1 \
+             UNION ALL \
+             SELECT {INSTANCE_COLUMNS} FROM instances INDEXED BY instances_moving_to \
+             WHERE moving_to = ?1 AND server_id <> ?1"
+        ))
+        .bind(server_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instance_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        found.sort_by(|a, b| (&a.tenant, &a.instance_id).cmp(&(&b.tenant, &b.instance_id)));
+        Ok(found)
+    }
+
+    async fn respawn_records(&self, server_id: &str) -> Result<(Vec<Tenant>, Vec<Instance>)> {
+        let on = RESPAWN_TENANTS_ON.replace("$1", "?1");
+        let tenants = sqlx::query(&format!(
+            "SELECT t.domain, t.name, t.server_id, t.process, t.instance_id, t.failover, \
+             t.created_at {on} ORDER BY t.domain"
+        ))
+        .bind(server_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(tenant_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        let instances = sqlx::query(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances \
+             WHERE tenant IN (SELECT i.tenant {on}) ORDER BY tenant, instance_id"
+        ))
+        .bind(server_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(instance_from_row)
+        .collect::<Result<Vec<_>>>()?;
+        Ok((tenants, instances))
+    }
+
+    async fn set_instances_observed(
+        &self,
+        observed: &[(String, String, InstanceState)],
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut written = 0;
+        for (tenant, instance_id, state) in observed {
+            written += sqlx::query(
+                "UPDATE instances SET observed = ?, observed_at = ? \
+                 WHERE tenant = ? AND instance_id = ?",
+            )
+            .bind(state.as_str())
+            .bind(millis(at))
+            .bind(tenant)
+            .bind(instance_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
     async fn begin_move(&self, tenant: &str, instance_id: &str, target: &str) -> Result<()> {
         // One statement: check and reservation are atomic under SQLite's writer.
-        let res = sqlx::query(&format!(
+        let res = sqlx::query(
             "UPDATE instances SET moving_to = ?3 \
              WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NULL \
                AND desired = 'running' AND server_id <> ?3 \
                AND EXISTS (SELECT 1 FROM servers s WHERE s.id = ?3 \
                    AND s.status NOT IN ('offline', 'draining') \
-                   AND s.capacity_mb - {USED_ON_S} >= instances.memory_mb) \
+                   AND s.capacity_mb - s.used_mb >= instances.memory_mb) \
                AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = ?1 \
-                   AND o.process = instances.process AND (o.server_id = ?3 OR o.moving_to = ?3))"
-        ))
+                   AND o.process = instances.process AND (o.server_id = ?3 OR o.moving_to = ?3))",
+        )
         .bind(tenant)
         .bind(instance_id)
         .bind(target)
