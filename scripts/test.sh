@@ -29,4 +29,4 @@ cargo test --workspace --doc
 # and CLI tests stay on SQLite: they test `slum serve`, not the store.
 echo "== PostgreSQL: the store and library tests" >&2
 scripts/with-postgres.sh env SLUM_TEST_BACKEND=postgres \
-  cargo test --lib --test fleet_db --test seed_page --test orchestration --test api --test routers --test postgres_restart "$@"
+  cargo test --lib --test fleet_db --test fleet_paging --test seed_page --test orchestration --test api --test routers --test postgres_restart "$@"
