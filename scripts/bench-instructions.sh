@@ -13,6 +13,7 @@
 # Settings (defaults): BENCH_REQUESTS=10000 BENCH_CONNECTIONS=32.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VG_PIDS=""
 if [ "$(id -u)" != 0 ]; then
   echo "bench-instructions needs root (the tenement server lives in a network namespace)" >&2
   exit 1
@@ -27,14 +28,16 @@ OHA="$(scripts/ensure-oha.sh)"
 work="$(mktemp -d)"
 hold_log="$work/hold.log"
 cleanup() {
-  pkill -f "callgrind-out-file=$work/" 2>/dev/null || true
-  pkill -INT -f "examples/bench_router" 2>/dev/null || true
+  # Only what this script started: other benchmarks may share the machine.
+  for p in $VG_PIDS; do kill "$p" 2>/dev/null || true; done
+  [ -n "${HOLD_PID:-}" ] && kill -INT "$HOLD_PID" 2>/dev/null || true
   sleep 2
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 BENCH_HOLD=1 BENCH_WORKERS=1 BENCH_LOOKUPS=1000 scripts/bench-router.sh >"$hold_log" 2>&1 &
+HOLD_PID=$!
 for _ in $(seq 600); do
   grep -q "holding (BENCH_HOLD)" "$hold_log" && break
   if ! kill -0 $! 2>/dev/null; then
@@ -80,6 +83,7 @@ slum_port="$(port)"
 valgrind --tool=callgrind --callgrind-out-file="$work/slum.%p" target/release/slum serve \
   --database "$database" --listen "127.0.0.1:$slum_port" --api-listen "127.0.0.1:$(port)" \
   --token-file "$work/token" --router-threads 1 >"$work/slum.log" 2>&1 &
+VG_PIDS="$VG_PIDS $!"
 slum="$(count "http://127.0.0.1:$slum_port/" $! "$work/slum")"
 
 # The benchmark's nginx config, with one worker and no master (callgrind
@@ -94,6 +98,7 @@ sed -e 's/^master_process on;/master_process off;/' \
   -e "s#$nginx_dir#$work/nginx#g" "$nginx_conf" >"$work/nginx/nginx.conf"
 valgrind --tool=callgrind --callgrind-out-file="$work/nginx.%p" "$(command -v nginx || echo /usr/sbin/nginx)" \
   -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" >"$work/nginx.log" 2>&1 &
+VG_PIDS="$VG_PIDS $!"
 nginx="$(count "http://127.0.0.1:$nginx_port/" $! "$work/nginx")"
 
 echo "user-space instructions per request (callgrind; $requests requests, oha -c$connections, after 2,000 to warm up):"
