@@ -1591,8 +1591,11 @@ mod tests {
         let list: Vec<serde_json::Value> =
             serde_json::from_str(&shape.instances_json(1)).expect("json");
         let ids: Vec<&str> = list.iter().filter_map(|v| v["id"].as_str()).collect();
-        // Its own t1, t11, t21; the backups of t0 and t10 (on server 0).
-        assert_eq!(ids, ["web:t1", "web:t11", "web:t21", "web:t0", "web:t10"]);
+        // Its own t1, t11, t21; the backups of t0, t10 and t20 (on server 0).
+        assert_eq!(
+            ids,
+            ["web:t1", "web:t11", "web:t21", "web:t0", "web:t10", "web:t20"]
+        );
     }
 
     #[test]
