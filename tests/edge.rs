@@ -699,7 +699,10 @@ async fn attacks_at_the_edge_are_refused_or_defused() {
     let server = &fleet.servers[0];
     let ten: SocketAddr = server.url().trim_start_matches("http://").parse().unwrap();
     let relay = Relay::start(ten).await;
-    let slum = Slum::start(|_| {}).await;
+    // A case that leaves its connection open (keep-alive) is closed by the
+    // router once it has been idle this long: well inside the 10 s that
+    // `exchange` waits for the close.
+    let slum = Slum::start(|a| a.header_timeout = Some(3.0)).await;
     let mut record = server.record();
     record.url = format!("http://{}", relay.addr);
     slum.db().add_server(&record).await.unwrap();
