@@ -3,7 +3,7 @@
 //! that belong to none of them.
 #![allow(dead_code)]
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A certificate chain and its leaf's key, in PEM.
 pub struct TestCert {
@@ -31,9 +31,10 @@ pub fn with_ca(names: &[&str]) -> TestCert {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().expect("key pair");
     let leaf = params(names)
-        .signed_by(&key, &ca, &ca_key)
+        .signed_by(&key, &issuer)
         .expect("leaf certificate");
     TestCert {
         cert_pem: format!("{}{}", leaf.pem(), ca.pem()),
