@@ -29,6 +29,7 @@ use crate::fleet::model::ServerStatus;
 use crate::fleet::store::{Change, RouteKey, RouteScope, ROUTE_CHANGES_KEPT};
 use crate::metrics::Metrics;
 use crate::router::route_table::{DomainRows, RouteTable, TableBuilder};
+use crate::router::tls::Certificates;
 use crate::AbortOnDrop;
 
 /// How many feed entries are read at a time.
@@ -55,6 +56,9 @@ pub struct Routes {
     local_offline: std::sync::Mutex<HashMap<String, Instant>>,
     /// Tables replaced, until no router thread holds them.
     retired: std::sync::Mutex<Vec<Arc<RouteTable>>>,
+    /// The fleet's certificates and ACME challenges, kept current by the
+    /// same feed.
+    certificates: Arc<Certificates>,
     metrics: Arc<Metrics>,
 }
 
@@ -66,8 +70,14 @@ impl Routes {
             updating: Mutex::new(()),
             local_offline: std::sync::Mutex::default(),
             retired: std::sync::Mutex::default(),
+            certificates: Arc::new(Certificates::new()),
             metrics,
         }
+    }
+
+    /// The certificates this feed keeps current.
+    pub fn certificates(&self) -> Arc<Certificates> {
+        Arc::clone(&self.certificates)
     }
 
     /// The table in force now.
