@@ -449,6 +449,23 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_told_is_the_listeners_whatever_the_client_says() {
+        let mut r = get(&[("host", "acme.com"), ("x-forwarded-proto", "http")]);
+        let peer = Peer::over_tls("10.1.2.3:5555".parse().unwrap());
+        prepare_request_headers(
+            &mut r,
+            false,
+            &peer,
+            &HeaderValue::from_static("acme.com"),
+            &HeaderValue::from_static("acme.api.east.fleet.test"),
+        );
+        let h = sent(&r);
+        assert_eq!(h.get_all("x-forwarded-proto").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+    }
+
+    #[test]
     fn request_headers_are_rewritten_for_the_server() {
         let h = forwarded(&[
             ("host", "acme.com"),

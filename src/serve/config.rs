@@ -756,6 +756,41 @@ mod tests {
     }
 
     #[test]
+    fn https_is_off_unless_a_listener_is_set_and_its_settings_come_from_flags_or_the_file() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.tls_listen, None);
+        let router = c.router(1024);
+        assert!(!router.https_redirect);
+        assert_eq!(router.hsts, None);
+        assert_eq!(router.h2_max_streams, DEFAULT_H2_MAX_STREAMS);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slum.toml");
+        std::fs::write(
+            &file,
+            "tls_listen = \"0.0.0.0:8443\"\nhttps_redirect = true\nhsts = 31536000\nh2_max_streams = 64\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.tls_listen, Some("0.0.0.0:8443".parse().unwrap()));
+        let router = c.router(1024);
+        assert!(router.https_redirect);
+        assert_eq!(router.hsts, Some(Duration::from_secs(31_536_000)));
+        assert_eq!(router.h2_max_streams, 64);
+        args.https_redirect = Some(false);
+        args.tls_listen = Some("127.0.0.1:443".parse().unwrap());
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert!(!c.https_redirect, "the flag wins");
+        assert_eq!(c.tls_listen, Some("127.0.0.1:443".parse().unwrap()));
+        std::fs::write(&file, "h2_max_streams = 0\n").unwrap();
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.starts_with("invalid h2_max_streams: "), "{e}");
+    }
+
+    #[test]
     fn small_answers_are_read_whole_unless_told_otherwise() {
         let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(c.router(1024).whole_response_bytes, 64 * 1024);

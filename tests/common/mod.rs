@@ -9,6 +9,7 @@ use slum::{store, FleetOptions, SlumDb};
 pub mod logs;
 pub mod serve;
 mod test_db;
+pub mod websocket;
 #[allow(unused_imports)]
 pub use test_db::{temp_db, temp_db_with, TestDb};
 
