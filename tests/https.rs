@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 /// A CA of the test's own, and the certificates it issues.
 struct Ca {
     cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl Ca {
@@ -28,7 +28,8 @@ impl Ca {
             .push(rcgen::DnType::CommonName, "slum test CA");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        Ca { cert, key }
+        let issuer = rcgen::Issuer::new(params, key);
+        Ca { cert, issuer }
     }
 
     /// A certificate for `names`: its chain (leaf, then this CA) and key, in
@@ -37,7 +38,7 @@ impl Ca {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let params = rcgen::CertificateParams::new(names).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem() + &self.cert.pem(), key.serialize_pem())
     }
 
@@ -398,4 +399,81 @@ async fn a_websocket_goes_through_over_tls() {
         assert_eq!(echoed.into_text().unwrap().as_str(), text);
     }
     ws.close(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn certificates_and_challenges_in_the_fleet_database_reach_every_router_without_a_restart() {
+    let (slum, tls) = slum_with_tls(|_| {}).await;
+    slum.db()
+        .add_server(&server("s1", None, 1024))
+        .await
+        .unwrap();
+    slum.add_tenant("shop.example.com", "s1").await;
+    let fleet = slum.db().fleet();
+    let ca = Ca::new();
+    assert!(handshake(&ca, tls, "shop.example.com", &[]).await.is_err());
+
+    let upload = |(chain, key): (String, String)| slum::UploadedCertificate {
+        name: "shop.example.com".into(),
+        cert_pem: chain,
+        key_pem: slum::SecretPem::new(key),
+        redirect: Some(true),
+    };
+    let first = ca.issue(&["shop.example.com"]);
+    fleet.put_certificate(&upload(first.clone())).await.unwrap();
+    slum.state.fleet_changed().await;
+    let (leaf, _) = handshake(&ca, tls, "shop.example.com", &[]).await.unwrap();
+    assert_eq!(leaf, leaf_of(&first.0));
+    // Its own redirect setting holds without the fleet default.
+    let answer = slum
+        .raw("GET /a HTTP/1.1\r\nHost: shop.example.com\r\nconnection: close\r\n\r\n")
+        .await;
+    assert!(answer.starts_with("HTTP/1.1 308 "), "{answer}");
+
+    // A renewal replaces it.
+    let renewed = ca.issue(&["shop.example.com"]);
+    fleet
+        .put_certificate(&upload(renewed.clone()))
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let (leaf, _) = handshake(&ca, tls, "shop.example.com", &[]).await.unwrap();
+    assert_eq!(leaf, leaf_of(&renewed.0));
+
+    // An HTTP-01 token, answered while the order lasts.
+    fleet
+        .put_http01("tok-123_A", "shop.example.com", "tok-123_A.thumb_print")
+        .await
+        .unwrap();
+    slum.state.fleet_changed().await;
+    let challenge = "GET /.well-known/acme-challenge/tok-123_A HTTP/1.1\r\nHost: shop.example.com\r\nconnection: close\r\n\r\n";
+    let answer = slum.raw(challenge).await;
+    assert!(
+        answer.ends_with("\r\n\r\ntok-123_A.thumb_print"),
+        "{answer}"
+    );
+
+    // Another router on the same database finds both at its start.
+    let other = Slum::start_on(Some(slum.db_path.to_str().unwrap()), |a| {
+        a.tls_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let other_tls = other.tls.unwrap();
+    let (leaf, _) = handshake(&ca, other_tls, "shop.example.com", &[])
+        .await
+        .unwrap();
+    assert_eq!(leaf, leaf_of(&renewed.0));
+    let answer = other.raw(challenge).await;
+    assert!(
+        answer.ends_with("\r\n\r\ntok-123_A.thumb_print"),
+        "{answer}"
+    );
+
+    // Removed: refused in the handshake, and the token no longer answered.
+    fleet.remove_http01("tok-123_A").await.unwrap();
+    fleet.remove_certificate("shop.example.com").await.unwrap();
+    slum.state.fleet_changed().await;
+    assert!(handshake(&ca, tls, "shop.example.com", &[]).await.is_err());
+    let answer = slum.raw(challenge).await;
+    assert!(!answer.contains("thumb_print"), "{answer}");
 }

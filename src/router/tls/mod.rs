@@ -170,6 +170,25 @@ impl Certificates {
         }
     }
 
+    /// Keeps the certificates whose names `keep` says yes to (after the
+    /// whole set was read again, see [`route_sync`](super::route_sync)).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        let mut by_name = write(&self.by_name);
+        by_name.retain(|name, installed| {
+            let kept = keep(name);
+            if !kept {
+                self.count_redirect(Some(installed), -1);
+            }
+            kept
+        });
+    }
+
+    /// Keeps the challenges of the domains `keep` says yes to.
+    pub fn retain_challenges(&self, mut keep: impl FnMut(&str) -> bool) {
+        write(&self.http01).retain(|domain, _| keep(domain));
+        write(&self.alpn01).retain(|domain, _| keep(domain));
+    }
+
     /// Whether any certificate says its hosts are redirected to HTTPS.
     pub fn any_redirects(&self) -> bool {
         self.redirecting.load(Relaxed) > 0
