@@ -477,3 +477,75 @@ async fn certificates_and_challenges_in_the_fleet_database_reach_every_router_wi
     let answer = slum.raw(challenge).await;
     assert!(!answer.contains("thumb_print"), "{answer}");
 }
+
+#[tokio::test]
+async fn http2_streams_count_against_the_clients_requests_in_flight() {
+    let Some(fleet) = fleet(1).await else {
+        return;
+    };
+    let (slum, tls) = slum_with_tls(|a| a.max_in_flight_per_client = Some(3)).await;
+    slum.add_fleet(&fleet).await;
+    slum.add_running_tenant("shop.example.com", "s1").await;
+    let ca = Ca::new();
+    install(&slum, &ca, "shop.example.com", &["shop.example.com"]);
+    let http2 = client(&ca, tls, &["shop.example.com"], false);
+    let port = tls.port();
+    // Ten slow requests at once on one connection: three are let through.
+    let slow: Vec<_> = (0..10)
+        .map(|_| {
+            let http2 = http2.clone();
+            tokio::spawn(async move {
+                let resp = http2
+                    .get(format!("https://shop.example.com:{port}/sleep?ms=2000"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+                resp.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for s in slow {
+        statuses.push(s.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429, 429, 429, 429, 429]);
+    // Their places are given back with their answers.
+    let resp = http2
+        .get(format!("https://shop.example.com:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn an_http2_connect_is_refused_as_over_http1() {
+    let (slum, tls) = slum_with_tls(|_| {}).await;
+    slum.db()
+        .add_server(&server("s1", None, 1024))
+        .await
+        .unwrap();
+    slum.add_tenant("shop.example.com", "s1").await;
+    let ca = Ca::new();
+    install(&slum, &ca, "shop.example.com", &["shop.example.com"]);
+    let tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
+    let name = ServerName::try_from("shop.example.com").unwrap();
+    let stream = ca.connector(&[b"h2"]).connect(name, tcp).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let connect = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri("shop.example.com:443")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(connect).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), 405);
+}

@@ -24,14 +24,14 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::Either;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName};
-use hyper::{Request, Response, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use slum_http1::timer::{after, CoarseSleep, CoarseTimer};
 use slum_http1::{BodyProgress, RawHeaders, RequestHead};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::answers::Answer;
+use super::answers::{made, Answer};
 use super::headers::Peer;
 use super::limits::{Client, InFlight};
 use super::proxy::{ClientBody, Proxy};
@@ -154,6 +154,18 @@ async fn answer_stream(
     limits: Http2Limits,
 ) -> Response<Answered> {
     let (parts, body) = req.into_parts();
+    // A tunnel is not a request to pass on, as over HTTP/1.1.
+    if parts.method == Method::CONNECT {
+        let resp = made(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not served here".into(),
+        );
+        proxy.metrics.count(resp.status().as_u16());
+        return resp.map(|body| Answered {
+            body: Either::Right(body),
+            _held: (InFlight::new(client), open),
+        });
+    }
     let mut head = RequestHead {
         method: parts.method,
         uri: parts.uri,
