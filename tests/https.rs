@@ -549,3 +549,21 @@ async fn an_http2_connect_is_refused_as_over_http1() {
     assert_eq!(resp.version(), hyper::Version::HTTP_2);
     assert_eq!(resp.status(), 405);
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_slum, tls) = slum_with_tls(|a| a.header_timeout = Some(1.0)).await;
+    // The first bytes of a ClientHello's record, and then nothing.
+    let mut tcp = tokio::net::TcpStream::connect(tls).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), tcp.read(&mut buf))
+        .await
+        .expect("the connection was not closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(500));
+}
