@@ -170,6 +170,22 @@ pub struct ServeArgs {
     /// background work run apart from them.
     #[arg(long, env = "SLUM_ROUTER_THREADS")]
     pub router_threads: Option<usize>,
+    /// HTTPS listener of the router (e.g. 0.0.0.0:443); none unless set.
+    /// Certificates are the fleet's (`slum cert`), chosen by SNI.
+    #[arg(long, env = "SLUM_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Redirect plain requests for hosts with a valid certificate to HTTPS
+    /// (308), unless their certificate says otherwise (default: off; only
+    /// with --tls-listen).
+    #[arg(long, env = "SLUM_HTTPS_REDIRECT", num_args = 0..=1, default_missing_value = "true")]
+    pub https_redirect: Option<bool>,
+    /// Strict-Transport-Security max-age, in seconds, on HTTPS answers
+    /// (default: none).
+    #[arg(long, env = "SLUM_HSTS")]
+    pub hsts: Option<u64>,
+    /// HTTP/2 streams a client connection may have open at once.
+    #[arg(long, env = "SLUM_H2_MAX_STREAMS")]
+    pub h2_max_streams: Option<u32>,
 }
 
 /// The settings file; every key optional.
@@ -205,6 +221,10 @@ struct ServeFile {
     reconcile_interval: Option<f64>,
     move_grace: Option<f64>,
     router_threads: Option<usize>,
+    tls_listen: Option<SocketAddr>,
+    https_redirect: Option<bool>,
+    hsts: Option<u64>,
+    h2_max_streams: Option<u32>,
 }
 
 /// Resolved settings of `slum serve`.
@@ -233,7 +253,20 @@ pub struct ServeConfig {
     pub reconcile_interval: Duration,
     /// Router threads (at least one).
     pub router_threads: usize,
+    /// The HTTPS listener, if any.
+    pub tls_listen: Option<SocketAddr>,
+    /// Plain requests for hosts with a valid certificate go to HTTPS by
+    /// default.
+    pub https_redirect: bool,
+    /// HSTS max-age on HTTPS answers, if any.
+    pub hsts: Option<Duration>,
+    /// HTTP/2 streams a client connection may have open at once.
+    pub h2_max_streams: u32,
 }
+
+/// HTTP/2 streams a client connection may have open at once by default
+/// (nginx's `http2_max_concurrent_streams`).
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 128;
 
 /// The router's caps as the settings give them; `None`: derived from the
 /// descriptor limit.
@@ -315,6 +348,9 @@ impl ServeConfig {
             whole_response_bytes: self.whole_response_bytes,
             shutdown_grace: self.shutdown_grace,
             server_roots: self.fleet.server_roots.clone(),
+            h2_max_streams: self.h2_max_streams,
+            https_redirect: self.https_redirect,
+            hsts: self.hsts,
         }
     }
 
@@ -429,8 +465,23 @@ impl ServeConfig {
                 )?,
             }),
         };
+        let h2_max_streams = args
+            .h2_max_streams
+            .or(file.h2_max_streams)
+            .unwrap_or(DEFAULT_H2_MAX_STREAMS);
+        if h2_max_streams == 0 {
+            anyhow::bail!("invalid h2_max_streams: must be at least 1");
+        }
         Ok(ServeConfig {
             router_threads,
+            tls_listen: args.tls_listen.or(file.tls_listen),
+            https_redirect: args.https_redirect.or(file.https_redirect).unwrap_or(false),
+            hsts: args
+                .hsts
+                .or(file.hsts)
+                .filter(|age| *age > 0)
+                .map(Duration::from_secs),
+            h2_max_streams,
             health,
             reconcile_interval: seconds(
                 "reconcile_interval",
@@ -702,6 +753,41 @@ mod tests {
             let field = bad.split(' ').next().unwrap();
             assert!(e.starts_with(&format!("invalid {field}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn https_is_off_unless_a_listener_is_set_and_its_settings_come_from_flags_or_the_file() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.tls_listen, None);
+        let router = c.router(1024);
+        assert!(!router.https_redirect);
+        assert_eq!(router.hsts, None);
+        assert_eq!(router.h2_max_streams, DEFAULT_H2_MAX_STREAMS);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slum.toml");
+        std::fs::write(
+            &file,
+            "tls_listen = \"0.0.0.0:8443\"\nhttps_redirect = true\nhsts = 31536000\nh2_max_streams = 64\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.tls_listen, Some("0.0.0.0:8443".parse().unwrap()));
+        let router = c.router(1024);
+        assert!(router.https_redirect);
+        assert_eq!(router.hsts, Some(Duration::from_secs(31_536_000)));
+        assert_eq!(router.h2_max_streams, 64);
+        args.https_redirect = Some(false);
+        args.tls_listen = Some("127.0.0.1:443".parse().unwrap());
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert!(!c.https_redirect, "the flag wins");
+        assert_eq!(c.tls_listen, Some("127.0.0.1:443".parse().unwrap()));
+        std::fs::write(&file, "h2_max_streams = 0\n").unwrap();
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.starts_with("invalid h2_max_streams: "), "{e}");
     }
 
     #[test]
