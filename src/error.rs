@@ -14,6 +14,7 @@ pub enum Kind {
     Tenant,
     Instance,
     Token,
+    Certificate,
 }
 
 impl fmt::Display for Kind {
@@ -23,6 +24,7 @@ impl fmt::Display for Kind {
             Kind::Tenant => "tenant",
             Kind::Instance => "instance",
             Kind::Token => "token",
+            Kind::Certificate => "certificate",
         })
     }
 }

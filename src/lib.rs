@@ -140,6 +140,15 @@ pub mod serve;
 mod test_db;
 
 pub use error::{Error, Kind, Result};
+pub use fleet::certificate::{
+    CertificateInfo, CertificateMaterial, CertificateSource, CertificateState, Challenges,
+    SecretPem, UploadedCertificate, VerifiedCertificate,
+};
+/// The certificates' checks (`verify`, `covers`, `certificate_name`), for
+/// whoever serves or orders them.
+pub mod certificate {
+    pub use crate::fleet::certificate::{certificate_name, covers, verify, verify_pair};
+}
 pub use fleet::db::{FleetDb, FleetOptions};
 pub use fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,

@@ -6,8 +6,11 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{server, temp_db, tenant, TestDb};
-use slum::{Error, Kind, Server, ServerStatus, SlumDb, Tenant};
+use common::{certs, server, temp_db, tenant, TestDb};
+use slum::{
+    CertificateSource, CertificateState, Challenges, Error, Kind, PageRequest, SecretPem, Server,
+    ServerStatus, SlumDb, Tenant, UploadedCertificate,
+};
 
 /// Runs `call`, expects it to fail, checks the database did not change, and
 /// returns the error.
@@ -1056,5 +1059,440 @@ async fn used_capacity_counter_holds_under_concurrent_steps() {
     for (id, used, sum) in test_db.used_mb_against_sum().await {
         assert_eq!(used, sum, "server {id} (seed {seed})");
         assert!(used <= 500, "server {id} overbooked: {used} MB of 500");
+    }
+}
+
+// ----- certificates -----
+
+/// The route change feed's entries after `before`, as keys.
+async fn feed_after(db: &SlumDb, before: i64) -> Vec<slum::store::RouteKey> {
+    db.route_changes_after(before, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.key)
+        .collect()
+}
+
+fn upload(name: &str, cert: &common::certs::TestCert) -> UploadedCertificate {
+    UploadedCertificate {
+        name: name.into(),
+        cert_pem: cert.cert_pem.clone(),
+        key_pem: SecretPem::new(cert.key_pem.clone()),
+        redirect: None,
+    }
+}
+
+#[tokio::test]
+async fn certificates_are_put_listed_shown_and_removed() {
+    let (_test_db, db) = temp_db().await;
+    let shop = certs::with_ca(&["shop.example.com"]);
+    let info = db
+        .put_certificate(&upload("Shop.Example.com.", &shop))
+        .await
+        .unwrap();
+    assert_eq!(info.name, "shop.example.com");
+    assert_eq!(info.source, CertificateSource::Uploaded);
+    assert_eq!(info.state, CertificateState::Issued);
+    let now = chrono::Utc::now();
+    let not_after = info.not_after.expect("validity read from the leaf");
+    assert!(not_after > now, "{not_after}");
+    assert!(info.not_before.expect("not_before") <= now);
+    assert_eq!(info.redirect, None);
+    assert_eq!(
+        db.certificate("shop.example.com").await.unwrap(),
+        Some(info)
+    );
+
+    let wild = certs::self_signed(&["*.example.com"]);
+    db.put_certificate(&upload("*.example.com", &wild))
+        .await
+        .unwrap();
+    // A wildcard certificate serves a name of its domain too.
+    let mut under = upload("api.example.com", &wild);
+    under.redirect = Some(true);
+    assert_eq!(
+        db.put_certificate(&under).await.unwrap().redirect,
+        Some(true)
+    );
+
+    // Paged by name, as tenants are ('*' sorts before letters).
+    let first = db.list_certificates(&PageRequest::first(2)).await.unwrap();
+    let names: Vec<&str> = first.items.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["*.example.com", "api.example.com"]);
+    assert_eq!(first.next.as_deref(), Some("api.example.com"));
+    let rest = db
+        .list_certificates(&PageRequest::after(2, "api.example.com"))
+        .await
+        .unwrap();
+    let names: Vec<&str> = rest.items.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["shop.example.com"]);
+    assert_eq!(rest.next, None);
+
+    // What a router reads: the chain as given, the key, the redirect.
+    let m = db
+        .certificate_material("api.example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.chain_pem, wild.cert_pem);
+    assert_eq!(m.key_pem.expose(), wild.key_pem);
+    assert_eq!(m.redirect, Some(true));
+    let mut streamed = Vec::new();
+    db.for_each_certificate_material(&mut |name, _| streamed.push(name))
+        .await
+        .unwrap();
+    streamed.sort();
+    assert_eq!(
+        streamed,
+        ["*.example.com", "api.example.com", "shop.example.com"]
+    );
+
+    // Replacing keeps one row of the name.
+    let again = certs::self_signed(&["shop.example.com"]);
+    db.put_certificate(&upload("shop.example.com", &again))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.certificate_material("shop.example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .chain_pem,
+        again.cert_pem
+    );
+
+    db.remove_certificate("shop.example.com").await.unwrap();
+    assert_eq!(db.certificate("shop.example.com").await.unwrap(), None);
+    assert_eq!(
+        db.certificate_material("shop.example.com").await.unwrap(),
+        None
+    );
+    let e = db.remove_certificate("shop.example.com").await.unwrap_err();
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Certificate, key } if key == "shop.example.com"),
+        "{e:?}"
+    );
+}
+
+/// Routers read a certificate again only when what they serve changes: the
+/// row, its chain, key or redirect. Orders' bookkeeping feeds nothing.
+#[tokio::test]
+async fn the_feed_names_a_certificate_only_when_what_routers_serve_changes() {
+    use slum::store::RouteKey::{Certificate, Challenge};
+    let (_test_db, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+    db.add_tenant(&tenant("shop.example.com", "east"))
+        .await
+        .unwrap();
+    let name = || "shop.example.com".to_owned();
+
+    let v = db.fleet_version().await.unwrap();
+    let cert = certs::self_signed(&["shop.example.com"]);
+    db.put_certificate(&upload("shop.example.com", &cert))
+        .await
+        .unwrap();
+    assert_eq!(feed_after(&db, v).await, [Certificate(name())]);
+
+    let v = db.fleet_version().await.unwrap();
+    db.put_certificate(&upload("shop.example.com", &cert))
+        .await
+        .unwrap();
+    assert_eq!(feed_after(&db, v).await, [], "the same certificate again");
+    let mut redirected = upload("shop.example.com", &cert);
+    redirected.redirect = Some(false);
+    db.put_certificate(&redirected).await.unwrap();
+    assert_eq!(feed_after(&db, v).await, [Certificate(name())]);
+
+    let v = db.fleet_version().await.unwrap();
+    db.remove_certificate("shop.example.com").await.unwrap();
+    assert_eq!(feed_after(&db, v).await, [Certificate(name())]);
+
+    // An order: wanted (a new row), claimed and failed (bookkeeping), issued.
+    let v = db.fleet_version().await.unwrap();
+    assert!(db.want_certificate("shop.example.com").await.unwrap());
+    assert_eq!(feed_after(&db, v).await, [Certificate(name())]);
+    let v = db.fleet_version().await.unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!(db
+        .claim_certificate_order("shop.example.com", "router-1", now + 300)
+        .await
+        .unwrap());
+    db.certificate_failed(
+        "shop.example.com",
+        "urn:acme:error:connection\nrefused",
+        1,
+        now - 1,
+    )
+    .await
+    .unwrap();
+    let failing = db.certificate("shop.example.com").await.unwrap().unwrap();
+    assert_eq!(failing.state, CertificateState::Failing);
+    assert_eq!(
+        failing.last_error.as_deref(),
+        Some("urn:acme:error:connection refused")
+    );
+    assert_eq!(failing.failures, 1);
+    assert!(db
+        .claim_certificate_order("shop.example.com", "router-1", now + 300)
+        .await
+        .unwrap());
+    assert_eq!(feed_after(&db, v).await, [], "claims and failures");
+    let issued = certs::self_signed(&["shop.example.com"]);
+    db.certificate_issued(
+        "shop.example.com",
+        &issued.cert_pem,
+        &SecretPem::new(issued.key_pem.clone()),
+        now - 60,
+        now + 90 * 86_400,
+        now + 60 * 86_400,
+    )
+    .await
+    .unwrap();
+    assert_eq!(feed_after(&db, v).await, [Certificate(name())]);
+    let info = db.certificate("shop.example.com").await.unwrap().unwrap();
+    assert_eq!(info.source, CertificateSource::Acme);
+    assert_eq!(info.state, CertificateState::Issued);
+    assert_eq!((info.failures, info.last_error), (0, None));
+    assert_eq!(
+        info.next_try.map(|t| t.timestamp()),
+        Some(now + 60 * 86_400)
+    );
+    assert_eq!(
+        db.due_certificates(now, 10).await.unwrap(),
+        Vec::<String>::new(),
+        "renewal is not due yet"
+    );
+
+    // Challenges: each put and removal names the domain.
+    let v = db.fleet_version().await.unwrap();
+    db.put_http01("tok-1", "shop.example.com", "tok-1.thumb")
+        .await
+        .unwrap();
+    let alpn = certs::self_signed(&["shop.example.com"]);
+    db.put_alpn01(
+        "shop.example.com",
+        &alpn.cert_pem,
+        &SecretPem::new(alpn.key_pem.clone()),
+    )
+    .await
+    .unwrap();
+    let challenges = db.challenges_for("shop.example.com").await.unwrap();
+    assert_eq!(
+        challenges.http01,
+        [("tok-1".to_owned(), "tok-1.thumb".to_owned())]
+    );
+    assert_eq!(challenges.alpn01.unwrap().chain_pem, alpn.cert_pem);
+    assert_eq!(db.challenge_domains().await.unwrap(), ["shop.example.com"]);
+    db.remove_http01("tok-1").await.unwrap();
+    db.remove_alpn01("shop.example.com").await.unwrap();
+    assert_eq!(
+        db.challenges_for("shop.example.com").await.unwrap(),
+        Challenges::default()
+    );
+    let d = || Challenge("shop.example.com".to_owned());
+    assert_eq!(feed_after(&db, v).await, [d(), d(), d(), d()]);
+}
+
+#[tokio::test]
+async fn a_bad_certificate_is_refused_naming_its_field_and_changing_nothing() {
+    let (test_db, db) = temp_db().await;
+    let good = certs::self_signed(&["shop.example.com"]);
+    let cases: Vec<(&str, UploadedCertificate)> = vec![
+        ("certificate.name", upload("shop.*.com", &good)),
+        ("certificate.name", upload("*.com", &good)),
+        ("certificate.name", upload("bad_name.example.com", &good)),
+        (
+            "certificate.cert_pem",
+            UploadedCertificate {
+                cert_pem: "not a certificate".into(),
+                ..upload("shop.example.com", &good)
+            },
+        ),
+        (
+            "certificate.cert_pem",
+            UploadedCertificate {
+                cert_pem: good.key_pem.clone(),
+                ..upload("shop.example.com", &good)
+            },
+        ),
+        (
+            "certificate.cert_pem",
+            UploadedCertificate {
+                cert_pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+                ..upload("shop.example.com", &good)
+            },
+        ),
+        (
+            "certificate.key_pem",
+            UploadedCertificate {
+                key_pem: SecretPem::new("not a key"),
+                ..upload("shop.example.com", &good)
+            },
+        ),
+        (
+            "certificate.key_pem",
+            UploadedCertificate {
+                key_pem: SecretPem::new(certs::other_key()),
+                ..upload("shop.example.com", &good)
+            },
+        ),
+        // Names the certificate does not cover.
+        ("certificate.cert_pem", upload("www.example.com", &good)),
+        (
+            "certificate.cert_pem",
+            upload("a.b.example.com", &certs::self_signed(&["*.example.com"])),
+        ),
+        (
+            "certificate.cert_pem",
+            upload("*.example.com", &certs::self_signed(&["shop.example.com"])),
+        ),
+        (
+            "certificate.cert_pem",
+            upload("shop.example.com", &certs::expired(&["shop.example.com"])),
+        ),
+    ];
+    for (field, cert) in cases {
+        let key = cert.key_pem.expose().to_owned();
+        let e = rejected!(test_db, db.put_certificate(&cert));
+        assert_invalid(&e, field);
+        let said = format!("{e} {e:?}");
+        assert!(
+            !said.contains(key.trim()) && !said.contains("PRIVATE KEY-----\n"),
+            "the refusal quotes the key: {said}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn wanting_a_certificate_for_a_domain_no_tenant_has_is_refused() {
+    let (test_db, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+    db.add_tenant(&tenant("shop.example.com", "east"))
+        .await
+        .unwrap();
+    let e = rejected!(test_db, db.want_certificate("evil.example.org"));
+    assert!(
+        matches!(&e, Error::NotFound { kind: Kind::Tenant, key } if key == "evil.example.org"),
+        "{e:?}"
+    );
+    let e = rejected!(test_db, db.want_certificate("*.example.com"));
+    assert_invalid(&e, "domain");
+
+    assert!(db.want_certificate("Shop.Example.com").await.unwrap());
+    let info = db.certificate("shop.example.com").await.unwrap().unwrap();
+    assert_eq!(
+        (info.source, info.state),
+        (CertificateSource::Acme, CertificateState::Pending)
+    );
+    assert_eq!(info.not_after, None);
+    assert_eq!(
+        db.certificate_material("shop.example.com").await.unwrap(),
+        None
+    );
+    // Wanted again, or wanted while an upload is there: nothing changes.
+    assert!(!db.want_certificate("shop.example.com").await.unwrap());
+    db.add_tenant(&tenant("up.example.com", "east"))
+        .await
+        .unwrap();
+    let up = certs::self_signed(&["up.example.com"]);
+    db.put_certificate(&upload("up.example.com", &up))
+        .await
+        .unwrap();
+    let before = test_db.dump().await;
+    assert!(!db.want_certificate("up.example.com").await.unwrap());
+    assert_eq!(before, test_db.dump().await);
+    // An upload is never ordered: it is not due, and cannot be claimed.
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        db.due_certificates(now, 10).await.unwrap(),
+        ["shop.example.com"]
+    );
+    assert!(!db
+        .claim_certificate_order("up.example.com", "r", now + 60)
+        .await
+        .unwrap());
+}
+
+/// One order per name, fleet-wide: of routers claiming at once, one gets it;
+/// the claim makes the order due again at its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_is_claimed_by_one_router_only() {
+    let (test_db, db) = temp_db().await;
+    db.add_server(&server("east", None, 1024)).await.unwrap();
+    db.add_tenant(&tenant("shop.example.com", "east"))
+        .await
+        .unwrap();
+    db.want_certificate("shop.example.com").await.unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        db.due_certificates(now, 10).await.unwrap(),
+        ["shop.example.com"]
+    );
+
+    // Eight routers, each with its own connections to the database.
+    let mut routers = Vec::new();
+    for n in 0..8 {
+        let router = test_db.open().await;
+        routers.push(tokio::spawn(async move {
+            router
+                .claim_certificate_order("shop.example.com", &format!("router-{n}"), now + 300)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = 0;
+    for r in routers {
+        won += usize::from(r.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one router claims the order");
+    assert!(!db
+        .claim_certificate_order("shop.example.com", "late", now + 300)
+        .await
+        .unwrap());
+    assert!(db.due_certificates(now, 10).await.unwrap().is_empty());
+    assert_eq!(
+        db.due_certificates(now + 300, 10).await.unwrap(),
+        ["shop.example.com"],
+        "due again once the claim ends"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_absent_from_debug_and_serde() {
+    let (_test_db, db) = temp_db().await;
+    let cert = certs::self_signed(&["shop.example.com"]);
+    let key_body: String = cert
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let uploaded = upload("shop.example.com", &cert);
+    let info = db.put_certificate(&uploaded).await.unwrap();
+    let material = db
+        .certificate_material("shop.example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    db.put_acme_account(
+        "https://ca.test/dir",
+        &SecretPem::new("{\"secret\":\"hunter2\"}"),
+    )
+    .await
+    .unwrap();
+    let (directory, credentials) = db.acme_account().await.unwrap().unwrap();
+    assert_eq!(directory, "https://ca.test/dir");
+    assert_eq!(credentials.expose(), "{\"secret\":\"hunter2\"}");
+    let shown = [
+        format!("{uploaded:?}"),
+        format!("{info:?}"),
+        format!("{material:?}"),
+        format!("{credentials:?}"),
+        serde_json::to_string(&info).unwrap(),
+    ];
+    for text in shown {
+        assert!(!text.contains(&key_body[..40]), "a key in {text}");
+        assert!(!text.contains("PRIVATE KEY"), "a key in {text}");
+        assert!(!text.contains("hunter2"), "credentials in {text}");
     }
 }

@@ -12,10 +12,15 @@
 //!   instances) and the fleet's settings; [`SlumDb`](crate::SlumDb) adds the
 //!   calls that reach tenement servers.
 //! - [`api_tokens`]: the management API's tokens, stored as hashes.
+//! - [`certificate`]: the fleet's TLS certificates (what is stored of each,
+//!   what a router serves, the checks an uploaded one passes) and the ACME
+//!   challenges; [`certificates`] their calls on [`FleetDb`](db::FleetDb).
 //! - [`paging`]: paged lists in key order (keyset paging), for fleets too
 //!   large to list whole.
 
 pub mod api_tokens;
+pub mod certificate;
+pub mod certificates;
 pub mod db;
 pub mod model;
 pub mod paging;

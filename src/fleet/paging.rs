@@ -59,7 +59,7 @@ impl PageRequest {
 
     /// The limit, checked, and the query's `LIMIT`: one more than asked, to
     /// know whether more follow without another query.
-    fn fetch_limit(&self) -> Result<i64> {
+    pub(crate) fn fetch_limit(&self) -> Result<i64> {
         if !(1..=MAX_PAGE_LIMIT).contains(&self.limit) {
             return Err(Error::invalid(
                 "limit",
@@ -71,7 +71,7 @@ impl PageRequest {
     }
 
     /// `after`, if any, checked with `check` (which names the field `after`).
-    fn after_key<K>(&self, check: impl FnOnce(&str) -> Result<K>) -> Result<Option<K>> {
+    pub(crate) fn after_key<K>(&self, check: impl FnOnce(&str) -> Result<K>) -> Result<Option<K>> {
         match self.after.as_deref() {
             None => Ok(None),
             Some("") => Err(Error::invalid(
@@ -84,7 +84,7 @@ impl PageRequest {
 }
 
 /// The page of `items` (at most `limit + 1` rows fetched), and its `next`.
-fn page<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
+pub(crate) fn page<T>(mut items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
     let next = if items.len() > limit {
         items.truncate(limit);
         items.last().map(key)

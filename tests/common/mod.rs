@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use slum::local_fleet::{find_ten, FleetSpec, LocalFleet};
 use slum::{store, FleetOptions, SlumDb};
 
+pub mod certs;
 pub mod logs;
 pub mod serve;
 mod test_db;

@@ -171,7 +171,15 @@ impl TestDb {
     pub async fn dump(&self) -> Vec<String> {
         // Key columns come first in each table: ordering by them is stable, and
         // both schemas compare text byte by byte.
-        const TABLES: [&str; 3] = ["servers", "tenants", "instances"];
+        const TABLES: [&str; 7] = [
+            "servers",
+            "tenants",
+            "instances",
+            "certificates",
+            "acme_http01",
+            "acme_alpn01",
+            "acme_account",
+        ];
         let mut out = Vec::new();
         match &self.storage {
             Storage::Sqlite { path, .. } => {

@@ -9,9 +9,15 @@
 //! reservation, a duplicate instance) are built here, once, for both.
 
 use async_trait::async_trait;
+use std::str::FromStr;
+
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::error::{Error, Kind, Result};
+use crate::fleet::certificate::{
+    CertificateInfo, CertificateMaterial, CertificateSource, CertificateState, Challenges,
+    SecretPem, VerifiedCertificate,
+};
 use crate::fleet::model::{
     ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant,
 };
@@ -70,6 +76,11 @@ pub enum RouteKey {
     Domain(String),
     /// The instances of a tenant (placed, moved, stopping, gone).
     Tenant(String),
+    /// A certificate's name: its chain, key or redirect changed, or it was
+    /// added or removed (orders' bookkeeping is not fed).
+    Certificate(String),
+    /// A domain's ACME challenges (HTTP-01 tokens, TLS-ALPN-01 certificate).
+    Challenge(String),
 }
 
 impl RouteKey {
@@ -78,6 +89,8 @@ impl RouteKey {
             "server" => Ok(RouteKey::Server(key)),
             "domain" => Ok(RouteKey::Domain(key)),
             "tenant" => Ok(RouteKey::Tenant(key)),
+            "certificate" => Ok(RouteKey::Certificate(key)),
+            "challenge" => Ok(RouteKey::Challenge(key)),
             other => Err(Error::Database(sqlx::Error::Protocol(format!(
                 "route change feed: unknown kind '{other}'"
             )))),
@@ -359,6 +372,232 @@ pub trait Store: Send + Sync + 'static {
     async fn api_token_version(&self) -> Result<i64>;
     /// Revokes a token; `NotFound` when there is none with this id.
     async fn delete_api_token(&self, id: &str) -> Result<()>;
+
+    // ----- certificates -----
+
+    /// Stores a certificate as an operator's upload (state `issued`),
+    /// replacing any row of its name, an ACME one included (slum orders it no
+    /// more).
+    async fn put_certificate(&self, cert: &VerifiedCertificate) -> Result<()>;
+    /// A certificate without its key, `None` when there is none of that name.
+    async fn get_certificate(&self, name: &str) -> Result<Option<CertificateInfo>>;
+    /// At most `limit` certificates whose name is after `after`, by name
+    /// (keyset paging on the primary key).
+    async fn list_certificates_page(
+        &self,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<CertificateInfo>>;
+    /// Deletes a certificate; returns whether there was one.
+    async fn delete_certificate(&self, name: &str) -> Result<bool>;
+    /// How many stored certificates expire before `before` (Unix seconds),
+    /// counted on the index of `not_after`.
+    async fn count_certificates_expiring(&self, before: i64) -> Result<i64>;
+    /// The first `limit` certificates to expire before `before`, soonest
+    /// first: `(name, not_after)` in Unix seconds.
+    async fn certificates_expiring(&self, before: i64, limit: i64) -> Result<Vec<(String, i64)>>;
+    /// A certificate's chain, key and redirect; `None` when there is none of
+    /// that name or it has no certificate yet.
+    async fn certificate_material(&self, name: &str) -> Result<Option<CertificateMaterial>>;
+    /// Every certificate that has one, streamed to `each` as it is read (in
+    /// no order).
+    async fn for_each_certificate_material(
+        &self,
+        each: &mut (dyn FnMut(String, CertificateMaterial) + Send),
+    ) -> Result<()>;
+    /// Adds a pending ACME certificate for a tenant domain, due at `now`,
+    /// unless a row of that name exists; returns whether it added one.
+    /// `NotFound` (tenant) when the domain is no tenant's.
+    async fn want_certificate(&self, domain: &str, now: i64) -> Result<bool>;
+    /// At most `limit` ACME certificates whose order is due at `now`, the
+    /// longest due first.
+    async fn due_certificates(&self, now: i64, limit: i64) -> Result<Vec<String>>;
+    /// Claims an ACME certificate's order for `router` until `until`, in one
+    /// conditional update: only while its order is due at `now` and no claim
+    /// is live. The claim moves `next_try` to `until`, so that a router that
+    /// dies mid-order leaves it due again then. Returns whether it got it.
+    async fn claim_certificate_order(
+        &self,
+        name: &str,
+        router: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool>;
+    /// Stores what an ACME order issued (state `issued`, failures reset,
+    /// claim released, next try at `next_try`): only into an ACME row of
+    /// that name; returns whether there was one.
+    async fn certificate_issued(&self, cert: &VerifiedCertificate, next_try: i64) -> Result<bool>;
+    /// Records a failed ACME order (state `failing`, the CA's reason, claim
+    /// released, next try at `next_try`); a certificate issued before stays.
+    /// Returns whether there was such a row.
+    async fn certificate_failed(
+        &self,
+        name: &str,
+        reason: &str,
+        failures: i64,
+        next_try: i64,
+    ) -> Result<bool>;
+    /// Adds (or replaces) an HTTP-01 challenge's key authorization.
+    async fn put_http01(&self, token: &str, domain: &str, key_authorization: &str) -> Result<()>;
+    /// Removes an HTTP-01 challenge (none: nothing to do).
+    async fn delete_http01(&self, token: &str) -> Result<()>;
+    /// Adds (or replaces) a domain's TLS-ALPN-01 challenge certificate.
+    async fn put_alpn01(&self, domain: &str, cert_pem: &str, key_pem: &SecretPem) -> Result<()>;
+    /// Removes a domain's TLS-ALPN-01 challenge (none: nothing to do).
+    async fn delete_alpn01(&self, domain: &str) -> Result<()>;
+    /// A domain's challenges, HTTP-01 by token.
+    async fn challenges(&self, domain: &str) -> Result<Challenges>;
+    /// The domains with a challenge, by domain (a router's start).
+    async fn challenge_domains(&self) -> Result<Vec<String>>;
+    /// The ACME account: its directory URL and its credentials (JSON).
+    async fn acme_account(&self) -> Result<Option<(String, SecretPem)>>;
+    /// Stores (or replaces) the ACME account.
+    async fn put_acme_account(&self, directory: &str, credentials: &SecretPem) -> Result<()>;
+}
+
+/// The certificates' statements, the same on both backends: written with
+/// PostgreSQL's `$n` placeholders, which [`sqlite_placeholders`] turns into
+/// SQLite's `?n` (both number them, so a parameter may appear twice).
+mod certificate_sql {
+    /// An upload replaces the row of its name whatever it was: orders'
+    /// bookkeeping starts over.
+    pub const PUT: &str = "INSERT INTO certificates (name, source, cert_pem, key_pem, not_before, \
+         not_after, state, last_error, failures, next_try, ordering_router, claimed_until, \
+         redirect, updated_at) \
+         VALUES ($1, 'uploaded', $2, $3, $4, $5, 'issued', NULL, 0, NULL, NULL, NULL, $6, $7) \
+         ON CONFLICT (name) DO UPDATE SET source = 'uploaded', cert_pem = excluded.cert_pem, \
+         key_pem = excluded.key_pem, not_before = excluded.not_before, \
+         not_after = excluded.not_after, state = 'issued', last_error = NULL, failures = 0, \
+         next_try = NULL, ordering_router = NULL, claimed_until = NULL, \
+         redirect = excluded.redirect, updated_at = excluded.updated_at";
+    pub const MATERIAL: &str =
+        "SELECT cert_pem, key_pem, redirect FROM certificates WHERE name = $1";
+    pub const ALL_MATERIAL: &str = "SELECT name, cert_pem, key_pem, redirect FROM certificates \
+         WHERE cert_pem IS NOT NULL AND key_pem IS NOT NULL";
+    pub const DELETE: &str = "DELETE FROM certificates WHERE name = $1";
+    /// On the partial index of `not_after` (a comparison implies NOT NULL).
+    pub const COUNT_EXPIRING: &str = "SELECT COUNT(*) FROM certificates WHERE not_after < $1";
+    /// Only a tenant's domain, and only when no row of that name exists.
+    pub const WANT: &str = "INSERT INTO certificates (name, source, state, failures, next_try, \
+         updated_at) \
+         SELECT $1, 'acme', 'pending', 0, $2, $3 \
+         WHERE EXISTS (SELECT 1 FROM tenants WHERE domain = $1) \
+         ON CONFLICT (name) DO NOTHING";
+    pub const IS_TENANT: &str = "SELECT COUNT(*) FROM tenants WHERE domain = $1";
+    /// One statement: of two routers claiming at once, the second finds
+    /// `next_try` moved past `now` by the first.
+    pub const CLAIM: &str = "UPDATE certificates \
+         SET ordering_router = $2, claimed_until = $3, next_try = $3 \
+         WHERE name = $1 AND source = 'acme' AND next_try <= $4 \
+           AND (claimed_until IS NULL OR claimed_until <= $4)";
+    pub const ISSUED: &str = "UPDATE certificates SET cert_pem = $2, key_pem = $3, \
+         not_before = $4, not_after = $5, state = 'issued', last_error = NULL, failures = 0, \
+         next_try = $6, ordering_router = NULL, claimed_until = NULL, updated_at = $7 \
+         WHERE name = $1 AND source = 'acme'";
+    pub const FAILED: &str = "UPDATE certificates SET state = 'failing', last_error = $2, \
+         failures = $3, next_try = $4, ordering_router = NULL, claimed_until = NULL, \
+         updated_at = $5 WHERE name = $1 AND source = 'acme'";
+    pub const PUT_HTTP01: &str = "INSERT INTO acme_http01 (token, domain, key_authorization, \
+         created_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (token) DO UPDATE SET domain = excluded.domain, \
+         key_authorization = excluded.key_authorization, created_at = excluded.created_at";
+    pub const DELETE_HTTP01: &str = "DELETE FROM acme_http01 WHERE token = $1";
+    pub const PUT_ALPN01: &str = "INSERT INTO acme_alpn01 (domain, cert_pem, key_pem, created_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (domain) DO UPDATE SET cert_pem = excluded.cert_pem, \
+         key_pem = excluded.key_pem, created_at = excluded.created_at";
+    pub const DELETE_ALPN01: &str = "DELETE FROM acme_alpn01 WHERE domain = $1";
+    pub const HTTP01_OF: &str =
+        "SELECT token, key_authorization FROM acme_http01 WHERE domain = $1 ORDER BY token";
+    pub const ALPN01_OF: &str = "SELECT cert_pem, key_pem FROM acme_alpn01 WHERE domain = $1";
+    pub const CHALLENGE_DOMAINS: &str =
+        "SELECT domain FROM acme_http01 UNION SELECT domain FROM acme_alpn01 ORDER BY 1";
+    pub const ACCOUNT: &str = "SELECT directory, credentials FROM acme_account WHERE id = 1";
+    pub const PUT_ACCOUNT: &str = "INSERT INTO acme_account (id, directory, credentials) \
+         VALUES (1, $1, $2) ON CONFLICT (id) DO UPDATE SET directory = excluded.directory, \
+         credentials = excluded.credentials";
+
+    /// The statements with a `LIMIT`: written into them, not bound, so that
+    /// SQLite plans the walk of the index (see `list_servers_page`).
+    pub fn get() -> String {
+        format!(
+            "SELECT {} FROM certificates WHERE name = $1",
+            super::CERTIFICATE_COLUMNS
+        )
+    }
+    pub fn page(after: bool, limit: i64) -> String {
+        format!(
+            "SELECT {} FROM certificates {} ORDER BY name LIMIT {limit}",
+            super::CERTIFICATE_COLUMNS,
+            if after { "WHERE name > $1" } else { "" }
+        )
+    }
+    pub fn expiring(limit: i64) -> String {
+        format!(
+            "SELECT name, not_after FROM certificates WHERE not_after < $1 \
+             ORDER BY not_after LIMIT {limit}"
+        )
+    }
+    pub fn due(limit: i64) -> String {
+        format!(
+            "SELECT name FROM certificates WHERE next_try <= $1 AND source = 'acme' \
+             ORDER BY next_try LIMIT {limit}"
+        )
+    }
+}
+
+/// A statement of [`certificate_sql`] for SQLite: `$n` is `?n` there.
+#[cfg(feature = "sqlite")]
+fn sqlite_placeholders(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// The columns [`certificate_from_row`] reads, in its order.
+const CERTIFICATE_COLUMNS: &str = "name, source, state, not_before, not_after, last_error, \
+     failures, next_try, redirect, updated_at";
+
+/// A Unix time in seconds as a time (the epoch when out of range).
+fn from_secs(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+/// A row of [`CERTIFICATE_COLUMNS`], on either backend.
+fn certificate_from_row<'r, R>(row: &'r R) -> Result<CertificateInfo>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<bool>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(CertificateInfo {
+        name: row.try_get(0)?,
+        source: CertificateSource::from_str(row.try_get(1)?)?,
+        state: CertificateState::from_str(row.try_get(2)?)?,
+        not_before: row.try_get::<Option<i64>, _>(3)?.map(from_secs),
+        not_after: row.try_get::<Option<i64>, _>(4)?.map(from_secs),
+        last_error: row.try_get(5)?,
+        failures: row.try_get(6)?,
+        next_try: row.try_get::<Option<i64>, _>(7)?.map(from_secs),
+        redirect: row.try_get(8)?,
+        updated_at: from_millis(row.try_get(9)?),
+    })
+}
+
+/// A chain, key and redirect read together (`None` while the key is).
+fn material(
+    chain_pem: Option<String>,
+    key_pem: Option<String>,
+    redirect: Option<bool>,
+) -> Option<CertificateMaterial> {
+    Some(CertificateMaterial {
+        chain_pem: chain_pem?,
+        key_pem: SecretPem::new(key_pem?),
+        redirect,
+    })
 }
 
 /// A time as both schemas keep it: Unix milliseconds.

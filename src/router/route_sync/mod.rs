@@ -208,6 +208,9 @@ impl Routes {
                     RouteKey::Tenant(t) => {
                         tenants.insert(t.as_str());
                     }
+                    // Certificates and challenges are the TLS listener's,
+                    // not the route table's.
+                    RouteKey::Certificate(_) | RouteKey::Challenge(_) => {}
                 }
             }
             if servers.len() + domains.len() + tenants.len() > REBUILD_PAST {
