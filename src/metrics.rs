@@ -59,6 +59,8 @@ pub struct Metrics {
     /// Requests sent once more, to a backup, after their server failed them;
     /// by the server that failed.
     pub backup_retries: IntCounterVec,
+    /// ACME orders this process placed, by result (`issued`, `failed`).
+    pub acme_orders: IntCounterVec,
 }
 
 /// The reasons of `slum_router_connections_refused_total`.
@@ -136,7 +138,19 @@ impl Metrics {
             &["server"],
         )
         .expect("valid metric");
+        let acme_orders = IntCounterVec::new(
+            Opts::new(
+                "slum_acme_orders_total",
+                "Certificate orders this router placed with the ACME CA (it leads the fleet), \
+                 by result (issued, failed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         // Shown from the start, at 0: an alert on their rise needs them.
+        for result in ["issued", "failed"] {
+            acme_orders.with_label_values(&[result]);
+        }
         for reason in CONNECTIONS_REFUSED {
             connections_refused.with_label_values(&[reason]);
         }
@@ -153,6 +167,7 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(requests_refused.clone()),
             Box::new(backup_retries.clone()),
+            Box::new(acme_orders.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -168,6 +183,7 @@ impl Metrics {
             connections_refused,
             requests_refused,
             backup_retries,
+            acme_orders,
         }
     }
 

@@ -25,6 +25,7 @@ pub use crate::orchestrate::drain::Drains;
 pub use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
 pub use crate::router::route_sync::Routes;
 
+use crate::orchestrate::acme::Acme;
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::supervisor;
@@ -182,6 +183,18 @@ impl Serving {
             Arc::clone(&state.leading),
             config.reconcile_interval,
         ));
+        // Certificates for tenant domains: ordered while this process leads.
+        let acme = config.acme.clone().map(|acme| {
+            tracing::info!(directory = acme.directory, challenge = %acme.challenge,
+                "ACME on: the leading router orders a certificate for each tenant domain");
+            let acme = Acme::new(
+                state.db.fleet().clone(),
+                Arc::clone(&state.routing),
+                Arc::clone(&state.metrics),
+                acme,
+            );
+            tokio::spawn(acme.run(state.leading.subscribe()))
+        });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -192,6 +205,9 @@ impl Serving {
         let router = router::serve(public, Arc::new(state), metrics, &router_config, stop_rx).await;
         follower.abort();
         supervisor.abort();
+        if let Some(acme) = acme {
+            acme.abort();
+        }
         let api = api.await;
         router?;
         api??;
