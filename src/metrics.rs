@@ -2,7 +2,8 @@
 //! the router's own errors by server and cause, route table size, servers by
 //! state, health transitions, servers whose tenement routes by another domain,
 //! what the router refused (connections and requests over its caps, request
-//! bodies too slow), and requests retried on a backup.
+//! bodies too slow), requests retried on a backup, and the certificates near
+//! their expiry (refreshed when scraped, see [`Metrics::set_expiring_certificates`]).
 //!
 //! The two the router updates for every request are kept per router thread
 //! ([`RouterShard`]): each thread writes only its own counters, so that no two
@@ -61,7 +62,17 @@ pub struct Metrics {
     pub backup_retries: IntCounterVec,
     /// ACME orders this process placed, by result (`issued`, `failed`).
     pub acme_orders: IntCounterVec,
+    /// Certificates that expire within the warning window (or have expired).
+    certificates_expiring: IntGauge,
+    /// Seconds left to each of the first [`CERTIFICATE_SERIES`] of those,
+    /// by name.
+    certificate_expiry: IntGaugeVec,
 }
+
+/// The most certificates given a series of their own: the first to expire.
+/// A series per certificate of a fleet of a million domains would drown
+/// Prometheus; the count says how many there are in all.
+pub(crate) const CERTIFICATE_SERIES: usize = 100;
 
 /// The reasons of `slum_router_connections_refused_total`.
 pub(crate) const CONNECTIONS_REFUSED: [&str; 2] = ["total", "per_client"];
@@ -147,6 +158,20 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let certificates_expiring = IntGauge::new(
+            "slum_certificates_expiring",
+            "Certificates that expire within 14 days, or have expired",
+        )
+        .expect("valid metric");
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "slum_certificate_expiry_seconds",
+                "Seconds until the certificate expires (negative once it has), only for \
+                 certificates within 14 days of expiry (the first 100 to expire)",
+            ),
+            &["name"],
+        )
+        .expect("valid metric");
         // Shown from the start, at 0: an alert on their rise needs them.
         for result in ["issued", "failed"] {
             acme_orders.with_label_values(&[result]);
@@ -168,6 +193,8 @@ impl Metrics {
             Box::new(requests_refused.clone()),
             Box::new(backup_retries.clone()),
             Box::new(acme_orders.clone()),
+            Box::new(certificates_expiring.clone()),
+            Box::new(certificate_expiry.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -184,6 +211,23 @@ impl Metrics {
             requests_refused,
             backup_retries,
             acme_orders,
+            certificates_expiring,
+            certificate_expiry,
+        }
+    }
+
+    /// Sets the certificates' expiry gauges: `count` expire within the
+    /// warning window, and `first` (name, not_after in Unix seconds; at most
+    /// [`CERTIFICATE_SERIES`] are shown) are the first of them, whose series
+    /// say how many seconds each has left at `now`. Series of certificates
+    /// no longer among them go.
+    pub(crate) fn set_expiring_certificates(&self, count: i64, first: &[(String, i64)], now: i64) {
+        self.certificates_expiring.set(count);
+        self.certificate_expiry.reset();
+        for (name, not_after) in first.iter().take(CERTIFICATE_SERIES) {
+            self.certificate_expiry
+                .with_label_values(&[name])
+                .set(not_after - now);
         }
     }
 
@@ -424,5 +468,30 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
         assert!(!text.contains("status=\"404\""), "{text}");
+    }
+
+    #[test]
+    fn only_certificates_near_expiry_have_a_series() {
+        let metrics = Metrics::new();
+        metrics.set_expiring_certificates(
+            2,
+            &[("a.test".into(), 1_000), ("*.b.test".into(), 400)],
+            500,
+        );
+        let text = metrics.render();
+        for line in [
+            "slum_certificates_expiring 2",
+            "slum_certificate_expiry_seconds{name=\"a.test\"} 500",
+            "slum_certificate_expiry_seconds{name=\"*.b.test\"} -100",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        metrics.set_expiring_certificates(0, &[], 500);
+        let text = metrics.render();
+        assert!(text.contains("slum_certificates_expiring 0"), "{text}");
+        assert!(
+            !text.contains("a.test"),
+            "a renewed certificate's series goes: {text}"
+        );
     }
 }

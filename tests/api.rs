@@ -280,6 +280,27 @@ async fn every_v1_route_refuses_a_missing_or_wrong_token() {
             Some(json!({"name": "x"})),
         ),
         (Method::DELETE, format!("/v1/tokens/{}", other.id), None),
+        (Method::GET, "/v1/certificates".into(), None),
+        (
+            Method::GET,
+            "/v1/certificates/acme.example.com".into(),
+            None,
+        ),
+        (
+            Method::PUT,
+            "/v1/certificates/acme.example.com".into(),
+            Some(json!({"cert_pem": "x", "key_pem": "y"})),
+        ),
+        (
+            Method::DELETE,
+            "/v1/certificates/acme.example.com".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/certificates/acme.example.com/order".into(),
+            None,
+        ),
     ];
     let wrong = format!("slum_{}", "0".repeat(64));
     for (method, path, body) in &routes {
@@ -1805,4 +1826,206 @@ enum Routed {
     Spawn(DomainRoute),
     ServerDown { servers: Vec<String> },
     UnknownHost,
+}
+
+// ----- certificates -----
+
+/// `PUT /v1/certificates/{name}` with a test certificate.
+async fn put_certificate(
+    api: &Api,
+    name: &str,
+    cert: &common::certs::TestCert,
+    extra: Value,
+) -> (StatusCode, Value) {
+    let mut body = json!({"cert_pem": cert.cert_pem, "key_pem": cert.key_pem});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    api.call(Method::PUT, &format!("/v1/certificates/{name}"), Some(body))
+        .await
+}
+
+#[tokio::test]
+async fn certificates_are_put_listed_shown_and_removed_and_never_show_a_key() {
+    use common::certs::{self, assert_no_key};
+    let api = Api::start().await;
+    let shop = certs::with_ca(&["shop.example.com"]);
+    let (status, stored) = put_certificate(&api, "Shop.Example.com", &shop, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["name"], "shop.example.com");
+    assert_eq!(stored["source"], "uploaded");
+    assert_eq!(stored["state"], "issued");
+    assert_eq!(stored["redirect"], Value::Null);
+    assert!(stored["not_after"].is_string(), "{stored}");
+    let wild = certs::expiring_in(&["*.example.com"], 5);
+    let (status, stored) =
+        put_certificate(&api, "*.example.com", &wild, json!({"redirect": true})).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    assert_eq!(stored["redirect"], true);
+
+    // A page by name, the next page's key in the header.
+    let resp = api
+        .bare(Method::GET, "/v1/certificates?limit=1")
+        .bearer_auth(&api.secret)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(
+        resp.headers()
+            .get("slum-next-after")
+            .map(|v| v.to_str().unwrap_or_default().to_owned()),
+        Some("*.example.com".to_owned())
+    );
+    let page: Value = resp.json().await.expect("JSON");
+    assert_eq!(page.as_array().map(Vec::len), Some(1), "{page}");
+    let (status, rest) = api.get("/v1/certificates?after=*.example.com").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rest[0]["name"], "shop.example.com", "{rest}");
+    let (status, one) = api.get("/v1/certificates/shop.example.com").await;
+    assert_eq!(
+        (status, &one["name"]),
+        (StatusCode::OK, &json!("shop.example.com"))
+    );
+
+    // The status and the metrics warn of the one that expires in 5 days only.
+    let (_, status_body) = api.get("/v1/status").await;
+    assert_eq!(status_body["certificates_expiring"], 1, "{status_body}");
+    assert_eq!(
+        status_body["expiring_certificates"][0]["name"], "*.example.com",
+        "{status_body}"
+    );
+    let metrics = send_text(api.bare(Method::GET, "/metrics")).await;
+    assert!(
+        metrics.lines().any(|l| l == "slum_certificates_expiring 1"),
+        "{metrics}"
+    );
+    let series: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("slum_certificate_expiry_seconds{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{metrics}");
+    let left: i64 = series[0]
+        .strip_prefix("slum_certificate_expiry_seconds{name=\"*.example.com\"} ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}", series[0]));
+    assert!((3 * 86_400..=5 * 86_400).contains(&left), "{left}");
+
+    // Nothing the API answered holds a key.
+    let (_, list) = api.get("/v1/certificates").await;
+    for text in [
+        list.to_string(),
+        one.to_string(),
+        status_body.to_string(),
+        metrics,
+    ] {
+        assert_no_key(&text, &shop.key_pem);
+        assert_no_key(&text, &wild.key_pem);
+        assert!(!text.contains("BEGIN CERTIFICATE"), "no PEM at all: {text}");
+    }
+
+    let (status, _) = api.delete("/v1/certificates/shop.example.com").await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = api.get("/v1/certificates/shop.example.com").await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["key"], "shop.example.com");
+    let (status, body) = api.delete("/v1/certificates/shop.example.com").await;
+    error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    // Removed, the expiring one leaves the metrics.
+    api.delete("/v1/certificates/*.example.com").await;
+    let metrics = send_text(api.bare(Method::GET, "/metrics")).await;
+    assert!(
+        metrics.contains("slum_certificates_expiring 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("slum_certificate_expiry_seconds{"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_certificate_is_a_422_naming_its_field_and_changes_nothing() {
+    use common::certs::{self, assert_no_key};
+    let api = Api::start().await;
+    let good = certs::self_signed(&["shop.example.com"]);
+    let before = api.dump().await;
+    let other_key = certs::other_key();
+    let cases = [
+        (
+            "shop.example.com",
+            json!({"key_pem": other_key}),
+            "certificate.key_pem",
+        ),
+        ("www.example.com", json!({}), "certificate.cert_pem"),
+        (
+            "shop.example.com",
+            json!({"cert_pem": "junk"}),
+            "certificate.cert_pem",
+        ),
+        ("*.com", json!({}), "certificate.name"),
+    ];
+    for (name, changes, field) in cases {
+        let (status, body) = put_certificate(&api, name, &good, changes).await;
+        let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], field, "{body}");
+        assert_no_key(&body.to_string(), &good.key_pem);
+        assert_no_key(&body.to_string(), &other_key);
+    }
+    let (status, body) = put_certificate(&api, "shop.example.com", &good, json!({"keyy": 1})).await;
+    error_of(status, &body, StatusCode::BAD_REQUEST, "bad_request");
+    assert_no_key(&body.to_string(), &good.key_pem);
+    assert_eq!(before, api.dump().await, "nothing changed");
+}
+
+#[tokio::test]
+async fn a_certificate_is_ordered_for_a_tenant_domain_only() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    api.add_tenant("acme.example.com", "east").await;
+    let before = api.dump().await;
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/certificates/evil.example.org/order",
+            None,
+        )
+        .await;
+    let e = error_of(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(e["key"], "evil.example.org");
+    assert_eq!(before, api.dump().await, "nothing ordered");
+
+    let (status, body) = api
+        .call(
+            Method::POST,
+            "/v1/certificates/Acme.Example.com/order",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        (&body["name"], &body["source"], &body["state"]),
+        (
+            &json!("acme.example.com"),
+            &json!("acme"),
+            &json!("pending")
+        )
+    );
+    let (status, again) = api
+        .call(
+            Method::POST,
+            "/v1/certificates/acme.example.com/order",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "already wanted: {again}");
+}
+
+/// The text of an answer.
+async fn send_text(req: reqwest::RequestBuilder) -> String {
+    req.send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
 }

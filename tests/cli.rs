@@ -1288,3 +1288,169 @@ fn lists_show_a_page_and_say_how_to_get_the_next() {
     let bad = slum.run(&["tenant", "list", "--limit", "0"]);
     assert!(bad.error_line().contains("limit"), "{bad:#?}");
 }
+
+/// Writes a test certificate's chain and key into the serve's dir, returning
+/// the two paths as arguments.
+fn cert_files(slum: &Serve, stem: &str, cert: &common::certs::TestCert) -> (String, String) {
+    let dir = slum.dir.path();
+    let (c, k) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    std::fs::write(&c, &cert.cert_pem).expect("write the chain");
+    std::fs::write(&k, &cert.key_pem).expect("write the key");
+    (c.display().to_string(), k.display().to_string())
+}
+
+#[test]
+fn certificates_are_added_listed_shown_and_removed_and_no_output_holds_a_key() {
+    use common::certs::{self, assert_no_key};
+    let slum = Serve::start();
+    let shop = certs::with_ca(&["shop.example.com"]);
+    let soon = certs::expiring_in(&["*.example.com"], 3);
+    let (shop_crt, shop_key) = cert_files(&slum, "shop", &shop);
+    let (soon_crt, soon_key) = cert_files(&slum, "soon", &soon);
+    let mut outputs = Vec::new();
+
+    let added = slum.run(&[
+        "cert",
+        "add",
+        "shop.example.com",
+        "--cert",
+        &shop_crt,
+        "--key",
+        &shop_key,
+    ]);
+    let text = added.ok();
+    assert!(
+        text.starts_with("stored certificate shop.example.com\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("source:") && text.contains("uploaded"),
+        "{text}"
+    );
+    outputs.push(format!("{added:?}"));
+    let added = slum.run(&[
+        "--json",
+        "cert",
+        "add",
+        "*.example.com",
+        "--cert",
+        &soon_crt,
+        "--key",
+        &soon_key,
+        "--redirect",
+        "on",
+    ]);
+    assert_eq!(added.json()["redirect"], true, "{added:#?}");
+    outputs.push(format!("{added:?}"));
+
+    let list = slum.run(&["cert", "list"]);
+    let table = list.ok();
+    let header = table.lines().next().expect("header");
+    assert!(
+        header.starts_with("NAME") && header.contains("EXPIRES"),
+        "{table}"
+    );
+    let shop_row = row(table, "shop.example.com");
+    assert_eq!(&shop_row[1..3], ["uploaded", "issued"], "{table}");
+    let soon_row = table
+        .lines()
+        .find(|l| l.starts_with("*.example.com"))
+        .unwrap_or_else(|| panic!("no wildcard row in {table}"));
+    assert!(
+        soon_row.contains("(in 2d") || soon_row.contains("(in 3d"),
+        "{table}"
+    );
+    outputs.push(format!("{list:?}"));
+    let json = slum.run(&["--json", "cert", "list", "--all"]);
+    let names: Vec<&str> = json
+        .ok()
+        .lines()
+        .filter(|l| l.contains("\"name\""))
+        .collect();
+    assert_eq!(names.len(), 2, "{json:#?}");
+    outputs.push(format!("{json:?}"));
+    let show = slum.run(&["cert", "show", "*.example.com"]);
+    assert!(show.ok().contains("redirect:"), "{show:#?}");
+    assert!(show.ok().contains("on"), "{show:#?}");
+    outputs.push(format!("{show:?}"));
+
+    // slum status warns of the one that expires within 14 days.
+    let status = slum.run(&["status"]);
+    let text = status.ok();
+    assert!(
+        text.contains("warning: 1 certificate(s) expire within 14 days"),
+        "{text}"
+    );
+    assert!(text.contains("*.example.com"), "{text}");
+    assert!(!text.contains("shop.example.com"), "{text}");
+    outputs.push(format!("{status:?}"));
+
+    // A refused certificate: one line naming the field, never the key.
+    let other = certs::self_signed(&["shop.example.com"]);
+    let (_, other_key) = cert_files(&slum, "other", &other);
+    let refused = slum.run(&[
+        "cert",
+        "add",
+        "shop.example.com",
+        "--cert",
+        &shop_crt,
+        "--key",
+        &other_key,
+    ]);
+    assert!(
+        refused.error_line().contains("certificate.key_pem"),
+        "{refused:#?}"
+    );
+    outputs.push(format!("{refused:?}"));
+    let missing = slum.run(&[
+        "cert",
+        "add",
+        "shop.example.com",
+        "--cert",
+        &shop_crt,
+        "--key",
+        "/nonexistent.key",
+    ]);
+    assert!(
+        missing
+            .error_line()
+            .contains("cannot read --key /nonexistent.key"),
+        "{missing:#?}"
+    );
+
+    let removed = slum.run(&["cert", "remove", "shop.example.com"]);
+    assert_eq!(removed.ok().trim(), "removed certificate shop.example.com");
+    let gone = slum.run(&["cert", "show", "shop.example.com"]);
+    assert_eq!(
+        gone.error_line(),
+        "error: certificate 'shop.example.com' not found"
+    );
+    for text in outputs {
+        assert_no_key(&text, &shop.key_pem);
+        assert_no_key(&text, &soon.key_pem);
+        assert_no_key(&text, &other.key_pem);
+    }
+    assert_no_key(&slum.log(), &shop.key_pem);
+    assert_no_key(&slum.log(), &other.key_pem);
+}
+
+#[test]
+fn a_certificate_is_ordered_for_a_tenant_domain_only() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    slum.add_tenant("shop.example.com", "east").ok();
+    let refused = slum.run(&["cert", "order", "evil.example.org"]);
+    assert_eq!(
+        refused.error_line(),
+        "error: tenant 'evil.example.org' not found"
+    );
+    let ordered = slum.run(&["cert", "order", "shop.example.com"]);
+    let text = ordered.ok();
+    assert!(text.contains("wanted"), "{text}");
+    let list = slum.run(&["cert", "list"]);
+    let r = row(list.ok(), "shop.example.com");
+    assert_eq!(&r[1..3], ["acme", "pending"], "{list:#?}");
+}

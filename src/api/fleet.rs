@@ -2,8 +2,10 @@
 //! at once; the record counts; and the domains no server can serve now) and
 //! `POST /v1/reconcile`.
 //!
-//! The status reads no more than a page of servers, two `COUNT`s, and the
-//! tenants of the servers that are down: never every tenant and instance.
+//! The status reads no more than a page of servers, three `COUNT`s, the
+//! tenants of the servers that are down and the first certificates to expire
+//! (on the index of their expiry): never every tenant, instance or
+//! certificate.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +14,9 @@ use futures::future::join_all;
 
 use super::extract::ApiQuery;
 use super::paging::{page_request, with_next};
-use super::wire::{DownTenant, FleetStatus, PageQuery};
+use super::wire::{
+    DownTenant, ExpiringCertificate, FleetStatus, PageQuery, EXPIRING_SHOWN, EXPIRY_WARNING_DAYS,
+};
 use super::ApiResult;
 use crate::route_table::{Decision, RouteTable};
 use crate::serve::AppState;
@@ -42,9 +46,14 @@ pub(super) async fn fleet_status(
     }
     // Only a tenant homed on a down server, or with an instance on one, can be
     // down: the route table judges those alone.
-    let (counts, near_down) = tokio::try_join!(
+    // Certificates near expiry: a count and the first few, on the index of
+    // their expiry.
+    let warn_before = chrono::Utc::now().timestamp() + EXPIRY_WARNING_DAYS * 86_400;
+    let (counts, near_down, certificates_expiring, expiring) = tokio::try_join!(
         state.db.count_records(),
-        state.db.list_tenants_near_down_servers()
+        state.db.list_tenants_near_down_servers(),
+        state.db.certificates_expiring(warn_before),
+        state.db.expiring_certificates(warn_before, EXPIRING_SHOWN),
     )?;
     let down_tenants = down_tenants(
         &state.routes.current(),
@@ -55,6 +64,14 @@ pub(super) async fn fleet_status(
         tenants: counts.tenants,
         instances: counts.instances,
         down_tenants,
+        certificates_expiring,
+        expiring_certificates: expiring
+            .into_iter()
+            .map(|(name, not_after)| ExpiringCertificate {
+                name,
+                not_after: chrono::DateTime::from_timestamp(not_after, 0).unwrap_or_default(),
+            })
+            .collect(),
     })
     .into_response();
     with_next(&mut resp, servers.next);

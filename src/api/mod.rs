@@ -4,7 +4,7 @@
 //! It is a thin layer over [`SlumDb`](crate::SlumDb): each handler parses its
 //! input, makes one library call and answers with the library's own types as
 //! JSON. The handlers live by resource (`servers`, `tenants`, `instances`,
-//! `fleet`, `tokens`); every body they take or give is a type of `wire`, which
+//! `fleet`, `tokens`, `certificates`); every body they take or give is a type of `wire`, which
 //! the CLI shares. Three things are decided here and nowhere else:
 //!
 //! - who may call: every `/v1` route needs a bearer token that
@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use crate::serve::AppState;
 use crate::{Error, Kind};
 
+mod certificates;
 mod extract;
 mod fleet;
 mod instances;
@@ -119,6 +120,17 @@ fn router(state: AppState) -> Router {
             get(tokens::list_tokens).post(tokens::create_token),
         )
         .route("/v1/tokens/:id", delete(tokens::revoke_token))
+        .route("/v1/certificates", get(certificates::list_certificates))
+        .route(
+            "/v1/certificates/:name",
+            get(certificates::get_certificate)
+                .put(certificates::put_certificate)
+                .delete(certificates::delete_certificate),
+        )
+        .route(
+            "/v1/certificates/:name/order",
+            post(certificates::order_certificate),
+        )
         // Before the auth layer: once layered, routes no longer take a fallback.
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
@@ -306,6 +318,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    certificates::refresh_metrics(&state).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -26,6 +26,13 @@ pub use crate::{
 pub use crate::InstanceState;
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub use crate::ReconcileReport;
+// The certificates, as the API shows them: no key, no PEM.
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub use crate::CertificateInfo;
+// A certificate's source and state: part of the answer (the CLI shows them
+// through `Display`), so clients find them here with the rest.
+#[allow(unused_imports)]
+pub use crate::{CertificateSource, CertificateState};
 
 #[cfg(test)]
 mod tests;
@@ -195,6 +202,21 @@ pub struct NewToken {
     pub name: String,
 }
 
+/// `PUT /v1/certificates/{name}`: an operator's certificate. No `Debug`: it
+/// holds the private key.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutCertificate {
+    /// The chain, leaf first, in PEM.
+    pub cert_pem: String,
+    /// The leaf's private key in PEM.
+    pub key_pem: String,
+    /// Plain HTTP for the name redirected to HTTPS (`true`) or not
+    /// (`false`); left out, the fleet's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<bool>,
+}
+
 // ----- answers -----
 //
 // Answers are read with `#[serde(default)]` where a field was added later, so
@@ -216,6 +238,26 @@ pub struct FleetStatus {
     /// Domains the router cannot serve now: every server that could hold their
     /// instance is offline. Sorted by domain.
     pub down_tenants: Vec<DownTenant>,
+    /// Certificates that expire within [`EXPIRY_WARNING_DAYS`] (or have
+    /// expired), counted on an index.
+    pub certificates_expiring: i64,
+    /// The first of them to expire, soonest first (at most
+    /// [`EXPIRING_SHOWN`]).
+    pub expiring_certificates: Vec<ExpiringCertificate>,
+}
+
+/// How close to its expiry a certificate is warned about, in days.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// How many expiring certificates `GET /v1/status` names.
+pub const EXPIRING_SHOWN: usize = 10;
+
+/// A certificate that expires soon.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExpiringCertificate {
+    pub name: String,
+    pub not_after: chrono::DateTime<chrono::Utc>,
 }
 
 /// A domain whose instance (and every backup) is on an offline server.

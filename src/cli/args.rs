@@ -11,7 +11,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use super::error::CliError;
 use crate::api::wire::{
-    FailoverPolicy, NewInstance, NewServer, NewTenant, ServerPatch, ServerStatus, TenantPatch,
+    FailoverPolicy, NewInstance, NewServer, NewTenant, PutCertificate, ServerPatch, ServerStatus,
+    TenantPatch,
 };
 use crate::serve::{DatabaseLocation, ServeArgs};
 
@@ -90,6 +91,10 @@ pub(super) enum Command {
     /// Management API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// TLS certificates of the customer domains: brought by an operator, or
+    /// ordered from the ACME CA.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Make what runs equal to what should run: respawn missing instances and
     /// complete pending stops.
     Reconcile,
@@ -372,6 +377,60 @@ pub(super) struct SpawnArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub(super) enum CertCommand {
+    /// Store a certificate (a chain, leaf first, and its key) under a domain
+    /// or a wildcard (*.example.com covers one label), replacing any of that
+    /// name. Refused unless the key is the leaf's, the leaf covers the name
+    /// and has not expired.
+    Add(CertAddArgs),
+    /// List the certificates: source, state, expiry, next try and the last
+    /// error (a page of them: see --limit, --after, --all).
+    List {
+        #[command(flatten)]
+        paging: PagingArgs,
+    },
+    /// One certificate.
+    Show {
+        /// Domain or wildcard.
+        name: String,
+    },
+    /// Remove a certificate; the routers stop serving it.
+    Remove {
+        /// Domain or wildcard.
+        name: String,
+    },
+    /// Have the fleet order a certificate for a tenant domain from its ACME
+    /// CA (slum serve --acme-directory); renewed by slum.
+    Order {
+        /// A tenant's domain.
+        domain: String,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct CertAddArgs {
+    /// Domain (shop.example.com) or wildcard (*.example.com).
+    pub(super) name: String,
+    /// PEM file of the certificate chain, leaf first.
+    #[arg(long, value_name = "FILE")]
+    pub(super) cert: PathBuf,
+    /// PEM file of the leaf's private key (sent to the API, never printed).
+    #[arg(long, value_name = "FILE")]
+    pub(super) key: PathBuf,
+    /// Redirect plain HTTP for this name to HTTPS (on) or not (off); left
+    /// out, the fleet's default (slum serve --https-redirect).
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub(super) redirect: Option<OnOff>,
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Subcommand)]
 pub(super) enum TokenCommand {
     /// Create a token; its secret is printed once.
     Create {
@@ -509,5 +568,21 @@ impl SpawnArgs {
             region: self.region.clone(),
             distinct_region: self.other_region,
         }
+    }
+}
+
+impl CertAddArgs {
+    /// The body of `PUT /v1/certificates/{name}`, with the files' contents. A
+    /// file that cannot be read is named; its contents never are.
+    pub(super) fn body(&self) -> Result<PutCertificate, CliError> {
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::Local(format!("cannot read {flag} {}: {e}", path.display())))
+        };
+        Ok(PutCertificate {
+            cert_pem: read("--cert", &self.cert)?,
+            key_pem: read("--key", &self.key)?,
+            redirect: self.redirect.map(|r| r == OnOff::On),
+        })
     }
 }

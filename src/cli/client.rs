@@ -16,9 +16,10 @@ use url::Url;
 use super::args::Secret;
 use super::error::CliError;
 use crate::api::wire::{
-    ApiToken, CreatedToken, DrainProgress, ErrorBody, FleetStatus, Instance, InstanceStatus,
-    ListQuery, MoveTo, NewInstance, NewServer, NewTenant, NewToken, ReconcileReport, Server,
-    ServerPatch, ServerStats, StopPending, Tenant, TenantPatch, NEXT_AFTER,
+    ApiToken, CertificateInfo, CreatedToken, DrainProgress, ErrorBody, FleetStatus, Instance,
+    InstanceStatus, ListQuery, MoveTo, NewInstance, NewServer, NewTenant, NewToken, PutCertificate,
+    ReconcileReport, Server, ServerPatch, ServerStats, StopPending, Tenant, TenantPatch,
+    NEXT_AFTER,
 };
 use crate::serve::{default_token_file, DEFAULT_API};
 
@@ -409,5 +410,38 @@ impl ApiClient {
 
     pub(super) async fn revoke_token(&self, id: &str) -> Result<(), CliError> {
         self.delete(&["tokens", id]).await.map(drop)
+    }
+
+    /// A page of the certificates (never a key).
+    pub(super) async fn list_certificates(
+        &self,
+        page: &ListQuery,
+    ) -> Result<Reply<Vec<CertificateInfo>>, CliError> {
+        self.call(Method::GET, &["certificates"], Some(page), None)
+            .await
+    }
+
+    pub(super) async fn certificate(&self, name: &str) -> Result<Reply<CertificateInfo>, CliError> {
+        self.get(&["certificates", name]).await
+    }
+
+    pub(super) async fn put_certificate(
+        &self,
+        name: &str,
+        body: &PutCertificate,
+    ) -> Result<Reply<CertificateInfo>, CliError> {
+        self.send(Method::PUT, &["certificates", name], body).await
+    }
+
+    pub(super) async fn remove_certificate(&self, name: &str) -> Result<(), CliError> {
+        self.delete(&["certificates", name]).await.map(drop)
+    }
+
+    pub(super) async fn order_certificate(
+        &self,
+        domain: &str,
+    ) -> Result<Reply<CertificateInfo>, CliError> {
+        self.call(Method::POST, &["certificates", domain, "order"], None, None)
+            .await
     }
 }

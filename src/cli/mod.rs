@@ -25,13 +25,15 @@ mod render;
 
 pub use args::Cli;
 use args::{
-    Command, GlobalArgs, PagingArgs, ServerCommand, TenantCommand, TokenCommand, TokenResetArgs,
+    CertCommand, Command, GlobalArgs, PagingArgs, ServerCommand, TenantCommand, TokenCommand,
+    TokenResetArgs,
 };
 use client::{api_base, resolve_token, token_file_path, ApiClient, Stop};
 use error::CliError;
 use render::{
-    printable, render_instances, render_reconcile, render_server, render_servers, render_spawned,
-    render_status, render_tenant, render_tenants, render_tokens,
+    printable, render_certificate, render_certificates, render_instances, render_reconcile,
+    render_server, render_servers, render_spawned, render_status, render_tenant, render_tenants,
+    render_tokens,
 };
 
 /// Runs the parsed command line and returns the process's exit code: 0 on
@@ -367,6 +369,7 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
             Output::new(status.json, render_status(&status.value, now)).with_next(status.next)
         }
         Command::Token(cmd) => token_command(client, cmd, now).await?,
+        Command::Cert(cmd) => cert_command(client, cmd, now).await?,
         Command::Reconcile => {
             let r = client.reconcile().await?;
             Output::new(r.json, render_reconcile(&r.value))
@@ -475,6 +478,48 @@ async fn tenant_command(
         TenantCommand::Remove { domain } => {
             client.remove_tenant(&domain).await?;
             Output::new(Value::Null, format!("removed tenant {domain}"))
+        }
+    })
+}
+
+async fn cert_command(
+    client: &ApiClient,
+    cmd: CertCommand,
+    now: DateTime<Utc>,
+) -> Result<Output, CliError> {
+    Ok(match cmd {
+        CertCommand::Add(args) => {
+            let r = client.put_certificate(&args.name, &args.body()?).await?;
+            let text = format!(
+                "stored certificate {}\n{}",
+                r.value.name,
+                render_certificate(&r.value, now)
+            );
+            Output::new(r.json, text)
+        }
+        CertCommand::List { paging } => {
+            let r = paged(&paging, None, |q| async move {
+                client.list_certificates(&q).await
+            })
+            .await?;
+            Output::new(r.json, render_certificates(&r.value, now)).with_next(r.next)
+        }
+        CertCommand::Show { name } => {
+            let r = client.certificate(&name).await?;
+            Output::new(r.json, render_certificate(&r.value, now))
+        }
+        CertCommand::Remove { name } => {
+            client.remove_certificate(&name).await?;
+            Output::new(Value::Null, format!("removed certificate {name}"))
+        }
+        CertCommand::Order { domain } => {
+            let r = client.order_certificate(&domain).await?;
+            let text = format!(
+                "certificate {} wanted: the leading router orders it\n{}",
+                r.value.name,
+                render_certificate(&r.value, now)
+            );
+            Output::new(r.json, text)
         }
     })
 }

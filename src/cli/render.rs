@@ -11,8 +11,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::wire::{
-    ApiToken, DrainProgress, FleetStatus, Instance, InstanceStatus, ReconcileReport, Server,
-    ServerStats, Tenant,
+    ApiToken, CertificateInfo, DrainProgress, FleetStatus, Instance, InstanceStatus,
+    ReconcileReport, Server, ServerStats, Tenant, EXPIRY_WARNING_DAYS,
 };
 
 #[cfg(test)]
@@ -365,7 +365,119 @@ pub(super) fn render_status(status: &FleetStatus, now: DateTime<Utc>) -> String 
         status.tenants,
         status.instances
     ));
+    out.push_str(&expiry_warning(status, now));
     out
+}
+
+/// The warning of `slum status` for certificates near their expiry: how many,
+/// and the first of them.
+fn expiry_warning(status: &FleetStatus, now: DateTime<Utc>) -> String {
+    if status.certificates_expiring <= 0 {
+        return String::new();
+    }
+    let rows = status
+        .expiring_certificates
+        .iter()
+        .map(|c| vec![c.name.clone(), format_expiry(now, Some(c.not_after))])
+        .collect();
+    let mut out = format!(
+        "\n\nwarning: {} certificate(s) expire within {EXPIRY_WARNING_DAYS} days\n{}",
+        status.certificates_expiring,
+        table(&["CERTIFICATE", "EXPIRES"], rows, &[])
+    );
+    let more = status.certificates_expiring - status.expiring_certificates.len() as i64;
+    if more > 0 {
+        out.push_str(&format!("\nand {more} more (slum cert list)"));
+    }
+    out
+}
+
+/// When a certificate expires, and how far that is: "2025-06-01 12:00 UTC (in
+/// 3d 4h)", "... (expired 2d ago)"; "-" for none yet.
+fn format_expiry(now: DateTime<Utc>, not_after: Option<DateTime<Utc>>) -> String {
+    let Some(t) = not_after else {
+        return "-".to_owned();
+    };
+    let secs = (t - now).num_seconds();
+    let how_far = if secs > 0 {
+        format!("in {}", format_duration(secs.unsigned_abs()))
+    } else {
+        format!("expired {} ago", format_duration(secs.unsigned_abs()))
+    };
+    format!("{} ({how_far})", t.format("%Y-%m-%d %H:%M UTC"))
+}
+
+/// When the next order is due: "in 5m", "due" once the time has come, "-"
+/// for none.
+fn format_next_try(now: DateTime<Utc>, next: Option<DateTime<Utc>>) -> String {
+    match next {
+        None => "-".to_owned(),
+        Some(t) if t <= now => "due".to_owned(),
+        Some(t) => format!(
+            "in {}",
+            format_duration((t - now).num_seconds().unsigned_abs())
+        ),
+    }
+}
+
+fn redirect_text(r: Option<bool>) -> &'static str {
+    match r {
+        None => "fleet default",
+        Some(true) => "on",
+        Some(false) => "off",
+    }
+}
+
+pub(super) fn render_certificates(certs: &[CertificateInfo], now: DateTime<Utc>) -> String {
+    let rows = certs
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.source.to_string(),
+                c.state.to_string(),
+                format_expiry(now, c.not_after),
+                format_next_try(now, c.next_try),
+            ]
+        })
+        .collect();
+    let mut out = table(
+        &["NAME", "SOURCE", "STATE", "EXPIRES", "NEXT TRY"],
+        rows,
+        &[],
+    );
+    // The CA's reasons, one line each, after the table (they are long).
+    for c in certs {
+        if let Some(e) = &c.last_error {
+            out.push_str(&format!("\n{}: {}", printable(&c.name), printable(e)));
+        }
+    }
+    out
+}
+
+pub(super) fn render_certificate(c: &CertificateInfo, now: DateTime<Utc>) -> String {
+    let mut rows = vec![
+        ("name", c.name.clone()),
+        ("source", c.source.to_string()),
+        ("state", c.state.to_string()),
+        (
+            "valid from",
+            c.not_before
+                .map(|t| format_when(now, t))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("expires", format_expiry(now, c.not_after)),
+        ("redirect", redirect_text(c.redirect).to_owned()),
+        ("next try", format_next_try(now, c.next_try)),
+    ];
+    if c.failures > 0 {
+        rows.push(("failures", c.failures.to_string()));
+    }
+    if let Some(e) = &c.last_error {
+        rows.push(("last error", e.clone()));
+    }
+    rows.push(("updated", format_when(now, c.updated_at)));
+    fields(&rows)
 }
 
 /// What a drain did: one summary line, then what moved where and why anything

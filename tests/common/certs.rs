@@ -55,6 +55,41 @@ pub fn expired(names: &[&str]) -> TestCert {
     }
 }
 
+/// A self-signed certificate for `names` that expires `days` days from
+/// today's midnight (UTC), valid since yesterday.
+pub fn expiring_in(names: &[&str], days: u64) -> TestCert {
+    use chrono::Datelike;
+    let today = chrono::Utc::now().date_naive();
+    let month = u8::try_from(today.month()).expect("month");
+    let day = u8::try_from(today.day()).expect("day");
+    let midnight = rcgen::date_time_ymd(today.year(), month, day);
+    let key = KeyPair::generate().expect("key pair");
+    let mut p = params(names);
+    p.not_before = midnight - std::time::Duration::from_secs(86_400);
+    p.not_after = midnight + std::time::Duration::from_secs(days * 86_400);
+    let cert = p.self_signed(&key).expect("certificate");
+    TestCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// Asserts that `text` holds no part of the PEM key `key_pem`: none of its
+/// base64 lines (as they would show in a PEM, or a JSON string of one), and
+/// no PEM key at all.
+#[track_caller]
+pub fn assert_no_key(text: &str, key_pem: &str) {
+    assert!(!text.contains("PRIVATE KEY"), "a private key in:\n{text}");
+    // A short last line could turn up anywhere by chance.
+    for line in key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+    {
+        let part = &line[..line.len().min(40)];
+        assert!(!text.contains(part), "the key's line {part:?} in:\n{text}");
+    }
+}
+
 /// A fresh key, of no certificate.
 pub fn other_key() -> String {
     KeyPair::generate().expect("key pair").serialize_pem()

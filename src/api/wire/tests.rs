@@ -61,11 +61,30 @@ fn the_status_answer_keeps_its_documented_fields() {
             tenant: "acme".into(),
             servers: vec!["east".into()],
         }],
+        certificates_expiring: 1,
+        expiring_certificates: vec![ExpiringCertificate {
+            name: "*.example.com".into(),
+            not_after: Utc
+                .timestamp_opt(1_700_000_000, 0)
+                .single()
+                .unwrap_or_default(),
+        }],
     };
     let json = round_trip(&status);
     assert_eq!(
         keys(&json),
-        ["down_tenants", "instances", "servers", "tenants"]
+        [
+            "certificates_expiring",
+            "down_tenants",
+            "expiring_certificates",
+            "instances",
+            "servers",
+            "tenants"
+        ]
+    );
+    assert_eq!(
+        keys(&json["expiring_certificates"][0]),
+        ["name", "not_after"]
     );
     assert_eq!(json["tenants"], json!(3));
     assert_eq!(

@@ -3,7 +3,10 @@
 use chrono::TimeZone;
 
 use super::*;
-use crate::api::wire::{DownTenant, InstanceState, ServerStatus};
+use crate::api::wire::{
+    CertificateSource, CertificateState, DownTenant, ExpiringCertificate, InstanceState,
+    ServerStatus,
+};
 
 fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + secs, 0)
@@ -187,6 +190,7 @@ fn status_joins_last_seen_and_lists_errors() {
             tenant: "acme".into(),
             servers: vec!["east".into(), "west".into()],
         }],
+        ..Default::default()
     };
     let out = render_status(&status, at(0));
     let row = out.lines().nth(1).expect("row");
@@ -312,5 +316,89 @@ fn control_characters_from_the_api_are_shown_escaped() {
     assert_eq!(
         printable("a\u{1b}b\tc\r\n\u{9b}"),
         "a\\u{1b}b\\tc\\r\\n\\u{9b}"
+    );
+}
+
+#[test]
+fn status_warns_of_certificates_near_expiry_and_says_how_many_more() {
+    let status = FleetStatus {
+        certificates_expiring: 3,
+        expiring_certificates: vec![
+            ExpiringCertificate {
+                name: "old.example.com".into(),
+                not_after: at(-2 * 86_400),
+            },
+            ExpiringCertificate {
+                name: "*.example.com".into(),
+                not_after: at(3 * 86_400 + 3600),
+            },
+        ],
+        ..Default::default()
+    };
+    let out = render_status(&status, at(0));
+    assert!(
+        out.contains("warning: 3 certificate(s) expire within 14 days\nCERTIFICATE"),
+        "{out}"
+    );
+    assert!(out.contains("(expired 2d ago)"), "{out}");
+    assert!(out.contains("(in 3d 1h)"), "{out}");
+    assert!(out.ends_with("and 1 more (slum cert list)"), "{out}");
+    let quiet = render_status(&FleetStatus::default(), at(0));
+    assert!(!quiet.contains("warning"), "{quiet}");
+}
+
+#[test]
+fn certificates_show_state_expiry_next_try_and_the_cas_reason() {
+    let issued = CertificateInfo {
+        name: "shop.example.com".into(),
+        source: CertificateSource::Uploaded,
+        state: CertificateState::Issued,
+        not_before: Some(at(-86_400)),
+        not_after: Some(at(45 * 86_400)),
+        updated_at: at(-60),
+        ..Default::default()
+    };
+    let failing = CertificateInfo {
+        name: "new.example.com".into(),
+        source: CertificateSource::Acme,
+        state: CertificateState::Failing,
+        last_error: Some("urn:ietf:params:acme:error:connection: refused\u{1b}[31m".into()),
+        failures: 2,
+        next_try: Some(at(300)),
+        updated_at: at(-60),
+        ..Default::default()
+    };
+    let out = render_certificates(&[failing.clone(), issued.clone()], at(0));
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "SOURCE", "STATE", "EXPIRES", "NEXT", "TRY"]
+    );
+    assert_eq!(
+        rows[1],
+        ["new.example.com", "acme", "failing", "-", "in", "5m"]
+    );
+    assert_eq!(&rows[2][..3], ["shop.example.com", "uploaded", "issued"]);
+    assert!(out.contains("(in 45d)"), "{out}");
+    assert!(
+        out.ends_with("new.example.com: urn:ietf:params:acme:error:connection: refused\\u{1b}[31m"),
+        "the reason, escaped: {out}"
+    );
+    let shown = render_certificate(&failing, at(0));
+    for line in [
+        "state:       failing",
+        "expires:     -",
+        "redirect:    fleet default",
+        "next try:    in 5m",
+        "failures:    2",
+    ] {
+        assert!(shown.contains(line), "{line:?} missing in:\n{shown}");
+    }
+    assert!(
+        render_certificate(&issued, at(0)).contains("expires:     2023-12-"),
+        "{out}"
     );
 }
