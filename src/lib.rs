@@ -40,8 +40,12 @@
 //!   `answers.rs` (the router's own answers when a server fails), `wake.rs`
 //!   (a tenant's first request starts it) and each thread's keep-alive pool
 //!   (`upstream_pool.rs`); `limits.rs` caps what clients may hold
-//!   (connections, requests in flight). What it asks of the control plane is
-//!   one small trait (`control.rs`), so that its tests use a fake.
+//!   (connections, requests in flight); `tls/` is HTTPS (the fleet's
+//!   certificates in memory, chosen by SNI, and the handshake), `http2.rs`
+//!   HTTP/2 to clients, `plain.rs` what the plain listener answers itself
+//!   (ACME HTTP-01 challenges, redirects to HTTPS). What it asks of the
+//!   control plane is one small trait (`control.rs`), so that its tests use a
+//!   fake.
 //! - The ways in: [`serve`] (`slum serve`: `config.rs` resolves its settings,
 //!   `descriptors.rs` raises the descriptor limit and derives the router's
 //!   caps from it, `mod.rs` wires the parts together, and `hooks.rs` answers

@@ -1,6 +1,7 @@
 //! What the router asks of the control plane, as hooks (the way Pingora's
 //! `ProxyHttp` gives a proxy its decisions): the route table in force, waking
-//! a tenant, the servers it could not reach, and a server's going offline.
+//! a tenant, the servers it could not reach, a server's going offline, and a
+//! domain asked for over HTTPS that has no certificate.
 //!
 //! The router moves bytes and decides nothing else: it never reads the fleet
 //! database, spawns an instance or judges a server's health itself. `slum
@@ -41,4 +42,13 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// that can go to a backup stops waiting on a server declared offline
     /// meanwhile.
     async fn until_offline(&self, server: &str);
+
+    /// A client asked for `domain`, a tenant domain, over HTTPS, and there is
+    /// no certificate for it: one may be ordered. Asked from within a TLS
+    /// handshake, on a router thread: it must not wait. The router asks once
+    /// per domain for a while (see [`Certificates`](super::tls::Certificates));
+    /// by default nothing is done.
+    fn certificate_wanted(&self, domain: &str) {
+        let _ = domain;
+    }
 }

@@ -93,16 +93,36 @@ fn same_but_underscores(name: &[u8], listed: &[u8]) -> bool {
 }
 
 /// The client at the other end of a connection.
+#[derive(Clone)]
 pub(super) struct Peer {
     /// Its address as the `X-Forwarded-For` entry, made once per connection.
     pub(super) ip: HeaderValue,
+    /// Whether it came over TLS (the HTTPS listener).
+    pub(super) https: bool,
 }
 
 impl Peer {
+    /// A client of the plain listener.
     pub(super) fn new(addr: SocketAddr) -> Peer {
         let ip = HeaderValue::from_str(&addr.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Peer { ip }
+        Peer { ip, https: false }
+    }
+
+    /// A client of the HTTPS listener.
+    pub(super) fn over_tls(addr: SocketAddr) -> Peer {
+        Peer {
+            https: true,
+            ..Peer::new(addr)
+        }
+    }
+
+    /// Its scheme, as `X-Forwarded-Proto` tells the server.
+    fn proto(&self) -> HeaderValue {
+        HeaderValue::from_static(match self.https {
+            true => "https",
+            false => "http",
+        })
     }
 }
 
@@ -296,18 +316,20 @@ pub(super) fn strip_passed_hop_by_hop(headers: &mut RawHeaders) {
 }
 
 /// Rewrites the client's headers for the tenement server: Host becomes the
-/// mapping, `X-Forwarded-For` gets the client appended, `-Proto` and `-Host` are
-/// set by the router (whatever the client sent), `Forwarded` and `X-Real-IP`
+/// mapping, `X-Forwarded-For` gets the client appended, `-Proto` (the scheme
+/// the client used: `https` on the HTTPS listener) and `-Host` are set by the
+/// router (whatever the client sent), `Forwarded` and `X-Real-IP`
 /// are not passed on, nor are their lookalikes with `_` for `-`, nor
 /// hop-by-hop headers (those the Connection header names too). For an
 /// upgrade, `Upgrade` and `Connection: upgrade` are kept.
 pub(super) fn prepare_request_headers(
     request: &mut RequestHead,
     upgrade: bool,
-    client_ip: &HeaderValue,
+    peer: &Peer,
     host: &HeaderValue,
     upstream_host: &HeaderValue,
 ) {
+    let client_ip = &peer.ip;
     let headers = &request.headers;
     let named = connection_named(headers);
     // The client's list (on one line or several) with the client appended:
@@ -354,9 +376,7 @@ pub(super) fn prepare_request_headers(
     if let Some(v) = forwarded_for {
         request.set.push((X_FORWARDED_FOR, v));
     }
-    request
-        .set
-        .push((X_FORWARDED_PROTO, HeaderValue::from_static("http")));
+    request.set.push((X_FORWARDED_PROTO, peer.proto()));
     request.set.push((X_FORWARDED_HOST, host.clone()));
 }
 
@@ -421,11 +441,28 @@ mod tests {
         prepare_request_headers(
             &mut r,
             false,
-            &peer.ip,
+            &peer,
             &HeaderValue::from_static("acme.com"),
             &HeaderValue::from_static("acme.api.east.fleet.test"),
         );
         sent(&r)
+    }
+
+    #[test]
+    fn the_scheme_told_is_the_listeners_whatever_the_client_says() {
+        let mut r = get(&[("host", "acme.com"), ("x-forwarded-proto", "http")]);
+        let peer = Peer::over_tls("10.1.2.3:5555".parse().unwrap());
+        prepare_request_headers(
+            &mut r,
+            false,
+            &peer,
+            &HeaderValue::from_static("acme.com"),
+            &HeaderValue::from_static("acme.api.east.fleet.test"),
+        );
+        let h = sent(&r);
+        assert_eq!(h.get_all("x-forwarded-proto").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
     }
 
     #[test]
@@ -602,7 +639,7 @@ mod tests {
         prepare_request_headers(
             &mut r,
             true,
-            &peer.ip,
+            &peer,
             &HeaderValue::from_static("a.com"),
             &HeaderValue::from_static("a.api.s.test"),
         );
@@ -746,7 +783,7 @@ mod tests {
         prepare_request_headers(
             &mut r,
             false,
-            &peer.ip,
+            &peer,
             &HeaderValue::from_static("acme.com"),
             &HeaderValue::from_static("acme.api.east.fleet.test"),
         );

@@ -16,6 +16,7 @@
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -168,6 +169,12 @@ impl ConnectionPermit {
     pub(super) fn client(&self) -> &Client {
         &self.client
     }
+
+    /// The connection's client, for requests that outlive a borrow of the
+    /// permit (an HTTP/2 connection's streams, each a task of its own).
+    pub(super) fn shared_client(&self) -> Arc<Client> {
+        Arc::clone(&self.client)
+    }
 }
 
 impl Drop for ConnectionPermit {
@@ -234,17 +241,19 @@ impl Busy {
 }
 
 /// A request's place among its client's and its server's requests in
-/// flight, given back when dropped.
-pub(super) struct InFlight<'c> {
-    client: &'c Client,
+/// flight, given back when dropped. It holds its client by reference (an
+/// HTTP/1.1 connection's requests, answered in its task) or shared (an
+/// HTTP/2 stream's, whose answer body carries it).
+pub(super) struct InFlight<C: Deref<Target = Client>> {
+    client: C,
     /// Counted on its client.
     counted: bool,
     server: Option<ServerLoad>,
 }
 
-impl<'c> InFlight<'c> {
+impl<C: Deref<Target = Client>> InFlight<C> {
     /// A request of `client`, not counted yet.
-    pub(super) fn new(client: &'c Client) -> InFlight<'c> {
+    pub(super) fn new(client: C) -> InFlight<C> {
         InFlight {
             client,
             counted: false,
@@ -270,7 +279,7 @@ impl<'c> InFlight<'c> {
     }
 }
 
-impl Drop for InFlight<'_> {
+impl<C: Deref<Target = Client>> Drop for InFlight<C> {
     fn drop(&mut self) {
         if self.counted {
             self.client.in_flight.fetch_sub(1, Relaxed);

@@ -23,16 +23,24 @@
 //! - [`upstream_pool`]: each thread's keep-alive connections to the servers.
 //! - [`limits`]: the caps on what clients may hold (connections, requests in
 //!   flight), counted as connections are accepted and requests sent on.
+//! - [`tls`]: HTTPS. The fleet's certificates in memory, chosen by SNI, and
+//!   the TLS handshake, done on the router thread a connection is handed to;
+//!   [`http2`]: HTTP/2 to clients that negotiate it (servers are spoken to
+//!   in HTTP/1.1 whatever the client speaks); [`plain`]: what the plain
+//!   listener answers itself (ACME HTTP-01 challenges, redirects to HTTPS).
 
 mod answers;
 mod control;
 mod headers;
+mod http2;
 mod limits;
+mod plain;
 mod proxy;
 pub mod route_sync;
 pub mod route_table;
 mod shutdown;
 mod threads;
+pub mod tls;
 pub mod upstream_pool;
 mod wake;
 
@@ -40,15 +48,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::header::HeaderValue;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 use crate::tls::ServerRoots;
 pub use control::ControlPlane;
 use limits::{Clients, InFlightCaps, Throttle};
+use plain::PlainHttp;
 use proxy::Common;
 pub use slum_http1::MinRate;
-use threads::start_thread;
+use threads::{start_thread, Listener};
+use tls::Certificates;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -96,24 +107,78 @@ pub struct RouterConfig {
     /// A private CA's certificates, trusted for `https://` servers besides
     /// the public roots.
     pub server_roots: Option<ServerRoots>,
+    /// HTTP/2 streams a client connection may have open at once.
+    pub h2_max_streams: u32,
+    /// Whether a plain request for a host with a valid certificate is
+    /// redirected to HTTPS when the certificate does not say (only with an
+    /// HTTPS listener).
+    pub https_redirect: bool,
+    /// The `max-age` of the `Strict-Transport-Security` header on HTTPS
+    /// answers; `None`: no such header.
+    pub hsts: Option<Duration>,
 }
 
-/// Serves the router on `listener` until `stop` turns true, then lets in-flight
-/// requests finish within the configured grace period. `control` answers what
-/// the router asks of the control plane (see [`ControlPlane`]), on the runtime
-/// this is called from; `metrics` counts requests and latencies.
+/// The router's listeners, and the certificates they serve with.
+pub struct Listeners {
+    /// The plain HTTP listener.
+    pub plain: TcpListener,
+    /// The HTTPS listener, if any.
+    pub tls: Option<TcpListener>,
+    /// The fleet's certificates and ACME challenges (kept current by
+    /// [`route_sync`]).
+    pub certificates: Arc<Certificates>,
+}
+
+impl Listeners {
+    /// A plain listener alone.
+    #[cfg(test)]
+    pub fn plain(listener: TcpListener) -> Listeners {
+        Listeners {
+            plain: listener,
+            tls: None,
+            certificates: Arc::new(Certificates::new()),
+        }
+    }
+}
+
+/// Serves the router on its `listeners` until `stop` turns true, then lets
+/// in-flight requests finish within the configured grace period. `control`
+/// answers what the router asks of the control plane (see [`ControlPlane`]),
+/// on the runtime this is called from; `metrics` counts requests and
+/// latencies.
 ///
-/// Connections are accepted here and handed to `config.threads` threads, the
-/// least busy first; each runs a single-threaded runtime that owns its
-/// connections and its keep-alive pools, so that a request never changes
-/// threads on its way through (nginx's worker model).
+/// Connections are accepted here, from the plain listener and the HTTPS one
+/// alike, counted under the same caps, and handed to `config.threads`
+/// threads, the least busy first; each runs a single-threaded runtime that
+/// owns its connections and its keep-alive pools, so that a request never
+/// changes threads on its way through (nginx's worker model). A thread does
+/// the TLS handshake of the HTTPS listener's connections.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Listeners,
     control: Arc<dyn ControlPlane>,
     metrics: Arc<Metrics>,
     config: &RouterConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        plain: listener,
+        tls: tls_listener,
+        certificates,
+    } = listeners;
+    let https_port = match &tls_listener {
+        Some(l) => Some(l.local_addr()?.port()),
+        None => None,
+    };
+    let tls = match tls_listener {
+        Some(_) => Some(tls::server_config(
+            Arc::clone(&certificates),
+            Arc::clone(&control),
+        )?),
+        None => None,
+    };
+    let hsts = config
+        .hsts
+        .and_then(|age| HeaderValue::try_from(format!("max-age={}", age.as_secs())).ok());
     let common = Arc::new(Common {
         control,
         metrics,
@@ -126,28 +191,36 @@ pub async fn serve(
             per_client: config.max_in_flight_per_client,
             per_server: config.max_in_flight_per_server,
         },
+        plain: PlainHttp {
+            certificates,
+            https_port,
+            redirect_by_default: config.https_redirect,
+            hsts,
+        },
     });
     let clients = Clients::new(config.max_connections, config.max_connections_per_client);
     let mut accept_errors = Throttle::new(Duration::from_secs(1));
     let mut threads = Vec::with_capacity(config.threads);
     for n in 0..config.threads.max(1) {
-        threads.push(start_thread(n, &common, config, stop.clone())?);
+        threads.push(start_thread(n, &common, config, tls.clone(), stop.clone())?);
     }
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep
-                    // serving, and say so once a second at most.
-                    if let Some(held_back) = accept_errors.allow(tokio::time::Instant::now()) {
-                        tracing::warn!(error = %e, held_back, "accept failed");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (accepted, from) = tokio::select! {
+            accepted = listener.accept() => (accepted, Listener::Plain),
+            accepted = accept_tls(tls_listener.as_ref()) => (accepted, Listener::Tls),
             _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep
+                // serving, and say so once a second at most.
+                if let Some(held_back) = accept_errors.allow(tokio::time::Instant::now()) {
+                    tracing::warn!(error = %e, held_back, "accept failed");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let stream = match stream.into_std() {
             Ok(s) => s,
@@ -165,8 +238,12 @@ pub async fn serve(
                 // non-blocking), and closed. What the client sent already is
                 // read off first, once: a close with bytes unread resets the
                 // connection, and the client could lose the answer.
+                // A TLS client is not written to: it would read no HTTP
+                // before its handshake.
                 let _ = std::io::Read::read(&mut &stream, &mut [0u8; 4096]);
-                let _ = std::io::Write::write(&mut &stream, refused.answer());
+                if from == Listener::Plain {
+                    let _ = std::io::Write::write(&mut &stream, refused.answer());
+                }
                 continue;
             }
         };
@@ -178,12 +255,16 @@ pub async fn serve(
             break;
         };
         thread.open.fetch_add(1, Ordering::Relaxed);
-        if thread.connections.send((stream, peer, permit)).is_err() {
+        if thread
+            .connections
+            .send((stream, peer, permit, from))
+            .is_err()
+        {
             // The thread is gone; its result says why.
             break;
         }
     }
-    drop(listener);
+    drop((listener, tls_listener));
     tracing::info!("router stopped accepting; finishing in-flight requests");
     let mut result = Ok(());
     for (n, thread) in threads.into_iter().enumerate() {
@@ -198,6 +279,16 @@ pub async fn serve(
         }
     }
     result
+}
+
+/// The next connection of the HTTPS listener; never, without one.
+async fn accept_tls(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -3,18 +3,22 @@
 //! cannot give one).
 
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Method, Request, Response, StatusCode};
 use slum_http1::timer::{self as coarse_timer, CoarseTimer, Elapsed};
-use slum_http1::{BodyProgress, ClientConn, Ended, RequestBody, RequestHead, ResponseHead};
+use slum_http1::{
+    BodyProgress, ClientConn, ClientStream, Ended, HeaderLines, RawHeaders, RequestBody,
+    RequestHead, ResponseHead,
+};
 // The coarse timer's clock is tokio's, which tests can pause.
 use tokio::time::Instant;
 
@@ -25,6 +29,7 @@ use super::headers::{
     strip_passed_hop_by_hop, upstream_uri, Peer,
 };
 use super::limits::{Client, InFlight, InFlightCaps};
+use super::plain::PlainHttp;
 use super::route_table::{BadHost, Decision, Pick, RouteTable};
 use super::shutdown::ClosingWatch;
 use super::upstream_pool::{PooledBody, UpstreamError, UpstreamPool};
@@ -48,6 +53,48 @@ pub(super) struct Common {
     pub(super) control_runtime: tokio::runtime::Handle,
     /// The caps on requests in flight.
     pub(super) in_flight: InFlightCaps,
+    /// What the plain listener answers itself (ACME challenges, redirects
+    /// to HTTPS), and the HSTS header of HTTPS answers.
+    pub(super) plain: PlainHttp,
+}
+
+/// A client's request body as the proxy sends it on: read off an HTTP/1.1
+/// connection, or an HTTP/2 stream's.
+pub(super) trait ClientBody:
+    Body<Data = Bytes, Error = std::io::Error> + Unpin + Send + Sync + 'static
+{
+    /// How the body moves, while it is read; `None` for no body.
+    fn progress(&self) -> Option<Arc<BodyProgress>>;
+}
+
+impl<S: ClientStream> ClientBody for RequestBody<S> {
+    fn progress(&self) -> Option<Arc<BodyProgress>> {
+        RequestBody::progress(self)
+    }
+}
+
+/// A server's header lines with the router's `Strict-Transport-Security`
+/// after them (unless the server sent its own).
+struct WithHsts<'a> {
+    headers: &'a RawHeaders,
+    hsts: &'a HeaderValue,
+}
+
+impl HeaderLines for WithHsts<'_> {
+    fn content_length(&self) -> std::io::Result<Option<u64>> {
+        HeaderLines::content_length(self.headers)
+    }
+
+    fn has_date(&self) -> bool {
+        HeaderLines::has_date(self.headers)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        HeaderLines::encode(self.headers, out);
+        out.extend_from_slice(b"strict-transport-security: ");
+        out.extend_from_slice(self.hsts.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// One router thread's proxy: the shared part and its own connection pools.
@@ -83,9 +130,9 @@ impl Proxy {
     /// client closes it or the thread shuts down (the request in flight is
     /// answered first, with `Connection: close`). `client`: the counts of
     /// the connection's client address.
-    pub(super) async fn serve_connection(
+    pub(super) async fn serve_connection<S: ClientStream>(
         &self,
-        mut conn: ClientConn,
+        mut conn: ClientConn<S>,
         peer: Peer,
         client: &Client,
         mut closing: ClosingWatch,
@@ -108,16 +155,32 @@ impl Proxy {
                 return Ok(());
             };
             self.metrics.count(answer.status().as_u16());
+            let hsts = self.common.plain.hsts.as_ref().filter(|_| peer.https);
             let keep = match answer {
                 Answer::Passed {
                     status,
                     headers,
                     body,
-                } => {
-                    conn.write_answer(status, &headers, body, closing.is_closed())
-                        .await?
-                }
+                } => match hsts {
+                    Some(hsts) if !headers.contains("strict-transport-security") => {
+                        let headers = WithHsts {
+                            headers: &headers,
+                            hsts,
+                        };
+                        conn.write_answer(status, &headers, body, closing.is_closed())
+                            .await?
+                    }
+                    _ => {
+                        conn.write_answer(status, &headers, body, closing.is_closed())
+                            .await?
+                    }
+                },
                 Answer::Made(mut resp) => {
+                    if let Some(hsts) = hsts {
+                        resp.headers_mut()
+                            .entry(header::STRICT_TRANSPORT_SECURITY)
+                            .or_insert_with(|| hsts.clone());
+                    }
                     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(upstream) = resp.extensions_mut().remove::<OnUpgrade>() {
                             return Ok(conn.switch(resp, upstream).await?);
@@ -143,12 +206,12 @@ impl Proxy {
         Arc::clone(&mine)
     }
 
-    async fn route(
+    pub(super) async fn route<B: ClientBody, C: Deref<Target = Client>>(
         &self,
         parts: &mut RequestHead,
-        body: RequestBody,
+        body: B,
         peer: &Peer,
-        held: &mut InFlight<'_>,
+        held: &mut InFlight<C>,
     ) -> Answer {
         let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
@@ -175,6 +238,13 @@ impl Proxy {
             }
         };
         let name = host.to_str().unwrap_or_default();
+        // The plain listener's own answers, for tenant domains: an ACME
+        // challenge, or a redirect to HTTPS.
+        if !peer.https && !matches!(decision, Decision::UnknownHost) {
+            if let Some(answer) = self.common.plain.answer(parts, name) {
+                return answer;
+            }
+        }
         if let Decision::Spawn(route) = &decision {
             // Boxed: only a tenant's first request takes this path.
             if let Err(reason) = Box::pin(self.common.wakes.wake(
@@ -253,15 +323,15 @@ impl Proxy {
     /// fallback, so that the client sees no error; a refused connection also
     /// counts against the server's health at once.
     #[allow(clippy::too_many_arguments)]
-    async fn forward(
+    async fn forward<B: ClientBody, C: Deref<Target = Client>>(
         &self,
         parts: &mut RequestHead,
-        body: RequestBody,
+        body: B,
         peer: &Peer,
         host: &HeaderValue,
         primary: Pick<'_>,
         fallback: Option<Pick<'_>>,
-        held: &mut InFlight<'_>,
+        held: &mut InFlight<C>,
     ) -> Answer {
         if let Err(busy) = held.take(&primary.upstream.load, self.common.in_flight) {
             self.common.metrics.request_refused(busy.reason());
@@ -274,7 +344,7 @@ impl Proxy {
             let broken = Failure::Broken("the tenant's Host header cannot be made".into());
             return self.failure_answer(&primary.upstream.server_id, broken);
         };
-        prepare_request_headers(parts, upgrade, &peer.ip, host, &upstream_host);
+        prepare_request_headers(parts, upgrade, peer, host, &upstream_host);
         let retry = fallback.filter(|_| {
             matches!(parts.method, Method::GET | Method::HEAD) && !upgrade && body.is_end_stream()
         });
@@ -340,7 +410,10 @@ impl Proxy {
                 return self.failure_answer(&backup.upstream.server_id, broken);
             };
             parts.set(header::HOST, backup_host);
-            match self.send(&mut parts, None, backup, false).await {
+            match self
+                .send::<RequestBody>(&mut parts, None, backup, false)
+                .await
+            {
                 Ok(resp) => return self.respond(resp),
                 Err(f) => return self.failure_answer(&backup.upstream.server_id, f),
             }
@@ -357,10 +430,10 @@ impl Proxy {
     /// leaving the client a head with no body, and the upstream timeout
     /// bounds the whole wait. Small bodies nearly always come with their head,
     /// and then cost one comparison: no wait, no timer, no copy.
-    async fn send(
+    async fn send<B: ClientBody>(
         &self,
         parts: &mut RequestHead,
-        body: Option<RequestBody>,
+        body: Option<B>,
         target: Pick<'_>,
         upgrade: bool,
     ) -> Result<Sent, Failure> {
@@ -372,7 +445,7 @@ impl Proxy {
         parts.uri = upstream_uri(&upstream.path_prefix, &parts.uri)
             .map_err(|e| Failure::Broken(format!("unusable request path: {e}")))?;
         let started = Instant::now();
-        let progress = body.as_ref().and_then(RequestBody::progress);
+        let progress = body.as_ref().and_then(ClientBody::progress);
         let whole = parts.method == Method::GET
             && !upgrade
             && body.as_ref().is_none_or(|b| b.is_end_stream());

@@ -206,6 +206,9 @@ async fn router_with(
         whole_response_bytes: 64 * 1024,
         shutdown_grace: Duration::from_secs(1),
         server_roots: None,
+        h2_max_streams: 128,
+        https_redirect: false,
+        hsts: None,
     };
     tweak(&mut config);
     let metrics = Arc::new(Metrics::new());
@@ -214,7 +217,14 @@ async fn router_with(
     tokio::spawn(async move {
         // Serves until the test's runtime ends.
         let _stop = stop;
-        serve(listener, control, served, &config, stopped).await
+        serve(
+            Listeners::plain(listener),
+            control,
+            served,
+            &config,
+            stopped,
+        )
+        .await
     });
     (addr, metrics)
 }

@@ -10,21 +10,31 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::headers::Peer;
+use super::http2::{self, Http2Limits};
 use super::limits::ConnectionPermit;
 use super::proxy::{Common, Proxy, ThreadTable};
-use super::shutdown::Closing;
+use super::shutdown::{Closing, ClosingWatch};
+use super::tls::{self, Negotiated, TlsSettings};
 use super::upstream_pool::UpstreamPool;
 use super::RouterConfig;
 use crate::AbortOnDrop;
 use slum_http1::CoarseTimer;
-use slum_http1::{ClientConn, Limits};
+use slum_http1::{ClientConn, Limits, Locked};
 
 /// How often a router thread's clock moves: its timeouts end to within this.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Which listener a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Listener {
+    Plain,
+    Tls,
+}
+
 /// A connection handed to a router thread, with its place in the
-/// connection counts (given back when the connection ends).
-pub(super) type Handoff = (std::net::TcpStream, SocketAddr, ConnectionPermit);
+/// connection counts (given back when the connection ends) and the listener
+/// it came from.
+pub(super) type Handoff = (std::net::TcpStream, SocketAddr, ConnectionPermit, Listener);
 
 /// A router thread as the acceptor sees it.
 pub(super) struct RouterThread {
@@ -40,6 +50,7 @@ pub(super) fn start_thread(
     n: usize,
     common: &Arc<Common>,
     config: &RouterConfig,
+    tls: Option<TlsSettings>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<RouterThread> {
     let (connections, handed) = mpsc::unbounded_channel();
@@ -56,7 +67,7 @@ pub(super) fn start_thread(
                 .build()
                 .map_err(anyhow::Error::from)
                 .map(|runtime| {
-                    runtime.block_on(run_thread(common, &config, handed, thread_open, stop));
+                    runtime.block_on(run_thread(common, &config, tls, handed, thread_open, stop));
                 });
             let _ = finished.send(ended);
         })?;
@@ -72,6 +83,7 @@ pub(super) fn start_thread(
 async fn run_thread(
     common: Arc<Common>,
     config: &RouterConfig,
+    tls: Option<TlsSettings>,
     mut handed: mpsc::UnboundedReceiver<Handoff>,
     open: Arc<AtomicUsize>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -100,6 +112,12 @@ async fn run_thread(
         body_timeout: config.body_timeout,
         min_body_rate: config.min_body_rate,
     };
+    let h2_limits = Http2Limits {
+        max_streams: config.h2_max_streams,
+        idle: config.header_timeout,
+        body_timeout: config.body_timeout,
+        max_header_bytes: u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX),
+    };
     // The thread's tick: it ends the timeouts that are due, and every fifth
     // closes idle upstream connections that are past their time.
     let _tick = {
@@ -121,7 +139,7 @@ async fn run_thread(
     // connections.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
     loop {
-        let (stream, peer, permit) = tokio::select! {
+        let (stream, peer, permit, from) = tokio::select! {
             handed = handed.recv() => match handed {
                 Some(h) => h,
                 None => break,
@@ -137,14 +155,29 @@ async fn run_thread(
             }
         };
         let proxy = Arc::clone(&proxy);
-        let conn = ClientConn::new(stream, limits, timer.clone());
         let closing = Closing::watch(&closing);
         let alive = alive.clone();
         let open = Arc::clone(&open);
+        let tls = tls.clone().filter(|_| from == Listener::Tls);
+        let settings = (limits, h2_limits);
         tokio::spawn(async move {
             let _alive = alive;
-            let served = proxy.serve_connection(conn, Peer::new(peer), permit.client(), closing);
-            if let Err(e) = served.await {
+            let served = match tls {
+                None => {
+                    let conn = ClientConn::new(stream, limits, proxy.timer.clone());
+                    let served =
+                        proxy.serve_connection(conn, Peer::new(peer), permit.client(), closing);
+                    served.await.map_err(BoxError::from)
+                }
+                // Boxed: the plain connections' futures stay as they were.
+                Some(tls) => {
+                    Box::pin(serve_tls(
+                        &proxy, &tls, stream, peer, &permit, closing, settings,
+                    ))
+                    .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
             drop(permit);
@@ -158,5 +191,47 @@ async fn run_thread(
         .is_err()
     {
         tracing::warn!("grace period over; dropping the remaining connections");
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves a connection of the HTTPS listener: its TLS handshake within the
+/// header timeout, then HTTP/1.1 or HTTP/2 as the client chose by ALPN (a
+/// TLS-ALPN-01 validation wants nothing after the handshake).
+async fn serve_tls(
+    proxy: &Arc<Proxy>,
+    tls: &TlsSettings,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    permit: &ConnectionPermit,
+    closing: ClosingWatch,
+    (limits, h2_limits): (Limits, Http2Limits),
+) -> Result<(), BoxError> {
+    let (stream, negotiated) =
+        tls::handshake(tls, stream, &proxy.timer, limits.header_timeout).await?;
+    match negotiated {
+        Negotiated::Http1 => {
+            let conn = ClientConn::new(Locked(stream), limits, proxy.timer.clone());
+            let served =
+                proxy.serve_connection(conn, Peer::over_tls(peer), permit.client(), closing);
+            Ok(served.await?)
+        }
+        Negotiated::Http2 => {
+            let served = http2::serve_connection(
+                Arc::clone(proxy),
+                stream,
+                Peer::over_tls(peer),
+                permit.shared_client(),
+                closing,
+                h2_limits,
+            );
+            Ok(served.await?)
+        }
+        Negotiated::AcmeChallenge => {
+            let mut stream = stream;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+            Ok(())
+        }
     }
 }

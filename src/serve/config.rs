@@ -229,6 +229,22 @@ pub struct ServeArgs {
     /// The longest wait, in seconds, between orders that keep failing.
     #[arg(long, env = "SLUM_ACME_RETRY_MAX")]
     pub acme_retry_max: Option<f64>,
+    /// HTTPS listener of the router (e.g. 0.0.0.0:443); none unless set.
+    /// Certificates are the fleet's (`slum cert`), chosen by SNI.
+    #[arg(long, env = "SLUM_TLS_LISTEN")]
+    pub tls_listen: Option<SocketAddr>,
+    /// Redirect plain requests for hosts with a valid certificate to HTTPS
+    /// (308), unless their certificate says otherwise (default: off; only
+    /// with --tls-listen).
+    #[arg(long, env = "SLUM_HTTPS_REDIRECT", num_args = 0..=1, default_missing_value = "true")]
+    pub https_redirect: Option<bool>,
+    /// Strict-Transport-Security max-age, in seconds, on HTTPS answers
+    /// (default: none).
+    #[arg(long, env = "SLUM_HSTS")]
+    pub hsts: Option<u64>,
+    /// HTTP/2 streams a client connection may have open at once.
+    #[arg(long, env = "SLUM_H2_MAX_STREAMS")]
+    pub h2_max_streams: Option<u32>,
 }
 
 /// The settings file; every key optional.
@@ -272,6 +288,10 @@ struct ServeFile {
     acme_challenge: Option<String>,
     acme_retry_min: Option<f64>,
     acme_retry_max: Option<f64>,
+    tls_listen: Option<SocketAddr>,
+    https_redirect: Option<bool>,
+    hsts: Option<u64>,
+    h2_max_streams: Option<u32>,
 }
 
 /// Resolved settings of `slum serve`.
@@ -302,7 +322,20 @@ pub struct ServeConfig {
     pub router_threads: usize,
     /// Certificates ordered from an ACME CA, when `acme_directory` is set.
     pub acme: Option<AcmeConfig>,
+    /// The HTTPS listener, if any.
+    pub tls_listen: Option<SocketAddr>,
+    /// Plain requests for hosts with a valid certificate go to HTTPS by
+    /// default.
+    pub https_redirect: bool,
+    /// HSTS max-age on HTTPS answers, if any.
+    pub hsts: Option<Duration>,
+    /// HTTP/2 streams a client connection may have open at once.
+    pub h2_max_streams: u32,
 }
+
+/// HTTP/2 streams a client connection may have open at once by default
+/// (nginx's `http2_max_concurrent_streams`).
+pub const DEFAULT_H2_MAX_STREAMS: u32 = 128;
 
 /// The router's caps as the settings give them; `None`: derived from the
 /// descriptor limit.
@@ -384,6 +417,9 @@ impl ServeConfig {
             whole_response_bytes: self.whole_response_bytes,
             shutdown_grace: self.shutdown_grace,
             server_roots: self.fleet.server_roots.clone(),
+            h2_max_streams: self.h2_max_streams,
+            https_redirect: self.https_redirect,
+            hsts: self.hsts,
         }
     }
 
@@ -499,10 +535,26 @@ impl ServeConfig {
             }),
         };
         let route_poll = seconds("route_poll", args.route_poll.or(file.route_poll), 0.25)?;
-        let acme = acme(args, &file, route_poll)?;
+        let tls_listen = args.tls_listen.or(file.tls_listen);
+        let acme = acme(args, &file, route_poll, tls_listen.is_some())?;
+        let h2_max_streams = args
+            .h2_max_streams
+            .or(file.h2_max_streams)
+            .unwrap_or(DEFAULT_H2_MAX_STREAMS);
+        if h2_max_streams == 0 {
+            anyhow::bail!("invalid h2_max_streams: must be at least 1");
+        }
         Ok(ServeConfig {
             acme,
             router_threads,
+            tls_listen,
+            https_redirect: args.https_redirect.or(file.https_redirect).unwrap_or(false),
+            hsts: args
+                .hsts
+                .or(file.hsts)
+                .filter(|age| *age > 0)
+                .map(Duration::from_secs),
+            h2_max_streams,
             health,
             reconcile_interval: seconds(
                 "reconcile_interval",
@@ -593,6 +645,7 @@ fn acme(
     args: &ServeArgs,
     file: &ServeFile,
     route_poll: Duration,
+    tls_listener: bool,
 ) -> anyhow::Result<Option<AcmeConfig>> {
     let email = args.acme_email.clone().or(file.acme_email.clone());
     let kid = args.acme_eab_kid.clone().or(file.acme_eab_kid.clone());
@@ -651,6 +704,11 @@ fn acme(
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid acme_ca: {e}"))?;
     config.challenge = challenge.unwrap_or_default();
+    if config.challenge == ChallengeKind::TlsAlpn01 && !tls_listener {
+        anyhow::bail!(
+            "invalid acme_challenge: tls-alpn-01 is answered on tls_listen, which is not set"
+        );
+    }
     config.retry_min = seconds("acme_retry_min", retry_min, config.retry_min.as_secs_f64())?;
     config.retry_max = seconds("acme_retry_max", retry_max, config.retry_max.as_secs_f64())?;
     if config.retry_max < config.retry_min {
@@ -864,7 +922,8 @@ mod tests {
             format!(
                 "acme_directory = \"https://acme.example.com/dir\"\nacme_email = \"ops@example.com\"\n\
                  acme_eab_kid = \"kid-1\"\nacme_eab_hmac = \"c2VjcmV0LWhtYWMta2V5\"\n\
-                 acme_ca = {:?}\nacme_challenge = \"tls-alpn-01\"\nacme_retry_min = 2\n",
+                 acme_ca = {:?}\nacme_challenge = \"tls-alpn-01\"\nacme_retry_min = 2\n\
+                 tls_listen = \"127.0.0.1:8443\"\n",
                 ca.display().to_string()
             ),
         )
@@ -921,6 +980,10 @@ mod tests {
                 "acme_directory = \"https://a.example.com/d\"\nacme_retry_min = 60\nacme_retry_max = 10\n",
                 "acme_retry_max",
             ),
+            (
+                "acme_directory = \"https://a.example.com/d\"\nacme_challenge = \"tls-alpn-01\"\n",
+                "acme_challenge",
+            ),
         ] {
             std::fs::write(&file, toml).unwrap();
             let e = ServeConfig::resolve(&args).unwrap_err().to_string();
@@ -948,6 +1011,41 @@ mod tests {
         };
         let e = ServeConfig::resolve(&bad).unwrap_err().to_string();
         assert_eq!(e, "invalid acme_eab_hmac: the HMAC key is not base64url");
+    }
+
+    #[test]
+    fn https_is_off_unless_a_listener_is_set_and_its_settings_come_from_flags_or_the_file() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(c.tls_listen, None);
+        let router = c.router(1024);
+        assert!(!router.https_redirect);
+        assert_eq!(router.hsts, None);
+        assert_eq!(router.h2_max_streams, DEFAULT_H2_MAX_STREAMS);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slum.toml");
+        std::fs::write(
+            &file,
+            "tls_listen = \"0.0.0.0:8443\"\nhttps_redirect = true\nhsts = 31536000\nh2_max_streams = 64\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.tls_listen, Some("0.0.0.0:8443".parse().unwrap()));
+        let router = c.router(1024);
+        assert!(router.https_redirect);
+        assert_eq!(router.hsts, Some(Duration::from_secs(31_536_000)));
+        assert_eq!(router.h2_max_streams, 64);
+        args.https_redirect = Some(false);
+        args.tls_listen = Some("127.0.0.1:443".parse().unwrap());
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert!(!c.https_redirect, "the flag wins");
+        assert_eq!(c.tls_listen, Some("127.0.0.1:443".parse().unwrap()));
+        std::fs::write(&file, "h2_max_streams = 0\n").unwrap();
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.starts_with("invalid h2_max_streams: "), "{e}");
     }
 
     #[test]

@@ -65,6 +65,10 @@ impl ControlPlane for AppState {
     async fn until_offline(&self, server: &str) {
         self.routes.until_offline(server).await
     }
+
+    fn certificate_wanted(&self, domain: &str) {
+        (self.certificate_wanted)(domain)
+    }
 }
 
 /// Routing as the orchestrator sees it: this process's route table, reloaded

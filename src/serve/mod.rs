@@ -30,6 +30,7 @@ use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::supervisor;
 use crate::router;
+use crate::router::tls::Certificates;
 use hooks::TableRouting;
 
 /// What `slum serve` shares between the router, the API and its background
@@ -43,9 +44,20 @@ pub struct AppState {
     pub drains: Arc<Drains>,
     /// True while this process leads the fleet's background work.
     pub leading: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The fleet's certificates and ACME challenges, as the router serves
+    /// them (kept current with the route table).
+    pub certificates: Arc<Certificates>,
+    /// Called when a client asks over HTTPS for a tenant domain that has no
+    /// certificate (once per domain for a while; from a TLS handshake on a
+    /// router thread, so it must not wait). Nothing by default; the ACME
+    /// work sets it to order one.
+    pub certificate_wanted: CertificateWanted,
     /// The route table as the orchestrator sees it.
     routing: Arc<dyn Routing>,
 }
+
+/// The hook of [`AppState::certificate_wanted`]: given the domain.
+pub type CertificateWanted = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl AppState {
     /// State over `db`, with its route table loaded.
@@ -66,6 +78,10 @@ impl AppState {
             leading.subscribe(),
         );
         Ok(AppState {
+            certificates: routes.certificates(),
+            certificate_wanted: Arc::new(|domain| {
+                tracing::debug!(domain, "a certificate is wanted (no ACME configured)");
+            }),
             drains: Arc::new(Drains::new(db.clone(), Arc::clone(&routing))),
             db,
             routes,
@@ -95,6 +111,8 @@ pub struct Serving {
     descriptors: u64,
     state: AppState,
     public: TcpListener,
+    /// The HTTPS listener, if one is set.
+    tls: Option<TcpListener>,
     private: TcpListener,
 }
 
@@ -124,11 +142,20 @@ impl Serving {
         let private = TcpListener::bind(config.api_listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.api_listen))?;
+        let tls = match config.tls_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Serving {
             config,
             descriptors,
             state,
             public,
+            tls,
             private,
         })
     }
@@ -136,6 +163,11 @@ impl Serving {
     /// Address of the router.
     pub fn router_addr(&self) -> std::io::Result<SocketAddr> {
         self.public.local_addr()
+    }
+
+    /// Address of the router's HTTPS listener, if it has one.
+    pub fn tls_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.tls.as_ref().map(TcpListener::local_addr)
     }
 
     /// Address of the management API.
@@ -159,9 +191,11 @@ impl Serving {
             descriptors,
             state,
             public,
+            tls,
             private,
         } = self;
         tracing::info!(router = %public.local_addr()?, api = %private.local_addr()?,
+            https = ?tls.as_ref().map(TcpListener::local_addr).transpose()?,
             database = %config.database,
             "slum serve started");
         let router_config = config.router(descriptors);
@@ -202,7 +236,13 @@ impl Serving {
         });
         let api = tokio::spawn(crate::api::serve(private, state.clone(), stop_rx.clone()));
         let metrics = Arc::clone(&state.metrics);
-        let router = router::serve(public, Arc::new(state), metrics, &router_config, stop_rx).await;
+        let listeners = router::Listeners {
+            plain: public,
+            tls,
+            certificates: Arc::clone(&state.certificates),
+        };
+        let router =
+            router::serve(listeners, Arc::new(state), metrics, &router_config, stop_rx).await;
         follower.abort();
         supervisor.abort();
         if let Some(acme) = acme {

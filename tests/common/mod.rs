@@ -10,6 +10,7 @@ pub mod certs;
 pub mod logs;
 pub mod serve;
 mod test_db;
+pub mod websocket;
 #[allow(unused_imports)]
 pub use test_db::{temp_db, temp_db_with, TestDb};
 

@@ -12,6 +12,8 @@ use super::http;
 /// A running `slum serve` on loopback ports.
 pub struct Slum {
     pub router: SocketAddr,
+    /// The HTTPS listener, when `tls_listen` was set.
+    pub tls: Option<SocketAddr>,
     pub state: AppState,
     pub db_path: std::path::PathBuf,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -43,6 +45,7 @@ impl Slum {
             .await
             .unwrap();
         let router = serving.router_addr().unwrap();
+        let tls = serving.tls_addr().map(Result::unwrap);
         let state = serving.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serving.run(async move {
@@ -50,6 +53,7 @@ impl Slum {
         }));
         Slum {
             router,
+            tls,
             state,
             db_path: database,
             stop: Some(tx),

@@ -9,7 +9,7 @@
 //! comma-separated tokens, and the line format itself.
 
 use bytes::Bytes;
-use hyper::header::HeaderValue;
+use hyper::header::{self, HeaderMap, HeaderValue};
 
 /// The most header lines a message head may have (a request's or a
 /// response's).
@@ -97,6 +97,54 @@ impl RawHeaders {
     #[inline]
     pub fn shared(&self, value: &[u8]) -> Option<HeaderValue> {
         HeaderValue::from_maybe_shared(self.head.slice_ref(value)).ok()
+    }
+
+    /// Header lines made from a header map, as a request that came over
+    /// HTTP/2 has them, for an HTTP/1.1 server: its `cookie` fields, which
+    /// HTTP/2 sends one crumb apiece, joined into one line (RFC 9113
+    /// §8.2.3). The body is framed by its `Content-Length`, if it has one
+    /// valid one.
+    pub fn from_map(map: &HeaderMap) -> RawHeaders {
+        let mut head = Vec::with_capacity(map.len() * 32);
+        let mut spans = Vec::with_capacity(map.len());
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut line = |head: &mut Vec<u8>, name: &[u8], value: &mut dyn FnMut(&mut Vec<u8>)| {
+            let name_at = at(head.len());
+            head.extend_from_slice(name);
+            let name_end = at(head.len());
+            head.extend_from_slice(b": ");
+            let value_at = at(head.len());
+            value(head);
+            spans.push(Span {
+                name: (name_at, name_end),
+                value: (value_at, at(head.len())),
+            });
+            head.extend_from_slice(b"\r\n");
+        };
+        for name in map.keys() {
+            if name == header::COOKIE {
+                line(&mut head, name.as_str().as_bytes(), &mut |head| {
+                    for (n, v) in map.get_all(name).iter().enumerate() {
+                        if n > 0 {
+                            head.extend_from_slice(b"; ");
+                        }
+                        head.extend_from_slice(v.as_bytes());
+                    }
+                });
+                continue;
+            }
+            for value in map.get_all(name) {
+                line(&mut head, name.as_str().as_bytes(), &mut |head| {
+                    head.extend_from_slice(value.as_bytes())
+                });
+            }
+        }
+        let mut lengths = map.get_all(header::CONTENT_LENGTH).iter();
+        let length = match (lengths.next(), lengths.next()) {
+            (Some(v), None) => parse_length(v.as_bytes()),
+            _ => None,
+        };
+        RawHeaders::new(Bytes::from(head), spans, length)
     }
 
     /// The lines, as text.

@@ -6,7 +6,8 @@
 //!
 //! - `server/`: the clients' side. [`ClientConn`] reads request heads and
 //!   their bodies ([`RequestBody`]) within [`Limits`], refuses a request whose
-//!   framing is in doubt, and writes answers; [`BodyProgress`] tells a proxy
+//!   framing is in doubt, and writes answers, over plain TCP or any other
+//!   [`ClientStream`] (TLS, through [`Locked`]); [`BodyProgress`] tells a proxy
 //!   whether a slow upload is the client's doing.
 //! - `client/`: the servers' side. [`Conn`] sends a [`RequestHead`] and its
 //!   body and reads the [`ResponseHead`]; [`Reader`] reads the response body
@@ -36,7 +37,10 @@ pub mod timer;
 pub use client::{Conn, ExchangeError, Reader, Transport};
 pub use codec::{tokens, RawHeaders, MAX_HEADERS};
 pub use head::{RequestHead, ResponseHead};
-pub use server::{BodyProgress, ClientConn, Ended, HeaderLines, Limits, MinRate, RequestBody};
+pub use server::{
+    BodyProgress, ClientConn, ClientStream, Ended, HeaderLines, Limits, Locked, MinRate,
+    RequestBody,
+};
 pub use timer::{CoarseTimer, Elapsed};
 
 /// Locks a mutex, also one a panicking thread left poisoned: every value

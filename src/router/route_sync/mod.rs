@@ -12,6 +12,11 @@
 //! version. A router that finds a gap (the feed trimmed past its number)
 //! rebuilds its table from the database, routing on the last one meanwhile.
 //!
+//! The same feed carries the fleet's certificates and ACME challenges, by
+//! name: each change is read and applied to the router's
+//! [`Certificates`] by itself (a renewal replaces one entry, and no other is
+//! read), and a rebuild streams them all in again.
+//!
 //! Tables are swapped atomically (readers never wait). A table replaced is
 //! kept here until no router thread holds it any more and then freed on a
 //! blocking thread: a router thread never frees a table between requests.
@@ -24,11 +29,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 
 use crate::error::Result;
+use crate::fleet::certificate::CertificateMaterial;
 use crate::fleet::db::FleetDb;
 use crate::fleet::model::ServerStatus;
 use crate::fleet::store::{Change, RouteKey, RouteScope, ROUTE_CHANGES_KEPT};
 use crate::metrics::Metrics;
 use crate::router::route_table::{DomainRows, RouteTable, TableBuilder};
+use crate::router::tls::Certificates;
 use crate::AbortOnDrop;
 
 /// How many feed entries are read at a time.
@@ -55,6 +62,9 @@ pub struct Routes {
     local_offline: std::sync::Mutex<HashMap<String, Instant>>,
     /// Tables replaced, until no router thread holds them.
     retired: std::sync::Mutex<Vec<Arc<RouteTable>>>,
+    /// The fleet's certificates and ACME challenges, kept current by the
+    /// same feed.
+    certificates: Arc<Certificates>,
     metrics: Arc<Metrics>,
 }
 
@@ -66,8 +76,14 @@ impl Routes {
             updating: Mutex::new(()),
             local_offline: std::sync::Mutex::default(),
             retired: std::sync::Mutex::default(),
+            certificates: Arc::new(Certificates::new()),
             metrics,
         }
+    }
+
+    /// The certificates this feed keeps current.
+    pub fn certificates(&self) -> Arc<Certificates> {
+        Arc::clone(&self.certificates)
     }
 
     /// The table in force now.
@@ -143,6 +159,7 @@ impl Routes {
         // The version first: changes made while the rows are read are in
         // the feed after it, and applying one again is harmless.
         let version = db.fleet_version().await?;
+        self.reload_certificates(db).await?;
         let servers = db.list_servers().await?;
         let mut builder = TableBuilder::new(&self.current(), &servers, &self.held_offline());
         db.for_each_route_row(&mut |row| builder.add(row)).await?;
@@ -195,6 +212,8 @@ impl Routes {
             let mut servers = Vec::new();
             let mut domains = HashSet::new();
             let mut tenants = HashSet::new();
+            let mut certificates = HashSet::new();
+            let mut challenges = HashSet::new();
             for c in changes.iter() {
                 match &c.key {
                     RouteKey::Server(s) => {
@@ -208,13 +227,26 @@ impl Routes {
                     RouteKey::Tenant(t) => {
                         tenants.insert(t.as_str());
                     }
-                    // Certificates and challenges are the TLS listener's,
-                    // not the route table's.
-                    RouteKey::Certificate(_) | RouteKey::Challenge(_) => {}
+                    // Certificates and challenges are the HTTPS listener's,
+                    // not the route table's: applied below, each by itself.
+                    RouteKey::Certificate(name) => {
+                        certificates.insert(name.as_str());
+                    }
+                    RouteKey::Challenge(domain) => {
+                        challenges.insert(domain.as_str());
+                    }
                 }
             }
-            if servers.len() + domains.len() + tenants.len() > REBUILD_PAST {
+            if servers.len() + domains.len() + tenants.len() > REBUILD_PAST
+                || certificates.len() + challenges.len() > REBUILD_PAST
+            {
                 return self.rebuild(db).await;
+            }
+            for name in certificates {
+                self.apply_certificate(db, name).await?;
+            }
+            for domain in challenges {
+                self.apply_challenges(db, domain).await?;
             }
             let mut rows: HashMap<String, DomainRows> = HashMap::new();
             for d in domains {
@@ -237,6 +269,53 @@ impl Routes {
                 return Ok(());
             }
         }
+    }
+
+    /// Reads every certificate and challenge again, streamed (at start, and
+    /// after a gap in the feed): each installed in place of the one it had,
+    /// and those gone from the database dropped.
+    async fn reload_certificates(&self, db: &FleetDb) -> Result<()> {
+        let certificates = &self.certificates;
+        let mut seen: HashSet<String> = HashSet::new();
+        db.for_each_certificate_material(&mut |name, material| {
+            install(certificates, &name, &material);
+            seen.insert(name);
+        })
+        .await?;
+        certificates.retain(|name| seen.contains(name));
+        let domains = db.challenge_domains().await?;
+        for domain in &domains {
+            self.apply_challenges(db, domain).await?;
+        }
+        let domains: HashSet<String> = domains.into_iter().collect();
+        certificates.retain_challenges(|domain| domains.contains(domain));
+        Ok(())
+    }
+
+    /// Applies the certificate called `name` as the database has it now:
+    /// installed, replaced, or removed.
+    async fn apply_certificate(&self, db: &FleetDb, name: &str) -> Result<()> {
+        match db.certificate_material(name).await? {
+            Some(material) => install(&self.certificates, name, &material),
+            None => self.certificates.remove(name),
+        }
+        Ok(())
+    }
+
+    /// Applies the ACME challenges of `domain` as the database has them now.
+    async fn apply_challenges(&self, db: &FleetDb, domain: &str) -> Result<()> {
+        let challenges = db.challenges_for(domain).await?;
+        let alpn01 = challenges
+            .alpn01
+            .as_ref()
+            .map(|m| (m.chain_pem.as_bytes(), m.key_pem.expose().as_bytes()));
+        if let Err(e) = self
+            .certificates
+            .set_challenges(domain, challenges.http01, alpn01)
+        {
+            tracing::warn!(domain, error = %e, "an ACME challenge cannot be served");
+        }
+        Ok(())
     }
 
     /// Applies the servers as the database has them now (with this router's
@@ -391,6 +470,21 @@ impl Routes {
                 }
             }
         }
+    }
+}
+
+/// Installs a certificate from the database; one that cannot be served is
+/// said once in the log (by name, never with its key), and the one in place,
+/// if any, stays.
+fn install(certificates: &Certificates, name: &str, material: &CertificateMaterial) {
+    let installed = certificates.install(
+        name,
+        material.chain_pem.as_bytes(),
+        material.key_pem.expose().as_bytes(),
+        material.redirect,
+    );
+    if let Err(e) = installed {
+        tracing::warn!(name, error = %e, "a certificate cannot be served");
     }
 }
 

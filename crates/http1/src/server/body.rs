@@ -15,20 +15,21 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::request::In;
-use super::{Back, Proceed, Reading};
+use super::{Back, ClientStream, Proceed, Reading};
 use crate::chunked::{decode_chunked, Decoded};
 use crate::lock;
 use crate::timer::{after, CoarseSleep, CoarseTimer};
+use tokio::net::TcpStream;
 
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A request's body, read off the client's connection as it is taken.
-pub struct RequestBody(pub(super) Option<Box<Streaming>>);
+pub struct RequestBody<S: ClientStream = TcpStream>(pub(super) Option<Box<Streaming<S>>>);
 
-pub(super) struct Streaming {
+pub(super) struct Streaming<S: ClientStream> {
     /// The connection's reading side, until given back.
-    read: Option<Reading>,
-    back: Back,
+    read: Option<Reading<S>>,
+    back: Back<S>,
     framing: In,
     /// The client waits for a `100 Continue`: the connection is asked to
     /// write it when the body is first asked for, so that a request answered
@@ -82,18 +83,18 @@ impl MinRate {
     }
 }
 
-impl Streaming {
+impl<S: ClientStream> Streaming<S> {
     /// The body framed by `framing` on `read`, which goes back to `back` when
     /// the body is dropped; `expect`: the client waits for a `100 Continue`.
     pub(super) fn new(
-        read: Reading,
-        back: Back,
+        read: Reading<S>,
+        back: Back<S>,
         framing: In,
         expect: bool,
         timer: CoarseTimer,
         limit: Duration,
         min_rate: Option<MinRate>,
-    ) -> Streaming {
+    ) -> Streaming<S> {
         Streaming {
             // What came with the head counts as come.
             received: read.buf.len() as u64,
@@ -143,7 +144,11 @@ const STILL: u8 = 1;
 const TOO_SLOW: u8 = 2;
 
 impl BodyProgress {
-    fn new(now: Instant) -> BodyProgress {
+    /// A body's progress from `now`, its head's arrival. Made here for this
+    /// crate's bodies; public for bodies read by other means (an HTTP/2
+    /// stream's), whose reader tells it [`moved`](Self::moved) and
+    /// [`waiting`](Self::waiting).
+    pub fn new(now: Instant) -> BodyProgress {
         BodyProgress {
             since: now,
             moved: AtomicU64::new(0),
@@ -169,7 +174,13 @@ impl BodyProgress {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    fn moved(&self, now: Instant) {
+    /// Whether the body's reader waits for the client now.
+    pub fn waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    /// The body gave bytes at `now`.
+    pub fn moved(&self, now: Instant) {
         let ms = now.saturating_duration_since(self.since).as_millis();
         self.moved
             .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
@@ -177,7 +188,7 @@ impl BodyProgress {
     }
 }
 
-impl Drop for Streaming {
+impl<S: ClientStream> Drop for Streaming<S> {
     fn drop(&mut self) {
         if let Some(read) = self.read.take() {
             lock(&self.back).back = Some((read, self.whole));
@@ -185,7 +196,7 @@ impl Drop for Streaming {
     }
 }
 
-impl Streaming {
+impl<S: ClientStream> Streaming<S> {
     /// The next piece of the body; a client that sends none of it for the
     /// body timeout, or sends it slower than the lowest rate, gets a
     /// [`io::ErrorKind::TimedOut`] error.
@@ -298,14 +309,14 @@ impl Streaming {
     }
 }
 
-impl RequestBody {
+impl<S: ClientStream> RequestBody<S> {
     /// How the body moves, while it is read; `None` for no body.
     pub fn progress(&self) -> Option<Arc<BodyProgress>> {
         self.0.as_ref().map(|s| Arc::clone(&s.progress))
     }
 }
 
-impl Body for RequestBody {
+impl<S: ClientStream> Body for RequestBody<S> {
     type Data = Bytes;
     type Error = io::Error;
 

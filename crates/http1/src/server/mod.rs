@@ -57,7 +57,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -115,14 +115,49 @@ pub enum Ended {
     HeadTimeout(Duration),
 }
 
-/// The connection's reading side: its socket's read half and what has been
+/// A client connection's byte stream, as [`ClientConn`] holds it: split into
+/// a reading side, which a request body takes while it is read (perhaps in
+/// another task), and a writing side, which the connection keeps. Plain TCP
+/// splits into its own halves at no cost; any other stream (TLS over TCP)
+/// is wrapped in [`Locked`], whose halves share it behind a lock.
+pub trait ClientStream: Send + 'static {
+    type Read: AsyncRead + Send + Sync + Unpin + 'static;
+    type Write: AsyncWrite + Send + Sync + Unpin + 'static;
+
+    fn split(self) -> (Self::Read, Self::Write);
+}
+
+impl ClientStream for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+/// A stream that cannot be split in two by itself (TLS: one session state
+/// for both ways), split by [`tokio::io::split`]: each half takes a lock
+/// for each read or write.
+pub struct Locked<S>(pub S);
+
+impl<S: AsyncRead + AsyncWrite + Send + Sync + Unpin + 'static> ClientStream for Locked<S> {
+    type Read = tokio::io::ReadHalf<S>;
+    type Write = tokio::io::WriteHalf<S>;
+
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self.0)
+    }
+}
+
+/// The connection's reading side: its stream's read half and what has been
 /// read ahead of the request being taken.
-struct Reading {
-    half: OwnedReadHalf,
+struct Reading<S: ClientStream> {
+    half: S::Read,
     buf: BytesMut,
 }
 
-impl Reading {
+impl<S: ClientStream> Reading<S> {
     /// Reads what has arrived into the buffer; `Ready(Ok(0))`: the client
     /// closed its side. A short read tells tokio the socket is drained, so the
     /// next read waits for the socket rather than trying it in vain.
@@ -133,19 +168,28 @@ impl Reading {
 }
 
 /// What a request body and its connection share.
-type Back = Arc<Mutex<Shared>>;
+type Back<S> = Arc<Mutex<Shared<S>>>;
 
 /// What a request body and its connection share: where the body puts the
 /// reading side back when dropped, and the `100 Continue` it may ask for.
-#[derive(Default)]
-struct Shared {
+struct Shared<S: ClientStream> {
     /// The reading side given back, with whether the body was read to its
     /// end.
-    back: Option<(Reading, bool)>,
+    back: Option<(Reading<S>, bool)>,
     proceed: Proceed,
     /// The connection's task while it waits for the body to ask (which it
     /// may do from another task).
     waker: Option<Waker>,
+}
+
+impl<S: ClientStream> Default for Shared<S> {
+    fn default() -> Self {
+        Shared {
+            back: None,
+            proceed: Proceed::default(),
+            waker: None,
+        }
+    }
 }
 
 /// A `100 Continue` the client waits for before it sends its body.
@@ -170,12 +214,12 @@ pub(crate) struct Asked {
     pub(crate) keep_alive: bool,
 }
 
-/// A client's connection.
-pub struct ClientConn {
+/// A client's connection, over plain TCP or another [`ClientStream`].
+pub struct ClientConn<S: ClientStream = TcpStream> {
     /// `None` while a request body holds it.
-    read: Option<Reading>,
-    back: Back,
-    write: OwnedWriteHalf,
+    read: Option<Reading<S>>,
+    back: Back<S>,
+    write: S::Write,
     out: Vec<u8>,
     limits: Limits,
     timer: CoarseTimer,
@@ -192,10 +236,10 @@ enum Waited {
     TimedOut,
 }
 
-impl ClientConn {
+impl<S: ClientStream> ClientConn<S> {
     /// A client's connection, held to `limits` by `timer`'s clock.
-    pub fn new(stream: TcpStream, limits: Limits, timer: CoarseTimer) -> ClientConn {
-        let (half, write) = stream.into_split();
+    pub fn new(stream: S, limits: Limits, timer: CoarseTimer) -> ClientConn<S> {
+        let (half, write) = stream.split();
         ClientConn {
             read: Some(Reading {
                 half,
@@ -222,7 +266,7 @@ impl ClientConn {
     pub async fn read_request(
         &mut self,
         mut closing: impl FnMut(&Context<'_>) -> bool,
-    ) -> Result<Option<(RequestHead, RequestBody)>, Ended> {
+    ) -> Result<Option<(RequestHead, RequestBody<S>)>, Ended> {
         let mut read = match self.read.take() {
             Some(read) => read,
             // The last request's body was read whole and given back.
@@ -327,7 +371,7 @@ impl ClientConn {
 
     /// The reading side, wherever it is (a request body gives it back when
     /// dropped), read whole or not.
-    fn take_reading(&mut self) -> Option<Reading> {
+    fn take_reading(&mut self) -> Option<Reading<S>> {
         self.read
             .take()
             .or_else(|| lock(&self.back).back.take().map(|(read, _)| read))
@@ -428,10 +472,7 @@ impl ClientConn {
         if !read.buf.is_empty() {
             upstream.write_all(&read.buf).await?;
         }
-        let mut client = read
-            .half
-            .reunite(self.write)
-            .map_err(|_| io::Error::other("the connection's halves do not match"))?;
+        let mut client = tokio::io::join(read.half, self.write);
         tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
         Ok(())
     }

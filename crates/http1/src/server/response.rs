@@ -16,10 +16,9 @@ use hyper::body::Body;
 use hyper::header::{self, HeaderMap};
 use hyper::{Response, StatusCode};
 use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::time::Instant;
 
-use super::ClientConn;
+use super::{ClientConn, ClientStream};
 use crate::chunked::LAST_CHUNK;
 use crate::codec::{parse_length, push_line, RawHeaders};
 use crate::lock;
@@ -89,7 +88,7 @@ impl HeaderLines for RawHeaders {
     }
 }
 
-impl ClientConn {
+impl<S: ClientStream> ClientConn<S> {
     /// Writes `resp` to the client. `Ok(true)`: the connection can carry the
     /// next request. `closing`: it is not to (the router is shutting down).
     pub async fn write_response<B>(&mut self, resp: Response<B>, closing: bool) -> io::Result<bool>
@@ -289,7 +288,7 @@ impl ClientConn {
 /// server's behind it, for ever. The sleep is armed only when a write has to
 /// wait.
 async fn write_within(
-    write: &mut OwnedWriteHalf,
+    write: &mut (impl AsyncWrite + Unpin),
     mut data: &[u8],
     timer: &CoarseTimer,
     sleep: &mut Option<CoarseSleep>,
