@@ -375,6 +375,14 @@ impl Acme {
         })
     }
 
+    /// Wants a certificate for `domain` (refused unless it is a tenant
+    /// domain), and has the leader look at once if it is this process.
+    pub async fn want(&self, domain: &str) -> crate::Result<()> {
+        self.db.want_certificate(domain).await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Orders certificates while `leading` says this process leads, until the
     /// task is aborted. Orders in flight when leadership goes are finished
     /// (their claims hold the names meanwhile).
@@ -899,6 +907,9 @@ mod tests {
         let digest = [7u8; 32];
         let (cert_pem, key_pem) = alpn_certificate("shop.example.com", &digest).unwrap();
         assert!(key_pem.expose().contains("PRIVATE KEY"));
+        // The store takes it (its key is the certificate's), whatever webpki
+        // thinks of the critical extension.
+        crate::fleet::certificate::verify_pair(&cert_pem, &key_pem).unwrap();
         use rustls::pki_types::pem::PemObject as _;
         let der = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
