@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs slum's whole test suite on a fresh machine: installs what the tests need
-# (the pinned tenement-cli, cached per machine; PostgreSQL when missing), then
-# runs every test on the embedded SQLite default, and the store and library tests
-# a second time against a real PostgreSQL (a throw-away cluster that
-# scripts/with-postgres.sh starts, and removes when they end).
+# (the pinned tenement-cli, cached per machine; PostgreSQL and Debian's pebble
+# ACME server when missing), then runs every test on the embedded SQLite default,
+# next to a throw-away ACME server (scripts/with-pebble.sh), and the store and
+# library tests a second time against a real PostgreSQL (a throw-away cluster
+# that scripts/with-postgres.sh starts, and removes when they end).
 # Integration tests start real `ten serve` processes in network namespaces, so
 # this needs root and iproute2.
 set -euo pipefail
@@ -22,11 +23,13 @@ export SLUM_TEST_NETNS
 export SLUM_TEN
 
 echo "== SQLite: every test (slum's and its HTTP/1.1 core's)" >&2
-cargo test --workspace --all-targets "$@"
+# tests/acme.rs orders certificates from pebble; the others ignore it.
+scripts/with-pebble.sh cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc
 
 # The fleet database's tests and the library's again, on PostgreSQL. The router
-# and CLI tests stay on SQLite: they test `slum serve`, not the store.
+# and CLI tests stay on SQLite: they test `slum serve`, not the store. The ACME
+# tests run here too: several routers on one PostgreSQL place one order.
 echo "== PostgreSQL: the store and library tests" >&2
-scripts/with-postgres.sh env SLUM_TEST_BACKEND=postgres \
-  cargo test --lib --test fleet_db --test fleet_paging --test seed_page --test orchestration --test api --test routers --test postgres_restart "$@"
+scripts/with-postgres.sh scripts/with-pebble.sh env SLUM_TEST_BACKEND=postgres \
+  cargo test --lib --test fleet_db --test fleet_paging --test seed_page --test orchestration --test api --test routers --test postgres_restart --test acme "$@"

@@ -28,9 +28,9 @@
 //!   `drain.rs`, `failover.rs`); adding and changing servers only once their
 //!   tenement is found routing by their domain (`routing_check.rs`); server
 //!   health (`health.rs`, a pure state machine and the monitor that applies
-//!   it); and `slum serve`'s background
-//!   work (`supervisor.rs`). What it asks of routing is one small trait
-//!   (`routing.rs`).
+//!   it); `slum serve`'s background work (`supervisor.rs`); and the
+//!   leader's certificate orders from an ACME CA (`acme.rs`). What it asks
+//!   of routing is one small trait (`routing.rs`).
 //! - `router/`, the reverse proxy in front of the fleet: [`route_table`], the
 //!   pure decision of where a request goes, kept in step with the fleet
 //!   database by `route_sync.rs`. `mod.rs` accepts connections and hands them

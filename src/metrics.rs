@@ -60,6 +60,8 @@ pub struct Metrics {
     /// Requests sent once more, to a backup, after their server failed them;
     /// by the server that failed.
     pub backup_retries: IntCounterVec,
+    /// ACME orders this process placed, by result (`issued`, `failed`).
+    pub acme_orders: IntCounterVec,
     /// Certificates that expire within the warning window (or have expired).
     certificates_expiring: IntGauge,
     /// Seconds left to each of the first [`CERTIFICATE_SERIES`] of those,
@@ -147,6 +149,15 @@ impl Metrics {
             &["server"],
         )
         .expect("valid metric");
+        let acme_orders = IntCounterVec::new(
+            Opts::new(
+                "slum_acme_orders_total",
+                "Certificate orders this router placed with the ACME CA (it leads the fleet), \
+                 by result (issued, failed)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let certificates_expiring = IntGauge::new(
             "slum_certificates_expiring",
             "Certificates that expire within 14 days, or have expired",
@@ -162,6 +173,9 @@ impl Metrics {
         )
         .expect("valid metric");
         // Shown from the start, at 0: an alert on their rise needs them.
+        for result in ["issued", "failed"] {
+            acme_orders.with_label_values(&[result]);
+        }
         for reason in CONNECTIONS_REFUSED {
             connections_refused.with_label_values(&[reason]);
         }
@@ -178,6 +192,7 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(requests_refused.clone()),
             Box::new(backup_retries.clone()),
+            Box::new(acme_orders.clone()),
             Box::new(certificates_expiring.clone()),
             Box::new(certificate_expiry.clone()),
         ] {
@@ -195,6 +210,7 @@ impl Metrics {
             connections_refused,
             requests_refused,
             backup_retries,
+            acme_orders,
             certificates_expiring,
             certificate_expiry,
         }

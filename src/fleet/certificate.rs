@@ -15,7 +15,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use psl::{List, Psl};
@@ -407,19 +406,34 @@ fn key_matches(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>)
             "is not a key a TLS server can use (RSA, ECDSA P-256/P-384 or Ed25519)",
         )
     })?;
-    match rustls::sign::CertifiedKey::new(chain, Arc::clone(&signing)).keys_match() {
-        Ok(()) => Ok(()),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
-            Err(Error::invalid(
-                KEY,
-                "does not match the certificate: it is not the key of the chain's first \
-                 certificate",
-            ))
-        }
-        Err(e) => Err(Error::invalid(
+    // The key's public half against the leaf's, compared as rustls does
+    // (`CertifiedKey::keys_match`), but with the leaf read by x509-parser:
+    // webpki refuses a critical extension it does not know, such as a
+    // TLS-ALPN-01 certificate's acmeIdentifier (RFC 8737), which a router
+    // presents all the same.
+    let Some(public) = signing.public_key() else {
+        return Err(Error::invalid(
             KEY,
-            format!("cannot be checked against the certificate: {e}"),
-        )),
+            "cannot be checked against the certificate: its public key is unknown",
+        ));
+    };
+    let leaf = chain
+        .first()
+        .ok_or_else(|| Error::invalid(CERT, "holds no certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
+        Error::invalid(
+            CERT,
+            format!("certificate 1 of the chain is not X.509: {e}"),
+        )
+    })?;
+    if cert.tbs_certificate.subject_pki.raw == public.as_ref() {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            KEY,
+            "does not match the certificate: it is not the key of the chain's first \
+             certificate",
+        ))
     }
 }
 

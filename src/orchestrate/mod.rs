@@ -18,11 +18,16 @@
 //!   connections, as a pure state machine plus the monitor that applies it.
 //! - [`supervisor`]: `slum serve`'s background work (leadership, health
 //!   checks, reconcile, failover).
+//! - [`acme`]: the leader's certificate orders for tenant domains (RFC 8555),
+//!   challenges answered by every router through the fleet database.
 //! - [`routing`]: what the background work asks of routing, a trait that
 //!   `slum serve` implements over the router's table.
 
-// `slum serve`'s background work (health checks, failover, drains and the
-// supervisor that runs them), which only `slum serve` wires: built with it.
+// `slum serve`'s background work (health checks, failover, drains, ACME
+// orders and the supervisor that runs them), which only `slum serve` wires:
+// built with it.
+#[cfg(feature = "serve")]
+pub mod acme;
 pub mod auto_placement;
 #[cfg(feature = "serve")]
 pub mod drain;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::descriptors::DefaultCaps;
 use crate::fleet::db::FleetOptions;
+use crate::orchestrate::acme::{AcmeConfig, ChallengeKind, ExternalAccount};
 use crate::orchestrate::health::HealthPolicy;
 use crate::router::{MinRate, RouterConfig};
 use crate::tls::ServerRoots;
@@ -55,6 +56,32 @@ impl std::fmt::Display for DatabaseLocation {
 impl std::fmt::Debug for DatabaseLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", self.to_string())
+    }
+}
+
+/// A setting that is a secret (an ACME External Account Binding key): `Debug`
+/// prints `Secret(..)`, so that it never reaches a log with the settings.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
     }
 }
 
@@ -170,6 +197,38 @@ pub struct ServeArgs {
     /// background work run apart from them.
     #[arg(long, env = "SLUM_ROUTER_THREADS")]
     pub router_threads: Option<usize>,
+    /// ACME directory URL of the CA that issues certificates for tenant
+    /// domains (Let's Encrypt's is
+    /// https://acme-v02.api.letsencrypt.org/directory). Off unless set; the
+    /// leading router then orders a certificate for each tenant domain.
+    #[arg(long, env = "SLUM_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Contact address of the ACME account (the CA's expiry notices).
+    #[arg(long, env = "SLUM_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+    /// External Account Binding key id, for a CA that requires one (with
+    /// --acme-eab-hmac).
+    #[arg(long, env = "SLUM_ACME_EAB_KID")]
+    pub acme_eab_kid: Option<String>,
+    /// External Account Binding HMAC key, base64url as the CA gives it. A
+    /// secret: never logged.
+    #[arg(long, env = "SLUM_ACME_EAB_HMAC", hide_env_values = true)]
+    pub acme_eab_hmac: Option<Secret>,
+    /// PEM file of a private CA trusted for the ACME directory's https://,
+    /// besides the public roots (a private ACME server).
+    #[arg(long, env = "SLUM_ACME_CA")]
+    pub acme_ca: Option<PathBuf>,
+    /// The challenge the CA checks: http-01 (answered on --listen, which the
+    /// CA reaches on port 80) or tls-alpn-01 (on --tls-listen, port 443).
+    #[arg(long, env = "SLUM_ACME_CHALLENGE")]
+    pub acme_challenge: Option<ChallengeKind>,
+    /// Seconds before a failed order is tried again; doubled with each
+    /// failure in a row, up to --acme-retry-max.
+    #[arg(long, env = "SLUM_ACME_RETRY_MIN")]
+    pub acme_retry_min: Option<f64>,
+    /// The longest wait, in seconds, between orders that keep failing.
+    #[arg(long, env = "SLUM_ACME_RETRY_MAX")]
+    pub acme_retry_max: Option<f64>,
     /// HTTPS listener of the router (e.g. 0.0.0.0:443); none unless set.
     /// Certificates are the fleet's (`slum cert`), chosen by SNI.
     #[arg(long, env = "SLUM_TLS_LISTEN")]
@@ -221,6 +280,14 @@ struct ServeFile {
     reconcile_interval: Option<f64>,
     move_grace: Option<f64>,
     router_threads: Option<usize>,
+    acme_directory: Option<String>,
+    acme_email: Option<String>,
+    acme_eab_kid: Option<String>,
+    acme_eab_hmac: Option<Secret>,
+    acme_ca: Option<PathBuf>,
+    acme_challenge: Option<String>,
+    acme_retry_min: Option<f64>,
+    acme_retry_max: Option<f64>,
     tls_listen: Option<SocketAddr>,
     https_redirect: Option<bool>,
     hsts: Option<u64>,
@@ -253,6 +320,8 @@ pub struct ServeConfig {
     pub reconcile_interval: Duration,
     /// Router threads (at least one).
     pub router_threads: usize,
+    /// Certificates ordered from an ACME CA, when `acme_directory` is set.
+    pub acme: Option<AcmeConfig>,
     /// The HTTPS listener, if any.
     pub tls_listen: Option<SocketAddr>,
     /// Plain requests for hosts with a valid certificate go to HTTPS by
@@ -465,6 +534,9 @@ impl ServeConfig {
                 )?,
             }),
         };
+        let route_poll = seconds("route_poll", args.route_poll.or(file.route_poll), 0.25)?;
+        let tls_listen = args.tls_listen.or(file.tls_listen);
+        let acme = acme(args, &file, route_poll, tls_listen.is_some())?;
         let h2_max_streams = args
             .h2_max_streams
             .or(file.h2_max_streams)
@@ -473,8 +545,9 @@ impl ServeConfig {
             anyhow::bail!("invalid h2_max_streams: must be at least 1");
         }
         Ok(ServeConfig {
+            acme,
             router_threads,
-            tls_listen: args.tls_listen.or(file.tls_listen),
+            tls_listen,
             https_redirect: args.https_redirect.or(file.https_redirect).unwrap_or(false),
             hsts: args
                 .hsts
@@ -556,7 +629,7 @@ impl ServeConfig {
             caps,
             max_header_bytes,
             max_connection_options,
-            route_poll: seconds("route_poll", args.route_poll.or(file.route_poll), 0.25)?,
+            route_poll,
             shutdown_grace: seconds(
                 "shutdown_grace",
                 args.shutdown_grace.or(file.shutdown_grace),
@@ -564,6 +637,87 @@ impl ServeConfig {
             )?,
         })
     }
+}
+
+/// The ACME settings: none unless `acme_directory` is set, and then checked
+/// whole (an error names the setting).
+fn acme(
+    args: &ServeArgs,
+    file: &ServeFile,
+    route_poll: Duration,
+    tls_listener: bool,
+) -> anyhow::Result<Option<AcmeConfig>> {
+    let email = args.acme_email.clone().or(file.acme_email.clone());
+    let kid = args.acme_eab_kid.clone().or(file.acme_eab_kid.clone());
+    let hmac = args.acme_eab_hmac.clone().or(file.acme_eab_hmac.clone());
+    let ca = args.acme_ca.clone().or(file.acme_ca.clone());
+    let challenge = match (&args.acme_challenge, &file.acme_challenge) {
+        (Some(c), _) => Some(*c),
+        (None, Some(c)) => Some(
+            c.parse::<ChallengeKind>()
+                .map_err(|e| anyhow::anyhow!("invalid acme_challenge: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    let retry_min = args.acme_retry_min.or(file.acme_retry_min);
+    let retry_max = args.acme_retry_max.or(file.acme_retry_max);
+    let Some(directory) = args.acme_directory.clone().or(file.acme_directory.clone()) else {
+        let given = [
+            ("acme_email", email.is_some()),
+            ("acme_eab_kid", kid.is_some()),
+            ("acme_eab_hmac", hmac.is_some()),
+            ("acme_ca", ca.is_some()),
+            ("acme_challenge", challenge.is_some()),
+            ("acme_retry_min", retry_min.is_some()),
+            ("acme_retry_max", retry_max.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(_, set)| *set) {
+            anyhow::bail!("invalid {field}: it needs acme_directory, the CA to order from");
+        }
+        return Ok(None);
+    };
+    match url::Url::parse(&directory) {
+        Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+        _ => anyhow::bail!("invalid acme_directory: '{directory}' is not an https:// URL"),
+    }
+    let mut config = AcmeConfig::new(directory);
+    if let Some(email) = email {
+        let plausible = email.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !email.contains(char::is_whitespace)
+        });
+        if !plausible {
+            anyhow::bail!("invalid acme_email: '{email}' is not an email address");
+        }
+        config.email = Some(email);
+    }
+    config.external_account = match (kid, hmac) {
+        (Some(kid), Some(hmac)) => Some(
+            ExternalAccount::new(&kid, hmac.expose())
+                .map_err(|e| anyhow::anyhow!("invalid acme_eab_hmac: {e}"))?,
+        ),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("invalid acme_eab_kid: it needs acme_eab_hmac"),
+        (None, Some(_)) => anyhow::bail!("invalid acme_eab_hmac: it needs acme_eab_kid"),
+    };
+    config.roots = ca
+        .map(|path| ServerRoots::load(&path))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("invalid acme_ca: {e}"))?;
+    config.challenge = challenge.unwrap_or_default();
+    if config.challenge == ChallengeKind::TlsAlpn01 && !tls_listener {
+        anyhow::bail!(
+            "invalid acme_challenge: tls-alpn-01 is answered on tls_listen, which is not set"
+        );
+    }
+    config.retry_min = seconds("acme_retry_min", retry_min, config.retry_min.as_secs_f64())?;
+    config.retry_max = seconds("acme_retry_max", retry_max, config.retry_max.as_secs_f64())?;
+    if config.retry_max < config.retry_min {
+        anyhow::bail!("invalid acme_retry_max: it is below acme_retry_min");
+    }
+    // The other routers see a challenge at their next poll of the feed
+    // (PostgreSQL tells them sooner).
+    config.propagation = route_poll;
+    Ok(Some(config))
 }
 
 #[cfg(test)]
@@ -753,6 +907,110 @@ mod tests {
             let field = bad.split(' ').next().unwrap();
             assert!(e.starts_with(&format!("invalid {field}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn acme_is_off_unless_a_directory_is_set_and_its_settings_are_checked() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert!(c.acme.is_none(), "off by default");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("slum.toml");
+        let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/server-ca.pem");
+        std::fs::write(
+            &file,
+            format!(
+                "acme_directory = \"https://acme.example.com/dir\"\nacme_email = \"ops@example.com\"\n\
+                 acme_eab_kid = \"kid-1\"\nacme_eab_hmac = \"c2VjcmV0LWhtYWMta2V5\"\n\
+                 acme_ca = {:?}\nacme_challenge = \"tls-alpn-01\"\nacme_retry_min = 2\n\
+                 tls_listen = \"127.0.0.1:8443\"\n",
+                ca.display().to_string()
+            ),
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let acme = ServeConfig::resolve(&args).unwrap().acme.expect("on");
+        assert_eq!(acme.directory, "https://acme.example.com/dir");
+        assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(acme.external_account.as_ref().unwrap().kid, "kid-1");
+        assert_eq!(acme.roots.as_ref().unwrap().certificates().len(), 1);
+        assert_eq!(acme.challenge, ChallengeKind::TlsAlpn01);
+        assert_eq!(acme.retry_min, Duration::from_secs(2));
+        assert_eq!(acme.retry_max, Duration::from_secs(86_400), "default");
+        assert_eq!(
+            acme.propagation,
+            Duration::from_millis(250),
+            "the route poll"
+        );
+
+        // A flag over the file.
+        let flags = ServeArgs {
+            acme_challenge: Some(ChallengeKind::Http01),
+            ..args.clone()
+        };
+        let acme = ServeConfig::resolve(&flags).unwrap().acme.unwrap();
+        assert_eq!(acme.challenge, ChallengeKind::Http01);
+
+        for (toml, field) in [
+            ("acme_email = \"ops@example.com\"\n", "acme_email"),
+            (
+                "acme_directory = \"http://acme.example.com/dir\"\n",
+                "acme_directory",
+            ),
+            (
+                "acme_directory = \"https://a.example.com/d\"\nacme_email = \"ops\"\n",
+                "acme_email",
+            ),
+            (
+                "acme_directory = \"https://a.example.com/d\"\nacme_eab_kid = \"k\"\n",
+                "acme_eab_kid",
+            ),
+            (
+                "acme_directory = \"https://a.example.com/d\"\nacme_eab_kid = \"k\"\nacme_eab_hmac = \"no!\"\n",
+                "acme_eab_hmac",
+            ),
+            (
+                "acme_directory = \"https://a.example.com/d\"\nacme_challenge = \"dns-01\"\n",
+                "acme_challenge",
+            ),
+            (
+                "acme_directory = \"https://a.example.com/d\"\nacme_retry_min = 60\nacme_retry_max = 10\n",
+                "acme_retry_max",
+            ),
+            (
+                "acme_directory = \"https://a.example.com/d\"\nacme_challenge = \"tls-alpn-01\"\n",
+                "acme_challenge",
+            ),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("invalid {field}: ")), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_external_account_key_never_shows() {
+        let args = ServeArgs {
+            acme_directory: Some("https://acme.example.com/dir".into()),
+            acme_eab_kid: Some("kid-1".into()),
+            acme_eab_hmac: Some("c2VjcmV0LWhtYWMta2V5".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = ServeConfig::resolve(&args).unwrap();
+        for shown in [format!("{args:?}"), format!("{config:?}")] {
+            assert!(!shown.contains("c2VjcmV0"), "{shown}");
+            assert!(!shown.contains("secret-hmac"), "{shown}");
+            assert!(shown.contains("kid-1"), "{shown}");
+        }
+        let bad = ServeArgs {
+            acme_eab_hmac: Some("not base64, c2VjcmV0".parse().unwrap()),
+            ..args
+        };
+        let e = ServeConfig::resolve(&bad).unwrap_err().to_string();
+        assert_eq!(e, "invalid acme_eab_hmac: the HMAC key is not base64url");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use crate::orchestrate::drain::Drains;
 pub use crate::orchestrate::health::{HealthMonitor, HealthPolicy};
 pub use crate::router::route_sync::Routes;
 
+use crate::orchestrate::acme::Acme;
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::supervisor;
@@ -216,6 +217,37 @@ impl Serving {
             Arc::clone(&state.leading),
             config.reconcile_interval,
         ));
+        // Certificates for tenant domains: ordered while this process leads,
+        // and wanted by every router when asked for over HTTPS without one.
+        let mut state = state;
+        let acme = match config.acme.clone() {
+            None => None,
+            Some(acme) => {
+                tracing::info!(directory = acme.directory, challenge = %acme.challenge,
+                    "ACME on: the leading router orders a certificate for each tenant domain");
+                let acme = Acme::new(
+                    state.db.fleet().clone(),
+                    Arc::clone(&state.routing),
+                    Arc::clone(&state.metrics),
+                    acme,
+                );
+                // Called from a TLS handshake on a router thread: the write
+                // goes to this runtime.
+                let (wanted, runtime) = (Arc::clone(&acme), tokio::runtime::Handle::current());
+                state.certificate_wanted = Arc::new(move |domain: &str| {
+                    let (acme, domain) = (Arc::clone(&wanted), domain.to_owned());
+                    runtime.spawn(async move {
+                        match acme.want(&domain).await {
+                            Ok(()) => {}
+                            // No tenant's any more.
+                            Err(e) if e.is_not_found() => {}
+                            Err(e) => tracing::warn!(error = %e, domain, "ACME: cannot want a certificate"),
+                        }
+                    });
+                });
+                Some(tokio::spawn(acme.run(state.leading.subscribe())))
+            }
+        };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -232,6 +264,9 @@ impl Serving {
             router::serve(listeners, Arc::new(state), metrics, &router_config, stop_rx).await;
         follower.abort();
         supervisor.abort();
+        if let Some(acme) = acme {
+            acme.abort();
+        }
         let api = api.await;
         router?;
         api??;

@@ -8,6 +8,7 @@ use slum::{store, FleetOptions, SlumDb};
 
 pub mod certs;
 pub mod logs;
+pub mod pebble;
 pub mod serve;
 mod test_db;
 pub mod websocket;

@@ -116,8 +116,27 @@ pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, S
     // The parser's error is not quoted: it could show part of the key.
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|_| "the private key is not a PEM private key".to_owned())?;
-    CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider())
-        .map_err(|e| format!("the private key cannot be used with this chain: {e}"))
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("the private key cannot be used with this chain: {e}"))?;
+    // What `CertifiedKey::from_der` checks, with the leaf read by
+    // x509-parser: webpki refuses a critical extension it does not know, such
+    // as the acmeIdentifier of a TLS-ALPN-01 certificate (RFC 8737), which
+    // is served all the same.
+    let public = signing.public_key().ok_or_else(|| {
+        "the private key cannot be used with this chain: its public key is unknown".to_owned()
+    })?;
+    let (_, leaf) = x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| format!("the leaf certificate is not X.509: {e}"))?;
+    if leaf.tbs_certificate.subject_pki.raw != public.as_ref() {
+        return Err(
+            "the private key cannot be used with this chain: it is not the key of its first \
+             certificate"
+                .into(),
+        );
+    }
+    Ok(CertifiedKey::new(chain, signing))
 }
 
 impl Certificates {

@@ -311,3 +311,23 @@ fn wishes_are_told_again_after_a_while_and_their_memory_is_bounded() {
     }
     assert!(lock(&certificates.wanted).len() <= WANTED_KEPT);
 }
+
+#[test]
+fn a_tls_alpn_01_certificate_with_its_critical_acme_identifier_is_served() {
+    // As an ACME order makes it (RFC 8737): webpki alone would refuse the
+    // critical extension it does not know.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["shop.example.com".into()]).unwrap();
+    params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(&[7; 32])];
+    let cert = params.self_signed(&key).unwrap();
+    let certificates = Certificates::new();
+    certificates
+        .set_challenges(
+            "shop.example.com",
+            Vec::new(),
+            Some((cert.pem().as_bytes(), key.serialize_pem().as_bytes())),
+        )
+        .unwrap();
+    let served = certificates.alpn01("shop.example.com").expect("served");
+    assert_eq!(served.cert[0].as_ref(), cert.der().as_ref());
+}
