@@ -48,6 +48,7 @@ impl SlumDb {
                 let mut moved = tenant.clone();
                 moved.server_id = target.id.clone();
                 self.store.update_tenant(&moved).await?;
+                self.record_tenant_changes(&tenant, &moved).await;
             }
         }
         self.store.get_tenant(&tenant.domain).await
