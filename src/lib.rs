@@ -168,6 +168,13 @@ pub use fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,
     ServerStats, ServerStatus, Tenant,
 };
+/// An instance's output, read from its server's tenement and followed across
+/// moves ([`SlumDb::instance_logs`], [`SlumDb::follow_logs`]).
+pub mod logs {
+    pub use crate::orchestrate::logs::{
+        LogEvent, LogFilter, LogLine, LogStream, DEFAULT_LOG_LINES, MAX_LOG_LINES,
+    };
+}
 pub use fleet::paging::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use fleet::store;
 #[cfg(feature = "serve")]
