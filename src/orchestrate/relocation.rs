@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::{Instance, Server};
 use crate::fleet::validation;
 use crate::orchestrate::placement;
@@ -33,6 +34,78 @@ pub struct PreparedMove {
     pub instance: Instance,
     pub from: String,
     pub to: String,
+}
+
+/// Why an instance moves: what its event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MoveWhy {
+    /// A caller of [`SlumDb::relocate`] or [`SlumDb::move_instance`].
+    Requested,
+    /// The move of a tenant (its domain) to a new home.
+    TenantMove(String),
+    /// The drain of the server.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
+    Drain(String),
+    /// Respawn failover of the server, offline.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
+    Failover(String),
+}
+
+impl MoveWhy {
+    /// The event of the move of `key` from `from` to `to`: switched (`Ok`,
+    /// its old copy stopped after `grace`) or failed before it switched.
+    fn event(
+        &self,
+        key: &str,
+        from: Option<&str>,
+        to: &str,
+        grace: Duration,
+        switched: std::result::Result<(), &Error>,
+    ) -> NewEvent {
+        let from_text = from.unwrap_or("its server");
+        let (kind, cause) = match (self, switched) {
+            (MoveWhy::Failover(dead), Ok(())) => (
+                EventKind::Respawned,
+                format!(
+                    "server {dead} is offline: respawned on {to} (failover policy respawn); \
+                     its old copy is stopped once {dead} answers"
+                ),
+            ),
+            (MoveWhy::Failover(dead), Err(e)) => (
+                EventKind::RespawnFailed,
+                format!("server {dead} is offline: could not respawn it on {to}: {e}"),
+            ),
+            (why, Ok(())) => (
+                EventKind::Moved,
+                format!(
+                    "{}moved from {from_text} to {to}; its old copy stops after a grace of {}s",
+                    why.prefix(),
+                    grace.as_secs_f64()
+                ),
+            ),
+            (why, Err(e)) => (
+                EventKind::MoveFailed,
+                format!(
+                    "{}could not move it from {from_text} to {to}: {e}",
+                    why.prefix()
+                ),
+            ),
+        };
+        let event = NewEvent::new(kind, cause).instance(key);
+        match from {
+            Some(server) => event.server(server),
+            None => event,
+        }
+    }
+
+    fn prefix(&self) -> String {
+        match self {
+            MoveWhy::Requested => String::new(),
+            MoveWhy::TenantMove(domain) => format!("move of tenant {domain}: "),
+            MoveWhy::Drain(server) => format!("drain of {server}: "),
+            MoveWhy::Failover(server) => format!("failover of {server}: "),
+        }
+    }
 }
 
 /// How much of a move is done, for callers that report progress.
@@ -155,11 +228,52 @@ impl SlumDb {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
+        self.relocate_for(key, target, grace, on_switched, MoveWhy::Requested)
+            .await
+    }
+
+    /// [`SlumDb::relocate`], recording the move (or its failure) as an event
+    /// saying `why`, once the move is over: by the move's own task, so even
+    /// for a caller that gave up.
+    pub(crate) async fn relocate_for<F, Fut>(
+        &self,
+        key: &str,
+        target: &str,
+        grace: Duration,
+        on_switched: F,
+        why: MoveWhy,
+    ) -> Result<MoveOutcome>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let db = self.clone();
         let (key, target) = (key.to_owned(), target.to_owned());
         tokio::spawn(async move {
-            let prepared = db.prepare_move(&key, &target).await?;
-            db.switch_move(&prepared).await?;
+            // Where it was, for the event of a move that fails (a bad key
+            // fails below all the same).
+            let from = match validation::instance_key(&key) {
+                Ok((tenant, id)) => db.store.get_instance(&tenant, &id).await.ok(),
+                Err(_) => None,
+            }
+            .map(|i| i.server_id);
+            // Recorded when the route switches (or the move fails before):
+            // what reconcile or the stop of the old copy do later comes after.
+            let switched = async {
+                let prepared = db.prepare_move(&key, &target).await?;
+                db.switch_move(&prepared).await?;
+                Ok(prepared)
+            }
+            .await;
+            let event = why.event(
+                &key,
+                from.as_deref(),
+                &target,
+                grace,
+                switched.as_ref().map(drop),
+            );
+            db.record_event(event).await;
+            let prepared = switched?;
             on_switched().await;
             Ok(db.complete_move(&prepared, grace).await)
         })
@@ -179,6 +293,18 @@ impl SlumDb {
         self.relocate(key, target, grace, || async {}).await
     }
 
+    /// [`SlumDb::move_instance`] as part of a tenant's move to a new home.
+    pub(crate) async fn move_instance_for(
+        &self,
+        key: &str,
+        target: &str,
+        grace: Duration,
+        why: MoveWhy,
+    ) -> Result<MoveOutcome> {
+        self.relocate_for(key, target, grace, || async {}, why)
+            .await
+    }
+
     /// Moves an instance to the best server for it (see
     /// [`SlumDb::choose_target`]), applying the switch to `routing` right
     /// after it: the move behind drains and respawn failover.
@@ -189,12 +315,30 @@ impl SlumDb {
         region: Option<&str>,
         grace: Duration,
         routing: &Arc<dyn Routing>,
+        why: MoveWhy,
     ) -> Result<MoveOutcome> {
-        let target = self.choose_target(instance, region).await?;
+        let target = match self.choose_target(instance, region).await {
+            Ok(target) => target,
+            Err(e) => {
+                let event = why.event(
+                    &instance.key(),
+                    Some(&instance.server_id),
+                    "another server",
+                    grace,
+                    Err(&e),
+                );
+                self.record_event(event).await;
+                return Err(e);
+            }
+        };
         let routing = Arc::clone(routing);
-        self.relocate(&instance.key(), &target.id, grace, move || async move {
-            routing.fleet_changed().await
-        })
+        self.relocate_for(
+            &instance.key(),
+            &target.id,
+            grace,
+            move || async move { routing.fleet_changed().await },
+            why,
+        )
         .await
     }
 
@@ -212,5 +356,50 @@ impl SlumDb {
                 needed_mb: instance.memory_mb,
                 region: region.map(str::to_owned),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moves_event_says_why_where_to_and_when_its_old_copy_stops() {
+        let grace = Duration::from_secs(2);
+        let drain = MoveWhy::Drain("s1".into()).event("acme:prod", Some("s1"), "s2", grace, Ok(()));
+        assert_eq!(drain.kind, EventKind::Moved);
+        assert_eq!(
+            drain.cause,
+            "drain of s1: moved from s1 to s2; its old copy stops after a grace of 2s"
+        );
+        assert_eq!(drain.server.as_deref(), Some("s1"));
+        assert_eq!(drain.tenant.as_deref(), Some("acme"));
+        let e = Error::NoRoom {
+            needed_mb: 128,
+            region: None,
+        };
+        let failover = MoveWhy::Failover("s1".into()).event(
+            "acme:prod",
+            Some("s1"),
+            "another server",
+            grace,
+            Err(&e),
+        );
+        assert_eq!(failover.kind, EventKind::RespawnFailed);
+        assert!(
+            failover
+                .cause
+                .starts_with("server s1 is offline: could not respawn it on another server: "),
+            "{}",
+            failover.cause
+        );
+        let respawned =
+            MoveWhy::Failover("s1".into()).event("acme:prod", Some("s1"), "s2", grace, Ok(()));
+        assert_eq!(respawned.kind, EventKind::Respawned);
+        let failed = MoveWhy::Requested.event("acme:prod", None, "s2", grace, Err(&e));
+        assert_eq!(failed.kind, EventKind::MoveFailed);
+        assert!(failed
+            .cause
+            .starts_with("could not move it from its server to s2: "));
     }
 }
