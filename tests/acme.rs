@@ -268,6 +268,39 @@ async fn a_failing_challenge_is_recorded_with_the_cas_reason_and_retried_while_o
         .unwrap()
         .unwrap();
     assert_eq!((info.failures, info.last_error), (0, None));
+
+    // Both outcomes are fleet events, the failure with the CA's reason.
+    let events = slum
+        .db()
+        .events(&slum::events::EventQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    let said = |kind: &str, name: &str| {
+        events
+            .iter()
+            .filter(|e| e.kind == kind && e.cause.contains(name))
+            .map(|e| e.cause.clone())
+            .collect::<Vec<_>>()
+    };
+    let failed = said("certificate-failed", "broken.example.com");
+    assert!(
+        failed.len() >= 2 && failed.iter().all(|c| c.contains("connection refused")),
+        "{events:#?}"
+    );
+    assert_eq!(
+        said("certificate-issued", "fine.example.com").len(),
+        1,
+        "{events:#?}"
+    );
+    assert_eq!(
+        said("certificate-issued", "broken.example.com").len(),
+        1,
+        "{events:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

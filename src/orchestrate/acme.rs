@@ -48,6 +48,7 @@ use tokio::task::JoinSet;
 
 use crate::fleet::certificate::SecretPem;
 use crate::fleet::db::FleetDb;
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::store::RouteKey;
 use crate::metrics::Metrics;
 use crate::orchestrate::routing::Routing;
@@ -582,7 +583,8 @@ impl Acme {
                     renew_at = next,
                     "ACME: certificate issued"
                 );
-                self.db
+                let stored = self
+                    .db
                     .certificate_issued(
                         name,
                         &issued.chain_pem,
@@ -591,7 +593,20 @@ impl Acme {
                         issued.not_after,
                         next,
                     )
-                    .await
+                    .await;
+                if stored.is_ok() {
+                    let until = chrono::DateTime::from_timestamp(issued.not_after, 0)
+                        .map_or_else(|| issued.not_after.to_string(), |t| t.to_rfc3339());
+                    self.db
+                        .record_event(NewEvent::new(
+                            EventKind::CertificateIssued,
+                            format!(
+                                "certificate {name} issued by the ACME server, valid until {until}"
+                            ),
+                        ))
+                        .await;
+                }
+                stored
             }
             Err(why) => {
                 let failures = failures.saturating_add(1);
@@ -612,7 +627,19 @@ impl Acme {
                     retry_in_seconds = delay.as_secs(),
                     "ACME: order failed"
                 );
-                self.db.certificate_failed(name, &why, failures, next).await
+                let stored = self.db.certificate_failed(name, &why, failures, next).await;
+                if stored.is_ok() {
+                    self.db
+                        .record_event(NewEvent::new(
+                            EventKind::CertificateFailed,
+                            format!(
+                                "the order of certificate {name} failed ({failures} in a row; next try in {} s): {why}",
+                                delay.as_secs()
+                            ),
+                        ))
+                        .await;
+                }
+                stored
             }
         };
         if let Err(e) = recorded {
