@@ -695,6 +695,17 @@ fn the_default_token_file_is_used_without_a_token() {
     assert_eq!(edited.error_line(), REFUSED);
 }
 
+/// `slum serve`'s log written to a file (as systemd or `2> slum.log` do)
+/// carries no colour escapes.
+#[test]
+fn a_log_written_to_a_file_has_no_colour_escapes() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    let log = slum.log();
+    assert!(log.contains("INFO"), "nothing logged: {log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in the log: {log:?}");
+}
+
 /// The database (tenement admin tokens in clear), its -wal and -shm files and
 /// the admin token file are the owner's alone once `slum serve` runs.
 #[test]

@@ -36,6 +36,12 @@ use render::{
     render_tokens,
 };
 
+/// Whether the log on stderr is coloured: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Runs the parsed command line and returns the process's exit code: 0 on
 /// success, 1 after printing `error: ...` on stderr. (clap already exits with 2
 /// on usage errors.)
@@ -558,4 +564,21 @@ async fn token_command(
             ))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None), "a file or a pipe");
+        assert!(!log_colours(true, Some(OsStr::new("1"))), "NO_COLOR=1");
+        assert!(
+            log_colours(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is no request"
+        );
+    }
 }
