@@ -1263,6 +1263,44 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     assert_eq!(gone.error_line(), "error: server 'nosuch' not found");
 }
 
+/// A drain of a dead server goes on while its failed checks turn it offline:
+/// the command follows the drain's own progress, not the server's status,
+/// and reports what the drain did.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_of_a_dead_server_is_reported_as_the_drain_ended() {
+    let Some(mut fleet) = common::fleet(2).await else {
+        return;
+    };
+    let slum = Serve::start();
+    slum.add_real_server(fleet.server("s1").expect("s1"), "1024");
+    slum.add_real_server(fleet.server("s2").expect("s2"), "1024");
+    slum.add_tenant("alice.example.com", "s1").ok();
+    slum.run(&[
+        "spawn",
+        "alice",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--server",
+        "s1",
+    ])
+    .ok();
+    fleet.server_mut("s1").expect("s1").kill().expect("kill s1");
+    // The drain marks s1 draining; its failed checks turn it offline while
+    // alice is still being moved (the old copy's stop waits for the grace).
+    let drained = slum.run(&["server", "drain", "s1"]);
+    let summary = drained.ok();
+    assert!(
+        summary.starts_with("drained server s1: moved 1, re-homed 0, failed 0"),
+        "{drained:#?}"
+    );
+    assert!(summary.contains("alice:prod -> s2"), "{drained:#?}");
+    assert_eq!(drained.stderr, "", "{drained:#?}");
+    let status = slum.run(&["status"]);
+    assert_eq!(row(status.ok(), "s1")[1], "offline", "{status:#?}");
+}
+
 /// `--limit` shows a page and says how to get the next; `--after` gives it;
 /// `--all` walks every page; a bad limit is one line naming it.
 #[test]

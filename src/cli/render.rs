@@ -483,7 +483,7 @@ pub(super) fn render_certificate(c: &CertificateInfo, now: DateTime<Utc>) -> Str
 /// What a drain did: one summary line, then what moved where and why anything
 /// failed.
 pub(super) fn render_drain(p: &DrainProgress) -> String {
-    let verb = if p.done {
+    let verb = if p.done && !p.stopped {
         "drained"
     } else {
         "stopped draining"

@@ -32,7 +32,13 @@ pub struct DrainProgress {
     pub failed: Vec<String>,
     /// Domains whose home server changed (those without an instance on it).
     pub rehomed: Vec<String>,
+    /// The drain ended: finished, or stopped by an undrain.
     pub done: bool,
+    /// An undrain stopped it before it finished (what it moved stays
+    /// moved). Its own word, whatever the server's health says meanwhile: a
+    /// drained server that dies turns offline, and its drain goes on.
+    #[serde(default)]
+    pub stopped: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -108,6 +114,7 @@ impl Drains {
                 job.task.abort();
                 let mut p = lock(&job.progress);
                 p.failed.push("drain stopped by undrain".into());
+                p.stopped = true;
                 p.done = true;
                 p.finished_at = Some(Utc::now());
             }
