@@ -1131,6 +1131,97 @@ fn status_lists_tenants_whose_servers_are_down() {
     );
 }
 
+/// `server cordon` keeps new instances off a server and shows it; `uncordon`
+/// lifts it.
+#[test]
+fn a_cordoned_server_takes_no_placements_and_shows_it() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    let cordoned = slum.run(&["server", "cordon", "east"]);
+    assert!(
+        cordoned.ok().starts_with("server east is cordoned"),
+        "{cordoned:#?}"
+    );
+    let list = slum.run(&["server", "list"]);
+    assert!(
+        row(list.ok(), "east")[3].ends_with(",cordoned"),
+        "{list:#?}"
+    );
+    let status = slum.run(&["status"]);
+    assert!(
+        row(status.ok(), "east")[1].ends_with(",cordoned"),
+        "{status:#?}"
+    );
+    let json = slum.run(&["--json", "server", "show", "east"]).json();
+    assert_eq!(json["server"]["cordoned"], true, "{json}");
+    assert_eq!(json["stats"]["cordoned"], true, "{json}");
+    let refused = slum.run(&[
+        "spawn",
+        "acme",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--server",
+        "east",
+    ]);
+    assert_eq!(
+        refused.error_line(),
+        "error: server 'east' is cordoned: it takes no new instances"
+    );
+    let lifted = slum.run(&["server", "uncordon", "east"]);
+    assert!(
+        lifted
+            .ok()
+            .starts_with("server east takes placements again"),
+        "{lifted:#?}"
+    );
+    let json = slum.run(&["--json", "server", "show", "east"]).json();
+    assert_eq!(json["server"]["cordoned"], false, "{json}");
+    let log = slum.log();
+    assert!(log.contains("server cordoned"), "{log}");
+    assert!(log.contains("server uncordoned"), "{log}");
+}
+
+/// A healthy server set offline by hand comes back after its good checks
+/// (it used to stay offline for good, silently); the change and the return
+/// are logged with their causes. A cordon, by contrast, stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_set_offline_by_hand_comes_back_and_a_cordon_stays() {
+    let Some(fleet) = common::fleet(1).await else {
+        return;
+    };
+    let slum = Serve::start();
+    slum.add_real_server(fleet.server("s1").expect("s1"), "1024");
+    let state = |slum: &Serve| {
+        let status = slum.run(&["status"]);
+        row(status.ok(), "s1")[1].to_owned()
+    };
+    let until = |slum: &Serve, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while state(slum) != want {
+            assert!(Instant::now() < deadline, "s1 never {want}: {}", slum.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until(&slum, "online");
+    let offline = slum.run(&["server", "update", "s1", "--status", "offline"]);
+    assert!(offline.ok().contains("status:"), "{offline:#?}");
+    assert!(
+        offline.stderr.contains("health checks decide")
+            && offline.stderr.contains("slum server cordon s1"),
+        "{offline:#?}"
+    );
+    until(&slum, "online");
+    let log = slum.log();
+    assert!(log.contains("server status set by an operator"), "{log}");
+    assert!(log.contains("cause=\"health check\""), "{log}");
+
+    slum.run(&["server", "cordon", "s1"]).ok();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(state(&slum), "online,cordoned", "{}", slum.log());
+}
+
 /// `tenant add --auto`, `spawn --auto`, `server drain` (a failing one, then a
 /// complete one) and `server undrain` against two real tenement servers.
 #[tokio::test(flavor = "multi_thread")]

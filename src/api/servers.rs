@@ -1,5 +1,6 @@
-//! `/v1/servers`: the fleet's tenement servers, their live stats, and draining
-//! one (moving its tenants elsewhere) or taking it back.
+//! `/v1/servers`: the fleet's tenement servers, their live stats, draining
+//! one (moving its tenants elsewhere) or taking it back, and cordoning one
+//! (no new placements, its tenants left where they are).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -72,8 +73,15 @@ pub(super) async fn update_server(
     // left alone rather than overwritten with the one read above.
     match changes.status {
         Some(status) => {
+            let from = server.status;
             server.status = status;
             state.db.update_server(&server).await?;
+            if from != status {
+                // Health checks take it from here (online and offline are
+                // theirs to decide); a cordon or a drain is what lasts.
+                tracing::info!(server = %id, %from, to = %status, cause = "operator",
+                    "server status set by an operator");
+            }
         }
         None => state.db.update_server_settings(&server).await?,
     }
@@ -136,4 +144,20 @@ pub(super) async fn undrain_server(
     // `undrain` reloads the route table when it changes the server.
     state.drains.undrain(&id).await?;
     Ok(Json(state.db.get_server(&id).await?))
+}
+
+/// Cordons the server: no new placements; its instances stay, routed.
+pub(super) async fn cordon_server(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Server>> {
+    Ok(Json(state.db.set_cordoned(&id, true).await?))
+}
+
+/// Lifts the server's cordon: it takes placements again.
+pub(super) async fn uncordon_server(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Server>> {
+    Ok(Json(state.db.set_cordoned(&id, false).await?))
 }

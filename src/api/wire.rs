@@ -20,6 +20,9 @@ pub use crate::DrainProgress;
 pub use crate::{
     ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
 };
+// A server's state as people read it (`online,cordoned`).
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub use crate::fleet::model::state_text;
 // The state of an `InstanceStatus`: no code names it apart from tests today,
 // but it is part of the answer, so clients find it here with the rest.
 #[allow(unused_imports)]

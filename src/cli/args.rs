@@ -151,6 +151,19 @@ pub(super) enum ServerCommand {
         /// Server id.
         id: String,
     },
+    /// Take a server out of placements, leaving what runs there running and
+    /// routed (as `kubectl cordon`): no spawn, move, automatic placement or
+    /// failover puts anything new on it until `uncordon`. Health checks never
+    /// lift a cordon.
+    Cordon {
+        /// Server id.
+        id: String,
+    },
+    /// Lift a server's cordon: it takes placements again.
+    Uncordon {
+        /// Server id.
+        id: String,
+    },
 }
 
 /// The tenement server's admin token, given inline or read from a file.
@@ -221,7 +234,10 @@ pub(super) struct ServerUpdateArgs {
     pub(super) token: TenementTokenArgs,
     #[arg(long)]
     pub(super) domain: Option<String>,
-    /// Health state; `draining` stops new placements on the server.
+    /// Status now; health checks take it from there (an offline server that
+    /// answers is back online after two good checks). `draining` stops new
+    /// placements until an undrain; to keep placements off a server for
+    /// good, use `server cordon`.
     #[arg(long, value_enum)]
     pub(super) status: Option<StatusArg>,
 }

@@ -324,6 +324,12 @@ impl ApiClient {
             .await
     }
 
+    pub(super) async fn cordon(&self, id: &str, cordoned: bool) -> Result<Reply<Server>, CliError> {
+        let action = if cordoned { "cordon" } else { "uncordon" };
+        self.call(Method::POST, &["servers", id, action], None, None)
+            .await
+    }
+
     /// A page of the tenants (`page.server`: only those homed there).
     pub(super) async fn list_tenants(
         &self,

@@ -421,13 +421,33 @@ async fn server_command(
                 r.value.id,
                 render_server(&r.value, None, now)
             );
-            Output::new(r.json, text)
+            let mut out = Output::new(r.json, text);
+            out.note = args.status.and_then(|s| status_note(&args.id, s));
+            out
         }
         ServerCommand::Remove { id } => {
             client.remove_server(&id).await?;
             Output::new(Value::Null, format!("removed server {id}"))
         }
         ServerCommand::Drain { id } => drain::follow(client, &id, json).await?,
+        ServerCommand::Cordon { id } => {
+            let r = client.cordon(&id, true).await?;
+            let text = format!(
+                "server {} is cordoned (status {}): it takes no new placements; what runs \
+                 there keeps running and routed (`slum server uncordon {}` lifts it)",
+                r.value.id, r.value.status, r.value.id
+            );
+            Output::new(r.json, text)
+        }
+        ServerCommand::Uncordon { id } => {
+            let r = client.cordon(&id, false).await?;
+            let text = format!(
+                "server {} takes placements again (status {})",
+                r.value.id,
+                r.value.state_text()
+            );
+            Output::new(r.json, text)
+        }
         ServerCommand::Undrain { id } => {
             let r = client.undrain(&id).await?;
             let text = format!(
@@ -437,6 +457,20 @@ async fn server_command(
             Output::new(r.json, text)
         }
     })
+}
+
+/// What `server update --status` does beyond the change itself: health
+/// checks own online and offline, and decide again from the next checks.
+fn status_note(id: &str, status: args::StatusArg) -> Option<String> {
+    use args::StatusArg;
+    match status {
+        StatusArg::Draining => None,
+        StatusArg::Online | StatusArg::Offline | StatusArg::Unknown => Some(format!(
+            "note: health checks decide server {id}'s status from here (an offline server \
+             that answers is back online after two good checks); to keep new placements off \
+             it, `slum server cordon {id}`; to move its tenants away, `slum server drain {id}`"
+        )),
+    }
 }
 
 async fn tenant_command(

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::wire::{
-    ApiToken, CertificateInfo, DrainProgress, FleetStatus, Instance, InstanceStatus,
+    state_text, ApiToken, CertificateInfo, DrainProgress, FleetStatus, Instance, InstanceStatus,
     ReconcileReport, Server, ServerStats, Tenant, EXPIRY_WARNING_DAYS,
 };
 
@@ -132,7 +132,7 @@ pub(super) fn render_servers(servers: &[Server], now: DateTime<Utc>) -> String {
                 s.id.clone(),
                 s.url.clone(),
                 or_dash(s.region.as_deref()),
-                s.status.to_string(),
+                s.state_text(),
                 mb(s.used_capacity_mb()),
                 mb(s.capacity_mb),
                 mb(s.free_capacity_mb()),
@@ -177,7 +177,7 @@ pub(super) fn render_server(s: &Server, stats: Option<&ServerStats>, now: DateTi
         ("url", s.url.clone()),
         ("region", or_dash(s.region.as_deref())),
         ("domain", s.routing_domain()),
-        ("status", s.status.to_string()),
+        ("status", s.state_text()),
         ("last seen", format_ago(now, s.last_seen)),
     ];
     if let Some(problem) = &s.routing_problem {
@@ -310,7 +310,7 @@ pub(super) fn render_status(status: &FleetStatus, now: DateTime<Utc>) -> String 
         .map(|st| {
             vec![
                 st.server_id.clone(),
-                st.status.to_string(),
+                state_text(st.status, st.cordoned),
                 format_ago(now, st.last_seen),
                 mb(st.used_mb),
                 mb(st.capacity_mb),

@@ -72,8 +72,11 @@ impl Drains {
     pub async fn start(&self, server_id: &str) -> Result<DrainProgress> {
         let mut server = self.db.get_server(server_id).await?;
         if server.status != ServerStatus::Draining {
+            let from = server.status;
             server.status = ServerStatus::Draining;
             self.db.update_server(&server).await?;
+            tracing::info!(server = %server_id, %from, to = "draining", cause = "drain",
+                "server draining: it takes no new placements");
             self.routing.fleet_changed().await;
         }
         let mut jobs = lock(&self.jobs);
@@ -125,10 +128,13 @@ impl Drains {
             server.status,
             ServerStatus::Draining | ServerStatus::Offline
         ) {
+            let from = server.status;
             if server.status == ServerStatus::Draining {
                 server.status = ServerStatus::Unknown;
             }
             self.db.update_server(&server).await?;
+            tracing::info!(server = %server_id, %from, to = %server.status, cause = "undrain",
+                "server undrained: it takes placements again, health checks decide its state");
             self.routing.fleet_changed().await;
         }
         Ok(())

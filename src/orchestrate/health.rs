@@ -132,6 +132,9 @@ enum Outcome {
 struct Entry {
     tracker: Tracker,
     status: ServerStatus,
+    /// The status the monitor's last transition left, while routing may
+    /// still show it (until its table reloads): no news, when seen.
+    settling: Option<ServerStatus>,
     last_persisted_seen: Option<Instant>,
 }
 
@@ -141,6 +144,9 @@ pub struct Transition {
     pub server: String,
     pub from: ServerStatus,
     pub to: ServerStatus,
+    /// What made it, for the log: "health check", "routing check" (the
+    /// server routes by another domain) or "router connection failure".
+    pub cause: &'static str,
 }
 
 /// What the monitor knows of every server, and the transitions its outcomes
@@ -179,6 +185,7 @@ impl Ledger {
         server: &str,
         stored: ServerStatus,
         outcome: Outcome,
+        cause: &'static str,
     ) -> (Option<Transition>, bool) {
         // A misrouted server answered, but that is no sign of health: no
         // success is counted, and `last_seen` is not written.
@@ -187,14 +194,22 @@ impl Ledger {
         let entry = entries.entry(server.to_owned()).or_insert(Entry {
             tracker: Tracker::default(),
             status: stored,
+            settling: None,
             last_persisted_seen: None,
         });
-        // The database is the authority on operator states (draining, or a
-        // server put back online by hand).
-        if stored != entry.status
-            && (stored == ServerStatus::Draining || entry.status == ServerStatus::Draining)
-        {
+        // A status other than the monitor's own, and other than the one its
+        // last transition left (routing lags its decisions until the table
+        // reloads), is someone else's: an operator's (`server update
+        // --status`), a drain's, an undrain's, or a router that led before.
+        // It is adopted and the counts start over, so that the checks take
+        // it from there: a server set offline by hand that answers comes back
+        // after `recover_after` good checks, as any offline server does.
+        if stored == entry.status {
+            entry.settling = None;
+        } else if entry.settling != Some(stored) {
             entry.status = stored;
+            entry.settling = None;
+            entry.tracker = Tracker::default();
         }
         // Nobody's word keeps a misrouted server routable, a status put back
         // by hand included: it goes offline from whatever routing says (the
@@ -208,6 +223,7 @@ impl Ledger {
             _ => entry.tracker.observe(ok, from, &self.policy),
         };
         if let Some(to) = next {
+            entry.settling = Some(from);
             entry.status = to;
         }
         let seen_due = ok
@@ -217,11 +233,16 @@ impl Ledger {
         if seen_due || next.is_some() {
             entry.last_persisted_seen = ok.then(Instant::now).or(entry.last_persisted_seen);
         }
+        let cause = match outcome {
+            Outcome::Misrouted => "routing check",
+            _ => cause,
+        };
         (
             next.map(|to| Transition {
                 server: server.to_owned(),
                 from,
                 to,
+                cause,
             }),
             seen_due,
         )
@@ -303,7 +324,7 @@ impl HealthMonitor {
                 continue;
             };
             let outcome = self.record_routing(s, &check).await;
-            let (t, seen_due) = self.ledger.feed(&s.id, stored, outcome);
+            let (t, seen_due) = self.ledger.feed(&s.id, stored, outcome, "health check");
             if let Some(t) = t {
                 self.apply(&t).await;
             } else if seen_due {
@@ -379,7 +400,10 @@ impl HealthMonitor {
             }
             return;
         }
-        if let (Some(t), _) = self.ledger.feed(server, stored, Outcome::Failed) {
+        if let (Some(t), _) =
+            self.ledger
+                .feed(server, stored, Outcome::Failed, "router connection failure")
+        {
             self.apply(&t).await;
         }
     }
@@ -399,9 +423,11 @@ impl HealthMonitor {
             Ok(false) => self.routing.fleet_changed().await,
             Ok(true) => {
                 if t.to == ServerStatus::Offline {
-                    tracing::warn!(server = %t.server, from = %t.from, "server is offline");
+                    tracing::warn!(server = %t.server, from = %t.from, cause = t.cause,
+                        "server is offline");
                 } else {
-                    tracing::info!(server = %t.server, from = %t.from, to = %t.to, "server state changed");
+                    tracing::info!(server = %t.server, from = %t.from, to = %t.to,
+                        cause = t.cause, "server state changed");
                 }
                 self.metrics
                     .transitions
@@ -415,6 +441,7 @@ impl HealthMonitor {
                 // Forget the decision so that the next outcome tries again.
                 if let Some(entry) = self.ledger.entries().get_mut(&t.server) {
                     entry.status = t.from;
+                    entry.settling = None;
                 }
             }
         }
@@ -478,20 +505,27 @@ mod tests {
     #[test]
     fn the_monitor_reports_each_transition_once() {
         let m = Ledger::new(HealthPolicy::default());
-        assert_eq!(m.feed("a", Online, Outcome::Failed).0, None);
-        let (t, _) = m.feed("a", Online, Outcome::Failed);
+        assert_eq!(m.feed("a", Online, Outcome::Failed, "health check").0, None);
+        let (t, _) = m.feed("a", Online, Outcome::Failed, "health check");
         assert_eq!(
             t,
             Some(Transition {
                 server: "a".into(),
                 from: Online,
-                to: Offline
+                to: Offline,
+                cause: "health check",
             })
         );
         // The route table may still say online until the reload lands.
-        assert_eq!(m.feed("a", Online, Outcome::Failed).0, None);
-        assert_eq!(m.feed("a", Offline, Outcome::Passed).0, None);
-        assert!(m.feed("a", Offline, Outcome::Passed).0.is_some());
+        assert_eq!(m.feed("a", Online, Outcome::Failed, "health check").0, None);
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Passed, "health check").0,
+            None
+        );
+        assert!(m
+            .feed("a", Offline, Outcome::Passed, "health check")
+            .0
+            .is_some());
     }
 
     #[test]
@@ -513,34 +547,79 @@ mod tests {
         assert_eq!(t.observe(true, Offline, &p), Some(Online));
 
         let m = Ledger::new(p);
-        let (t, seen) = m.feed("a", Online, Outcome::Misrouted);
+        let (t, seen) = m.feed("a", Online, Outcome::Misrouted, "health check");
         assert_eq!(t.map(|t| t.to), Some(Offline));
         assert!(
             !seen,
             "an answer that routes elsewhere is no sign of health"
         );
-        assert_eq!(m.feed("a", Offline, Outcome::Misrouted).0, None);
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Misrouted, "health check").0,
+            None
+        );
         // Put back online by hand, still misrouted: offline again.
-        let (t, _) = m.feed("a", Online, Outcome::Misrouted);
+        let (t, _) = m.feed("a", Online, Outcome::Misrouted, "health check");
         assert_eq!(
             t,
             Some(Transition {
                 server: "a".into(),
                 from: Online,
-                to: Offline
+                to: Offline,
+                cause: "routing check",
             })
         );
+    }
+
+    #[test]
+    fn a_status_set_by_hand_is_adopted_and_the_checks_take_it_from_there() {
+        let m = Ledger::new(HealthPolicy::default());
+        assert!(m
+            .feed("a", Unknown, Outcome::Passed, "health check")
+            .0
+            .is_some());
+        assert_eq!(m.feed("a", Online, Outcome::Passed, "health check").0, None);
+        // An operator sets the healthy server offline: adopted, and two good
+        // checks bring it back (it used to stay offline for good).
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Passed, "health check").0,
+            None
+        );
+        let (t, _) = m.feed("a", Offline, Outcome::Passed, "health check");
+        assert_eq!(t.map(|t| (t.from, t.to)), Some((Offline, Online)));
+        // Until routing shows its own decision, the status it left is no news.
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Passed, "health check").0,
+            None
+        );
+        assert_eq!(m.feed("a", Online, Outcome::Passed, "health check").0, None);
+        // Set online by hand while failing: the failures count from there.
+        m.feed("a", Online, Outcome::Failed, "health check");
+        let (t, _) = m.feed("a", Online, Outcome::Failed, "health check");
+        assert_eq!(t.map(|t| t.to), Some(Offline));
+        assert_eq!(
+            m.feed("a", Online, Outcome::Failed, "health check").0,
+            None,
+            "lag"
+        );
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Failed, "health check").0,
+            None
+        );
+        // Online by hand: adopted, then two failures again.
+        assert_eq!(m.feed("a", Online, Outcome::Failed, "health check").0, None);
+        let (t, _) = m.feed("a", Online, Outcome::Failed, "health check");
+        assert_eq!(t.map(|t| t.to), Some(Offline));
     }
 
     #[test]
     fn a_server_is_failing_from_its_last_failure_to_its_next_success() {
         let m = Ledger::new(HealthPolicy::default());
         assert!(!m.last_failed("a"), "never checked");
-        m.feed("a", Offline, Outcome::Failed);
+        m.feed("a", Offline, Outcome::Failed, "health check");
         assert!(m.last_failed("a"));
-        m.feed("a", Offline, Outcome::Failed);
+        m.feed("a", Offline, Outcome::Failed, "health check");
         assert!(m.last_failed("a"));
-        m.feed("a", Offline, Outcome::Passed);
+        m.feed("a", Offline, Outcome::Passed, "health check");
         assert!(!m.last_failed("a"), "answered since");
     }
 }

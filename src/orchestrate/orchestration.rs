@@ -323,6 +323,7 @@ impl SlumDb {
             error: live.err().map(|e| e.to_string()),
             last_seen: server.last_seen,
             routing_problem: server.routing_problem,
+            cordoned: server.cordoned,
         })
     }
 

@@ -47,6 +47,7 @@ fn stats() -> ServerStats {
         error: None,
         last_seen: Utc.timestamp_opt(1_700_000_000, 0).single(),
         routing_problem: None,
+        cordoned: false,
     }
 }
 

@@ -150,6 +150,7 @@ fn server_details_include_stats() {
         error: Some("connection refused".into()),
         last_seen: None,
         routing_problem: None,
+        cordoned: false,
     };
     let out = render_server(
         &server("east", "http://east:8000", 128),
@@ -182,6 +183,7 @@ fn status_joins_last_seen_and_lists_errors() {
             error: Some("timed out".into()),
             last_seen: Some(at(-30)),
             routing_problem: None,
+            cordoned: false,
         }],
         tenants: 4,
         instances: 2,

@@ -202,6 +202,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records what a routing check found (see [`Server::routing_problem`]);
     /// returns whether it changed anything.
     async fn set_server_routing_problem(&self, id: &str, problem: Option<&str>) -> Result<bool>;
+    /// Sets or lifts a server's cordon (no new placements); says whether it
+    /// changed. `NotFound` for an unknown server.
+    async fn set_server_cordoned(&self, id: &str, cordoned: bool) -> Result<bool>;
     /// Records a health observation if the server's status is still `expected`
     /// (compare-and-set, so that a check never writes back a status an operator
     /// or another router changed meanwhile). Returns whether it was written.
