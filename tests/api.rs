@@ -1595,9 +1595,11 @@ async fn auto_placement_picks_the_most_free_server_and_refuses_when_full() {
         .await;
     let e = error_of(status, &body, StatusCode::INSUFFICIENT_STORAGE, "no_room");
     assert_eq!(e["requested_mb"], 128, "{body}");
+    let message = e["message"].as_str().unwrap_or("");
+    assert!(message.contains("region 'eu'"), "{body}");
     assert!(
-        e["message"].as_str().unwrap_or("").contains("region 'eu'"),
-        "{body}"
+        message.contains("s1 has ") && message.contains(" MB free of the 128 MB asked"),
+        "the message names why each server could not: {body}"
     );
     let (status, body) = api
         .post(

@@ -1280,7 +1280,8 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     ]);
     assert_eq!(
         refused.error_line(),
-        "error: no usable server in region 'mars' has 128 MB free"
+        "error: no server can take erin:prod (api, 128 MB) in region 'mars': \
+         s1 has no region, not 'mars'; s2 has no region, not 'mars'"
     );
 
     // carol:prod has nowhere to go (s2 holds her backup): the drain moves the
@@ -1297,7 +1298,10 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     assert!(summary.contains("\n  bob:prod -> s2"), "{first:#?}");
     assert!(summary.contains("\n  dave.example.com -> s2"), "{first:#?}");
     assert!(
-        summary.contains("failed:\n  carol:prod: no usable server"),
+        summary.contains(
+            "failed:\n  carol:prod: no server can take carol:prod (api, 128 MB): \
+             s1 is draining; s2 already runs carol:backup (api)"
+        ),
         "{first:#?}"
     );
     assert_eq!(

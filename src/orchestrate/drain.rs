@@ -228,7 +228,19 @@ async fn rehome(
         }
         let Some(home) = placement::most_free_preferring(&servers, server.region.as_deref(), 0)
         else {
-            let why = format!("{}: no usable server to re-home it", tenant.domain);
+            let ask = placement::Ask {
+                tenant: &tenant.name,
+                process: &tenant.process,
+                instance_id: &tenant.instance_id,
+                needed_mb: 0,
+                region: None,
+                distinct_region: false,
+            };
+            let why = format!(
+                "{}: no server can be its home: {}",
+                tenant.domain,
+                placement::why_none(&servers, &[], &ask).join("; ")
+            );
             let mut p = lock(progress);
             if !p.failed.contains(&why) {
                 p.failed.push(why);

@@ -203,14 +203,28 @@ impl SlumDb {
     /// room, anywhere otherwise, never on a server that already holds the
     /// tenant's process.
     pub async fn choose_target(&self, instance: &Instance, region: Option<&str>) -> Result<Server> {
-        let candidates = self
-            .placement_candidates(&instance.tenant, &instance.process, false)
-            .await?;
+        let (servers, instances) = self.placement_snapshot(&instance.tenant).await?;
+        let candidates = placement::candidates(
+            &servers,
+            &instances,
+            &instance.tenant,
+            &instance.process,
+            false,
+        );
         placement::most_free_preferring(&candidates, region, instance.memory_mb)
             .cloned()
-            .ok_or_else(|| Error::NoRoom {
-                needed_mb: instance.memory_mb,
-                region: region.map(str::to_owned),
+            .ok_or_else(|| {
+                // The region is a preference here, not a rule: no server
+                // anywhere could take it.
+                let ask = placement::Ask {
+                    tenant: &instance.tenant,
+                    process: &instance.process,
+                    instance_id: &instance.instance_id,
+                    needed_mb: instance.memory_mb,
+                    region: None,
+                    distinct_region: false,
+                };
+                crate::orchestrate::auto_placement::no_room(&servers, &instances, &ask)
             })
     }
 }

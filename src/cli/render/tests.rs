@@ -20,7 +20,7 @@ fn a_drain_summary_counts_and_lists_what_happened() {
         server: "s1".into(),
         total: 2,
         moved: vec!["a:prod -> s2".into()],
-        failed: vec!["b:prod: no usable server has 128 MB free".into()],
+        failed: vec!["b:prod: no server can take b:prod (api, 128 MB): s2 is offline".into()],
         rehomed: vec!["c.test -> s2".into()],
         done: true,
         ..Default::default()
@@ -30,7 +30,7 @@ fn a_drain_summary_counts_and_lists_what_happened() {
         "drained server s1: moved 1, re-homed 1, failed 1\n\
          moved:\n  a:prod -> s2\n\
          re-homed:\n  c.test -> s2\n\
-         failed:\n  b:prod: no usable server has 128 MB free"
+         failed:\n  b:prod: no server can take b:prod (api, 128 MB): s2 is offline"
     );
     let empty = DrainProgress {
         server: "s1".into(),
