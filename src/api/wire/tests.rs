@@ -92,6 +92,7 @@ fn the_status_answer_keeps_its_documented_fields() {
         keys(&json["servers"][0]),
         [
             "capacity_mb",
+            "cordoned",
             "error",
             "free_mb",
             "instances",
@@ -138,6 +139,7 @@ fn a_server_is_listed_with_its_capacity_and_never_its_token() {
         keys(&json[0]),
         [
             "capacity_mb",
+            "cordoned",
             "created_at",
             "domain",
             "id",
