@@ -946,7 +946,9 @@ fn status_ps_and_reconcile_report_an_unreachable_server() {
     );
 
     let ps = slum.run(&["ps"]);
-    assert!(ps.ok().starts_with("KEY"), "{ps:#?}");
+    assert_eq!(ps.ok().trim(), "no instances", "{ps:#?}");
+    let ps = slum.run(&["ps", "--server", "east"]);
+    assert_eq!(ps.ok().trim(), "no instances on server east", "{ps:#?}");
 
     let reconcile = slum.run(&["reconcile"]);
     let reconcile = reconcile.ok();
@@ -1046,18 +1048,40 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     let ps = slum.run(&["ps"]);
     let alice = row(ps.ok(), "alice:prod");
     assert_eq!(
-        &alice[..4],
-        ["alice:prod", "api", "s1", "running"],
+        &alice[..5],
+        ["alice:prod", "alice.example.com", "api", "s1", "running"],
         "{ps:#?}"
     );
     assert_eq!(&alice[alice.len() - 2..], ["256", "MB"], "{ps:#?}");
     let ps_json = slum.run(&["--json", "ps"]).json();
     assert_eq!(ps_json[0]["state"], "running");
+    assert_eq!(
+        ps_json[0]["domains"],
+        serde_json::json!(["alice.example.com"])
+    );
 
     let status = slum.run(&["status"]);
     let s1_row = row(status.ok(), "s1");
     assert_eq!(s1_row.last(), Some(&"yes"), "reachable: {status:#?}");
     assert!(status.ok().contains("256 MB"), "{status:#?}");
+    // LAST SEEN is the last check (every second), not the last time it was
+    // written to the database (every ten seconds).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while row(slum.run(&["status"]).ok(), "s1")[1] != "online" {
+        assert!(Instant::now() < deadline, "s1 never online: {}", slum.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..8 {
+        let status = slum.run(&["status"]);
+        let s1_row = row(status.ok(), "s1");
+        assert!(
+            matches!(s1_row[2], "just" | "1s" | "2s"),
+            "last seen {:?}: {status:#?}\n{}",
+            &s1_row[2..4],
+            slum.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The domain now routes through slum serve's router to the instance.
     let router = slum.router;
@@ -1100,7 +1124,7 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     assert_eq!(pending.stderr.lines().count(), 1, "{pending:#?}");
     let ps = slum.run(&["ps"]);
     let bob = row(ps.ok(), "bob:prod");
-    assert_eq!(bob[3], "unknown", "{ps:#?}");
+    assert_eq!(bob[4], "stopping", "a pending stop: {ps:#?}");
 }
 
 #[test]
@@ -1315,7 +1339,7 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     let status = slum.run(&["status"]);
     assert_eq!(row(status.ok(), "s1")[1], "draining", "{status:#?}");
     let ps = slum.run(&["ps", "--server", "s1"]);
-    assert_eq!(row(ps.ok(), "carol:prod")[2], "s1", "{ps:#?}");
+    assert_eq!(row(ps.ok(), "carol:prod")[3], "s1", "{ps:#?}");
 
     // Without the backup in the way, a second drain empties the server.
     slum.run(&["stop", "carol:backup"]).ok();
@@ -1331,7 +1355,7 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     assert_eq!(ps, Value::Array(vec![]), "no instance left on s1");
     let ps = slum.run(&["ps", "--server", "s2"]);
     for key in ["alice:prod", "bob:prod", "carol:prod"] {
-        assert_eq!(row(ps.ok(), key)[3], "running", "{ps:#?}");
+        assert_eq!(row(ps.ok(), key)[4], "running", "{ps:#?}");
     }
     // The moved tenants answer through the router from s2.
     let router = slum.router;

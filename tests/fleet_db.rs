@@ -994,6 +994,75 @@ async fn a_cordon_keeps_placements_off_until_lifted_whatever_the_health() {
     store.begin_move("a", "prod", "east").await.unwrap();
 }
 
+/// A listed instance names the domains of its tenant's process: those routed
+/// to it and those it backs up, not another process's.
+#[tokio::test]
+async fn listed_instances_name_the_domains_of_their_process() {
+    let (test_db, db) = temp_db().await;
+    let store = test_db.open_store().await;
+    db.add_server(&server("east", None, 1000)).await.unwrap();
+    db.add_tenant(&tenant("b.example.com", "east"))
+        .await
+        .unwrap();
+    db.add_tenant(&Tenant {
+        name: "b".into(),
+        ..tenant("a.b-shop.example.com", "east")
+    })
+    .await
+    .unwrap();
+    db.add_tenant(&Tenant {
+        name: "b".into(),
+        process: "web".into(),
+        ..tenant("web.b.example.com", "east")
+    })
+    .await
+    .unwrap();
+    for (id, tenant) in [("prod", "b"), ("backup", "b"), ("prod", "orphan")] {
+        let instance = slum::Instance {
+            tenant: tenant.into(),
+            instance_id: id.into(),
+            process: "api".into(),
+            server_id: "east".into(),
+            memory_mb: 1,
+            ..Default::default()
+        };
+        if id == "backup" {
+            // One instance of a process per server: the backup is elsewhere.
+            db.add_server(&server("west", None, 1000)).await.unwrap();
+            store
+                .reserve_instance(&slum::Instance {
+                    server_id: "west".into(),
+                    ..instance
+                })
+                .await
+                .unwrap();
+        } else {
+            store.reserve_instance(&instance).await.unwrap();
+        }
+    }
+    let page = db
+        .list_instances_page(None, &PageRequest::default())
+        .await
+        .unwrap();
+    let domains: Vec<(String, Vec<String>)> = page
+        .items
+        .iter()
+        .map(|s| (s.instance.key(), s.domains.clone()))
+        .collect();
+    let both = vec![
+        "a.b-shop.example.com".to_owned(),
+        "b.example.com".to_owned(),
+    ];
+    assert_eq!(
+        domains,
+        [
+            ("b:backup".to_owned(), both.clone()),
+            ("b:prod".to_owned(), both),
+            ("orphan:prod".to_owned(), vec![]),
+        ]
+    );
+}
+
 /// One random step on the instances of a small fleet, through the store as
 /// slum's calls make them: reserve, start and finish or abort a move, stop
 /// (desired stopped), delete. Refusals are expected; an error of the database

@@ -19,7 +19,11 @@ pub(super) async fn list_servers(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
     let page = page_request(query.limit, query.after)?;
-    Ok(paged(state.db.list_servers_page(&page).await?))
+    let mut servers = state.db.list_servers_page(&page).await?;
+    for s in &mut servers.items {
+        s.last_seen = state.health.last_seen(&s.id, s.last_seen);
+    }
+    Ok(paged(servers))
 }
 
 pub(super) async fn create_server(
@@ -45,7 +49,9 @@ pub(super) async fn get_server(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Server>> {
-    Ok(Json(state.db.get_server(&id).await?))
+    let mut server = state.db.get_server(&id).await?;
+    server.last_seen = state.health.last_seen(&id, server.last_seen);
+    Ok(Json(server))
 }
 
 pub(super) async fn update_server(
@@ -102,7 +108,9 @@ pub(super) async fn server_stats(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ServerStats>> {
-    Ok(Json(state.db.get_server_stats(&id).await?))
+    let mut stats = state.db.get_server_stats(&id).await?;
+    stats.last_seen = state.health.last_seen(&id, stats.last_seen);
+    Ok(Json(stats))
 }
 
 /// Starts draining the server (or reports the drain already running): 202, as

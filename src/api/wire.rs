@@ -18,7 +18,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use crate::DrainProgress;
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub use crate::{
-    ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
+    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats,
+    ServerStatus, Tenant,
 };
 // A server's state as people read it (`online,cordoned`).
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]

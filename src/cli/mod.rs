@@ -364,11 +364,15 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
             },
         },
         Command::Ps { server, paging } => {
-            let r = paged(&paging, server, |q| async move {
+            let r = paged(&paging, server.clone(), |q| async move {
                 client.list_instances(&q).await
             })
             .await?;
-            Output::new(r.json, render_instances(&r.value)).with_next(r.next)
+            let text = match server {
+                Some(id) if r.value.is_empty() => format!("no instances on server {id}"),
+                _ => render_instances(&r.value),
+            };
+            Output::new(r.json, text).with_next(r.next)
         }
         Command::Status { paging } => {
             let status = paged_status(client, &paging).await?;

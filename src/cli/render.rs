@@ -11,8 +11,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::wire::{
-    state_text, ApiToken, CertificateInfo, DrainProgress, FleetStatus, Instance, InstanceStatus,
-    ReconcileReport, Server, ServerStats, Tenant, EXPIRY_WARNING_DAYS,
+    state_text, ApiToken, CertificateInfo, DesiredState, DrainProgress, FleetStatus, Instance,
+    InstanceStatus, ReconcileReport, Server, ServerStats, Tenant, EXPIRY_WARNING_DAYS,
 };
 
 #[cfg(test)]
@@ -265,15 +265,33 @@ pub(super) fn render_spawned(i: &Instance) -> String {
     ))
 }
 
+/// The instances as a table: each one's domain (the first of its tenant's
+/// process, `,+N` for more), its state (`stopping` for a stop still pending,
+/// whatever its server last said), health, uptime and memory; "no instances"
+/// for none.
 pub(super) fn render_instances(instances: &[InstanceStatus]) -> String {
+    if instances.is_empty() {
+        return "no instances".to_owned();
+    }
     let rows = instances
         .iter()
         .map(|s| {
+            let domain = match s.domains.as_slice() {
+                [] => "-".to_owned(),
+                [one] => one.clone(),
+                [first, rest @ ..] => format!("{first},+{}", rest.len()),
+            };
+            let state = if s.instance.desired == DesiredState::Stopped {
+                "stopping".to_owned()
+            } else {
+                s.state.to_string()
+            };
             vec![
                 s.instance.key(),
+                domain,
                 s.instance.process.clone(),
                 s.instance.server_id.clone(),
-                s.state.to_string(),
+                state,
                 or_dash(s.health.as_deref()),
                 s.uptime_secs
                     .map(format_duration)
@@ -284,10 +302,10 @@ pub(super) fn render_instances(instances: &[InstanceStatus]) -> String {
         .collect();
     let mut out = table(
         &[
-            "KEY", "PROCESS", "SERVER", "STATE", "HEALTH", "UPTIME", "MEMORY",
+            "KEY", "DOMAIN", "PROCESS", "SERVER", "STATE", "HEALTH", "UPTIME", "MEMORY",
         ],
         rows,
-        &[5, 6],
+        &[6, 7],
     );
     for s in instances {
         if let Some(e) = &s.error {

@@ -420,6 +420,10 @@ pub struct InstanceStatus {
     pub restarts: Option<u64>,
     /// Why the state is unknown, when it is.
     pub error: Option<String>,
+    /// The customer domains of its tenant's process, by domain: those routed
+    /// to it, and those it backs up. Empty: no domain reaches it.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// A management API token. The secret itself is shown once, at creation, and

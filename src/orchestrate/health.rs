@@ -136,6 +136,9 @@ struct Entry {
     /// still show it (until its table reloads): no news, when seen.
     settling: Option<ServerStatus>,
     last_persisted_seen: Option<Instant>,
+    /// When a check last passed: `last_seen` is written only every
+    /// `seen_every`, this is the latest (what `slum status` shows).
+    last_passed: Option<chrono::DateTime<Utc>>,
 }
 
 /// A server's change of state, as the monitor made it.
@@ -171,6 +174,11 @@ impl Ledger {
         crate::lock(&self.servers)
     }
 
+    /// When a check of `server` last passed, as this monitor saw it.
+    fn last_passed(&self, server: &str) -> Option<chrono::DateTime<Utc>> {
+        self.entries().get(server).and_then(|e| e.last_passed)
+    }
+
     /// Whether the last outcome fed for `server` was a failure.
     fn last_failed(&self, server: &str) -> bool {
         self.entries()
@@ -196,6 +204,7 @@ impl Ledger {
             status: stored,
             settling: None,
             last_persisted_seen: None,
+            last_passed: None,
         });
         // A status other than the monitor's own, and other than the one its
         // last transition left (routing lags its decisions until the table
@@ -225,6 +234,9 @@ impl Ledger {
         if let Some(to) = next {
             entry.settling = Some(from);
             entry.status = to;
+        }
+        if ok {
+            entry.last_passed = Some(Utc::now());
         }
         let seen_due = ok
             && entry
@@ -383,6 +395,18 @@ impl HealthMonitor {
     /// success since.
     pub fn last_failed(&self, server: &str) -> bool {
         self.ledger.last_failed(server)
+    }
+
+    /// When `server` last answered a check: `stored` (its `last_seen`, which
+    /// is written every ten seconds or so to spare the database) or this
+    /// monitor's latest passed check, whichever is later. A router that does
+    /// not lead has no checks of its own, and says what is stored.
+    pub fn last_seen(
+        &self,
+        server: &str,
+        stored: Option<chrono::DateTime<Utc>>,
+    ) -> Option<chrono::DateTime<Utc>> {
+        stored.max(self.ledger.last_passed(server))
     }
 
     /// A failed connection the router saw: counts as a failed check at once.
@@ -609,6 +633,25 @@ mod tests {
         assert_eq!(m.feed("a", Online, Outcome::Failed, "health check").0, None);
         let (t, _) = m.feed("a", Online, Outcome::Failed, "health check");
         assert_eq!(t.map(|t| t.to), Some(Offline));
+    }
+
+    #[test]
+    fn the_last_passed_check_is_kept_whatever_is_written() {
+        let m = Ledger::new(HealthPolicy::default());
+        assert_eq!(m.last_passed("a"), None);
+        let before = Utc::now();
+        m.feed("a", Online, Outcome::Passed, "health check");
+        let first = m.last_passed("a").expect("a passed check");
+        assert!(first >= before);
+        // The second is not due to be written, but it is the last check.
+        let (_, due) = m.feed("a", Online, Outcome::Passed, "health check");
+        assert!(!due);
+        assert!(m.last_passed("a").expect("kept") >= first);
+        m.feed("a", Online, Outcome::Failed, "health check");
+        assert!(
+            m.last_passed("a").is_some(),
+            "a failure keeps the last good one"
+        );
     }
 
     #[test]

@@ -197,11 +197,13 @@ fn a_tenant_and_an_instance_keep_their_documented_fields() {
         uptime_secs: Some(5),
         restarts: Some(0),
         error: None,
+        domains: vec!["c1.example.com".into()],
     };
     let json = round_trip(&status);
     assert_eq!(
         keys(&json),
         [
+            "domains",
             "error",
             "health",
             "instance",

@@ -244,14 +244,45 @@ fn instances_show_key_state_health_uptime_memory() {
         uptime_secs: Some(125),
         restarts: Some(0),
         error: None,
+        domains: vec!["c1.example.com".into()],
     };
-    let out = render_instances(&[inst]);
-    let row = out.lines().nth(1).expect("row");
-    let cells: Vec<&str> = row.split_whitespace().collect();
+    let cells = |out: &str, n: usize| -> Vec<String> {
+        let row = out.lines().nth(n).expect("row");
+        row.split_whitespace().map(str::to_owned).collect()
+    };
+    let out = render_instances(std::slice::from_ref(&inst));
     assert_eq!(
-        cells,
-        ["c1:prod", "api", "s1", "running", "healthy", "2m", "5s", "128", "MB"]
+        cells(&out, 1),
+        [
+            "c1:prod",
+            "c1.example.com",
+            "api",
+            "s1",
+            "running",
+            "healthy",
+            "2m",
+            "5s",
+            "128",
+            "MB"
+        ]
     );
+    // A backup with two domains, and a stop still pending on an unreachable
+    // server.
+    let mut pending = inst.clone();
+    pending.instance.instance_id = "backup".into();
+    pending.instance.desired = DesiredState::Stopped;
+    pending.state = InstanceState::Unknown;
+    pending.domains.push("shop.c1.example.com".into());
+    let mut orphan = inst;
+    orphan.instance.tenant = "c2".into();
+    orphan.domains.clear();
+    let out = render_instances(&[pending, orphan]);
+    assert_eq!(
+        &cells(&out, 1)[..5],
+        ["c1:backup", "c1.example.com,+1", "api", "s1", "stopping"]
+    );
+    assert_eq!(&cells(&out, 2)[..2], ["c2:prod", "-"]);
+    assert_eq!(render_instances(&[]), "no instances");
 }
 
 #[test]
@@ -304,6 +335,7 @@ fn control_characters_from_the_api_are_shown_escaped() {
         uptime_secs: None,
         restarts: None,
         error: Some("spawn failed: \u{1b}[2J".into()),
+        domains: vec!["c1.\u{1b}[31mexample.com".into()],
     };
     let out = render_instances(&[inst]);
     assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");

@@ -289,6 +289,10 @@ pub trait Store: Send + Sync + 'static {
     /// The instances of one tenant, ordered by key (an index lookup, whatever
     /// the size of the fleet).
     async fn list_instances_of_tenant(&self, tenant: &str) -> Result<Vec<Instance>>;
+    /// The domains of the tenants named, as `(tenant, process, domain)`,
+    /// ordered by domain: what routes to their instances (on the index of
+    /// tenant names).
+    async fn domains_of_tenants(&self, names: &[String]) -> Result<Vec<(String, String, String)>>;
     /// The instances placed on `server_id` or moving to it, ordered by key.
     async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>>;
     /// What respawn failover of `server_id` reads: the tenants with failover

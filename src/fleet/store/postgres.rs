@@ -793,6 +793,18 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn domains_of_tenants(&self, names: &[String]) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT name, process, domain FROM tenants WHERE name = ANY($1) ORDER BY domain",
+        )
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+
     async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>> {
         sqlx::query(&format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = $1 OR moving_to = $1 \

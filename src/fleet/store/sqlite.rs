@@ -746,6 +746,26 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn domains_of_tenants(&self, names: &[String]) -> Result<Vec<(String, String, String)>> {
+        let mut out: Vec<(String, String, String)> = Vec::new();
+        // A page of names at a time: far below SQLite's limit on parameters.
+        for chunk in names.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT name, process, domain FROM tenants WHERE name IN ({marks}) ORDER BY domain"
+            );
+            let mut query = sqlx::query(&sql);
+            for name in chunk {
+                query = query.bind(name);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        out.sort_by(|a, b| a.2.cmp(&b.2));
+        Ok(out)
+    }
+
     async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>> {
         // Two index searches, named: with statistics (ANALYZE) an `OR`, or a
         // sorted search of `moving_to` (NULL in nearly every row), is planned as
