@@ -1127,6 +1127,72 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     assert_eq!(bob[4], "stopping", "a pending stop: {ps:#?}");
 }
 
+/// `tenant remove` says when the instance keeps running with its memory
+/// reserved, and `--stop` stops it; a spawn no domain reaches is warned of.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_remove_names_the_instance_left_running_and_stop_stops_it() {
+    let Some(fleet) = common::fleet(1).await else {
+        return;
+    };
+    let slum = Serve::start();
+    slum.add_real_server(fleet.server("s1").expect("s1"), "1024");
+    let spawn = |tenant: &str| {
+        slum.run(&[
+            "spawn",
+            tenant,
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+            "--server",
+            "s1",
+        ])
+    };
+    slum.add_tenant("alice.example.com", "s1").ok();
+    let routed = spawn("alice");
+    routed.ok();
+    assert_eq!(
+        routed.stderr, "",
+        "a routed tenant is no warning: {routed:#?}"
+    );
+
+    let removed = slum.run(&["tenant", "remove", "alice.example.com"]);
+    assert_eq!(removed.ok().trim(), "removed tenant alice.example.com");
+    assert!(
+        removed.stderr.starts_with(
+            "warning: instance alice:prod keeps running on server s1 with 128 MB reserved"
+        ) && removed.stderr.contains("slum stop alice:prod"),
+        "{removed:#?}"
+    );
+    let ps = slum.run(&["ps"]);
+    assert_eq!(
+        row(ps.ok(), "alice:prod")[1],
+        "-",
+        "no domain left: {ps:#?}"
+    );
+
+    slum.add_tenant("alice.example.com", "s1").ok();
+    let stopped = slum
+        .run(&["--json", "tenant", "remove", "alice.example.com", "--stop"])
+        .json();
+    assert_eq!(stopped["removed"], "alice.example.com", "{stopped}");
+    assert_eq!(stopped["instance"], "alice:prod", "{stopped}");
+    assert_eq!(stopped["stopped"], true, "{stopped}");
+    let ps = slum.run(&["ps"]);
+    assert_eq!(ps.ok().trim(), "no instances", "{ps:#?}");
+
+    // A typo of the tenant's name starts an instance nothing reaches.
+    slum.add_tenant("bob.example.com", "s1").ok();
+    let typo = spawn("bobb");
+    typo.ok();
+    assert!(
+        typo.stderr
+            .starts_with("warning: no domain routes to tenant 'bobb' (process api)")
+            && typo.stderr.contains("slum stop bobb:prod"),
+        "{typo:#?}"
+    );
+}
+
 #[test]
 fn status_lists_tenants_whose_servers_are_down() {
     let slum = Serve::start();

@@ -291,10 +291,16 @@ pub(super) enum TenantCommand {
         #[arg(long, value_name = "SERVER")]
         to: String,
     },
-    /// Stop routing a customer domain.
+    /// Stop routing a customer domain. Its instance keeps running (with its
+    /// memory reserved) unless --stop, and is named when no other domain
+    /// routes to it.
     Remove {
         /// Customer domain.
         domain: String,
+        /// Stop the domain's instance too, when no other domain of its
+        /// tenant's process is left to route to it.
+        #[arg(long)]
+        stop: bool,
     },
 }
 

@@ -379,6 +379,18 @@ impl ApiClient {
             .await
     }
 
+    /// One instance with its live state; `None` when there is none.
+    pub(super) async fn instance(
+        &self,
+        key: &str,
+    ) -> Result<Option<Reply<InstanceStatus>>, CliError> {
+        match self.get(&["instances", key]).await {
+            Ok(r) => Ok(Some(r)),
+            Err(CliError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) async fn spawn(&self, i: &NewInstance) -> Result<Reply<Instance>, CliError> {
         self.send(Method::POST, &["instances"], i).await
     }

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::api::wire::{FleetStatus, ListQuery};
+use crate::api::wire::{FleetStatus, Instance, ListQuery};
 use crate::serve::ServeArgs;
 
 mod args;
@@ -353,7 +353,9 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
         Command::Tenant(cmd) => tenant_command(client, cmd, now).await?,
         Command::Spawn(args) => {
             let r = client.spawn(&args.body()).await?;
-            Output::new(r.json, render_spawned(&r.value))
+            let mut out = Output::new(r.json, render_spawned(&r.value));
+            out.note = unrouted_warning(client, &r.value).await;
+            out
         }
         Command::Stop { key } => match client.stop(&key).await? {
             Stop::Done => Output::new(Value::Null, format!("stopped {key}")),
@@ -519,10 +521,86 @@ async fn tenant_command(
             let text = format!("moved {} to server {}", r.value.domain, r.value.server_id);
             Output::new(r.json, text)
         }
-        TenantCommand::Remove { domain } => {
-            client.remove_tenant(&domain).await?;
-            Output::new(Value::Null, format!("removed tenant {domain}"))
+        TenantCommand::Remove { domain, stop } => remove_tenant(client, &domain, stop).await?,
+    })
+}
+
+/// `slum tenant remove`: removes the domain, then says what became of its
+/// instance: stopped (with `--stop`, when no other domain of its tenant's
+/// process routes to it), still serving other domains, or left running with
+/// its memory reserved (a warning naming how to stop it).
+async fn remove_tenant(client: &ApiClient, domain: &str, stop: bool) -> Result<Output, CliError> {
+    let tenant = client.tenant(domain).await?.value;
+    client.remove_tenant(domain).await?;
+    let key = tenant.instance_key();
+    let mut out = Output::new(
+        serde_json::json!({ "removed": tenant.domain, "instance": key }),
+        format!("removed tenant {}", tenant.domain),
+    );
+    let Some(left) = client.instance(&key).await? else {
+        // Never started, or stopped already: nothing holds memory.
+        out.json["instance"] = Value::Null;
+        return Ok(out);
+    };
+    let inst = &left.value.instance;
+    let others = &left.value.domains;
+    out.json["still_routed_by"] = serde_json::json!(others);
+    if !others.is_empty() {
+        if stop {
+            out.note = Some(format!(
+                "note: {key} not stopped: {} still route(s) to it",
+                others.join(", ")
+            ));
         }
+        return Ok(out);
+    }
+    if !stop {
+        out.json["left_running"] = left.json.clone();
+        out.note = Some(format!(
+            "warning: instance {key} keeps running on server {} with {} MB reserved, and no \
+             domain routes to it: `slum stop {key}` stops it (`tenant remove --stop` does both)",
+            inst.server_id, inst.memory_mb
+        ));
+        return Ok(out);
+    }
+    match client.stop(&key).await? {
+        Stop::Done => {
+            out.json["stopped"] = Value::from(true);
+            out.text.push_str(&format!(
+                "\nstopped {key} on server {} ({} MB freed)",
+                inst.server_id, inst.memory_mb
+            ));
+        }
+        Stop::Pending { json, message } => {
+            out.json["stopped"] = Value::from(false);
+            out.json["stop_pending"] = json;
+            out.note = Some(format!("warning: {message}"));
+        }
+    }
+    Ok(out)
+}
+
+/// The warning of a spawn for a tenant no domain reaches (a typo of its
+/// name starts an orphan), or nothing.
+async fn unrouted_warning(client: &ApiClient, spawned: &Instance) -> Option<String> {
+    let key = spawned.key();
+    // Only a warning: a failure to ask is no failure of the spawn.
+    let domains = match client.instance(&key).await {
+        Ok(Some(r)) => r.value.domains,
+        _ => return None,
+    };
+    domains.is_empty().then(|| {
+        format!(
+            "warning: no domain routes to tenant '{}' (process {}): nothing reaches {key}; \
+             route one with `slum tenant add DOMAIN --server {} --process {} --instance {} \
+             --name {}`, or, if the name is a typo, `slum stop {key}`",
+            spawned.tenant,
+            spawned.process,
+            spawned.server_id,
+            spawned.process,
+            spawned.instance_id,
+            spawned.tenant
+        )
     })
 }
 
