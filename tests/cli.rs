@@ -672,9 +672,23 @@ fn json_output_is_the_apis_json() {
         ])
         .json();
     assert_eq!(created["id"], "west");
-    // A 204 prints nothing, not an invalid document.
-    let removed = slum.run(&["--json", "server", "remove", "west"]);
-    assert_eq!(removed.ok(), "");
+    // Every command prints a document, those the API answers with 204 too.
+    let removed = slum.run(&["--json", "server", "remove", "west"]).json();
+    assert_eq!(removed, serde_json::json!({"removed": "west"}));
+    let removed = slum
+        .run(&["--json", "tenant", "remove", "c1.example.com"])
+        .json();
+    assert_eq!(
+        removed,
+        serde_json::json!({"removed": "c1.example.com", "instance": null})
+    );
+    let created = slum.run(&["--json", "token", "create", "ci"]).json();
+    let id = created["token"]["id"]
+        .as_str()
+        .expect("token id")
+        .to_owned();
+    let revoked = slum.run(&["--json", "token", "revoke", &id]).json();
+    assert_eq!(revoked, serde_json::json!({"revoked": id}));
 }
 
 #[test]
@@ -1190,6 +1204,11 @@ async fn tenant_remove_names_the_instance_left_running_and_stop_stops_it() {
             .starts_with("warning: no domain routes to tenant 'bobb' (process api)")
             && typo.stderr.contains("slum stop bobb:prod"),
         "{typo:#?}"
+    );
+    let stopped = slum.run(&["--json", "stop", "bobb:prod"]).json();
+    assert_eq!(
+        stopped,
+        serde_json::json!({"key": "bobb:prod", "stopped": true})
     );
 }
 

@@ -315,11 +315,11 @@ impl Output {
 
     fn print(&self, json: bool) -> Result<(), CliError> {
         if json {
-            if !self.json.is_null() {
-                let pretty = serde_json::to_string_pretty(&self.json)
-                    .map_err(|e| CliError::Local(format!("cannot print JSON: {e}")))?;
-                println!("{pretty}");
-            }
+            // Every command prints a document with --json, so that a script
+            // can parse whatever it ran.
+            let pretty = serde_json::to_string_pretty(&self.json)
+                .map_err(|e| CliError::Local(format!("cannot print JSON: {e}")))?;
+            println!("{pretty}");
         } else if !self.text.is_empty() {
             println!("{}", printable_lines(self.text.trim_end()));
         }
@@ -358,12 +358,18 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
             out
         }
         Command::Stop { key } => match client.stop(&key).await? {
-            Stop::Done => Output::new(Value::Null, format!("stopped {key}")),
-            Stop::Pending { json, message } => Output {
-                json,
-                note: Some(format!("warning: {message}")),
-                ..Default::default()
-            },
+            Stop::Done => Output::new(
+                serde_json::json!({ "key": key, "stopped": true }),
+                format!("stopped {key}"),
+            ),
+            Stop::Pending { mut json, message } => {
+                json["stopped"] = Value::from(false);
+                Output {
+                    json,
+                    note: Some(format!("warning: {message}")),
+                    ..Default::default()
+                }
+            }
         },
         Command::Ps { server, paging } => {
             let r = paged(&paging, server.clone(), |q| async move {
@@ -433,7 +439,10 @@ async fn server_command(
         }
         ServerCommand::Remove { id } => {
             client.remove_server(&id).await?;
-            Output::new(Value::Null, format!("removed server {id}"))
+            Output::new(
+                serde_json::json!({ "removed": id }),
+                format!("removed server {id}"),
+            )
         }
         ServerCommand::Drain { id } => drain::follow(client, &id, json).await?,
         ServerCommand::Cordon { id } => {
@@ -632,7 +641,10 @@ async fn cert_command(
         }
         CertCommand::Remove { name } => {
             client.remove_certificate(&name).await?;
-            Output::new(Value::Null, format!("removed certificate {name}"))
+            Output::new(
+                serde_json::json!({ "removed": name }),
+                format!("removed certificate {name}"),
+            )
         }
         CertCommand::Order { domain } => {
             let r = client.order_certificate(&domain).await?;
@@ -672,7 +684,10 @@ async fn token_command(
         }
         TokenCommand::Revoke { id } => {
             client.revoke_token(&id).await?;
-            Output::new(Value::Null, format!("revoked token {id}"))
+            Output::new(
+                serde_json::json!({ "revoked": id }),
+                format!("revoked token {id}"),
+            )
         }
         TokenCommand::Reset(_) => {
             return Err(CliError::Local(
