@@ -467,6 +467,26 @@ fn tenant_add_list_show_move_remove() {
         on_west.ok().contains("customer-1.example.com"),
         "{on_west:#?}"
     );
+    // Once more to the same server: said, not claimed as a move.
+    let again = slum.run(&["tenant", "move", "customer-1.example.com", "--to", "west"]);
+    assert_eq!(
+        again.ok().trim(),
+        "customer-1.example.com is on server west already: nothing moved"
+    );
+    let json = slum
+        .run(&[
+            "--json",
+            "tenant",
+            "move",
+            "customer-1.example.com",
+            "--to",
+            "west",
+        ])
+        .json();
+    assert_eq!(
+        (&json["server_id"], &json["moved"]),
+        (&"west".into(), &false.into())
+    );
 
     let removed = slum.run(&["tenant", "remove", "customer-1.example.com"]);
     assert_eq!(removed.ok().trim(), "removed tenant customer-1.example.com");

@@ -282,6 +282,22 @@ pub struct CreatedToken {
     pub secret: String,
 }
 
+/// `POST /v1/tenants/{domain}/move`'s answer: the tenant as stored, and
+/// whether anything moved (`false`: it was on that server already). A reader
+/// of a plain `Tenant` reads it as one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MovedTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// Absent from an older `slum serve`'s answer: taken as moved.
+    #[serde(default = "moved_by_default")]
+    pub moved: bool,
+}
+
+fn moved_by_default() -> bool {
+    true
+}
+
 /// `DELETE /v1/instances/{key}`'s answer (202) when the instance's server
 /// could not be reached: the stop is recorded, and reconcile completes it.
 #[derive(Debug, Serialize, Deserialize)]

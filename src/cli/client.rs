@@ -17,9 +17,9 @@ use super::args::Secret;
 use super::error::CliError;
 use crate::api::wire::{
     ApiToken, CertificateInfo, CreatedToken, DrainProgress, ErrorBody, FleetStatus, Instance,
-    InstanceStatus, ListQuery, MoveTo, NewInstance, NewServer, NewTenant, NewToken, PutCertificate,
-    ReconcileReport, Server, ServerPatch, ServerStats, StopPending, Tenant, TenantPatch,
-    NEXT_AFTER,
+    InstanceStatus, ListQuery, MoveTo, MovedTenant, NewInstance, NewServer, NewTenant, NewToken,
+    PutCertificate, ReconcileReport, Server, ServerPatch, ServerStats, StopPending, Tenant,
+    TenantPatch, NEXT_AFTER,
 };
 use crate::serve::{default_token_file, DEFAULT_API};
 
@@ -358,7 +358,7 @@ impl ApiClient {
         &self,
         domain: &str,
         to: &str,
-    ) -> Result<Reply<Tenant>, CliError> {
+    ) -> Result<Reply<MovedTenant>, CliError> {
         let body = MoveTo {
             server_id: to.to_owned(),
         };

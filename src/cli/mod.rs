@@ -527,7 +527,15 @@ async fn tenant_command(
         }
         TenantCommand::Move { domain, to } => {
             let r = client.move_tenant(&domain, &to).await?;
-            let text = format!("moved {} to server {}", r.value.domain, r.value.server_id);
+            let t = &r.value.tenant;
+            let text = if r.value.moved {
+                format!("moved {} to server {}", t.domain, t.server_id)
+            } else {
+                format!(
+                    "{} is on server {} already: nothing moved",
+                    t.domain, t.server_id
+                )
+            };
             Output::new(r.json, text)
         }
         TenantCommand::Remove { domain, stop } => remove_tenant(client, &domain, stop).await?,
