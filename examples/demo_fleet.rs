@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 "1024",
                 "--domain",
                 &s.domain,
-                "--token-file",
+                "--ten-token-file",
                 &token.to_string_lossy(),
             ],
         )?;

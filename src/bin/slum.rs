@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = slum::cli::Cli::parse();
+    let cli = slum::cli::Cli::parse_args();
     // The server logs what it does; client commands print their answer and only
     // log warnings, so that their output stays clean.
     let default = if cli.is_serve() { "info" } else { "warn" };

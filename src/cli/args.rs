@@ -29,7 +29,46 @@ pub struct Cli {
     pub(super) command: Command,
 }
 
+/// The command line's definition as `slum` runs it (and as its completions
+/// and man page describe it): clap's, with the client flags hidden from `slum
+/// serve`'s help, which they do not apply to.
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction, CommandFactory};
+    // A subcommand's own arg of a global's id takes the global's place there
+    // (clap propagates a global only where its id is free): hidden, of the
+    // global's type, these keep the client flags out of serve's help.
+    Cli::command().mut_subcommand("serve", |serve| {
+        serve
+            .arg(
+                Arg::new("api")
+                    .long("api")
+                    .hide(true)
+                    .value_parser(clap::value_parser!(String)),
+            )
+            .arg(
+                Arg::new("token")
+                    .long("token")
+                    .hide(true)
+                    .value_parser(clap::value_parser!(Secret)),
+            )
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .hide(true)
+                    .action(ArgAction::SetTrue),
+            )
+    })
+}
+
 impl Cli {
+    /// Parses the process's arguments with [`command`]; exits (as clap does)
+    /// on a usage error, `--help` or `--version`.
+    pub fn parse_args() -> Cli {
+        use clap::FromArgMatches;
+        let matches = command().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// Whether this runs the server (which logs at `info` by default) rather than
     /// a client command (which logs only warnings).
     pub fn is_serve(&self) -> bool {
@@ -43,11 +82,16 @@ pub(super) struct GlobalArgs {
     /// Management API of `slum serve` [default: http://127.0.0.1:9090].
     #[arg(long, env = "SLUM_API", value_name = "URL", global = true)]
     pub(super) api: Option<String>,
-    /// API token; give it before the subcommand (after `server add|update`,
-    /// --token is the tenement server's token). Without it, the file `slum serve`
-    /// writes on first start is read ($SLUM_TOKEN_FILE or
-    /// $XDG_CONFIG_HOME/slum/token).
-    #[arg(long, env = "SLUM_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    /// API token of `slum serve`'s management API (the tenement server's is
+    /// --ten-token). Without it, the file `slum serve` writes on first start
+    /// is read ($SLUM_TOKEN_FILE or $XDG_CONFIG_HOME/slum/token).
+    #[arg(
+        long,
+        env = "SLUM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub(super) token: Option<Secret>,
     /// Print the API's JSON (pretty) instead of tables, for scripts.
     #[arg(long, global = true)]
@@ -167,28 +211,36 @@ pub(super) enum ServerCommand {
 }
 
 /// The tenement server's admin token, given inline or read from a file.
+/// (`--token` is the management API's, for every command.)
 #[derive(Debug, Clone, Args)]
 pub(super) struct TenementTokenArgs {
-    /// Admin API token of the tenement server.
-    #[arg(long, value_name = "T", conflicts_with = "token_file")]
-    pub(super) token: Option<Secret>,
+    /// Admin API token of the tenement server (`ten token-gen`).
+    #[arg(
+        long = "ten-token",
+        value_name = "T",
+        conflicts_with = "ten_token_file"
+    )]
+    pub(super) ten_token: Option<Secret>,
     /// File holding the tenement server's admin token (keeps it out of `ps`).
-    #[arg(long, value_name = "F")]
-    pub(super) token_file: Option<PathBuf>,
+    #[arg(long = "ten-token-file", value_name = "F")]
+    pub(super) ten_token_file: Option<PathBuf>,
 }
 
 impl TenementTokenArgs {
     /// The token, read from the file when one was given.
     fn resolve(&self) -> Result<Option<String>, CliError> {
-        if let Some(t) = &self.token {
+        if let Some(t) = &self.ten_token {
             return Ok(Some(t.expose().to_owned()));
         }
-        match &self.token_file {
+        match &self.ten_token_file {
             None => Ok(None),
             Some(path) => std::fs::read_to_string(path)
                 .map(|s| Some(s.trim().to_owned()))
                 .map_err(|e| {
-                    CliError::Local(format!("cannot read --token-file {}: {e}", path.display()))
+                    CliError::Local(format!(
+                        "cannot read --ten-token-file {}: {e}",
+                        path.display()
+                    ))
                 }),
         }
     }
@@ -219,7 +271,7 @@ pub(super) struct ServerAddArgs {
     ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["url", "region", "capacity_mb", "token", "token_file", "domain", "status"])
+        .args(["url", "region", "capacity_mb", "ten_token", "ten_token_file", "domain", "status"])
 ))]
 pub(super) struct ServerUpdateArgs {
     /// Server id.

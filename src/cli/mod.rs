@@ -23,7 +23,7 @@ mod drain;
 mod error;
 mod render;
 
-pub use args::Cli;
+pub use args::{command, Cli};
 use args::{
     CertCommand, Command, GlobalArgs, PagingArgs, ServerCommand, TenantCommand, TokenCommand,
     TokenResetArgs,
