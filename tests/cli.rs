@@ -632,6 +632,26 @@ fn an_unreachable_api_asks_whether_slum_serve_runs() {
     assert!(line.to_lowercase().contains("refused"), "no reason: {line}");
 }
 
+/// The CLI pointed at the router's port (a mistake of one digit) says so,
+/// and where the API is.
+#[test]
+fn the_cli_pointed_at_the_router_says_it_is_not_the_api() {
+    let slum = Serve::start();
+    let router = format!("http://{}", slum.router);
+    let out = Out::of(
+        slum.cli()
+            .args(["--api", &router, "--token", &slum.token, "status"]),
+    );
+    assert_eq!(
+        out.error_line(),
+        format!(
+            "error: {router} is slum serve's router (its public listener), not its management \
+             API: point --api or SLUM_API at the API's listener (slum serve --api-listen, \
+             127.0.0.1:9090 by default)"
+        )
+    );
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
     let home = tempfile::tempdir().expect("temp dir");

@@ -204,6 +204,13 @@ impl ApiClient {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+        // The router answers any Host it does not know with its own 404:
+        // whatever the route, this is not the API.
+        if resp.headers().contains_key(crate::router::ROUTER_MARK) {
+            return Err(CliError::RouterNotApi {
+                url: self.shown_url(),
+            });
+        }
         let status = resp.status();
         let next = resp
             .headers()
