@@ -149,6 +149,7 @@ pub use fleet::certificate::{
 pub mod certificate {
     pub use crate::fleet::certificate::{certificate_name, covers, verify, verify_pair};
 }
+pub use fleet::api_tokens::{MintedToken, Revoked};
 pub use fleet::db::{FleetDb, FleetOptions};
 pub use fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,

@@ -632,6 +632,19 @@ fn an_unreachable_api_asks_whether_slum_serve_runs() {
     assert!(line.to_lowercase().contains("refused"), "no reason: {line}");
 }
 
+/// Token names are labels: a second token of a name is refused, naming it.
+#[test]
+fn a_token_name_is_taken_once() {
+    let slum = Serve::start();
+    slum.run(&["token", "create", "ci"]).ok();
+    let again = slum.run(&["token", "create", "ci"]);
+    assert_eq!(
+        again.error_line(),
+        "error: token 'ci' already exists: token names are unique labels: choose another, \
+         or revoke that one first (slum token list)"
+    );
+}
+
 /// The CLI pointed at the router's port (a mistake of one digit) says so,
 /// and where the API is.
 #[test]

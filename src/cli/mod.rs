@@ -97,8 +97,9 @@ async fn client_command(global: &GlobalArgs, command: Command) -> Result<(), Cli
 
 /// `slum token reset`: opens the fleet database itself (no API), draws a new
 /// admin token, writes it to `--token-file` when given (before it is
-/// recorded, taken back if recording fails), records it, then revokes the
-/// previous admin tokens (or, with `--revoke-all`, every other).
+/// recorded, taken back if recording fails), and records it in the same
+/// transaction that revokes the previous admin tokens (or, with
+/// `--revoke-all`, every other).
 async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
     use crate::fleet::api_tokens::{MintedToken, ADMIN};
     use crate::serve::token_file::{self, Existing};
@@ -123,8 +124,9 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
         ),
         None => None,
     };
-    let token = match db.record_api_token(&minted).await {
-        Ok(token) => token,
+    let token = minted.token().clone();
+    let revoked = match db.reset_admin_token(&minted, args.revoke_all).await {
+        Ok(revoked) => revoked,
         Err(e) => {
             let undone = match written.map(token_file::Written::undo) {
                 Some(Err(u)) => format!(" ({u:#})"),
@@ -135,7 +137,6 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
             )));
         }
     };
-    let revoked = db.revoke_admin_tokens(&token.id, args.revoke_all).await;
     let listed = |tokens: &[crate::ApiToken]| {
         if tokens.is_empty() {
             "none".to_owned()
@@ -154,24 +155,12 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
             "shown once: store it now (e.g. in the token file the CLI reads, mode 0600)".to_owned()
         }
     };
-    let (note, failure, json_lists) = match &revoked {
-        Ok(r) => (
-            format!(
-                "{made}, {kept_where}; revoked: {}; kept: {}",
-                listed(&r.revoked),
-                listed(&r.kept)
-            ),
-            None,
-            serde_json::json!({ "revoked": r.revoked, "kept": r.kept }),
-        ),
-        Err(e) => (
-            format!("{made}, {kept_where}"),
-            Some(CliError::Local(format!(
-                "the new admin token works, but revoking the old ones failed: {e}"
-            ))),
-            serde_json::json!({}),
-        ),
-    };
+    let note = format!(
+        "{made}, {kept_where}; revoked: {}; kept: {}",
+        listed(&revoked.revoked),
+        listed(&revoked.kept)
+    );
+    let json_lists = serde_json::json!({ "revoked": revoked.revoked, "kept": revoked.kept });
     let mut json = serde_json::json!({ "token": token });
     if args.token_file.is_none() {
         json["secret"] = Value::from(minted.secret());
@@ -187,7 +176,7 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
             None => minted.secret().to_owned(),
         },
         note: Some(note),
-        failure,
+        failure: None,
     })
 }
 

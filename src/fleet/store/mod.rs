@@ -379,6 +379,16 @@ pub trait Store: Send + Sync + 'static {
     async fn api_token_version(&self) -> Result<i64>;
     /// Revokes a token; `NotFound` when there is none with this id.
     async fn delete_api_token(&self, id: &str) -> Result<()>;
+    /// In one transaction: revokes the tokens `revoke` names (those already
+    /// gone are no error) and records `token`; a name taken by a token that
+    /// stays is `AlreadyExists`, and then nothing changed. A reset's
+    /// replacement of the admin token: never both tokens at once, never none.
+    async fn replace_api_tokens(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        revoke: &[String],
+    ) -> Result<()>;
 
     // ----- certificates -----
 
@@ -614,6 +624,19 @@ fn millis(t: DateTime<Utc>) -> i64 {
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The refusal of a token whose name another token has: names are labels.
+fn token_name_taken(token: &ApiToken) -> Error {
+    Error::AlreadyExists {
+        kind: Kind::Token,
+        key: token.name.clone(),
+        detail: Some(
+            "token names are unique labels: choose another, or revoke that one first \
+             (slum token list)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// Whether `server` takes `instance`: `ServerUnavailable` when it is offline or

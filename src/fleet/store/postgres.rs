@@ -1155,7 +1155,7 @@ impl Store for PostgresStore {
         match res {
             Ok(_) => Ok(()),
             Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
-                Err(Error::already_exists(Kind::Token, &token.id))
+                Err(super::token_name_taken(token))
             }
             Err(e) => Err(e.into()),
         }
@@ -1185,6 +1185,37 @@ impl Store for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn replace_api_tokens(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        revoke: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_tokens WHERE id = ANY($1)")
+            .bind(revoke)
+            .execute(&mut *tx)
+            .await?;
+        let res = sqlx::query(
+            "INSERT INTO api_tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(hash)
+        .bind(millis(token.created_at))
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                return Err(super::token_name_taken(token))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<()> {

@@ -1023,7 +1023,7 @@ impl Store for SqliteStore {
         match res {
             Ok(_) => Ok(()),
             Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
-                Err(Error::already_exists(Kind::Token, &token.id))
+                Err(super::token_name_taken(token))
             }
             Err(e) => Err(e.into()),
         }
@@ -1053,6 +1053,38 @@ impl Store for SqliteStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn replace_api_tokens(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        revoke: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for id in revoke {
+            sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let res =
+            sqlx::query("INSERT INTO api_tokens (id, name, hash, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&token.id)
+                .bind(&token.name)
+                .bind(hash)
+                .bind(millis(token.created_at))
+                .execute(&mut *tx)
+                .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                return Err(super::token_name_taken(token))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<()> {
@@ -1313,5 +1345,62 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migration 0014 makes token names unique: names given twice before it
+    /// are told apart (the oldest keeps its name), not lost.
+    #[tokio::test]
+    async fn tokens_named_alike_before_names_were_unique_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("old.db"))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .iter()
+                    .filter(|m| m.version < 14)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.set_ignore_missing(true);
+        before.run(&pool).await.unwrap();
+        for (id, at) in [("aaa", 2), ("bbb", 1), ("ccc", 3)] {
+            sqlx::query(
+                "INSERT INTO api_tokens (id, name, hash, created_at) VALUES (?, 'ci', ?, ?)",
+            )
+            .bind(id)
+            .bind(format!("hash-{id}"))
+            .bind(at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        MIGRATOR.run(&pool).await.unwrap();
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM api_tokens ORDER BY created_at")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(names, ["ci", "ci (aaa)", "ci (ccc)"]);
+        let again = sqlx::query(
+            "INSERT INTO api_tokens (id, name, hash, created_at) VALUES ('d', 'ci', 'h', 4)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap_err();
+        assert_eq!(violation(&again), Some(ErrorKind::UniqueViolation));
     }
 }
