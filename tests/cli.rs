@@ -665,6 +665,51 @@ fn the_cli_pointed_at_the_router_says_it_is_not_the_api() {
     );
 }
 
+/// Completions and the man page are made from the command line's own
+/// definition, without an API.
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_cli() {
+    let home = tempfile::tempdir().expect("temp dir");
+    for (shell, mark) in [
+        ("bash", "_slum()"),
+        ("zsh", "#compdef slum"),
+        ("fish", "complete -c slum"),
+    ] {
+        let out = Out::of(slum_command(home.path()).args(["completions", shell]));
+        let script = out.ok();
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(
+            script.contains("cordon"),
+            "{shell}: no subcommand: {script}"
+        );
+        assert!(
+            script.contains("ten-token-file"),
+            "{shell}: no flag: {script}"
+        );
+    }
+    let out = Out::of(slum_command(home.path()).arg("man"));
+    let page = out.ok();
+    assert!(page.contains(".TH slum 1"), "{page}");
+    assert!(page.contains("completions"), "{page}");
+    let pages = home.path().join("man1");
+    std::fs::create_dir(&pages).expect("man1");
+    Out::of(slum_command(home.path()).args(["man", "--dir"]).arg(&pages)).ok();
+    for name in [
+        "slum.1",
+        "slum-serve.1",
+        "slum-server-cordon.1",
+        "slum-tenant-remove.1",
+    ] {
+        let page =
+            std::fs::read_to_string(pages.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(page.contains(".TH slum"), "{name}: {page}");
+    }
+    let serve = std::fs::read_to_string(pages.join("slum-serve.1")).expect("serve's page");
+    assert!(serve.contains("default: 0.0.0.0:8080"), "{serve}");
+    let refused = Out::of(slum_command(home.path()).args(["completions", "cmd.exe"]));
+    assert_eq!(refused.code, Some(2), "{refused:#?}");
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
     let home = tempfile::tempdir().expect("temp dir");

@@ -142,6 +142,23 @@ pub(super) enum Command {
     /// Make what runs equal to what should run: respawn missing instances and
     /// complete pending stops.
     Reconcile,
+    /// Print the completion script of a shell, made from this command line
+    /// (e.g. `slum completions bash > /etc/bash_completion.d/slum`, `slum
+    /// completions zsh > "${fpath[1]}/_slum"`, `slum completions fish >
+    /// ~/.config/fish/completions/slum.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print slum's man page (roff), made from this command line (e.g. `slum
+    /// man > /usr/local/share/man/man1/slum.1`); with --dir, write it and one
+    /// page per subcommand (slum-serve.1, slum-server-add.1, ...) there.
+    Man {
+        /// Write every page into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Which page of a list: the API's first page by default (1000 records),

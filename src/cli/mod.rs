@@ -48,6 +48,8 @@ pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>)
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args).await,
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man_page(dir.as_deref()),
         Command::Token(TokenCommand::Reset(args)) => reset_token(&args)
             .await
             .and_then(|output| output.finish(cli.global.json)),
@@ -61,6 +63,34 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `slum completions SHELL`: the shell's completion script, on stdout.
+fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    let mut cmd = command();
+    clap_complete::generate(shell, &mut cmd, "slum", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `slum man`: the man page, made from the command line's definition, on
+/// stdout; with a directory, it and a page per subcommand written there.
+fn man_page(dir: Option<&std::path::Path>) -> Result<(), CliError> {
+    use std::io::Write;
+    if let Some(dir) = dir {
+        return clap_mangen::generate_to(command(), dir).map_err(|e| {
+            CliError::Local(format!(
+                "cannot write the man pages to {}: {e}",
+                dir.display()
+            ))
+        });
+    }
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command())
+        .render(&mut page)
+        .map_err(|e| CliError::Local(format!("cannot render the man page: {e}")))?;
+    std::io::stdout()
+        .write_all(&page)
+        .map_err(|e| CliError::Local(format!("cannot print the man page: {e}")))
 }
 
 async fn serve(args: &ServeArgs) -> Result<(), CliError> {
@@ -333,9 +363,9 @@ fn printable_lines(text: &str) -> String {
 async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Output, CliError> {
     let now = Utc::now();
     Ok(match command {
-        Command::Serve(_) => {
+        Command::Serve(_) | Command::Completions { .. } | Command::Man { .. } => {
             return Err(CliError::Local(
-                "`slum serve` is not a client command".into(),
+                "`slum serve`, `slum completions` and `slum man` are no client commands".into(),
             ))
         }
         Command::Server(cmd) => server_command(client, cmd, now, json).await?,
