@@ -712,6 +712,64 @@ mod tests {
         }
     }
 
+    /// contrib/slum.toml, the commented example, is read by the real loader
+    /// as it is, and with every commented setting taken in (all but the CA
+    /// file it names): each is a key slum knows, with a value it takes. It
+    /// names every setting `slum serve` has.
+    #[test]
+    fn the_example_config_file_loads_and_names_every_setting() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/slum.toml");
+        let args = ServeArgs {
+            config: Some(example.clone()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.database.as_path(), Path::new("/var/lib/slum/slum.db"));
+        assert_eq!(c.token_file, Path::new("/var/lib/slum/token"));
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap(), "default");
+
+        let text = std::fs::read_to_string(&example).unwrap();
+        let setting = |line: &str| -> Option<String> {
+            let line = line.trim_start_matches('#').trim_start();
+            let (key, _) = line.split_once(" = ")?;
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then(|| key.to_owned())
+        };
+        // Every commented setting taken in, the last of a key winning.
+        let mut all: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            let Some(key) = setting(line) else { continue };
+            if key == "server_ca" {
+                continue;
+            }
+            all.retain(|(k, _)| *k != key);
+            all.push((key, line.trim_start_matches('#').trim_start().to_owned()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let every = dir.path().join("every.toml");
+        let body: Vec<&str> = all.iter().map(|(_, l)| l.as_str()).collect();
+        std::fs::write(&every, body.join("\n")).unwrap();
+        let c = ServeConfig::resolve(&ServeArgs {
+            config: Some(every),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("the example's settings, all taken in: {e}"));
+        assert_eq!(c.router_threads, 2);
+
+        let named: Vec<String> = text.lines().filter_map(setting).collect();
+        let flags = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        for arg in flags.get_arguments() {
+            let key = arg.get_id().as_str();
+            if key != "config" {
+                assert!(
+                    named.iter().any(|n| n == key),
+                    "contrib/slum.toml lacks {key}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn small_answers_are_read_whole_unless_told_otherwise() {
         let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
