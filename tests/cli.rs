@@ -710,6 +710,58 @@ fn completions_and_the_man_page_are_generated_from_the_cli() {
     assert_eq!(refused.code, Some(2), "{refused:#?}");
 }
 
+/// contrib/slum.service runs `slum serve` as a user of its own with no
+/// writable home, its state (database and first token, as contrib/slum.toml
+/// places them) in its StateDirectory; its command line is one `slum`
+/// accepts, and systemd itself finds nothing wrong with it when it is here.
+#[test]
+fn the_systemd_unit_runs_slum_as_its_own_user_with_its_state_directory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("contrib/slum.service")).expect("the unit");
+    let setting = |key: &str| -> Vec<&str> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+    for (key, want) in [
+        ("DynamicUser", "yes"),
+        ("StateDirectory", "slum"),
+        ("WorkingDirectory", "/var/lib/slum"),
+        ("ProtectHome", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+    ] {
+        assert_eq!(setting(key), [want], "{key}");
+    }
+    let exec = setting("ExecStart");
+    let words: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(words[0], "/usr/local/bin/slum");
+    let mut argv = vec!["slum"];
+    argv.extend(&words[1..]);
+    slum::cli::command()
+        .try_get_matches_from(argv)
+        .expect("the unit's command line parses");
+    let config = std::fs::read_to_string(root.join("contrib/slum.toml")).expect("the example");
+    for line in [
+        "database = \"/var/lib/slum/",
+        "token_file = \"/var/lib/slum/",
+    ] {
+        assert!(
+            config.lines().any(|l| l.starts_with(line)),
+            "contrib/slum.toml keeps its state in the StateDirectory: {line}"
+        );
+    }
+    let analyze = Command::new("systemd-analyze").arg("--version").output();
+    if analyze.is_ok_and(|o| o.status.success()) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let copy = dir.path().join("slum.service");
+        std::fs::write(&copy, unit.replace("/usr/local/bin/slum", SLUM)).expect("copy");
+        let out = Out::of(Command::new("systemd-analyze").arg("verify").arg(&copy));
+        assert_eq!(out.code, Some(0), "{out:#?}");
+        assert_eq!(out.stderr, "", "{out:#?}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
     let home = tempfile::tempdir().expect("temp dir");
