@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 "1024",
                 "--domain",
                 &s.domain,
-                "--token-file",
+                "--ten-token-file",
                 &token.to_string_lossy(),
             ],
         )?;
@@ -179,11 +179,18 @@ async fn main() -> anyhow::Result<()> {
     println!();
     slum(&bin, &env, &["status"])?;
 
+    // The token file is root's (0600, in a 0700 temporary directory): another
+    // shell, root or not, reads it through sudo.
     println!(
-        "\nthe fleet is up: try `curl -H 'Host: globex.example.com' http://{ROUTER}/`,\n\
-         or `SLUM_TOKEN_FILE={} {} status`.\nCtrl-C tears it down.",
-        token_file.display(),
-        bin.display()
+        "\nthe fleet is up: try `curl -H 'Host: globex.example.com' http://{ROUTER}/`.\n\
+         From another shell:\n\
+         \n  export SLUM_API=http://{API}\
+         \n  export SLUM_TOKEN=$(sudo cat {token})\
+         \n  {bin} status\n\
+         \nslum serve's log: {log}\nCtrl-C tears it all down.",
+        token = token_file.display(),
+        bin = bin.display(),
+        log = dir.path().join("slum.log").display(),
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

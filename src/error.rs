@@ -75,11 +75,20 @@ pub enum Error {
         capacity_mb: i64,
     },
 
-    /// No usable server has room for the placement.
-    #[error("no usable server{} has {needed_mb} MB free", region.as_ref().map(|r| format!(" in region '{r}'")).unwrap_or_default())]
+    /// No server can take the placement: `reasons` says, for each server,
+    /// the rule that excluded it (`"s1 already runs acme:prod (api)"`, `"s2 is
+    /// offline"`, `"s3 has 64 MB free of the 128 MB asked"`).
+    #[error(
+        "no server can take {placing}{}: {}",
+        region.as_ref().map(|r| format!(" in region '{r}'")).unwrap_or_default(),
+        reasons.join("; ")
+    )]
     NoRoom {
+        /// What was to be placed: `"acme:prod (api, 128 MB)"`.
+        placing: String,
         needed_mb: i64,
         region: Option<String>,
+        reasons: Vec<String>,
     },
 
     /// The tenement server could not be reached (refused, reset, timed out).

@@ -156,6 +156,7 @@ pub use fleet::certificate::{
 pub mod certificate {
     pub use crate::fleet::certificate::{certificate_name, covers, verify, verify_pair};
 }
+pub use fleet::api_tokens::{MintedToken, Revoked};
 pub use fleet::db::{FleetDb, FleetOptions};
 /// The fleet's events: what happened, when, why and by which router
 /// ([`FleetDb::record_event`], [`FleetDb::events`]).

@@ -447,7 +447,7 @@ fn create_netns(slot: u32) -> io::Result<()> {
     // Test traffic must never leave the machine: with a server's link down, its
     // /30 route goes away and packets would follow the default route. The
     // blackhole catches them (a partition: connects time out).
-    run("ip", &["route", "replace", "blackhole", "10.213.0.0/16"])?;
+    run("ip", &["route", "replace", "blackhole", BLACKHOLE])?;
     run("ip", &["netns", "add", &ns])?;
     run(
         "ip",
@@ -556,4 +556,40 @@ fn claim_slot() -> io::Result<u32> {
 fn release_slot(slot: u32) {
     destroy_netns(slot);
     let _ = fs::remove_dir_all(Path::new(SLOT_DIR).join(slot.to_string()));
+    remove_blackhole_when_unused();
+}
+
+/// The route every slot's traffic falls into when its link is down.
+const BLACKHOLE: &str = "10.213.0.0/16";
+
+/// Whether any slot is claimed by a live process (this one or another); a
+/// slot whose owner died is no use (the next claim reclaims it).
+fn slots_in_use() -> bool {
+    let Ok(entries) = fs::read_dir(SLOT_DIR) else {
+        return false;
+    };
+    entries.flatten().any(|slot| {
+        // A slot being claimed has no owner file yet: in use.
+        fs::read_to_string(slot.path().join("owner"))
+            .ok()
+            .and_then(|owner| owner.trim().parse::<u32>().ok())
+            .is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    })
+}
+
+/// Takes the blackhole route away once the last slot is released, so that a
+/// machine that ran a test fleet or the demo is left as it was. A slot is
+/// claimed (its directory made) before its namespace adds the route, so
+/// looking again after the removal catches one claimed meanwhile: its route
+/// is put back, or is still to be added by its own set-up.
+fn remove_blackhole_when_unused() {
+    if slots_in_use() {
+        return;
+    }
+    let _ = Command::new("ip")
+        .args(["route", "del", "blackhole", BLACKHOLE])
+        .output();
+    if slots_in_use() {
+        let _ = run("ip", &["route", "replace", "blackhole", BLACKHOLE]);
+    }
 }

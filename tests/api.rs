@@ -926,15 +926,22 @@ async fn moving_a_tenant_without_an_instance_changes_only_its_home() {
         .expect("tenant");
     assert_eq!(stored.server_id, "west");
 
-    // To where it already is: nothing to do, same answer.
+    assert_eq!(moved["moved"], true);
+
+    // To where it already is: nothing to do, the same tenant, said so.
     let before = api.dump().await;
-    let (status, again) = api
+    let (status, mut again) = api
         .post(
             "/v1/tenants/acme.example.com/move",
             json!({"server_id": "west"}),
         )
         .await;
-    assert_eq!((status, &again), (StatusCode::OK, &moved));
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["moved"], false, "{again}");
+    let mut moved = moved;
+    again["moved"] = json!(null);
+    moved["moved"] = json!(null);
+    assert_eq!(again, moved);
     assert_eq!(before, api.dump().await);
 
     // Refusals change nothing.
@@ -1595,9 +1602,11 @@ async fn auto_placement_picks_the_most_free_server_and_refuses_when_full() {
         .await;
     let e = error_of(status, &body, StatusCode::INSUFFICIENT_STORAGE, "no_room");
     assert_eq!(e["requested_mb"], 128, "{body}");
+    let message = e["message"].as_str().unwrap_or("");
+    assert!(message.contains("region 'eu'"), "{body}");
     assert!(
-        e["message"].as_str().unwrap_or("").contains("region 'eu'"),
-        "{body}"
+        message.contains("s1 has ") && message.contains(" MB free of the 128 MB asked"),
+        "the message names why each server could not: {body}"
     );
     let (status, body) = api
         .post(

@@ -240,7 +240,7 @@ impl Serve {
             &server.url(),
             "--capacity-mb",
             capacity_mb,
-            "--token-file",
+            "--ten-token-file",
             &token_file.to_string_lossy(),
             "--domain",
             &server.domain,
@@ -317,7 +317,7 @@ fn server_add_list_show_update_remove() {
         "us-east",
         "--capacity-mb",
         "1024",
-        "--token",
+        "--ten-token",
         "tenement-secret",
         "--domain",
         "east.example.com",
@@ -467,6 +467,26 @@ fn tenant_add_list_show_move_remove() {
         on_west.ok().contains("customer-1.example.com"),
         "{on_west:#?}"
     );
+    // Once more to the same server: said, not claimed as a move.
+    let again = slum.run(&["tenant", "move", "customer-1.example.com", "--to", "west"]);
+    assert_eq!(
+        again.ok().trim(),
+        "customer-1.example.com is on server west already: nothing moved"
+    );
+    let json = slum
+        .run(&[
+            "--json",
+            "tenant",
+            "move",
+            "customer-1.example.com",
+            "--to",
+            "west",
+        ])
+        .json();
+    assert_eq!(
+        (&json["server_id"], &json["moved"]),
+        (&"west".into(), &false.into())
+    );
 
     let removed = slum.run(&["tenant", "remove", "customer-1.example.com"]);
     assert_eq!(removed.ok().trim(), "removed tenant customer-1.example.com");
@@ -612,6 +632,136 @@ fn an_unreachable_api_asks_whether_slum_serve_runs() {
     assert!(line.to_lowercase().contains("refused"), "no reason: {line}");
 }
 
+/// Token names are labels: a second token of a name is refused, naming it.
+#[test]
+fn a_token_name_is_taken_once() {
+    let slum = Serve::start();
+    slum.run(&["token", "create", "ci"]).ok();
+    let again = slum.run(&["token", "create", "ci"]);
+    assert_eq!(
+        again.error_line(),
+        "error: token 'ci' already exists: token names are unique labels: choose another, \
+         or revoke that one first (slum token list)"
+    );
+}
+
+/// The CLI pointed at the router's port (a mistake of one digit) says so,
+/// and where the API is.
+#[test]
+fn the_cli_pointed_at_the_router_says_it_is_not_the_api() {
+    let slum = Serve::start();
+    let router = format!("http://{}", slum.router);
+    let out = Out::of(
+        slum.cli()
+            .args(["--api", &router, "--token", &slum.token, "status"]),
+    );
+    assert_eq!(
+        out.error_line(),
+        format!(
+            "error: {router} is slum serve's router (its public listener), not its management \
+             API: point --api or SLUM_API at the API's listener (slum serve --api-listen, \
+             127.0.0.1:9090 by default)"
+        )
+    );
+}
+
+/// Completions and the man page are made from the command line's own
+/// definition, without an API.
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_cli() {
+    let home = tempfile::tempdir().expect("temp dir");
+    for (shell, mark) in [
+        ("bash", "_slum()"),
+        ("zsh", "#compdef slum"),
+        ("fish", "complete -c slum"),
+    ] {
+        let out = Out::of(slum_command(home.path()).args(["completions", shell]));
+        let script = out.ok();
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(
+            script.contains("cordon"),
+            "{shell}: no subcommand: {script}"
+        );
+        assert!(
+            script.contains("ten-token-file"),
+            "{shell}: no flag: {script}"
+        );
+    }
+    let out = Out::of(slum_command(home.path()).arg("man"));
+    let page = out.ok();
+    assert!(page.contains(".TH slum 1"), "{page}");
+    assert!(page.contains("completions"), "{page}");
+    let pages = home.path().join("man1");
+    std::fs::create_dir(&pages).expect("man1");
+    Out::of(slum_command(home.path()).args(["man", "--dir"]).arg(&pages)).ok();
+    for name in [
+        "slum.1",
+        "slum-serve.1",
+        "slum-server-cordon.1",
+        "slum-tenant-remove.1",
+    ] {
+        let page =
+            std::fs::read_to_string(pages.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(page.contains(".TH slum"), "{name}: {page}");
+    }
+    let serve = std::fs::read_to_string(pages.join("slum-serve.1")).expect("serve's page");
+    assert!(serve.contains("default: 0.0.0.0:8080"), "{serve}");
+    let refused = Out::of(slum_command(home.path()).args(["completions", "cmd.exe"]));
+    assert_eq!(refused.code, Some(2), "{refused:#?}");
+}
+
+/// contrib/slum.service runs `slum serve` as a user of its own with no
+/// writable home, its state (database and first token, as contrib/slum.toml
+/// places them) in its StateDirectory; its command line is one `slum`
+/// accepts, and systemd itself finds nothing wrong with it when it is here.
+#[test]
+fn the_systemd_unit_runs_slum_as_its_own_user_with_its_state_directory() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let unit = std::fs::read_to_string(root.join("contrib/slum.service")).expect("the unit");
+    let setting = |key: &str| -> Vec<&str> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+    for (key, want) in [
+        ("DynamicUser", "yes"),
+        ("StateDirectory", "slum"),
+        ("WorkingDirectory", "/var/lib/slum"),
+        ("ProtectHome", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+    ] {
+        assert_eq!(setting(key), [want], "{key}");
+    }
+    let exec = setting("ExecStart");
+    let words: Vec<&str> = exec[0].split_whitespace().collect();
+    assert_eq!(words[0], "/usr/local/bin/slum");
+    let mut argv = vec!["slum"];
+    argv.extend(&words[1..]);
+    slum::cli::command()
+        .try_get_matches_from(argv)
+        .expect("the unit's command line parses");
+    let config = std::fs::read_to_string(root.join("contrib/slum.toml")).expect("the example");
+    for line in [
+        "database = \"/var/lib/slum/",
+        "token_file = \"/var/lib/slum/",
+    ] {
+        assert!(
+            config.lines().any(|l| l.starts_with(line)),
+            "contrib/slum.toml keeps its state in the StateDirectory: {line}"
+        );
+    }
+    let analyze = Command::new("systemd-analyze").arg("--version").output();
+    if analyze.is_ok_and(|o| o.status.success()) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let copy = dir.path().join("slum.service");
+        std::fs::write(&copy, unit.replace("/usr/local/bin/slum", SLUM)).expect("copy");
+        let out = Out::of(Command::new("systemd-analyze").arg("verify").arg(&copy));
+        assert_eq!(out.code, Some(0), "{out:#?}");
+        assert_eq!(out.stderr, "", "{out:#?}");
+    }
+}
+
 #[test]
 fn usage_errors_exit_with_2() {
     let home = tempfile::tempdir().expect("temp dir");
@@ -672,9 +822,23 @@ fn json_output_is_the_apis_json() {
         ])
         .json();
     assert_eq!(created["id"], "west");
-    // A 204 prints nothing, not an invalid document.
-    let removed = slum.run(&["--json", "server", "remove", "west"]);
-    assert_eq!(removed.ok(), "");
+    // Every command prints a document, those the API answers with 204 too.
+    let removed = slum.run(&["--json", "server", "remove", "west"]).json();
+    assert_eq!(removed, serde_json::json!({"removed": "west"}));
+    let removed = slum
+        .run(&["--json", "tenant", "remove", "c1.example.com"])
+        .json();
+    assert_eq!(
+        removed,
+        serde_json::json!({"removed": "c1.example.com", "instance": null})
+    );
+    let created = slum.run(&["--json", "token", "create", "ci"]).json();
+    let id = created["token"]["id"]
+        .as_str()
+        .expect("token id")
+        .to_owned();
+    let revoked = slum.run(&["--json", "token", "revoke", &id]).json();
+    assert_eq!(revoked, serde_json::json!({"revoked": id}));
 }
 
 #[test]
@@ -693,6 +857,17 @@ fn the_default_token_file_is_used_without_a_token() {
     std::fs::write(slum.dir.path().join("config/slum/token"), "slum_edited\n").expect("edit");
     let edited = slum.run_without_token(&["server", "list"]);
     assert_eq!(edited.error_line(), REFUSED);
+}
+
+/// `slum serve`'s log written to a file (as systemd or `2> slum.log` do)
+/// carries no colour escapes.
+#[test]
+fn a_log_written_to_a_file_has_no_colour_escapes() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    let log = slum.log();
+    assert!(log.contains("INFO"), "nothing logged: {log}");
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in the log: {log:?}");
 }
 
 /// The database (tenement admin tokens in clear), its -wal and -shm files and
@@ -935,7 +1110,9 @@ fn status_ps_and_reconcile_report_an_unreachable_server() {
     );
 
     let ps = slum.run(&["ps"]);
-    assert!(ps.ok().starts_with("KEY"), "{ps:#?}");
+    assert_eq!(ps.ok().trim(), "no instances", "{ps:#?}");
+    let ps = slum.run(&["ps", "--server", "east"]);
+    assert_eq!(ps.ok().trim(), "no instances on server east", "{ps:#?}");
 
     let reconcile = slum.run(&["reconcile"]);
     let reconcile = reconcile.ok();
@@ -985,7 +1162,7 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
         &url,
         "--capacity-mb",
         "1024",
-        "--token-file",
+        "--ten-token-file",
         &token_file,
     ]);
     let line = refused.error_line();
@@ -1007,7 +1184,7 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
         &url,
         "--capacity-mb",
         "1024",
-        "--token-file",
+        "--ten-token-file",
         &token_file,
         "--domain",
         &s1.domain,
@@ -1035,18 +1212,40 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     let ps = slum.run(&["ps"]);
     let alice = row(ps.ok(), "alice:prod");
     assert_eq!(
-        &alice[..4],
-        ["alice:prod", "api", "s1", "running"],
+        &alice[..5],
+        ["alice:prod", "alice.example.com", "api", "s1", "running"],
         "{ps:#?}"
     );
     assert_eq!(&alice[alice.len() - 2..], ["256", "MB"], "{ps:#?}");
     let ps_json = slum.run(&["--json", "ps"]).json();
     assert_eq!(ps_json[0]["state"], "running");
+    assert_eq!(
+        ps_json[0]["domains"],
+        serde_json::json!(["alice.example.com"])
+    );
 
     let status = slum.run(&["status"]);
     let s1_row = row(status.ok(), "s1");
     assert_eq!(s1_row.last(), Some(&"yes"), "reachable: {status:#?}");
     assert!(status.ok().contains("256 MB"), "{status:#?}");
+    // LAST SEEN is the last check (every second), not the last time it was
+    // written to the database (every ten seconds).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while row(slum.run(&["status"]).ok(), "s1")[1] != "online" {
+        assert!(Instant::now() < deadline, "s1 never online: {}", slum.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..8 {
+        let status = slum.run(&["status"]);
+        let s1_row = row(status.ok(), "s1");
+        assert!(
+            matches!(s1_row[2], "just" | "1s" | "2s"),
+            "last seen {:?}: {status:#?}\n{}",
+            &s1_row[2..4],
+            slum.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The domain now routes through slum serve's router to the instance.
     let router = slum.router;
@@ -1089,7 +1288,78 @@ async fn spawn_ps_stop_on_a_real_tenement_server() {
     assert_eq!(pending.stderr.lines().count(), 1, "{pending:#?}");
     let ps = slum.run(&["ps"]);
     let bob = row(ps.ok(), "bob:prod");
-    assert_eq!(bob[3], "unknown", "{ps:#?}");
+    assert_eq!(bob[4], "stopping", "a pending stop: {ps:#?}");
+}
+
+/// `tenant remove` says when the instance keeps running with its memory
+/// reserved, and `--stop` stops it; a spawn no domain reaches is warned of.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenant_remove_names_the_instance_left_running_and_stop_stops_it() {
+    let Some(fleet) = common::fleet(1).await else {
+        return;
+    };
+    let slum = Serve::start();
+    slum.add_real_server(fleet.server("s1").expect("s1"), "1024");
+    let spawn = |tenant: &str| {
+        slum.run(&[
+            "spawn",
+            tenant,
+            "--process",
+            "api",
+            "--instance",
+            "prod",
+            "--server",
+            "s1",
+        ])
+    };
+    slum.add_tenant("alice.example.com", "s1").ok();
+    let routed = spawn("alice");
+    routed.ok();
+    assert_eq!(
+        routed.stderr, "",
+        "a routed tenant is no warning: {routed:#?}"
+    );
+
+    let removed = slum.run(&["tenant", "remove", "alice.example.com"]);
+    assert_eq!(removed.ok().trim(), "removed tenant alice.example.com");
+    assert!(
+        removed.stderr.starts_with(
+            "warning: instance alice:prod keeps running on server s1 with 128 MB reserved"
+        ) && removed.stderr.contains("slum stop alice:prod"),
+        "{removed:#?}"
+    );
+    let ps = slum.run(&["ps"]);
+    assert_eq!(
+        row(ps.ok(), "alice:prod")[1],
+        "-",
+        "no domain left: {ps:#?}"
+    );
+
+    slum.add_tenant("alice.example.com", "s1").ok();
+    let stopped = slum
+        .run(&["--json", "tenant", "remove", "alice.example.com", "--stop"])
+        .json();
+    assert_eq!(stopped["removed"], "alice.example.com", "{stopped}");
+    assert_eq!(stopped["instance"], "alice:prod", "{stopped}");
+    assert_eq!(stopped["stopped"], true, "{stopped}");
+    let ps = slum.run(&["ps"]);
+    assert_eq!(ps.ok().trim(), "no instances", "{ps:#?}");
+
+    // A typo of the tenant's name starts an instance nothing reaches.
+    slum.add_tenant("bob.example.com", "s1").ok();
+    let typo = spawn("bobb");
+    typo.ok();
+    assert!(
+        typo.stderr
+            .starts_with("warning: no domain routes to tenant 'bobb' (process api)")
+            && typo.stderr.contains("slum stop bobb:prod"),
+        "{typo:#?}"
+    );
+    let stopped = slum.run(&["--json", "stop", "bobb:prod"]).json();
+    assert_eq!(
+        stopped,
+        serde_json::json!({"key": "bobb:prod", "stopped": true})
+    );
 }
 
 #[test]
@@ -1118,6 +1388,97 @@ fn status_lists_tenants_whose_servers_are_down() {
         json["down_tenants"][0]["servers"],
         serde_json::json!(["east"])
     );
+}
+
+/// `server cordon` keeps new instances off a server and shows it; `uncordon`
+/// lifts it.
+#[test]
+fn a_cordoned_server_takes_no_placements_and_shows_it() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    let cordoned = slum.run(&["server", "cordon", "east"]);
+    assert!(
+        cordoned.ok().starts_with("server east is cordoned"),
+        "{cordoned:#?}"
+    );
+    let list = slum.run(&["server", "list"]);
+    assert!(
+        row(list.ok(), "east")[3].ends_with(",cordoned"),
+        "{list:#?}"
+    );
+    let status = slum.run(&["status"]);
+    assert!(
+        row(status.ok(), "east")[1].ends_with(",cordoned"),
+        "{status:#?}"
+    );
+    let json = slum.run(&["--json", "server", "show", "east"]).json();
+    assert_eq!(json["server"]["cordoned"], true, "{json}");
+    assert_eq!(json["stats"]["cordoned"], true, "{json}");
+    let refused = slum.run(&[
+        "spawn",
+        "acme",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--server",
+        "east",
+    ]);
+    assert_eq!(
+        refused.error_line(),
+        "error: server 'east' is cordoned: it takes no new instances"
+    );
+    let lifted = slum.run(&["server", "uncordon", "east"]);
+    assert!(
+        lifted
+            .ok()
+            .starts_with("server east takes placements again"),
+        "{lifted:#?}"
+    );
+    let json = slum.run(&["--json", "server", "show", "east"]).json();
+    assert_eq!(json["server"]["cordoned"], false, "{json}");
+    let log = slum.log();
+    assert!(log.contains("server cordoned"), "{log}");
+    assert!(log.contains("server uncordoned"), "{log}");
+}
+
+/// A healthy server set offline by hand comes back after its good checks
+/// (it used to stay offline for good, silently); the change and the return
+/// are logged with their causes. A cordon, by contrast, stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_set_offline_by_hand_comes_back_and_a_cordon_stays() {
+    let Some(fleet) = common::fleet(1).await else {
+        return;
+    };
+    let slum = Serve::start();
+    slum.add_real_server(fleet.server("s1").expect("s1"), "1024");
+    let state = |slum: &Serve| {
+        let status = slum.run(&["status"]);
+        row(status.ok(), "s1")[1].to_owned()
+    };
+    let until = |slum: &Serve, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while state(slum) != want {
+            assert!(Instant::now() < deadline, "s1 never {want}: {}", slum.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until(&slum, "online");
+    let offline = slum.run(&["server", "update", "s1", "--status", "offline"]);
+    assert!(offline.ok().contains("status:"), "{offline:#?}");
+    assert!(
+        offline.stderr.contains("health checks decide")
+            && offline.stderr.contains("slum server cordon s1"),
+        "{offline:#?}"
+    );
+    until(&slum, "online");
+    let log = slum.log();
+    assert!(log.contains("server status set by an operator"), "{log}");
+    assert!(log.contains("cause=\"health check\""), "{log}");
+
+    slum.run(&["server", "cordon", "s1"]).ok();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(state(&slum), "online,cordoned", "{}", slum.log());
 }
 
 /// `tenant add --auto`, `spawn --auto`, `server drain` (a failing one, then a
@@ -1178,7 +1539,8 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     ]);
     assert_eq!(
         refused.error_line(),
-        "error: no usable server in region 'mars' has 128 MB free"
+        "error: no server can take erin:prod (api, 128 MB) in region 'mars': \
+         s1 has no region, not 'mars'; s2 has no region, not 'mars'"
     );
 
     // carol:prod has nowhere to go (s2 holds her backup): the drain moves the
@@ -1195,7 +1557,10 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     assert!(summary.contains("\n  bob:prod -> s2"), "{first:#?}");
     assert!(summary.contains("\n  dave.example.com -> s2"), "{first:#?}");
     assert!(
-        summary.contains("failed:\n  carol:prod: no usable server"),
+        summary.contains(
+            "failed:\n  carol:prod: no server can take carol:prod (api, 128 MB): \
+             s1 is draining; s2 already runs carol:backup (api)"
+        ),
         "{first:#?}"
     );
     assert_eq!(
@@ -1209,7 +1574,7 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     let status = slum.run(&["status"]);
     assert_eq!(row(status.ok(), "s1")[1], "draining", "{status:#?}");
     let ps = slum.run(&["ps", "--server", "s1"]);
-    assert_eq!(row(ps.ok(), "carol:prod")[2], "s1", "{ps:#?}");
+    assert_eq!(row(ps.ok(), "carol:prod")[3], "s1", "{ps:#?}");
 
     // Without the backup in the way, a second drain empties the server.
     slum.run(&["stop", "carol:backup"]).ok();
@@ -1225,7 +1590,7 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     assert_eq!(ps, Value::Array(vec![]), "no instance left on s1");
     let ps = slum.run(&["ps", "--server", "s2"]);
     for key in ["alice:prod", "bob:prod", "carol:prod"] {
-        assert_eq!(row(ps.ok(), key)[3], "running", "{ps:#?}");
+        assert_eq!(row(ps.ok(), key)[4], "running", "{ps:#?}");
     }
     // The moved tenants answer through the router from s2.
     let router = slum.router;
@@ -1250,6 +1615,44 @@ async fn auto_placement_drain_and_undrain_on_real_servers() {
     assert_ne!(row(status.ok(), "s1")[1], "draining", "{status:#?}");
     let gone = slum.run(&["server", "drain", "nosuch"]);
     assert_eq!(gone.error_line(), "error: server 'nosuch' not found");
+}
+
+/// A drain of a dead server goes on while its failed checks turn it offline:
+/// the command follows the drain's own progress, not the server's status,
+/// and reports what the drain did.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drain_of_a_dead_server_is_reported_as_the_drain_ended() {
+    let Some(mut fleet) = common::fleet(2).await else {
+        return;
+    };
+    let slum = Serve::start();
+    slum.add_real_server(fleet.server("s1").expect("s1"), "1024");
+    slum.add_real_server(fleet.server("s2").expect("s2"), "1024");
+    slum.add_tenant("alice.example.com", "s1").ok();
+    slum.run(&[
+        "spawn",
+        "alice",
+        "--process",
+        "api",
+        "--instance",
+        "prod",
+        "--server",
+        "s1",
+    ])
+    .ok();
+    fleet.server_mut("s1").expect("s1").kill().expect("kill s1");
+    // The drain marks s1 draining; its failed checks turn it offline while
+    // alice is still being moved (the old copy's stop waits for the grace).
+    let drained = slum.run(&["server", "drain", "s1"]);
+    let summary = drained.ok();
+    assert!(
+        summary.starts_with("drained server s1: moved 1, re-homed 0, failed 0"),
+        "{drained:#?}"
+    );
+    assert!(summary.contains("alice:prod -> s2"), "{drained:#?}");
+    assert_eq!(drained.stderr, "", "{drained:#?}");
+    let status = slum.run(&["status"]);
+    assert_eq!(row(status.ok(), "s1")[1], "offline", "{status:#?}");
 }
 
 /// `--limit` shows a page and says how to get the next; `--after` gives it;

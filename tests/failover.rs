@@ -731,7 +731,16 @@ async fn two_hundred_concurrent_placements_never_overbook() {
         match t.await.unwrap() {
             Ok(_) => placed += 1,
             Err(e @ slum::Error::NoRoom { .. }) => {
-                assert_eq!(e.to_string(), "no usable server has 128 MB free");
+                let message = e.to_string();
+                assert!(message.starts_with("no server can take c"), "{message}");
+                assert!(
+                    message.ends_with(
+                        ":prod (api, 128 MB): s1 has 0 MB free of the 128 MB asked; \
+                         s2 has 0 MB free of the 128 MB asked; \
+                         s3 has 0 MB free of the 128 MB asked"
+                    ),
+                    "{message}"
+                );
                 refused += 1;
             }
             Err(e) => panic!("unexpected error: {e}"),

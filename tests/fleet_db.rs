@@ -932,6 +932,137 @@ async fn a_drain_outlives_the_servers_death() {
     assert_eq!(status().await, ServerStatus::Draining);
 }
 
+/// A cordon keeps new instances and moves off a server and out of automatic
+/// placement, leaves its routing alone (no entry in the route change feed),
+/// and outlives the server's death and return: only an uncordon lifts it.
+#[tokio::test]
+async fn a_cordon_keeps_placements_off_until_lifted_whatever_the_health() {
+    let (test_db, db) = temp_db().await;
+    let store = test_db.open_store().await;
+    db.add_server(&server("east", Some("eu"), 1000))
+        .await
+        .unwrap();
+    db.add_server(&server("west", Some("eu"), 500))
+        .await
+        .unwrap();
+    let before = db.fleet_version().await.unwrap();
+    let east = db.set_cordoned("east", true).await.unwrap();
+    assert!(east.cordoned && !east.is_usable(), "{east:?}");
+    assert_eq!(east.state_text(), "unknown,cordoned");
+    assert_eq!(
+        db.fleet_version().await.unwrap(),
+        before,
+        "routing unchanged"
+    );
+    let e = db.set_cordoned("nowhere", true).await.unwrap_err();
+    assert!(e.is_not_found(), "{e:?}");
+
+    let instance = |server: &str| slum::Instance {
+        tenant: "a".into(),
+        instance_id: "prod".into(),
+        process: "api".into(),
+        server_id: server.into(),
+        memory_mb: 10,
+        ..Default::default()
+    };
+    let e = rejected!(test_db, store.reserve_instance(&instance("east")));
+    assert_eq!(
+        e.to_string(),
+        "server 'east' is cordoned: it takes no new instances"
+    );
+    assert_eq!(db.find_server_in_region("eu").await.unwrap().id, "west");
+    store.reserve_instance(&instance("west")).await.unwrap();
+    let e = rejected!(test_db, store.begin_move("a", "prod", "east"));
+    assert!(matches!(e, Error::ServerUnavailable { .. }), "{e:?}");
+
+    // Dead and back: still cordoned.
+    let health = |expected, to| db.record_server_health("east", expected, to, None);
+    assert!(health(ServerStatus::Unknown, ServerStatus::Offline)
+        .await
+        .unwrap());
+    assert!(health(ServerStatus::Offline, ServerStatus::Online)
+        .await
+        .unwrap());
+    let east = db.get_server("east").await.unwrap();
+    assert_eq!(east.state_text(), "online,cordoned");
+    // An operator's update of its settings leaves the cordon alone.
+    db.fleet().update_server_settings(&east).await.unwrap();
+    assert!(db.get_server("east").await.unwrap().cordoned);
+
+    let east = db.set_cordoned("east", false).await.unwrap();
+    assert!(!east.cordoned && east.is_usable(), "{east:?}");
+    store.begin_move("a", "prod", "east").await.unwrap();
+}
+
+/// A listed instance names the domains of its tenant's process: those routed
+/// to it and those it backs up, not another process's.
+#[tokio::test]
+async fn listed_instances_name_the_domains_of_their_process() {
+    let (test_db, db) = temp_db().await;
+    let store = test_db.open_store().await;
+    db.add_server(&server("east", None, 1000)).await.unwrap();
+    db.add_tenant(&tenant("b.example.com", "east"))
+        .await
+        .unwrap();
+    db.add_tenant(&Tenant {
+        name: "b".into(),
+        ..tenant("a.b-shop.example.com", "east")
+    })
+    .await
+    .unwrap();
+    db.add_tenant(&Tenant {
+        name: "b".into(),
+        process: "web".into(),
+        ..tenant("web.b.example.com", "east")
+    })
+    .await
+    .unwrap();
+    for (id, tenant) in [("prod", "b"), ("backup", "b"), ("prod", "orphan")] {
+        let instance = slum::Instance {
+            tenant: tenant.into(),
+            instance_id: id.into(),
+            process: "api".into(),
+            server_id: "east".into(),
+            memory_mb: 1,
+            ..Default::default()
+        };
+        if id == "backup" {
+            // One instance of a process per server: the backup is elsewhere.
+            db.add_server(&server("west", None, 1000)).await.unwrap();
+            store
+                .reserve_instance(&slum::Instance {
+                    server_id: "west".into(),
+                    ..instance
+                })
+                .await
+                .unwrap();
+        } else {
+            store.reserve_instance(&instance).await.unwrap();
+        }
+    }
+    let page = db
+        .list_instances_page(None, &PageRequest::default())
+        .await
+        .unwrap();
+    let domains: Vec<(String, Vec<String>)> = page
+        .items
+        .iter()
+        .map(|s| (s.instance.key(), s.domains.clone()))
+        .collect();
+    let both = vec![
+        "a.b-shop.example.com".to_owned(),
+        "b.example.com".to_owned(),
+    ];
+    assert_eq!(
+        domains,
+        [
+            ("b:backup".to_owned(), both.clone()),
+            ("b:prod".to_owned(), both),
+            ("orphan:prod".to_owned(), vec![]),
+        ]
+    );
+}
+
 /// One random step on the instances of a small fleet, through the store as
 /// slum's calls make them: reserve, start and finish or abort a move, stop
 /// (desired stopped), delete. Refusals are expected; an error of the database

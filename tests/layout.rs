@@ -184,3 +184,27 @@ fn no_part_imports_a_part_it_must_not() {
         wrong.join("\n")
     );
 }
+
+/// `cargo install` installs `slum` alone: the tenant app of the demo and the
+/// tests (`slum-demo-app`) needs the `local-fleet` feature, which the default
+/// build leaves out.
+#[test]
+fn cargo_install_installs_slum_and_not_the_demo_app() {
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+            .expect("Cargo.toml");
+    let bins: Vec<&str> = manifest.split("[[bin]]").skip(1).collect();
+    let demo = bins
+        .iter()
+        .find(|b| b.contains("name = \"slum-demo-app\""))
+        .expect("the demo app's [[bin]]");
+    assert!(
+        demo.contains("required-features = [\"local-fleet\"]"),
+        "the demo app must need local-fleet: {demo}"
+    );
+    let default = manifest
+        .lines()
+        .find(|l| l.starts_with("default = "))
+        .expect("default features");
+    assert!(!default.contains("local-fleet"), "{default}");
+}

@@ -511,3 +511,28 @@ async fn a_hung_server_does_not_stall_listings() {
         "{all:?}"
     );
 }
+
+/// A test fleet's teardown leaves the machine as it found it: the blackhole
+/// route its namespaces need goes with the last fleet (another fleet still
+/// running, of this suite or another, keeps it).
+#[tokio::test]
+async fn the_last_fleet_torn_down_takes_its_blackhole_route_away() {
+    let Some(fleet) = common::fleet(1).await else {
+        return;
+    };
+    let route = || {
+        let out = std::process::Command::new("ip")
+            .args(["route", "show", "type", "blackhole"])
+            .output()
+            .expect("ip route");
+        String::from_utf8_lossy(&out.stdout).contains("10.213.0.0/16")
+    };
+    let fleets_up =
+        || std::fs::read_dir("/run/slum-local-fleet").is_ok_and(|mut slots| slots.next().is_some());
+    assert!(route(), "a running fleet has its blackhole route");
+    drop(fleet);
+    let (before, left, after) = (fleets_up(), route(), fleets_up());
+    if !before && !after {
+        assert!(!left, "the blackhole route outlived the last fleet");
+    }
+}

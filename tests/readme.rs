@@ -112,14 +112,19 @@ fn shell_words(line: &str) -> Vec<String> {
 }
 
 /// Every `slum ...` command of the ```sh blocks of `markdown`, as its
-/// arguments (a line continued with `\` is one command; `;` separates two).
+/// arguments (a line continued with `\` is one command; `;` separates two;
+/// a redirection or a pipe ends one).
 fn slum_commands(markdown: &str) -> Vec<Vec<String>> {
     let mut commands = Vec::new();
     for block in fenced_blocks(markdown, "sh") {
         let joined = block.replace("\\\n", " ");
         for line in joined.lines() {
             for command in line.split(';') {
-                let words = shell_words(command);
+                // A redirection or a pipe ends the command's own words.
+                let words: Vec<String> = shell_words(command)
+                    .into_iter()
+                    .take_while(|w| !w.starts_with(['>', '<', '|', '&']))
+                    .collect();
                 if words.first().is_some_and(|w| w == "slum") {
                     commands.push(words[1..].to_vec());
                 }

@@ -38,7 +38,10 @@ pub(super) async fn fleet_status(
     let mut stats = Vec::with_capacity(asked.len());
     for result in asked {
         match result {
-            Ok(s) => stats.push(s),
+            Ok(mut s) => {
+                s.last_seen = state.health.last_seen(&s.server_id, s.last_seen);
+                stats.push(s)
+            }
             // Deleted since it was listed: it is not part of the fleet any more.
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),

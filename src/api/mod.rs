@@ -102,6 +102,8 @@ fn router(state: AppState) -> Router {
             get(servers::drain_progress).post(servers::drain_server),
         )
         .route("/v1/servers/:id/undrain", post(servers::undrain_server))
+        .route("/v1/servers/:id/cordon", post(servers::cordon_server))
+        .route("/v1/servers/:id/uncordon", post(servers::uncordon_server))
         .route(
             "/v1/tenants",
             get(tenants::list_tenants).post(tenants::create_tenant),

@@ -1,5 +1,6 @@
-//! `/v1/servers`: the fleet's tenement servers, their live stats, and draining
-//! one (moving its tenants elsewhere) or taking it back.
+//! `/v1/servers`: the fleet's tenement servers, their live stats, draining
+//! one (moving its tenants elsewhere) or taking it back, and cordoning one
+//! (no new placements, its tenants left where they are).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,7 +19,11 @@ pub(super) async fn list_servers(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
     let page = page_request(query.limit, query.after)?;
-    Ok(paged(state.db.list_servers_page(&page).await?))
+    let mut servers = state.db.list_servers_page(&page).await?;
+    for s in &mut servers.items {
+        s.last_seen = state.health.last_seen(&s.id, s.last_seen);
+    }
+    Ok(paged(servers))
 }
 
 pub(super) async fn create_server(
@@ -44,7 +49,9 @@ pub(super) async fn get_server(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Server>> {
-    Ok(Json(state.db.get_server(&id).await?))
+    let mut server = state.db.get_server(&id).await?;
+    server.last_seen = state.health.last_seen(&id, server.last_seen);
+    Ok(Json(server))
 }
 
 pub(super) async fn update_server(
@@ -72,8 +79,15 @@ pub(super) async fn update_server(
     // left alone rather than overwritten with the one read above.
     match changes.status {
         Some(status) => {
+            let from = server.status;
             server.status = status;
             state.db.update_server(&server).await?;
+            if from != status {
+                // Health checks take it from here (online and offline are
+                // theirs to decide); a cordon or a drain is what lasts.
+                tracing::info!(server = %id, %from, to = %status, cause = "operator",
+                    "server status set by an operator");
+            }
         }
         None => state.db.update_server_settings(&server).await?,
     }
@@ -94,7 +108,9 @@ pub(super) async fn server_stats(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<ServerStats>> {
-    Ok(Json(state.db.get_server_stats(&id).await?))
+    let mut stats = state.db.get_server_stats(&id).await?;
+    stats.last_seen = state.health.last_seen(&id, stats.last_seen);
+    Ok(Json(stats))
 }
 
 /// Starts draining the server (or reports the drain already running): 202, as
@@ -136,4 +152,20 @@ pub(super) async fn undrain_server(
     // `undrain` reloads the route table when it changes the server.
     state.drains.undrain(&id).await?;
     Ok(Json(state.db.get_server(&id).await?))
+}
+
+/// Cordons the server: no new placements; its instances stay, routed.
+pub(super) async fn cordon_server(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Server>> {
+    Ok(Json(state.db.set_cordoned(&id, true).await?))
+}
+
+/// Lifts the server's cordon: it takes placements again.
+pub(super) async fn uncordon_server(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Server>> {
+    Ok(Json(state.db.set_cordoned(&id, false).await?))
 }

@@ -9,7 +9,7 @@ use axum::Json;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::paging::{page_request, paged};
 use super::placing::{placing, Placing};
-use super::wire::{ListQuery, MoveTo, NewTenant, Tenant, TenantPatch};
+use super::wire::{ListQuery, MoveTo, MovedTenant, NewTenant, Tenant, TenantPatch};
 use super::ApiResult;
 use crate::serve::AppState;
 use crate::PlacementRequest;
@@ -93,11 +93,12 @@ pub(super) async fn move_tenant(
     State(state): State<AppState>,
     ApiPath(domain): ApiPath<String>,
     ApiJson(to): ApiJson<MoveTo>,
-) -> ApiResult<Json<Tenant>> {
-    let moved = state.db.move_tenant(&domain, &to.server_id).await;
+) -> ApiResult<Json<MovedTenant>> {
+    let result = state.db.move_tenant_reporting(&domain, &to.server_id).await;
     // Even a failed move may have stopped or restored an instance.
     state.fleet_changed().await;
-    Ok(Json(moved?))
+    let (tenant, moved) = result?;
+    Ok(Json(MovedTenant { tenant, moved }))
 }
 
 pub(super) async fn delete_tenant(

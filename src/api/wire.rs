@@ -19,8 +19,12 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use crate::DrainProgress;
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub use crate::{
-    ApiToken, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats, ServerStatus, Tenant,
+    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceStatus, Server, ServerStats,
+    ServerStatus, Tenant,
 };
+// A server's state as people read it (`online,cordoned`).
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub use crate::fleet::model::state_text;
 // The state of an `InstanceStatus`: no code names it apart from tests today,
 // but it is part of the answer, so clients find it here with the rest.
 #[allow(unused_imports)]
@@ -356,6 +360,22 @@ pub struct CreatedToken {
     pub token: ApiToken,
     /// Shown this once; only its hash is stored.
     pub secret: String,
+}
+
+/// `POST /v1/tenants/{domain}/move`'s answer: the tenant as stored, and
+/// whether anything moved (`false`: it was on that server already). A reader
+/// of a plain `Tenant` reads it as one.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MovedTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    /// Absent from an older `slum serve`'s answer: taken as moved.
+    #[serde(default = "moved_by_default")]
+    pub moved: bool,
+}
+
+fn moved_by_default() -> bool {
+    true
 }
 
 /// `DELETE /v1/instances/{key}`'s answer (202) when the instance's server

@@ -29,7 +29,46 @@ pub struct Cli {
     pub(super) command: Command,
 }
 
+/// The command line's definition as `slum` runs it (and as its completions
+/// and man page describe it): clap's, with the client flags hidden from `slum
+/// serve`'s help, which they do not apply to.
+pub fn command() -> clap::Command {
+    use clap::{Arg, ArgAction, CommandFactory};
+    // A subcommand's own arg of a global's id takes the global's place there
+    // (clap propagates a global only where its id is free): hidden, of the
+    // global's type, these keep the client flags out of serve's help.
+    Cli::command().mut_subcommand("serve", |serve| {
+        serve
+            .arg(
+                Arg::new("api")
+                    .long("api")
+                    .hide(true)
+                    .value_parser(clap::value_parser!(String)),
+            )
+            .arg(
+                Arg::new("token")
+                    .long("token")
+                    .hide(true)
+                    .value_parser(clap::value_parser!(Secret)),
+            )
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .hide(true)
+                    .action(ArgAction::SetTrue),
+            )
+    })
+}
+
 impl Cli {
+    /// Parses the process's arguments with [`command`]; exits (as clap does)
+    /// on a usage error, `--help` or `--version`.
+    pub fn parse_args() -> Cli {
+        use clap::FromArgMatches;
+        let matches = command().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// Whether this runs the server (which logs at `info` by default) rather than
     /// a client command (which logs only warnings).
     pub fn is_serve(&self) -> bool {
@@ -43,11 +82,16 @@ pub(super) struct GlobalArgs {
     /// Management API of `slum serve` [default: http://127.0.0.1:9090].
     #[arg(long, env = "SLUM_API", value_name = "URL", global = true)]
     pub(super) api: Option<String>,
-    /// API token; give it before the subcommand (after `server add|update`,
-    /// --token is the tenement server's token). Without it, the file `slum serve`
-    /// writes on first start is read ($SLUM_TOKEN_FILE or
-    /// $XDG_CONFIG_HOME/slum/token).
-    #[arg(long, env = "SLUM_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    /// API token of `slum serve`'s management API (the tenement server's is
+    /// --ten-token). Without it, the file `slum serve` writes on first start
+    /// is read ($SLUM_TOKEN_FILE or $XDG_CONFIG_HOME/slum/token).
+    #[arg(
+        long,
+        env = "SLUM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub(super) token: Option<Secret>,
     /// Print the API's JSON (pretty) instead of tables, for scripts.
     #[arg(long, global = true)]
@@ -107,6 +151,23 @@ pub(super) enum Command {
     /// runs, from its server's tenement; with -f, new lines as they come,
     /// following the instance when it moves or fails over.
     Logs(LogsArgs),
+    /// Print the completion script of a shell, made from this command line
+    /// (e.g. `slum completions bash > /etc/bash_completion.d/slum`, `slum
+    /// completions zsh > "${fpath[1]}/_slum"`, `slum completions fish >
+    /// ~/.config/fish/completions/slum.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print slum's man page (roff), made from this command line (e.g. `slum
+    /// man > /usr/local/share/man/man1/slum.1`); with --dir, write it and one
+    /// page per subcommand (slum-serve.1, slum-server-add.1, ...) there.
+    Man {
+        /// Write every page into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -243,31 +304,52 @@ pub(super) enum ServerCommand {
         /// Server id.
         id: String,
     },
+    /// Take a server out of placements, leaving what runs there running and
+    /// routed (as `kubectl cordon`): no spawn, move, automatic placement or
+    /// failover puts anything new on it until `uncordon`. Health checks never
+    /// lift a cordon.
+    Cordon {
+        /// Server id.
+        id: String,
+    },
+    /// Lift a server's cordon: it takes placements again.
+    Uncordon {
+        /// Server id.
+        id: String,
+    },
 }
 
 /// The tenement server's admin token, given inline or read from a file.
+/// (`--token` is the management API's, for every command.)
 #[derive(Debug, Clone, Args)]
 pub(super) struct TenementTokenArgs {
-    /// Admin API token of the tenement server.
-    #[arg(long, value_name = "T", conflicts_with = "token_file")]
-    pub(super) token: Option<Secret>,
+    /// Admin API token of the tenement server (`ten token-gen`).
+    #[arg(
+        long = "ten-token",
+        value_name = "T",
+        conflicts_with = "ten_token_file"
+    )]
+    pub(super) ten_token: Option<Secret>,
     /// File holding the tenement server's admin token (keeps it out of `ps`).
-    #[arg(long, value_name = "F")]
-    pub(super) token_file: Option<PathBuf>,
+    #[arg(long = "ten-token-file", value_name = "F")]
+    pub(super) ten_token_file: Option<PathBuf>,
 }
 
 impl TenementTokenArgs {
     /// The token, read from the file when one was given.
     fn resolve(&self) -> Result<Option<String>, CliError> {
-        if let Some(t) = &self.token {
+        if let Some(t) = &self.ten_token {
             return Ok(Some(t.expose().to_owned()));
         }
-        match &self.token_file {
+        match &self.ten_token_file {
             None => Ok(None),
             Some(path) => std::fs::read_to_string(path)
                 .map(|s| Some(s.trim().to_owned()))
                 .map_err(|e| {
-                    CliError::Local(format!("cannot read --token-file {}: {e}", path.display()))
+                    CliError::Local(format!(
+                        "cannot read --ten-token-file {}: {e}",
+                        path.display()
+                    ))
                 }),
         }
     }
@@ -298,7 +380,7 @@ pub(super) struct ServerAddArgs {
     ArgGroup::new("change")
         .required(true)
         .multiple(true)
-        .args(["url", "region", "capacity_mb", "token", "token_file", "domain", "status"])
+        .args(["url", "region", "capacity_mb", "ten_token", "ten_token_file", "domain", "status"])
 ))]
 pub(super) struct ServerUpdateArgs {
     /// Server id.
@@ -313,7 +395,10 @@ pub(super) struct ServerUpdateArgs {
     pub(super) token: TenementTokenArgs,
     #[arg(long)]
     pub(super) domain: Option<String>,
-    /// Health state; `draining` stops new placements on the server.
+    /// Status now; health checks take it from there (an offline server that
+    /// answers is back online after two good checks). `draining` stops new
+    /// placements until an undrain; to keep placements off a server for
+    /// good, use `server cordon`.
     #[arg(long, value_enum)]
     pub(super) status: Option<StatusArg>,
 }
@@ -367,10 +452,16 @@ pub(super) enum TenantCommand {
         #[arg(long, value_name = "SERVER")]
         to: String,
     },
-    /// Stop routing a customer domain.
+    /// Stop routing a customer domain. Its instance keeps running (with its
+    /// memory reserved) unless --stop, and is named when no other domain
+    /// routes to it.
     Remove {
         /// Customer domain.
         domain: String,
+        /// Stop the domain's instance too, when no other domain of its
+        /// tenant's process is left to route to it.
+        #[arg(long)]
+        stop: bool,
     },
 }
 

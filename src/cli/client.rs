@@ -17,9 +17,9 @@ use super::args::Secret;
 use super::error::CliError;
 use crate::api::wire::{
     ApiToken, CertificateInfo, CreatedToken, DrainProgress, ErrorBody, Event, EventsQuery,
-    FleetStatus, Instance, InstanceStatus, ListQuery, LogLine, LogsQuery, MoveTo, NewInstance,
-    NewServer, NewTenant, NewToken, PutCertificate, ReconcileReport, Server, ServerPatch,
-    ServerStats, StopPending, Tenant, TenantPatch, NEXT_AFTER,
+    FleetStatus, Instance, InstanceStatus, ListQuery, LogLine, LogsQuery, MoveTo, MovedTenant,
+    NewInstance, NewServer, NewTenant, NewToken, PutCertificate, ReconcileReport, Server,
+    ServerPatch, ServerStats, StopPending, Tenant, TenantPatch, NEXT_AFTER,
 };
 use crate::serve::{default_token_file, DEFAULT_API};
 
@@ -242,6 +242,13 @@ impl ApiClient {
             req = req.json(b);
         }
         let resp = req.send().await.map_err(|e| self.transport_error(&e))?;
+        // The router answers any Host it does not know with its own 404:
+        // whatever the route, this is not the API.
+        if resp.headers().contains_key(crate::router::ROUTER_MARK) {
+            return Err(CliError::RouterNotApi {
+                url: self.shown_url(),
+            });
+        }
         let status = resp.status();
         let next = resp
             .headers()
@@ -365,6 +372,12 @@ impl ApiClient {
             .await
     }
 
+    pub(super) async fn cordon(&self, id: &str, cordoned: bool) -> Result<Reply<Server>, CliError> {
+        let action = if cordoned { "cordon" } else { "uncordon" };
+        self.call(Method::POST, &["servers", id, action], None, None)
+            .await
+    }
+
     /// A page of the tenants (`page.server`: only those homed there).
     pub(super) async fn list_tenants(
         &self,
@@ -393,7 +406,7 @@ impl ApiClient {
         &self,
         domain: &str,
         to: &str,
-    ) -> Result<Reply<Tenant>, CliError> {
+    ) -> Result<Reply<MovedTenant>, CliError> {
         let body = MoveTo {
             server_id: to.to_owned(),
         };
@@ -412,6 +425,18 @@ impl ApiClient {
     ) -> Result<Reply<Vec<InstanceStatus>>, CliError> {
         self.call(Method::GET, &["instances"], Some(page), None)
             .await
+    }
+
+    /// One instance with its live state; `None` when there is none.
+    pub(super) async fn instance(
+        &self,
+        key: &str,
+    ) -> Result<Option<Reply<InstanceStatus>>, CliError> {
+        match self.get(&["instances", key]).await {
+            Ok(r) => Ok(Some(r)),
+            Err(CliError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) async fn spawn(&self, i: &NewInstance) -> Result<Reply<Instance>, CliError> {

@@ -9,6 +9,12 @@ use std::path::PathBuf;
 pub(super) enum CliError {
     #[error("cannot reach the slum API at {url}: {reason} (is `slum serve` running?)")]
     Unreachable { url: String, reason: String },
+    #[error(
+        "{url} is slum serve's router (its public listener), not its management API: point \
+         --api or SLUM_API at the API's listener (slum serve --api-listen, 127.0.0.1:9090 by \
+         default)"
+    )]
+    RouterNotApi { url: String },
     #[error("the slum API at {url} did not answer within {secs}s")]
     Timeout { url: String, secs: u64 },
     #[error("the API refused the token (set --token or SLUM_TOKEN; a lost admin token is replaced by `slum token reset --database PATH` on the database's machine)")]

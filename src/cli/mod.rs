@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::api::wire::{FleetStatus, ListQuery};
+use crate::api::wire::{FleetStatus, Instance, ListQuery};
 use crate::serve::ServeArgs;
 
 mod args;
@@ -26,7 +26,7 @@ mod events;
 mod logs;
 mod render;
 
-pub use args::Cli;
+pub use args::{command, Cli};
 use args::{
     CertCommand, Command, GlobalArgs, PagingArgs, ServerCommand, TenantCommand, TokenCommand,
     TokenResetArgs,
@@ -39,12 +39,20 @@ use render::{
     render_tokens,
 };
 
+/// Whether the log on stderr is coloured: only on a terminal, and never when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+pub fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Runs the parsed command line and returns the process's exit code: 0 on
 /// success, 1 after printing `error: ...` on stderr. (clap already exits with 2
 /// on usage errors.)
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(&args).await,
+        Command::Completions { shell } => completions(shell),
+        Command::Man { dir } => man_page(dir.as_deref()),
         Command::Token(TokenCommand::Reset(args)) => reset_token(&args)
             .await
             .and_then(|output| output.finish(cli.global.json)),
@@ -58,6 +66,34 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `slum completions SHELL`: the shell's completion script, on stdout.
+fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    let mut cmd = command();
+    clap_complete::generate(shell, &mut cmd, "slum", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `slum man`: the man page, made from the command line's definition, on
+/// stdout; with a directory, it and a page per subcommand written there.
+fn man_page(dir: Option<&std::path::Path>) -> Result<(), CliError> {
+    use std::io::Write;
+    if let Some(dir) = dir {
+        return clap_mangen::generate_to(command(), dir).map_err(|e| {
+            CliError::Local(format!(
+                "cannot write the man pages to {}: {e}",
+                dir.display()
+            ))
+        });
+    }
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command())
+        .render(&mut page)
+        .map_err(|e| CliError::Local(format!("cannot render the man page: {e}")))?;
+    std::io::stdout()
+        .write_all(&page)
+        .map_err(|e| CliError::Local(format!("cannot print the man page: {e}")))
 }
 
 async fn serve(args: &ServeArgs) -> Result<(), CliError> {
@@ -94,8 +130,9 @@ async fn client_command(global: &GlobalArgs, command: Command) -> Result<(), Cli
 
 /// `slum token reset`: opens the fleet database itself (no API), draws a new
 /// admin token, writes it to `--token-file` when given (before it is
-/// recorded, taken back if recording fails), records it, then revokes the
-/// previous admin tokens (or, with `--revoke-all`, every other).
+/// recorded, taken back if recording fails), and records it in the same
+/// transaction that revokes the previous admin tokens (or, with
+/// `--revoke-all`, every other).
 async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
     use crate::fleet::api_tokens::{MintedToken, ADMIN};
     use crate::serve::token_file::{self, Existing};
@@ -120,8 +157,9 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
         ),
         None => None,
     };
-    let token = match db.record_api_token(&minted).await {
-        Ok(token) => token,
+    let token = minted.token().clone();
+    let revoked = match db.reset_admin_token(&minted, args.revoke_all).await {
+        Ok(revoked) => revoked,
         Err(e) => {
             let undone = match written.map(token_file::Written::undo) {
                 Some(Err(u)) => format!(" ({u:#})"),
@@ -132,7 +170,6 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
             )));
         }
     };
-    let revoked = db.revoke_admin_tokens(&token.id, args.revoke_all).await;
     let listed = |tokens: &[crate::ApiToken]| {
         if tokens.is_empty() {
             "none".to_owned()
@@ -151,24 +188,12 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
             "shown once: store it now (e.g. in the token file the CLI reads, mode 0600)".to_owned()
         }
     };
-    let (note, failure, json_lists) = match &revoked {
-        Ok(r) => (
-            format!(
-                "{made}, {kept_where}; revoked: {}; kept: {}",
-                listed(&r.revoked),
-                listed(&r.kept)
-            ),
-            None,
-            serde_json::json!({ "revoked": r.revoked, "kept": r.kept }),
-        ),
-        Err(e) => (
-            format!("{made}, {kept_where}"),
-            Some(CliError::Local(format!(
-                "the new admin token works, but revoking the old ones failed: {e}"
-            ))),
-            serde_json::json!({}),
-        ),
-    };
+    let note = format!(
+        "{made}, {kept_where}; revoked: {}; kept: {}",
+        listed(&revoked.revoked),
+        listed(&revoked.kept)
+    );
+    let json_lists = serde_json::json!({ "revoked": revoked.revoked, "kept": revoked.kept });
     let mut json = serde_json::json!({ "token": token });
     if args.token_file.is_none() {
         json["secret"] = Value::from(minted.secret());
@@ -184,7 +209,7 @@ async fn reset_token(args: &TokenResetArgs) -> Result<Output, CliError> {
             None => minted.secret().to_owned(),
         },
         note: Some(note),
-        failure,
+        failure: None,
     })
 }
 
@@ -312,11 +337,11 @@ impl Output {
 
     fn print(&self, json: bool) -> Result<(), CliError> {
         if json {
-            if !self.json.is_null() {
-                let pretty = serde_json::to_string_pretty(&self.json)
-                    .map_err(|e| CliError::Local(format!("cannot print JSON: {e}")))?;
-                println!("{pretty}");
-            }
+            // Every command prints a document with --json, so that a script
+            // can parse whatever it ran.
+            let pretty = serde_json::to_string_pretty(&self.json)
+                .map_err(|e| CliError::Local(format!("cannot print JSON: {e}")))?;
+            println!("{pretty}");
         } else if !self.text.is_empty() {
             println!("{}", printable_lines(self.text.trim_end()));
         }
@@ -341,31 +366,43 @@ fn printable_lines(text: &str) -> String {
 async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Output, CliError> {
     let now = Utc::now();
     Ok(match command {
-        Command::Serve(_) => {
+        Command::Serve(_) | Command::Completions { .. } | Command::Man { .. } => {
             return Err(CliError::Local(
-                "`slum serve` is not a client command".into(),
+                "`slum serve`, `slum completions` and `slum man` are no client commands".into(),
             ))
         }
         Command::Server(cmd) => server_command(client, cmd, now, json).await?,
         Command::Tenant(cmd) => tenant_command(client, cmd, now).await?,
         Command::Spawn(args) => {
             let r = client.spawn(&args.body()).await?;
-            Output::new(r.json, render_spawned(&r.value))
+            let mut out = Output::new(r.json, render_spawned(&r.value));
+            out.note = unrouted_warning(client, &r.value).await;
+            out
         }
         Command::Stop { key } => match client.stop(&key).await? {
-            Stop::Done => Output::new(Value::Null, format!("stopped {key}")),
-            Stop::Pending { json, message } => Output {
-                json,
-                note: Some(format!("warning: {message}")),
-                ..Default::default()
-            },
+            Stop::Done => Output::new(
+                serde_json::json!({ "key": key, "stopped": true }),
+                format!("stopped {key}"),
+            ),
+            Stop::Pending { mut json, message } => {
+                json["stopped"] = Value::from(false);
+                Output {
+                    json,
+                    note: Some(format!("warning: {message}")),
+                    ..Default::default()
+                }
+            }
         },
         Command::Ps { server, paging } => {
-            let r = paged(&paging, server, |q| async move {
+            let r = paged(&paging, server.clone(), |q| async move {
                 client.list_instances(&q).await
             })
             .await?;
-            Output::new(r.json, render_instances(&r.value)).with_next(r.next)
+            let text = match server {
+                Some(id) if r.value.is_empty() => format!("no instances on server {id}"),
+                _ => render_instances(&r.value),
+            };
+            Output::new(r.json, text).with_next(r.next)
         }
         Command::Status { paging } => {
             let status = paged_status(client, &paging).await?;
@@ -420,13 +457,36 @@ async fn server_command(
                 r.value.id,
                 render_server(&r.value, None, now)
             );
-            Output::new(r.json, text)
+            let mut out = Output::new(r.json, text);
+            out.note = args.status.and_then(|s| status_note(&args.id, s));
+            out
         }
         ServerCommand::Remove { id } => {
             client.remove_server(&id).await?;
-            Output::new(Value::Null, format!("removed server {id}"))
+            Output::new(
+                serde_json::json!({ "removed": id }),
+                format!("removed server {id}"),
+            )
         }
         ServerCommand::Drain { id } => drain::follow(client, &id, json).await?,
+        ServerCommand::Cordon { id } => {
+            let r = client.cordon(&id, true).await?;
+            let text = format!(
+                "server {} is cordoned (status {}): it takes no new placements; what runs \
+                 there keeps running and routed (`slum server uncordon {}` lifts it)",
+                r.value.id, r.value.status, r.value.id
+            );
+            Output::new(r.json, text)
+        }
+        ServerCommand::Uncordon { id } => {
+            let r = client.cordon(&id, false).await?;
+            let text = format!(
+                "server {} takes placements again (status {})",
+                r.value.id,
+                r.value.state_text()
+            );
+            Output::new(r.json, text)
+        }
         ServerCommand::Undrain { id } => {
             let r = client.undrain(&id).await?;
             let text = format!(
@@ -436,6 +496,20 @@ async fn server_command(
             Output::new(r.json, text)
         }
     })
+}
+
+/// What `server update --status` does beyond the change itself: health
+/// checks own online and offline, and decide again from the next checks.
+fn status_note(id: &str, status: args::StatusArg) -> Option<String> {
+    use args::StatusArg;
+    match status {
+        StatusArg::Draining => None,
+        StatusArg::Online | StatusArg::Offline | StatusArg::Unknown => Some(format!(
+            "note: health checks decide server {id}'s status from here (an offline server \
+             that answers is back online after two good checks); to keep new placements off \
+             it, `slum server cordon {id}`; to move its tenants away, `slum server drain {id}`"
+        )),
+    }
 }
 
 async fn tenant_command(
@@ -477,13 +551,97 @@ async fn tenant_command(
         }
         TenantCommand::Move { domain, to } => {
             let r = client.move_tenant(&domain, &to).await?;
-            let text = format!("moved {} to server {}", r.value.domain, r.value.server_id);
+            let t = &r.value.tenant;
+            let text = if r.value.moved {
+                format!("moved {} to server {}", t.domain, t.server_id)
+            } else {
+                format!(
+                    "{} is on server {} already: nothing moved",
+                    t.domain, t.server_id
+                )
+            };
             Output::new(r.json, text)
         }
-        TenantCommand::Remove { domain } => {
-            client.remove_tenant(&domain).await?;
-            Output::new(Value::Null, format!("removed tenant {domain}"))
+        TenantCommand::Remove { domain, stop } => remove_tenant(client, &domain, stop).await?,
+    })
+}
+
+/// `slum tenant remove`: removes the domain, then says what became of its
+/// instance: stopped (with `--stop`, when no other domain of its tenant's
+/// process routes to it), still serving other domains, or left running with
+/// its memory reserved (a warning naming how to stop it).
+async fn remove_tenant(client: &ApiClient, domain: &str, stop: bool) -> Result<Output, CliError> {
+    let tenant = client.tenant(domain).await?.value;
+    client.remove_tenant(domain).await?;
+    let key = tenant.instance_key();
+    let mut out = Output::new(
+        serde_json::json!({ "removed": tenant.domain, "instance": key }),
+        format!("removed tenant {}", tenant.domain),
+    );
+    let Some(left) = client.instance(&key).await? else {
+        // Never started, or stopped already: nothing holds memory.
+        out.json["instance"] = Value::Null;
+        return Ok(out);
+    };
+    let inst = &left.value.instance;
+    let others = &left.value.domains;
+    out.json["still_routed_by"] = serde_json::json!(others);
+    if !others.is_empty() {
+        if stop {
+            out.note = Some(format!(
+                "note: {key} not stopped: {} still route(s) to it",
+                others.join(", ")
+            ));
         }
+        return Ok(out);
+    }
+    if !stop {
+        out.json["left_running"] = left.json.clone();
+        out.note = Some(format!(
+            "warning: instance {key} keeps running on server {} with {} MB reserved, and no \
+             domain routes to it: `slum stop {key}` stops it (`tenant remove --stop` does both)",
+            inst.server_id, inst.memory_mb
+        ));
+        return Ok(out);
+    }
+    match client.stop(&key).await? {
+        Stop::Done => {
+            out.json["stopped"] = Value::from(true);
+            out.text.push_str(&format!(
+                "\nstopped {key} on server {} ({} MB freed)",
+                inst.server_id, inst.memory_mb
+            ));
+        }
+        Stop::Pending { json, message } => {
+            out.json["stopped"] = Value::from(false);
+            out.json["stop_pending"] = json;
+            out.note = Some(format!("warning: {message}"));
+        }
+    }
+    Ok(out)
+}
+
+/// The warning of a spawn for a tenant no domain reaches (a typo of its
+/// name starts an orphan), or nothing.
+async fn unrouted_warning(client: &ApiClient, spawned: &Instance) -> Option<String> {
+    let key = spawned.key();
+    // Only a warning: a failure to ask is no failure of the spawn.
+    let domains = match client.instance(&key).await {
+        Ok(Some(r)) => r.value.domains,
+        _ => return None,
+    };
+    domains.is_empty().then(|| {
+        format!(
+            "warning: no domain routes to tenant '{}' (process {}): nothing reaches {key}; \
+             route one with `slum tenant add DOMAIN --server {} --process {} --instance {} \
+             --name {}`, or, if the name is a typo, `slum stop {key}`",
+            spawned.tenant,
+            spawned.process,
+            spawned.server_id,
+            spawned.process,
+            spawned.instance_id,
+            spawned.tenant
+        )
     })
 }
 
@@ -515,7 +673,10 @@ async fn cert_command(
         }
         CertCommand::Remove { name } => {
             client.remove_certificate(&name).await?;
-            Output::new(Value::Null, format!("removed certificate {name}"))
+            Output::new(
+                serde_json::json!({ "removed": name }),
+                format!("removed certificate {name}"),
+            )
         }
         CertCommand::Order { domain } => {
             let r = client.order_certificate(&domain).await?;
@@ -555,7 +716,10 @@ async fn token_command(
         }
         TokenCommand::Revoke { id } => {
             client.revoke_token(&id).await?;
-            Output::new(Value::Null, format!("revoked token {id}"))
+            Output::new(
+                serde_json::json!({ "revoked": id }),
+                format!("revoked token {id}"),
+            )
         }
         TokenCommand::Reset(_) => {
             return Err(CliError::Local(
@@ -563,4 +727,21 @@ async fn token_command(
             ))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        use std::ffi::OsStr;
+        assert!(log_colours(true, None));
+        assert!(!log_colours(false, None), "a file or a pipe");
+        assert!(!log_colours(true, Some(OsStr::new("1"))), "NO_COLOR=1");
+        assert!(
+            log_colours(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is no request"
+        );
+    }
 }

@@ -11,9 +11,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::wire::{
-    ApiToken, CertificateInfo, DrainProgress, Event, EventLevel, FleetStatus, Instance,
-    InstanceStatus, LogLine, LogStream, ReconcileReport, Server, ServerStats, Tenant,
-    EXPIRY_WARNING_DAYS,
+    state_text, ApiToken, CertificateInfo, DesiredState, DrainProgress, Event, EventLevel,
+    FleetStatus, Instance, InstanceStatus, LogLine, LogStream, ReconcileReport, Server,
+    ServerStats, Tenant, EXPIRY_WARNING_DAYS,
 };
 
 #[cfg(test)]
@@ -133,7 +133,7 @@ pub(super) fn render_servers(servers: &[Server], now: DateTime<Utc>) -> String {
                 s.id.clone(),
                 s.url.clone(),
                 or_dash(s.region.as_deref()),
-                s.status.to_string(),
+                s.state_text(),
                 mb(s.used_capacity_mb()),
                 mb(s.capacity_mb),
                 mb(s.free_capacity_mb()),
@@ -178,7 +178,7 @@ pub(super) fn render_server(s: &Server, stats: Option<&ServerStats>, now: DateTi
         ("url", s.url.clone()),
         ("region", or_dash(s.region.as_deref())),
         ("domain", s.routing_domain()),
-        ("status", s.status.to_string()),
+        ("status", s.state_text()),
         ("last seen", format_ago(now, s.last_seen)),
     ];
     if let Some(problem) = &s.routing_problem {
@@ -266,15 +266,33 @@ pub(super) fn render_spawned(i: &Instance) -> String {
     ))
 }
 
+/// The instances as a table: each one's domain (the first of its tenant's
+/// process, `,+N` for more), its state (`stopping` for a stop still pending,
+/// whatever its server last said), health, uptime and memory; "no instances"
+/// for none.
 pub(super) fn render_instances(instances: &[InstanceStatus]) -> String {
+    if instances.is_empty() {
+        return "no instances".to_owned();
+    }
     let rows = instances
         .iter()
         .map(|s| {
+            let domain = match s.domains.as_slice() {
+                [] => "-".to_owned(),
+                [one] => one.clone(),
+                [first, rest @ ..] => format!("{first},+{}", rest.len()),
+            };
+            let state = if s.instance.desired == DesiredState::Stopped {
+                "stopping".to_owned()
+            } else {
+                s.state.to_string()
+            };
             vec![
                 s.instance.key(),
+                domain,
                 s.instance.process.clone(),
                 s.instance.server_id.clone(),
-                s.state.to_string(),
+                state,
                 or_dash(s.health.as_deref()),
                 s.uptime_secs
                     .map(format_duration)
@@ -285,10 +303,10 @@ pub(super) fn render_instances(instances: &[InstanceStatus]) -> String {
         .collect();
     let mut out = table(
         &[
-            "KEY", "PROCESS", "SERVER", "STATE", "HEALTH", "UPTIME", "MEMORY",
+            "KEY", "DOMAIN", "PROCESS", "SERVER", "STATE", "HEALTH", "UPTIME", "MEMORY",
         ],
         rows,
-        &[5, 6],
+        &[6, 7],
     );
     for s in instances {
         if let Some(e) = &s.error {
@@ -311,7 +329,7 @@ pub(super) fn render_status(status: &FleetStatus, now: DateTime<Utc>) -> String 
         .map(|st| {
             vec![
                 st.server_id.clone(),
-                st.status.to_string(),
+                state_text(st.status, st.cordoned),
                 format_ago(now, st.last_seen),
                 mb(st.used_mb),
                 mb(st.capacity_mb),
@@ -484,7 +502,7 @@ pub(super) fn render_certificate(c: &CertificateInfo, now: DateTime<Utc>) -> Str
 /// What a drain did: one summary line, then what moved where and why anything
 /// failed.
 pub(super) fn render_drain(p: &DrainProgress) -> String {
-    let verb = if p.done {
+    let verb = if p.done && !p.stopped {
         "drained"
     } else {
         "stopped draining"

@@ -188,6 +188,32 @@ impl FleetDb {
         Ok(done)
     }
 
+    /// Replaces the local admin tokens (named `bootstrap` or `admin`), or
+    /// with `all` every token, with `minted`, in one transaction: the new one
+    /// is valid and the old ones revoked together, or nothing changed. Says
+    /// what it revoked and what it kept.
+    pub async fn reset_admin_token(&self, minted: &MintedToken, all: bool) -> Result<Revoked> {
+        let mut done = Revoked::default();
+        for token in self.list_api_tokens().await? {
+            if all || token.name == BOOTSTRAP || token.name == ADMIN {
+                done.revoked.push(token);
+            } else {
+                done.kept.push(token);
+            }
+        }
+        let ids: Vec<String> = done.revoked.iter().map(|t| t.id.clone()).collect();
+        self.store
+            .replace_api_tokens(&minted.token, &minted.hashed, &ids)
+            .await?;
+        if let Some(known) = self.tokens.known.write().await.as_mut() {
+            known.by_hash.retain(|_, token| !ids.contains(&token.id));
+            known
+                .by_hash
+                .insert(minted.hashed.clone(), minted.token.clone());
+        }
+        Ok(done)
+    }
+
     /// The token a presented secret belongs to, if any: looked up by its hash
     /// among the hashes kept in memory (see [`TokenCache`] for why a lookup
     /// by hash is safe), after one read of the token table's version; the
@@ -300,19 +326,35 @@ mod tests {
         let (_test_db, db) = crate::test_db::temp_db().await;
         let (boot, boot_secret) = db.create_api_token(BOOTSTRAP).await.unwrap();
         let (ci, ci_secret) = db.create_api_token("ci").await.unwrap();
-        let (new, new_secret) = db.create_api_token(ADMIN).await.unwrap();
-        let done = db.revoke_admin_tokens(&new.id, false).await.unwrap();
+        let new = MintedToken::new(ADMIN).unwrap();
+        let done = db.reset_admin_token(&new, false).await.unwrap();
         assert_eq!(done.revoked, [boot]);
         assert_eq!(done.kept, std::slice::from_ref(&ci));
         assert_eq!(db.verify_api_token(&boot_secret).await.unwrap(), None);
+        assert!(db.verify_api_token(new.secret()).await.unwrap().is_some());
         assert!(db.verify_api_token(&ci_secret).await.unwrap().is_some());
-        // A second reset replaces the first one's token too.
-        let (newer, _) = db.create_api_token(ADMIN).await.unwrap();
-        let done = db.revoke_admin_tokens(&newer.id, false).await.unwrap();
-        assert_eq!(done.revoked, [new]);
-        assert_eq!(db.verify_api_token(&new_secret).await.unwrap(), None);
-        let done = db.revoke_admin_tokens(&newer.id, true).await.unwrap();
-        assert_eq!((done.revoked, done.kept), (vec![ci], vec![]));
-        assert_eq!(db.list_api_tokens().await.unwrap(), [newer]);
+        // A second reset replaces the first one's token too (same name).
+        let newer = MintedToken::new(ADMIN).unwrap();
+        let done = db.reset_admin_token(&newer, false).await.unwrap();
+        assert_eq!(done.revoked, [new.token().clone()]);
+        assert_eq!(db.verify_api_token(new.secret()).await.unwrap(), None);
+        let newest = MintedToken::new(ADMIN).unwrap();
+        let done = db.reset_admin_token(&newest, true).await.unwrap();
+        assert_eq!(
+            (done.revoked, done.kept),
+            (vec![ci, newer.token().clone()], vec![])
+        );
+        assert_eq!(
+            db.list_api_tokens().await.unwrap(),
+            [newest.token().clone()]
+        );
+        // Names are labels: a second `ci` is refused, naming it.
+        db.create_api_token("ci").await.unwrap();
+        let e = db.create_api_token("ci").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("token 'ci' already exists: token names are unique"),
+            "{e}"
+        );
     }
 }

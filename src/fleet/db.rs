@@ -272,6 +272,24 @@ impl FleetDb {
         }
     }
 
+    /// Cordons a server (`true`) or lifts its cordon (`false`): a cordoned
+    /// server takes no new placements, while its instances keep running and
+    /// routed; health checks never lift it. Returns the server as stored.
+    /// Each change is logged with its cause.
+    pub async fn set_cordoned(&self, id: &str, cordoned: bool) -> Result<Server> {
+        validation::dns_label("server_id", id)?;
+        if self.store.set_server_cordoned(id, cordoned).await? {
+            if cordoned {
+                tracing::info!(server = %id, cause = "operator",
+                    "server cordoned: it takes no new placements");
+            } else {
+                tracing::info!(server = %id, cause = "operator",
+                    "server uncordoned: it takes placements again");
+            }
+        }
+        self.store.get_server(id).await
+    }
+
     /// Removes a server that no tenant or instance points at.
     pub async fn delete_server(&self, id: &str) -> Result<()> {
         self.store.delete_server(id).await?;

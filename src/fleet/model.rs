@@ -47,6 +47,11 @@ pub struct Server {
     /// Memory reserved by the instances placed on this server, in MB. Filled in by
     /// `list_servers` and `get_server`; ignored on writes.
     pub used_capacity_mb: i64,
+    /// Cordoned by an operator: no new placements (spawns, moves, automatic
+    /// placement, failover), while its instances keep running and routed.
+    /// Apart from `status`: health checks never set or lift it (see
+    /// [`FleetDb::set_cordoned`](crate::FleetDb::set_cordoned)).
+    pub cordoned: bool,
 }
 
 impl Server {
@@ -71,9 +76,17 @@ impl Server {
         }
     }
 
-    /// Whether new instances may be placed here (neither offline nor draining).
+    /// Whether new instances may be placed here (neither offline, draining
+    /// nor cordoned).
     pub fn is_usable(&self) -> bool {
-        self.status.is_usable()
+        self.status.is_usable() && !self.cordoned
+    }
+
+    /// The server's state as people read it: its status, and `cordoned`
+    /// after it when it is (`online,cordoned`, as kubectl shows
+    /// `Ready,SchedulingDisabled`).
+    pub fn state_text(&self) -> String {
+        state_text(self.status, self.cordoned)
     }
 
     /// [`is_usable`](Server::is_usable), as the error that names the server
@@ -84,7 +97,11 @@ impl Server {
         } else {
             Err(Error::ServerUnavailable {
                 server: self.id.clone(),
-                status: self.status.to_string(),
+                status: if self.status.is_usable() {
+                    "cordoned".to_owned()
+                } else {
+                    self.status.to_string()
+                },
             })
         }
     }
@@ -104,7 +121,17 @@ impl fmt::Debug for Server {
             .field("routing_problem", &self.routing_problem)
             .field("created_at", &self.created_at)
             .field("used_capacity_mb", &self.used_capacity_mb)
+            .field("cordoned", &self.cordoned)
             .finish()
+    }
+}
+
+/// A server's status with `,cordoned` after it when it is cordoned.
+pub fn state_text(status: ServerStatus, cordoned: bool) -> String {
+    if cordoned {
+        format!("{status},cordoned")
+    } else {
+        status.to_string()
     }
 }
 
@@ -377,6 +404,9 @@ pub struct ServerStats {
     /// [`Server::routing_problem`]).
     #[serde(default)]
     pub routing_problem: Option<String>,
+    /// See [`Server::cordoned`].
+    #[serde(default)]
+    pub cordoned: bool,
 }
 
 /// The live status of one instance.
@@ -390,6 +420,10 @@ pub struct InstanceStatus {
     pub restarts: Option<u64>,
     /// Why the state is unknown, when it is.
     pub error: Option<String>,
+    /// The customer domains of its tenant's process, by domain: those routed
+    /// to it, and those it backs up. Empty: no domain reaches it.
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// A management API token. The secret itself is shown once, at creation, and

@@ -17,6 +17,24 @@ use crate::orchestrate::slum_db::SlumDb;
 /// Fresh snapshots tried before a placement gives up on a busy fleet.
 const ATTEMPTS: usize = 8;
 
+/// The refusal of a placement no server can take, naming why each server
+/// could not (see [`placement::why_none`]).
+pub(crate) fn no_room(
+    servers: &[Server],
+    instances: &[Instance],
+    ask: &placement::Ask<'_>,
+) -> Error {
+    Error::NoRoom {
+        placing: format!(
+            "{}:{} ({}, {} MB)",
+            ask.tenant, ask.instance_id, ask.process, ask.needed_mb
+        ),
+        needed_mb: ask.needed_mb,
+        region: ask.region.map(str::to_owned),
+        reasons: placement::why_none(servers, instances, ask),
+    }
+}
+
 impl SlumDb {
     /// Spawns `{tenant}:{instance_id}` of `process` on the usable server with
     /// the most free room that holds no other instance of the tenant's process
@@ -38,17 +56,26 @@ impl SlumDb {
         let options = SpawnOptions {
             memory_mb: Some(memory_mb),
         };
-        let no_room = || Error::NoRoom {
+        let ask = placement::Ask {
+            tenant,
+            process,
+            instance_id,
             needed_mb: memory_mb,
-            region: request.region.clone(),
+            region: request.region.as_deref(),
+            distinct_region: request.distinct_region,
         };
         for _ in 0..ATTEMPTS {
-            let allowed = self
-                .placement_candidates(tenant, process, request.distinct_region)
-                .await?;
+            let (servers, instances) = self.placement_snapshot(tenant).await?;
+            let allowed = placement::candidates(
+                &servers,
+                &instances,
+                tenant,
+                process,
+                request.distinct_region,
+            );
             let Some(target) = placement::most_free(&allowed, request.region.as_deref(), memory_mb)
             else {
-                return Err(no_room());
+                return Err(no_room(&servers, &instances, &ask));
             };
             match self
                 .spawn_instance_with(tenant, process, instance_id, &target.id, &options)
@@ -61,7 +88,8 @@ impl SlumDb {
                 other => return other,
             }
         }
-        Err(no_room())
+        let (servers, instances) = self.placement_snapshot(tenant).await?;
+        Err(no_room(&servers, &instances, &ask))
     }
 
     /// Of the usable servers (neither offline nor draining) in `region`, the one
@@ -77,23 +105,15 @@ impl SlumDb {
             })
     }
 
-    /// The servers a new instance of `tenant`'s `process` may go to now (see
-    /// [`placement::candidates`]).
-    pub(crate) async fn placement_candidates(
+    /// What a placement of one of `tenant`'s instances is decided on: every
+    /// server, and the tenant's instances.
+    pub(crate) async fn placement_snapshot(
         &self,
         tenant: &str,
-        process: &str,
-        distinct_region: bool,
-    ) -> Result<Vec<Server>> {
+    ) -> Result<(Vec<Server>, Vec<Instance>)> {
         let servers = self.store.list_servers().await?;
         let instances = self.store.list_instances_of_tenant(tenant).await?;
-        Ok(placement::candidates(
-            &servers,
-            &instances,
-            tenant,
-            process,
-            distinct_region,
-        ))
+        Ok((servers, instances))
     }
 
     /// Adds a tenant on the usable server with the most free room (in

@@ -34,7 +34,13 @@ pub struct DrainProgress {
     pub failed: Vec<String>,
     /// Domains whose home server changed (those without an instance on it).
     pub rehomed: Vec<String>,
+    /// The drain ended: finished, or stopped by an undrain.
     pub done: bool,
+    /// An undrain stopped it before it finished (what it moved stays
+    /// moved). Its own word, whatever the server's health says meanwhile: a
+    /// drained server that dies turns offline, and its drain goes on.
+    #[serde(default)]
+    pub stopped: bool,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }
@@ -68,8 +74,11 @@ impl Drains {
     pub async fn start(&self, server_id: &str) -> Result<DrainProgress> {
         let mut server = self.db.get_server(server_id).await?;
         if server.status != ServerStatus::Draining {
+            let from = server.status;
             server.status = ServerStatus::Draining;
             self.db.update_server(&server).await?;
+            tracing::info!(server = %server_id, %from, to = "draining", cause = "drain",
+                "server draining: it takes no new placements");
             self.routing.fleet_changed().await;
         }
         let mut jobs = lock(&self.jobs);
@@ -111,6 +120,7 @@ impl Drains {
                 job.task.abort();
                 let mut p = lock(&job.progress);
                 p.failed.push("drain stopped by undrain".into());
+                p.stopped = true;
                 p.done = true;
                 p.finished_at = Some(Utc::now());
                 stopped = Some(p.moved.len());
@@ -135,10 +145,13 @@ impl Drains {
             server.status,
             ServerStatus::Draining | ServerStatus::Offline
         ) {
+            let from = server.status;
             if server.status == ServerStatus::Draining {
                 server.status = ServerStatus::Unknown;
             }
             self.db.update_server(&server).await?;
+            tracing::info!(server = %server_id, %from, to = %server.status, cause = "undrain",
+                "server undrained: it takes placements again, health checks decide its state");
             self.routing.fleet_changed().await;
         }
         Ok(())
@@ -264,7 +277,19 @@ async fn rehome(
         }
         let Some(home) = placement::most_free_preferring(&servers, server.region.as_deref(), 0)
         else {
-            let why = format!("{}: no usable server to re-home it", tenant.domain);
+            let ask = placement::Ask {
+                tenant: &tenant.name,
+                process: &tenant.process,
+                instance_id: &tenant.instance_id,
+                needed_mb: 0,
+                region: None,
+                distinct_region: false,
+            };
+            let why = format!(
+                "{}: no server can be its home: {}",
+                tenant.domain,
+                placement::why_none(&servers, &[], &ask).join("; ")
+            );
             let mut p = lock(progress);
             if !p.failed.contains(&why) {
                 p.failed.push(why);

@@ -164,7 +164,13 @@ enum Outcome {
 struct Entry {
     tracker: Tracker,
     status: ServerStatus,
+    /// The status the monitor's last transition left, while routing may
+    /// still show it (until its table reloads): no news, when seen.
+    settling: Option<ServerStatus>,
     last_persisted_seen: Option<Instant>,
+    /// When a check last passed: `last_seen` is written only every
+    /// `seen_every`, this is the latest (what `slum status` shows).
+    last_passed: Option<chrono::DateTime<Utc>>,
 }
 
 /// A server's change of state, as the monitor made it.
@@ -173,6 +179,9 @@ pub struct Transition {
     pub server: String,
     pub from: ServerStatus,
     pub to: ServerStatus,
+    /// What made it, for the log: "health check", "routing check" (the
+    /// server routes by another domain) or "router connection failure".
+    pub cause: &'static str,
 }
 
 /// What the monitor knows of every server, and the transitions its outcomes
@@ -197,6 +206,11 @@ impl Ledger {
         crate::lock(&self.servers)
     }
 
+    /// When a check of `server` last passed, as this monitor saw it.
+    fn last_passed(&self, server: &str) -> Option<chrono::DateTime<Utc>> {
+        self.entries().get(server).and_then(|e| e.last_passed)
+    }
+
     /// Whether the last outcome fed for `server` was a failure.
     fn last_failed(&self, server: &str) -> bool {
         self.entries()
@@ -211,6 +225,7 @@ impl Ledger {
         server: &str,
         stored: ServerStatus,
         outcome: Outcome,
+        cause: &'static str,
     ) -> (Option<Transition>, bool) {
         // A misrouted server answered, but that is no sign of health: no
         // success is counted, and `last_seen` is not written.
@@ -219,14 +234,23 @@ impl Ledger {
         let entry = entries.entry(server.to_owned()).or_insert(Entry {
             tracker: Tracker::default(),
             status: stored,
+            settling: None,
             last_persisted_seen: None,
+            last_passed: None,
         });
-        // The database is the authority on operator states (draining, or a
-        // server put back online by hand).
-        if stored != entry.status
-            && (stored == ServerStatus::Draining || entry.status == ServerStatus::Draining)
-        {
+        // A status other than the monitor's own, and other than the one its
+        // last transition left (routing lags its decisions until the table
+        // reloads), is someone else's: an operator's (`server update
+        // --status`), a drain's, an undrain's, or a router that led before.
+        // It is adopted and the counts start over, so that the checks take
+        // it from there: a server set offline by hand that answers comes back
+        // after `recover_after` good checks, as any offline server does.
+        if stored == entry.status {
+            entry.settling = None;
+        } else if entry.settling != Some(stored) {
             entry.status = stored;
+            entry.settling = None;
+            entry.tracker = Tracker::default();
         }
         // Nobody's word keeps a misrouted server routable, a status put back
         // by hand included: it goes offline from whatever routing says (the
@@ -240,7 +264,11 @@ impl Ledger {
             _ => entry.tracker.observe(ok, from, &self.policy),
         };
         if let Some(to) = next {
+            entry.settling = Some(from);
             entry.status = to;
+        }
+        if ok {
+            entry.last_passed = Some(Utc::now());
         }
         let seen_due = ok
             && entry
@@ -249,11 +277,16 @@ impl Ledger {
         if seen_due || next.is_some() {
             entry.last_persisted_seen = ok.then(Instant::now).or(entry.last_persisted_seen);
         }
+        let cause = match outcome {
+            Outcome::Misrouted => "routing check",
+            _ => cause,
+        };
         (
             next.map(|to| Transition {
                 server: server.to_owned(),
                 from,
                 to,
+                cause,
             }),
             seen_due,
         )
@@ -335,7 +368,7 @@ impl HealthMonitor {
                 continue;
             };
             let outcome = self.record_routing(s, &check).await;
-            let (t, seen_due) = self.ledger.feed(&s.id, stored, outcome);
+            let (t, seen_due) = self.ledger.feed(&s.id, stored, outcome, "health check");
             if let Some(t) = t {
                 let reason = match &check {
                     RoutingCheck::Routes => None,
@@ -410,6 +443,18 @@ impl HealthMonitor {
         self.ledger.last_failed(server)
     }
 
+    /// When `server` last answered a check: `stored` (its `last_seen`, which
+    /// is written every ten seconds or so to spare the database) or this
+    /// monitor's latest passed check, whichever is later. A router that does
+    /// not lead has no checks of its own, and says what is stored.
+    pub fn last_seen(
+        &self,
+        server: &str,
+        stored: Option<chrono::DateTime<Utc>>,
+    ) -> Option<chrono::DateTime<Utc>> {
+        stored.max(self.ledger.last_passed(server))
+    }
+
     /// A failed connection the router saw: counts as a failed check at once.
     pub(crate) async fn report_failure(&self, server: &str) {
         let Some(stored) = self.routing.status(server) else {
@@ -425,7 +470,10 @@ impl HealthMonitor {
             }
             return;
         }
-        if let (Some(t), _) = self.ledger.feed(server, stored, Outcome::Failed) {
+        if let (Some(t), _) =
+            self.ledger
+                .feed(server, stored, Outcome::Failed, "router connection failure")
+        {
             let cause = transition_cause(&t, Outcome::Failed, None, self.policy());
             self.apply(&t, cause).await;
         }
@@ -446,9 +494,11 @@ impl HealthMonitor {
             Ok(false) => self.routing.fleet_changed().await,
             Ok(true) => {
                 if t.to == ServerStatus::Offline {
-                    tracing::warn!(server = %t.server, from = %t.from, "server is offline");
+                    tracing::warn!(server = %t.server, from = %t.from, cause = t.cause,
+                        "server is offline");
                 } else {
-                    tracing::info!(server = %t.server, from = %t.from, to = %t.to, "server state changed");
+                    tracing::info!(server = %t.server, from = %t.from, to = %t.to,
+                        cause = t.cause, "server state changed");
                 }
                 self.metrics
                     .transitions
@@ -470,6 +520,7 @@ impl HealthMonitor {
                 // Forget the decision so that the next outcome tries again.
                 if let Some(entry) = self.ledger.entries().get_mut(&t.server) {
                     entry.status = t.from;
+                    entry.settling = None;
                 }
             }
         }
@@ -533,20 +584,27 @@ mod tests {
     #[test]
     fn the_monitor_reports_each_transition_once() {
         let m = Ledger::new(HealthPolicy::default());
-        assert_eq!(m.feed("a", Online, Outcome::Failed).0, None);
-        let (t, _) = m.feed("a", Online, Outcome::Failed);
+        assert_eq!(m.feed("a", Online, Outcome::Failed, "health check").0, None);
+        let (t, _) = m.feed("a", Online, Outcome::Failed, "health check");
         assert_eq!(
             t,
             Some(Transition {
                 server: "a".into(),
                 from: Online,
-                to: Offline
+                to: Offline,
+                cause: "health check",
             })
         );
         // The route table may still say online until the reload lands.
-        assert_eq!(m.feed("a", Online, Outcome::Failed).0, None);
-        assert_eq!(m.feed("a", Offline, Outcome::Passed).0, None);
-        assert!(m.feed("a", Offline, Outcome::Passed).0.is_some());
+        assert_eq!(m.feed("a", Online, Outcome::Failed, "health check").0, None);
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Passed, "health check").0,
+            None
+        );
+        assert!(m
+            .feed("a", Offline, Outcome::Passed, "health check")
+            .0
+            .is_some());
     }
 
     #[test]
@@ -568,21 +626,25 @@ mod tests {
         assert_eq!(t.observe(true, Offline, &p), Some(Online));
 
         let m = Ledger::new(p);
-        let (t, seen) = m.feed("a", Online, Outcome::Misrouted);
+        let (t, seen) = m.feed("a", Online, Outcome::Misrouted, "health check");
         assert_eq!(t.map(|t| t.to), Some(Offline));
         assert!(
             !seen,
             "an answer that routes elsewhere is no sign of health"
         );
-        assert_eq!(m.feed("a", Offline, Outcome::Misrouted).0, None);
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Misrouted, "health check").0,
+            None
+        );
         // Put back online by hand, still misrouted: offline again.
-        let (t, _) = m.feed("a", Online, Outcome::Misrouted);
+        let (t, _) = m.feed("a", Online, Outcome::Misrouted, "health check");
         assert_eq!(
             t,
             Some(Transition {
                 server: "a".into(),
                 from: Online,
-                to: Offline
+                to: Offline,
+                cause: "routing check",
             })
         );
     }
@@ -594,6 +656,7 @@ mod tests {
             server: "s1".into(),
             from,
             to,
+            cause: "health check",
         };
         assert_eq!(
             transition_cause(
@@ -630,14 +693,74 @@ mod tests {
     }
 
     #[test]
+    fn a_status_set_by_hand_is_adopted_and_the_checks_take_it_from_there() {
+        let m = Ledger::new(HealthPolicy::default());
+        assert!(m
+            .feed("a", Unknown, Outcome::Passed, "health check")
+            .0
+            .is_some());
+        assert_eq!(m.feed("a", Online, Outcome::Passed, "health check").0, None);
+        // An operator sets the healthy server offline: adopted, and two good
+        // checks bring it back (it used to stay offline for good).
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Passed, "health check").0,
+            None
+        );
+        let (t, _) = m.feed("a", Offline, Outcome::Passed, "health check");
+        assert_eq!(t.map(|t| (t.from, t.to)), Some((Offline, Online)));
+        // Until routing shows its own decision, the status it left is no news.
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Passed, "health check").0,
+            None
+        );
+        assert_eq!(m.feed("a", Online, Outcome::Passed, "health check").0, None);
+        // Set online by hand while failing: the failures count from there.
+        m.feed("a", Online, Outcome::Failed, "health check");
+        let (t, _) = m.feed("a", Online, Outcome::Failed, "health check");
+        assert_eq!(t.map(|t| t.to), Some(Offline));
+        assert_eq!(
+            m.feed("a", Online, Outcome::Failed, "health check").0,
+            None,
+            "lag"
+        );
+        assert_eq!(
+            m.feed("a", Offline, Outcome::Failed, "health check").0,
+            None
+        );
+        // Online by hand: adopted, then two failures again.
+        assert_eq!(m.feed("a", Online, Outcome::Failed, "health check").0, None);
+        let (t, _) = m.feed("a", Online, Outcome::Failed, "health check");
+        assert_eq!(t.map(|t| t.to), Some(Offline));
+    }
+
+    #[test]
+    fn the_last_passed_check_is_kept_whatever_is_written() {
+        let m = Ledger::new(HealthPolicy::default());
+        assert_eq!(m.last_passed("a"), None);
+        let before = Utc::now();
+        m.feed("a", Online, Outcome::Passed, "health check");
+        let first = m.last_passed("a").expect("a passed check");
+        assert!(first >= before);
+        // The second is not due to be written, but it is the last check.
+        let (_, due) = m.feed("a", Online, Outcome::Passed, "health check");
+        assert!(!due);
+        assert!(m.last_passed("a").expect("kept") >= first);
+        m.feed("a", Online, Outcome::Failed, "health check");
+        assert!(
+            m.last_passed("a").is_some(),
+            "a failure keeps the last good one"
+        );
+    }
+
+    #[test]
     fn a_server_is_failing_from_its_last_failure_to_its_next_success() {
         let m = Ledger::new(HealthPolicy::default());
         assert!(!m.last_failed("a"), "never checked");
-        m.feed("a", Offline, Outcome::Failed);
+        m.feed("a", Offline, Outcome::Failed, "health check");
         assert!(m.last_failed("a"));
-        m.feed("a", Offline, Outcome::Failed);
+        m.feed("a", Offline, Outcome::Failed, "health check");
         assert!(m.last_failed("a"));
-        m.feed("a", Offline, Outcome::Passed);
+        m.feed("a", Offline, Outcome::Passed, "health check");
         assert!(!m.last_failed("a"), "answered since");
     }
 }

@@ -358,6 +358,7 @@ impl SlumDb {
             error: live.err().map(|e| e.to_string()),
             last_seen: server.last_seen,
             routing_problem: server.routing_problem,
+            cordoned: server.cordoned,
         })
     }
 
@@ -685,12 +686,23 @@ impl SlumDb {
                 (id, list)
             })
             .collect();
+        let mut names: Vec<String> = instances.iter().map(|i| i.tenant.clone()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut domains: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for (tenant, process, domain) in self.store.domains_of_tenants(&names).await? {
+            domains.entry((tenant, process)).or_default().push(domain);
+        }
         let now = Utc::now();
         Ok(instances
             .into_iter()
             .map(|inst| {
                 let mut status = InstanceStatus {
                     state: InstanceState::Unknown,
+                    domains: domains
+                        .get(&(inst.tenant.clone(), inst.process.clone()))
+                        .cloned()
+                        .unwrap_or_default(),
                     ..Default::default()
                 };
                 match live.get(&inst.server_id) {

@@ -3,7 +3,7 @@
 //! atomically when the reservation is written, so a stale snapshot can never
 //! overbook a server.
 
-use crate::fleet::model::Server;
+use crate::fleet::model::{Instance, Server};
 
 /// Of the usable servers (neither offline nor draining), in `region` when given,
 /// the one with the most free capacity that still fits `needed_mb`. Ties go to the
@@ -52,12 +52,12 @@ pub struct PlacementRequest {
 /// region that does.
 pub fn candidates(
     servers: &[Server],
-    instances: &[crate::fleet::model::Instance],
+    instances: &[Instance],
     tenant: &str,
     process: &str,
     distinct_region: bool,
 ) -> Vec<Server> {
-    let siblings: Vec<&crate::fleet::model::Instance> = instances
+    let siblings: Vec<&Instance> = instances
         .iter()
         .filter(|i| i.tenant == tenant && i.process == process)
         .collect();
@@ -83,10 +83,98 @@ pub fn candidates(
         .collect()
 }
 
+/// What a placement asks for, to explain a refusal: the instance, its size,
+/// and the rules it was placed by.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub tenant: &'a str,
+    pub process: &'a str,
+    pub instance_id: &'a str,
+    pub needed_mb: i64,
+    /// Only servers of this region (a preferred region is no rule).
+    pub region: Option<&'a str>,
+    pub distinct_region: bool,
+}
+
+/// Why no server could take `ask`: for each server, the first rule that
+/// excluded it, in the order they are applied (its state, the region asked,
+/// the tenant's process already there or in its region, its free room), as
+/// `"s1 already runs acme:prod (api)"`, `"s2 is offline"`, `"s3 has 64 MB free
+/// of the 128 MB asked"`. At most [`REASONS_SHOWN`] servers are named, the
+/// rest counted.
+pub fn why_none(servers: &[Server], instances: &[Instance], ask: &Ask<'_>) -> Vec<String> {
+    let siblings: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| i.tenant == ask.tenant && i.process == ask.process)
+        .collect();
+    let region_of = |id: &str| {
+        servers
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.region.as_deref())
+    };
+    let reasons: Vec<String> = servers
+        .iter()
+        .filter_map(|s| {
+            let why = if !s.status.is_usable() {
+                format!("is {}", s.status)
+            } else if s.cordoned {
+                "is cordoned".to_owned()
+            } else if let Some(r) = ask.region.filter(|r| s.region.as_deref() != Some(*r)) {
+                match &s.region {
+                    Some(own) => format!("is in region '{own}', not '{r}'"),
+                    None => format!("has no region, not '{r}'"),
+                }
+            } else if let Some(i) = siblings.iter().find(|i| i.server_id == s.id) {
+                format!("already runs {} ({})", i.key(), i.process)
+            } else if let Some(i) = siblings
+                .iter()
+                .find(|i| i.moving_to.as_deref() == Some(s.id.as_str()))
+            {
+                format!("is receiving {} ({})", i.key(), i.process)
+            } else if let Some(i) = siblings.iter().find(|i| {
+                ask.distinct_region
+                    && s.region.is_some()
+                    && [Some(i.server_id.as_str()), i.moving_to.as_deref()]
+                        .into_iter()
+                        .flatten()
+                        .any(|other| region_of(other) == s.region.as_deref())
+            }) {
+                format!(
+                    "is in region '{}', which holds {} already",
+                    s.region.as_deref().unwrap_or_default(),
+                    i.key()
+                )
+            } else if s.free_capacity_mb() < ask.needed_mb {
+                format!(
+                    "has {} MB free of the {} MB asked",
+                    s.free_capacity_mb(),
+                    ask.needed_mb
+                )
+            } else {
+                return None;
+            };
+            Some(format!("{} {why}", s.id))
+        })
+        .collect();
+    if servers.is_empty() {
+        return vec!["the fleet has no server".to_owned()];
+    }
+    let more = reasons.len().saturating_sub(REASONS_SHOWN);
+    let mut shown: Vec<String> = reasons.into_iter().take(REASONS_SHOWN).collect();
+    if more > 0 {
+        shown.push(format!("and {more} more server(s)"));
+    }
+    shown
+}
+
+/// How many servers a refused placement names.
+pub const REASONS_SHOWN: usize = 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::model::{Instance, ServerStatus};
+    use crate::fleet::model::ServerStatus;
 
     fn server(id: &str, region: &str, capacity: i64, used: i64, status: ServerStatus) -> Server {
         Server {
@@ -174,6 +262,83 @@ mod tests {
             )),
             ["a", "b", "c"],
             "another process is not a sibling"
+        );
+    }
+
+    #[test]
+    fn a_refused_placement_names_the_rule_that_excluded_each_server() {
+        use ServerStatus::*;
+        let mut fleet = vec![
+            server("s1", "eu", 1000, 0, Online),
+            server("s2", "eu", 1000, 0, Offline),
+            server("s3", "eu", 1000, 936, Online),
+            server("s4", "us", 1000, 0, Online),
+            server("s5", "eu", 1000, 0, Online),
+            server("s6", "eu", 1000, 0, Online),
+        ];
+        fleet[4].cordoned = true;
+        let running = Instance {
+            tenant: "umbrella".into(),
+            instance_id: "prod".into(),
+            process: "api".into(),
+            server_id: "s1".into(),
+            ..Default::default()
+        };
+        let arriving = Instance {
+            instance_id: "backup".into(),
+            server_id: "s4".into(),
+            moving_to: Some("s6".into()),
+            ..running.clone()
+        };
+        let ask = Ask {
+            tenant: "umbrella",
+            process: "api",
+            instance_id: "extra",
+            needed_mb: 128,
+            region: None,
+            distinct_region: false,
+        };
+        assert_eq!(
+            why_none(&fleet, &[running.clone(), arriving.clone()], &ask),
+            [
+                "s1 already runs umbrella:prod (api)",
+                "s2 is offline",
+                "s3 has 64 MB free of the 128 MB asked",
+                "s4 already runs umbrella:backup (api)",
+                "s5 is cordoned",
+                "s6 is receiving umbrella:backup (api)",
+            ]
+        );
+        let in_us = Ask {
+            region: Some("us"),
+            ..ask
+        };
+        assert_eq!(
+            why_none(&fleet, &[], &in_us)[0],
+            "s1 is in region 'eu', not 'us'"
+        );
+        let apart = Ask {
+            distinct_region: true,
+            ..ask
+        };
+        let reasons = why_none(&fleet, std::slice::from_ref(&running), &apart);
+        assert_eq!(
+            reasons[2], "s3 is in region 'eu', which holds umbrella:prod already",
+            "{reasons:?}"
+        );
+        assert!(
+            !reasons.iter().any(|r| r.starts_with("s4 ")),
+            "s4 could take it: {reasons:?}"
+        );
+        assert_eq!(why_none(&[], &[], &ask), ["the fleet has no server"]);
+        let many: Vec<Server> = (0..12)
+            .map(|i| server(&format!("d{i:02}"), "eu", 100, 100, Online))
+            .collect();
+        let reasons = why_none(&many, &[], &ask);
+        assert_eq!(reasons.len(), REASONS_SHOWN + 1);
+        assert_eq!(
+            reasons.last().map(String::as_str),
+            Some("and 2 more server(s)")
         );
     }
 }

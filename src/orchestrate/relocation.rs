@@ -347,14 +347,28 @@ impl SlumDb {
     /// room, anywhere otherwise, never on a server that already holds the
     /// tenant's process.
     pub async fn choose_target(&self, instance: &Instance, region: Option<&str>) -> Result<Server> {
-        let candidates = self
-            .placement_candidates(&instance.tenant, &instance.process, false)
-            .await?;
+        let (servers, instances) = self.placement_snapshot(&instance.tenant).await?;
+        let candidates = placement::candidates(
+            &servers,
+            &instances,
+            &instance.tenant,
+            &instance.process,
+            false,
+        );
         placement::most_free_preferring(&candidates, region, instance.memory_mb)
             .cloned()
-            .ok_or_else(|| Error::NoRoom {
-                needed_mb: instance.memory_mb,
-                region: region.map(str::to_owned),
+            .ok_or_else(|| {
+                // The region is a preference here, not a rule: no server
+                // anywhere could take it.
+                let ask = placement::Ask {
+                    tenant: &instance.tenant,
+                    process: &instance.process,
+                    instance_id: &instance.instance_id,
+                    needed_mb: instance.memory_mb,
+                    region: None,
+                    distinct_region: false,
+                };
+                crate::orchestrate::auto_placement::no_room(&servers, &instances, &ask)
             })
     }
 }
@@ -375,8 +389,10 @@ mod tests {
         assert_eq!(drain.server.as_deref(), Some("s1"));
         assert_eq!(drain.tenant.as_deref(), Some("acme"));
         let e = Error::NoRoom {
+            placing: "acme:prod (api, 128 MB)".into(),
             needed_mb: 128,
             region: None,
+            reasons: vec!["s2 is offline".into()],
         };
         let failover = MoveWhy::Failover("s1".into()).event(
             "acme:prod",

@@ -24,6 +24,18 @@ impl SlumDb {
     /// the tenant's process; when the new home cannot start the instance, nothing
     /// changes either.
     pub async fn move_tenant(&self, domain: &str, server_id: &str) -> Result<Tenant> {
+        self.move_tenant_reporting(domain, server_id)
+            .await
+            .map(|(tenant, _)| tenant)
+    }
+
+    /// [`SlumDb::move_tenant`], saying too whether anything moved (`false`:
+    /// the tenant's home and instance were on `server_id` already).
+    pub async fn move_tenant_reporting(
+        &self,
+        domain: &str,
+        server_id: &str,
+    ) -> Result<(Tenant, bool)> {
         validation::dns_label("server_id", server_id)?;
         let tenant = self.get_tenant_by_domain(domain).await?;
         let target = self.store.get_server(server_id).await?;
@@ -44,7 +56,7 @@ impl SlumDb {
                 self.move_instance_for(&inst.key(), &target.id, self.options.move_grace, why)
                     .await?;
             }
-            _ if tenant.server_id == target.id => return Ok(tenant),
+            _ if tenant.server_id == target.id => return Ok((tenant, false)),
             _ => {
                 target.ensure_usable()?;
                 let mut moved = tenant.clone();
@@ -53,6 +65,6 @@ impl SlumDb {
                 self.record_tenant_changes(&tenant, &moved).await;
             }
         }
-        self.store.get_tenant(&tenant.domain).await
+        Ok((self.store.get_tenant(&tenant.domain).await?, true))
     }
 }

@@ -28,6 +28,11 @@ use slum_http1::{ExchangeError, RawHeaders};
 /// The header a public error answer gives its request id in.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The mark of an answer the router made itself (not a server's): the `slum`
+/// CLI pointed at the router's port instead of the management API's finds it
+/// on the 404 for its Host, and says where the API is.
+pub const ROUTER_MARK: &str = "x-slum-router";
+
 /// What the router answers with: a server's answer passed on (its header
 /// lines as the server sent them, its body as it comes), or a response the
 /// router made (its own answers, and what hyper's client brought back for an
@@ -67,6 +72,8 @@ pub(super) fn made(status: StatusCode, reason: String) -> Response<BoxBody<Bytes
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    r.headers_mut()
+        .insert(ROUTER_MARK, HeaderValue::from_static("1"));
     r
 }
 

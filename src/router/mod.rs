@@ -53,6 +53,7 @@ use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 use crate::tls::ServerRoots;
+pub(crate) use answers::ROUTER_MARK;
 pub use control::ControlPlane;
 use limits::{Clients, InFlightCaps, Throttle};
 use plain::PlainHttp;

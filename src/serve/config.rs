@@ -90,112 +90,120 @@ impl std::fmt::Debug for Secret {
 /// the TOML file given with `--config` (same names, with `_` for `-`).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
-    /// TOML file with settings (flags and environment take precedence).
+    /// TOML file with settings (flags and environment take precedence; see
+    /// contrib/slum.toml) [default: none]
     #[arg(long, env = "SLUM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// The fleet database: a SQLite file, or a `postgres://` URL.
+    /// The fleet database: a SQLite file, or a `postgres://` URL [default:
+    /// slum.db]
     #[arg(long, env = "SLUM_DATABASE")]
     pub database: Option<DatabaseLocation>,
-    /// Public listener of the router.
+    /// Public listener of the router [default: 0.0.0.0:8080]
     #[arg(long, env = "SLUM_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Listener of the management API (keep it private).
+    /// Listener of the management API (keep it private) [default:
+    /// 127.0.0.1:9090]
     #[arg(long, env = "SLUM_API_LISTEN")]
     pub api_listen: Option<SocketAddr>,
     /// Where the first admin token is written when the database has none (a
-    /// file that already holds a token, another fleet's, is never overwritten).
+    /// file that already holds a token, another fleet's, is never overwritten)
+    /// [default: $XDG_CONFIG_HOME/slum/token, else ~/.config/slum/token]
     #[arg(long, env = "SLUM_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Memory reserved per instance when a spawn does not say, in MB.
+    /// Memory reserved per instance when a spawn does not say, in MB
+    /// [default: 128]
     #[arg(long, env = "SLUM_DEFAULT_MEMORY_MB")]
     pub default_memory_mb: Option<i64>,
-    /// Seconds allowed to read a request's headers.
+    /// Seconds allowed to read a request's headers [default: 10]
     #[arg(long, env = "SLUM_HEADER_TIMEOUT")]
     pub header_timeout: Option<f64>,
-    /// Seconds allowed to connect to a tenement server.
+    /// Seconds allowed to connect to a tenement server [default: 1]
     #[arg(long, env = "SLUM_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<f64>,
     /// Seconds allowed for a tenement server's response head (and the body
     /// of a small answer read whole, see --whole-response-bytes), counted
-    /// from the last bytes of the request it was sent.
+    /// from the last bytes of the request it was sent [default: 60]
     #[arg(long, env = "SLUM_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Option<f64>,
     /// Seconds a client may leave a body standing still: not sending the
-    /// rest of its request body, or not taking its answer.
+    /// rest of its request body, or not taking its answer [default: 60]
     #[arg(long, env = "SLUM_BODY_TIMEOUT")]
     pub body_timeout: Option<f64>,
     /// Bytes per second a request body must average, over the time it was
     /// waited for, once that time passes --body-rate-grace (0: no lowest
-    /// rate).
+    /// rate) [default: 500]
     #[arg(long, env = "SLUM_BODY_MIN_RATE")]
     pub body_min_rate: Option<u64>,
     /// Seconds a request body may be waited for before --body-min-rate
-    /// applies.
+    /// applies [default: 20]
     #[arg(long, env = "SLUM_BODY_RATE_GRACE")]
     pub body_rate_grace: Option<f64>,
     /// Largest response body, in bytes (by its Content-Length), to a GET
     /// without a body that is read whole before the response head goes to the
     /// client: a server that fails between the two then fails the exchange,
     /// and the GET goes to a backup, instead of the client getting a head with
-    /// no body. 0: every head goes on at once.
+    /// no body. 0: every head goes on at once [default: 65536]
     #[arg(long, env = "SLUM_WHOLE_RESPONSE_BYTES")]
     pub whole_response_bytes: Option<u64>,
-    /// Client connections open at once (default: from the descriptor limit).
+    /// Client connections open at once [default: from the descriptor limit]
     #[arg(long, env = "SLUM_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Client connections open at once from one address, an IPv6 /64
-    /// counting as one (default: from the descriptor limit).
+    /// counting as one [default: from the descriptor limit]
     #[arg(long, env = "SLUM_MAX_CONNECTIONS_PER_CLIENT")]
     pub max_connections_per_client: Option<usize>,
-    /// Requests in flight to one server (default: from the descriptor
-    /// limit).
+    /// Requests in flight to one server [default: from the descriptor
+    /// limit]
     #[arg(long, env = "SLUM_MAX_IN_FLIGHT_PER_SERVER")]
     pub max_in_flight_per_server: Option<usize>,
-    /// Requests in flight from one client address (default: from the
-    /// descriptor limit).
+    /// Requests in flight from one client address [default: from the
+    /// descriptor limit]
     #[arg(long, env = "SLUM_MAX_IN_FLIGHT_PER_CLIENT")]
     pub max_in_flight_per_client: Option<usize>,
     /// PEM file of CA certificates trusted for https:// server urls, besides
-    /// the public roots (a private CA).
+    /// the public roots (a private CA) [default: none]
     #[arg(long, env = "SLUM_SERVER_CA")]
     pub server_ca: Option<PathBuf>,
-    /// Largest request head accepted, in bytes.
+    /// Largest request head accepted, in bytes [default: 65536]
     #[arg(long, env = "SLUM_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
     /// Most options a request's Connection header(s) may list; a head with
-    /// more is refused (400).
+    /// more is refused (400) [default: 32]
     #[arg(long, env = "SLUM_MAX_CONNECTION_OPTIONS")]
     pub max_connection_options: Option<usize>,
-    /// Seconds allowed for a spawn to become healthy.
+    /// Seconds allowed for a spawn to become healthy [default: 30]
     #[arg(long, env = "SLUM_SPAWN_TIMEOUT")]
     pub spawn_timeout: Option<f64>,
-    /// Seconds between checks for route changes made by other processes.
+    /// Seconds between checks for route changes made by other processes
+    /// [default: 0.25]
     #[arg(long, env = "SLUM_ROUTE_POLL")]
     pub route_poll: Option<f64>,
-    /// Seconds in-flight requests get to finish on SIGTERM.
+    /// Seconds in-flight requests get to finish on SIGTERM [default: 30]
     #[arg(long, env = "SLUM_SHUTDOWN_GRACE")]
     pub shutdown_grace: Option<f64>,
-    /// Seconds between health checks of every server.
+    /// Seconds between health checks of every server [default: 1]
     #[arg(long, env = "SLUM_HEALTH_INTERVAL")]
     pub health_interval: Option<f64>,
-    /// Seconds a health check may take.
+    /// Seconds a health check may take [default: 1]
     #[arg(long, env = "SLUM_HEALTH_TIMEOUT")]
     pub health_timeout: Option<f64>,
-    /// Consecutive failed checks that make a server offline.
+    /// Consecutive failed checks that make a server offline [default: 2]
     #[arg(long, env = "SLUM_FAIL_AFTER")]
     pub fail_after: Option<u32>,
-    /// Consecutive good checks that bring an offline server back.
+    /// Consecutive good checks that bring an offline server back [default:
+    /// 2]
     #[arg(long, env = "SLUM_RECOVER_AFTER")]
     pub recover_after: Option<u32>,
-    /// Seconds between reconcile runs.
+    /// Seconds between reconcile runs [default: 30]
     #[arg(long, env = "SLUM_RECONCILE_INTERVAL")]
     pub reconcile_interval: Option<f64>,
-    /// Seconds a move keeps the old copy after switching the route.
+    /// Seconds a move keeps the old copy after switching the route [default:
+    /// 2]
     #[arg(long, env = "SLUM_MOVE_GRACE")]
     pub move_grace: Option<f64>,
     /// Threads that proxy requests, each with its own single-threaded runtime
-    /// and connection pools (default: one per CPU). The management API and the
-    /// background work run apart from them.
+    /// and connection pools. The management API and the background work run
+    /// apart from them [default: one per CPU]
     #[arg(long, env = "SLUM_ROUTER_THREADS")]
     pub router_threads: Option<usize>,
     /// ACME directory URL of the CA that issues certificates for tenant
@@ -940,6 +948,64 @@ mod tests {
             let e = ServeConfig::resolve(&args).unwrap_err().to_string();
             let field = bad.split(' ').next().unwrap();
             assert!(e.starts_with(&format!("invalid {field}: ")), "{e}");
+        }
+    }
+
+    /// contrib/slum.toml, the commented example, is read by the real loader
+    /// as it is, and with every commented setting taken in (all but the CA
+    /// file it names): each is a key slum knows, with a value it takes. It
+    /// names every setting `slum serve` has.
+    #[test]
+    fn the_example_config_file_loads_and_names_every_setting() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/slum.toml");
+        let args = ServeArgs {
+            config: Some(example.clone()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.database.as_path(), Path::new("/var/lib/slum/slum.db"));
+        assert_eq!(c.token_file, Path::new("/var/lib/slum/token"));
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap(), "default");
+
+        let text = std::fs::read_to_string(&example).unwrap();
+        let setting = |line: &str| -> Option<String> {
+            let line = line.trim_start_matches('#').trim_start();
+            let (key, _) = line.split_once(" = ")?;
+            key.chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .then(|| key.to_owned())
+        };
+        // Every commented setting taken in, the last of a key winning.
+        let mut all: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            let Some(key) = setting(line) else { continue };
+            if key == "server_ca" {
+                continue;
+            }
+            all.retain(|(k, _)| *k != key);
+            all.push((key, line.trim_start_matches('#').trim_start().to_owned()));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let every = dir.path().join("every.toml");
+        let body: Vec<&str> = all.iter().map(|(_, l)| l.as_str()).collect();
+        std::fs::write(&every, body.join("\n")).unwrap();
+        let c = ServeConfig::resolve(&ServeArgs {
+            config: Some(every),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("the example's settings, all taken in: {e}"));
+        assert_eq!(c.router_threads, 2);
+
+        let named: Vec<String> = text.lines().filter_map(setting).collect();
+        let flags = <ServeArgs as clap::Args>::augment_args(clap::Command::new("serve"));
+        for arg in flags.get_arguments() {
+            let key = arg.get_id().as_str();
+            if key != "config" {
+                assert!(
+                    named.iter().any(|n| n == key),
+                    "contrib/slum.toml lacks {key}"
+                );
+            }
         }
     }
 

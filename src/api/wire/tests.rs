@@ -47,6 +47,7 @@ fn stats() -> ServerStats {
         error: None,
         last_seen: Utc.timestamp_opt(1_700_000_000, 0).single(),
         routing_problem: None,
+        cordoned: false,
     }
 }
 
@@ -91,6 +92,7 @@ fn the_status_answer_keeps_its_documented_fields() {
         keys(&json["servers"][0]),
         [
             "capacity_mb",
+            "cordoned",
             "error",
             "free_mb",
             "instances",
@@ -137,6 +139,7 @@ fn a_server_is_listed_with_its_capacity_and_never_its_token() {
         keys(&json[0]),
         [
             "capacity_mb",
+            "cordoned",
             "created_at",
             "domain",
             "id",
@@ -194,11 +197,13 @@ fn a_tenant_and_an_instance_keep_their_documented_fields() {
         uptime_secs: Some(5),
         restarts: Some(0),
         error: None,
+        domains: vec!["c1.example.com".into()],
     };
     let json = round_trip(&status);
     assert_eq!(
         keys(&json),
         [
+            "domains",
             "error",
             "health",
             "instance",

@@ -16,10 +16,8 @@ fn the_cli_definition_is_consistent() {
 }
 
 #[test]
-fn global_token_goes_before_the_subcommand_and_server_token_after() {
+fn token_is_the_api_token_everywhere_and_ten_token_the_servers() {
     let cli = parse(&[
-        "--token",
-        "api-secret",
         "server",
         "add",
         "east",
@@ -28,6 +26,8 @@ fn global_token_goes_before_the_subcommand_and_server_token_after() {
         "--capacity-mb",
         "1024",
         "--token",
+        "api-secret",
+        "--ten-token",
         "ten-secret",
     ])
     .expect("parses");
@@ -35,7 +35,7 @@ fn global_token_goes_before_the_subcommand_and_server_token_after() {
     let Command::Server(ServerCommand::Add(a)) = cli.command else {
         panic!("not server add");
     };
-    assert_eq!(a.token.token, Some(Secret("ten-secret".into())));
+    assert_eq!(a.token.ten_token, Some(Secret("ten-secret".into())));
     assert_eq!(a.capacity_mb, 1024);
     assert!(!cli.global.json);
 }
@@ -94,13 +94,85 @@ fn server_token_and_token_file_conflict() {
         "http://x",
         "--capacity-mb",
         "1",
-        "--token",
+        "--ten-token",
         "a",
-        "--token-file",
+        "--ten-token-file",
         "/f",
     ])
     .unwrap_err();
     assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+}
+
+/// `slum serve --help` lists serve's own flags, each with its default, and
+/// none of the client's.
+#[test]
+fn serve_help_shows_its_own_flags_with_their_defaults() {
+    let mut cmd = command();
+    let serve = cmd.find_subcommand_mut("serve").expect("serve");
+    let help = serve.render_long_help().to_string();
+    for client_flag in ["--api ", "--json", "--token "] {
+        assert!(!help.contains(client_flag), "{client_flag} in:\n{help}");
+    }
+    let c = crate::serve::ServeConfig::resolve(&ServeArgs::default()).expect("defaults");
+    let secs = |d: std::time::Duration| d.as_secs_f64().to_string();
+    let rate = c.min_body_rate.expect("a lowest body rate by default");
+    // The defaults a flag's help shows, as `slum serve` resolves them.
+    let resolved: Vec<(&str, String)> = vec![
+        ("database", c.database.to_string()),
+        ("listen", c.listen.to_string()),
+        ("api_listen", c.api_listen.to_string()),
+        ("default_memory_mb", c.fleet.default_memory_mb.to_string()),
+        ("header_timeout", secs(c.header_timeout)),
+        ("connect_timeout", secs(c.fleet.connect_timeout)),
+        ("upstream_timeout", secs(c.upstream_timeout)),
+        ("body_timeout", secs(c.body_timeout)),
+        ("body_min_rate", rate.bytes_per_second.to_string()),
+        ("body_rate_grace", secs(rate.grace)),
+        ("whole_response_bytes", c.whole_response_bytes.to_string()),
+        ("max_header_bytes", c.max_header_bytes.to_string()),
+        (
+            "max_connection_options",
+            c.max_connection_options.to_string(),
+        ),
+        ("spawn_timeout", secs(c.fleet.spawn_timeout)),
+        ("route_poll", secs(c.route_poll)),
+        ("shutdown_grace", secs(c.shutdown_grace)),
+        ("health_interval", secs(c.health.interval)),
+        ("health_timeout", secs(c.health.timeout)),
+        ("fail_after", c.health.fail_after.to_string()),
+        ("recover_after", c.health.recover_after.to_string()),
+        ("reconcile_interval", secs(c.reconcile_interval)),
+        ("move_grace", secs(c.fleet.move_grace)),
+    ];
+    let mut checked = 0;
+    for arg in serve.get_arguments() {
+        let id = arg.get_id().as_str();
+        if arg.is_hide_set() || ["help", "version"].contains(&id) {
+            continue;
+        }
+        let text = arg
+            .get_long_help()
+            .or(arg.get_help())
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let shown = text
+            .split_once("[default: ")
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(value, _)| value.to_owned())
+            .unwrap_or_else(|| panic!("--{id} shows no default: {text:?}"));
+        if let Some((_, want)) = resolved.iter().find(|(name, _)| *name == id) {
+            assert_eq!(
+                &shown, want,
+                "--{id}'s help says {shown}, slum serve uses {want}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        resolved.len(),
+        "every resolved default has its flag"
+    );
 }
 
 #[test]
@@ -277,4 +349,25 @@ fn spawn_auto_asks_for_another_region() {
 fn secrets_never_show_in_debug() {
     let cli = parse(&["--token", "hunter2", "status"]).expect("parses");
     assert!(!format!("{cli:?}").contains("hunter2"));
+}
+
+#[test]
+fn serve_parses_with_its_help_and_its_flags() {
+    let e = command()
+        .try_get_matches_from(["slum", "serve", "--help"])
+        .unwrap_err();
+    assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp, "{e}");
+    command().debug_assert();
+    let matches = command()
+        .try_get_matches_from(["slum", "serve", "--listen", "127.0.0.1:1"])
+        .expect("parses");
+    use clap::FromArgMatches;
+    let cli = Cli::from_arg_matches(&matches).expect("a Cli");
+    assert!(cli.is_serve());
+    let matches = command()
+        .try_get_matches_from(["slum", "--json", "server", "list", "--token", "t"])
+        .expect("parses");
+    let cli = Cli::from_arg_matches(&matches).expect("a Cli");
+    assert!(cli.global.json);
+    assert_eq!(cli.global.token, Some(Secret("t".into())));
 }

@@ -20,7 +20,7 @@ fn a_drain_summary_counts_and_lists_what_happened() {
         server: "s1".into(),
         total: 2,
         moved: vec!["a:prod -> s2".into()],
-        failed: vec!["b:prod: no usable server has 128 MB free".into()],
+        failed: vec!["b:prod: no server can take b:prod (api, 128 MB): s2 is offline".into()],
         rehomed: vec!["c.test -> s2".into()],
         done: true,
         ..Default::default()
@@ -30,7 +30,7 @@ fn a_drain_summary_counts_and_lists_what_happened() {
         "drained server s1: moved 1, re-homed 1, failed 1\n\
          moved:\n  a:prod -> s2\n\
          re-homed:\n  c.test -> s2\n\
-         failed:\n  b:prod: no usable server has 128 MB free"
+         failed:\n  b:prod: no server can take b:prod (api, 128 MB): s2 is offline"
     );
     let empty = DrainProgress {
         server: "s1".into(),
@@ -150,6 +150,7 @@ fn server_details_include_stats() {
         error: Some("connection refused".into()),
         last_seen: None,
         routing_problem: None,
+        cordoned: false,
     };
     let out = render_server(
         &server("east", "http://east:8000", 128),
@@ -182,6 +183,7 @@ fn status_joins_last_seen_and_lists_errors() {
             error: Some("timed out".into()),
             last_seen: Some(at(-30)),
             routing_problem: None,
+            cordoned: false,
         }],
         tenants: 4,
         instances: 2,
@@ -242,14 +244,45 @@ fn instances_show_key_state_health_uptime_memory() {
         uptime_secs: Some(125),
         restarts: Some(0),
         error: None,
+        domains: vec!["c1.example.com".into()],
     };
-    let out = render_instances(&[inst]);
-    let row = out.lines().nth(1).expect("row");
-    let cells: Vec<&str> = row.split_whitespace().collect();
+    let cells = |out: &str, n: usize| -> Vec<String> {
+        let row = out.lines().nth(n).expect("row");
+        row.split_whitespace().map(str::to_owned).collect()
+    };
+    let out = render_instances(std::slice::from_ref(&inst));
     assert_eq!(
-        cells,
-        ["c1:prod", "api", "s1", "running", "healthy", "2m", "5s", "128", "MB"]
+        cells(&out, 1),
+        [
+            "c1:prod",
+            "c1.example.com",
+            "api",
+            "s1",
+            "running",
+            "healthy",
+            "2m",
+            "5s",
+            "128",
+            "MB"
+        ]
     );
+    // A backup with two domains, and a stop still pending on an unreachable
+    // server.
+    let mut pending = inst.clone();
+    pending.instance.instance_id = "backup".into();
+    pending.instance.desired = DesiredState::Stopped;
+    pending.state = InstanceState::Unknown;
+    pending.domains.push("shop.c1.example.com".into());
+    let mut orphan = inst;
+    orphan.instance.tenant = "c2".into();
+    orphan.domains.clear();
+    let out = render_instances(&[pending, orphan]);
+    assert_eq!(
+        &cells(&out, 1)[..5],
+        ["c1:backup", "c1.example.com,+1", "api", "s1", "stopping"]
+    );
+    assert_eq!(&cells(&out, 2)[..2], ["c2:prod", "-"]);
+    assert_eq!(render_instances(&[]), "no instances");
 }
 
 #[test]
@@ -302,6 +335,7 @@ fn control_characters_from_the_api_are_shown_escaped() {
         uptime_secs: None,
         restarts: None,
         error: Some("spawn failed: \u{1b}[2J".into()),
+        domains: vec!["c1.\u{1b}[31mexample.com".into()],
     };
     let out = render_instances(&[inst]);
     assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");

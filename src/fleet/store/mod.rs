@@ -211,6 +211,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records what a routing check found (see [`Server::routing_problem`]);
     /// returns whether it changed anything.
     async fn set_server_routing_problem(&self, id: &str, problem: Option<&str>) -> Result<bool>;
+    /// Sets or lifts a server's cordon (no new placements); says whether it
+    /// changed. `NotFound` for an unknown server.
+    async fn set_server_cordoned(&self, id: &str, cordoned: bool) -> Result<bool>;
     /// Records a health observation if the server's status is still `expected`
     /// (compare-and-set, so that a check never writes back a status an operator
     /// or another router changed meanwhile). Returns whether it was written.
@@ -295,6 +298,10 @@ pub trait Store: Send + Sync + 'static {
     /// The instances of one tenant, ordered by key (an index lookup, whatever
     /// the size of the fleet).
     async fn list_instances_of_tenant(&self, tenant: &str) -> Result<Vec<Instance>>;
+    /// The domains of the tenants named, as `(tenant, process, domain)`,
+    /// ordered by domain: what routes to their instances (on the index of
+    /// tenant names).
+    async fn domains_of_tenants(&self, names: &[String]) -> Result<Vec<(String, String, String)>>;
     /// The instances placed on `server_id` or moving to it, ordered by key.
     async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>>;
     /// What respawn failover of `server_id` reads: the tenants with failover
@@ -381,6 +388,16 @@ pub trait Store: Send + Sync + 'static {
     async fn api_token_version(&self) -> Result<i64>;
     /// Revokes a token; `NotFound` when there is none with this id.
     async fn delete_api_token(&self, id: &str) -> Result<()>;
+    /// In one transaction: revokes the tokens `revoke` names (those already
+    /// gone are no error) and records `token`; a name taken by a token that
+    /// stays is `AlreadyExists`, and then nothing changed. A reset's
+    /// replacement of the admin token: never both tokens at once, never none.
+    async fn replace_api_tokens(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        revoke: &[String],
+    ) -> Result<()>;
 
     // ----- certificates -----
 
@@ -733,6 +750,19 @@ fn millis(t: DateTime<Utc>) -> i64 {
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// The refusal of a token whose name another token has: names are labels.
+fn token_name_taken(token: &ApiToken) -> Error {
+    Error::AlreadyExists {
+        kind: Kind::Token,
+        key: token.name.clone(),
+        detail: Some(
+            "token names are unique labels: choose another, or revoke that one first \
+             (slum token list)"
+                .to_owned(),
+        ),
+    }
 }
 
 /// Whether `server` takes `instance`: `ServerUnavailable` when it is offline or

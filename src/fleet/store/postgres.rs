@@ -77,7 +77,7 @@ pub use super::{is_postgres_url, redacted};
 /// `used_mb` is the counter the instances' triggers keep (migration 0011): the
 /// memory of the instances placed on the server or moving to it.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
-     s.status, s.last_seen, s.routing_problem, s.created_at, s.used_mb";
+     s.status, s.last_seen, s.routing_problem, s.created_at, s.used_mb, s.cordoned";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
 const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at";
@@ -112,6 +112,7 @@ fn server_from_row(row: &PgRow) -> Result<Server> {
         routing_problem: row.try_get("routing_problem")?,
         created_at: from_millis(row.try_get("created_at")?),
         used_capacity_mb: row.try_get("used_mb")?,
+        cordoned: row.try_get("cordoned")?,
     })
 }
 
@@ -229,8 +230,8 @@ fn postgres_placeholders(sql: &str) -> String {
 impl Store for PostgresStore {
     async fn insert_server(&self, s: &Server) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at, drain) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at, drain, cordoned) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.id)
         .bind(&s.url)
@@ -242,6 +243,7 @@ impl Store for PostgresStore {
         .bind(s.last_seen.map(millis))
         .bind(millis(Utc::now()))
         .bind(s.status == ServerStatus::Draining)
+        .bind(s.cordoned)
         .execute(&self.pool)
         .await;
         match res {
@@ -298,6 +300,19 @@ impl Store for PostgresStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        if res.rows_affected() == 0 {
+            self.get_server(id).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn set_server_cordoned(&self, id: &str, cordoned: bool) -> Result<bool> {
+        let res = sqlx::query("UPDATE servers SET cordoned = $1 WHERE id = $2 AND cordoned <> $1")
+            .bind(cordoned)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if res.rows_affected() == 0 {
             self.get_server(id).await?;
             return Ok(false);
@@ -780,6 +795,18 @@ impl Store for PostgresStore {
         .collect()
     }
 
+    async fn domains_of_tenants(&self, names: &[String]) -> Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT name, process, domain FROM tenants WHERE name = ANY($1) ORDER BY domain",
+        )
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+
     async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>> {
         sqlx::query(&format!(
             "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = $1 OR moving_to = $1 \
@@ -861,7 +888,7 @@ impl Store for PostgresStore {
              WHERE tenant = $1 AND instance_id = $2 AND moving_to IS NULL \
                AND desired = 'running' AND server_id <> $3 \
                AND EXISTS (SELECT 1 FROM servers t WHERE t.id = $3 \
-                   AND t.status NOT IN ('offline', 'draining') \
+                   AND t.status NOT IN ('offline', 'draining') AND NOT t.cordoned \
                    AND t.capacity_mb - t.used_mb >= instances.memory_mb) \
                AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = $1 \
                    AND o.process = instances.process AND (o.server_id = $3 OR o.moving_to = $3))",
@@ -1130,7 +1157,7 @@ impl Store for PostgresStore {
         match res {
             Ok(_) => Ok(()),
             Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
-                Err(Error::already_exists(Kind::Token, &token.id))
+                Err(super::token_name_taken(token))
             }
             Err(e) => Err(e.into()),
         }
@@ -1160,6 +1187,37 @@ impl Store for PostgresStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn replace_api_tokens(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        revoke: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_tokens WHERE id = ANY($1)")
+            .bind(revoke)
+            .execute(&mut *tx)
+            .await?;
+        let res = sqlx::query(
+            "INSERT INTO api_tokens (id, name, hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token.id)
+        .bind(&token.name)
+        .bind(hash)
+        .bind(millis(token.created_at))
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                return Err(super::token_name_taken(token))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<()> {

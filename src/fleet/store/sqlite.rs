@@ -52,7 +52,7 @@ pub struct SqliteStore {
 /// `used_mb` is the counter the instances' triggers keep (migration 0011): the
 /// memory of the instances placed on the server or moving to it.
 const SERVER_COLUMNS: &str = "s.id, s.url, s.region, s.capacity_mb, s.token, s.domain, \
-     s.status, s.last_seen, s.routing_problem, s.created_at, s.used_mb";
+     s.status, s.last_seen, s.routing_problem, s.created_at, s.used_mb, s.cordoned";
 const TENANT_COLUMNS: &str = "domain, name, server_id, process, instance_id, failover, created_at";
 const INSTANCE_COLUMNS: &str = "tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at";
@@ -124,6 +124,7 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
         routing_problem: row.try_get("routing_problem")?,
         created_at: from_millis(row.try_get("created_at")?),
         used_capacity_mb: row.try_get("used_mb")?,
+        cordoned: row.try_get("cordoned")?,
     })
 }
 
@@ -217,8 +218,8 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn insert_server(&self, s: &Server) -> Result<()> {
         let res = sqlx::query(
-            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at, drain) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO servers (id, url, region, capacity_mb, token, domain, status, last_seen, created_at, drain, cordoned) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.url)
@@ -230,6 +231,7 @@ impl Store for SqliteStore {
         .bind(s.last_seen.map(millis))
         .bind(millis(Utc::now()))
         .bind(s.status == ServerStatus::Draining)
+        .bind(s.cordoned)
         .execute(&self.pool)
         .await;
         match res {
@@ -285,6 +287,19 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
+        if res.rows_affected() == 0 {
+            self.get_server(id).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    async fn set_server_cordoned(&self, id: &str, cordoned: bool) -> Result<bool> {
+        let res = sqlx::query("UPDATE servers SET cordoned = ?1 WHERE id = ?2 AND cordoned <> ?1")
+            .bind(cordoned)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         if res.rows_affected() == 0 {
             self.get_server(id).await?;
             return Ok(false);
@@ -567,7 +582,7 @@ impl Store for SqliteStore {
         let res = sqlx::query(
             "INSERT INTO instances (tenant, instance_id, process, server_id, memory_mb, desired, observed, created_at) \
              SELECT ?1, ?2, ?3, s.id, ?4, 'running', 'starting', ?5 FROM servers s \
-             WHERE s.id = ?6 AND s.status NOT IN ('offline', 'draining') \
+             WHERE s.id = ?6 AND s.status NOT IN ('offline', 'draining') AND NOT s.cordoned \
                AND s.capacity_mb - s.used_mb >= ?4 \
                AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.moving_to = s.id \
                                AND o.tenant = ?1 AND o.process = ?3)",
@@ -733,6 +748,26 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    async fn domains_of_tenants(&self, names: &[String]) -> Result<Vec<(String, String, String)>> {
+        let mut out: Vec<(String, String, String)> = Vec::new();
+        // A page of names at a time: far below SQLite's limit on parameters.
+        for chunk in names.chunks(500) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT name, process, domain FROM tenants WHERE name IN ({marks}) ORDER BY domain"
+            );
+            let mut query = sqlx::query(&sql);
+            for name in chunk {
+                query = query.bind(name);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        out.sort_by(|a, b| a.2.cmp(&b.2));
+        Ok(out)
+    }
+
     async fn list_instances_touching(&self, server_id: &str) -> Result<Vec<Instance>> {
         // Two index searches, named: with statistics (ANALYZE) an `OR`, or a
         // sorted search of `moving_to` (NULL in nearly every row), is planned as
@@ -809,7 +844,7 @@ impl Store for SqliteStore {
              WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NULL \
                AND desired = 'running' AND server_id <> ?3 \
                AND EXISTS (SELECT 1 FROM servers s WHERE s.id = ?3 \
-                   AND s.status NOT IN ('offline', 'draining') \
+                   AND s.status NOT IN ('offline', 'draining') AND NOT s.cordoned \
                    AND s.capacity_mb - s.used_mb >= instances.memory_mb) \
                AND NOT EXISTS (SELECT 1 FROM instances o WHERE o.tenant = ?1 \
                    AND o.process = instances.process AND (o.server_id = ?3 OR o.moving_to = ?3))",
@@ -990,7 +1025,7 @@ impl Store for SqliteStore {
         match res {
             Ok(_) => Ok(()),
             Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
-                Err(Error::already_exists(Kind::Token, &token.id))
+                Err(super::token_name_taken(token))
             }
             Err(e) => Err(e.into()),
         }
@@ -1020,6 +1055,38 @@ impl Store for SqliteStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+
+    async fn replace_api_tokens(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        revoke: &[String],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for id in revoke {
+            sqlx::query("DELETE FROM api_tokens WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let res =
+            sqlx::query("INSERT INTO api_tokens (id, name, hash, created_at) VALUES (?, ?, ?, ?)")
+                .bind(&token.id)
+                .bind(&token.name)
+                .bind(hash)
+                .bind(millis(token.created_at))
+                .execute(&mut *tx)
+                .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if violation(&e) == Some(ErrorKind::UniqueViolation) => {
+                return Err(super::token_name_taken(token))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn delete_api_token(&self, id: &str) -> Result<()> {
@@ -1352,5 +1419,62 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migration 0015 makes token names unique: names given twice before it
+    /// are told apart (the oldest keeps its name), not lost.
+    #[tokio::test]
+    async fn tokens_named_alike_before_names_were_unique_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new()
+            .filename(dir.path().join("old.db"))
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let mut before = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                MIGRATOR
+                    .iter()
+                    .filter(|m| m.version < 14)
+                    .cloned()
+                    .collect(),
+            ),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        before.set_ignore_missing(true);
+        before.run(&pool).await.unwrap();
+        for (id, at) in [("aaa", 2), ("bbb", 1), ("ccc", 3)] {
+            sqlx::query(
+                "INSERT INTO api_tokens (id, name, hash, created_at) VALUES (?, 'ci', ?, ?)",
+            )
+            .bind(id)
+            .bind(format!("hash-{id}"))
+            .bind(at)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        MIGRATOR.run(&pool).await.unwrap();
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM api_tokens ORDER BY created_at")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(names, ["ci", "ci (aaa)", "ci (ccc)"]);
+        let again = sqlx::query(
+            "INSERT INTO api_tokens (id, name, hash, created_at) VALUES ('d', 'ci', 'h', 4)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap_err();
+        assert_eq!(violation(&again), Some(ErrorKind::UniqueViolation));
     }
 }

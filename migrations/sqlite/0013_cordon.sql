@@ -1,0 +1,11 @@
+-- A cordon is the operator's, like a drain: a cordoned server takes no new
+-- placements (spawns, moves to it, automatic placement, failover), and its
+-- instances keep running and routed. Health checks never touch it: a
+-- cordoned server that dies goes offline and comes back online still
+-- cordoned; only `uncordon` lifts it. The column is apart from `status`,
+-- which stays the checks' word (and the drain's).
+--
+-- Routing does not change with a cordon, so the route change feed (0009)
+-- leaves it out, as it leaves out region and capacity: its triggers fire on
+-- url, domain, status and routing_problem only.
+ALTER TABLE servers ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0 CHECK (cordoned IN (0, 1));
