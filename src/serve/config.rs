@@ -209,49 +209,55 @@ pub struct ServeArgs {
     /// ACME directory URL of the CA that issues certificates for tenant
     /// domains (Let's Encrypt's is
     /// https://acme-v02.api.letsencrypt.org/directory). Off unless set; the
-    /// leading router then orders a certificate for each tenant domain.
+    /// leading router then orders a certificate for each tenant domain
+    /// [default: none]
     #[arg(long, env = "SLUM_ACME_DIRECTORY")]
     pub acme_directory: Option<String>,
-    /// Contact address of the ACME account (the CA's expiry notices).
+    /// Contact address of the ACME account (the CA's expiry notices)
+    /// [default: none]
     #[arg(long, env = "SLUM_ACME_EMAIL")]
     pub acme_email: Option<String>,
     /// External Account Binding key id, for a CA that requires one (with
-    /// --acme-eab-hmac).
+    /// --acme-eab-hmac) [default: none]
     #[arg(long, env = "SLUM_ACME_EAB_KID")]
     pub acme_eab_kid: Option<String>,
     /// External Account Binding HMAC key, base64url as the CA gives it. A
-    /// secret: never logged.
+    /// secret: never logged [default: none]
     #[arg(long, env = "SLUM_ACME_EAB_HMAC", hide_env_values = true)]
     pub acme_eab_hmac: Option<Secret>,
     /// PEM file of a private CA trusted for the ACME directory's https://,
-    /// besides the public roots (a private ACME server).
+    /// besides the public roots (a private ACME server) [default: none]
     #[arg(long, env = "SLUM_ACME_CA")]
     pub acme_ca: Option<PathBuf>,
     /// The challenge the CA checks: http-01 (answered on --listen, which the
-    /// CA reaches on port 80) or tls-alpn-01 (on --tls-listen, port 443).
+    /// CA reaches on port 80) or tls-alpn-01 (on --tls-listen, port 443)
+    /// [default: http-01]
     #[arg(long, env = "SLUM_ACME_CHALLENGE")]
     pub acme_challenge: Option<ChallengeKind>,
     /// Seconds before a failed order is tried again; doubled with each
-    /// failure in a row, up to --acme-retry-max.
+    /// failure in a row, up to --acme-retry-max [default: 60]
     #[arg(long, env = "SLUM_ACME_RETRY_MIN")]
     pub acme_retry_min: Option<f64>,
-    /// The longest wait, in seconds, between orders that keep failing.
+    /// The longest wait, in seconds, between orders that keep failing
+    /// [default: 86400]
     #[arg(long, env = "SLUM_ACME_RETRY_MAX")]
     pub acme_retry_max: Option<f64>,
     /// HTTPS listener of the router (e.g. 0.0.0.0:443); none unless set.
-    /// Certificates are the fleet's (`slum cert`), chosen by SNI.
+    /// Certificates are the fleet's (`slum cert`), chosen by SNI [default:
+    /// none]
     #[arg(long, env = "SLUM_TLS_LISTEN")]
     pub tls_listen: Option<SocketAddr>,
     /// Redirect plain requests for hosts with a valid certificate to HTTPS
-    /// (308), unless their certificate says otherwise (default: off; only
-    /// with --tls-listen).
+    /// (308), unless their certificate says otherwise; only with
+    /// --tls-listen [default: false]
     #[arg(long, env = "SLUM_HTTPS_REDIRECT", num_args = 0..=1, default_missing_value = "true")]
     pub https_redirect: Option<bool>,
     /// Strict-Transport-Security max-age, in seconds, on HTTPS answers
-    /// (default: none).
+    /// [default: none]
     #[arg(long, env = "SLUM_HSTS")]
     pub hsts: Option<u64>,
-    /// HTTP/2 streams a client connection may have open at once.
+    /// HTTP/2 streams a client connection may have open at once [default:
+    /// 128]
     #[arg(long, env = "SLUM_H2_MAX_STREAMS")]
     pub h2_max_streams: Option<u32>,
     /// Days the fleet's events are kept (`slum events`) [default: 7].
@@ -953,7 +959,7 @@ mod tests {
 
     /// contrib/slum.toml, the commented example, is read by the real loader
     /// as it is, and with every commented setting taken in (all but the CA
-    /// file it names): each is a key slum knows, with a value it takes. It
+    /// files it names): each is a key slum knows, with a value it takes. It
     /// names every setting `slum serve` has.
     #[test]
     fn the_example_config_file_loads_and_names_every_setting() {
@@ -972,14 +978,14 @@ mod tests {
             let line = line.trim_start_matches('#').trim_start();
             let (key, _) = line.split_once(" = ")?;
             key.chars()
-                .all(|c| c.is_ascii_lowercase() || c == '_')
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                 .then(|| key.to_owned())
         };
         // Every commented setting taken in, the last of a key winning.
         let mut all: Vec<(String, String)> = Vec::new();
         for line in text.lines() {
             let Some(key) = setting(line) else { continue };
-            if key == "server_ca" {
+            if key == "server_ca" || key == "acme_ca" {
                 continue;
             }
             all.retain(|(k, _)| *k != key);
