@@ -336,7 +336,10 @@ impl Output {
     }
 
     fn print(&self, json: bool) -> Result<(), CliError> {
-        if json {
+        if json && self.json.is_null() {
+            // A command that streams (events, logs) printed its JSON lines
+            // itself: nothing more, not even a `null` after them.
+        } else if json {
             // Every command prints a document with --json, so that a script
             // can parse whatever it ran.
             let pretty = serde_json::to_string_pretty(&self.json)
