@@ -241,6 +241,9 @@ async fn every_v1_route_refuses_a_missing_or_wrong_token() {
         (Method::POST, "/v1/servers/east/drain".into(), None),
         (Method::GET, "/v1/servers/east/drain".into(), None),
         (Method::POST, "/v1/servers/east/undrain".into(), None),
+        (Method::GET, "/v1/traffic/top".into(), None),
+        (Method::GET, "/v1/traffic/servers".into(), None),
+        (Method::GET, "/v1/traffic/tenants/acme".into(), None),
         (Method::GET, "/v1/tenants".into(), None),
         (
             Method::POST,
@@ -2028,4 +2031,34 @@ async fn send_text(req: reqwest::RequestBuilder) -> String {
         .text()
         .await
         .expect("body")
+}
+
+#[tokio::test]
+async fn traffic_is_this_routers_and_a_bad_limit_or_name_is_a_422_naming_it() {
+    let api = Api::start().await;
+    // No router in this process has carried a request: nothing is counted,
+    // and the shape is there all the same.
+    let (status, top) = api.get("/v1/traffic/top?limit=5").await;
+    assert_eq!(status, StatusCode::OK, "{top}");
+    assert_eq!(top["tenants"], json!([]), "{top}");
+    assert_eq!(top["total"]["requests"], 0, "{top}");
+    assert!(top["window_seconds"].is_number(), "{top}");
+    let (status, servers) = api.get("/v1/traffic/servers").await;
+    assert_eq!(status, StatusCode::OK, "{servers}");
+    assert_eq!(servers["servers"], json!([]), "{servers}");
+    let (status, one) = api.get("/v1/traffic/tenants/acme").await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(
+        (&one["tenant"], &one["tracked"], &one["requests"]),
+        (&json!("acme"), &json!(false), &json!(0)),
+        "{one}"
+    );
+    for bad in ["0", "1001", "ten"] {
+        let (status, body) = api.get(&format!("/v1/traffic/top?limit={bad}")).await;
+        let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], "limit", "{body}");
+    }
+    let (status, body) = api.get("/v1/traffic/tenants/Not_A_Name").await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "tenant", "{body}");
 }

@@ -4,7 +4,8 @@
 //! It is a thin layer over [`SlumDb`](crate::SlumDb): each handler parses its
 //! input, makes one library call and answers with the library's own types as
 //! JSON. The handlers live by resource (`servers`, `tenants`, `instances`,
-//! `fleet`, `tokens`, `certificates`); every body they take or give is a type of `wire`, which
+//! `fleet`, `tokens`, `certificates`, and `traffic`, the router's own
+//! figures); every body they take or give is a type of `wire`, which
 //! the CLI shares. Three things are decided here and nowhere else:
 //!
 //! - who may call: every `/v1` route needs a bearer token that
@@ -39,6 +40,7 @@ mod placing;
 mod servers;
 mod tenants;
 mod tokens;
+mod traffic;
 pub(crate) mod wire;
 
 #[cfg(test)]
@@ -114,6 +116,9 @@ fn router(state: AppState) -> Router {
             get(instances::get_instance).delete(instances::stop_instance),
         )
         .route("/v1/status", get(fleet::fleet_status))
+        .route("/v1/traffic/top", get(traffic::top))
+        .route("/v1/traffic/servers", get(traffic::servers))
+        .route("/v1/traffic/tenants/:name", get(traffic::tenant))
         .route("/v1/reconcile", post(fleet::reconcile))
         .route(
             "/v1/tokens",
