@@ -4,8 +4,8 @@
 //! The pieces: `args` (the clap definitions), `client` (one typed method per
 //! API route, all going through one request function that turns every failure
 //! into one `CliError`), `render` (pure functions, records and "now" in, text
-//! out, tested without a server) and `drain` (following a drain with a progress
-//! bar). This module runs a parsed command: people get aligned tables; `--json`
+//! out, tested without a server), `drain` (following a drain with a progress
+//! bar) and `top` (the busiest tenants, redrawn). This module runs a parsed command: people get aligned tables; `--json`
 //! prints the API's own JSON for scripts. Request and answer bodies are the
 //! management API's `api::wire` types, the ones its handlers use.
 
@@ -22,6 +22,7 @@ mod client;
 mod drain;
 mod error;
 mod render;
+mod top;
 
 pub use args::Cli;
 use args::{
@@ -32,8 +33,8 @@ use client::{api_base, resolve_token, token_file_path, ApiClient, Stop};
 use error::CliError;
 use render::{
     printable, render_certificate, render_certificates, render_instances, render_reconcile,
-    render_server, render_servers, render_spawned, render_status, render_tenant, render_tenants,
-    render_tokens,
+    render_server, render_servers, render_spawned, render_status, render_tenant,
+    render_tenant_traffic, render_tenants, render_tokens,
 };
 
 /// Runs the parsed command line and returns the process's exit code: 0 on
@@ -84,6 +85,9 @@ async fn client_command(global: &GlobalArgs, command: Command) -> Result<(), Cli
     let token_file = token_file_path();
     let token = resolve_token(global.token.clone(), &token_file)?;
     let client = ApiClient::new(base, token, token_file)?;
+    if let Command::Top(args) = &command {
+        return top::run(&client, args, global.json).await;
+    }
     execute(&client, command, global.json)
         .await?
         .finish(global.json)
@@ -374,6 +378,11 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
             let r = client.reconcile().await?;
             Output::new(r.json, render_reconcile(&r.value))
         }
+        Command::Top(args) => {
+            return Err(CliError::Local(format!(
+                "`slum top` redraws itself; it is not run here ({args:?})"
+            )))
+        }
     })
 }
 
@@ -459,7 +468,22 @@ async fn tenant_command(
         }
         TenantCommand::Show { domain } => {
             let r = client.tenant(&domain).await?;
-            Output::new(r.json, render_tenant(&r.value, now))
+            let mut json = r.json;
+            let mut text = render_tenant(&r.value, now);
+            // The router's figures for the tenant; an older `slum serve`
+            // has none, and the record is shown all the same.
+            match client.tenant_traffic(&r.value.name).await {
+                Ok(traffic) => {
+                    text.push('\n');
+                    text.push_str(&render_tenant_traffic(&traffic.value));
+                    if let Some(record) = json.as_object_mut() {
+                        record.insert("traffic".into(), traffic.json);
+                    }
+                }
+                Err(CliError::Api { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+            Output::new(json, text)
         }
         TenantCommand::Update(args) => {
             let r = client.update_tenant(&args.domain, &args.patch()).await?;

@@ -229,6 +229,10 @@ pub struct TenantTraffic {
     pub requests_min: u64,
     #[serde(flatten)]
     pub figures: TrafficFigures,
+    /// The time the figures cover, in seconds: given when the tenant is
+    /// asked for alone (in a list, the list's `window_seconds` says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_seconds: Option<f64>,
 }
 
 /// One server's traffic from this router.
@@ -324,6 +328,7 @@ impl TenantTally {
             tracked: sum.is_some(),
             requests_min: s.counted,
             figures: TrafficFigures::new(s.excess + floor, s.counted, s.errors, &s.latency, secs),
+            window_seconds: None,
         }
     }
 
@@ -353,7 +358,11 @@ impl TenantTally {
     /// One tenant's figures over `covered`.
     pub(crate) fn tenant(&self, name: &str, covered: Duration) -> TenantTraffic {
         let sum = self.tenants.get(&TenantKey::new(name));
-        self.figures(name, sum, covered.as_secs_f64())
+        let secs = covered.as_secs_f64();
+        TenantTraffic {
+            window_seconds: Some(round_ms(secs)),
+            ..self.figures(name, sum, secs)
+        }
     }
 }
 

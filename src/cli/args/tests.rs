@@ -278,3 +278,15 @@ fn secrets_never_show_in_debug() {
     let cli = parse(&["--token", "hunter2", "status"]).expect("parses");
     assert!(!format!("{cli:?}").contains("hunter2"));
 }
+
+#[test]
+fn top_takes_a_limit_within_range_and_once() {
+    let cli = parse(&["top", "--once", "--limit", "5"]).expect("parses");
+    match cli.command {
+        Command::Top(args) => assert_eq!((args.once, args.limit, args.servers), (true, 5, false)),
+        other => panic!("{other:?}"),
+    }
+    for bad in ["0", "1001"] {
+        assert!(parse(&["top", "--limit", bad]).is_err(), "--limit {bad}");
+    }
+}
