@@ -137,3 +137,9 @@ pub(super) async fn undrain_server(
     state.drains.undrain(&id).await?;
     Ok(Json(state.db.get_server(&id).await?))
 }
+
+/// `GET /v1/drains`: the last drain of each server this `slum serve` ran,
+/// running or done, by server id.
+pub(super) async fn list_drains(State(state): State<AppState>) -> Json<Vec<DrainProgress>> {
+    Json(state.drains.all())
+}
