@@ -2083,10 +2083,16 @@ async fn the_dashboard_signs_in_with_a_token_into_a_read_only_session_cookie() {
     let page = http.get(url("/ui/")).send().await.expect("page");
     assert_eq!(page.status(), StatusCode::OK);
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     let html = page.text().await.unwrap();
     assert!(html.contains("action=\"/ui/sign-in\""), "{html}");
-    assert!(!html.contains("<script>") && !html.contains("http"), "only its own files");
+    assert!(
+        !html.contains("<script>") && !html.contains("http"),
+        "only its own files"
+    );
     for (path, kind) in [("/ui/app.js", "javascript"), ("/ui/style.css", "css")] {
         let r = http.get(url(path)).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{path}");
@@ -2125,9 +2131,15 @@ async fn the_dashboard_signs_in_with_a_token_into_a_read_only_session_cookie() {
     assert_eq!(signed.status(), StatusCode::SEE_OTHER);
     assert_eq!(signed.headers()["location"], "/ui/");
     let set = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
     assert!(!set.contains("Secure"), "plain HTTP: {set}");
-    assert!(!set.contains(&api.secret), "the cookie is not the token: {set}");
+    assert!(
+        !set.contains(&api.secret),
+        "the cookie is not the token: {set}"
+    );
     let cookie = set.split(';').next().unwrap().to_owned();
     let behind_https = sign_in(&api.secret)
         .header("x-forwarded-proto", "https")
@@ -2139,7 +2151,8 @@ async fn the_dashboard_signs_in_with_a_token_into_a_read_only_session_cookie() {
 
     // The cookie reads, and changes nothing.
     let with_cookie = |method: Method, path: &str| {
-        http.request(method, url(path)).header("cookie", cookie.clone())
+        http.request(method, url(path))
+            .header("cookie", cookie.clone())
     };
     let (status, who) = send(with_cookie(Method::GET, "/ui/session")).await;
     assert_eq!(status, StatusCode::OK, "{who}");
@@ -2160,15 +2173,26 @@ async fn the_dashboard_signs_in_with_a_token_into_a_read_only_session_cookie() {
     assert_eq!(api.db().list_servers().await.unwrap().len(), 1);
 
     // Signing out ends the session; so does revoking its token.
-    let out = with_cookie(Method::POST, "/ui/sign-out").send().await.unwrap();
+    let out = with_cookie(Method::POST, "/ui/sign-out")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
-    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     let (status, _) = send(with_cookie(Method::GET, "/v1/servers")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let again = sign_in(&api.secret).send().await.unwrap();
     let cookie = again.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_owned();
-    let token = api.db().verify_api_token(&api.secret).await.unwrap().unwrap();
+    let token = api
+        .db()
+        .verify_api_token(&api.secret)
+        .await
+        .unwrap()
+        .unwrap();
     api.db().revoke_api_token(&token.id).await.unwrap();
     let (status, _) = send(http.get(url("/v1/servers")).header("cookie", cookie)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

@@ -12,6 +12,8 @@ use super::http;
 /// A running `slum serve` on loopback ports.
 pub struct Slum {
     pub router: SocketAddr,
+    /// The management API (and the dashboard).
+    pub api: SocketAddr,
     /// The HTTPS listener, when `tls_listen` was set.
     pub tls: Option<SocketAddr>,
     pub state: AppState,
@@ -45,6 +47,7 @@ impl Slum {
             .await
             .unwrap();
         let router = serving.router_addr().unwrap();
+        let api = serving.api_addr().unwrap();
         let tls = serving.tls_addr().map(Result::unwrap);
         let state = serving.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -53,6 +56,7 @@ impl Slum {
         }));
         Slum {
             router,
+            api,
             tls,
             state,
             db_path: database,

@@ -69,9 +69,11 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the
+    // page's own form posts, which then cannot be told from another site's.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     // Embedded in the binary: a new version is a new process, and the
     // browser asks again each time (they are small).
