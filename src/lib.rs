@@ -18,7 +18,9 @@
 //!   an existing tenant), the one seam to the database ([`store`]: all SQL lives
 //!   there, in `sqlite.rs`, the embedded default, and `postgres.rs`, the
 //!   database several routers share), [`FleetDb`] (the records' calls and
-//!   [`FleetOptions`]) and the management API's tokens (`api_tokens.rs`).
+//!   [`FleetOptions`]), the management API's tokens (`api_tokens.rs`) and
+//!   the fleet's [`events`] (`events.rs`: what happened, when, why, by which
+//!   router).
 //! - `orchestrate/`, the orchestrator: [`SlumDb`] (`slum_db.rs`), the API of
 //!   the seed page, which is a [`FleetDb`] plus the [`tenement`] client of
 //!   each server; spawn, stop, live listings and reconcile
@@ -158,10 +160,25 @@ pub mod certificate {
     pub use crate::fleet::certificate::{certificate_name, covers, verify, verify_pair};
 }
 pub use fleet::db::{FleetDb, FleetOptions};
+/// The fleet's events: what happened, when, why and by which router
+/// ([`FleetDb::record_event`], [`FleetDb::events`]).
+pub mod events {
+    pub use crate::fleet::events::{
+        host_name, Event, EventKind, EventLevel, EventQuery, EventRetention, EventRow, NewEvent,
+        DEFAULT_EVENT_LIMIT, TRIM_BATCH,
+    };
+}
 pub use fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, InstanceStatus, Server,
     ServerStats, ServerStatus, Tenant,
 };
+/// An instance's output, read from its server's tenement and followed across
+/// moves ([`SlumDb::instance_logs`], [`SlumDb::follow_logs`]).
+pub mod logs {
+    pub use crate::orchestrate::logs::{
+        LogEvent, LogFilter, LogLine, LogStream, DEFAULT_LOG_LINES, MAX_LOG_LINES,
+    };
+}
 pub use fleet::paging::{Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use fleet::store;
 #[cfg(feature = "serve")]

@@ -1496,3 +1496,217 @@ async fn keys_are_absent_from_debug_and_serde() {
         assert!(!text.contains("hunter2"), "credentials in {text}");
     }
 }
+
+/// The kinds of a page of events, oldest first.
+fn kinds(events: &[slum::events::Event]) -> Vec<&str> {
+    events.iter().map(|e| e.kind.as_str()).collect()
+}
+
+#[tokio::test]
+async fn events_are_recorded_with_their_router_and_paged_by_server_tenant_and_id() {
+    use slum::events::{EventKind, EventLevel, EventQuery, NewEvent};
+    let (_test_db, db) = temp_db().await;
+    db.set_router_name("edge-1:8080 (pid 42)");
+    db.add_server(&server("s1", None, 1024)).await.unwrap();
+    db.add_server(&server("s2", None, 1024)).await.unwrap();
+    db.add_tenant(&tenant("acme.com", "s1")).await.unwrap();
+    let mut s1 = db.get_server("s1").await.unwrap();
+    s1.capacity_mb = 2048;
+    s1.token = Some("hunter2-token".into());
+    db.update_server(&s1).await.unwrap();
+    db.record_event(
+        NewEvent::new(EventKind::Spawned, "spawned on s2")
+            .server("s2")
+            .instance("acme:prod"),
+    )
+    .await;
+    let all = db.events(&EventQuery::default()).await.unwrap();
+    assert_eq!(
+        kinds(&all.items),
+        [
+            "server-added",
+            "server-added",
+            "tenant-added",
+            "server-updated",
+            "server-token-changed",
+            "spawned"
+        ]
+    );
+    assert!(all.items.windows(2).all(|w| w[0].id < w[1].id), "by id");
+    for e in &all.items {
+        assert_eq!(e.router, "edge-1:8080 (pid 42)");
+        assert!(!e.cause.contains("hunter2"), "a token in {e:?}");
+        assert_eq!(e.level, EventLevel::Normal);
+    }
+    assert_eq!(all.items[3].cause, "capacity 1024 MB -> 2048 MB");
+    assert_eq!(all.items[5].instance.as_deref(), Some("acme:prod"));
+
+    let of = |server: Option<&str>, tenant: Option<&str>| EventQuery {
+        server: server.map(Into::into),
+        tenant: tenant.map(Into::into),
+        ..Default::default()
+    };
+    let s1_events = db.events(&of(Some("s1"), None)).await.unwrap().items;
+    assert_eq!(
+        kinds(&s1_events),
+        [
+            "server-added",
+            "tenant-added",
+            "server-updated",
+            "server-token-changed"
+        ]
+    );
+    let acme = db.events(&of(None, Some("acme"))).await.unwrap().items;
+    assert_eq!(kinds(&acme), ["tenant-added", "spawned"]);
+    let both = db
+        .events(&of(Some("s2"), Some("acme")))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(kinds(&both), ["spawned"]);
+
+    // Without `after`: the newest `limit`, oldest first.
+    let newest = db
+        .events(&EventQuery {
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kinds(&newest.items), ["server-token-changed", "spawned"]);
+    // With it: a walk by id, page after page.
+    let mut walked = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = db
+            .events(&EventQuery {
+                after: Some(after),
+                limit: 4,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        walked.extend(page.items);
+        match page.next {
+            Some(next) => after = next.parse().unwrap(),
+            None => break,
+        }
+    }
+    assert_eq!(walked, all.items);
+    // Since a time: from the first event at or after it.
+    let since = |at| EventQuery {
+        since: Some(at),
+        ..Default::default()
+    };
+    let hour = chrono::Duration::hours(1);
+    let everything = db.events(&since(chrono::Utc::now() - hour)).await.unwrap();
+    assert_eq!(everything.items, all.items);
+    let none = db.events(&since(chrono::Utc::now() + hour)).await.unwrap();
+    assert!(none.items.is_empty());
+
+    // A warning, and the kinds removals record.
+    db.delete_tenant("acme.com").await.unwrap();
+    db.delete_server("s2").await.unwrap();
+    db.record_event(NewEvent::new(EventKind::ServerOffline, "2 checks failed").server("s1"))
+        .await;
+    let last = db
+        .events(&EventQuery {
+            after: Some(all.items[5].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        kinds(&last),
+        ["tenant-removed", "server-removed", "server-offline"]
+    );
+    assert_eq!(last[0].tenant.as_deref(), Some("acme"));
+    assert_eq!(last[2].level, EventLevel::Warning);
+
+    for bad in [
+        EventQuery {
+            limit: 0,
+            ..Default::default()
+        },
+        EventQuery {
+            server: Some("not a label".into()),
+            ..Default::default()
+        },
+        EventQuery {
+            after: Some(-1),
+            ..Default::default()
+        },
+    ] {
+        assert!(
+            matches!(db.events(&bad).await, Err(Error::Invalid { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn events_are_trimmed_by_age_and_by_count_a_bounded_batch_at_a_time() {
+    use slum::events::{EventQuery, EventRetention, EventRow};
+    let (test_db, db) = temp_db().await;
+    let store = test_db.open_store().await;
+    let now = chrono::Utc::now();
+    let row = |at, cause: &'static str| EventRow {
+        at,
+        kind: "spawned",
+        server: Some("s1"),
+        tenant: None,
+        instance: None,
+        cause,
+        router: "test",
+    };
+    // Five of ten days ago, then five of now.
+    for _ in 0..5 {
+        store
+            .insert_event(&row(now - chrono::Duration::days(10), "old"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..5 {
+        store.insert_event(&row(now, "new")).await.unwrap();
+    }
+    // One statement deletes at most its limit, the oldest first.
+    assert_eq!(
+        store
+            .delete_events_before(now.timestamp_millis() - 1000, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    let week = EventRetention::default();
+    assert_eq!(week.max_age, std::time::Duration::from_secs(7 * 86_400));
+    assert_eq!(
+        db.trim_events(&week, 10).await.unwrap(),
+        3,
+        "the rest of the old"
+    );
+    let page = |limit| EventQuery {
+        limit,
+        ..Default::default()
+    };
+    let left = db.events(&page(100)).await.unwrap().items;
+    assert_eq!(left.len(), 5);
+    assert!(left.iter().all(|e| e.cause == "new"));
+    // Beyond the count kept: the oldest go.
+    let two = EventRetention {
+        max_count: 2,
+        ..week
+    };
+    assert_eq!(db.trim_events(&two, 10).await.unwrap(), 3);
+    let kept = db.events(&page(100)).await.unwrap().items;
+    assert_eq!(
+        kept.iter().map(|e| e.id).collect::<Vec<_>>(),
+        left[3..].iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    assert_eq!(db.trim_events(&two, 10).await.unwrap(), 0, "nothing more");
+    // An id is never given twice, even after the newest went.
+    let last = kept[1].id;
+    store.delete_events_beyond(0, 10).await.expect("delete all");
+    let next = store.insert_event(&row(now, "later")).await.unwrap();
+    assert!(next > last, "{next} after {last}");
+}

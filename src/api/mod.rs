@@ -4,8 +4,9 @@
 //! It is a thin layer over [`SlumDb`](crate::SlumDb): each handler parses its
 //! input, makes one library call and answers with the library's own types as
 //! JSON. The handlers live by resource (`servers`, `tenants`, `instances`,
-//! `fleet`, `tokens`, `certificates`, and `traffic`, the router's own
-//! figures); every body they take or give is a type of `wire`, which
+//! `fleet`, `tokens`, `certificates`, `events`, `logs` (an instance's
+//! output), and `traffic`, the router's own figures); every body they take
+//! or give is a type of `wire`, which
 //! the CLI shares. Three things are decided here and nowhere else:
 //!
 //! - who may call: every `/v1` route needs a bearer token that
@@ -27,7 +28,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use tokio::net::TcpListener;
 
 use crate::serve::AppState;
@@ -35,9 +36,11 @@ use crate::{Error, Kind};
 
 mod certificates;
 pub mod dashboard;
+mod events;
 mod extract;
 mod fleet;
 mod instances;
+mod logs;
 mod paging;
 mod placing;
 mod servers;
@@ -51,6 +54,10 @@ mod tests;
 
 use wire::{ErrorBody, Problem};
 
+/// Turns true when `slum serve` stops: what ends the API's endless streams.
+#[derive(Clone)]
+pub(crate) struct Stopping(pub(crate) tokio::sync::watch::Receiver<bool>);
+
 /// Time in-flight requests get after `stop`, beyond the spawn timeout: a spawn
 /// or move already under way may finish, but shutdown is never held forever.
 const SHUTDOWN_SLACK: Duration = Duration::from_secs(5);
@@ -63,7 +70,8 @@ pub async fn serve(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let grace = state.db.options().spawn_timeout + SHUTDOWN_SLACK;
-    let app = router(state);
+    // Streams that would last for ever (followed logs) end when told.
+    let app = router(state).layer(Extension(Stopping(stop.clone())));
     let mut signal = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         // A dropped sender can never say "stop" any more: the process is ending.
@@ -111,6 +119,8 @@ fn router(state: AppState) -> Router {
                 .delete(tenants::delete_tenant),
         )
         .route("/v1/tenants/:domain/move", post(tenants::move_tenant))
+        .route("/v1/tenants/:domain/logs", get(logs::instance_logs))
+        .route("/v1/events", get(events::list_events))
         .route(
             "/v1/instances",
             get(instances::list_instances).post(instances::spawn_instance),

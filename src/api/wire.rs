@@ -12,6 +12,7 @@
 //! have is refused when deserialized (`deny_unknown_fields`), so that a typo
 //! is an error naming the field rather than a silent no-op.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
 // The library's records, in the answers as they are; the CLI reads them here.
@@ -39,6 +40,11 @@ pub use crate::traffic::{ServerTraffic, TrafficFigures};
 // through `Display`), so clients find them here with the rest.
 #[allow(unused_imports)]
 pub use crate::{CertificateSource, CertificateState};
+// The fleet's events and an instance's output, as the API sends them.
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub use crate::events::{Event, EventLevel};
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub use crate::logs::{LogEvent, LogLine, LogStream};
 
 #[cfg(test)]
 mod tests;
@@ -229,6 +235,80 @@ pub struct PutCertificate {
     /// (`false`); left out, the fleet's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redirect: Option<bool>,
+}
+
+/// `GET /v1/events?server=ID&tenant=NAME&after=ID&since=WHEN&limit=N`:
+/// the events of a server and/or a tenant (a name, or one of its domains),
+/// after an event id or since a time (see [`parse_since`]); without either,
+/// the newest `limit` (100 by default). Values travel as text, so that a bad
+/// one is a 422 naming its field.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
+/// `GET /v1/tenants/{tenant}/logs?instance=ID&since=WHEN&grep=TEXT&stream=stdout|stderr&limit=N&follow=true`:
+/// an instance's output. `{tenant}` is a tenant's name or one of its
+/// domains; without `instance`, its own instance (or its only one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grep: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<String>,
+}
+
+/// `since` as the API takes it (`?since=` of events and logs, `--since` of
+/// the CLI): a duration back from `now` (`90s`, `15m`, `2h`, `7d`; a bare
+/// number is seconds), or a time in RFC 3339 (`2025-06-01T12:00:00Z`).
+pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let seconds_per = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => f64::NAN,
+    };
+    let back = number
+        .parse::<f64>()
+        .ok()
+        .map(|n| n * seconds_per)
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .and_then(|s| chrono::Duration::from_std(std::time::Duration::from_secs_f64(s)).ok())
+        .ok_or_else(|| {
+            format!(
+                "must be a duration (90s, 15m, 2h, 7d) or an RFC 3339 time, not {}",
+                crate::fleet::validation::quoted(text)
+            )
+        })?;
+    Ok(now - back)
 }
 
 // ----- answers -----

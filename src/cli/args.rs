@@ -11,8 +11,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 use super::error::CliError;
 use crate::api::wire::{
-    FailoverPolicy, NewInstance, NewServer, NewTenant, PutCertificate, ServerPatch, ServerStatus,
-    TenantPatch,
+    FailoverPolicy, LogsQuery, NewInstance, NewServer, NewTenant, PutCertificate, ServerPatch,
+    ServerStatus, TenantPatch,
 };
 use crate::serve::{DatabaseLocation, ServeArgs};
 
@@ -102,6 +102,98 @@ pub(super) enum Command {
     /// `slum serve` asked): requests per second, errors, p50 and p99
     /// latency; refreshed every 2 s until Ctrl-C.
     Top(TopArgs),
+    /// What the fleet did: health transitions, spawns, stops, moves, drains,
+    /// failovers, reconcile actions, token and certificate changes, with
+    /// their cause and the router that made them (the newest 100 unless
+    /// told; oldest first). With -f, new ones as they come.
+    Events(EventsArgs),
+    /// An instance's output (the newest 100 lines unless told), wherever it
+    /// runs, from its server's tenement; with -f, new lines as they come,
+    /// following the instance when it moves or fails over.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct EventsArgs {
+    /// Only the events of this server.
+    #[arg(long, value_name = "ID")]
+    pub(super) server: Option<String>,
+    /// Only the events of this tenant (its name, or one of its domains).
+    #[arg(long, value_name = "T")]
+    pub(super) tenant: Option<String>,
+    /// Only those since then: a duration back (90s, 15m, 2h, 7d) or an RFC
+    /// 3339 time.
+    #[arg(long, value_name = "DUR", value_parser = parse_since_arg)]
+    pub(super) since: Option<String>,
+    /// At most this many (1 to 10000; the newest, or with --since the
+    /// first).
+    #[arg(long, value_name = "N")]
+    pub(super) limit: Option<u32>,
+    /// Keep watching: print new events as they are recorded (Ctrl-C ends).
+    #[arg(short, long)]
+    pub(super) follow: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(super) struct LogsArgs {
+    /// The instance: TENANT:INSTANCE, or TENANT (a name or one of its
+    /// domains) for the tenant's own instance.
+    #[arg(value_name = "TENANT[:INSTANCE]")]
+    pub(super) target: String,
+    /// Keep following: print new lines as they are written, on whichever
+    /// server the instance runs (Ctrl-C ends).
+    #[arg(short, long)]
+    pub(super) follow: bool,
+    /// Only lines since then: a duration back (90s, 15m, 2h, 7d) or an RFC
+    /// 3339 time.
+    #[arg(long, value_name = "DUR", value_parser = parse_since_arg)]
+    pub(super) since: Option<String>,
+    /// Only lines containing this text (case-sensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub(super) grep: Option<String>,
+    /// Only the standard error.
+    #[arg(long, conflicts_with = "stdout")]
+    pub(super) stderr: bool,
+    /// Only the standard output.
+    #[arg(long)]
+    pub(super) stdout: bool,
+    /// At most this many lines, the newest (1 to 10000; default 100).
+    #[arg(long, value_name = "N")]
+    pub(super) limit: Option<u32>,
+}
+
+impl LogsArgs {
+    /// The tenant and, if given, the instance id.
+    pub(super) fn tenant_and_instance(&self) -> (&str, Option<&str>) {
+        match self.target.split_once(':') {
+            Some((tenant, instance)) => (tenant, Some(instance)),
+            None => (&self.target, None),
+        }
+    }
+
+    /// The API's query of these flags.
+    pub(super) fn query(&self, follow: bool) -> LogsQuery {
+        let (_, instance) = self.tenant_and_instance();
+        LogsQuery {
+            instance: instance.map(str::to_owned),
+            since: self.since.clone(),
+            grep: self.grep.clone(),
+            stream: if self.stderr {
+                Some("stderr".to_owned())
+            } else if self.stdout {
+                Some("stdout".to_owned())
+            } else {
+                None
+            },
+            limit: self.limit.map(|n| n.to_string()),
+            follow: follow.then(|| "true".to_owned()),
+        }
+    }
+}
+
+/// A `--since` the API will take, checked before any request.
+fn parse_since_arg(s: &str) -> Result<String, String> {
+    crate::api::wire::parse_since(s, chrono::Utc::now()).map(|_| s.to_owned())
 }
 
 /// `slum top`.

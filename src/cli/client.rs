@@ -16,10 +16,11 @@ use url::Url;
 use super::args::Secret;
 use super::error::CliError;
 use crate::api::wire::{
-    ApiToken, CertificateInfo, CreatedToken, DrainProgress, ErrorBody, FleetStatus, Instance,
-    InstanceStatus, ListQuery, MoveTo, NewInstance, NewServer, NewTenant, NewToken, PutCertificate,
-    ReconcileReport, Server, ServerPatch, ServerStats, ServersTraffic, StopPending, Tenant,
-    TenantPatch, TenantTraffic, TrafficTop, NEXT_AFTER,
+    ApiToken, CertificateInfo, CreatedToken, DrainProgress, ErrorBody, Event, EventsQuery,
+    FleetStatus, Instance, InstanceStatus, ListQuery, LogLine, LogsQuery, MoveTo, NewInstance,
+    NewServer, NewTenant, NewToken, PutCertificate, ReconcileReport, Server, ServerPatch,
+    ServerStats, ServersTraffic, StopPending, Tenant, TenantPatch, TenantTraffic, TrafficTop,
+    NEXT_AFTER,
 };
 use crate::serve::{default_token_file, DEFAULT_API};
 
@@ -31,6 +32,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one API call may take; spawns, moves and reconcile wait for tenement
 /// servers, so this is generous.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a followed answer (`slum logs -f`) may last: as long as the
+/// operator watches.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(366 * 86_400);
 
 // ----- where the API is, and the token -----
 
@@ -193,6 +197,16 @@ impl ApiClient {
         query: Option<&ListQuery>,
         body: Option<Value>,
     ) -> Result<(StatusCode, Value, Option<String>), CliError> {
+        self.request_query(method, segments, query, body).await
+    }
+
+    /// A request with a query of any shape.
+    fn builder<Q: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<&Q>,
+    ) -> reqwest::RequestBuilder {
         let mut req = self.http.request(method, self.endpoint(segments));
         if let Some(q) = query {
             req = req.query(q);
@@ -200,6 +214,31 @@ impl ApiClient {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.expose());
         }
+        req
+    }
+
+    /// The failure of an answer that is not a success, if it is not.
+    fn refusal(&self, status: StatusCode, body: &[u8]) -> Option<CliError> {
+        if status == StatusCode::UNAUTHORIZED {
+            return Some(match self.token {
+                Some(_) => CliError::Refused,
+                None => CliError::NoToken {
+                    token_file: self.token_file.clone(),
+                },
+            });
+        }
+        (!status.is_success()).then(|| api_error(status, body))
+    }
+
+    /// [`request_page`](Self::request_page) with a query of any shape.
+    async fn request_query<Q: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<&Q>,
+        body: Option<Value>,
+    ) -> Result<(StatusCode, Value, Option<String>), CliError> {
+        let mut req = self.builder(method, segments, query);
         if let Some(b) = &body {
             req = req.json(b);
         }
@@ -211,16 +250,8 @@ impl ApiClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
-        if status == StatusCode::UNAUTHORIZED {
-            return Err(match self.token {
-                Some(_) => CliError::Refused,
-                None => CliError::NoToken {
-                    token_file: self.token_file.clone(),
-                },
-            });
-        }
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
+        if let Some(e) = self.refusal(status, &bytes) {
+            return Err(e);
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok((status, Value::Null, next));
@@ -252,8 +283,19 @@ impl ApiClient {
         query: Option<&ListQuery>,
         body: Option<Value>,
     ) -> Result<Reply<T>, CliError> {
+        self.call_query(method, segments, query, body).await
+    }
+
+    /// [`call`](Self::call) with a query of any shape.
+    async fn call_query<T: DeserializeOwned, Q: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: Option<&Q>,
+        body: Option<Value>,
+    ) -> Result<Reply<T>, CliError> {
         let what = format!("{method} /v1/{}", segments.join("/"));
-        let (_, json, next) = self.request_page(method, segments, query, body).await?;
+        let (_, json, next) = self.request_query(method, segments, query, body).await?;
         let value = T::deserialize(&json).map_err(|e| {
             CliError::Unexpected(format!("cannot read the API's answer to {what}: {e}"))
         })?;
@@ -466,5 +508,53 @@ impl ApiClient {
     ) -> Result<Reply<CertificateInfo>, CliError> {
         self.call(Method::POST, &["certificates", domain, "order"], None, None)
             .await
+    }
+
+    /// A page of the fleet's events, oldest first.
+    pub(super) async fn events(&self, query: &EventsQuery) -> Result<Reply<Vec<Event>>, CliError> {
+        self.call_query(Method::GET, &["events"], Some(query), None)
+            .await
+    }
+
+    /// The lines an instance wrote, oldest first.
+    pub(super) async fn logs(
+        &self,
+        tenant: &str,
+        query: &LogsQuery,
+    ) -> Result<Reply<Vec<LogLine>>, CliError> {
+        self.call_query(Method::GET, &["tenants", tenant, "logs"], Some(query), None)
+            .await
+    }
+
+    /// An instance's output followed: the answer, whose body is JSON lines
+    /// (each a [`LogEvent`](crate::api::wire::LogEvent)) for as long as it
+    /// lasts.
+    pub(super) async fn follow_logs(
+        &self,
+        tenant: &str,
+        query: &LogsQuery,
+    ) -> Result<reqwest::Response, CliError> {
+        let resp = self
+            .builder(Method::GET, &["tenants", tenant, "logs"], Some(query))
+            .timeout(FOLLOW_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Err(self
+            .refusal(status, &bytes)
+            .unwrap_or_else(|| api_error(status, &bytes)))
+    }
+
+    /// The error of a followed answer that broke off.
+    pub(super) fn stream_error(&self, e: &reqwest::Error) -> CliError {
+        CliError::Unreachable {
+            url: self.shown_url(),
+            reason: format!("the stream broke: {}", root_cause(e)),
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! API route, all going through one request function that turns every failure
 //! into one `CliError`), `render` (pure functions, records and "now" in, text
 //! out, tested without a server), `drain` (following a drain with a progress
-//! bar) and `top` (the busiest tenants, redrawn). This module runs a parsed command: people get aligned tables; `--json`
+//! bar), `events` (the fleet's events, and following them), `logs` (an
+//! instance's output, and following it) and `top` (the busiest tenants,
+//! redrawn). This module runs a parsed command: people get aligned tables; `--json`
 //! prints the API's own JSON for scripts. Request and answer bodies are the
 //! management API's `api::wire` types, the ones its handlers use.
 
@@ -21,6 +23,8 @@ mod args;
 mod client;
 mod drain;
 mod error;
+mod events;
+mod logs;
 mod render;
 mod top;
 
@@ -378,6 +382,8 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
             let r = client.reconcile().await?;
             Output::new(r.json, render_reconcile(&r.value))
         }
+        Command::Events(args) => events::events(client, args, json).await?,
+        Command::Logs(args) => logs::logs(client, args, json).await?,
         Command::Top(args) => {
             return Err(CliError::Local(format!(
                 "`slum top` redraws itself; it is not run here ({args:?})"

@@ -11,9 +11,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::wire::{
-    ApiToken, CertificateInfo, DrainProgress, FleetStatus, Instance, InstanceStatus,
-    ReconcileReport, Server, ServerStats, ServersTraffic, Tenant, TenantTraffic, TrafficFigures,
-    TrafficTop, EXPIRY_WARNING_DAYS,
+    ApiToken, CertificateInfo, DrainProgress, Event, EventLevel, FleetStatus, Instance,
+    InstanceStatus, LogLine, LogStream, ReconcileReport, Server, ServerStats, ServersTraffic,
+    Tenant, TenantTraffic, TrafficFigures, TrafficTop, EXPIRY_WARNING_DAYS,
 };
 
 #[cfg(test)]
@@ -662,4 +662,60 @@ pub(super) fn render_reconcile(r: &ReconcileReport) -> String {
     } else {
         out.join("\n")
     }
+}
+
+/// A time as events and log lines show it: to the second, UTC.
+fn format_stamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The columns of [`render_event`]'s lines, in the widths of
+/// [`events_header`].
+fn event_columns(at: &str, level: &str, kind: &str, server: &str, object: &str) -> String {
+    format!("{at:<20}  {level:<7}  {kind:<20}  {server:<12}  {object:<20}  ")
+}
+
+/// The header of [`render_event`]'s lines.
+pub(super) fn events_header() -> String {
+    format!(
+        "{}CAUSE",
+        event_columns("TIME", "TYPE", "KIND", "SERVER", "OBJECT")
+    )
+}
+
+/// One event as a line under [`events_header`] (columns of a fixed width,
+/// so that a followed list stays aligned): the object is the instance, else
+/// the tenant; the router that made it ends the line.
+pub(super) fn render_event(e: &Event) -> String {
+    let level = match e.level {
+        EventLevel::Normal => "normal",
+        EventLevel::Warning => "warning",
+    };
+    let object = e.instance.as_deref().or(e.tenant.as_deref());
+    format!(
+        "{}{}  (by {})",
+        event_columns(
+            &format_stamp(e.at),
+            level,
+            &printable(&e.kind),
+            &printable(&or_dash(e.server.as_deref())),
+            &printable(&or_dash(object)),
+        ),
+        printable(&e.cause),
+        printable(&e.router)
+    )
+}
+
+/// One line an instance wrote: when, on which server, which stream, what.
+pub(super) fn render_log_line(l: &LogLine) -> String {
+    let stream = match l.stream {
+        LogStream::Stdout => "OUT",
+        LogStream::Stderr => "ERR",
+    };
+    format!(
+        "{} {} {stream} {}",
+        format_stamp(l.at),
+        printable(&l.server),
+        printable(&l.message)
+    )
 }

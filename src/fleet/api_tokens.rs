@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::fleet::db::FleetDb;
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::ApiToken;
 
 /// Prefix of every token, so that a leaked one is recognisable.
@@ -153,6 +154,14 @@ impl FleetDb {
                 .by_hash
                 .insert(minted.hashed.clone(), minted.token.clone());
         }
+        self.record_event(NewEvent::new(
+            EventKind::TokenCreated,
+            format!(
+                "management API token {} ('{}') created",
+                minted.token.id, minted.token.name
+            ),
+        ))
+        .await;
         Ok(minted.token.clone())
     }
 
@@ -245,7 +254,13 @@ impl FleetDb {
         if let Some(known) = self.tokens.known.write().await.as_mut() {
             known.by_hash.retain(|_, token| token.id != id);
         }
-        deleted
+        deleted?;
+        self.record_event(NewEvent::new(
+            EventKind::TokenRevoked,
+            format!("management API token {id} revoked"),
+        ))
+        .await;
+        Ok(())
     }
 }
 

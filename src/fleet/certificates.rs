@@ -16,6 +16,7 @@ use crate::fleet::certificate::{
     UploadedCertificate,
 };
 use crate::fleet::db::FleetDb;
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::paging::{page, Page, PageRequest};
 use crate::fleet::validation;
 
@@ -25,6 +26,13 @@ const MAX_REASON: usize = 2000;
 /// Now, in Unix seconds.
 fn now() -> i64 {
     Utc::now().timestamp()
+}
+
+/// A Unix time in seconds as a date and time (UTC), for events.
+fn from_secs(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| secs.to_string())
 }
 
 /// An ACME token or key authorization: base64url (and the '.' between a
@@ -84,6 +92,15 @@ impl FleetDb {
             now(),
         )?;
         self.store.put_certificate(&verified).await?;
+        self.record_event(NewEvent::new(
+            EventKind::CertificateAdded,
+            format!(
+                "certificate {} stored, uploaded by an operator, valid until {}",
+                verified.name,
+                from_secs(verified.not_after)
+            ),
+        ))
+        .await;
         self.store
             .get_certificate(&verified.name)
             .await?
@@ -114,6 +131,11 @@ impl FleetDb {
         if !self.store.delete_certificate(&name).await? {
             return Err(Error::not_found(Kind::Certificate, name));
         }
+        self.record_event(NewEvent::new(
+            EventKind::CertificateRemoved,
+            format!("certificate {name} removed; routers serve it no more"),
+        ))
+        .await;
         Ok(())
     }
 
@@ -172,7 +194,15 @@ impl FleetDb {
     /// orders a name it does not serve.
     pub async fn want_certificate(&self, domain: &str) -> Result<bool> {
         let domain = validation::domain("domain", domain)?;
-        self.store.want_certificate(&domain, now()).await
+        let added = self.store.want_certificate(&domain, now()).await?;
+        if added {
+            self.record_event(NewEvent::new(
+                EventKind::CertificateWanted,
+                format!("an ACME certificate for {domain} is wanted; the leading router orders it"),
+            ))
+            .await;
+        }
+        Ok(added)
     }
 
     /// At most `limit` ACME certificates whose order is due at `now` (Unix

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::{Instance, Server, Tenant};
 use crate::fleet::store::is_postgres_url;
 #[cfg(feature = "postgres")]
@@ -62,6 +63,8 @@ pub struct FleetDb {
     pub(crate) options: Arc<FleetOptions>,
     /// The management API's token hashes, shared by the clones.
     pub(crate) tokens: Arc<crate::fleet::api_tokens::TokenCache>,
+    /// The name of this process in the events it records.
+    pub(crate) router_name: Arc<crate::fleet::events::RouterName>,
 }
 
 impl std::fmt::Debug for FleetDb {
@@ -116,6 +119,7 @@ impl FleetDb {
             store,
             options: Arc::new(options),
             tokens: crate::fleet::api_tokens::TokenCache::new(),
+            router_name: crate::fleet::events::RouterName::new(),
         }
     }
 
@@ -223,7 +227,9 @@ impl FleetDb {
     /// [`SlumDb::add_server`](crate::SlumDb::add_server) for the checked call).
     pub async fn add_server(&self, server: &Server) -> Result<()> {
         let server = validation::server(server)?;
-        self.store.insert_server(&server).await
+        self.store.insert_server(&server).await?;
+        self.record_event(server_added(&server)).await;
+        Ok(())
     }
 
     /// A server, with its used capacity.
@@ -236,7 +242,10 @@ impl FleetDb {
     /// checks judge the new address).
     pub async fn update_server(&self, server: &Server) -> Result<()> {
         let server = validation::server(server)?;
-        self.store.update_server(&server, true).await
+        let stored = self.store.get_server(&server.id).await?;
+        self.store.update_server(&server, true).await?;
+        self.record_server_changes(&stored, &server, true).await;
+        Ok(())
     }
 
     /// Replaces a server's url, region, capacity, token and domain, leaving its
@@ -244,12 +253,33 @@ impl FleetDb {
     /// unchecked, as [`FleetDb::update_server`] is.
     pub async fn update_server_settings(&self, server: &Server) -> Result<()> {
         let server = validation::server(server)?;
-        self.store.update_server(&server, false).await
+        let stored = self.store.get_server(&server.id).await?;
+        self.store.update_server(&server, false).await?;
+        self.record_server_changes(&stored, &server, false).await;
+        Ok(())
+    }
+
+    /// Records what changed from `old` to `new` (settings, token and, with
+    /// `with_status`, status) as events, one per kind of change.
+    pub(crate) async fn record_server_changes(
+        &self,
+        old: &Server,
+        new: &Server,
+        with_status: bool,
+    ) {
+        for event in server_changes(old, new, with_status) {
+            self.record_event(event).await;
+        }
     }
 
     /// Removes a server that no tenant or instance points at.
     pub async fn delete_server(&self, id: &str) -> Result<()> {
-        self.store.delete_server(id).await
+        self.store.delete_server(id).await?;
+        self.record_event(
+            NewEvent::new(EventKind::ServerRemoved, "removed from the fleet").server(id),
+        )
+        .await;
+        Ok(())
     }
 
     /// All servers with their used capacity, ordered by id.
@@ -270,7 +300,9 @@ impl FleetDb {
         if derived {
             self.check_derived_name(&tenant).await?;
         }
-        self.store.insert_tenant(&tenant).await
+        self.store.insert_tenant(&tenant).await?;
+        self.record_event(tenant_added(&tenant)).await;
+        Ok(())
     }
 
     /// Refuses a tenant whose derived name would join another customer's
@@ -316,13 +348,34 @@ impl FleetDb {
     /// is the key).
     pub async fn update_tenant(&self, tenant: &Tenant) -> Result<()> {
         let tenant = validation::tenant(tenant)?;
-        self.store.update_tenant(&tenant).await
+        let stored = self.store.get_tenant(&tenant.domain).await?;
+        self.store.update_tenant(&tenant).await?;
+        self.record_tenant_changes(&stored, &tenant).await;
+        Ok(())
+    }
+
+    /// Records what changed from `old` to `new` as an event, if anything did.
+    pub(crate) async fn record_tenant_changes(&self, old: &Tenant, new: &Tenant) {
+        if let Some(event) = tenant_changes(old, new) {
+            self.record_event(event).await;
+        }
     }
 
     /// Removes a domain's route.
     pub async fn delete_tenant(&self, domain: &str) -> Result<()> {
         let domain = validation::domain("tenant.domain", domain)?;
-        self.store.delete_tenant(&domain).await
+        let stored = self.store.get_tenant(&domain).await?;
+        self.store.delete_tenant(&domain).await?;
+        self.record_event(
+            NewEvent::new(
+                EventKind::TenantRemoved,
+                format!("domain {domain} removed; it routes nowhere now"),
+            )
+            .tenant(&stored.name)
+            .server(&stored.server_id),
+        )
+        .await;
+        Ok(())
     }
 
     // ----- instances (records) -----
@@ -336,5 +389,174 @@ impl FleetDb {
     pub async fn get_instance(&self, key: &str) -> Result<Instance> {
         let (tenant, id) = validation::instance_key(key)?;
         self.store.get_instance(&tenant, &id).await
+    }
+}
+
+/// The event of a server added to the fleet.
+pub(crate) fn server_added(server: &Server) -> NewEvent {
+    NewEvent::new(
+        EventKind::ServerAdded,
+        format!(
+            "added at {} with {} MB{}",
+            server.url,
+            server.capacity_mb,
+            server
+                .region
+                .as_deref()
+                .map(|r| format!(" in region {r}"))
+                .unwrap_or_default()
+        ),
+    )
+    .server(&server.id)
+}
+
+/// The events of a server's change: its settings, its token (never shown),
+/// its status (with `with_status`).
+fn server_changes(old: &Server, new: &Server, with_status: bool) -> Vec<NewEvent> {
+    let shown = |v: Option<&str>| v.unwrap_or("none").to_owned();
+    let mut settings = Vec::new();
+    if old.url != new.url {
+        settings.push(format!("url {} -> {}", old.url, new.url));
+    }
+    if old.region != new.region {
+        settings.push(format!(
+            "region {} -> {}",
+            shown(old.region.as_deref()),
+            shown(new.region.as_deref())
+        ));
+    }
+    if old.capacity_mb != new.capacity_mb {
+        settings.push(format!(
+            "capacity {} MB -> {} MB",
+            old.capacity_mb, new.capacity_mb
+        ));
+    }
+    if old.domain != new.domain {
+        settings.push(format!(
+            "domain {} -> {}",
+            shown(old.domain.as_deref()),
+            shown(new.domain.as_deref())
+        ));
+    }
+    let mut events = Vec::new();
+    if !settings.is_empty() {
+        events.push(NewEvent::new(EventKind::ServerUpdated, settings.join("; ")).server(&new.id));
+    }
+    let token = match (&old.token, &new.token) {
+        (None, Some(_)) => Some("its tenement token was set"),
+        (Some(_), None) => Some("its tenement token was cleared"),
+        (Some(a), Some(b)) if a != b => Some("its tenement token was changed"),
+        _ => None,
+    };
+    if let Some(cause) = token {
+        events.push(NewEvent::new(EventKind::ServerTokenChanged, cause).server(&new.id));
+    }
+    if with_status && old.status != new.status {
+        events.push(
+            NewEvent::new(
+                EventKind::ServerStatusSet,
+                format!("status set to {} (was {})", new.status, old.status),
+            )
+            .server(&new.id),
+        );
+    }
+    events
+}
+
+/// The event of a domain routed to a tenant.
+pub(crate) fn tenant_added(tenant: &Tenant) -> NewEvent {
+    NewEvent::new(
+        EventKind::TenantAdded,
+        format!(
+            "domain {} routed to tenant {} (process {}, instance {}, home server {})",
+            tenant.domain, tenant.name, tenant.process, tenant.instance_id, tenant.server_id
+        ),
+    )
+    .tenant(&tenant.name)
+    .server(&tenant.server_id)
+}
+
+/// The event of a domain's change, if anything changed.
+fn tenant_changes(old: &Tenant, new: &Tenant) -> Option<NewEvent> {
+    let mut changes = Vec::new();
+    if old.name != new.name {
+        changes.push(format!("tenant {} -> {}", old.name, new.name));
+    }
+    if old.server_id != new.server_id {
+        changes.push(format!(
+            "home server {} -> {}",
+            old.server_id, new.server_id
+        ));
+    }
+    if old.process != new.process {
+        changes.push(format!("process {} -> {}", old.process, new.process));
+    }
+    if old.instance_id != new.instance_id {
+        changes.push(format!(
+            "instance {} -> {}",
+            old.instance_id, new.instance_id
+        ));
+    }
+    if old.failover != new.failover {
+        changes.push(format!(
+            "failover {} -> {}",
+            old.failover.as_str(),
+            new.failover.as_str()
+        ));
+    }
+    (!changes.is_empty()).then(|| {
+        NewEvent::new(
+            EventKind::TenantUpdated,
+            format!("domain {}: {}", new.domain, changes.join("; ")),
+        )
+        .tenant(&new.name)
+        .server(&new.server_id)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::model::ServerStatus;
+
+    #[test]
+    fn a_servers_changes_are_told_by_kind_and_its_token_never_shown() {
+        let old = Server {
+            id: "s1".into(),
+            url: "http://a".into(),
+            capacity_mb: 1024,
+            token: Some("old-secret".into()),
+            status: ServerStatus::Online,
+            ..Default::default()
+        };
+        let mut new = old.clone();
+        assert!(
+            server_changes(&old, &new, true).is_empty(),
+            "nothing changed"
+        );
+        new.capacity_mb = 2048;
+        new.token = Some("new-secret".into());
+        new.status = ServerStatus::Draining;
+        let events = server_changes(&old, &new, true);
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::ServerUpdated,
+                EventKind::ServerTokenChanged,
+                EventKind::ServerStatusSet
+            ]
+        );
+        assert_eq!(events[0].cause, "capacity 1024 MB -> 2048 MB");
+        assert_eq!(events[2].cause, "status set to draining (was online)");
+        for e in &events {
+            assert!(!e.cause.contains("secret"), "{}", e.cause);
+            assert_eq!(e.server.as_deref(), Some("s1"));
+        }
+        assert_eq!(
+            server_changes(&old, &new, false).len(),
+            2,
+            "a change of settings alone leaves the status out"
+        );
     }
 }

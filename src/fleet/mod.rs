@@ -15,6 +15,8 @@
 //! - [`certificate`]: the fleet's TLS certificates (what is stored of each,
 //!   what a router serves, the checks an uploaded one passes) and the ACME
 //!   challenges; [`certificates`] their calls on [`FleetDb`](db::FleetDb).
+//! - [`events`]: the fleet's events (what happened, when, why, by which
+//!   router), recorded by whoever makes a change, kept for a bounded time.
 //! - [`paging`]: paged lists in key order (keyset paging), for fleets too
 //!   large to list whole.
 
@@ -22,6 +24,7 @@ pub mod api_tokens;
 pub mod certificate;
 pub mod certificates;
 pub mod db;
+pub mod events;
 pub mod model;
 pub mod paging;
 pub mod store;

@@ -127,6 +127,8 @@ impl SlumDb {
         {
             tenant.server_id = existing.server_id;
             self.store.insert_tenant(&tenant).await?;
+            self.record_event(crate::fleet::db::tenant_added(&tenant))
+                .await;
             return self.store.get_tenant(&tenant.domain).await;
         }
         let instance = self
@@ -142,6 +144,8 @@ impl SlumDb {
             }
             return Err(e);
         }
+        self.record_event(crate::fleet::db::tenant_added(&tenant))
+            .await;
         self.store.get_tenant(&tenant.domain).await
     }
 }

@@ -10,9 +10,11 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::{DesiredState, ServerStatus};
 use crate::lock;
 use crate::orchestrate::placement;
+use crate::orchestrate::relocation::MoveWhy;
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 
@@ -114,6 +116,7 @@ impl Drains {
     /// take placements again; health checks then decide whether it is online.
     pub async fn undrain(&self, server_id: &str) -> Result<()> {
         let mut server = self.db.get_server(server_id).await?;
+        let mut stopped = None;
         if let Some(job) = lock(&self.jobs).get(server_id) {
             if !job.task.is_finished() {
                 job.task.abort();
@@ -121,7 +124,21 @@ impl Drains {
                 p.failed.push("drain stopped by undrain".into());
                 p.done = true;
                 p.finished_at = Some(Utc::now());
+                stopped = Some(p.moved.len());
             }
+        }
+        if let Some(moved) = stopped {
+            self.db
+                .record_event(
+                    NewEvent::new(
+                        EventKind::DrainStopped,
+                        format!(
+                            "undrain stopped the drain; {moved} instance(s) it moved stay moved"
+                        ),
+                    )
+                    .server(server_id),
+                )
+                .await;
         }
         // A server that died while draining is offline: it stays so, but
         // forgets the drain (it comes back online, not draining).
@@ -145,14 +162,45 @@ async fn run(
     server_id: String,
     progress: Arc<Mutex<DrainProgress>>,
 ) {
+    db.record_event(
+        NewEvent::new(
+            EventKind::DrainStarted,
+            "drain requested: no new placements; its instances move to other servers",
+        )
+        .server(&server_id),
+    )
+    .await;
     let result = drain(&db, &routing, &server_id, &progress).await;
-    let mut p = lock(&progress);
-    if let Err(e) = result {
-        p.failed.push(format!("drain stopped: {e}"));
+    let summary = {
+        let mut p = lock(&progress);
+        if let Err(e) = result {
+            p.failed.push(format!("drain stopped: {e}"));
+        }
+        p.done = true;
+        p.finished_at = Some(Utc::now());
+        tracing::info!(server = %server_id, moved = p.moved.len(), failed = p.failed.len(), "drain finished");
+        drain_summary(&p)
+    };
+    db.record_event(NewEvent::new(EventKind::DrainFinished, summary).server(&server_id))
+        .await;
+}
+
+/// What a finished drain did, as a sentence.
+fn drain_summary(p: &DrainProgress) -> String {
+    let mut text = format!(
+        "drain finished: {} of {} instance(s) moved, {} domain(s) re-homed",
+        p.moved.len(),
+        p.total,
+        p.rehomed.len()
+    );
+    if !p.failed.is_empty() {
+        text.push_str(&format!(
+            "; {} failed ({})",
+            p.failed.len(),
+            p.failed.join("; ")
+        ));
     }
-    p.done = true;
-    p.finished_at = Some(Utc::now());
-    tracing::info!(server = %server_id, moved = p.moved.len(), failed = p.failed.len(), "drain finished");
+    text
 }
 
 async fn drain(
@@ -181,8 +229,9 @@ async fn drain(
             let region = server.region.clone();
             async move {
                 let key = inst.key();
+                let why = MoveWhy::Drain(server_id.to_owned());
                 let moved = db
-                    .move_elsewhere(&inst, region.as_deref(), grace, routing)
+                    .move_elsewhere(&inst, region.as_deref(), grace, routing, why)
                     .await;
                 let mut p = lock(progress);
                 match moved {

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::{FailoverPolicy, Instance, ServerStatus, Tenant};
+use crate::orchestrate::relocation::MoveWhy;
 use crate::orchestrate::routing::Routing;
 use crate::orchestrate::slum_db::SlumDb;
 
@@ -193,13 +195,27 @@ impl Respawner {
             tenants = todo.len(),
             "respawning tenants of an offline server"
         );
+        self.db
+            .record_event(
+                NewEvent::new(
+                    EventKind::Failover,
+                    format!(
+                        "server {server} is offline: respawning {} instance(s) of tenants with \
+                         failover policy respawn and no backup",
+                        todo.len()
+                    ),
+                )
+                .server(server),
+            )
+            .await;
         futures::stream::iter(todo)
             .for_each_concurrent(PARALLEL_RESPAWNS, |(inst, _claim)| async move {
                 let key = inst.key();
                 // The old server is down: no requests can still be on their way.
+                let why = MoveWhy::Failover(server.to_owned());
                 let result = self
                     .db
-                    .move_elsewhere(&inst, region, Duration::ZERO, &self.routing)
+                    .move_elsewhere(&inst, region, Duration::ZERO, &self.routing, why)
                     .await;
                 match result {
                     Ok(o) => {

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures::future::join_all;
 
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::ServerStatus;
 use crate::metrics::Metrics;
 use crate::orchestrate::routing::{RoutedServer, Routing};
@@ -114,6 +115,37 @@ impl Tracker {
 /// [`Server::routing_problem`]: crate::Server::routing_problem
 fn mismatch_problem(domain: &str, reason: &str) -> String {
     format!("routes by a different domain than '{domain}': {reason}")
+}
+
+/// Why `t` happened, as its event says: the outcome that made it, after
+/// the checks `policy` counts (`reason`: what the last failed check found).
+fn transition_cause(
+    t: &Transition,
+    outcome: Outcome,
+    reason: Option<&str>,
+    policy: &HealthPolicy,
+) -> String {
+    match (t.to, outcome) {
+        (ServerStatus::Offline, Outcome::Misrouted) => format!(
+            "its tenement {}; the router sends it nothing",
+            reason.unwrap_or("routes by another domain")
+        ),
+        (ServerStatus::Offline, _) => {
+            let last = reason.unwrap_or("a connection the router could not make");
+            match policy.fail_after {
+                1 => format!("a health check failed: {last}"),
+                n => format!("{n} health checks failed in a row, the last: {last}"),
+            }
+        }
+        (ServerStatus::Online, _) if t.from == ServerStatus::Unknown => {
+            "its first health check passed".to_owned()
+        }
+        (ServerStatus::Online, _) => match policy.recover_after {
+            1 => "a health check passed again".to_owned(),
+            n => format!("{n} health checks passed in a row"),
+        },
+        (to, _) => format!("health checks set it {to} (was {})", t.from),
+    }
 }
 
 /// What one check of a server found.
@@ -305,7 +337,13 @@ impl HealthMonitor {
             let outcome = self.record_routing(s, &check).await;
             let (t, seen_due) = self.ledger.feed(&s.id, stored, outcome);
             if let Some(t) = t {
-                self.apply(&t).await;
+                let reason = match &check {
+                    RoutingCheck::Routes => None,
+                    RoutingCheck::Mismatch(reason) => Some(mismatch_problem(&s.domain, reason)),
+                    RoutingCheck::Unknown(why) => Some(why.clone()),
+                };
+                let cause = transition_cause(&t, outcome, reason.as_deref(), self.policy());
+                self.apply(&t, cause).await;
             } else if seen_due {
                 seen.push((s.id.clone(), stored));
             }
@@ -338,15 +376,23 @@ impl HealthMonitor {
             .await
         {
             Ok(true) => {
-                match &problem {
+                let event = match &problem {
                     Some(problem) => {
                         tracing::warn!(server = %s.id, %problem,
                             "server routes by another domain: the router sends it nothing");
                         self.metrics.routing_mismatches.inc();
+                        NewEvent::new(EventKind::RoutingProblem, format!("its tenement {problem}"))
                     }
-                    None => tracing::info!(server = %s.id, domain = %s.domain,
-                        "server routes by its domain: its routing check passes"),
-                }
+                    None => {
+                        tracing::info!(server = %s.id, domain = %s.domain,
+                            "server routes by its domain: its routing check passes");
+                        NewEvent::new(
+                            EventKind::RoutingFixed,
+                            format!("its tenement routes by its domain {} again", s.domain),
+                        )
+                    }
+                };
+                self.db.record_event(event.server(&s.id)).await;
                 self.routing.fleet_changed().await;
             }
             Ok(false) => {}
@@ -380,7 +426,8 @@ impl HealthMonitor {
             return;
         }
         if let (Some(t), _) = self.ledger.feed(server, stored, Outcome::Failed) {
-            self.apply(&t).await;
+            let cause = transition_cause(&t, Outcome::Failed, None, self.policy());
+            self.apply(&t, cause).await;
         }
     }
 
@@ -389,7 +436,7 @@ impl HealthMonitor {
     /// longer the one the transition started from (someone else changed it
     /// first), the table is reloaded and the monitor adopts it on the next
     /// outcome.
-    async fn apply(&self, t: &Transition) {
+    async fn apply(&self, t: &Transition, cause: String) {
         let seen = (t.to == ServerStatus::Online).then(Utc::now);
         match self
             .db
@@ -407,6 +454,14 @@ impl HealthMonitor {
                     .transitions
                     .with_label_values(&[t.to.as_str()])
                     .inc();
+                let kind = match t.to {
+                    ServerStatus::Online => EventKind::ServerOnline,
+                    ServerStatus::Offline => EventKind::ServerOffline,
+                    _ => EventKind::ServerStatusSet,
+                };
+                self.db
+                    .record_event(NewEvent::new(kind, cause).server(&t.server))
+                    .await;
                 self.routing.fleet_changed().await;
                 let _ = self.events.send(t.clone());
             }
@@ -529,6 +584,48 @@ mod tests {
                 from: Online,
                 to: Offline
             })
+        );
+    }
+
+    #[test]
+    fn a_transitions_cause_says_which_checks_made_it() {
+        let p = HealthPolicy::default();
+        let t = |from, to| Transition {
+            server: "s1".into(),
+            from,
+            to,
+        };
+        assert_eq!(
+            transition_cause(
+                &t(Online, Offline),
+                Outcome::Failed,
+                Some("connection refused"),
+                &p
+            ),
+            "2 health checks failed in a row, the last: connection refused"
+        );
+        assert_eq!(
+            transition_cause(&t(Online, Offline), Outcome::Failed, None, &p),
+            "2 health checks failed in a row, the last: a connection the router could not make"
+        );
+        assert_eq!(
+            transition_cause(&t(Offline, Online), Outcome::Passed, None, &p),
+            "2 health checks passed in a row"
+        );
+        assert_eq!(
+            transition_cause(&t(Unknown, Online), Outcome::Passed, None, &p),
+            "its first health check passed"
+        );
+        let misrouted = mismatch_problem("a.test", "its dashboard answered");
+        assert_eq!(
+            transition_cause(
+                &t(Online, Offline),
+                Outcome::Misrouted,
+                Some(&misrouted),
+                &p
+            ),
+            "its tenement routes by a different domain than 'a.test': its dashboard answered; \
+             the router sends it nothing"
         );
     }
 

@@ -7,6 +7,8 @@
 //! - [`orchestration`]: spawn, stop and live listings through it, and
 //!   reconcile, whose deciding part is [`reconcile`]: the pure diff between the
 //!   instances slum wants and the ones servers report.
+//! - [`logs`]: an instance's output, read (and followed, across moves) from
+//!   its server's tenement.
 //! - [`placement`]: where new instances go, as pure functions over a snapshot;
 //!   [`auto_placement`] applies them without ever overbooking a server.
 //! - [`relocation`]: moving an instance between servers without losing a
@@ -30,6 +32,7 @@ pub mod drain;
 pub mod failover;
 #[cfg(feature = "serve")]
 pub mod health;
+pub mod logs;
 pub mod orchestration;
 pub mod placement;
 pub mod reconcile;

@@ -14,6 +14,7 @@ use futures::future::join_all;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::{
     DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
 };
@@ -118,6 +119,15 @@ impl SlumDb {
                     .await?;
                 instance = self.store.get_instance(tenant, instance_id).await?;
                 tracing::info!(instance = %instance.key(), server = %server.id, "spawned");
+                self.record_event(
+                    NewEvent::new(
+                        EventKind::Spawned,
+                        format!("spawned on {} with {memory_mb} MB", server.id),
+                    )
+                    .server(&server.id)
+                    .instance(instance.key()),
+                )
+                .await;
                 Ok(instance)
             }
             Err(e) => {
@@ -125,6 +135,12 @@ impl SlumDb {
                     tracing::warn!(instance = %instance.key(), error = %cleanup,
                         "could not remove the record of a failed spawn");
                 }
+                self.record_event(
+                    NewEvent::new(EventKind::SpawnFailed, e.to_string())
+                        .server(&server.id)
+                        .instance(instance.key()),
+                )
+                .await;
                 Err(e)
             }
         }
@@ -227,6 +243,12 @@ impl SlumDb {
             Ok(_) => {
                 self.store.delete_instance(&tenant, &id).await?;
                 tracing::info!(instance = %key, server = %server.id, "stopped");
+                self.record_event(
+                    NewEvent::new(EventKind::Stopped, format!("stopped on {}", server.id))
+                        .server(&server.id)
+                        .instance(key),
+                )
+                .await;
                 Ok(StopOutcome::Stopped)
             }
             // Only an unreachable server makes the stop pending; a server that
@@ -238,6 +260,19 @@ impl SlumDb {
                     .await?;
                 tracing::warn!(instance = %key, server = %server.id, %reason,
                     "server unreachable: the stop is pending until reconcile completes it");
+                self.record_event(
+                    NewEvent::new(
+                        EventKind::StopPending,
+                        format!(
+                            "server {} did not answer ({reason}); it takes no more traffic, \
+                             and reconcile stops it once the server answers",
+                            server.id
+                        ),
+                    )
+                    .server(&server.id)
+                    .instance(key),
+                )
+                .await;
                 Ok(StopOutcome::Pending {
                     server: server.id,
                     reason,
@@ -448,41 +483,111 @@ impl SlumDb {
     /// Carries out one action of a server's plan; says what it did with the
     /// key it is reported under: `Some(true)` respawned, `Some(false)` stopped.
     async fn carry_out(&self, server: &Server, action: Action) -> (String, Result<Option<bool>>) {
+        let (key, result, event) = self.carry_out_action(server, action).await;
+        if let Some(event) = event {
+            self.record_event(event.server(&server.id)).await;
+        }
+        (key, result)
+    }
+
+    /// [`SlumDb::carry_out`]'s work, and the event it makes, if any: a
+    /// respawn, a stop, or a failure of either.
+    async fn carry_out_action(
+        &self,
+        server: &Server,
+        action: Action,
+    ) -> (String, Result<Option<bool>>, Option<NewEvent>) {
+        let failed = |what: &str, key: &str, e: &Error| {
+            NewEvent::new(
+                EventKind::ReconcileFailed,
+                format!("reconcile could not {what} on {}: {e}", server.id),
+            )
+            .instance(key)
+        };
         match action {
             Action::Observe(inst, state) => {
                 let r = self
                     .store
                     .set_instance_observed(&inst.tenant, &inst.instance_id, state, Utc::now())
                     .await;
-                (inst.key(), r.map(|_| None))
+                (inst.key(), r.map(|_| None), None)
             }
             Action::CompleteStop(inst) => {
+                let key = inst.key();
                 let r = self.complete_stop(server, &inst).await;
-                (inst.key(), r.map(|_| Some(false)))
+                let event = match &r {
+                    Ok(()) => NewEvent::new(
+                        EventKind::ReconcileStopped,
+                        format!(
+                            "reconcile completed its pending stop on {}, which answers again",
+                            server.id
+                        ),
+                    )
+                    .instance(&key),
+                    Err(e) => failed("complete its pending stop", &key, e),
+                };
+                (key, r.map(|_| Some(false)), Some(event))
             }
             Action::StopOldCopy {
                 server: server_id,
                 name,
             } => {
                 let key = format!("{server_id}/{name}");
-                let r = match name.split_once(':') {
+                let (r, tenant) = match name.split_once(':') {
                     // Claimed first: a move back may have taken the name
                     // over since the plan was made.
-                    Some((process, tenant)) => self
-                        .stop_old_copy(&server_id, &name, process, tenant, Some(server))
-                        .await
-                        .map(drop),
-                    None => self
-                        .store
-                        .delete_pending_stop(&server_id, &name)
-                        .await
-                        .map(drop),
+                    Some((process, tenant)) => (
+                        self.stop_old_copy(&server_id, &name, process, tenant, Some(server))
+                            .await,
+                        Some(tenant),
+                    ),
+                    None => (
+                        self.store
+                            .delete_pending_stop(&server_id, &name)
+                            .await
+                            .map(|_| false),
+                        None,
+                    ),
                 };
-                (key, r.map(|_| Some(false)))
+                let event = match (&r, tenant) {
+                    (Ok(true), Some(tenant)) => Some(
+                        NewEvent::new(
+                            EventKind::ReconcileStopped,
+                            format!(
+                                "reconcile stopped {name}, the old copy a move left on {server_id}"
+                            ),
+                        )
+                        .tenant(tenant),
+                    ),
+                    (Err(e), Some(tenant)) => Some(
+                        NewEvent::new(
+                            EventKind::ReconcileFailed,
+                            format!(
+                                "reconcile could not stop {name}, the old copy a move left on \
+                                 {server_id}: {e}"
+                            ),
+                        )
+                        .tenant(tenant),
+                    ),
+                    _ => None,
+                };
+                (key, r.map(|_| Some(false)), event)
             }
             Action::Respawn(inst) => {
+                let key = inst.key();
                 let r = self.respawn(server, &inst).await;
-                (inst.key(), r.map(|respawned| respawned.then_some(true)))
+                let event = match &r {
+                    Ok(true) => Some(
+                        NewEvent::new(
+                            EventKind::ReconcileRespawned,
+                            format!("{} no longer ran it; reconcile started it again", server.id),
+                        )
+                        .instance(&key),
+                    ),
+                    Ok(false) => None,
+                    Err(e) => Some(failed("start it again", &key, e)),
+                };
+                (key, r.map(|respawned| respawned.then_some(true)), event)
             }
         }
     }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::{Instance, Server};
 use crate::fleet::validation;
 use crate::orchestrate::placement;
@@ -33,6 +34,80 @@ pub struct PreparedMove {
     pub instance: Instance,
     pub from: String,
     pub to: String,
+}
+
+/// Why an instance moves: what its event says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MoveWhy {
+    /// A caller of [`SlumDb::relocate`] or [`SlumDb::move_instance`].
+    Requested,
+    /// The move of a tenant (its domain) to a new home.
+    TenantMove(String),
+    /// The drain of the server.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
+    Drain(String),
+    /// Respawn failover of the server, offline.
+    #[cfg_attr(not(feature = "serve"), allow(dead_code))]
+    Failover(String),
+}
+
+impl MoveWhy {
+    /// The event of the move of `key` from `from` to `to`: done (with
+    /// whether its old copy is stopped yet) or failed.
+    fn event(
+        &self,
+        key: &str,
+        from: Option<&str>,
+        to: &str,
+        result: &Result<MoveOutcome>,
+    ) -> NewEvent {
+        let from_text = from.unwrap_or("its server");
+        let (kind, cause) = match (self, result) {
+            (MoveWhy::Failover(dead), Ok(o)) => (
+                EventKind::Respawned,
+                format!(
+                    "server {dead} is offline: respawned on {} (failover policy respawn)",
+                    o.to
+                ),
+            ),
+            (MoveWhy::Failover(dead), Err(e)) => (
+                EventKind::RespawnFailed,
+                format!("server {dead} is offline: could not respawn it on {to}: {e}"),
+            ),
+            (why, Ok(o)) => (
+                EventKind::Moved,
+                format!("{}moved from {} to {}", why.prefix(), o.from, o.to),
+            ),
+            (why, Err(e)) => (
+                EventKind::MoveFailed,
+                format!(
+                    "{}could not move it from {from_text} to {to}: {e}",
+                    why.prefix()
+                ),
+            ),
+        };
+        let cause = match result {
+            Ok(o) if !o.old_stopped => format!(
+                "{cause}; its old copy on {} is stopped once that server answers",
+                o.from
+            ),
+            _ => cause,
+        };
+        let event = NewEvent::new(kind, cause).instance(key);
+        match from {
+            Some(server) => event.server(server),
+            None => event,
+        }
+    }
+
+    fn prefix(&self) -> String {
+        match self {
+            MoveWhy::Requested => String::new(),
+            MoveWhy::TenantMove(domain) => format!("move of tenant {domain}: "),
+            MoveWhy::Drain(server) => format!("drain of {server}: "),
+            MoveWhy::Failover(server) => format!("failover of {server}: "),
+        }
+    }
 }
 
 /// How much of a move is done, for callers that report progress.
@@ -155,13 +230,45 @@ impl SlumDb {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
+        self.relocate_for(key, target, grace, on_switched, MoveWhy::Requested)
+            .await
+    }
+
+    /// [`SlumDb::relocate`], recording the move (or its failure) as an event
+    /// saying `why`, once the move is over: by the move's own task, so even
+    /// for a caller that gave up.
+    pub(crate) async fn relocate_for<F, Fut>(
+        &self,
+        key: &str,
+        target: &str,
+        grace: Duration,
+        on_switched: F,
+        why: MoveWhy,
+    ) -> Result<MoveOutcome>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let db = self.clone();
         let (key, target) = (key.to_owned(), target.to_owned());
         tokio::spawn(async move {
-            let prepared = db.prepare_move(&key, &target).await?;
-            db.switch_move(&prepared).await?;
-            on_switched().await;
-            Ok(db.complete_move(&prepared, grace).await)
+            // Where it was, for the event of a move that fails (a bad key
+            // fails below all the same).
+            let from = match validation::instance_key(&key) {
+                Ok((tenant, id)) => db.store.get_instance(&tenant, &id).await.ok(),
+                Err(_) => None,
+            }
+            .map(|i| i.server_id);
+            let moved = async {
+                let prepared = db.prepare_move(&key, &target).await?;
+                db.switch_move(&prepared).await?;
+                on_switched().await;
+                Ok(db.complete_move(&prepared, grace).await)
+            }
+            .await;
+            db.record_event(why.event(&key, from.as_deref(), &target, &moved))
+                .await;
+            moved
         })
         .await
         .map_err(|e| Error::invalid("instance", format!("the move stopped: {e}")))?
@@ -179,6 +286,18 @@ impl SlumDb {
         self.relocate(key, target, grace, || async {}).await
     }
 
+    /// [`SlumDb::move_instance`] as part of a tenant's move to a new home.
+    pub(crate) async fn move_instance_for(
+        &self,
+        key: &str,
+        target: &str,
+        grace: Duration,
+        why: MoveWhy,
+    ) -> Result<MoveOutcome> {
+        self.relocate_for(key, target, grace, || async {}, why)
+            .await
+    }
+
     /// Moves an instance to the best server for it (see
     /// [`SlumDb::choose_target`]), applying the switch to `routing` right
     /// after it: the move behind drains and respawn failover.
@@ -189,12 +308,30 @@ impl SlumDb {
         region: Option<&str>,
         grace: Duration,
         routing: &Arc<dyn Routing>,
+        why: MoveWhy,
     ) -> Result<MoveOutcome> {
-        let target = self.choose_target(instance, region).await?;
+        let target = match self.choose_target(instance, region).await {
+            Ok(target) => target,
+            Err(e) => {
+                let failed = Err(e);
+                self.record_event(why.event(
+                    &instance.key(),
+                    Some(&instance.server_id),
+                    "another server",
+                    &failed,
+                ))
+                .await;
+                return failed;
+            }
+        };
         let routing = Arc::clone(routing);
-        self.relocate(&instance.key(), &target.id, grace, move || async move {
-            routing.fleet_changed().await
-        })
+        self.relocate_for(
+            &instance.key(),
+            &target.id,
+            grace,
+            move || async move { routing.fleet_changed().await },
+            why,
+        )
         .await
     }
 

@@ -36,7 +36,10 @@ impl SlumDb {
             Err(e) => return Err(e),
         }
         self.check_routing(&server).await?;
-        self.store.insert_server(&server).await
+        self.store.insert_server(&server).await?;
+        self.record_event(crate::fleet::db::server_added(&server))
+            .await;
+        Ok(())
     }
 
     /// Replaces a server's url, region, capacity, token, domain and status;
@@ -63,7 +66,10 @@ impl SlumDb {
         if stored.url != server.url || stored.routing_domain() != server.routing_domain() {
             self.check_routing(&server).await?;
         }
-        self.store.update_server(&server, with_status).await
+        self.store.update_server(&server, with_status).await?;
+        self.record_server_changes(&stored, &server, with_status)
+            .await;
+        Ok(())
     }
 
     /// Refuses `server` when its tenement routes by another domain than the

@@ -2,13 +2,15 @@
 //! interval, reconcile on an interval and whenever a server comes back, and
 //! failover when a server goes offline, and whenever the leader finds one
 //! offline: when it starts to lead (after its first round of checks) and on
-//! each reconcile round.
+//! each reconcile round. The leader also trims the fleet's events to their
+//! retention, a bounded batch at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::fleet::events::EventRetention;
 use crate::fleet::model::ServerStatus;
 use crate::orchestrate::failover::Respawner;
 use crate::orchestrate::health::HealthMonitor;
@@ -25,6 +27,7 @@ pub async fn run(
     routing: Arc<dyn Routing>,
     leading: Arc<tokio::sync::watch::Sender<bool>>,
     reconcile_every: Duration,
+    events: EventRetention,
 ) {
     // Only the leader decides (one per fleet database): health transitions,
     // reconcile, respawn failover. Every router keeps serving traffic, and keeps
@@ -55,6 +58,11 @@ pub async fn run(
         Arc::clone(&health),
     ));
     let _stop_reconciler = AbortOnDrop(reconciler);
+    let _stop_trimmer = AbortOnDrop(tokio::spawn(trim_loop(
+        db.clone(),
+        Arc::clone(&leading),
+        events,
+    )));
     let checker = {
         let health = Arc::clone(&health);
         let leading = Arc::clone(&leading);
@@ -134,5 +142,35 @@ async fn reconcile_loop(
             Err(e) => tracing::warn!(error = %e, "reconcile failed"),
         }
         respawner.sweep(|s| health.last_failed(s)).await;
+    }
+}
+
+/// How often the leader trims the fleet's events.
+const TRIM_EVERY: Duration = Duration::from_secs(300);
+
+/// Trimming statements of each kind (age, count) per round, each of at most
+/// [`TRIM_BATCH`](crate::fleet::events::TRIM_BATCH) rows: a round deletes a
+/// bounded number, and one that falls behind catches up over the next rounds.
+const TRIM_BATCHES: usize = 10;
+
+/// Trims the events to `retention` every [`TRIM_EVERY`] while `leading`
+/// says this process leads.
+async fn trim_loop(
+    db: SlumDb,
+    leading: Arc<tokio::sync::watch::Sender<bool>>,
+    retention: EventRetention,
+) {
+    let mut tick = tokio::time::interval(TRIM_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !*leading.borrow() {
+            continue;
+        }
+        match db.trim_events(&retention, TRIM_BATCHES).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "trimmed old events"),
+            Err(e) => tracing::warn!(error = %e, "could not trim old events"),
+        }
     }
 }

@@ -6,6 +6,7 @@
 use crate::error::Result;
 use crate::fleet::model::{DesiredState, Tenant};
 use crate::fleet::validation;
+use crate::orchestrate::relocation::MoveWhy;
 use crate::orchestrate::slum_db::SlumDb;
 
 impl SlumDb {
@@ -39,7 +40,8 @@ impl SlumDb {
             instance.filter(|i| i.process == tenant.process && i.desired == DesiredState::Running);
         match movable {
             Some(inst) if inst.server_id != target.id => {
-                self.move_instance(&inst.key(), &target.id, self.options.move_grace)
+                let why = MoveWhy::TenantMove(tenant.domain.clone());
+                self.move_instance_for(&inst.key(), &target.id, self.options.move_grace, why)
                     .await?;
             }
             _ if tenant.server_id == target.id => return Ok(tenant),
@@ -48,6 +50,7 @@ impl SlumDb {
                 let mut moved = tenant.clone();
                 moved.server_id = target.id.clone();
                 self.store.update_tenant(&moved).await?;
+                self.record_tenant_changes(&tenant, &moved).await;
             }
         }
         self.store.get_tenant(&tenant.domain).await

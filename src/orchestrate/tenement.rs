@@ -260,12 +260,80 @@ pub struct SpawnReply {
 }
 
 /// One line of an instance's output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct LogEntry {
+    /// When tenement read it, in Unix milliseconds.
+    #[serde(default)]
+    pub timestamp: u64,
+    /// `stdout` or `stderr`.
     #[serde(default)]
     pub level: String,
     #[serde(default)]
     pub message: String,
+}
+
+/// What [`TenementClient::query_logs`] asks for: an instance's lines, of
+/// one stream (`stdout`, `stderr`) or both, containing a text, the newest
+/// `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery<'a> {
+    pub level: Option<&'a str>,
+    pub search: Option<&'a str>,
+    pub limit: usize,
+}
+
+/// How long a log stream may stay open before it is opened again.
+const LOG_STREAM_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The lines of an instance's output as tenement streams them
+/// (`GET /api/logs/stream`, server-sent events of one [`LogEntry`] each).
+pub struct LogStream {
+    response: reqwest::Response,
+    server: String,
+    /// What came and is not a whole event yet.
+    pending: Vec<u8>,
+}
+
+impl LogStream {
+    /// The next line: `Ok(None)` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<LogEntry>> {
+        loop {
+            if let Some(entry) = self.next_buffered() {
+                return Ok(Some(entry));
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.pending.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    return Err(Error::ServerUnreachable {
+                        server: self.server.clone(),
+                        reason: innermost_cause(&e),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The next whole event's entry, if one has come; comments (keep-alives)
+    /// and events that are not an entry are passed over.
+    fn next_buffered(&mut self) -> Option<LogEntry> {
+        loop {
+            let end = self.pending.windows(2).position(|w| w == b"\n\n")?;
+            let event: Vec<u8> = self.pending.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&event);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if data.is_empty() {
+                continue;
+            }
+            if let Ok(entry) = serde_json::from_str(&data.join("\n")) {
+                return Some(entry);
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -423,13 +491,73 @@ impl<'a> TenementClient<'a> {
 
     /// The newest `limit` lines an instance wrote (`GET /api/logs`).
     pub async fn logs(&self, process: &str, id: &str, limit: usize) -> Result<Vec<LogEntry>> {
-        let rb = self.request(reqwest::Method::GET, "/api/logs").query(&[
-            ("process", process),
-            ("id", id),
-            ("limit", &limit.to_string()),
-        ]);
+        self.query_logs(
+            process,
+            id,
+            &LogQuery {
+                limit,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// An instance's lines as `query` asks for them, oldest first
+    /// (`GET /api/logs`; tenement keeps the last 10,000 lines of the server).
+    pub async fn query_logs(
+        &self,
+        process: &str,
+        id: &str,
+        query: &LogQuery<'_>,
+    ) -> Result<Vec<LogEntry>> {
+        let limit = query.limit.to_string();
+        let mut params = vec![("process", process), ("id", id), ("limit", &limit)];
+        if let Some(level) = query.level {
+            params.push(("level", level));
+        }
+        if let Some(search) = query.search {
+            params.push(("search", search));
+        }
+        let rb = self
+            .request(reqwest::Method::GET, "/api/logs")
+            .query(&params);
         let resp = self.send(rb).await?;
         self.json(resp).await
+    }
+
+    /// The lines an instance writes from now on, of one stream (`level`) or
+    /// both (`GET /api/logs/stream`). Once this returns, every line the
+    /// instance writes comes through it, until the server ends it (after an
+    /// hour at most, to be opened again).
+    pub async fn stream_logs(
+        &self,
+        process: &str,
+        id: &str,
+        level: Option<&str>,
+    ) -> Result<LogStream> {
+        let mut params = vec![("process", process), ("id", id)];
+        if let Some(level) = level {
+            params.push(("level", level));
+        }
+        let rb = self
+            .request(reqwest::Method::GET, "/api/logs/stream")
+            .query(&params)
+            .timeout(LOG_STREAM_TIMEOUT);
+        // The head is due within the usual timeout; only the body may last.
+        let resp = tokio::time::timeout(self.timeout, self.send(rb))
+            .await
+            .map_err(|_| Error::ServerUnreachable {
+                server: self.server.id.clone(),
+                reason: format!("no answer within {:.1}s", self.timeout.as_secs_f64()),
+            })??;
+        if !resp.status().is_success() {
+            return Err(self.refusal(resp).await);
+        }
+        Ok(LogStream {
+            response: resp,
+            server: self.server.id.clone(),
+            pending: Vec::new(),
+        })
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::descriptors::DefaultCaps;
 use crate::fleet::db::FleetOptions;
+use crate::fleet::events::EventRetention;
 use crate::orchestrate::health::HealthPolicy;
 use crate::router::{MinRate, RouterConfig};
 use crate::tls::ServerRoots;
@@ -186,6 +187,12 @@ pub struct ServeArgs {
     /// HTTP/2 streams a client connection may have open at once.
     #[arg(long, env = "SLUM_H2_MAX_STREAMS")]
     pub h2_max_streams: Option<u32>,
+    /// Days the fleet's events are kept (`slum events`) [default: 7].
+    #[arg(long, env = "SLUM_EVENT_DAYS")]
+    pub event_days: Option<f64>,
+    /// Most events kept; the oldest beyond go [default: 1000000].
+    #[arg(long, env = "SLUM_MAX_EVENTS")]
+    pub max_events: Option<i64>,
 }
 
 /// The settings file; every key optional.
@@ -225,6 +232,8 @@ struct ServeFile {
     https_redirect: Option<bool>,
     hsts: Option<u64>,
     h2_max_streams: Option<u32>,
+    event_days: Option<f64>,
+    max_events: Option<i64>,
 }
 
 /// Resolved settings of `slum serve`.
@@ -262,6 +271,8 @@ pub struct ServeConfig {
     pub hsts: Option<Duration>,
     /// HTTP/2 streams a client connection may have open at once.
     pub h2_max_streams: u32,
+    /// How long and how many of the fleet's events are kept.
+    pub events: EventRetention,
 }
 
 /// HTTP/2 streams a client connection may have open at once by default
@@ -472,7 +483,30 @@ impl ServeConfig {
         if h2_max_streams == 0 {
             anyhow::bail!("invalid h2_max_streams: must be at least 1");
         }
+        let event_defaults = EventRetention::default();
+        let event_days = args
+            .event_days
+            .or(file.event_days)
+            .unwrap_or(event_defaults.max_age.as_secs_f64() / 86_400.0);
+        let events = EventRetention {
+            max_age: Duration::try_from_secs_f64(event_days * 86_400.0)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid event_days: {event_days} is not a positive number of days"
+                    )
+                })?,
+            max_count: args
+                .max_events
+                .or(file.max_events)
+                .unwrap_or(event_defaults.max_count),
+        };
+        if events.max_count < 1 {
+            anyhow::bail!("invalid max_events: must be at least 1");
+        }
         Ok(ServeConfig {
+            events,
             router_threads,
             tls_listen: args.tls_listen.or(file.tls_listen),
             https_redirect: args.https_redirect.or(file.https_redirect).unwrap_or(false),

@@ -131,13 +131,8 @@ impl Serving {
                 limit
             }
         };
-        let db = SlumDb::init_with(&config.database, config.fleet.clone())
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open the fleet database {}: {e}", config.database)
-            })?;
-        token_file::bootstrap(db.fleet(), &config.token_file, &config.database.to_string()).await?;
-        let state = AppState::new(db, config.health.clone()).await?;
+        // The listeners first: the router's port names it in the events it
+        // records, from the first (the token file's bootstrap) on.
         let public = TcpListener::bind(config.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -152,6 +147,19 @@ impl Serving {
             ),
             None => None,
         };
+        let db = SlumDb::init_with(&config.database, config.fleet.clone())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open the fleet database {}: {e}", config.database)
+            })?;
+        db.set_router_name(format!(
+            "{}:{} (pid {})",
+            crate::fleet::events::host_name(),
+            public.local_addr()?.port(),
+            std::process::id()
+        ));
+        token_file::bootstrap(db.fleet(), &config.token_file, &config.database.to_string()).await?;
+        let state = AppState::new(db, config.health.clone()).await?;
         Ok(Serving {
             config,
             descriptors,
@@ -218,6 +226,7 @@ impl Serving {
             Arc::clone(&state.routing),
             Arc::clone(&state.leading),
             config.reconcile_interval,
+            config.events,
         ));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {

@@ -490,3 +490,59 @@ fn a_tenants_traffic_says_when_it_is_not_among_the_busiest() {
         "traffic:  no requests in the last 60 s"
     );
 }
+
+#[test]
+fn an_event_is_one_aligned_line_naming_its_object_and_router() {
+    let e = Event {
+        id: 7,
+        at: at(0),
+        kind: "server-offline".into(),
+        level: EventLevel::Warning,
+        server: Some("s1".into()),
+        tenant: None,
+        instance: None,
+        cause: "2 health checks failed in a row, the last: connection refused".into(),
+        router: "edge:8080 (pid 9)".into(),
+    };
+    assert_eq!(
+        render_event(&e),
+        "2023-11-14T22:13:20Z  warning  server-offline        s1            -                     \
+         2 health checks failed in a row, the last: connection refused  (by edge:8080 (pid 9))"
+    );
+    let header_cause = events_header().find("CAUSE").unwrap();
+    assert_eq!(
+        render_event(&e).find("2 health"),
+        Some(header_cause),
+        "aligned"
+    );
+    let spawned = Event {
+        kind: "spawned".into(),
+        level: EventLevel::Normal,
+        tenant: Some("acme".into()),
+        instance: Some("acme:prod".into()),
+        cause: "spawned on s1\x1b[2J".into(),
+        ..e
+    };
+    let line = render_event(&spawned);
+    assert!(line.contains("  normal   spawned  "), "{line}");
+    assert!(
+        line.contains("  acme:prod  "),
+        "the instance is the object: {line}"
+    );
+    assert!(line.contains("spawned on s1\\u{1b}[2J"), "escaped: {line}");
+}
+
+#[test]
+fn a_log_line_says_when_where_and_which_stream() {
+    let l = LogLine {
+        at: at(1),
+        stream: LogStream::Stderr,
+        message: "boom\x1b[31m".into(),
+        server: "s2".into(),
+        instance: "acme:prod".into(),
+    };
+    assert_eq!(
+        render_log_line(&l),
+        "2023-11-14T22:13:21Z s2 ERR boom\\u{1b}[31m"
+    );
+}

@@ -18,6 +18,7 @@ use crate::fleet::certificate::{
     CertificateInfo, CertificateMaterial, CertificateSource, CertificateState, Challenges,
     SecretPem, VerifiedCertificate,
 };
+use crate::fleet::events::{Event, EventRow};
 use crate::fleet::model::{
     ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant,
 };
@@ -183,6 +184,14 @@ pub enum Change {
 pub struct Dependents {
     pub tenants: i64,
     pub instances: i64,
+}
+
+/// Whose events [`Store::events_after`] and [`Store::newest_events`] read:
+/// a server's, a tenant's (by name), both, or every one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventFilter<'a> {
+    pub server: Option<&'a str>,
+    pub tenant: Option<&'a str>,
 }
 
 /// Persistent fleet state. Inputs are already validated and normalised by the
@@ -453,6 +462,110 @@ pub trait Store: Send + Sync + 'static {
     async fn acme_account(&self) -> Result<Option<(String, SecretPem)>>;
     /// Stores (or replaces) the ACME account.
     async fn put_acme_account(&self, directory: &str, credentials: &SecretPem) -> Result<()>;
+
+    // ----- events -----
+
+    /// Records an event; returns its id.
+    async fn insert_event(&self, event: &EventRow<'_>) -> Result<i64>;
+    /// At most `limit` events of `filter` whose id is after `after`, by id
+    /// (a walk of the index of the server's or tenant's events, or of the
+    /// key).
+    async fn events_after(
+        &self,
+        filter: EventFilter<'_>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>>;
+    /// The newest `limit` events of `filter`, newest first.
+    async fn newest_events(&self, filter: EventFilter<'_>, limit: i64) -> Result<Vec<Event>>;
+    /// The id of the first event recorded at or after `at` (Unix
+    /// milliseconds), on the index of the times; `None` when there is none.
+    async fn first_event_since(&self, at: i64) -> Result<Option<i64>>;
+    /// Deletes at most `limit` of the events recorded before `before` (Unix
+    /// milliseconds), the oldest first; says how many went.
+    async fn delete_events_before(&self, before: i64, limit: i64) -> Result<u64>;
+    /// Deletes at most `limit` of the events more than `keep` ids behind the
+    /// newest, the oldest first; says how many went.
+    async fn delete_events_beyond(&self, keep: i64, limit: i64) -> Result<u64>;
+}
+
+/// The events' statements, the same on both backends, with PostgreSQL's `$n`
+/// placeholders (see [`certificate_sql`]). A `LIMIT` is written into the
+/// statement, as for the paged lists, so that SQLite plans an index walk.
+mod event_sql {
+    pub const COLUMNS: &str = "id, at, kind, server, tenant, instance, cause, router";
+    pub const INSERT: &str = "INSERT INTO events (at, kind, server, tenant, instance, cause, \
+         router) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id";
+    /// On the index of the times: the first at or after `$1`.
+    pub const FIRST_SINCE: &str = "SELECT id FROM events WHERE at >= $1 ORDER BY at, id LIMIT 1";
+
+    /// Events of `filter` (its values bound first, server then tenant),
+    /// after an id (bound last) when `after`, by id, newest first when
+    /// `newest`.
+    pub fn select(filter: super::EventFilter<'_>, after: bool, newest: bool, limit: i64) -> String {
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if filter.server.is_some() {
+            conditions.push(format!("server = ${}", next()));
+        }
+        if filter.tenant.is_some() {
+            conditions.push(format!("tenant = ${}", next()));
+        }
+        if after {
+            conditions.push(format!("id > ${}", next()));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let order = if newest { "DESC" } else { "ASC" };
+        format!("SELECT {COLUMNS} FROM events {filter} ORDER BY id {order} LIMIT {limit}")
+    }
+
+    /// The oldest before a time, on the index of the times.
+    pub fn delete_before(limit: i64) -> String {
+        format!(
+            "DELETE FROM events WHERE id IN \
+             (SELECT id FROM events WHERE at < $1 ORDER BY at LIMIT {limit})"
+        )
+    }
+
+    /// The oldest beyond the newest `$1` ids, on the key.
+    pub fn delete_beyond(limit: i64) -> String {
+        format!(
+            "DELETE FROM events WHERE id IN \
+             (SELECT id FROM events WHERE id <= (SELECT MAX(id) FROM events) - $1 \
+              ORDER BY id LIMIT {limit})"
+        )
+    }
+}
+
+/// A row of [`event_sql::COLUMNS`], on either backend.
+fn event_from_row<'r, R>(row: &'r R) -> Result<Event>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let kind: String = row.try_get(2)?;
+    Ok(Event {
+        id: row.try_get(0)?,
+        at: from_millis(row.try_get(1)?),
+        level: Event::level_of(&kind),
+        kind,
+        server: row.try_get(3)?,
+        tenant: row.try_get(4)?,
+        instance: row.try_get(5)?,
+        cause: row.try_get(6)?,
+        router: row.try_get(7)?,
+    })
 }
 
 /// The certificates' statements, the same on both backends: written with

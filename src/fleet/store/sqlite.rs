@@ -27,14 +27,16 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::{
-    certificate_from_row, certificate_sql, check_reservation, duplicate_instance, from_millis,
-    incoming_sibling, insufficient_capacity, material, millis, refused_move, sqlite_placeholders,
-    Dependents, RouteChange, RouteKey, RouteRow, RouteScope, Store, RESPAWN_TENANTS_ON, ROUTE_ROWS,
+    certificate_from_row, certificate_sql, check_reservation, duplicate_instance, event_from_row,
+    event_sql, from_millis, incoming_sibling, insufficient_capacity, material, millis,
+    refused_move, sqlite_placeholders, Dependents, EventFilter, RouteChange, RouteKey, RouteRow,
+    RouteScope, Store, RESPAWN_TENANTS_ON, ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::certificate::{
     CertificateInfo, CertificateMaterial, Challenges, SecretPem, VerifiedCertificate,
 };
+use crate::fleet::events::{Event, EventRow};
 use crate::fleet::model::{
     ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, Server, ServerStatus, Tenant,
 };
@@ -1278,5 +1280,73 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn insert_event(&self, e: &EventRow<'_>) -> Result<i64> {
+        Ok(sqlx::query_scalar(&sqlite_placeholders(event_sql::INSERT))
+            .bind(millis(e.at))
+            .bind(e.kind)
+            .bind(e.server)
+            .bind(e.tenant)
+            .bind(e.instance)
+            .bind(e.cause)
+            .bind(e.router)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn events_after(
+        &self,
+        filter: EventFilter<'_>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
+        let sql = sqlite_placeholders(&event_sql::select(filter, true, false, limit));
+        sqlx::query(&sql)
+            .bind_opt(filter.server)
+            .bind_opt(filter.tenant)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn newest_events(&self, filter: EventFilter<'_>, limit: i64) -> Result<Vec<Event>> {
+        let sql = sqlite_placeholders(&event_sql::select(filter, false, true, limit));
+        sqlx::query(&sql)
+            .bind_opt(filter.server)
+            .bind_opt(filter.tenant)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    }
+
+    async fn first_event_since(&self, at: i64) -> Result<Option<i64>> {
+        Ok(
+            sqlx::query_scalar(&sqlite_placeholders(event_sql::FIRST_SINCE))
+                .bind(at)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn delete_events_before(&self, before: i64, limit: i64) -> Result<u64> {
+        let done = sqlx::query(&sqlite_placeholders(&event_sql::delete_before(limit)))
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_events_beyond(&self, keep: i64, limit: i64) -> Result<u64> {
+        let done = sqlx::query(&sqlite_placeholders(&event_sql::delete_beyond(limit)))
+            .bind(keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

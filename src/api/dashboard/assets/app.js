@@ -166,28 +166,16 @@ async function drawDrains() {
   $("drains").replaceChildren(...(items.length ? items : [el("p", { class: "muted" }, "no drain in progress")]));
 }
 
-let eventsMissing = false;
-
 async function drawEvents() {
-  if (eventsMissing) return;
-  let json;
-  try {
-    ({ json } = await api("/v1/events?limit=15"));
-  } catch (e) {
-    if (e.status === 404) {
-      eventsMissing = true;
-      $("events").replaceChildren(el("li", { class: "muted" }, "this slum serve keeps no events"));
-      return;
-    }
-    throw e;
-  }
-  const events = Array.isArray(json) ? json : json.events || [];
-  const items = events.map((e) => {
-    const at = e.at || e.time || e.timestamp;
-    const what = e.message || e.summary || [e.kind, e.server, e.tenant].filter(Boolean).join(" ");
-    return el("li", { "data-kind": e.kind || "" },
-      el("time", { datetime: at || "" }, at ? clock(new Date(at)) : ""),
-      what);
+  const { json } = await api("/v1/events?limit=10");
+  // The newest, oldest first: shown newest first.
+  const items = json.slice().reverse().map((e) => {
+    const about = e.instance || e.tenant || e.server;
+    return el("li", { "data-kind": e.kind, class: e.level === "warning" ? "warning" : null },
+      el("time", { datetime: e.at, title: `${e.at} by ${e.router}` }, clock(new Date(e.at))),
+      el("span", { class: "kind" }, e.kind), " ",
+      about ? el("strong", {}, about) : null, about ? ": " : "",
+      e.cause);
   });
   $("events").replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "no events yet")]));
 }
