@@ -11,6 +11,9 @@
 # root.
 #
 # Settings (defaults): BENCH_REQUESTS=10000 BENCH_CONNECTIONS=32.
+# BENCH_BASELINE_SLUM=PATH also counts another build of slum (say, the commit
+# before a change) on the same database, load and tenant, and prints the
+# ratio; that build must know the database's migrations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VG_PIDS=""
@@ -79,12 +82,26 @@ count() {
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-slum_port="$(port)"
-valgrind --tool=callgrind --callgrind-out-file="$work/slum.%p" target/release/slum serve \
-  --database "$database" --listen "127.0.0.1:$slum_port" --api-listen "127.0.0.1:$(port)" \
-  --token-file "$work/token" --router-threads 1 >"$work/slum.log" 2>&1 &
-VG_PIDS="$VG_PIDS $!"
-slum="$(count "http://127.0.0.1:$slum_port/" $! "$work/slum")"
+# Starts `$1 serve` (one router thread) under callgrind, its files named $2;
+# sets slum_url and slum_pid.
+start_slum() {
+  local slum_port
+  slum_port="$(port)"
+  valgrind --tool=callgrind --callgrind-out-file="$work/$2.%p" "$1" serve \
+    --database "$database" --listen "127.0.0.1:$slum_port" --api-listen "127.0.0.1:$(port)" \
+    --token-file "$work/$2.token" --router-threads 1 >"$work/$2.log" 2>&1 &
+  slum_pid=$!
+  VG_PIDS="$VG_PIDS $slum_pid"
+  slum_url="http://127.0.0.1:$slum_port/"
+}
+
+baseline=""
+if [ -n "${BENCH_BASELINE_SLUM:-}" ]; then
+  start_slum "$BENCH_BASELINE_SLUM" baseline
+  baseline="$(count "$slum_url" "$slum_pid" "$work/baseline")"
+fi
+start_slum target/release/slum slum
+slum="$(count "$slum_url" "$slum_pid" "$work/slum")"
 
 # The benchmark's nginx config, with one worker and no master (callgrind
 # follows one process), on a port of its own.
@@ -105,3 +122,7 @@ echo "user-space instructions per request (callgrind; $requests requests, oha -c
 echo "  slum (one router thread): $slum"
 echo "  nginx (one worker):       $nginx"
 python3 -c "print('  slum/nginx: %.2fx' % ($slum / $nginx))"
+if [ -n "$baseline" ]; then
+  echo "  slum, baseline build ($BENCH_BASELINE_SLUM): $baseline"
+  python3 -c "print('  slum/baseline: %.3fx (%+d instructions a request)' % ($slum / $baseline, $slum - $baseline))"
+fi

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs slum's whole test suite on a fresh machine: installs what the tests need
-# (the pinned tenement-cli, cached per machine; PostgreSQL and Debian's pebble
-# ACME server when missing), then runs every test on the embedded SQLite default,
-# next to a throw-away ACME server (scripts/with-pebble.sh), and the store and
-# library tests a second time against a real PostgreSQL (a throw-away cluster
-# that scripts/with-postgres.sh starts, and removes when they end).
+# (the pinned tenement-cli, cached per machine; PostgreSQL, Debian's pebble ACME
+# server, and Chromium with chromedriver for the dashboard's browser test, when
+# missing), then runs every test on the embedded SQLite default, next to a
+# throw-away ACME server (scripts/with-pebble.sh), and the store and library
+# tests a second time against a real PostgreSQL (a throw-away cluster that
+# scripts/with-postgres.sh starts, and removes when they end).
 # Integration tests start real `ten serve` processes in network namespaces, so
 # this needs root and iproute2.
 set -euo pipefail
@@ -15,6 +16,11 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if ! command -v ip >/dev/null; then
   apt-get update -qq && apt-get install -y -qq iproute2
+fi
+# The dashboard's test drives headless Chromium through chromedriver.
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver
 fi
 SLUM_TEN="$(scripts/ensure-tenement.sh)"
 # The fleet tests need root; here a missing root fails them instead of skipping them.

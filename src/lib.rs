@@ -55,7 +55,9 @@
 //!   each part's trait over the others), [`api`] (the management API over
 //!   HTTP) and [`cli`] (the `slum` command line).
 //! - Shared leaves: [`Error`] (`error.rs`), the one error type callers match
-//!   on; `metrics.rs` (Prometheus); [`ServerRoots`] (`tls.rs`, the
+//!   on; `metrics.rs` (Prometheus); `traffic/` (the last minute's requests,
+//!   errors and latency per tenant and per server, in fixed memory: the
+//!   busiest tenants by Space-Saving, per router thread); [`ServerRoots`] (`tls.rs`, the
 //!   certificates trusted for `https://` servers); and two helpers below
 //!   (`lock`, `AbortOnDrop`).
 //! - The router's HTTP/1.1 core is a crate of its own, [`slum_http1`]
@@ -131,6 +133,8 @@ mod orchestrate;
 #[cfg(feature = "serve")]
 mod router;
 mod tls;
+#[cfg(feature = "serve")]
+mod traffic;
 
 #[cfg(feature = "serve")]
 pub mod api;

@@ -8,6 +8,9 @@
 //! The two the router updates for every request are kept per router thread
 //! ([`RouterShard`]): each thread writes only its own counters, so that no two
 //! cores contend for one cache line on the request path, and a scrape sums them.
+//! The same shards keep the traffic of the last minute per tenant and per
+//! server ([`crate::traffic`]), which the management API reads: not series,
+//! since one per tenant would drown Prometheus.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -17,6 +20,12 @@ use std::time::Duration;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
     Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::time::Instant;
+
+use crate::traffic::{
+    Clock, Counts, ServerTally, ServersTraffic, TenantHasher, TenantSlot, TenantTally,
+    TenantTraffic, TrafficTop, Window,
 };
 
 const REQUESTS: &str = "slum_requests_total";
@@ -39,6 +48,10 @@ pub struct Metrics {
     /// Router responses by status code, and the time from sending a request
     /// upstream to its response head by server: one shard per router thread.
     router_shards: Arc<Mutex<Vec<Arc<RouterShard>>>>,
+    /// The time slots of the traffic figures, and the hasher of tenant names
+    /// every router thread uses.
+    clock: Clock,
+    tenant_hasher: TenantHasher,
     /// Customer domains in the route table.
     pub route_table_domains: IntGauge,
     /// Servers by state.
@@ -201,6 +214,8 @@ impl Metrics {
         Metrics {
             registry,
             router_shards: Arc::default(),
+            clock: Clock::new(),
+            tenant_hasher: TenantHasher::default(),
             route_table_domains,
             servers,
             transitions,
@@ -245,9 +260,61 @@ impl Metrics {
 
     /// A new router thread's share of the request metrics.
     pub(crate) fn router_shard(&self) -> Arc<RouterShard> {
-        let shard = Arc::new(RouterShard::default());
+        let shard = Arc::new(RouterShard {
+            requests: STATUSES.map(|_| AtomicU64::new(0)).collect(),
+            servers: Mutex::default(),
+            tenants: Mutex::default(),
+            clock: self.clock,
+            tenant_hasher: self.tenant_hasher,
+        });
         crate::lock(&self.router_shards).push(Arc::clone(&shard));
         shard
+    }
+
+    /// The `limit` busiest tenants of the last minute, over every router
+    /// thread.
+    pub(crate) fn traffic_top(&self, limit: usize) -> TrafficTop {
+        let now = Instant::now();
+        self.tenant_tally(now, None)
+            .top(limit, self.clock.covered(now))
+    }
+
+    /// One tenant's traffic of the last minute.
+    pub(crate) fn traffic_tenant(&self, tenant: &str) -> TenantTraffic {
+        let now = Instant::now();
+        self.tenant_tally(now, Some(tenant))
+            .tenant(tenant, self.clock.covered(now))
+    }
+
+    fn tenant_tally(&self, now: Instant, only: Option<&str>) -> TenantTally {
+        let slot = self.clock.slot(now);
+        let mut tally = TenantTally::new(self.tenant_hasher);
+        let shards = crate::lock(&self.router_shards).clone();
+        for shard in &shards {
+            // Held while its slots are summed (a fraction of a millisecond):
+            // the thread's next request waits that long at most.
+            let tenants = crate::lock(&shard.tenants);
+            for s in tenants.live(slot) {
+                tally.add(s, only);
+            }
+        }
+        tally
+    }
+
+    /// The traffic of the last minute to each server.
+    pub(crate) fn traffic_servers(&self) -> ServersTraffic {
+        let now = Instant::now();
+        let slot = self.clock.slot(now);
+        let mut tally = ServerTally::default();
+        let shards = crate::lock(&self.router_shards).clone();
+        for shard in &shards {
+            for (server, counts) in crate::lock(&shard.servers).iter() {
+                for s in counts.window.live(slot) {
+                    tally.add(server, s);
+                }
+            }
+        }
+        tally.finish(self.clock.covered(now))
     }
 
     /// The Prometheus text exposition of every metric.
@@ -272,8 +339,11 @@ impl Metrics {
             for (total, n) in requests.iter_mut().zip(shard.requests.iter()) {
                 *total += n.load(Relaxed);
             }
-            for (server, counts) in crate::lock(&shard.latency).iter() {
-                latency.entry(server.clone()).or_default().add(counts);
+            for (server, counts) in crate::lock(&shard.servers).iter() {
+                latency
+                    .entry(server.clone())
+                    .or_default()
+                    .add(&counts.latency);
             }
         }
         let counters = STATUSES
@@ -331,18 +401,22 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<proto::Metric>)
 pub(crate) struct RouterShard {
     /// Responses by status code (`status - 100`).
     requests: Box<[AtomicU64]>,
-    /// Upstream latency by server, looked up for each request (foldhash, as
-    /// the route table).
-    latency: Mutex<foldhash::HashMap<String, LatencyCounts>>,
+    /// Upstream latency and the last minute's traffic by server, looked up
+    /// for each request (foldhash, as the route table).
+    servers: Mutex<foldhash::HashMap<String, ServerCounts>>,
+    /// The last minute's traffic by tenant.
+    tenants: Mutex<Window<TenantSlot>>,
+    clock: Clock,
+    tenant_hasher: TenantHasher,
 }
 
-impl Default for RouterShard {
-    fn default() -> Self {
-        RouterShard {
-            requests: STATUSES.map(|_| AtomicU64::new(0)).collect(),
-            latency: Mutex::default(),
-        }
-    }
+/// What a router thread keeps of one server.
+#[derive(Default)]
+struct ServerCounts {
+    /// Since the start, for Prometheus.
+    latency: LatencyCounts,
+    /// The last minute.
+    window: Window<Counts>,
 }
 
 impl RouterShard {
@@ -356,14 +430,42 @@ impl RouterShard {
         }
     }
 
-    /// Records how long `server` took to answer with a response head.
-    pub fn upstream_latency(&self, server: &str, took: Duration) {
-        // Locked by this thread, and by a scrape now and then.
-        let mut latency = crate::lock(&self.latency);
-        match latency.get(server) {
-            Some(counts) => counts.observe(took),
-            None => latency.entry(server.to_owned()).or_default().observe(took),
+    /// Records that `server` answered with a response head of `status`,
+    /// `took` after it was sent the request, at `now`.
+    pub fn upstream_answered(&self, server: &str, status: u16, took: Duration, now: Instant) {
+        let slot = self.clock.slot(now);
+        self.with_server(server, |counts| {
+            counts.latency.observe(took);
+            counts.window.at(slot).record(status >= 500, Some(took));
+        });
+    }
+
+    /// Records that `server` gave no answer to a request (refused, broke
+    /// off, timed out), at `now`.
+    pub fn upstream_failed(&self, server: &str, now: Instant) {
+        let slot = self.clock.slot(now);
+        self.with_server(server, |counts| {
+            counts.window.at(slot).record(true, None);
+        });
+    }
+
+    fn with_server(&self, server: &str, f: impl FnOnce(&mut ServerCounts)) {
+        // Locked by this thread, and by a scrape or a traffic read now and then.
+        let mut servers = crate::lock(&self.servers);
+        match servers.get_mut(server) {
+            Some(counts) => f(counts),
+            None => f(servers.entry(server.to_owned()).or_default()),
         }
+    }
+
+    /// Records the router's answer of `status` to a request of `tenant`,
+    /// `took` after its head was read, at `now`.
+    pub fn tenant_answered(&self, tenant: &str, status: u16, took: Duration, now: Instant) {
+        let slot = self.clock.slot(now);
+        let hash = std::hash::BuildHasher::hash_one(&self.tenant_hasher, tenant);
+        crate::lock(&self.tenants)
+            .at(slot)
+            .record(hash, tenant, status >= 500, took);
     }
 }
 
@@ -447,9 +549,10 @@ mod tests {
         a.count(200);
         b.count(200);
         b.count(502);
-        a.upstream_latency("east", Duration::from_micros(300));
-        b.upstream_latency("east", Duration::from_millis(2));
-        b.upstream_latency("west", Duration::from_secs(40));
+        let now = Instant::now();
+        a.upstream_answered("east", 200, Duration::from_micros(300), now);
+        b.upstream_answered("east", 200, Duration::from_millis(2), now);
+        b.upstream_answered("west", 200, Duration::from_secs(40), now);
         let text = metrics.render();
         for line in [
             "slum_requests_total{status=\"200\"} 2",

@@ -241,6 +241,9 @@ async fn every_v1_route_refuses_a_missing_or_wrong_token() {
         (Method::POST, "/v1/servers/east/drain".into(), None),
         (Method::GET, "/v1/servers/east/drain".into(), None),
         (Method::POST, "/v1/servers/east/undrain".into(), None),
+        (Method::GET, "/v1/traffic/top".into(), None),
+        (Method::GET, "/v1/traffic/servers".into(), None),
+        (Method::GET, "/v1/traffic/tenants/acme".into(), None),
         (Method::GET, "/v1/tenants".into(), None),
         (
             Method::POST,
@@ -2037,4 +2040,169 @@ async fn send_text(req: reqwest::RequestBuilder) -> String {
         .text()
         .await
         .expect("body")
+}
+
+#[tokio::test]
+async fn traffic_is_this_routers_and_a_bad_limit_or_name_is_a_422_naming_it() {
+    let api = Api::start().await;
+    // No router in this process has carried a request: nothing is counted,
+    // and the shape is there all the same.
+    let (status, top) = api.get("/v1/traffic/top?limit=5").await;
+    assert_eq!(status, StatusCode::OK, "{top}");
+    assert_eq!(top["tenants"], json!([]), "{top}");
+    assert_eq!(top["total"]["requests"], 0, "{top}");
+    assert!(top["window_seconds"].is_number(), "{top}");
+    let (status, servers) = api.get("/v1/traffic/servers").await;
+    assert_eq!(status, StatusCode::OK, "{servers}");
+    assert_eq!(servers["servers"], json!([]), "{servers}");
+    let (status, one) = api.get("/v1/traffic/tenants/acme").await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(
+        (&one["tenant"], &one["tracked"], &one["requests"]),
+        (&json!("acme"), &json!(false), &json!(0)),
+        "{one}"
+    );
+    for bad in ["0", "1001", "ten"] {
+        let (status, body) = api.get(&format!("/v1/traffic/top?limit={bad}")).await;
+        let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+        assert_eq!(e["field"], "limit", "{body}");
+    }
+    let (status, body) = api.get("/v1/traffic/tenants/Not_A_Name").await;
+    let e = error_of(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(e["field"], "tenant", "{body}");
+}
+
+/// A client that keeps redirects to itself, as the tests read them.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn the_dashboard_signs_in_with_a_token_into_a_read_only_session_cookie() {
+    let api = Api::start().await;
+    api.add_server("east", 1024).await;
+    let http = no_redirects();
+    let url = |path: &str| format!("{}{path}", api.base);
+
+    // The page and its files, under a policy that allows nothing else.
+    let page = http.get(url("/ui/")).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("action=\"/ui/sign-in\""), "{html}");
+    assert!(
+        !html.contains("<script>") && !html.contains("http"),
+        "only its own files"
+    );
+    for (path, kind) in [("/ui/app.js", "javascript"), ("/ui/style.css", "css")] {
+        let r = http.get(url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(r.headers()["content-type"].to_str().unwrap().contains(kind));
+    }
+    let root = http.get(url("/")).send().await.unwrap();
+    assert_eq!(root.status(), StatusCode::SEE_OTHER);
+    assert_eq!(root.headers()["location"], "/ui/");
+    let (status, _) = send(http.get(url("/ui/session"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let sign_in = |token: &str| {
+        http.post(url("/ui/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+    };
+    // A wrong token goes back to the form, saying so, with no cookie.
+    let refused = sign_in("slum_wrong").send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
+    assert_eq!(refused.headers()["location"], "/ui/?signin=failed");
+    assert!(refused.headers().get("set-cookie").is_none());
+    // Another site's form is refused outright.
+    let forged = sign_in(&api.secret)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(forged.headers().get("set-cookie").is_none());
+
+    let signed = sign_in(&api.secret)
+        .header("origin", api.base.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed.headers()["location"], "/ui/");
+    let set = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "plain HTTP: {set}");
+    assert!(
+        !set.contains(&api.secret),
+        "the cookie is not the token: {set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let behind_https = sign_in(&api.secret)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let set = behind_https.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
+
+    // The cookie reads, and changes nothing.
+    let with_cookie = |method: Method, path: &str| {
+        http.request(method, url(path))
+            .header("cookie", cookie.clone())
+    };
+    let (status, who) = send(with_cookie(Method::GET, "/ui/session")).await;
+    assert_eq!(status, StatusCode::OK, "{who}");
+    assert_eq!(who["token"]["name"], "tests");
+    let (status, servers) = send(with_cookie(Method::GET, "/v1/servers")).await;
+    assert_eq!(status, StatusCode::OK, "{servers}");
+    assert_eq!(servers[0]["id"], "east");
+    let (status, drains) = send(with_cookie(Method::GET, "/v1/drains")).await;
+    assert_eq!((status, drains), (StatusCode::OK, json!([])));
+    let (status, body) = send(with_cookie(Method::DELETE, "/v1/servers/east")).await;
+    error_of(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    let (status, body) = send(
+        with_cookie(Method::POST, "/v1/servers")
+            .json(&json!({"id": "west", "url": "http://127.0.0.1:9", "capacity_mb": 1})),
+    )
+    .await;
+    error_of(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(api.db().list_servers().await.unwrap().len(), 1);
+
+    // Signing out ends the session; so does revoking its token.
+    let out = with_cookie(Method::POST, "/ui/sign-out")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let (status, _) = send(with_cookie(Method::GET, "/v1/servers")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let again = sign_in(&api.secret).send().await.unwrap();
+    let cookie = again.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let token = api
+        .db()
+        .verify_api_token(&api.secret)
+        .await
+        .unwrap()
+        .unwrap();
+    api.db().revoke_api_token(&token.id).await.unwrap();
+    let (status, _) = send(http.get(url("/v1/servers")).header("cookie", cookie)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -498,6 +498,40 @@ fn tenant_add_list_show_move_remove() {
 }
 
 #[test]
+fn top_and_tenant_show_give_the_routers_figures() {
+    let slum = Serve::start();
+    slum.add_dead_server("east");
+    slum.add_tenant("busy.example.com", "east").ok();
+    // Its server is unreachable: every answer is the router's own 5xx.
+    for _ in 0..3 {
+        let answer = http_get_host(slum.router, "/", "busy.example.com").expect("an answer");
+        assert!(answer.starts_with("HTTP/1.1 5"), "{answer}");
+    }
+    let top = slum.run(&["top", "--once"]);
+    let top = top.ok();
+    assert!(top.starts_with("last "), "{top}");
+    assert!(top.contains("TENANT"), "{top}");
+    assert_eq!(row(top, "busy")[2], "100%", "{top}");
+    let json = slum.run(&["--json", "top", "--limit", "1"]).json();
+    assert_eq!(json["tenants"][0]["tenant"], "busy", "{json}");
+    assert_eq!(json["tenants"][0]["requests"], 3, "{json}");
+    assert_eq!(json["total"]["errors"], 3, "{json}");
+
+    let show = slum.run(&["tenant", "show", "busy.example.com"]);
+    let show = show.ok();
+    assert!(
+        show.lines()
+            .any(|l| l.starts_with("traffic:") && l.contains("100% errors")),
+        "{show}"
+    );
+    let json = slum
+        .run(&["--json", "tenant", "show", "busy.example.com"])
+        .json();
+    assert_eq!(json["domain"], "busy.example.com", "{json}");
+    assert_eq!(json["traffic"]["requests"], 3, "{json}");
+}
+
+#[test]
 fn api_errors_are_one_line_naming_what_is_wrong() {
     let slum = Serve::start();
     slum.add_dead_server("east");

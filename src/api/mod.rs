@@ -4,13 +4,16 @@
 //! It is a thin layer over [`SlumDb`](crate::SlumDb): each handler parses its
 //! input, makes one library call and answers with the library's own types as
 //! JSON. The handlers live by resource (`servers`, `tenants`, `instances`,
-//! `fleet`, `tokens`, `certificates`, `events`, and `logs`, an instance's
-//! output); every body they take or give is a type of `wire`, which
+//! `fleet`, `tokens`, `certificates`, `events`, `logs` (an instance's
+//! output), and `traffic`, the router's own figures); every body they take
+//! or give is a type of `wire`, which
 //! the CLI shares. Three things are decided here and nowhere else:
 //!
 //! - who may call: every `/v1` route needs a bearer token that
-//!   [`SlumDb::verify_api_token`](crate::FleetDb::verify_api_token) accepts;
-//!   `/health` and `/metrics` are open, for probes and scrapers;
+//!   [`SlumDb::verify_api_token`](crate::FleetDb::verify_api_token) accepts,
+//!   or, for a GET, the cookie of a [`dashboard`] session opened with one;
+//!   `/health` and `/metrics` are open, for probes and scrapers, and so are
+//!   the dashboard's page and its sign-in;
 //! - what a failure looks like: one JSON shape (`wire::ErrorBody`), and one
 //!   status per [`Error`] kind (`impl IntoResponse for Error`), including for
 //!   bodies that are not JSON or name fields that do not exist (`extract`);
@@ -32,6 +35,7 @@ use crate::serve::AppState;
 use crate::{Error, Kind};
 
 mod certificates;
+pub mod dashboard;
 mod events;
 mod extract;
 mod fleet;
@@ -42,6 +46,7 @@ mod placing;
 mod servers;
 mod tenants;
 mod tokens;
+mod traffic;
 pub(crate) mod wire;
 
 #[cfg(test)]
@@ -104,6 +109,7 @@ fn router(state: AppState) -> Router {
         .route("/v1/servers/:id/undrain", post(servers::undrain_server))
         .route("/v1/servers/:id/cordon", post(servers::cordon_server))
         .route("/v1/servers/:id/uncordon", post(servers::uncordon_server))
+        .route("/v1/drains", get(servers::list_drains))
         .route(
             "/v1/tenants",
             get(tenants::list_tenants).post(tenants::create_tenant),
@@ -126,6 +132,9 @@ fn router(state: AppState) -> Router {
             get(instances::get_instance).delete(instances::stop_instance),
         )
         .route("/v1/status", get(fleet::fleet_status))
+        .route("/v1/traffic/top", get(traffic::top))
+        .route("/v1/traffic/servers", get(traffic::servers))
+        .route("/v1/traffic/tenants/:name", get(traffic::tenant))
         .route("/v1/reconcile", post(fleet::reconcile))
         .route(
             "/v1/tokens",
@@ -149,6 +158,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .merge(dashboard::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .merge(v1)
         .fallback(no_route)
@@ -305,12 +315,19 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
 }
 
-/// Lets a request through only with a valid token. The secret is never logged;
-/// the token's public id is.
+/// Lets a request through only with a valid token: a bearer token, or, for
+/// a GET or HEAD, the token a dashboard session was opened with (still
+/// valid: revoking it ends its sessions). The secret is never logged; the
+/// token's public id is.
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let verdict = match bearer(req.headers()) {
-        None => return unauthorized("missing bearer token: send 'Authorization: Bearer <token>'"),
         Some(secret) => state.db.verify_api_token(secret).await,
+        None => match dashboard::session_token(&state, req.method(), req.headers()) {
+            Some(token_id) => state.db.valid_api_token(&token_id).await,
+            None => {
+                return unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
+            }
+        },
     };
     match verdict {
         Ok(Some(token)) => {

@@ -169,3 +169,9 @@ pub(super) async fn uncordon_server(
 ) -> ApiResult<Json<Server>> {
     Ok(Json(state.db.set_cordoned(&id, false).await?))
 }
+
+/// `GET /v1/drains`: the last drain of each server this `slum serve` ran,
+/// running or done, by server id.
+pub(super) async fn list_drains(State(state): State<AppState>) -> Json<Vec<DrainProgress>> {
+    Json(state.drains.all())
+}

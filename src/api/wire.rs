@@ -34,6 +34,12 @@ pub use crate::ReconcileReport;
 // The certificates, as the API shows them: no key, no PEM.
 #[cfg_attr(not(feature = "cli"), allow(unused_imports))]
 pub use crate::CertificateInfo;
+// This router's traffic of the last minute (`/v1/traffic`).
+#[cfg_attr(not(feature = "cli"), allow(unused_imports))]
+pub use crate::traffic::{ServersTraffic, TenantTraffic, TrafficTop};
+// Parts of those answers, for clients that name them.
+#[allow(unused_imports)]
+pub use crate::traffic::{ServerTraffic, TrafficFigures};
 // A certificate's source and state: part of the answer (the CLI shows them
 // through `Display`), so clients find them here with the rest.
 #[allow(unused_imports)]
@@ -73,6 +79,14 @@ pub struct PageQuery {
     pub limit: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+}
+
+/// `?limit=N` on `GET /v1/traffic/top` (1 to 1000, 20 by default).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 /// The header of a page that more records follow: the key to pass as

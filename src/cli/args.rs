@@ -142,6 +142,10 @@ pub(super) enum Command {
     /// Make what runs equal to what should run: respawn missing instances and
     /// complete pending stops.
     Reconcile,
+    /// The busiest tenants now (the last minute, through the router of the
+    /// `slum serve` asked): requests per second, errors, p50 and p99
+    /// latency; refreshed every 2 s until Ctrl-C.
+    Top(TopArgs),
     /// What the fleet did: health transitions, spawns, stops, moves, drains,
     /// failovers, reconcile actions, token and certificate changes, with
     /// their cause and the router that made them (the newest 100 unless
@@ -251,6 +255,25 @@ impl LogsArgs {
 /// A `--since` the API will take, checked before any request.
 fn parse_since_arg(s: &str) -> Result<String, String> {
     crate::api::wire::parse_since(s, chrono::Utc::now()).map(|_| s.to_owned())
+}
+
+/// `slum top`.
+#[derive(Debug, Clone, Args)]
+pub(super) struct TopArgs {
+    /// Tenants shown (1 to 1000).
+    #[arg(long, value_name = "N", default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(super) limit: u32,
+    /// Print the table once and exit (as `--json` does).
+    #[arg(long)]
+    pub(super) once: bool,
+    /// Seconds between refreshes.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub(super) interval: f64,
+    /// Show the servers (requests per second and latency from this router to
+    /// each) instead of the tenants.
+    #[arg(long)]
+    pub(super) servers: bool,
 }
 
 /// Which page of a list: the API's first page by default (1000 records),

@@ -19,7 +19,8 @@ use crate::api::wire::{
     ApiToken, CertificateInfo, CreatedToken, DrainProgress, ErrorBody, Event, EventsQuery,
     FleetStatus, Instance, InstanceStatus, ListQuery, LogLine, LogsQuery, MoveTo, MovedTenant,
     NewInstance, NewServer, NewTenant, NewToken, PutCertificate, ReconcileReport, Server,
-    ServerPatch, ServerStats, StopPending, Tenant, TenantPatch, NEXT_AFTER,
+    ServerPatch, ServerStats, ServersTraffic, StopPending, Tenant, TenantPatch, TenantTraffic,
+    TrafficTop, NEXT_AFTER,
 };
 use crate::serve::{default_token_file, DEFAULT_API};
 
@@ -388,6 +389,29 @@ impl ApiClient {
 
     pub(super) async fn tenant(&self, domain: &str) -> Result<Reply<Tenant>, CliError> {
         self.get(&["tenants", domain]).await
+    }
+
+    /// The `limit` busiest tenants of the router's last minute.
+    pub(super) async fn traffic_top(&self, limit: u32) -> Result<Reply<TrafficTop>, CliError> {
+        let query = ListQuery {
+            limit: Some(limit.to_string()),
+            ..Default::default()
+        };
+        self.call(Method::GET, &["traffic", "top"], Some(&query), None)
+            .await
+    }
+
+    /// The router's last minute to each server.
+    pub(super) async fn traffic_servers(&self) -> Result<Reply<ServersTraffic>, CliError> {
+        self.get(&["traffic", "servers"]).await
+    }
+
+    /// One tenant's traffic, by its name.
+    pub(super) async fn tenant_traffic(
+        &self,
+        name: &str,
+    ) -> Result<Reply<TenantTraffic>, CliError> {
+        self.get(&["traffic", "tenants", name]).await
     }
 
     pub(super) async fn add_tenant(&self, t: &NewTenant) -> Result<Reply<Tenant>, CliError> {

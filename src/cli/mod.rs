@@ -5,8 +5,9 @@
 //! API route, all going through one request function that turns every failure
 //! into one `CliError`), `render` (pure functions, records and "now" in, text
 //! out, tested without a server), `drain` (following a drain with a progress
-//! bar), `events` (the fleet's events, and following them) and `logs` (an
-//! instance's output, and following it). This module runs a parsed command: people get aligned tables; `--json`
+//! bar), `events` (the fleet's events, and following them), `logs` (an
+//! instance's output, and following it) and `top` (the busiest tenants,
+//! redrawn). This module runs a parsed command: people get aligned tables; `--json`
 //! prints the API's own JSON for scripts. Request and answer bodies are the
 //! management API's `api::wire` types, the ones its handlers use.
 
@@ -25,6 +26,7 @@ mod error;
 mod events;
 mod logs;
 mod render;
+mod top;
 
 pub use args::{command, Cli};
 use args::{
@@ -35,8 +37,8 @@ use client::{api_base, resolve_token, token_file_path, ApiClient, Stop};
 use error::CliError;
 use render::{
     printable, render_certificate, render_certificates, render_instances, render_reconcile,
-    render_server, render_servers, render_spawned, render_status, render_tenant, render_tenants,
-    render_tokens,
+    render_server, render_servers, render_spawned, render_status, render_tenant,
+    render_tenant_traffic, render_tenants, render_tokens,
 };
 
 /// Whether the log on stderr is coloured: only on a terminal, and never when
@@ -123,6 +125,9 @@ async fn client_command(global: &GlobalArgs, command: Command) -> Result<(), Cli
     let token_file = token_file_path();
     let token = resolve_token(global.token.clone(), &token_file)?;
     let client = ApiClient::new(base, token, token_file)?;
+    if let Command::Top(args) = &command {
+        return top::run(&client, args, global.json).await;
+    }
     execute(&client, command, global.json)
         .await?
         .finish(global.json)
@@ -419,6 +424,11 @@ async fn execute(client: &ApiClient, command: Command, json: bool) -> Result<Out
         }
         Command::Events(args) => events::events(client, args, json).await?,
         Command::Logs(args) => logs::logs(client, args, json).await?,
+        Command::Top(args) => {
+            return Err(CliError::Local(format!(
+                "`slum top` redraws itself; it is not run here ({args:?})"
+            )))
+        }
     })
 }
 
@@ -541,7 +551,22 @@ async fn tenant_command(
         }
         TenantCommand::Show { domain } => {
             let r = client.tenant(&domain).await?;
-            Output::new(r.json, render_tenant(&r.value, now))
+            let mut json = r.json;
+            let mut text = render_tenant(&r.value, now);
+            // The router's figures for the tenant; an older `slum serve`
+            // has none, and the record is shown all the same.
+            match client.tenant_traffic(&r.value.name).await {
+                Ok(traffic) => {
+                    text.push('\n');
+                    text.push_str(&render_tenant_traffic(&traffic.value));
+                    if let Some(record) = json.as_object_mut() {
+                        record.insert("traffic".into(), traffic.json);
+                    }
+                }
+                Err(CliError::Api { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+            Output::new(json, text)
         }
         TenantCommand::Update(args) => {
             let r = client.update_tenant(&args.domain, &args.patch()).await?;

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use crate::api::wire::{
     state_text, ApiToken, CertificateInfo, DesiredState, DrainProgress, Event, EventLevel,
     FleetStatus, Instance, InstanceStatus, LogLine, LogStream, ReconcileReport, Server,
-    ServerStats, Tenant, EXPIRY_WARNING_DAYS,
+    ServerStats, ServersTraffic, Tenant, TenantTraffic, TrafficFigures, TrafficTop,
+    EXPIRY_WARNING_DAYS,
 };
 
 #[cfg(test)]
@@ -253,6 +254,135 @@ pub(super) fn render_tenant(t: &Tenant, now: DateTime<Utc>) -> String {
         ("failover", t.failover.as_str().to_owned()),
         ("created", format_when(now, t.created_at)),
     ])
+}
+
+/// A tenant's traffic line under `tenant show`.
+pub(super) fn render_tenant_traffic(t: &TenantTraffic) -> String {
+    let f = &t.figures;
+    let window_seconds = t.window_seconds.unwrap_or(60.0);
+    let value = if f.requests == 0 {
+        format!("no requests in the last {}", seconds(window_seconds))
+    } else if !t.tracked {
+        format!(
+            "not among the busiest tenants of the last {} (at most {} req/s)",
+            seconds(window_seconds),
+            per_second(f.requests_per_second)
+        )
+    } else {
+        format!("{} over the last {}", figures(f), seconds(window_seconds))
+    };
+    fields(&[("traffic", value)])
+}
+
+/// "12.5 req/s, 0.4% errors, p50 3.1 ms, p99 20 ms".
+fn figures(f: &TrafficFigures) -> String {
+    format!(
+        "{} req/s, {} errors, p50 {}, p99 {}",
+        per_second(f.requests_per_second),
+        percent(f.error_rate),
+        millis(f.p50_ms),
+        millis(f.p99_ms)
+    )
+}
+
+fn seconds(s: f64) -> String {
+    format!("{:.0} s", s)
+}
+
+fn per_second(r: f64) -> String {
+    if r >= 100.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+fn percent(share: f64) -> String {
+    match share * 100.0 {
+        0.0 => "0%".to_owned(),
+        p if p < 0.1 => "<0.1%".to_owned(),
+        p if p < 10.0 => format!("{p:.1}%"),
+        p => format!("{p:.0}%"),
+    }
+}
+
+fn millis(ms: Option<f64>) -> String {
+    match ms {
+        None => "-".to_owned(),
+        Some(ms) if ms < 10.0 => format!("{ms:.1} ms"),
+        Some(ms) if ms < 10_000.0 => format!("{ms:.0} ms"),
+        Some(ms) => format!("{:.0} s", ms / 1000.0),
+    }
+}
+
+/// `slum top`: the router's totals, then its busiest tenants. A rate that
+/// may count other tenants' requests (Space-Saving's overcount) is shown as
+/// at most (`≤`).
+pub(super) fn render_top(top: &TrafficTop) -> String {
+    let mut out = format!(
+        "last {}, all tenants: {}\n",
+        seconds(top.window_seconds),
+        figures(&top.total)
+    );
+    if top.tenants.is_empty() {
+        out.push_str("\nno tenant requests");
+        return out;
+    }
+    let rows = top
+        .tenants
+        .iter()
+        .map(|t| {
+            let f = &t.figures;
+            let rate = per_second(f.requests_per_second);
+            vec![
+                t.tenant.clone(),
+                match t.requests_min < f.requests {
+                    true => format!("≤{rate}"),
+                    false => rate,
+                },
+                percent(f.error_rate),
+                millis(f.p50_ms),
+                millis(f.p99_ms),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &["TENANT", "REQ/S", "ERRORS", "P50", "P99"],
+        rows,
+        &[1, 2, 3, 4],
+    ));
+    out
+}
+
+/// `slum top --servers`: the router's traffic to each server.
+pub(super) fn render_top_servers(t: &ServersTraffic) -> String {
+    let mut out = format!("last {}, by server\n", seconds(t.window_seconds));
+    if t.servers.is_empty() {
+        out.push_str("\nno requests sent to a server");
+        return out;
+    }
+    let rows = t
+        .servers
+        .iter()
+        .map(|s| {
+            let f = &s.figures;
+            vec![
+                s.server.clone(),
+                per_second(f.requests_per_second),
+                percent(f.error_rate),
+                millis(f.p50_ms),
+                millis(f.p99_ms),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(
+        &["SERVER", "REQ/S", "ERRORS", "P50", "P99"],
+        rows,
+        &[1, 2, 3, 4],
+    ));
+    out
 }
 
 pub(super) fn render_spawned(i: &Instance) -> String {

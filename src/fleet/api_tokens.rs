@@ -220,11 +220,26 @@ impl FleetDb {
     /// hashes are read again only when it moved.
     pub async fn verify_api_token(&self, secret: &str) -> Result<Option<ApiToken>> {
         let presented = hash(secret);
+        self.with_known_tokens(|k| k.by_hash.get(&presented).cloned())
+            .await
+    }
+
+    /// The token of id `id` while it is valid (not revoked), checked as
+    /// [`verify_api_token`](Self::verify_api_token) checks a secret: for a
+    /// dashboard session, which keeps the id of the token it was opened with
+    /// and never its secret.
+    pub async fn valid_api_token(&self, id: &str) -> Result<Option<ApiToken>> {
+        self.with_known_tokens(|k| k.by_hash.values().find(|t| t.id == id).cloned())
+            .await
+    }
+
+    /// `find` over the tokens as of the table's version now.
+    async fn with_known_tokens<T>(&self, find: impl Fn(&Known) -> Option<T>) -> Result<Option<T>> {
         let version = self.store.api_token_version().await?;
         {
             let known = self.tokens.known.read().await;
             if let Some(known) = known.as_ref().filter(|k| k.version == version) {
-                return Ok(known.by_hash.get(&presented).cloned());
+                return Ok(find(known));
             }
         }
         let mut known = self.tokens.known.write().await;
@@ -242,9 +257,7 @@ impl FleetDb {
                 .collect();
             *known = Some(Known { version, by_hash });
         }
-        Ok(known
-            .as_ref()
-            .and_then(|k| k.by_hash.get(&presented).cloned()))
+        Ok(known.as_ref().and_then(find))
     }
 
     /// All tokens (without their secrets).
@@ -297,8 +310,10 @@ mod tests {
         // Only the hash is stored.
         let stored = db.store.list_api_tokens().await.unwrap();
         assert!(stored.iter().all(|(_, h)| h != &secret_a && h.len() == 64));
+        assert_eq!(db.valid_api_token(&a.id).await.unwrap(), Some(a.clone()));
         db.revoke_api_token(&a.id).await.unwrap();
         assert_eq!(db.verify_api_token(&secret_a).await.unwrap(), None);
+        assert_eq!(db.valid_api_token(&a.id).await.unwrap(), None);
         assert!(db.revoke_api_token(&a.id).await.unwrap_err().is_not_found());
         assert!(db.create_api_token(" ").await.is_err());
     }

@@ -110,6 +110,17 @@ impl Drains {
             .map(|j| lock(&j.progress).clone())
     }
 
+    /// The last drain of each server this process ran, running or done, by
+    /// server id.
+    pub fn all(&self) -> Vec<DrainProgress> {
+        let mut all: Vec<DrainProgress> = lock(&self.jobs)
+            .values()
+            .map(|j| lock(&j.progress).clone())
+            .collect();
+        all.sort_by(|a, b| a.server.cmp(&b.server));
+        all
+    }
+
     /// Stops a running drain (moves already done stay done) and lets the server
     /// take placements again; health checks then decide whether it is online.
     pub async fn undrain(&self, server_id: &str) -> Result<()> {

@@ -213,6 +213,8 @@ impl Proxy {
         peer: &Peer,
         held: &mut InFlight<C>,
     ) -> Answer {
+        // The tenant's figures count from here to the answer's head.
+        let started = Instant::now();
         let mut table = self.table();
         // The normalised host, as a header value: it goes on as X-Forwarded-Host.
         let (host, mut decision) = match routed_host(parts, &table) {
@@ -269,7 +271,7 @@ impl Proxy {
                     header::RETRY_AFTER,
                     HeaderValue::from(WAKE_HOLD_DOWN.as_secs()),
                 );
-                return Answer::Made(resp);
+                return self.answered(&route.tenant, Answer::Made(resp), started);
             }
             table = self.table();
             decision = table.route(name);
@@ -278,41 +280,63 @@ impl Proxy {
             Decision::Forward {
                 primary, fallback, ..
             } => {
-                self.forward(parts, body, peer, &host, primary, fallback, held)
-                    .await
+                let tenant = primary.tenant();
+                let answer = self
+                    .forward(parts, body, peer, &host, primary, fallback, held)
+                    .await;
+                self.answered(tenant, answer, started)
             }
             Decision::UnknownHost => answer(
                 StatusCode::NOT_FOUND,
                 format!("no tenant has the domain '{name}'"),
             ),
-            Decision::ServerDown(down) => Answer::Made(public_error(
-                &self.common.metrics,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this site is unavailable: its servers are down",
-                down.servers().first().map_or("", String::as_str),
-                "server_down",
-                &format_args!(
-                    "tenant '{}' is unavailable: its server {} is down",
-                    down.tenant(),
-                    down.servers()
-                        .iter()
-                        .map(|s| format!("'{s}'"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )),
-            Decision::Spawn(route) => Answer::Made(public_error(
-                &self.common.metrics,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "this site was started but cannot be reached yet; retry",
-                &route.home_server,
-                "not_routable",
-                &format_args!(
-                    "tenant '{}' was started but is not routable yet",
-                    route.tenant
-                ),
-            )),
+            Decision::ServerDown(down) => {
+                let resp = public_error(
+                    &self.common.metrics,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this site is unavailable: its servers are down",
+                    down.servers().first().map_or("", String::as_str),
+                    "server_down",
+                    &format_args!(
+                        "tenant '{}' is unavailable: its server {} is down",
+                        down.tenant(),
+                        down.servers()
+                            .iter()
+                            .map(|s| format!("'{s}'"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                self.answered(down.tenant(), Answer::Made(resp), started)
+            }
+            Decision::Spawn(route) => {
+                let resp = public_error(
+                    &self.common.metrics,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this site was started but cannot be reached yet; retry",
+                    &route.home_server,
+                    "not_routable",
+                    &format_args!(
+                        "tenant '{}' was started but is not routable yet",
+                        route.tenant
+                    ),
+                );
+                self.answered(&route.tenant, Answer::Made(resp), started)
+            }
         }
+    }
+
+    /// Counts `answer` in `tenant`'s traffic figures, with the time since
+    /// `started`.
+    fn answered(&self, tenant: &str, answer: Answer, started: Instant) -> Answer {
+        let now = Instant::now();
+        self.metrics.tenant_answered(
+            tenant,
+            answer.status().as_u16(),
+            now.saturating_duration_since(started),
+            now,
+        );
+        answer
     }
 
     /// Sends the request to `primary`, unless its client or `primary` has
@@ -469,9 +493,19 @@ impl Proxy {
             }
         };
         match sent {
-            Err(_) => Err(Failure::HeadTimeout),
+            Err(_) => {
+                self.metrics
+                    .upstream_failed(&upstream.server_id, Instant::now());
+                Err(Failure::HeadTimeout)
+            }
             Ok(Err(e)) => {
                 let failure = Failure::of(e);
+                // A request body the client broke off or held back is not
+                // the server's failure.
+                if !matches!(failure, Failure::BadBody(_) | Failure::BodyTimeout(_)) {
+                    self.metrics
+                        .upstream_failed(&upstream.server_id, Instant::now());
+                }
                 if let (Failure::BodyTimeout(_), Some(progress)) = (&failure, &progress) {
                     self.common
                         .metrics
@@ -483,8 +517,17 @@ impl Proxy {
                 Err(failure)
             }
             Ok(Ok(sent)) => {
-                self.metrics
-                    .upstream_latency(&upstream.server_id, started.elapsed());
+                let status = match &sent {
+                    Sent::Pooled(head, _) => head.status,
+                    Sent::Upgrade(resp) => resp.status(),
+                };
+                let now = Instant::now();
+                self.metrics.upstream_answered(
+                    &upstream.server_id,
+                    status.as_u16(),
+                    now.saturating_duration_since(started),
+                    now,
+                );
                 let (head, mut body) = match (sent, whole) {
                     (Sent::Pooled(head, body), true) if self.reads_whole(&body) => (head, body),
                     (sent, _) => return Ok(sent),

@@ -633,3 +633,63 @@ async fn with_no_whole_response_bytes_a_head_goes_on_before_its_body() {
     .expect("the head and the first of the body came at once");
     assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
+
+#[tokio::test]
+async fn each_tenants_and_servers_traffic_is_counted_with_its_errors() {
+    let east = app("east").await;
+    let west = closed().await;
+    let beta = Tenant {
+        domain: "beta.test".into(),
+        name: "beta".into(),
+        server_id: "west".into(),
+        ..acme()
+    };
+    let beta_prod = Instance {
+        tenant: "beta".into(),
+        ..instance("prod", "west")
+    };
+    let control = FakeControl::routing(RouteTable::build(
+        1,
+        &[server("east", east), server("west", west)],
+        &[acme(), beta],
+        &[instance("prod", "east"), beta_prod],
+    ));
+    let (router, metrics) = router_with(Arc::clone(&control), |_| {}).await;
+    for _ in 0..5 {
+        assert!(get(router, "acme.test").await.starts_with("HTTP/1.1 200 "));
+    }
+    assert!(get(router, "beta.test").await.starts_with("HTTP/1.1 502 "));
+    assert!(get(router, "nobody.test")
+        .await
+        .starts_with("HTTP/1.1 404 "));
+
+    let top = metrics.traffic_top(10);
+    assert_eq!(
+        top.total.requests, 6,
+        "an unknown host is no tenant's: {top:?}"
+    );
+    assert_eq!(top.total.errors, 1);
+    let names: Vec<&str> = top.tenants.iter().map(|t| t.tenant.as_str()).collect();
+    assert_eq!(names, ["acme", "beta"]);
+    let acme = &top.tenants[0];
+    assert_eq!((acme.figures.requests, acme.requests_min), (5, 5));
+    assert_eq!(acme.figures.errors, 0);
+    assert!(acme.figures.p50_ms.is_some_and(|ms| ms > 0.0), "{acme:?}");
+    let beta = metrics.traffic_tenant("beta");
+    assert!(beta.tracked);
+    assert_eq!((beta.figures.requests, beta.figures.error_rate), (1, 1.0));
+    assert!(!metrics.traffic_tenant("gamma").tracked);
+
+    let servers = metrics.traffic_servers();
+    let by_id: Vec<(&str, u64, u64)> = servers
+        .servers
+        .iter()
+        .map(|s| (s.server.as_str(), s.figures.requests, s.figures.errors))
+        .collect();
+    assert_eq!(by_id, [("east", 5, 0), ("west", 1, 1)]);
+    assert!(servers.servers[0].figures.p99_ms.is_some());
+    assert_eq!(
+        servers.servers[1].figures.p99_ms, None,
+        "no answer: no latency"
+    );
+}

@@ -52,6 +52,8 @@ pub struct AppState {
     /// router thread, so it must not wait). Nothing by default; the ACME
     /// work sets it to order one.
     pub certificate_wanted: CertificateWanted,
+    /// The dashboard's sessions (see [`crate::api::dashboard`]).
+    pub sessions: Arc<crate::api::dashboard::Sessions>,
     /// The route table as the orchestrator sees it.
     routing: Arc<dyn Routing>,
 }
@@ -83,6 +85,7 @@ impl AppState {
                 tracing::debug!(domain, "a certificate is wanted (no ACME configured)");
             }),
             drains: Arc::new(Drains::new(db.clone(), Arc::clone(&routing))),
+            sessions: Arc::default(),
             db,
             routes,
             metrics,

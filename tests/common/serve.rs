@@ -12,7 +12,7 @@ use super::http;
 /// A running `slum serve` on loopback ports.
 pub struct Slum {
     pub router: SocketAddr,
-    /// The management API.
+    /// The management API (and the dashboard).
     pub api: SocketAddr,
     /// The HTTPS listener, when `tls_listen` was set.
     pub tls: Option<SocketAddr>,

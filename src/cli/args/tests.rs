@@ -371,3 +371,15 @@ fn serve_parses_with_its_help_and_its_flags() {
     assert!(cli.global.json);
     assert_eq!(cli.global.token, Some(Secret("t".into())));
 }
+
+#[test]
+fn top_takes_a_limit_within_range_and_once() {
+    let cli = parse(&["top", "--once", "--limit", "5"]).expect("parses");
+    match cli.command {
+        Command::Top(args) => assert_eq!((args.once, args.limit, args.servers), (true, 5, false)),
+        other => panic!("{other:?}"),
+    }
+    for bad in ["0", "1001"] {
+        assert!(parse(&["top", "--limit", bad]).is_err(), "--limit {bad}");
+    }
+}

@@ -437,6 +437,94 @@ fn certificates_show_state_expiry_next_try_and_the_cas_reason() {
     );
 }
 
+fn traffic(requests: u64, rate: f64, errors: f64, p50: f64, p99: f64) -> TrafficFigures {
+    TrafficFigures {
+        requests,
+        requests_per_second: rate,
+        errors: (requests as f64 * errors) as u64,
+        error_rate: errors,
+        p50_ms: Some(p50),
+        p99_ms: Some(p99),
+    }
+}
+
+#[test]
+fn top_lists_the_busiest_tenants_and_marks_a_rate_that_may_be_over() {
+    let top = TrafficTop {
+        window_seconds: 64.2,
+        total: traffic(7_000, 109.4, 0.004, 2.04, 31.0),
+        tenants: vec![
+            TenantTraffic {
+                tenant: "acme".into(),
+                tracked: true,
+                requests_min: 6_000,
+                figures: traffic(6_000, 93.5, 0.0, 1.92, 12.3),
+                ..Default::default()
+            },
+            TenantTraffic {
+                tenant: "beta".into(),
+                tracked: true,
+                requests_min: 900,
+                figures: traffic(1_000, 15.6, 0.25, 2.5, 15_400.0),
+                ..Default::default()
+            },
+        ],
+    };
+    assert_eq!(
+        render_top(&top),
+        "last 64 s, all tenants: 109 req/s, 0.4% errors, p50 2.0 ms, p99 31 ms\n\
+         \n\
+         TENANT  REQ/S  ERRORS     P50    P99\n\
+         acme     93.5      0%  1.9 ms  12 ms\n\
+         beta    ≤15.6     25%  2.5 ms   15 s"
+    );
+    let quiet = TrafficTop {
+        window_seconds: 3.0,
+        ..Default::default()
+    };
+    assert_eq!(
+        render_top(&quiet),
+        "last 3 s, all tenants: 0.0 req/s, 0% errors, p50 -, p99 -\n\nno tenant requests"
+    );
+}
+
+#[test]
+fn a_tenants_traffic_says_when_it_is_not_among_the_busiest() {
+    let counted = TenantTraffic {
+        tenant: "acme".into(),
+        tracked: true,
+        requests_min: 60,
+        figures: traffic(60, 1.0, 0.0005, 3.0, 9.0),
+        window_seconds: Some(60.0),
+    };
+    assert_eq!(
+        render_tenant_traffic(&counted),
+        "traffic:  1.0 req/s, <0.1% errors, p50 3.0 ms, p99 9.0 ms over the last 60 s"
+    );
+    let bounded = TenantTraffic {
+        tenant: "calm".into(),
+        figures: TrafficFigures {
+            requests: 12,
+            requests_per_second: 0.2,
+            ..Default::default()
+        },
+        window_seconds: Some(60.0),
+        ..Default::default()
+    };
+    assert_eq!(
+        render_tenant_traffic(&bounded),
+        "traffic:  not among the busiest tenants of the last 60 s (at most 0.2 req/s)"
+    );
+    let none = TenantTraffic {
+        window_seconds: Some(60.0),
+        ..Default::default()
+    };
+    assert_eq!(
+        render_tenant_traffic(&none),
+        "traffic:  no requests in the last 60 s"
+    );
+}
+
 #[test]
 fn an_event_is_one_aligned_line_naming_its_object_and_router() {
     let e = Event {
