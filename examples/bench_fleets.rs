@@ -30,6 +30,8 @@
 //! (routers, `slum serve` children, the tenement server, databases, temp files)
 //! is stopped or removed on the way out, also on error or Ctrl-C.
 
+// Shared with the other benchmarks, which use the rest of it.
+#[allow(dead_code)]
 mod common;
 use common::{
     clock_ticks_per_second, cpu_ticks, env_number, env_path, load_average, start_slum,

@@ -30,19 +30,20 @@
 //! Traffic goes to loopback and the test namespace only. Everything it starts
 //! (nginx, slum, the fleet) is stopped on the way out, also on error or Ctrl-C.
 
+// Shared with the other benchmarks, which use the rest of it.
+#[allow(dead_code)]
 mod common;
 use common::{
-    clock_ticks_per_second, cpu_ticks, env_number, env_path, free_port, load_average, start_slum,
-    stat_field, tool_version, wait_listening, Load, Served, WrkResult,
+    cpu_ticks, env_number, env_path, free_port, load_average, nginx_pids, start_slum, tool_version,
+    us_per_request, Load, Nginx, Served, WrkResult,
 };
 
 use std::fmt::Write as _;
 use std::fs;
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -439,7 +440,11 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
     );
     let mut nginxes = Vec::new();
     for &n in &settings.workers {
-        let nginx = Nginx::start(&settings.nginx, server, &mapped_host, n).await?;
+        let upstream = server.url();
+        let nginx = Nginx::start(&settings.nginx, |dir, addr| {
+            nginx_conf(dir, addr, &upstream, &mapped_host, n)
+        })
+        .await?;
         check(
             &nginx.url(),
             DOMAIN,
@@ -491,10 +496,7 @@ async fn http_bench(settings: &Settings) -> anyhow::Result<()> {
         // What scripts/bench-instructions.sh starts its own proxies with.
         println!("  database: {}", db_path.display());
         if let Some(nginx) = nginxes.last() {
-            println!(
-                "  nginx config: {}",
-                nginx.dir.path().join("nginx.conf").display()
-            );
+            println!("  nginx config: {}", nginx.conf_path().display());
         }
         println!("  holding (BENCH_HOLD): Ctrl-C ends");
         tokio::signal::ctrl_c().await?;
@@ -653,12 +655,6 @@ async fn measure(
 fn proxy_ticks(pids: Option<&ProxyPids>) -> anyhow::Result<Option<u64>> {
     pids.map(|pids| pids().into_iter().map(cpu_ticks).sum())
         .transpose()
-}
-
-/// Microseconds of CPU per request, from the ticks read before and after.
-fn us_per_request(before: u64, after: u64, requests: u64) -> anyhow::Result<f64> {
-    let seconds = after.saturating_sub(before) as f64 / clock_ticks_per_second()?;
-    Ok(seconds * 1e6 / requests.max(1) as f64)
 }
 
 fn print_results(rows: &[Row], workers: &[usize]) {
@@ -997,100 +993,6 @@ async fn start_bare_proxy(
     .await
 }
 
-/// nginx (master and workers, `daemon off`) as the equivalent reverse proxy;
-/// stopped on drop.
-struct Nginx {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    async fn start(
-        bin: &Path,
-        server: &LocalServer,
-        mapped_host: &str,
-        workers: usize,
-    ) -> anyhow::Result<Nginx> {
-        let dir = tempfile::tempdir()?;
-        // Workers run as nobody and need to reach their temp paths.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let conf = nginx_conf(dir.path(), addr, &server.url(), mapped_host, workers);
-        let conf_path = dir.path().join("nginx.conf");
-        fs::write(&conf_path, conf)?;
-        let log_path = dir.path().join("error.log");
-        let out = fs::File::create(dir.path().join("stderr.log"))?;
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(&log_path)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("cannot run {}", bin.display()))?;
-        let mut nginx = Nginx { child, addr, dir };
-        let stderr_path = nginx.dir.path().join("stderr.log");
-        wait_listening(
-            &mut nginx.child,
-            addr,
-            "nginx",
-            Duration::from_secs(10),
-            || {
-                let err = fs::read_to_string(&stderr_path).unwrap_or_default();
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                err + &log
-            },
-        )
-        .await?;
-        Ok(nginx)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return; // already reaped: its pid may belong to someone else now
-        }
-        let master = self.pid();
-        // SIGTERM: fast shutdown, the master stops its workers.
-        let _ = Command::new("kill")
-            .args(["-TERM", &master.to_string()])
-            .output();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => break,
-            }
-        }
-        // Still there: kill the workers (children of the unreaped master, so
-        // their pids are still theirs), then the master.
-        for pid in nginx_pids(master).into_iter().filter(|&p| p != master) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .output();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The equivalent of slum's router for one tenant, as an nginx config.
 fn nginx_conf(
     dir: &Path,
@@ -1140,23 +1042,4 @@ http {{
 }}
 "#
     )
-}
-
-/// The nginx master and its workers.
-fn nginx_pids(master: u32) -> Vec<u32> {
-    let mut pids = vec![master];
-    if let Ok(entries) = fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| stat_field(&s, 4).and_then(|p| p.parse::<u32>().ok()));
-            if parent == Some(master) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
 }

@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -192,10 +193,12 @@ pub async fn start_slum(
         .stderr(log)
         .spawn()
         .with_context(|| format!("cannot run {}", bin.display()))?;
-    Served::wait(child, addr, "slum serve", Duration::from_secs(15), || {
+    let mut served = Served::wait(child, addr, "slum serve", Duration::from_secs(15), || {
         fs::read_to_string(log_path).unwrap_or_default()
     })
-    .await
+    .await?;
+    served.api = Some(api);
+    Ok(served)
 }
 
 /// A child process serving HTTP on a loopback address; killed (and reaped) on
@@ -203,6 +206,8 @@ pub async fn start_slum(
 pub struct Served {
     child: Child,
     addr: SocketAddr,
+    /// slum's management API.
+    api: Option<SocketAddr>,
 }
 
 impl Served {
@@ -214,7 +219,11 @@ impl Served {
         within: Duration,
         log: impl Fn() -> String,
     ) -> anyhow::Result<Served> {
-        let mut served = Served { child, addr };
+        let mut served = Served {
+            child,
+            addr,
+            api: None,
+        };
         wait_listening(&mut served.child, addr, what, within, log).await?;
         Ok(served)
     }
@@ -225,6 +234,11 @@ impl Served {
 
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
+    }
+
+    /// The management API's URL, for `slum --api` (slum serve only).
+    pub fn api_url(&self) -> Option<String> {
+        self.api.map(|a| format!("http://{a}"))
     }
 }
 
@@ -319,6 +333,135 @@ pub fn tool_version(bin: &Path, flag: &str) -> String {
         }
         Err(e) => format!("{} not runnable: {e}", bin.display()),
     }
+}
+
+/// nginx (master and workers, `daemon off`) with a configuration of the
+/// benchmark's own, in a directory of its own; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// nginx from `bin` with the configuration `conf` writes for the
+    /// directory it may use (logs, pid file, temp paths) and the loopback
+    /// address it is to listen on, once it listens.
+    pub async fn start(
+        bin: &Path,
+        conf: impl FnOnce(&Path, SocketAddr) -> String,
+    ) -> anyhow::Result<Nginx> {
+        let dir = tempfile::tempdir()?;
+        // Workers run as nobody and need to reach their temp paths.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let conf = conf(dir.path(), addr);
+        let conf_path = dir.path().join("nginx.conf");
+        fs::write(&conf_path, conf)?;
+        let log_path = dir.path().join("error.log");
+        let out = fs::File::create(dir.path().join("stderr.log"))?;
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg(&log_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let mut nginx = Nginx { child, addr, dir };
+        let stderr_path = nginx.dir.path().join("stderr.log");
+        wait_listening(
+            &mut nginx.child,
+            addr,
+            "nginx",
+            Duration::from_secs(10),
+            || {
+                let err = fs::read_to_string(&stderr_path).unwrap_or_default();
+                let log = fs::read_to_string(&log_path).unwrap_or_default();
+                err + &log
+            },
+        )
+        .await?;
+        Ok(nginx)
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn conf_path(&self) -> PathBuf {
+        self.dir.path().join("nginx.conf")
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return; // already reaped: its pid may belong to someone else now
+        }
+        let master = self.pid();
+        // SIGTERM: fast shutdown, the master stops its workers.
+        let _ = Command::new("kill")
+            .args(["-TERM", &master.to_string()])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break,
+            }
+        }
+        // Still there: kill the workers (children of the unreaped master, so
+        // their pids are still theirs), then the master.
+        for pid in nginx_pids(master).into_iter().filter(|&p| p != master) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .output();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The nginx master and its workers.
+pub fn nginx_pids(master: u32) -> Vec<u32> {
+    let mut pids = vec![master];
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| stat_field(&s, 4).and_then(|p| p.parse::<u32>().ok()));
+            if parent == Some(master) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+/// Microseconds of CPU per request, from the ticks read before and after.
+pub fn us_per_request(before: u64, after: u64, requests: u64) -> anyhow::Result<f64> {
+    let seconds = after.saturating_sub(before) as f64 / clock_ticks_per_second()?;
+    Ok(seconds * 1e6 / requests.max(1) as f64)
 }
 
 #[cfg(test)]

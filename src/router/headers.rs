@@ -148,21 +148,45 @@ fn visible_ascii(value: &[u8]) -> bool {
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
-/// The request's Host header and its decision, when the header is a routed
-/// domain as it stands (lower case, no port: domains are stored normalised)
-/// and the target is in origin form: the common case, which needs no
-/// normalising and no allocation.
+/// The request's host and its decision, when the host is a routed domain as
+/// it stands (lower case: domains are stored normalised), but for a port: the
+/// common case, which needs no normalising and no allocation (but for an
+/// HTTP/2 request's, whose host is its `:authority`, not a header line). The
+/// host is the target's authority when it has one (HTTP/2's `:authority`, an
+/// absolute-form target), which a Host header must then repeat exactly, or
+/// else the Host header. Anything else goes the long way
+/// ([`request_host`]), which normalises, or refuses.
 pub(super) fn routed_host<'t>(
     req: &RequestHead,
     table: &'t RouteTable,
 ) -> Option<(HeaderValue, Decision<'t>)> {
-    // An absolute-form target's authority picks the tenant: the long way.
-    if req.uri.authority().is_some() {
-        return None;
+    let header = host_header(req).ok()?;
+    match req.uri.authority().map(|a| a.as_str()) {
+        Some(authority) => {
+            if header.is_some_and(|h| h != authority) {
+                return None;
+            }
+            let domain = without_port(authority);
+            let decision = table.get(domain)?;
+            Some((HeaderValue::from_str(domain).ok()?, decision))
+        }
+        None => {
+            let domain = without_port(header?);
+            let decision = table.get(domain)?;
+            Some((req.headers.shared(domain.as_bytes())?, decision))
+        }
     }
-    let host = host_header(req).ok()??;
-    let decision = table.get(host)?;
-    Some((req.headers.shared(host.as_bytes())?, decision))
+}
+
+/// `host` without its `:port`, when it ends in one (digits only); as it is
+/// otherwise (no domain has a colon: the lookup of one finds nothing).
+fn without_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((domain, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            domain
+        }
+        _ => host,
+    }
 }
 
 /// The request's host: the authority of an absolute-form request target
@@ -624,11 +648,15 @@ mod tests {
             routed_host(&get(&lines), &table).map(|(host, _)| host)
         };
         assert_eq!(with_hosts(&["acme.com"]).unwrap(), "acme.com");
+        // A port is left out of X-Forwarded-Host, as the long way does.
+        assert_eq!(with_hosts(&["acme.com:8443"]).unwrap(), "acme.com");
         // Anything else is normalised (or refused) the long way.
         assert_eq!(with_hosts(&["Acme.com"]), None);
-        assert_eq!(with_hosts(&["acme.com:8080"]), None);
+        assert_eq!(with_hosts(&["acme.com:"]), None);
+        assert_eq!(with_hosts(&["acme.com:x"]), None);
         assert_eq!(with_hosts(&["acme.com", "acme.com"]), None);
         assert_eq!(with_hosts(&["nobody.com"]), None);
+        assert_eq!(with_hosts(&["acme.com."]), None);
     }
 
     #[test]
@@ -840,5 +868,38 @@ mod tests {
         );
         let req = get_of("http://other.example/x", &[("host", "acme.com")]);
         assert!(routed_host(&req, &table).is_none());
+        let req = get_of("http://acme.com/x", &[("host", "other.example")]);
+        assert!(routed_host(&req, &table).is_none());
+        let req = get_of("http://evil@acme.com/x", &[]);
+        assert!(routed_host(&req, &table).is_none());
+        // A Host header that repeats the authority in another form: the long
+        // way, which compares them normalised.
+        let req = get_of("http://Acme.com:80/x", &[("host", "acme.com")]);
+        assert!(routed_host(&req, &table).is_none());
+    }
+
+    /// HTTP/2's `:authority` (a target with an authority, and most often no
+    /// Host header) takes the short way when it is a routed domain.
+    #[test]
+    fn an_authority_routed_as_it_stands_takes_the_short_way() {
+        use crate::fleet::model::ServerStatus;
+        use crate::router::route_table::tests::{server, tenant};
+        let table = RouteTable::build(
+            1,
+            &[server("east", ServerStatus::Online)],
+            &[tenant("acme.com", "acme", "east")],
+            &[],
+        );
+        let host = |target: &str, headers: &[(&str, &str)]| {
+            routed_host(&get_of(target, headers), &table).map(|(host, _)| host)
+        };
+        assert_eq!(host("https://acme.com/x", &[]).unwrap(), "acme.com");
+        assert_eq!(host("https://acme.com:8443/x", &[]).unwrap(), "acme.com");
+        assert_eq!(
+            host("https://acme.com:8443/x", &[("host", "acme.com:8443")]).unwrap(),
+            "acme.com"
+        );
+        assert_eq!(host("https://Acme.com/x", &[]), None);
+        assert_eq!(host("https://nobody.com/x", &[]), None);
     }
 }

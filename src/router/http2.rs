@@ -86,10 +86,14 @@ where
             let peer = peer.clone();
             let client = Arc::clone(&client);
             let open = Opened::new(&streams);
-            async move {
+            // Boxed: hyper spawns each stream as a task, and the future,
+            // whose state is all of routing and forwarding, was moved
+            // (copied) several times on the way, which cost more than the
+            // allocation does; a box moves as a pointer.
+            Box::pin(async move {
                 let resp = answer_stream(&proxy, req, &peer, client, open, limits).await;
                 Ok::<_, Infallible>(resp)
-            }
+            })
         })
     };
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -209,7 +213,10 @@ async fn answer_stream(
 /// A server's header lines as a header map, for hyper's HTTP/2 (which takes
 /// out those HTTP/2 forbids). A line that is no valid header is left out.
 fn header_map(headers: &RawHeaders) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(16);
+    // As many as there are lines: a larger map's allocation was among the
+    // dearest steps of an HTTP/2 answer (glibc consolidates its free lists
+    // for a request of that size).
+    let mut map = HeaderMap::with_capacity(headers.iter().size_hint().0);
     for (name, value) in headers.iter() {
         let (Ok(name), Some(value)) = (HeaderName::from_bytes(name), headers.shared(value)) else {
             continue;
