@@ -109,6 +109,11 @@ const KEEPALIVE_PROBES: u32 = 3;
 /// noticed within 25 s.
 const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(25);
 
+/// How long a connection waits in the pool before its buffers are freed: a
+/// server with steady traffic reuses its connections well within it, and
+/// allocating them again after a quiet second costs nothing that shows.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How a request to a server failed.
@@ -264,12 +269,21 @@ impl UpstreamPool {
     }
 
     /// Drops idle connections that are closed or unused for too long, and the
-    /// slots of servers left with none (and no response out).
+    /// slots of servers left with none (and no response out). Connections
+    /// idle for [`RELEASE_AFTER`] give their buffers back (see
+    /// [`slum_http1::Conn::release_buffers`]): one kept to each of a
+    /// thousand servers would otherwise hold 32 MB a router thread.
     pub fn sweep(&self) {
         let now = self.clock.now();
         lock(&self.servers).retain(|_, slot| {
             let mut idle = lock(&slot.idle);
-            idle.retain_mut(|c| c.usable(now, self.idle_timeout));
+            idle.retain_mut(|c| {
+                let usable = c.usable(now, self.idle_timeout);
+                if usable && now - c.since >= RELEASE_AFTER {
+                    c.conn.release_buffers();
+                }
+                usable
+            });
             !idle.is_empty() || Arc::strong_count(slot) > 1
         });
     }
@@ -280,6 +294,20 @@ impl UpstreamPool {
         lock(&self.servers)
             .values()
             .map(|slot| lock(&slot.idle).len())
+            .sum()
+    }
+
+    /// Bytes the idle connections' buffers hold allocated, over all servers.
+    #[cfg(test)]
+    fn idle_buffers(&self) -> usize {
+        lock(&self.servers)
+            .values()
+            .flat_map(|slot| {
+                lock(&slot.idle)
+                    .iter()
+                    .map(|c| c.conn.buffered_capacity())
+                    .collect::<Vec<_>>()
+            })
             .sum()
     }
 
@@ -550,6 +578,28 @@ mod tests {
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
         resp.1.collect().await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_a_while_frees_its_buffers_and_is_reused() {
+        let (origin, accepted) = server("hello").await;
+        let url: Arc<str> = origin.to_string().into();
+        let pool = pool();
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        resp.1.collect().await.unwrap();
+        pool.sweep();
+        assert!(pool.idle_buffers() > 0, "just used: kept as it is");
+        // Idle for RELEASE_AFTER now.
+        for slot in lock(&pool.servers).values() {
+            for c in lock(&slot.idle).iter_mut() {
+                c.since = c.since.checked_sub(RELEASE_AFTER).unwrap();
+            }
+        }
+        pool.sweep();
+        assert_eq!((pool.idle(), pool.idle_buffers()), (1, 0));
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        assert_eq!(resp.1.collect().await.unwrap().to_bytes(), "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the same connection");
     }
 
     /// A server that answers the first request on each connection, then reads

@@ -211,6 +211,24 @@ impl<T: Transport> Conn<T> {
         futures::FutureExt::now_or_never(probe).is_none()
     }
 
+    /// Frees what only a request in progress needs: the read buffer (32 KB
+    /// once a response was read) when nothing is in it, and the last
+    /// request's head. The next request allocates them again. For a pool's
+    /// connections that have waited a while: a router keeps some to each of
+    /// a thousand servers, and with their buffers they would hold tens of
+    /// megabytes for nothing.
+    pub fn release_buffers(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        self.head = Vec::new();
+    }
+
+    /// The bytes its buffers hold allocated now.
+    pub fn buffered_capacity(&self) -> usize {
+        self.buf.capacity() + self.head.capacity()
+    }
+
     /// Sends the request (`request` with Host and the rest already as the
     /// server is to see them; origin-form URI) and reads up to the response
     /// head. `body` is streamed while the head is awaited. The response's
