@@ -49,8 +49,9 @@
 //!   HTTP) and [`cli`] (the `slum` command line).
 //! - Shared leaves: [`Error`] (`error.rs`), the one error type callers match
 //!   on; `metrics.rs` (Prometheus); [`ServerRoots`] (`tls.rs`, the
-//!   certificates trusted for `https://` servers); and two helpers below
-//!   (`lock`, `AbortOnDrop`).
+//!   certificates trusted for `https://` servers); `server_conn.rs` (the
+//!   connections to servers the router's pools and the health checks open);
+//!   and two helpers below (`lock`, `AbortOnDrop`).
 //! - The router's HTTP/1.1 core is a crate of its own, [`slum_http1`]
 //!   (`crates/http1`: the server side, the client side, the shared codec and
 //!   chunked framing, the coarse timer), which imports nothing of slum, is
@@ -123,6 +124,8 @@ mod metrics;
 mod orchestrate;
 #[cfg(feature = "serve")]
 mod router;
+#[cfg(feature = "serve")]
+mod server_conn;
 mod tls;
 
 #[cfg(feature = "serve")]
