@@ -310,6 +310,10 @@ impl Routes {
         let old = self.table.swap(Arc::new(table));
         crate::lock(&self.retired).push(old);
         self.swapped.send_modify(|n| *n += 1);
+        // Those no router thread holds go now, not at the next poll: changes
+        // made one after the other (hundreds a second) would otherwise keep
+        // as many tables, each with its own copy of the list of shards.
+        self.free_retired();
     }
 
     /// Frees, on a blocking thread, the replaced tables no one holds any more.
