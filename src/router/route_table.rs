@@ -108,7 +108,7 @@ pub struct Pick<'t> {
 
 impl<'t> Pick<'t> {
     pub fn tenant(&self) -> &'t str {
-        &self.entry.tenant
+        self.entry.tenant()
     }
 
     pub fn process(&self) -> &'t str {
@@ -175,7 +175,7 @@ pub struct Down<'t> {
 impl Down<'_> {
     /// The domain's tenant.
     pub fn tenant(&self) -> &str {
-        &self.entry.tenant
+        self.entry.tenant()
     }
 
     /// The servers its instances are on (its home server when it has none),
@@ -241,11 +241,14 @@ impl Targets {
 /// A customer domain's entry: its tenant and process, and the running
 /// instances of that process it can go to (the domain's own first when it
 /// runs, the others by instance id), or where to start one.
-/// 72 bytes, kept in the shard's hash table itself.
+/// 56 bytes, kept in the shard's hash table itself.
 #[derive(Debug, Clone)]
 struct Entry {
-    domain: Box<str>,
-    tenant: Box<str>,
+    /// The domain, then its tenant's name: one allocation, not two (at a
+    /// million domains, 16 MB less).
+    names: Box<str>,
+    /// Where the domain ends in `names` (a domain is at most 253 bytes).
+    domain_len: u16,
     /// The process, as an index into the table's names.
     process: u32,
     /// The domain's own instance id, as an index into the table's names.
@@ -255,6 +258,18 @@ struct Entry {
     /// Whether the first target is the domain's own instance.
     own_first: bool,
     targets: Targets,
+}
+
+impl Entry {
+    #[inline]
+    fn domain(&self) -> &str {
+        self.names.get(..usize::from(self.domain_len)).unwrap_or("")
+    }
+
+    #[inline]
+    fn tenant(&self) -> &str {
+        self.names.get(usize::from(self.domain_len)..).unwrap_or("")
+    }
 }
 
 /// The servers of a table: each known server id has an index for good
@@ -339,12 +354,12 @@ struct Shard(hashbrown::HashTable<Entry>);
 impl Shard {
     #[inline]
     fn find(&self, hash: u64, domain: &str) -> Option<&Entry> {
-        self.0.find(hash, |e| &*e.domain == domain)
+        self.0.find(hash, |e| e.domain() == domain)
     }
 
     /// Sets `entry` (`None`: removes it); says how the count moved.
     fn set(&mut self, hasher: &Hasher, hash: u64, domain: &str, entry: Option<Entry>) -> isize {
-        match (self.0.find_entry(hash, |e| &*e.domain == domain), entry) {
+        match (self.0.find_entry(hash, |e| e.domain() == domain), entry) {
             (Ok(mut slot), Some(entry)) => {
                 *slot.get_mut() = entry;
                 0
@@ -355,7 +370,7 @@ impl Shard {
             }
             (Err(_), Some(entry)) => {
                 self.0
-                    .insert_unique(hash, entry, |e| hasher.hash(&e.domain));
+                    .insert_unique(hash, entry, |e| hasher.hash(e.domain()));
                 1
             }
             (Err(_), None) => 0,
@@ -363,7 +378,7 @@ impl Shard {
     }
 
     fn shrink(&mut self, hasher: &Hasher) {
-        self.0.shrink_to_fit(|e| hasher.hash(&e.domain));
+        self.0.shrink_to_fit(|e| hasher.hash(e.domain()));
     }
 }
 
@@ -556,7 +571,7 @@ impl RouteTable {
             Targets::None => {
                 return match self.servers.get(entry.home).is_some_and(|u| !u.is_down()) {
                     true => Decision::Spawn(Box::new(DomainRoute {
-                        tenant: entry.tenant.to_string(),
+                        tenant: entry.tenant().to_owned(),
                         process: self.names.get(entry.process).to_owned(),
                         instance_id: self.names.get(entry.own).to_owned(),
                         home_server: self.servers.id(entry.home).to_owned(),
@@ -761,11 +776,13 @@ fn entry_of(
         _ => Targets::Many(targets.into()),
     };
     Entry {
-        domain: domain.into(),
+        names: [domain, route.tenant.as_str()].concat().into_boxed_str(),
+        // Longer than any host the router is asked for (253 bytes at most):
+        // such a row matches no request whatever is kept of it.
+        domain_len: u16::try_from(domain.len()).unwrap_or(u16::MAX),
         home: interned.server(&route.home_server),
         process: interned.name(&route.process),
         own: interned.name(&route.instance_id),
-        tenant: route.tenant.into_boxed_str(),
         own_first,
         targets,
     }
@@ -1246,6 +1263,12 @@ pub(crate) mod tests {
         );
         assert_eq!(known.servers.ids.len(), 2, "the old table is as it was");
         assert_eq!(forward_to(new.route("b.com")).0, "west");
+    }
+
+    #[test]
+    fn an_entry_takes_56_bytes_of_its_shard() {
+        // What a million domains cost is mostly this times the buckets.
+        assert_eq!(std::mem::size_of::<Entry>(), 56);
     }
 
     #[test]
