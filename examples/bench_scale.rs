@@ -23,8 +23,12 @@
 //!    would (a child process, default settings), and measured:
 //!    - start until the domain inserted last routes (polled through the
 //!      router every 10 ms from the spawn);
-//!    - its RSS (VmRSS, and the peak VmHWM) after start, after
-//!      `BENCH_CHANGES` routing changes, and at the end;
+//!    - its RSS (VmRSS, and the peak VmHWM) after start, once settled
+//!      (`BENCH_SETTLE` seconds from the spawn, 10, with no change made: its
+//!      first rounds of health checks have opened their connections to every
+//!      server, and a request to a domain on each server, twice, went
+//!      through the router), after every 1,000 of the `BENCH_CHANGES`
+//!      routing changes and after the last, and at the end;
 //!    - route changes: `POST /v1/tenants` (what `slum tenant add` sends) of a
 //!      new domain of an existing tenant, one after the other: until the API
 //!      returns, and until the domain routes through this router (polled
@@ -100,6 +104,8 @@ struct Settings {
     /// Servers taken offline, per size.
     offlines: Vec<usize>,
     duration: u64,
+    /// Seconds from start until the RSS is taken as settled.
+    settle: u64,
     threads: u32,
     connections: u32,
     change_rate: f64,
@@ -152,6 +158,7 @@ impl Settings {
             backup_every: env_number("BENCH_BACKUP_EVERY", 10)?,
             offlines,
             duration: env_number("BENCH_DURATION", 10)?,
+            settle: env_number("BENCH_SETTLE", 10)?,
             threads: env_number("BENCH_THREADS", 2)?,
             connections: env_number("BENCH_CONNECTIONS", 16)?,
             change_rate: env_number("BENCH_CHANGE_RATE", 10.0)?,
@@ -799,12 +806,15 @@ struct SizeRun {
     start: Duration,
     rss_start: u64,
     hwm_start: u64,
+    rss_settled: u64,
     changes: usize,
     offlines: usize,
     add_returns: Latencies,
     add_routes: Latencies,
     rss_changes: u64,
     hwm_changes: u64,
+    /// RSS after each 1,000 changes.
+    rss_thousands: Vec<u64>,
     offline_returns: Latencies,
     offline_follows: Latencies,
     online_returns: Latencies,
@@ -995,6 +1005,20 @@ async fn serve_sqlite(
         mb(run.hwm_start),
         run.rss_start as f64 / n as f64
     );
+    // Settled: the health checks' first rounds have opened their
+    // connections to every server, and the router has carried a request to
+    // each server (see `reach_every_server`); no change made.
+    reach_every_server(http, &slum.router, shape).await?;
+    tokio::time::sleep(Duration::from_secs(settings.settle).saturating_sub(spawned.elapsed()))
+        .await;
+    slum.exited()?;
+    run.rss_settled = rss(slum.pid())?.0;
+    println!(
+        "  settled ({} s after the spawn, no changes): RSS {:.0} MB, {:.0} bytes a domain",
+        settings.settle,
+        mb(run.rss_settled),
+        run.rss_settled as f64 / n as f64
+    );
     let api = slum.api(http, None)?;
     let mut rng = StdRng::seed_from_u64(0x5ca1e + n as u64);
     let mut counter = 0usize;
@@ -1014,6 +1038,9 @@ async fn serve_sqlite(
         run.add_routes.push(routed);
         budget.changed()?;
         ticker.tick();
+        if (done + 1) % 1000 == 0 {
+            run.rss_thousands.push(rss(slum.pid())?.0);
+        }
     }
     slum.exited()?;
     (run.rss_changes, run.hwm_changes) = rss(slum.pid())?;
@@ -1027,6 +1054,14 @@ async fn serve_sqlite(
         mb(run.rss_changes),
         mb(run.hwm_changes)
     );
+    if run.rss_thousands.len() > 1 {
+        let each: Vec<String> = run
+            .rss_thousands
+            .iter()
+            .map(|r| format!("{:.0}", mb(*r)))
+            .collect();
+        println!("  RSS after each 1,000 changes: {} MB", each.join(" / "));
+    }
 
     // Servers going offline, with a backup for the domain looked at.
     for k in 0..run.offlines {
@@ -1211,6 +1246,33 @@ async fn serve_sqlite(
         load_average()
     );
     drop(slum);
+    Ok(())
+}
+
+/// Sends a request through `router` to a domain on each server, twice over
+/// 16 connections at a time (the router's threads keep a pool of server
+/// connections each): a router in service keeps connections to the servers
+/// it sends traffic to, and the route changes below would otherwise count
+/// the router's first connection to a server as their own cost.
+async fn reach_every_server(
+    http: &reqwest::Client,
+    router: &str,
+    shape: Shape,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let each = (0..2).flat_map(|_| 0..shape.servers.min(shape.tenants));
+    let missed = futures::stream::iter(each)
+        .map(|j| async move {
+            let want = Shape::upstream_host(j, shape.home(j));
+            answers(http, router, &Shape::domain(j), &want).await
+        })
+        .buffer_unordered(16)
+        .filter(|ok| std::future::ready(!ok))
+        .count()
+        .await;
+    if missed > 0 {
+        bail!("{missed} requests to the servers through the router were not answered");
+    }
     Ok(())
 }
 
@@ -1484,12 +1546,26 @@ fn print_summary(settings: &Settings, runs: &[SizeRun]) {
     row("  bytes a domain", "B", &|r| {
         Some(r.rss_start as f64 / r.domains as f64)
     });
+    row(
+        &format!(
+            "RSS settled ({} s after the spawn, no changes)",
+            settings.settle
+        ),
+        "MB",
+        &|r| Some(mb(r.rss_settled)),
+    );
+    row("  bytes a domain", "B", &|r| {
+        Some(r.rss_settled as f64 / r.domains as f64)
+    });
     let changes: Vec<String> = runs.iter().map(|r| r.changes.to_string()).collect();
     row(
         &format!("RSS after the route changes ({})", changes.join("/")),
         "MB",
         &|r| Some(mb(r.rss_changes)),
     );
+    row("  against settled", "x", &|r| {
+        (r.rss_settled > 0).then(|| r.rss_changes as f64 / r.rss_settled as f64)
+    });
     row("  peak RSS (VmHWM) by then", "MB", &|r| {
         Some(mb(r.hwm_changes))
     });

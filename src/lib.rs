@@ -57,9 +57,10 @@
 //! - Shared leaves: [`Error`] (`error.rs`), the one error type callers match
 //!   on; `metrics.rs` (Prometheus); `traffic/` (the last minute's requests,
 //!   errors and latency per tenant and per server, in fixed memory: the
-//!   busiest tenants by Space-Saving, per router thread); [`ServerRoots`] (`tls.rs`, the
-//!   certificates trusted for `https://` servers); and two helpers below
-//!   (`lock`, `AbortOnDrop`).
+//!   busiest tenants by Space-Saving, per router thread); [`ServerRoots`]
+//!   (`tls.rs`, the certificates trusted for `https://` servers);
+//!   `server_conn.rs` (the connections to servers the router's pools and the
+//!   health checks open); and two helpers below (`lock`, `AbortOnDrop`).
 //! - The router's HTTP/1.1 core is a crate of its own, [`slum_http1`]
 //!   (`crates/http1`: the server side, the client side, the shared codec and
 //!   chunked framing, the coarse timer), which imports nothing of slum, is
@@ -132,6 +133,8 @@ mod metrics;
 mod orchestrate;
 #[cfg(feature = "serve")]
 mod router;
+#[cfg(feature = "serve")]
+mod server_conn;
 mod tls;
 #[cfg(feature = "serve")]
 mod traffic;

@@ -11,8 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// What every part may use: the error type, metrics, TLS roots, the helpers
-/// of `lib.rs`, and the unit tests' throw-away databases.
+/// What every part may use: the error type, metrics, TLS roots, connections
+/// to servers, the helpers of `lib.rs`, and the unit tests' throw-away
+/// databases.
 const LEAVES: &[&str] = &[
     "error",
     "Error",
@@ -20,6 +21,7 @@ const LEAVES: &[&str] = &[
     "Result",
     "metrics",
     "tls",
+    "server_conn",
     "lock",
     "AbortOnDrop",
     "test_db",

@@ -8,8 +8,9 @@
 //! at once (see [`Routing`]).
 //!
 //! An active check is tenement's routing check
-//! ([`TenementClients::check_routing`](crate::tenement::TenementClients::check_routing)):
-//! the server must answer, and route the Hosts slum sends it to its instances.
+//! ([`TenementClients::check_routing`](crate::tenement::TenementClients::check_routing),
+//! sent by the lighter [`HealthClient`]): the server must answer, and route
+//! the Hosts slum sends it to its instances.
 //! One that answers but routes by another domain would serve tenants its own
 //! dashboard and API: it is offline at once (not after `fail_after` checks),
 //! and its [routing problem](crate::Server::routing_problem) keeps the router
@@ -25,6 +26,7 @@ use futures::future::join_all;
 use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::ServerStatus;
 use crate::metrics::Metrics;
+use crate::orchestrate::health_client::HealthClient;
 use crate::orchestrate::routing::{RoutedServer, Routing};
 use crate::orchestrate::slum_db::SlumDb;
 use crate::orchestrate::tenement::RoutingCheck;
@@ -305,6 +307,8 @@ pub struct HealthMonitor {
     /// passive report caused it, for the supervisor to react to.
     events: tokio::sync::mpsc::UnboundedSender<Transition>,
     receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Transition>>>,
+    /// The active checks' requests.
+    client: HealthClient,
 }
 
 impl HealthMonitor {
@@ -319,6 +323,7 @@ impl HealthMonitor {
         leading: tokio::sync::watch::Receiver<bool>,
     ) -> HealthMonitor {
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let client = HealthClient::new(db.options());
         HealthMonitor {
             ledger: Ledger::new(policy),
             db,
@@ -327,6 +332,7 @@ impl HealthMonitor {
             leading,
             events,
             receiver: Mutex::new(Some(receiver)),
+            client,
         }
     }
 
@@ -348,7 +354,8 @@ impl HealthMonitor {
     /// would take longer than the interval.
     pub(crate) async fn check_all(&self) {
         let servers = self.routing.servers();
-        let http = self.db.tenement_clients();
+        let http = &self.client;
+        http.keep_only(servers.iter().map(|s| s.url.as_str()));
         let timeout = self.policy().timeout;
         let turns = tokio::sync::Semaphore::new(PARALLEL_CHECKS);
         let checks = join_all(servers.iter().map(|s| {

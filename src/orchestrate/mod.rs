@@ -17,7 +17,9 @@
 //!   their tenement routes the Hosts slum sends them to instances, not to its
 //!   own dashboard and API.
 //! - [`health`]: server health from active checks and the router's failed
-//!   connections, as a pure state machine plus the monitor that applies it.
+//!   connections, as a pure state machine plus the monitor that applies it;
+//!   its checks' requests go through [`health_client`], one light
+//!   connection a server.
 //! - [`supervisor`]: `slum serve`'s background work (leadership, health
 //!   checks, reconcile, failover).
 //! - [`acme`]: the leader's certificate orders for tenant domains (RFC 8555),
@@ -37,6 +39,8 @@ pub mod drain;
 pub mod failover;
 #[cfg(feature = "serve")]
 pub mod health;
+#[cfg(feature = "serve")]
+pub mod health_client;
 pub mod logs;
 pub mod orchestration;
 pub mod placement;

@@ -127,8 +127,8 @@ pub fn own_probe_host(domain: &str) -> String {
 /// A status and the start of a body, as the routing check reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Answer {
-    status: u16,
-    body: String,
+    pub(crate) status: u16,
+    pub(crate) body: String,
 }
 
 impl Answer {
@@ -144,7 +144,7 @@ impl Answer {
 
     /// tenement's instance routing for a process it lacks (404; 503 is its
     /// answer when a process has no instance to give the request).
-    fn is_instance_routing(&self) -> bool {
+    pub(crate) fn is_instance_routing(&self) -> bool {
         matches!(self.status, 404 | 503)
     }
 }

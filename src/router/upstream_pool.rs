@@ -21,95 +21,24 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper::{Method, Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use slum_http1::{CoarseTimer, ExchangeError, RequestHead, ResponseHead, Transport};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use hyper_util::rt::TokioExecutor;
+use slum_http1::{CoarseTimer, ExchangeError, RequestHead, ResponseHead};
 use tokio::time::Instant;
 
 use crate::lock;
+use crate::server_conn::{self, Connector, Io, ServerIo};
 use crate::tls::ServerRoots;
-
-/// A connection to a server, plain or TLS, as the connector opens it.
-type Io = TokioIo<hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>>;
-
-/// A server connection as the HTTP/1.1 core speaks it: the connector's, with
-/// its TCP socket reachable under any TLS (for quick acknowledgement).
-struct ServerIo(Io);
 
 type Conn = slum_http1::Conn<ServerIo>;
 type Reader = slum_http1::Reader<ServerIo>;
 
-impl Transport for ServerIo {
-    fn tcp(&self) -> &TcpStream {
-        match self.0.inner() {
-            hyper_rustls::MaybeHttpsStream::Http(tcp) => tcp.inner(),
-            hyper_rustls::MaybeHttpsStream::Https(tls) => tls.inner().get_ref().0.inner().inner(),
-        }
-    }
-}
-
-impl AsyncRead for ServerIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ServerIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// What an upgrade request sends upstream.
 pub type RequestBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// TCP keepalive on server connections: probes after this long quiet, this
-/// often, and the connection ends after this many go unanswered. A server
-/// that is there answers the probes from its kernel, also while its process
-/// is slow.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-const KEEPALIVE_PROBES: u32 = 3;
-/// How long bytes sent to a server may go unacknowledged (`TCP_USER_TIMEOUT`):
-/// the kernel sends no keepalive probes while it has such bytes, so without
-/// it a server that vanished while the router was still writing to it (an
-/// upload, a WebSocket message) would hold the connection for the kernel's
-/// retransmissions, about 15 minutes. It also bounds, above the probes, how
-/// long a connection whose probes go unanswered lives: a server gone is
-/// noticed within 25 s.
-const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(25);
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// How long a connection waits in the pool before its buffers are freed: a
+/// server with steady traffic reuses its connections well within it, and
+/// allocating them again after a quiet second costs nothing that shows.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// How a request to a server failed.
 #[derive(Debug)]
@@ -170,23 +99,7 @@ impl UpstreamPool {
         clock: CoarseTimer,
         roots: Option<&ServerRoots>,
     ) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        // A server that vanishes (powered off, cut off) while a response is
-        // quiet, as an event stream is, is noticed: the connection ends.
-        http.set_keepalive(Some(KEEPALIVE_IDLE));
-        http.set_keepalive_interval(Some(KEEPALIVE_INTERVAL));
-        http.set_keepalive_retries(Some(KEEPALIVE_PROBES));
-        http.set_tcp_user_timeout(Some(UNACKNOWLEDGED_LIMIT));
-        // https servers get TLS; plain http ones none.
-        http.enforce_http(false);
-        let tls = hyper_rustls::HttpsConnectorBuilder::new();
-        let tls = match roots {
-            Some(roots) => tls.with_tls_config(roots.client_config()),
-            None => tls.with_webpki_roots(),
-        };
-        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let connector = server_conn::connector(connect_timeout, roots);
         UpstreamPool {
             connector,
             servers: Mutex::default(),
@@ -264,12 +177,21 @@ impl UpstreamPool {
     }
 
     /// Drops idle connections that are closed or unused for too long, and the
-    /// slots of servers left with none (and no response out).
+    /// slots of servers left with none (and no response out). Connections
+    /// idle for [`RELEASE_AFTER`] give their buffers back (see
+    /// [`slum_http1::Conn::release_buffers`]): one kept to each of a
+    /// thousand servers would otherwise hold 32 MB a router thread.
     pub fn sweep(&self) {
         let now = self.clock.now();
         lock(&self.servers).retain(|_, slot| {
             let mut idle = lock(&slot.idle);
-            idle.retain_mut(|c| c.usable(now, self.idle_timeout));
+            idle.retain_mut(|c| {
+                let usable = c.usable(now, self.idle_timeout);
+                if usable && now - c.since >= RELEASE_AFTER {
+                    c.conn.release_buffers();
+                }
+                usable
+            });
             !idle.is_empty() || Arc::strong_count(slot) > 1
         });
     }
@@ -280,6 +202,20 @@ impl UpstreamPool {
         lock(&self.servers)
             .values()
             .map(|slot| lock(&slot.idle).len())
+            .sum()
+    }
+
+    /// Bytes the idle connections' buffers hold allocated, over all servers.
+    #[cfg(test)]
+    fn idle_buffers(&self) -> usize {
+        lock(&self.servers)
+            .values()
+            .flat_map(|slot| {
+                lock(&slot.idle)
+                    .iter()
+                    .map(|c| c.conn.buffered_capacity())
+                    .collect::<Vec<_>>()
+            })
             .sum()
     }
 
@@ -323,11 +259,9 @@ impl UpstreamPool {
 
     /// A new connection to `origin`.
     async fn open(&self, origin: &Uri) -> Result<Io, UpstreamError> {
-        let mut connector = self.connector.clone();
-        let io = tower_service::Service::call(&mut connector, origin.clone())
+        server_conn::open(&self.connector, origin)
             .await
-            .map_err(|cause| UpstreamError::Connect { cause })?;
-        Ok(TokioIo::new(io))
+            .map_err(|cause| UpstreamError::Connect { cause })
     }
 }
 
@@ -550,6 +484,28 @@ mod tests {
         let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
         resp.1.collect().await.unwrap();
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_a_while_frees_its_buffers_and_is_reused() {
+        let (origin, accepted) = server("hello").await;
+        let url: Arc<str> = origin.to_string().into();
+        let pool = pool();
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        resp.1.collect().await.unwrap();
+        pool.sweep();
+        assert!(pool.idle_buffers() > 0, "just used: kept as it is");
+        // Idle for RELEASE_AFTER now.
+        for slot in lock(&pool.servers).values() {
+            for c in lock(&slot.idle).iter_mut() {
+                c.since = c.since.checked_sub(RELEASE_AFTER).unwrap();
+            }
+        }
+        pool.sweep();
+        assert_eq!((pool.idle(), pool.idle_buffers()), (1, 0));
+        let resp = pool.send(&url, &origin, &get("a"), NO_BODY).await.unwrap();
+        assert_eq!(resp.1.collect().await.unwrap().to_bytes(), "hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the same connection");
     }
 
     /// A server that answers the first request on each connection, then reads

@@ -80,7 +80,7 @@ impl Transport for TcpStream {
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// What a read asks for at least; a smaller remainder of the buffer is grown.
 const READ_SPACE: usize = 8 * 1024;
-/// The growth when the buffer runs short.
+/// The growth when the buffer runs short midway through an answer.
 const READ_RESERVE: usize = 32 * 1024;
 
 /// An HTTP/1.1 connection to a server, and the bytes read off it that belong
@@ -211,6 +211,24 @@ impl<T: Transport> Conn<T> {
         futures::FutureExt::now_or_never(probe).is_none()
     }
 
+    /// Frees what only a request in progress needs: the read buffer (8 KB
+    /// or more once a response was read) when nothing is in it, and the last
+    /// request's head. The next request allocates them again. For a pool's
+    /// connections that have waited a while: a router keeps some to each of
+    /// a thousand servers, and with their buffers they would hold tens of
+    /// megabytes for nothing.
+    pub fn release_buffers(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+        self.head = Vec::new();
+    }
+
+    /// The bytes its buffers hold allocated now.
+    pub fn buffered_capacity(&self) -> usize {
+        self.buf.capacity() + self.head.capacity()
+    }
+
     /// Sends the request (`request` with Host and the rest already as the
     /// server is to see them; origin-form URI) and reads up to the response
     /// head. `body` is streamed while the head is awaited. The response's
@@ -313,7 +331,14 @@ impl<T: Transport> Conn<T> {
     /// quick acknowledgement goes on (see the module's documentation).
     fn poll_fill(&mut self, cx: &mut Context<'_>, midway: bool) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_SPACE {
-            self.buf.reserve(READ_RESERVE);
+            // An answer starts in the least a read asks for (most fit, and
+            // an empty buffer of that size is reused in place); one that
+            // does not grows by more at a time.
+            let grow = match self.buf.is_empty() {
+                true => READ_SPACE,
+                false => READ_RESERVE,
+            };
+            self.buf.reserve(grow);
         }
         let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
         if read.is_pending() && midway && !self.acked {

@@ -573,6 +573,26 @@ async fn a_response_read_whole_costs_nothing() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_gives_its_buffers_back_and_still_carries_requests() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let (addr, _) = scripted(vec![OK, OK], b"\r\n\r\n", false).await;
+    let (_, body, conn) = exchange(connect(&addr).await, &get(), NO_BODY)
+        .await
+        .unwrap();
+    assert_eq!(body, "ok");
+    let mut conn = conn.expect("kept alive");
+    assert!(
+        conn.buffered_capacity() >= 8 * 1024,
+        "a read needs a buffer"
+    );
+    conn.release_buffers();
+    assert_eq!(conn.buffered_capacity(), 0);
+    let (status, body, conn) = exchange(conn, &get(), NO_BODY).await.unwrap();
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    assert!(conn.is_some());
+}
+
+#[tokio::test]
 async fn a_connection_the_server_closed_is_not_open() {
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
     for close in [false, true] {
