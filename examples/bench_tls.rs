@@ -438,6 +438,11 @@ async fn tls_bench(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     if settings.hold {
+        for (_, slum, nginx) in &proxies {
+            for p in [slum, nginx] {
+                println!("  {}: {} (pids {:?})", p.name, p.tls, (p.pids)());
+            }
+        }
         println!("  database: {}", db_path.display());
         println!("  hosts file for wrk: {}", hosts.display());
         for n in &nginxes {
