@@ -18,10 +18,9 @@
 //!   1.3, resumption off), 32 connections at a time, each carrying one
 //!   request (`Connection: close`) and then closed; the connections opened per
 //!   request (the kernel's `ActiveOpens`) are printed to show it. Not wrk or
-//!   h2load: both resume the session when they reconnect (they keep the
-//!   connection's `SSL` object, whose session `SSL_clear` keeps; measured with
-//!   nginx's `$ssl_session_reused`: all but the first handshake of each
-//!   connection were resumed), and neither can be told not to. `openssl
+//!   h2load: both resume the session when they reconnect (measured with
+//!   nginx's `$ssl_session_reused`: all but the first handshake of each of
+//!   their connections were resumed), and neither can be told not to. `openssl
 //!   s_time -new` sends no SNI, which slum refuses by design. Like wrk and
 //!   h2load, the client checks the server's handshake signature but not its
 //!   chain;
@@ -438,6 +437,11 @@ async fn tls_bench(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     if settings.hold {
+        for (_, slum, nginx) in &proxies {
+            for p in [slum, nginx] {
+                println!("  {}: {} (pids {:?})", p.name, p.tls, (p.pids)());
+            }
+        }
         println!("  database: {}", db_path.display());
         println!("  hosts file for wrk: {}", hosts.display());
         for n in &nginxes {

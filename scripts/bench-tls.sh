@@ -4,9 +4,10 @@
 # --tls-listen` and behind nginx with the same certificate (ECDSA P-256, made
 # here with openssl; into slum with `slum cert add`, into nginx's config from
 # the same files). In one run, taking turns: HTTP/1.1 keep-alive requests per
-# second (wrk over https), full handshakes per second (wrk, one request per
-# connection, no session resumption) and HTTP/2 with many streams per
-# connection (h2load), each with the proxy's CPU time per request and slum's
+# second (wrk over https), full handshakes per second (a client of the
+# example's own: one request per connection, no session resumption, which wrk
+# and h2load would do) and HTTP/2 with many streams per connection (h2load),
+# each with the proxy's CPU time per request and slum's
 # ratios to nginx; the medians over the rounds at the end. See
 # examples/bench_tls.rs. Installs wrk, nginx and h2load (Debian) when missing.
 # Needs root (the network namespace, and wrk runs in a mount namespace whose
