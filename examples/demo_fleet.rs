@@ -178,6 +178,12 @@ async fn main() -> anyhow::Result<()> {
     slum(&bin, &env, &["ps"])?;
     println!();
     slum(&bin, &env, &["status"])?;
+    println!();
+    slum(&bin, &env, &["top", "--once"])?;
+    println!(
+        "\nthe dashboard: http://{API}/ui/ (sign in with the token in {})",
+        token_file.display()
+    );
 
     println!(
         "\nthe fleet is up: try `curl -H 'Host: globex.example.com' http://{ROUTER}/`,\n\
