@@ -27,7 +27,8 @@
 //!   (`orchestration.rs`, with the pure diff in `reconcile.rs`); where
 //!   instances go (`placement.rs`, pure, and `auto_placement.rs`); moving
 //!   instances without losing a request (`relocation.rs`, `tenant_move.rs`,
-//!   `drain.rs`, `failover.rs`); adding and changing servers only once their
+//!   `drain.rs`, `failover.rs`); an instance's output, read from its server
+//!   and followed across moves (`logs.rs`); adding and changing servers only once their
 //!   tenement is found routing by their domain (`routing_check.rs`); server
 //!   health (`health.rs`, a pure state machine and the monitor that applies
 //!   it); and `slum serve`'s background

@@ -25,4 +25,4 @@ CREATE TABLE events (
 -- number of events.
 CREATE INDEX events_server ON events (server, id) WHERE server IS NOT NULL;
 CREATE INDEX events_tenant ON events (tenant, id) WHERE tenant IS NOT NULL;
-CREATE INDEX events_at ON events (at);
+CREATE INDEX events_at ON events (at, id);

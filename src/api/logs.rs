@@ -54,6 +54,7 @@ pub(super) async fn instance_logs(
             })?,
         },
     };
+    filter.check()?;
     let follow = match query.follow.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") | Some("") => true,

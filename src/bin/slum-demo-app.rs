@@ -10,8 +10,11 @@
 //! in `X-Server`); `GET /late-body?ms=N` sends its head at once and its body N ms
 //! later; `GET /bytes?mb=N` streams N MB; `GET /drip?ms=N` streams a line at once
 //! and then one every N ms (a quiet stream); `POST /count` reads the whole body
-//! as a stream and answers its size; anything else answers `tenant=...
-//! process=... server=...`.
+//! as a stream and answers its size; `GET /log?line=TEXT&stream=stderr` writes
+//! TEXT as a line of its output (stdout unless `stream=stderr`), for the tests
+//! of `slum logs`; anything else answers `tenant=... process=... server=...`.
+//! It writes one line when it starts: `serving tenant T (P) on server S at
+//! ADDRESS`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -110,6 +113,23 @@ async fn handle(id: Identity, req: Request<Incoming>) -> Result<Response<Body>, 
                 ))
             });
             Response::new(BodyExt::boxed(StreamBody::new(ticks)))
+        }
+        "/log" => {
+            let mut line = String::new();
+            let mut stderr = false;
+            for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+                match k.as_ref() {
+                    "line" => line = v.into_owned(),
+                    "stream" => stderr = v == "stderr",
+                    _ => {}
+                }
+            }
+            if stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+            text(200, "written\n".into())
         }
         "/count" => {
             let mut body = req.into_body();

@@ -125,7 +125,9 @@ impl Default for LogFilter {
 }
 
 impl LogFilter {
-    fn check(&self) -> Result<()> {
+    /// Refuses a limit out of range or a text with control characters,
+    /// naming the field.
+    pub fn check(&self) -> Result<()> {
         if !(1..=MAX_LOG_LINES).contains(&self.limit) {
             return Err(Error::invalid(
                 "limit",
@@ -231,7 +233,7 @@ impl SlumDb {
         }
         let instances = self.store.list_instances_of_tenant(&name).await?;
         match instances.as_slice() {
-            [] => Err(Error::not_found(Kind::Instance, format!("{name}:*"))),
+            [] => Err(Error::not_found(Kind::Tenant, name)),
             [one] => Ok(one.clone()),
             many => Err(Error::invalid(
                 "instance",
@@ -323,7 +325,8 @@ struct Follower<'a> {
     read_before: bool,
     /// The server followed now.
     server: Option<String>,
-    /// The last problem said, not to say it every second.
+    /// What the last problem said was of (a server, the database), not to
+    /// say it every second.
     said: Option<String>,
 }
 
@@ -333,8 +336,11 @@ enum Left {
     Closed,
     /// The instance is on another server now, or gone: look again.
     Moved,
-    /// The stream broke or ended: open it again.
-    Broken(String),
+    /// The stream broke, ended or went quiet: open it again (if the server
+    /// does not answer then, that is said).
+    Lost,
+    /// The server did not answer (the problem, said once for the server).
+    Down(String),
 }
 
 impl Follower<'_> {
@@ -363,7 +369,8 @@ impl Follower<'_> {
                     return;
                 }
                 Err(e) => {
-                    if !self.say(format!("cannot read {}: {e}", self.key)).await {
+                    let problem = format!("cannot read {} from the fleet database: {e}", self.key);
+                    if !self.say("database", problem).await {
                         return;
                     }
                     tokio::time::sleep(LOOK_EVERY).await;
@@ -386,8 +393,9 @@ impl Follower<'_> {
             match self.follow_on(&instance).await {
                 Left::Closed => return,
                 Left::Moved => {}
-                Left::Broken(why) => {
-                    if !self.say(why).await {
+                Left::Lost => tokio::time::sleep(LOOK_EVERY / 4).await,
+                Left::Down(problem) => {
+                    if !self.say(&instance.server_id, problem).await {
                         return;
                     }
                     tokio::time::sleep(LOOK_EVERY).await;
@@ -396,13 +404,13 @@ impl Follower<'_> {
         }
     }
 
-    /// Says a problem unless it was the last one said; false when the reader
-    /// left.
-    async fn say(&mut self, problem: String) -> bool {
-        if self.said.as_deref() == Some(problem.as_str()) {
+    /// Says a problem of `what` (a server, the database) unless one of it was
+    /// the last said; false when the reader left.
+    async fn say(&mut self, what: &str, problem: String) -> bool {
+        if self.said.as_deref() == Some(what) {
             return true;
         }
-        self.said = Some(problem.clone());
+        self.said = Some(what.to_owned());
         self.out.send(LogEvent::notice(problem)).await.is_ok()
     }
 
@@ -411,9 +419,7 @@ impl Follower<'_> {
     async fn follow_on(&mut self, instance: &Instance) -> Left {
         let server = match self.db.store.get_server(&instance.server_id).await {
             Ok(s) => s,
-            Err(e) => {
-                return Left::Broken(format!("cannot read server {}: {e}", instance.server_id))
-            }
+            Err(e) => return Left::Down(format!("cannot read server {}: {e}", instance.server_id)),
         };
         let client = self.db.client(&server);
         let level = self.filter.stream.map(LogStream::as_str);
@@ -425,7 +431,7 @@ impl Follower<'_> {
             .await
         {
             Ok(s) => s,
-            Err(e) => return Left::Broken(waiting(&e)),
+            Err(e) => return Left::Down(waiting(&e)),
         };
         let first = !self.read_before;
         let query = LogQuery {
@@ -442,10 +448,10 @@ impl Follower<'_> {
             .await
         {
             Ok(lines) => lines,
-            Err(e) => return Left::Broken(waiting(&e)),
+            Err(e) => return Left::Down(waiting(&e)),
         };
         if self.said.take().is_some() {
-            let back = format!("server {} answers again", server.id);
+            let back = format!("server {} answers again; following {}", server.id, self.key);
             if self.out.send(LogEvent::notice(back)).await.is_err() {
                 return Left::Closed;
             }
@@ -481,11 +487,7 @@ impl Follower<'_> {
                             return Left::Closed;
                         }
                     }
-                    Ok(None) => return Left::Broken(format!(
-                        "server {} ended the stream of {}'s output; opening it again",
-                        server.id, self.key
-                    )),
-                    Err(e) => return Left::Broken(waiting(&e)),
+                    Ok(None) | Err(_) => return Left::Lost,
                 },
                 _ = look.tick() => {
                     if self.out.is_closed() {
@@ -499,11 +501,7 @@ impl Follower<'_> {
                         Err(_) => {}
                     }
                 }
-                _ = &mut idle => return Left::Broken(format!(
-                    "server {} sent nothing for {}s; opening the stream again",
-                    server.id,
-                    STREAM_IDLE.as_secs()
-                )),
+                _ = &mut idle => return Left::Lost,
             }
         }
     }

@@ -52,31 +52,36 @@ pub(crate) enum MoveWhy {
 }
 
 impl MoveWhy {
-    /// The event of the move of `key` from `from` to `to`: done (with
-    /// whether its old copy is stopped yet) or failed.
+    /// The event of the move of `key` from `from` to `to`: switched (`Ok`,
+    /// its old copy stopped after `grace`) or failed before it switched.
     fn event(
         &self,
         key: &str,
         from: Option<&str>,
         to: &str,
-        result: &Result<MoveOutcome>,
+        grace: Duration,
+        switched: std::result::Result<(), &Error>,
     ) -> NewEvent {
         let from_text = from.unwrap_or("its server");
-        let (kind, cause) = match (self, result) {
-            (MoveWhy::Failover(dead), Ok(o)) => (
+        let (kind, cause) = match (self, switched) {
+            (MoveWhy::Failover(dead), Ok(())) => (
                 EventKind::Respawned,
                 format!(
-                    "server {dead} is offline: respawned on {} (failover policy respawn)",
-                    o.to
+                    "server {dead} is offline: respawned on {to} (failover policy respawn); \
+                     its old copy is stopped once {dead} answers"
                 ),
             ),
             (MoveWhy::Failover(dead), Err(e)) => (
                 EventKind::RespawnFailed,
                 format!("server {dead} is offline: could not respawn it on {to}: {e}"),
             ),
-            (why, Ok(o)) => (
+            (why, Ok(())) => (
                 EventKind::Moved,
-                format!("{}moved from {} to {}", why.prefix(), o.from, o.to),
+                format!(
+                    "{}moved from {from_text} to {to}; its old copy stops after a grace of {}s",
+                    why.prefix(),
+                    grace.as_secs_f64()
+                ),
             ),
             (why, Err(e)) => (
                 EventKind::MoveFailed,
@@ -85,13 +90,6 @@ impl MoveWhy {
                     why.prefix()
                 ),
             ),
-        };
-        let cause = match result {
-            Ok(o) if !o.old_stopped => format!(
-                "{cause}; its old copy on {} is stopped once that server answers",
-                o.from
-            ),
-            _ => cause,
         };
         let event = NewEvent::new(kind, cause).instance(key);
         match from {
@@ -259,16 +257,25 @@ impl SlumDb {
                 Err(_) => None,
             }
             .map(|i| i.server_id);
-            let moved = async {
+            // Recorded when the route switches (or the move fails before):
+            // what reconcile or the stop of the old copy do later comes after.
+            let switched = async {
                 let prepared = db.prepare_move(&key, &target).await?;
                 db.switch_move(&prepared).await?;
-                on_switched().await;
-                Ok(db.complete_move(&prepared, grace).await)
+                Ok(prepared)
             }
             .await;
-            db.record_event(why.event(&key, from.as_deref(), &target, &moved))
-                .await;
-            moved
+            let event = why.event(
+                &key,
+                from.as_deref(),
+                &target,
+                grace,
+                switched.as_ref().map(drop),
+            );
+            db.record_event(event).await;
+            let prepared = switched?;
+            on_switched().await;
+            Ok(db.complete_move(&prepared, grace).await)
         })
         .await
         .map_err(|e| Error::invalid("instance", format!("the move stopped: {e}")))?
@@ -313,15 +320,15 @@ impl SlumDb {
         let target = match self.choose_target(instance, region).await {
             Ok(target) => target,
             Err(e) => {
-                let failed = Err(e);
-                self.record_event(why.event(
+                let event = why.event(
                     &instance.key(),
                     Some(&instance.server_id),
                     "another server",
-                    &failed,
-                ))
-                .await;
-                return failed;
+                    grace,
+                    Err(&e),
+                );
+                self.record_event(event).await;
+                return Err(e);
             }
         };
         let routing = Arc::clone(routing);
@@ -349,5 +356,50 @@ impl SlumDb {
                 needed_mb: instance.memory_mb,
                 region: region.map(str::to_owned),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moves_event_says_why_where_to_and_when_its_old_copy_stops() {
+        let grace = Duration::from_secs(2);
+        let drain = MoveWhy::Drain("s1".into()).event("acme:prod", Some("s1"), "s2", grace, Ok(()));
+        assert_eq!(drain.kind, EventKind::Moved);
+        assert_eq!(
+            drain.cause,
+            "drain of s1: moved from s1 to s2; its old copy stops after a grace of 2s"
+        );
+        assert_eq!(drain.server.as_deref(), Some("s1"));
+        assert_eq!(drain.tenant.as_deref(), Some("acme"));
+        let e = Error::NoRoom {
+            needed_mb: 128,
+            region: None,
+        };
+        let failover = MoveWhy::Failover("s1".into()).event(
+            "acme:prod",
+            Some("s1"),
+            "another server",
+            grace,
+            Err(&e),
+        );
+        assert_eq!(failover.kind, EventKind::RespawnFailed);
+        assert!(
+            failover
+                .cause
+                .starts_with("server s1 is offline: could not respawn it on another server: "),
+            "{}",
+            failover.cause
+        );
+        let respawned =
+            MoveWhy::Failover("s1".into()).event("acme:prod", Some("s1"), "s2", grace, Ok(()));
+        assert_eq!(respawned.kind, EventKind::Respawned);
+        let failed = MoveWhy::Requested.event("acme:prod", None, "s2", grace, Err(&e));
+        assert_eq!(failed.kind, EventKind::MoveFailed);
+        assert!(failed
+            .cause
+            .starts_with("could not move it from its server to s2: "));
     }
 }

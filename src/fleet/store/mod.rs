@@ -528,20 +528,33 @@ mod event_sql {
     }
 
     /// The oldest before a time, on the index of the times.
-    pub fn delete_before(limit: i64) -> String {
-        format!(
-            "DELETE FROM events WHERE id IN \
-             (SELECT id FROM events WHERE at < $1 ORDER BY at LIMIT {limit})"
+    pub fn delete_before(limit: i64, postgres: bool) -> String {
+        delete_ids(
+            format!("SELECT id FROM events WHERE at < $1 ORDER BY at LIMIT {limit}"),
+            postgres,
         )
     }
 
     /// The oldest beyond the newest `$1` ids, on the key.
-    pub fn delete_beyond(limit: i64) -> String {
-        format!(
-            "DELETE FROM events WHERE id IN \
-             (SELECT id FROM events WHERE id <= (SELECT MAX(id) FROM events) - $1 \
-              ORDER BY id LIMIT {limit})"
+    pub fn delete_beyond(limit: i64, postgres: bool) -> String {
+        delete_ids(
+            format!(
+                "SELECT id FROM events WHERE id <= (SELECT MAX(id) FROM events) - $1 \
+                 ORDER BY id LIMIT {limit}"
+            ),
+            postgres,
         )
+    }
+
+    /// Deletes the events whose ids `ids` selects, each found by its key:
+    /// PostgreSQL, given `IN (subquery)`, joins the whole table against the
+    /// ids (a scan of every event); given an array, it looks each up.
+    fn delete_ids(ids: String, postgres: bool) -> String {
+        if postgres {
+            format!("DELETE FROM events WHERE id = ANY(ARRAY({ids}))")
+        } else {
+            format!("DELETE FROM events WHERE id IN ({ids})")
+        }
     }
 }
 

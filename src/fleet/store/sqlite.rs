@@ -1335,18 +1335,22 @@ impl Store for SqliteStore {
     }
 
     async fn delete_events_before(&self, before: i64, limit: i64) -> Result<u64> {
-        let done = sqlx::query(&sqlite_placeholders(&event_sql::delete_before(limit)))
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(&sqlite_placeholders(&event_sql::delete_before(
+            limit, false,
+        )))
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
     async fn delete_events_beyond(&self, keep: i64, limit: i64) -> Result<u64> {
-        let done = sqlx::query(&sqlite_placeholders(&event_sql::delete_beyond(limit)))
-            .bind(keep)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(&sqlite_placeholders(&event_sql::delete_beyond(
+            limit, false,
+        )))
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }
