@@ -178,6 +178,12 @@ async fn main() -> anyhow::Result<()> {
     slum(&bin, &env, &["ps"])?;
     println!();
     slum(&bin, &env, &["status"])?;
+    println!();
+    slum(&bin, &env, &["top", "--once"])?;
+    println!(
+        "\nthe dashboard: http://{API}/ui/ (sign in with the token in {})",
+        token_file.display()
+    );
 
     // The token file is root's (0600, in a 0700 temporary directory): another
     // shell, root or not, reads it through sudo.

@@ -10,6 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,10 +37,13 @@ impl Driver {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
+        // A process group of its own, which the browser it starts joins: a
+        // test that fails before closing its session leaves no browser behind.
         let child = Command::new(path)
             .arg(format!("--port={}", addr.port()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let started = Instant::now();
@@ -77,7 +81,11 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The group: chromedriver and the browser it started.
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: kill has no preconditions; the group is this test's own.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         let _ = self.child.wait();
     }
 }
