@@ -28,8 +28,8 @@ use sqlx::Row;
 
 use super::{
     check_reservation, duplicate_instance, from_millis, incoming_sibling, insufficient_capacity,
-    millis, refused_move, Dependents, RouteChange, RouteKey, RouteRow, RouteScope, Store,
-    RESPAWN_TENANTS_ON, ROUTE_ROWS,
+    millis, refused_move, Dependents, RouteChange, RouteKey, RouteRow, RouteRowRef, RouteScope,
+    Store, RESPAWN_TENANTS_ON, ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::model::{
@@ -961,14 +961,19 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(RouteRow::from_row).collect()
+        rows.iter()
+            .map(|row| Ok(RouteRowRef::parse(row.try_get(0)?)?.to_owned()))
+            .collect()
     }
 
-    async fn for_each_route_row(&self, each: &mut (dyn FnMut(RouteRow) + Send)) -> Result<()> {
+    async fn for_each_route_row(
+        &self,
+        each: &mut (dyn for<'r> FnMut(RouteRowRef<'r>) + Send),
+    ) -> Result<()> {
         use futures::TryStreamExt;
         let mut rows = sqlx::query(ROUTE_ROWS).fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
-            each(RouteRow::from_row(&row)?);
+            each(RouteRowRef::parse(row.try_get(0)?)?);
         }
         Ok(())
     }
