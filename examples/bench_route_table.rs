@@ -109,7 +109,7 @@ fn measure(size: usize, changes: usize) -> anyhow::Result<Figures> {
     let started = Instant::now();
     let mut builder = TableBuilder::new(&RouteTable::default(), &servers, &Default::default());
     for i in 0..size {
-        builder.add(row(i, i % SERVERS));
+        builder.add(row(i, i % SERVERS).as_ref());
     }
     let mut table = builder.finish(1);
     let build = started.elapsed();

@@ -166,7 +166,7 @@ impl FleetDb {
     /// Every route row, streamed (see [`Store::for_each_route_row`]).
     pub async fn for_each_route_row(
         &self,
-        each: &mut (dyn FnMut(crate::fleet::store::RouteRow) + Send),
+        each: &mut (dyn for<'r> FnMut(crate::fleet::store::RouteRowRef<'r>) + Send),
     ) -> Result<()> {
         self.store.for_each_route_row(each).await
     }

@@ -22,7 +22,7 @@ use hyper::header::HeaderValue;
 use hyper::Uri;
 
 use crate::fleet::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
-use crate::fleet::store::RouteRow;
+use crate::fleet::store::{RouteRow, RouteRowRef};
 
 /// A tenement server as the router needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +215,7 @@ pub enum BadHost {
 }
 
 /// One running instance a domain's requests can go to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Target {
     /// Its server, as an index into the table's servers.
     server: u32,
@@ -381,6 +381,22 @@ impl Shard {
         }
     }
 
+    /// Sets `entry` for its domain; says whether it is a new one (1) or
+    /// replaced one (0).
+    fn put(&mut self, hasher: &Hasher, hash: u64, entry: Entry) -> usize {
+        match self.0.find_entry(hash, |e| e.domain() == entry.domain()) {
+            Ok(mut slot) => {
+                *slot.get_mut() = entry;
+                0
+            }
+            Err(_) => {
+                self.0
+                    .insert_unique(hash, entry, |e| hasher.hash(e.domain()));
+                1
+            }
+        }
+    }
+
     fn shrink(&mut self, hasher: &Hasher) {
         self.0.shrink_to_fit(|e| hasher.hash(e.domain()));
     }
@@ -511,10 +527,10 @@ impl RouteTable {
             match running.get(&(t.name.as_str(), t.process.as_str())) {
                 Some(placed) => {
                     for i in placed {
-                        builder.add(route_row(t, Some(i)));
+                        builder.add(route_row(t, Some(i)).as_ref());
                     }
                 }
-                None => builder.add(route_row(t, None)),
+                None => builder.add(route_row(t, None).as_ref()),
             }
         }
         builder.finish(version)
@@ -703,6 +719,8 @@ fn upstream_of(s: &Server, offline: bool, before: Option<&Upstream>) -> Upstream
 trait Intern {
     fn server(&mut self, id: &str) -> u32;
     fn name(&mut self, name: &str) -> u32;
+    /// The names as they stand now.
+    fn names(&self) -> &Names;
 }
 
 /// A builder's own indexes, added to in place.
@@ -718,6 +736,10 @@ impl Intern for Owned<'_> {
 
     fn name(&mut self, name: &str) -> u32 {
         self.names.add(name)
+    }
+
+    fn names(&self) -> &Names {
+        self.names
     }
 }
 
@@ -751,6 +773,10 @@ impl Intern for Shared<'_> {
             (None, None) => self.copied_names.insert(self.names.clone()).add(name),
         }
     }
+
+    fn names(&self) -> &Names {
+        self.copied_names.as_ref().unwrap_or(self.names)
+    }
 }
 
 /// A domain's entry from its route and its tenant process's running
@@ -758,53 +784,103 @@ impl Intern for Shared<'_> {
 fn entry_of(
     domain: &str,
     route: DomainRoute,
-    mut placed: Vec<(String, String)>,
+    placed: Vec<(String, String)>,
     interned: &mut impl Intern,
 ) -> Entry {
-    placed.sort_by(|a, b| {
-        (a.0 != route.instance_id)
-            .cmp(&(b.0 != route.instance_id))
-            .then_with(|| a.0.cmp(&b.0))
-    });
-    let own_first = placed.first().is_some_and(|p| p.0 == route.instance_id);
-    let mut targets: Vec<Target> = placed
-        .iter()
-        .map(|(instance_id, server_id)| Target {
-            server: interned.server(server_id),
-            instance_id: interned.name(instance_id),
-        })
-        .collect();
-    let targets = match targets.len() {
-        0 => Targets::None,
-        1 => Targets::One(targets.remove(0)),
-        _ => Targets::Many(targets.into()),
-    };
-    Entry {
-        names: [domain, route.tenant.as_str()].concat().into_boxed_str(),
-        // Longer than any host the router is asked for (253 bytes at most):
-        // such a row matches no request whatever is kept of it.
-        domain_len: u16::try_from(domain.len()).unwrap_or(u16::MAX),
-        home: interned.server(&route.home_server),
-        process: interned.name(&route.process),
-        own: interned.name(&route.instance_id),
-        own_first,
-        targets,
+    let mut run = Run::new(
+        RouteRowRef {
+            domain,
+            tenant: &route.tenant,
+            process: &route.process,
+            instance_id: &route.instance_id,
+            home_server: &route.home_server,
+            placed: None,
+        },
+        interned,
+        Vec::new(),
+    );
+    for (instance_id, server_id) in &placed {
+        run.place(Some((instance_id, server_id)), interned);
     }
+    run.into_entry(interned.names()).0
 }
 
-/// The running instances an entry names, as rows name them.
-fn placed_of(entry: &Entry, servers: &Servers, names: &Names) -> Vec<(String, String)> {
-    entry
-        .targets
-        .as_slice()
-        .iter()
-        .map(|t| {
-            (
-                names.get(t.instance_id).to_owned(),
-                servers.id(t.server).to_owned(),
-            )
-        })
-        .collect()
+/// A domain's entry as its rows come, its servers and names interned as
+/// they are read.
+struct Run {
+    /// The domain, then its tenant's name (the entry's `names`).
+    names: String,
+    domain_len: u16,
+    process: u32,
+    own: u32,
+    home: u32,
+    /// Its tenant process's running instances, each once.
+    placed: Vec<Target>,
+}
+
+impl Run {
+    /// The entry of `row`'s domain as far as `row` tells it; its instances
+    /// gathered in `placed` (empty: a builder hands the same one from run
+    /// to run).
+    fn new(row: RouteRowRef<'_>, interned: &mut impl Intern, placed: Vec<Target>) -> Run {
+        let mut run = Run {
+            names: [row.domain, row.tenant].concat(),
+            // Longer than any host the router is asked for (253 bytes at
+            // most): such a row matches no request whatever is kept of it.
+            domain_len: u16::try_from(row.domain.len()).unwrap_or(u16::MAX),
+            process: interned.name(row.process),
+            own: interned.name(row.instance_id),
+            home: interned.server(row.home_server),
+            placed,
+        };
+        run.place(row.placed, interned);
+        run
+    }
+
+    fn domain(&self) -> &str {
+        self.names.get(..usize::from(self.domain_len)).unwrap_or("")
+    }
+
+    /// Takes a running instance (id, server) of the domain's tenant process.
+    fn place(&mut self, placed: Option<(&str, &str)>, interned: &mut impl Intern) {
+        if let Some((instance_id, server_id)) = placed {
+            let target = Target {
+                server: interned.server(server_id),
+                instance_id: interned.name(instance_id),
+            };
+            if !self.placed.contains(&target) {
+                self.placed.push(target);
+            }
+        }
+    }
+
+    /// The entry: the domain's own instance first when it runs, the others
+    /// by instance id; and `placed`, emptied, for the next run.
+    fn into_entry(mut self, names: &Names) -> (Entry, Vec<Target>) {
+        let own = self.own;
+        self.placed.sort_by(|a, b| {
+            (a.instance_id != own)
+                .cmp(&(b.instance_id != own))
+                .then_with(|| names.get(a.instance_id).cmp(names.get(b.instance_id)))
+        });
+        let own_first = self.placed.first().is_some_and(|t| t.instance_id == own);
+        let targets = match self.placed[..] {
+            [] => Targets::None,
+            [one] => Targets::One(one),
+            ref many => Targets::Many(many.into()),
+        };
+        self.placed.clear();
+        let entry = Entry {
+            names: self.names.into_boxed_str(),
+            domain_len: self.domain_len,
+            process: self.process,
+            own,
+            home: self.home,
+            own_first,
+            targets,
+        };
+        (entry, self.placed)
+    }
 }
 
 fn route_row(t: &Tenant, placed: Option<&Instance>) -> RouteRow {
@@ -829,7 +905,9 @@ pub struct TableBuilder {
     shards: Vec<Shard>,
     len: usize,
     /// The domain whose rows are coming now.
-    run: Option<(String, DomainRows)>,
+    run: Option<Run>,
+    /// The list a run gathers its instances in, between runs.
+    spare: Vec<Target>,
 }
 
 impl TableBuilder {
@@ -857,51 +935,46 @@ impl TableBuilder {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             len: 0,
             run: None,
+            spare: Vec::new(),
         }
     }
 
-    pub fn add(&mut self, row: RouteRow) {
+    /// Takes one route row.
+    pub fn add(&mut self, row: RouteRowRef<'_>) {
+        let mut owned = Owned {
+            servers: &mut self.servers,
+            names: &mut self.names,
+        };
         match &mut self.run {
-            Some((domain, rows)) if *domain == row.domain => rows.add(row),
+            Some(run) if run.domain() == row.domain => run.place(row.placed, &mut owned),
             _ => {
-                let mut rows = DomainRows::default();
-                let domain = row.domain.clone();
-                rows.add(row);
-                if let Some((ended, rows)) = self.run.replace((domain, rows)) {
-                    self.put(ended, rows);
+                let run = Run::new(row, &mut owned, std::mem::take(&mut self.spare));
+                if let Some(ended) = self.run.replace(run) {
+                    self.put(ended);
                 }
             }
         }
     }
 
     /// Makes a domain's entry from its rows, with those that came before.
-    fn put(&mut self, domain: String, mut rows: DomainRows) {
-        let Some(route) = rows.route else { return };
-        let hash = self.hasher.hash(&domain);
+    fn put(&mut self, mut run: Run) {
+        let hash = self.hasher.hash(run.domain());
         let shard = &mut self.shards[Hasher::shard_of(hash)];
-        if let Some(earlier) = shard.find(hash, &domain) {
-            for p in placed_of(earlier, &self.servers, &self.names) {
-                if !rows.placed.contains(&p) {
-                    rows.placed.push(p);
+        if let Some(earlier) = shard.find(hash, run.domain()) {
+            for t in earlier.targets.as_slice() {
+                if !run.placed.contains(t) {
+                    run.placed.push(*t);
                 }
             }
         }
-        let entry = entry_of(
-            &domain,
-            route,
-            rows.placed,
-            &mut Owned {
-                servers: &mut self.servers,
-                names: &mut self.names,
-            },
-        );
-        self.len =
-            (self.len as isize + shard.set(&self.hasher, hash, &domain, Some(entry))) as usize;
+        let (entry, spare) = run.into_entry(&self.names);
+        self.spare = spare;
+        self.len += shard.put(&self.hasher, hash, entry);
     }
 
     pub fn finish(mut self, version: i64) -> RouteTable {
-        if let Some((domain, rows)) = self.run.take() {
-            self.put(domain, rows);
+        if let Some(run) = self.run.take() {
+            self.put(run);
         }
         for shard in &mut self.shards {
             shard.shrink(&self.hasher);
@@ -1161,7 +1234,7 @@ pub(crate) mod tests {
                 &std::collections::HashSet::new(),
             );
             for r in rows {
-                b.add(r);
+                b.add(r.as_ref());
             }
             b.finish(1)
         };
@@ -1202,11 +1275,14 @@ pub(crate) mod tests {
         );
         let n = 20_000;
         for i in 0..n {
-            b.add(row(
-                &format!("d{i}.test"),
-                &format!("t{i}"),
-                Some(("prod", "east")),
-            ));
+            b.add(
+                row(
+                    &format!("d{i}.test"),
+                    &format!("t{i}"),
+                    Some(("prod", "east")),
+                )
+                .as_ref(),
+            );
         }
         let mut table = b.finish(1);
         // Every third removed, in several changes, and some added again.

@@ -30,7 +30,7 @@ use super::{
     certificate_from_row, certificate_sql, check_reservation, duplicate_instance, event_from_row,
     event_sql, from_millis, incoming_sibling, insufficient_capacity, material, millis,
     refused_move, sqlite_placeholders, Dependents, EventFilter, RouteChange, RouteKey, RouteRow,
-    RouteScope, Store, RESPAWN_TENANTS_ON, ROUTE_ROWS,
+    RouteRowRef, RouteScope, Store, RESPAWN_TENANTS_ON, ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::certificate::{
@@ -1001,14 +1001,19 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(RouteRow::from_row).collect()
+        rows.iter()
+            .map(|row| Ok(RouteRowRef::parse(row.try_get(0)?)?.to_owned()))
+            .collect()
     }
 
-    async fn for_each_route_row(&self, each: &mut (dyn FnMut(RouteRow) + Send)) -> Result<()> {
+    async fn for_each_route_row(
+        &self,
+        each: &mut (dyn for<'r> FnMut(RouteRowRef<'r>) + Send),
+    ) -> Result<()> {
         use futures::TryStreamExt;
         let mut rows = sqlx::query(ROUTE_ROWS).fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
-            each(RouteRow::from_row(&row)?);
+            each(RouteRowRef::parse(row.try_get(0)?)?);
         }
         Ok(())
     }
