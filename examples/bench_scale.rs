@@ -24,11 +24,12 @@
 //!    - start until the domain inserted last routes (polled through the
 //!      router every 10 ms from the spawn);
 //!    - its RSS (VmRSS, and the peak VmHWM) after start, once settled
-//!      (`BENCH_SETTLE` seconds from the spawn, 10, with no change made: its
-//!      first rounds of health checks have opened their connections to every
-//!      server, and a request to a domain on each server, twice, went
-//!      through the router), after every 1,000 of the `BENCH_CHANGES`
-//!      routing changes and after the last, and at the end;
+//!      (`BENCH_SETTLE` seconds from the spawn, 35, with no change made: its
+//!      health checks and its first reconcile round (30 s after the start)
+//!      have opened their connections to every server, and a request to a
+//!      domain on each server, twice, went through the router), after every
+//!      1,000 of the `BENCH_CHANGES` routing changes and after the last, and
+//!      at the end;
 //!    - route changes: `POST /v1/tenants` (what `slum tenant add` sends) of a
 //!      new domain of an existing tenant, one after the other: until the API
 //!      returns, and until the domain routes through this router (polled
@@ -158,7 +159,7 @@ impl Settings {
             backup_every: env_number("BENCH_BACKUP_EVERY", 10)?,
             offlines,
             duration: env_number("BENCH_DURATION", 10)?,
-            settle: env_number("BENCH_SETTLE", 10)?,
+            settle: env_number("BENCH_SETTLE", 35)?,
             threads: env_number("BENCH_THREADS", 2)?,
             connections: env_number("BENCH_CONNECTIONS", 16)?,
             change_rate: env_number("BENCH_CHANGE_RATE", 10.0)?,
@@ -1005,9 +1006,9 @@ async fn serve_sqlite(
         mb(run.hwm_start),
         run.rss_start as f64 / n as f64
     );
-    // Settled: the health checks' first rounds have opened their
-    // connections to every server, and the router has carried a request to
-    // each server (see `reach_every_server`); no change made.
+    // Settled: the health checks and the first reconcile round have opened
+    // their connections to every server, and the router has carried a
+    // request to each server (see `reach_every_server`); no change made.
     reach_every_server(http, &slum.router, shape).await?;
     tokio::time::sleep(Duration::from_secs(settings.settle).saturating_sub(spawned.elapsed()))
         .await;

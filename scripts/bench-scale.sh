@@ -15,7 +15,7 @@
 # Settings (defaults): BENCH_SIZES="1000 100000 1000000" BENCH_SERVERS=1000
 # BENCH_BACKUP_EVERY=10 BENCH_CHANGES=1000 (one count, or one per size)
 # BENCH_OFFLINES=3 (one count, or one per size) BENCH_DURATION=10 (seconds of wrk) BENCH_THREADS=2
-# BENCH_CONNECTIONS=16 BENCH_CHANGE_RATE=10 (a second, during wrk) BENCH_SETTLE=10
+# BENCH_CONNECTIONS=16 BENCH_CHANGE_RATE=10 (a second, during wrk) BENCH_SETTLE=35
 # (seconds from the spawn until the RSS is taken as settled)
 # BENCH_POSTGRES_SIZES (default: every size; "" for none) BENCH_RSS_LIMIT_MB
 # (default 40 % of the memory: a change to a `slum serve` is made only while its

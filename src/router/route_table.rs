@@ -248,9 +248,14 @@ impl Targets {
 /// 56 bytes, kept in the shard's hash table itself.
 #[derive(Debug, Clone)]
 struct Entry {
-    /// The domain, then its tenant's name: one allocation, not two (at a
-    /// million domains, 16 MB less).
-    names: Box<str>,
+    /// The domain, then its tenant's name: one allocation, not two; shared,
+    /// not copied, by the copy of its shard a change to another domain
+    /// makes. Copied, the names of a shard's few hundred domains were most
+    /// of what a change allocated, on whichever thread made the change,
+    /// while the old ones went back to another thread's arena: at a million
+    /// domains RSS grew by 27 MB a thousand changes (the `Arc`'s counts cost
+    /// 16 bytes a domain).
+    names: Arc<str>,
     /// Where the domain ends in `names` (a domain is at most 253 bytes).
     domain_len: u16,
     /// The process, as an index into the table's names.
@@ -449,16 +454,19 @@ impl Domains {
     /// These domains with their entries set (`None`: removed), the other
     /// shards shared.
     fn with(&self, changes: Vec<(String, Option<Entry>)>) -> Domains {
-        let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
+        // The list of shards copied once, in place (no list made first and
+        // copied again).
+        let mut shards = Arc::clone(&self.shards);
+        let list = Arc::make_mut(&mut shards);
         let mut len = self.len as isize;
         for (domain, entry) in changes {
             let hash = self.hasher.hash(&domain);
-            let shard = Arc::make_mut(&mut shards[Hasher::shard_of(hash)]);
+            let shard = Arc::make_mut(&mut list[Hasher::shard_of(hash)]);
             len += shard.set(&self.hasher, hash, &domain, entry);
         }
         Domains {
             hasher: self.hasher,
-            shards: shards.into(),
+            shards,
             len: len.max(0) as usize,
         }
     }
@@ -797,7 +805,7 @@ fn entry_of(
             placed: None,
         },
         interned,
-        Vec::new(),
+        Scratch::default(),
     );
     for (instance_id, server_id) in &placed {
         run.place(Some((instance_id, server_id)), interned);
@@ -805,40 +813,52 @@ fn entry_of(
     run.into_entry(interned.names()).0
 }
 
-/// A domain's entry as its rows come, its servers and names interned as
-/// they are read.
-struct Run {
-    /// The domain, then its tenant's name (the entry's `names`).
+/// What a domain's entry is gathered in, handed by a builder from one
+/// domain to the next (so that a million domains do not each allocate them).
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The domain, then its tenant's name.
     names: String,
-    domain_len: u16,
-    process: u32,
-    own: u32,
-    home: u32,
     /// Its tenant process's running instances, each once.
     placed: Vec<Target>,
 }
 
+/// A domain's entry as its rows come, its servers and names interned as
+/// they are read.
+struct Run {
+    scratch: Scratch,
+    domain_len: u16,
+    process: u32,
+    own: u32,
+    home: u32,
+}
+
 impl Run {
-    /// The entry of `row`'s domain as far as `row` tells it; its instances
-    /// gathered in `placed` (empty: a builder hands the same one from run
-    /// to run).
-    fn new(row: RouteRowRef<'_>, interned: &mut impl Intern, placed: Vec<Target>) -> Run {
+    /// The entry of `row`'s domain as far as `row` tells it, gathered in
+    /// `scratch`.
+    fn new(row: RouteRowRef<'_>, interned: &mut impl Intern, mut scratch: Scratch) -> Run {
+        scratch.names.clear();
+        scratch.names.push_str(row.domain);
+        scratch.names.push_str(row.tenant);
+        scratch.placed.clear();
         let mut run = Run {
-            names: [row.domain, row.tenant].concat(),
+            scratch,
             // Longer than any host the router is asked for (253 bytes at
             // most): such a row matches no request whatever is kept of it.
             domain_len: u16::try_from(row.domain.len()).unwrap_or(u16::MAX),
             process: interned.name(row.process),
             own: interned.name(row.instance_id),
             home: interned.server(row.home_server),
-            placed,
         };
         run.place(row.placed, interned);
         run
     }
 
     fn domain(&self) -> &str {
-        self.names.get(..usize::from(self.domain_len)).unwrap_or("")
+        self.scratch
+            .names
+            .get(..usize::from(self.domain_len))
+            .unwrap_or("")
     }
 
     /// Takes a running instance (id, server) of the domain's tenant process.
@@ -848,30 +868,30 @@ impl Run {
                 server: interned.server(server_id),
                 instance_id: interned.name(instance_id),
             };
-            if !self.placed.contains(&target) {
-                self.placed.push(target);
+            if !self.scratch.placed.contains(&target) {
+                self.scratch.placed.push(target);
             }
         }
     }
 
     /// The entry: the domain's own instance first when it runs, the others
-    /// by instance id; and `placed`, emptied, for the next run.
-    fn into_entry(mut self, names: &Names) -> (Entry, Vec<Target>) {
+    /// by instance id; and the scratch, for the next domain.
+    fn into_entry(mut self, names: &Names) -> (Entry, Scratch) {
         let own = self.own;
-        self.placed.sort_by(|a, b| {
+        let placed = &mut self.scratch.placed;
+        placed.sort_by(|a, b| {
             (a.instance_id != own)
                 .cmp(&(b.instance_id != own))
                 .then_with(|| names.get(a.instance_id).cmp(names.get(b.instance_id)))
         });
-        let own_first = self.placed.first().is_some_and(|t| t.instance_id == own);
-        let targets = match self.placed[..] {
+        let own_first = placed.first().is_some_and(|t| t.instance_id == own);
+        let targets = match placed[..] {
             [] => Targets::None,
             [one] => Targets::One(one),
             ref many => Targets::Many(many.into()),
         };
-        self.placed.clear();
         let entry = Entry {
-            names: self.names.into_boxed_str(),
+            names: Arc::from(self.scratch.names.as_str()),
             domain_len: self.domain_len,
             process: self.process,
             own,
@@ -879,7 +899,7 @@ impl Run {
             own_first,
             targets,
         };
-        (entry, self.placed)
+        (entry, self.scratch)
     }
 }
 
@@ -906,8 +926,8 @@ pub struct TableBuilder {
     len: usize,
     /// The domain whose rows are coming now.
     run: Option<Run>,
-    /// The list a run gathers its instances in, between runs.
-    spare: Vec<Target>,
+    /// What a run gathers its entry in, between runs.
+    scratch: Scratch,
 }
 
 impl TableBuilder {
@@ -935,7 +955,7 @@ impl TableBuilder {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             len: 0,
             run: None,
-            spare: Vec::new(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -948,7 +968,7 @@ impl TableBuilder {
         match &mut self.run {
             Some(run) if run.domain() == row.domain => run.place(row.placed, &mut owned),
             _ => {
-                let run = Run::new(row, &mut owned, std::mem::take(&mut self.spare));
+                let run = Run::new(row, &mut owned, std::mem::take(&mut self.scratch));
                 if let Some(ended) = self.run.replace(run) {
                     self.put(ended);
                 }
@@ -962,13 +982,13 @@ impl TableBuilder {
         let shard = &mut self.shards[Hasher::shard_of(hash)];
         if let Some(earlier) = shard.find(hash, run.domain()) {
             for t in earlier.targets.as_slice() {
-                if !run.placed.contains(t) {
-                    run.placed.push(*t);
+                if !run.scratch.placed.contains(t) {
+                    run.scratch.placed.push(*t);
                 }
             }
         }
-        let (entry, spare) = run.into_entry(&self.names);
-        self.spare = spare;
+        let (entry, scratch) = run.into_entry(&self.names);
+        self.scratch = scratch;
         self.len += shard.put(&self.hasher, hash, entry);
     }
 
