@@ -123,11 +123,34 @@ pub async fn bootstrap(db: &FleetDb, path: &Path, database: &str) -> anyhow::Res
     if !db.list_api_tokens().await?.is_empty() {
         return Ok(());
     }
+    write_and_record(db, path, database).await
+}
+
+/// [`bootstrap`] once the database was seen without a token.
+async fn write_and_record(db: &FleetDb, path: &Path, database: &str) -> anyhow::Result<()> {
     let minted = MintedToken::new(BOOTSTRAP)?;
     let written = write(path, minted.secret(), Existing::Keep)
         .map_err(|e| anyhow!("the fleet database {database} has no API token yet: {e:#}"))?;
     if let Err(e) = db.record_api_token(&minted).await {
         let undone = written.undo();
+        // Several routers started at once on a new shared database: one of
+        // them recorded the first admin token meanwhile (names are unique),
+        // and its token file holds it. This router starts without one.
+        let raced = matches!(
+            &e,
+            crate::error::Error::AlreadyExists {
+                kind: crate::error::Kind::Token,
+                ..
+            }
+        );
+        if raced && undone.is_ok() {
+            tracing::info!(
+                "another router wrote this fleet's first admin token meanwhile, to its own \
+                 token file; {} was not kept",
+                path.display()
+            );
+            return Ok(());
+        }
         bail!(
             "cannot record the admin token written to {} ({}): {e}",
             path.display(),
@@ -223,5 +246,25 @@ mod tests {
         std::fs::write(&path, "edited").unwrap();
         bootstrap(db.fleet(), &path, "fleet.db").await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "edited");
+    }
+
+    /// Two routers started at once on a new shared database both see it
+    /// without a token: the second to record its admin token starts all the
+    /// same, without a file, and the first's token stands.
+    #[tokio::test]
+    async fn a_router_that_loses_the_bootstrap_race_starts_without_a_file() {
+        let (_test_db, db) = crate::test_db::temp_db().await;
+        let dir = tempfile::tempdir().unwrap();
+        let first = dir.path().join("a/token");
+        bootstrap(db.fleet(), &first, "fleet").await.unwrap();
+        let second = dir.path().join("b/token");
+        write_and_record(db.fleet(), &second, "fleet")
+            .await
+            .unwrap();
+        assert!(!second.exists(), "the loser's file is taken back");
+        let tokens = db.list_api_tokens().await.unwrap();
+        assert_eq!(tokens.len(), 1, "{tokens:?}");
+        let secret = std::fs::read_to_string(&first).unwrap();
+        assert!(db.verify_api_token(&secret).await.unwrap().is_some());
     }
 }
