@@ -992,6 +992,29 @@ async fn a_cordon_keeps_placements_off_until_lifted_whatever_the_health() {
     let east = db.set_cordoned("east", false).await.unwrap();
     assert!(!east.cordoned && east.is_usable(), "{east:?}");
     store.begin_move("a", "prod", "east").await.unwrap();
+
+    // The old copy is to be stopped once the move's grace is over.
+    let before = chrono::Utc::now();
+    store
+        .finish_move("a", "prod", std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let pending = store.list_pending_stops().await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(
+        (pending[0].server_id.as_str(), pending[0].name.as_str()),
+        ("west", "api:a")
+    );
+    let wait = pending[0].stop_after - before;
+    assert!(
+        wait >= chrono::Duration::seconds(59) && wait <= chrono::Duration::seconds(61),
+        "{pending:?}"
+    );
+    // One whose stop failed is recorded again, due at once.
+    assert!(store.delete_pending_stop("west", "api:a").await.unwrap());
+    store.add_pending_stop("west", "api:a").await.unwrap();
+    let again = store.list_pending_stops().await.unwrap();
+    assert!(again[0].stop_after <= chrono::Utc::now(), "{again:?}");
 }
 
 /// A listed instance names the domains of its tenant's process: those routed
@@ -1091,7 +1114,11 @@ async fn random_instance_step(
                 .await
         }
         2 => store.begin_move(&tenant, &instance_id, server).await,
-        3 => store.finish_move(&tenant, &instance_id).await,
+        3 => {
+            store
+                .finish_move(&tenant, &instance_id, std::time::Duration::ZERO)
+                .await
+        }
         4 => match rng.gen_range(0..3) {
             0 => store.abort_move(&tenant, &instance_id).await,
             1 => {

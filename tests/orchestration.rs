@@ -461,6 +461,56 @@ async fn reconcile_brings_back_what_a_restarted_server_lost() {
     );
 }
 
+/// A moved instance's old copy finishes its requests for the move's grace:
+/// reconcile, run by the leader meanwhile, leaves it running, and the mover
+/// stops it once the grace is over.
+#[tokio::test]
+async fn reconcile_leaves_a_moved_copy_alone_for_the_moves_grace() {
+    let Some(fleet) = fleet(2).await else {
+        return;
+    };
+    let (_test_db, db) = temp_db().await;
+    register(&db, &fleet).await;
+    db.spawn_instance("alice", "api", "prod", "s1")
+        .await
+        .unwrap();
+
+    let (switched_tx, switched) = tokio::sync::oneshot::channel();
+    let mover = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.relocate(
+                "alice:prod",
+                "s2",
+                Duration::from_secs(8),
+                move || async move {
+                    let _ = switched_tx.send(());
+                },
+            )
+            .await
+        })
+    };
+    switched.await.expect("the move switched");
+    assert_eq!(db.get_instance("alice:prod").await.unwrap().server_id, "s2");
+    let report = db.reconcile().await.unwrap();
+    assert!(report.stopped.is_empty(), "{report:?}");
+    assert!(
+        report.unmanaged.is_empty(),
+        "the old copy is known: {report:?}"
+    );
+    assert_eq!(running_on(&db, &fleet, "s1").await, ["api:alice"]);
+    assert_eq!(running_on(&db, &fleet, "s2").await, ["api:alice"]);
+
+    let outcome = mover.await.unwrap().unwrap();
+    assert!(outcome.old_stopped, "{outcome:?}");
+    assert!(running_on(&db, &fleet, "s1").await.is_empty());
+    let report = db.reconcile().await.unwrap();
+    assert!(
+        report.stopped.is_empty() && report.respawned.is_empty(),
+        "{report:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_hung_server_does_not_stall_listings() {
     let Some(fleet) = fleet(2).await else {

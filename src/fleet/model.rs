@@ -251,6 +251,17 @@ impl Tenant {
     }
 }
 
+/// An old copy a move left on a server, still to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingStop {
+    pub server_id: String,
+    /// Its tenement name (`{process}:{tenant}`).
+    pub name: String,
+    /// Not stopped before this: for the move's grace the old copy finishes
+    /// the requests it holds, and whoever moved it stops it afterwards.
+    pub stop_after: DateTime<Utc>,
+}
+
 /// One copy of a tenant's process on one server.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::fleet::events::{EventKind, NewEvent};
 use crate::fleet::model::{
-    DesiredState, Instance, InstanceState, InstanceStatus, Server, ServerStats,
+    DesiredState, Instance, InstanceState, InstanceStatus, PendingStop, Server, ServerStats,
 };
 use crate::fleet::paging::{Page, PageRequest};
 use crate::fleet::validation;
@@ -374,12 +374,12 @@ impl SlumDb {
     /// the servers' findings in the order of their ids.
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         let servers = self.store.list_servers().await?;
-        let mut pending: HashMap<String, Vec<(String, String)>> = HashMap::new();
-        for (server, name) in self.store.list_pending_stops().await? {
+        let mut pending: HashMap<String, Vec<PendingStop>> = HashMap::new();
+        for stop in self.store.list_pending_stops().await? {
             pending
-                .entry(server.clone())
+                .entry(stop.server_id.clone())
                 .or_default()
-                .push((server, name));
+                .push(stop);
         }
         let grace = chrono::Duration::from_std(self.options.spawn_timeout)
             .unwrap_or_else(|_| chrono::Duration::seconds(30));
@@ -418,7 +418,7 @@ impl SlumDb {
     async fn reconcile_server(
         &self,
         server: &Server,
-        pending: &[(String, String)],
+        pending: &[PendingStop],
         grace: chrono::Duration,
     ) -> Result<ReconcileReport> {
         let wanted = self.store.list_instances_touching(&server.id).await?;
@@ -778,7 +778,10 @@ mod tests {
             db.still_wanted(&planned).await.unwrap(),
             "still east's until the switch"
         );
-        db.store.finish_move("acme", "prod").await.unwrap();
+        db.store
+            .finish_move("acme", "prod", std::time::Duration::ZERO)
+            .await
+            .unwrap();
         assert!(!db.still_wanted(&planned).await.unwrap(), "moved to west");
 
         let on_west = db.store.get_instance("acme", "prod").await.unwrap();

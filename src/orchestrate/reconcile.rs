@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::fleet::model::{DesiredState, Instance, InstanceState};
+use crate::fleet::model::{DesiredState, Instance, InstanceState, PendingStop};
 
 /// What one server reported.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,22 +51,30 @@ pub struct Plan {
 /// Decides the actions that bring `wanted` and `observed` together.
 ///
 /// A running instance recorded less than `spawn_grace` before `now` with state
-/// `Starting` is being spawned by someone else right now and is left to them.
+/// `Starting` is being spawned by someone else right now and is left to them;
+/// so is an old copy whose move's grace is not over at `now` (its mover stops
+/// it then).
 pub fn plan(
     wanted: &[Instance],
-    pending_stops: &[(String, String)],
+    pending_stops: &[PendingStop],
     observed: &HashMap<String, Observation>,
     now: DateTime<Utc>,
     spawn_grace: Duration,
 ) -> Plan {
     let mut out = Plan::default();
     let mut known: HashSet<(&str, String)> = HashSet::new();
-    for (server, name) in pending_stops {
-        known.insert((server.as_str(), name.clone()));
-        if matches!(observed.get(server), Some(Observation::Reachable(_))) {
+    for stop in pending_stops {
+        known.insert((stop.server_id.as_str(), stop.name.clone()));
+        let due = stop.stop_after <= now;
+        if due
+            && matches!(
+                observed.get(&stop.server_id),
+                Some(Observation::Reachable(_))
+            )
+        {
             out.actions.push(Action::StopOldCopy {
-                server: server.clone(),
-                name: name.clone(),
+                server: stop.server_id.clone(),
+                name: stop.name.clone(),
             });
         }
     }
@@ -181,22 +189,26 @@ mod tests {
                     ("api:sick", S::Unhealthy),
                     ("api:gone", S::Running),
                     ("api:stranger", S::Running),
+                    ("api:moving", S::Running),
                 ]),
             ),
             ("b".to_owned(), Observation::Unreachable("refused".into())),
         ]);
-        // An old copy on a reachable server is stopped; on b it waits.
+        // An old copy on a reachable server is stopped once its move's grace
+        // is over; one still in its grace is left to its mover (and is not a
+        // stranger). On b, unreachable, every old copy waits.
+        let now = Utc::now();
+        let stop = |server: &str, name: &str, stop_after| PendingStop {
+            server_id: server.to_owned(),
+            name: name.to_owned(),
+            stop_after,
+        };
         let pending = [
-            ("a".to_owned(), "api:old".to_owned()),
-            ("b".to_owned(), "api:old".to_owned()),
+            stop("a", "api:old", now),
+            stop("a", "api:moving", now + Duration::seconds(2)),
+            stop("b", "api:old", now - Duration::seconds(60)),
         ];
-        let p = plan(
-            &wanted,
-            &pending,
-            &observed,
-            Utc::now(),
-            Duration::seconds(30),
-        );
+        let p = plan(&wanted, &pending, &observed, now, Duration::seconds(30));
         assert_eq!(
             p.actions,
             vec![

@@ -145,10 +145,13 @@ impl SlumDb {
     }
 
     /// Step 2: routes the instance (and the domains that route to it) to the
-    /// target, and records the old copy as to-be-stopped.
-    pub async fn switch_move(&self, prepared: &PreparedMove) -> Result<()> {
+    /// target, and records the old copy as to-be-stopped once `grace` has
+    /// passed (reconcile leaves it alone until then).
+    pub async fn switch_move(&self, prepared: &PreparedMove, grace: Duration) -> Result<()> {
         let i = &prepared.instance;
-        self.store.finish_move(&i.tenant, &i.instance_id).await
+        self.store
+            .finish_move(&i.tenant, &i.instance_id, grace)
+            .await
     }
 
     /// Step 3: after `grace`, stops the old copy (or leaves the stop pending for
@@ -261,7 +264,7 @@ impl SlumDb {
             // what reconcile or the stop of the old copy do later comes after.
             let switched = async {
                 let prepared = db.prepare_move(&key, &target).await?;
-                db.switch_move(&prepared).await?;
+                db.switch_move(&prepared, grace).await?;
                 Ok(prepared)
             }
             .await;

@@ -20,7 +20,7 @@ use crate::fleet::certificate::{
 };
 use crate::fleet::events::{Event, EventRow};
 use crate::fleet::model::{
-    ApiToken, DesiredState, Instance, InstanceState, Server, ServerStatus, Tenant,
+    ApiToken, DesiredState, Instance, InstanceState, PendingStop, Server, ServerStatus, Tenant,
 };
 
 /// An instance of the same tenant and process is moving to the server.
@@ -395,10 +395,16 @@ pub trait Store: Send + Sync + 'static {
     async fn abort_move(&self, tenant: &str, instance_id: &str) -> Result<()>;
     /// Completes a move in one transaction: the instance (and the domains that
     /// route to it) now live on the target, and the old copy is recorded as a
-    /// pending stop on the old server.
-    async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()>;
-    /// Old copies still to stop, as (server id, tenement name).
-    async fn list_pending_stops(&self) -> Result<Vec<(String, String)>>;
+    /// pending stop on the old server, to be carried out once `grace` has
+    /// passed (the old copy finishes the requests it holds meanwhile).
+    async fn finish_move(
+        &self,
+        tenant: &str,
+        instance_id: &str,
+        grace: std::time::Duration,
+    ) -> Result<()>;
+    /// Old copies still to stop, by server id and tenement name.
+    async fn list_pending_stops(&self) -> Result<Vec<PendingStop>>;
     /// Removes a pending stop; returns whether it was there (whoever removes it
     /// owns the stop).
     async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<bool>;
@@ -823,6 +829,20 @@ fn millis(t: DateTime<Utc>) -> i64 {
 
 fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+/// `grace` from now, in Unix milliseconds.
+fn millis_after(grace: std::time::Duration) -> i64 {
+    millis(Utc::now()).saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A `pending_stops` row: server_id, name, stop_after.
+fn pending_stop(row: (String, String, i64)) -> PendingStop {
+    PendingStop {
+        server_id: row.0,
+        name: row.1,
+        stop_after: from_millis(row.2),
+    }
 }
 
 /// The refusal of a token whose name another token has: names are labels.

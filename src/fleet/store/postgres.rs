@@ -28,9 +28,9 @@ use sqlx::Row;
 
 use super::{
     certificate_from_row, certificate_sql, check_reservation, duplicate_instance, event_from_row,
-    event_sql, from_millis, incoming_sibling, material, millis, refused_move, Change, Dependents,
-    EventFilter, RouteChange, RouteKey, RouteRow, RouteRowRef, RouteScope, Store,
-    RESPAWN_TENANTS_ON, ROUTE_ROWS,
+    event_sql, from_millis, incoming_sibling, material, millis, millis_after, pending_stop,
+    refused_move, Change, Dependents, EventFilter, RouteChange, RouteKey, RouteRow, RouteRowRef,
+    RouteScope, Store, RESPAWN_TENANTS_ON, ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::certificate::{
@@ -38,7 +38,8 @@ use crate::fleet::certificate::{
 };
 use crate::fleet::events::{Event, EventRow};
 use crate::fleet::model::{
-    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, Server, ServerStatus, Tenant,
+    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, PendingStop, Server,
+    ServerStatus, Tenant,
 };
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -931,7 +932,7 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
+    async fn finish_move(&self, tenant: &str, instance_id: &str, grace: Duration) -> Result<()> {
         let (mut tx, row) = loop {
             let mut tx = self.pool.begin().await?;
             let Some(locked) = servers_first(&mut tx, tenant, instance_id).await? else {
@@ -975,12 +976,14 @@ impl Store for PostgresStore {
         // The old copy's tenement name (`Instance::tenement_name`).
         let name = format!("{process}:{tenant}");
         sqlx::query(
-            "INSERT INTO pending_stops (server_id, name, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO pending_stops (server_id, name, created_at, stop_after) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (server_id, name) DO UPDATE SET stop_after = EXCLUDED.stop_after",
         )
         .bind(&from)
         .bind(&name)
         .bind(millis(Utc::now()))
+        .bind(millis_after(grace))
         .execute(&mut *tx)
         .await?;
         // An old copy of this name still pending on the target is the instance
@@ -1011,12 +1014,13 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn list_pending_stops(&self) -> Result<Vec<(String, String)>> {
-        Ok(
-            sqlx::query_as("SELECT server_id, name FROM pending_stops ORDER BY server_id, name")
-                .fetch_all(&self.pool)
-                .await?,
+    async fn list_pending_stops(&self) -> Result<Vec<PendingStop>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT server_id, name, stop_after FROM pending_stops ORDER BY server_id, name",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(pending_stop).collect())
     }
 
     async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<bool> {
@@ -1030,8 +1034,8 @@ impl Store for PostgresStore {
 
     async fn add_pending_stop(&self, server_id: &str, name: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO pending_stops (server_id, name, created_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING",
+            "INSERT INTO pending_stops (server_id, name, created_at, stop_after) \
+             VALUES ($1, $2, $3, $3) ON CONFLICT DO NOTHING",
         )
         .bind(server_id)
         .bind(name)

@@ -29,8 +29,9 @@ use sqlx::Row;
 use super::{
     certificate_from_row, certificate_sql, check_reservation, duplicate_instance, event_from_row,
     event_sql, from_millis, incoming_sibling, insufficient_capacity, material, millis,
-    refused_move, sqlite_placeholders, Dependents, EventFilter, RouteChange, RouteKey, RouteRow,
-    RouteRowRef, RouteScope, Store, RESPAWN_TENANTS_ON, ROUTE_ROWS,
+    millis_after, pending_stop, refused_move, sqlite_placeholders, Dependents, EventFilter,
+    RouteChange, RouteKey, RouteRow, RouteRowRef, RouteScope, Store, RESPAWN_TENANTS_ON,
+    ROUTE_ROWS,
 };
 use crate::error::{Error, Kind, Result};
 use crate::fleet::certificate::{
@@ -38,7 +39,8 @@ use crate::fleet::certificate::{
 };
 use crate::fleet::events::{Event, EventRow};
 use crate::fleet::model::{
-    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, Server, ServerStatus, Tenant,
+    ApiToken, DesiredState, FailoverPolicy, Instance, InstanceState, PendingStop, Server,
+    ServerStatus, Tenant,
 };
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -870,18 +872,20 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn finish_move(&self, tenant: &str, instance_id: &str) -> Result<()> {
+    async fn finish_move(&self, tenant: &str, instance_id: &str, grace: Duration) -> Result<()> {
         // The first statement writes, so the transaction takes the write lock at
         // once (waiting under the busy timeout) and never has to upgrade.
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT OR IGNORE INTO pending_stops (server_id, name, created_at) \
-             SELECT server_id, process || ':' || tenant, ?3 FROM instances \
-             WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NOT NULL",
+            "INSERT INTO pending_stops (server_id, name, created_at, stop_after) \
+             SELECT server_id, process || ':' || tenant, ?3, ?4 FROM instances \
+             WHERE tenant = ?1 AND instance_id = ?2 AND moving_to IS NOT NULL \
+             ON CONFLICT (server_id, name) DO UPDATE SET stop_after = excluded.stop_after",
         )
         .bind(tenant)
         .bind(instance_id)
         .bind(millis(Utc::now()))
+        .bind(millis_after(grace))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -926,12 +930,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_pending_stops(&self) -> Result<Vec<(String, String)>> {
-        Ok(
-            sqlx::query_as("SELECT server_id, name FROM pending_stops ORDER BY server_id, name")
-                .fetch_all(&self.pool)
-                .await?,
+    async fn list_pending_stops(&self) -> Result<Vec<PendingStop>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT server_id, name, stop_after FROM pending_stops ORDER BY server_id, name",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(pending_stop).collect())
     }
 
     async fn delete_pending_stop(&self, server_id: &str, name: &str) -> Result<bool> {
@@ -945,7 +950,8 @@ impl Store for SqliteStore {
 
     async fn add_pending_stop(&self, server_id: &str, name: &str) -> Result<()> {
         sqlx::query(
-            "INSERT OR IGNORE INTO pending_stops (server_id, name, created_at) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO pending_stops (server_id, name, created_at, stop_after) \
+             VALUES (?1, ?2, ?3, ?3)",
         )
         .bind(server_id)
         .bind(name)

@@ -171,7 +171,11 @@ async fn change(db: &FleetDb, rng: &mut StdRng) {
         _ => match rng.gen_range(0..3) {
             0 => store.delete_instance(&tenant, &instance).await,
             _ => match store.begin_move(&tenant, &instance, &server).await {
-                Ok(()) => store.finish_move(&tenant, &instance).await,
+                Ok(()) => {
+                    store
+                        .finish_move(&tenant, &instance, std::time::Duration::ZERO)
+                        .await
+                }
                 Err(e) => Err(e),
             },
         },
