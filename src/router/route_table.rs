@@ -358,12 +358,13 @@ impl Names {
 }
 
 /// How many shards the domains are kept in: a domain's change copies its
-/// shard (about 4,000 entries at a million domains) and the list of shards,
-/// never the table. Few enough that the shards' headers stay in the CPU's
-/// caches: measured in `bench_router`'s lookups at a million domains, 4,096
-/// shards cost 28 ns a lookup on a hot set, 256 cost 24 and 64 cost 23 ns;
-/// `bench_route_table`'s domain change p99 at a million, 170, 200 and 714 µs.
-const SHARDS: usize = 256;
+/// shard (a few hundred entries at a million domains) and the list of
+/// shards, never the table. Fewer, larger shards make lookups faster (their
+/// headers stay in the CPU's caches: at a million domains 28 ns on a hot set
+/// with 4,096, 25 with 1,024, 23 with 256) but a change's copy larger, and
+/// the RSS after 1,000 changes at a million was no longer flat (1.05–1.20x
+/// with 1,024 and 256 shards, 1.00x with 4,096; docs/benchmarks.md).
+const SHARDS: usize = 4096;
 
 /// Some of the domains, their entries in the hash table itself (one probe,
 /// no index to follow).
