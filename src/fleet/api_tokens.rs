@@ -215,7 +215,7 @@ impl FleetDb {
     }
 
     /// The token a presented secret belongs to, if any: looked up by its hash
-    /// among the hashes kept in memory (see [`TokenCache`] for why a lookup
+    /// among the hashes kept in memory (see `TokenCache` for why a lookup
     /// by hash is safe), after one read of the token table's version; the
     /// hashes are read again only when it moved.
     pub async fn verify_api_token(&self, secret: &str) -> Result<Option<ApiToken>> {

@@ -367,7 +367,7 @@ impl SlumDb {
     /// stops, records observed states. Leaves alone what slum did not start and
     /// servers that do not answer (they are retried on the next run).
     ///
-    /// Server by server, [`PARALLEL_RECONCILES`] at a time: each reads the
+    /// Server by server, 32 at a time (`PARALLEL_RECONCILES`): each reads the
     /// records of its own instances (never the whole fleet's), asks its server
     /// for its list, and carries out its plan, a few actions at a time, the
     /// observed states it found written in one transaction. The report lists

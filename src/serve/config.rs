@@ -208,7 +208,7 @@ pub struct ServeArgs {
     pub router_threads: Option<usize>,
     /// ACME directory URL of the CA that issues certificates for tenant
     /// domains (Let's Encrypt's is
-    /// https://acme-v02.api.letsencrypt.org/directory). Off unless set; the
+    /// <https://acme-v02.api.letsencrypt.org/directory>). Off unless set; the
     /// leading router then orders a certificate for each tenant domain
     /// [default: none]
     #[arg(long, env = "SLUM_ACME_DIRECTORY")]
@@ -333,7 +333,7 @@ pub struct ServeConfig {
     /// See [`ServeArgs::whole_response_bytes`].
     pub whole_response_bytes: u64,
     /// The router's caps as set; those left out are derived from the
-    /// descriptor limit when `slum serve` starts (see [`ServeConfig::router`]).
+    /// descriptor limit when `slum serve` starts (see `ServeConfig::router`).
     pub caps: Caps,
     pub max_header_bytes: usize,
     pub max_connection_options: usize,
