@@ -16,8 +16,9 @@
 //!   [`Tenant`], [`Instance`] and their states), the input rules
 //!   (`validation.rs`; `tenant_name.rs`: when a default tenant name may join
 //!   an existing tenant), the one seam to the database ([`store`]: all SQL lives
-//!   there, in `sqlite.rs`, the embedded default, and `postgres.rs`, the
-//!   database several routers share), [`FleetDb`] (the records' calls and
+//!   there, in `sqlite/`, the embedded default, and `postgres/`, the
+//!   database several routers share, each with its tokens, certificates and
+//!   events in files of their own), [`FleetDb`] (the records' calls and
 //!   [`FleetOptions`]), the management API's tokens (`api_tokens.rs`) and
 //!   the fleet's [`events`] (`events.rs`: what happened, when, why, by which
 //!   router).

@@ -313,7 +313,7 @@ impl NewEvent {
     }
 }
 
-/// The row [`Store::insert_event`](crate::store::Store::insert_event) writes.
+/// The row [`EventStore::insert_event`](crate::store::EventStore::insert_event) writes.
 #[derive(Debug, Clone)]
 pub struct EventRow<'a> {
     pub at: DateTime<Utc>,

@@ -256,7 +256,7 @@ pub struct Dependents {
     pub instances: i64,
 }
 
-/// Whose events [`Store::events_after`] and [`Store::newest_events`] read:
+/// Whose events [`EventStore::events_after`] and [`EventStore::newest_events`] read:
 /// a server's, a tenant's (by name), both, or every one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventFilter<'a> {
@@ -268,7 +268,7 @@ pub struct EventFilter<'a> {
 /// caller; the store enforces what only the database can (existence, uniqueness,
 /// references, capacity under concurrency).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TokenStore + CertificateStore + EventStore + Send + Sync + 'static {
     /// Inserts a server; `AlreadyExists` when the id is taken.
     async fn insert_server(&self, server: &Server) -> Result<()>;
     /// A server with its used capacity.
@@ -457,7 +457,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         each: &mut (dyn for<'r> FnMut(RouteRowRef<'r>) + Send),
     ) -> Result<()>;
+}
 
+/// The management API's tokens, kept by the hash of their secret (part of
+/// every [`Store`]).
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
     /// Stores a management API token by the hash of its secret.
     async fn insert_api_token(&self, token: &ApiToken, hash: &str) -> Result<()>;
     /// Every token with its hash.
@@ -477,9 +482,12 @@ pub trait Store: Send + Sync + 'static {
         hash: &str,
         revoke: &[String],
     ) -> Result<()>;
+}
 
-    // ----- certificates -----
-
+/// Certificates, ACME challenges and the ACME account (part of every
+/// [`Store`]).
+#[async_trait]
+pub trait CertificateStore: Send + Sync + 'static {
     /// Stores a certificate as an operator's upload (state `issued`),
     /// replacing any row of its name, an ACME one included (slum orders it no
     /// more).
@@ -558,9 +566,11 @@ pub trait Store: Send + Sync + 'static {
     async fn acme_account(&self) -> Result<Option<(String, SecretPem)>>;
     /// Stores (or replaces) the ACME account.
     async fn put_acme_account(&self, directory: &str, credentials: &SecretPem) -> Result<()>;
+}
 
-    // ----- events -----
-
+/// The fleet's events (part of every [`Store`]).
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
     /// Records an event; returns its id.
     async fn insert_event(&self, event: &EventRow<'_>) -> Result<i64>;
     /// At most `limit` events of `filter` whose id is after `after`, by id
