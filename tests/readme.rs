@@ -1,6 +1,7 @@
-//! The README tells the truth: its library example is `examples/first_fleet.rs`
-//! byte for byte, that program runs, and every `slum` command line the README
-//! and the pages of `docs/` show is one the `slum` binary accepts.
+//! The README and the docs tell the truth: the library's example (in
+//! docs/library.md) is `examples/first_fleet.rs` byte for byte, that program
+//! runs, and every `slum` command line the README and the pages of `docs/`
+//! show is one the `slum` binary accepts.
 //!
 //! None of it needs the network or root, so it runs with every `cargo test`.
 
@@ -11,6 +12,7 @@ use std::process::Command;
 mod first_fleet;
 
 const README: &str = include_str!("../README.md");
+const LIBRARY: &str = include_str!("../docs/library.md");
 const EXAMPLE: &str = include_str!("../examples/first_fleet.rs");
 
 /// The fenced blocks of a Markdown text whose info string is `lang`, each
@@ -44,16 +46,16 @@ fn fenced_blocks(markdown: &str, lang: &str) -> Vec<String> {
 }
 
 #[test]
-fn the_readme_shows_the_first_fleet_example_byte_for_byte() {
-    let blocks = fenced_blocks(README, "rust");
+fn the_library_page_shows_the_first_fleet_example_byte_for_byte() {
+    let blocks = fenced_blocks(LIBRARY, "rust");
     assert_eq!(
         blocks.len(),
         1,
-        "the README has one Rust block, the example"
+        "docs/library.md has one Rust block, the example"
     );
     assert!(
         blocks[0] == EXAMPLE,
-        "the README's Rust block differs from examples/first_fleet.rs; paste the file into it again"
+        "docs/library.md's Rust block differs from examples/first_fleet.rs; paste the file into it again"
     );
 }
 
