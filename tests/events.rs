@@ -6,16 +6,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::cli::{lines_of, run_ok, slum_cli, wait_line};
 use common::serve::Slum;
 use serde_json::{json, Value};
 use slum::events::{Event, EventQuery};
-
-const SLUM: &str = env!("CARGO_BIN_EXE_slum");
 
 /// Waits until `db` holds an event of `kind` about `server`; returns it.
 async fn event_of(slum: &Slum, server: &str, kind: &str, within: Duration) -> Event {
@@ -35,64 +32,6 @@ async fn event_of(slum: &Slum, server: &str, kind: &str, within: Duration) -> Ev
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// `slum ARGS...` against `slum`'s API with `token`, its environment
-/// scrubbed of the caller's settings.
-fn slum_cli(slum: &Slum, token: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(SLUM);
-    for var in ["SLUM_TOKEN", "SLUM_TOKEN_FILE", "SLUM_CONFIG", "NO_COLOR"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("SLUM_API", format!("http://{}", slum.api))
-        .arg("--token")
-        .arg(token)
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// Runs the CLI to its end: stdout, after asserting success.
-fn run_ok(slum: &Slum, token: &str, args: &[&str]) -> String {
-    let out = slum_cli(slum, token, args).output().expect("run slum");
-    assert!(
-        out.status.success(),
-        "slum {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
-
-/// A child's stdout, line by line, as it comes.
-fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Reads `lines` until one passes `wanted`, within `within`; returns it.
-fn wait_line(
-    lines: &mpsc::Receiver<String>,
-    within: Duration,
-    wanted: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(line) if wanted(&line) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no such line within {within:?}; saw: {seen:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,7 +79,7 @@ async fn a_real_spawn_stop_and_server_death_are_events_shown_and_followed_by_slu
         .stderr(Stdio::null())
         .spawn()
         .expect("slum events -f");
-    let lines = lines_of(&mut follower);
+    let lines = lines_of(follower.stdout.take().expect("piped stdout"));
     let kind_of = |line: &str| -> String {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         v["kind"].as_str().unwrap_or_default().to_owned()
@@ -148,7 +87,7 @@ async fn a_real_spawn_stop_and_server_death_are_events_shown_and_followed_by_slu
     wait_line(&lines, Duration::from_secs(10), |l| kind_of(l) == "stopped");
 
     fleet.server_mut("s1").expect("s1").kill().expect("kill s1");
-    let offline = wait_line(&lines, Duration::from_secs(15), |l| {
+    let (offline, _) = wait_line(&lines, Duration::from_secs(15), |l| {
         kind_of(l) == "server-offline"
     });
     let _ = follower.kill();

@@ -6,75 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::cli::{lines_of, run, run_ok, slum_cli, wait_line};
 use common::serve::Slum;
 use serde_json::{json, Value};
 use slum::FailoverPolicy;
-
-const SLUM: &str = env!("CARGO_BIN_EXE_slum");
-
-/// `slum ARGS...` against `slum`'s API with `token`.
-fn slum_cli(slum: &Slum, token: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(SLUM);
-    for var in ["SLUM_TOKEN", "SLUM_TOKEN_FILE", "SLUM_CONFIG", "NO_COLOR"] {
-        cmd.env_remove(var);
-    }
-    cmd.env("SLUM_API", format!("http://{}", slum.api))
-        .arg("--token")
-        .arg(token)
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// What one run of the CLI printed: exit code, stdout, stderr.
-fn run(slum: &Slum, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = slum_cli(slum, token, args).output().expect("run slum");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// stdout of a run that must succeed.
-fn run_ok(slum: &Slum, token: &str, args: &[&str]) -> String {
-    let (code, stdout, stderr) = run(slum, token, args);
-    assert_eq!(code, Some(0), "slum {args:?}: {stderr}");
-    stdout
-}
-
-/// A child's stdout or stderr, line by line, as it comes.
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-/// Reads `lines` until one contains `wanted`, within `within`; returns what
-/// came before it.
-fn wait_line(lines: &mpsc::Receiver<String>, within: Duration, wanted: &str) -> Vec<String> {
-    let deadline = Instant::now() + within;
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(wanted) => return seen,
-            Ok(line) => seen.push(line),
-            Err(_) => break,
-        }
-    }
-    panic!("no line with {wanted:?} within {within:?}; saw: {seen:#?}");
-}
 
 /// Has the demo app behind `domain` write `line` (to stderr with `stderr`),
 /// through slum's router.
@@ -186,9 +125,13 @@ async fn logs_are_read_filtered_and_followed_across_a_move_and_a_failover() {
 
     // Follow: the lines there are, then new ones, then across a move.
     let follower = Follower::start(&slum, &token, &["logs", "acme", "-f"]);
-    wait_line(&follower.out, Duration::from_secs(10), "hello-err");
+    wait_line(&follower.out, Duration::from_secs(10), |l| {
+        l.contains("hello-err")
+    });
     write_line(&slum, "acme.example.com", "live-1", false).await;
-    wait_line(&follower.out, Duration::from_secs(10), " s1 OUT live-1");
+    wait_line(&follower.out, Duration::from_secs(10), |l| {
+        l.contains(" s1 OUT live-1")
+    });
     let moved = common::http()
         .post(format!("{api}/v1/tenants/acme.example.com/move"))
         .bearer_auth(&token)
@@ -197,18 +140,16 @@ async fn logs_are_read_filtered_and_followed_across_a_move_and_a_failover() {
         .await
         .expect("move");
     assert_eq!(moved.status(), 200, "{:?}", moved.text().await);
-    wait_line(
-        &follower.err,
-        Duration::from_secs(10),
-        "slum: acme:prod moved from server s1 to server s2; following it there",
-    );
-    wait_line(
-        &follower.out,
-        Duration::from_secs(10),
-        " s2 OUT serving tenant acme (api) on server s2",
-    );
+    wait_line(&follower.err, Duration::from_secs(10), |l| {
+        l.contains("slum: acme:prod moved from server s1 to server s2; following it there")
+    });
+    wait_line(&follower.out, Duration::from_secs(10), |l| {
+        l.contains(" s2 OUT serving tenant acme (api) on server s2")
+    });
     write_line(&slum, "acme.example.com", "live-2", false).await;
-    wait_line(&follower.out, Duration::from_secs(10), " s2 OUT live-2");
+    wait_line(&follower.out, Duration::from_secs(10), |l| {
+        l.contains(" s2 OUT live-2")
+    });
 
     // Its server dies: said once, then followed to where failover respawns it.
     let mut tenant = slum
@@ -222,11 +163,9 @@ async fn logs_are_read_filtered_and_followed_across_a_move_and_a_failover() {
         .await
         .expect("respawn policy");
     fleet.server_mut("s2").expect("s2").kill().expect("kill s2");
-    let before = wait_line(
-        &follower.err,
-        Duration::from_secs(20),
-        "slum: acme:prod moved from server s2 to server s1; following it there",
-    );
+    let (_, before) = wait_line(&follower.err, Duration::from_secs(20), |l| {
+        l.contains("slum: acme:prod moved from server s2 to server s1; following it there")
+    });
     let waited: Vec<&String> = before
         .iter()
         .filter(|l| l.contains("waiting for it to answer, or for acme:prod to move"))
@@ -236,11 +175,9 @@ async fn logs_are_read_filtered_and_followed_across_a_move_and_a_failover() {
         waited[0].starts_with("slum: server 's2' is unreachable: "),
         "{before:#?}"
     );
-    wait_line(
-        &follower.out,
-        Duration::from_secs(10),
-        " s1 OUT serving tenant acme (api) on server s1",
-    );
+    wait_line(&follower.out, Duration::from_secs(10), |l| {
+        l.contains(" s1 OUT serving tenant acme (api) on server s1")
+    });
     drop(follower);
     // The move and the failover are the instance's events too.
     let acme = slum

@@ -7,6 +7,7 @@ use slum::local_fleet::{find_ten, FleetSpec, LocalFleet};
 use slum::{store, FleetOptions, SlumDb};
 
 pub mod certs;
+pub mod cli;
 pub mod logs;
 pub mod pebble;
 pub mod serve;
