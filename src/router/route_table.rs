@@ -379,7 +379,7 @@ impl Shard {
 
     /// Sets `entry` (`None`: removes it); says how the count moved.
     fn set(&mut self, hasher: &Hasher, hash: u64, domain: &str, entry: Option<Entry>) -> isize {
-        match (self.0.find_entry(hash, |e| e.domain() == domain), entry) {
+        match (self.0.find_entry(hash, |e| e.is(domain)), entry) {
             (Ok(mut slot), Some(entry)) => {
                 *slot.get_mut() = entry;
                 0
@@ -400,7 +400,7 @@ impl Shard {
     /// Sets `entry` for its domain; says whether it is a new one (1) or
     /// replaced one (0).
     fn put(&mut self, hasher: &Hasher, hash: u64, entry: Entry) -> usize {
-        match self.0.find_entry(hash, |e| e.domain() == entry.domain()) {
+        match self.0.find_entry(hash, |e| e.is(entry.domain())) {
             Ok(mut slot) => {
                 *slot.get_mut() = entry;
                 0
