@@ -1,46 +1,6 @@
 #!/usr/bin/env bash
 # Usage: scripts/fuzz-http1.sh [SECONDS]
 # Fuzzes the HTTP/1.1 core's parsers (crates/http1/fuzz: request heads,
-# response heads, chunked bodies) with libFuzzer, each target for SECONDS
-# (default 60), and prints for each how many inputs it tried and whether it
-# found anything. Needs the nightly toolchain; installs cargo-fuzz (pinned,
-# cached per machine) when missing. Each target starts from the seeds in
-# fuzz/seeds/ and the corpus earlier runs grew in fuzz/corpus/ (not
-# committed). Exits non-zero when a target found a crash; libFuzzer's input
-# for it is then in crates/http1/fuzz/artifacts/TARGET/.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-seconds="${1:-60}"
-if ! rustup run nightly rustc --version >/dev/null 2>&1; then
-  echo "fuzzing needs the nightly toolchain (rustup toolchain install nightly)" >&2
-  exit 1
-fi
-cargo_fuzz="$(scripts/cargo-install-cached.sh cargo-fuzz 0.13.2 cargo-fuzz)"
-export PATH="$(dirname "$cargo_fuzz"):$PATH"
-cd crates/http1
-targets=(request_head response_head chunked)
-echo "building the fuzz targets (nightly, with AddressSanitizer)..." >&2
-cargo +nightly fuzz build >&2
-logs="$(mktemp -d)"
-found=0
-for target in "${targets[@]}"; do
-  mkdir -p "fuzz/corpus/$target"
-  log="$logs/$target.log"
-  echo "fuzzing $target for ${seconds}s (log: $log)" >&2
-  if cargo +nightly fuzz run "$target" "fuzz/corpus/$target" "fuzz/seeds/$target" -- \
-    -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
-    verdict="nothing found"
-  else
-    verdict="FOUND A CRASH: $(grep -o "Test unit written to .*" "$log" | tail -1 || true)"
-    found=1
-  fi
-  # libFuzzer's final statistics; a run stopped by a crash has only its
-  # status lines ("#N ...").
-  runs="$(grep -oP 'stat::number_of_executed_units:\s*\K[0-9]+' "$log" | tail -1 || true)"
-  if [ -z "$runs" ]; then
-    runs="$(grep -oP '^#\K[0-9]+' "$log" | tail -1 || true)"
-  fi
-  corpus="$(find "fuzz/corpus/$target" -type f | wc -l)"
-  echo "$target: ${runs:-?} inputs tried in ${seconds}s, corpus of $corpus; $verdict"
-done
-exit "$found"
+# response heads, chunked bodies) for SECONDS each (default 60): see
+# scripts/fuzz.sh.
+exec "$(dirname "$0")/fuzz.sh" http1 "$@"

@@ -23,6 +23,7 @@ use hyper::Uri;
 
 use crate::fleet::model::{DesiredState, Instance, Server, ServerStatus, Tenant};
 use crate::fleet::store::{RouteRow, RouteRowRef};
+use slum_flat_table::FlatTable;
 
 /// A tenement server as the router needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,9 +246,22 @@ impl Targets {
 /// A customer domain's entry: its tenant and process, and the running
 /// instances of that process it can go to (the domain's own first when it
 /// runs, the others by instance id), or where to start one.
-/// 56 bytes, kept in the shard's hash table itself.
+/// 56 bytes, kept in its shard's array itself; in this order (`repr(C)`) so
+/// that what a lookup reads (tag, domain, targets) is in the first 36 bytes,
+/// one cache line more often than the compiler's order, which spread it
+/// over the 56.
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct Entry {
+    /// The top 8 bits of the domain's hash: a lookup compares the domain
+    /// only with the entries that have its tag (1 in 256 of the others).
+    tag: u8,
+    /// Whether the first target is the domain's own instance.
+    own_first: bool,
+    /// Where the domain ends in `names` (a domain is at most 253 bytes).
+    domain_len: u16,
+    /// The process, as an index into the table's names.
+    process: u32,
     /// The domain, then its tenant's name: one allocation, not two; shared,
     /// not copied, by the copy of its shard a change to another domain
     /// makes. Copied, the names of a shard's few hundred domains were most
@@ -256,17 +270,11 @@ struct Entry {
     /// domains RSS grew by 27 MB a thousand changes (the `Arc`'s counts cost
     /// 16 bytes a domain).
     names: Arc<str>,
-    /// Where the domain ends in `names` (a domain is at most 253 bytes).
-    domain_len: u16,
-    /// The process, as an index into the table's names.
-    process: u32,
+    targets: Targets,
     /// The domain's own instance id, as an index into the table's names.
     own: u32,
     /// The server its own instance is spawned on when none runs.
     home: u32,
-    /// Whether the first target is the domain's own instance.
-    own_first: bool,
-    targets: Targets,
 }
 
 impl Entry {
@@ -288,15 +296,57 @@ impl Entry {
     }
 }
 
-/// The servers of a table: each known server id has an index for good
-/// (domains' entries name servers by it), and its upstream while it exists.
-/// Shared by the tables made one after another until a server changes; a
-/// server's change copies these (a thousand pointers), never a domain.
+/// The server ids of a table: each known server id has an index for good
+/// (domains' entries name servers by it). Shared by the tables made one after
+/// another until a new server comes.
 #[derive(Debug, Clone, Default)]
 struct Servers {
     index: HashMap<Arc<str>, u32>,
     ids: Vec<Arc<str>>,
-    slots: Vec<Option<Arc<Upstream>>>,
+}
+
+/// Whether a server takes requests, as a lookup ranks it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Usable {
+    /// Gone, offline, or with a routing problem.
+    #[default]
+    No,
+    Online,
+    /// Up, but not checked yet (or draining): a backup after the online ones.
+    Unchecked,
+}
+
+/// A server's place in a table: its upstream while it exists, and whether
+/// it takes requests, which a lookup reads here without following the
+/// upstream. The table keeps its slots in one array (a thousand of 16
+/// bytes), indexed by server: a server's change copies it, never a domain.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    upstream: Option<Arc<Upstream>>,
+    usable: Usable,
+}
+
+impl Slot {
+    fn of(upstream: Upstream) -> Slot {
+        let usable = match (upstream.is_down(), upstream.status) {
+            (true, _) => Usable::No,
+            (false, ServerStatus::Online) => Usable::Online,
+            (false, _) => Usable::Unchecked,
+        };
+        Slot {
+            upstream: Some(Arc::new(upstream)),
+            usable,
+        }
+    }
+
+    /// The upstream, when it takes requests.
+    #[inline]
+    fn up(&self) -> Option<&Arc<Upstream>> {
+        match self.usable {
+            Usable::No => None,
+            _ => self.upstream.as_ref(),
+        }
+    }
 }
 
 impl Servers {
@@ -309,22 +359,19 @@ impl Servers {
         let id: Arc<str> = id.into();
         self.index.insert(Arc::clone(&id), i);
         self.ids.push(id);
-        self.slots.push(None);
         i
-    }
-
-    #[inline]
-    fn get(&self, i: u32) -> Option<&Arc<Upstream>> {
-        self.slots.get(i as usize)?.as_ref()
     }
 
     fn id(&self, i: u32) -> &str {
         self.ids.get(i as usize).map_or("", |id| id)
     }
+}
 
-    fn by_id(&self, id: &str) -> Option<&Arc<Upstream>> {
-        self.get(*self.index.get(id)?)
-    }
+/// `slots` grown to one per server of `servers` (a server new to them has
+/// no upstream yet).
+fn slots_for(servers: &Servers, mut slots: Vec<Slot>) -> Arc<[Slot]> {
+    slots.resize(servers.ids.len(), Slot::default());
+    slots.into()
 }
 
 /// Process names and instance ids, each kept once and named by index.
@@ -359,42 +406,26 @@ impl Names {
 
 /// How many shards the domains are kept in: a domain's change copies its
 /// shard (a few hundred entries at a million domains) and the list of
-/// shards, never the table. Fewer, larger shards make lookups faster (their
-/// headers stay in the CPU's caches: at a million domains 28 ns on a hot set
-/// with 4,096, 25 with 1,024, 23 with 256) but a change's copy larger, and
-/// the RSS after 1,000 changes at a million was no longer flat (1.05–1.20x
-/// with 1,024 and 256 shards, 1.00x with 4,096; docs/benchmarks.md).
+/// shards, never the table. Fewer, larger shards make lookups faster (the
+/// list stays in the CPU's caches) but a change's copy larger, and the RSS
+/// after 1,000 changes at a million was no longer flat (1.05–1.20x with
+/// 1,024 and 256 shards, 1.00x with 4,096; docs/benchmarks.md).
 const SHARDS: usize = 4096;
 
-/// Some of the domains, their entries in the hash table itself (one probe,
-/// no index to follow).
-#[derive(Debug, Clone, Default)]
-struct Shard(hashbrown::HashTable<Entry>);
+/// Some of the domains, their entries in one array the list of shards
+/// points at: a lookup goes from the list to the entry (hand-written for
+/// that, `crates/flat-table`; docs/router.md).
+type Shard = FlatTable<Entry>;
 
-impl Shard {
+/// A shard while a table is built: a domain's rows that come apart find
+/// its entry and add to it.
+#[derive(Debug, Default)]
+struct Building(hashbrown::HashTable<Entry>);
+
+impl Building {
     #[inline]
     fn find(&self, hash: u64, domain: &str) -> Option<&Entry> {
         self.0.find(hash, |e| e.is(domain))
-    }
-
-    /// Sets `entry` (`None`: removes it); says how the count moved.
-    fn set(&mut self, hasher: &Hasher, hash: u64, domain: &str, entry: Option<Entry>) -> isize {
-        match (self.0.find_entry(hash, |e| e.is(domain)), entry) {
-            (Ok(mut slot), Some(entry)) => {
-                *slot.get_mut() = entry;
-                0
-            }
-            (Ok(slot), None) => {
-                slot.remove();
-                -1
-            }
-            (Err(_), Some(entry)) => {
-                self.0
-                    .insert_unique(hash, entry, |e| hasher.hash(e.domain()));
-                1
-            }
-            (Err(_), None) => 0,
-        }
     }
 
     /// Sets `entry` for its domain; says whether it is a new one (1) or
@@ -413,8 +444,13 @@ impl Shard {
         }
     }
 
-    fn shrink(&mut self, hasher: &Hasher) {
-        self.0.shrink_to_fit(|e| hasher.hash(e.domain()));
+    /// The shard of its entries.
+    fn finish(self, hasher: &Hasher) -> Shard {
+        FlatTable::build(self.0.into_iter().map(|mut e| {
+            let hash = hasher.hash(e.domain());
+            e.tag = Hasher::tag_of(hash);
+            (hash, e)
+        }))
     }
 }
 
@@ -430,10 +466,16 @@ impl Hasher {
         self.0.hash_one(domain)
     }
 
+    /// The shard of a hash: bits 32 to 43 (a shard places an entry by the
+    /// low 32, and the tag is the top 8).
     #[inline]
     fn shard_of(hash: u64) -> usize {
-        // The top bits: hashbrown takes its own from the bottom and the top 7.
         ((hash >> 32) as usize) % SHARDS
+    }
+
+    #[inline]
+    fn tag_of(hash: u64) -> u8 {
+        (hash >> 56) as u8
     }
 }
 
@@ -441,7 +483,7 @@ impl Hasher {
 #[derive(Debug, Clone)]
 struct Domains {
     hasher: Hasher,
-    shards: Arc<[Arc<Shard>]>,
+    shards: Arc<[Shard]>,
     len: usize,
 }
 
@@ -449,7 +491,7 @@ impl Default for Domains {
     fn default() -> Domains {
         Domains {
             hasher: Hasher::default(),
-            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             len: 0,
         }
     }
@@ -459,26 +501,59 @@ impl Domains {
     #[inline]
     fn get(&self, domain: &str) -> Option<&Entry> {
         let hash = self.hasher.hash(domain);
-        self.shards[Hasher::shard_of(hash)].find(hash, domain)
+        let tag = Hasher::tag_of(hash);
+        self.shards
+            .get(Hasher::shard_of(hash))?
+            .find(hash, |e| e.tag == tag && e.is(domain))
     }
 
-    /// These domains with their entries set (`None`: removed), the other
-    /// shards shared.
+    /// These domains with their entries set (`None`: removed; the last
+    /// change of a domain counts), the other shards shared.
     fn with(&self, changes: Vec<(String, Option<Entry>)>) -> Domains {
+        // Each change with its hash, by shard (the last of a domain's first).
+        let mut changes: Vec<(usize, u64, String, Option<Entry>)> = changes
+            .into_iter()
+            .rev()
+            .map(|(domain, entry)| {
+                let hash = self.hasher.hash(&domain);
+                (Hasher::shard_of(hash), hash, domain, entry)
+            })
+            .collect();
+        changes.sort_by_key(|c| c.0);
         // The list of shards copied once, in place (no list made first and
         // copied again).
         let mut shards = Arc::clone(&self.shards);
         let list = Arc::make_mut(&mut shards);
-        let mut len = self.len as isize;
-        for (domain, entry) in changes {
-            let hash = self.hasher.hash(&domain);
-            let shard = Arc::make_mut(&mut list[Hasher::shard_of(hash)]);
-            len += shard.set(&self.hasher, hash, &domain, entry);
+        let mut len = self.len;
+        for group in changes.chunk_by(|a, b| a.0 == b.0) {
+            let mut added: Vec<(u64, Entry)> = Vec::with_capacity(group.len());
+            for (i, (_, hash, domain, entry)) in group.iter().enumerate() {
+                let later = group[..i].iter().any(|c| c.2 == *domain);
+                if let (false, Some(entry)) = (later, entry) {
+                    let mut entry = entry.clone();
+                    entry.tag = Hasher::tag_of(*hash);
+                    added.push((*hash, entry));
+                }
+            }
+            let shard = &mut list[group[0].0];
+            let mut replaced = 0;
+            let hasher = self.hasher;
+            len += added.len();
+            *shard = shard.with(
+                |e| {
+                    let hit = group.iter().any(|c| e.is(&c.2));
+                    replaced += usize::from(hit);
+                    hit
+                },
+                added,
+                |e| hasher.hash(e.domain()),
+            );
+            len -= replaced;
         }
         Domains {
             hasher: self.hasher,
             shards,
-            len: len.max(0) as usize,
+            len,
         }
     }
 }
@@ -490,6 +565,8 @@ pub struct RouteTable {
     /// The routing version (route change feed number) this table is at.
     pub version: i64,
     servers: Arc<Servers>,
+    /// By server index.
+    slots: Arc<[Slot]>,
     domains: Domains,
     names: Arc<Names>,
 }
@@ -562,12 +639,19 @@ impl RouteTable {
 
     /// The upstream of a server.
     pub fn upstream(&self, server_id: &str) -> Option<&Arc<Upstream>> {
-        self.servers.by_id(server_id)
+        let i = *self.servers.index.get(server_id)?;
+        self.slots.get(i as usize)?.upstream.as_ref()
     }
 
     /// Every upstream.
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
-        self.servers.slots.iter().flatten()
+        self.slots.iter().filter_map(|s| s.upstream.as_ref())
+    }
+
+    /// The slot of server `i`.
+    #[inline]
+    fn slot(&self, i: u32) -> Option<&Slot> {
+        self.slots.get(i as usize)
     }
 
     /// Where a request for `host` (already normalised) goes.
@@ -597,8 +681,8 @@ impl RouteTable {
         let targets = match &entry.targets {
             // The common case: one instance.
             Targets::One(target) => {
-                return match self.servers.get(target.server) {
-                    Some(upstream) if !upstream.is_down() => Decision::Forward {
+                return match self.slot(target.server).and_then(Slot::up) {
+                    Some(upstream) => Decision::Forward {
                         primary: pick(upstream, target),
                         fallback: None,
                         failover: !entry.own_first,
@@ -608,7 +692,7 @@ impl RouteTable {
             }
             Targets::Many(targets) => targets,
             Targets::None => {
-                return match self.servers.get(entry.home).is_some_and(|u| !u.is_down()) {
+                return match self.slot(entry.home).and_then(Slot::up).is_some() {
                     true => Decision::Spawn(Box::new(DomainRoute {
                         tenant: entry.tenant().to_owned(),
                         process: self.names.get(entry.process).to_owned(),
@@ -622,15 +706,15 @@ impl RouteTable {
         // The best two, by (rank, place).
         let mut best: [Option<(u8, Pick<'t>)>; 2] = [None, None];
         for (place, target) in targets.iter().enumerate() {
-            let Some(upstream) = self.servers.get(target.server) else {
+            let Some(slot) = self.slot(target.server) else {
                 continue;
             };
-            if upstream.is_down() {
+            let Some(upstream) = slot.up() else {
                 continue;
-            }
-            let rank = match (place == 0 && entry.own_first, upstream.status) {
+            };
+            let rank = match (place == 0 && entry.own_first, slot.usable) {
                 (true, _) => 0,
-                (false, ServerStatus::Online) => 1,
+                (false, Usable::Online) => 1,
                 (false, _) => 2,
             };
             let pick = pick(upstream, target);
@@ -665,19 +749,28 @@ impl RouteTable {
         server: Result<&Server, &str>,
         offline: bool,
     ) -> RouteTable {
-        let mut servers = (*self.servers).clone();
         let id = match server {
             Ok(s) => s.id.as_str(),
             Err(id) => id,
         };
-        let i = servers.index_of(id) as usize;
-        let before = servers.slots[i].take();
+        let (servers, i) = match self.servers.index.get(id) {
+            Some(&i) => (Arc::clone(&self.servers), i),
+            None => {
+                let mut servers = (*self.servers).clone();
+                let i = servers.index_of(id);
+                (Arc::new(servers), i)
+            }
+        };
+        let mut slots = self.slots.to_vec();
+        slots.resize(servers.ids.len(), Slot::default());
+        let before = std::mem::take(&mut slots[i as usize]).upstream;
         if let Ok(s) = server {
-            servers.slots[i] = Some(Arc::new(upstream_of(s, offline, before.as_deref())));
+            slots[i as usize] = Slot::of(upstream_of(s, offline, before.as_deref()));
         }
         RouteTable {
             version,
-            servers: Arc::new(servers),
+            servers,
+            slots: slots.into(),
             domains: self.domains.clone(),
             names: Arc::clone(&self.names),
         }
@@ -703,11 +796,17 @@ impl RouteTable {
                 .map(|route| entry_of(&domain, route, rows.placed, &mut shared));
             changes.push((domain, entry));
         }
+        let (servers, slots) = match shared.copied_servers {
+            Some(servers) => {
+                let slots = slots_for(&servers, self.slots.to_vec());
+                (Arc::new(servers), slots)
+            }
+            None => (Arc::clone(&self.servers), Arc::clone(&self.slots)),
+        };
         RouteTable {
             version,
-            servers: shared
-                .copied_servers
-                .map_or_else(|| Arc::clone(&self.servers), Arc::new),
+            servers,
+            slots,
             domains: self.domains.with(changes),
             names: shared
                 .copied_names
@@ -908,6 +1007,8 @@ impl Run {
             own,
             home: self.home,
             own_first,
+            // Set where the entry is put in its shard, from the hash.
+            tag: 0,
             targets,
         };
         (entry, self.scratch)
@@ -931,9 +1032,10 @@ fn route_row(t: &Tenant, placed: Option<&Instance>) -> RouteRow {
 /// domain whose rows come apart has its entry made again with the late ones.
 pub struct TableBuilder {
     servers: Servers,
+    slots: Vec<Slot>,
     names: Names,
     hasher: Hasher,
-    shards: Vec<Shard>,
+    shards: Vec<Building>,
     len: usize,
     /// The domain whose rows are coming now.
     run: Option<Run>,
@@ -949,21 +1051,22 @@ impl TableBuilder {
         servers: &[Server],
         offline: &std::collections::HashSet<String>,
     ) -> TableBuilder {
-        let mut table = Servers {
-            index: previous.servers.index.clone(),
-            ids: previous.servers.ids.clone(),
-            slots: vec![None; previous.servers.ids.len()],
-        };
+        let mut table = (*previous.servers).clone();
+        let mut slots = Vec::new();
         for s in servers {
             let i = table.index_of(&s.id) as usize;
-            let before = previous.servers.get(i as u32).map(|u| &**u);
-            table.slots[i] = Some(Arc::new(upstream_of(s, offline.contains(&s.id), before)));
+            let before = previous.slot(i as u32).and_then(|s| s.upstream.as_deref());
+            if slots.len() <= i {
+                slots.resize(i + 1, Slot::default());
+            }
+            slots[i] = Slot::of(upstream_of(s, offline.contains(&s.id), before));
         }
         TableBuilder {
             servers: table,
+            slots,
             names: Names::default(),
             hasher: previous.domains.hasher,
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: (0..SHARDS).map(|_| Building::default()).collect(),
             len: 0,
             run: None,
             scratch: Scratch::default(),
@@ -1007,15 +1110,17 @@ impl TableBuilder {
         if let Some(run) = self.run.take() {
             self.put(run);
         }
-        for shard in &mut self.shards {
-            shard.shrink(&self.hasher);
-        }
         RouteTable {
             version,
+            slots: slots_for(&self.servers, self.slots),
             servers: Arc::new(self.servers),
             domains: Domains {
                 hasher: self.hasher,
-                shards: self.shards.into_iter().map(Arc::new).collect(),
+                shards: self
+                    .shards
+                    .into_iter()
+                    .map(|shard| shard.finish(&self.hasher))
+                    .collect(),
                 len: self.len,
             },
             names: Arc::new(self.names),
@@ -1378,8 +1483,10 @@ pub(crate) mod tests {
 
     #[test]
     fn an_entry_takes_56_bytes_of_its_shard() {
-        // What a million domains cost is mostly this times the buckets.
+        // What a million domains cost is mostly this times the slots (an
+        // empty slot is a `None` of the same size).
         assert_eq!(std::mem::size_of::<Entry>(), 56);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 56);
     }
 
     #[test]

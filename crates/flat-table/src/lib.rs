@@ -1,0 +1,231 @@
+//! An immutable hash table whose entries sit in one shared array: a shard
+//! of slum's route table.
+//!
+//! Why it is hand-written (measured, see slum's `docs/router.md`): the
+//! route table keeps a million domains in 4,096 shards so that a change
+//! copies one shard, not the table. With each shard a `hashbrown` table
+//! behind an `Arc`, a lookup followed the list of shards to the `Arc`, the
+//! `Arc` to the table's header, the header to its control bytes and those
+//! to the entry: two dependent loads more than the single map slum had
+//! before, and the lookup was 10–15 ns slower. A [`FlatTable`] is a fat
+//! `Arc<[Option<T>]>`: the list of shards holds the pointer to the entries
+//! and their number, so a lookup goes from the list straight to the entry.
+//!
+//! What it is: open addressing with linear probing over `n` slots, the
+//! first slot `hash`'s low 32 bits mapped onto `0..n` (multiply and shift,
+//! so `n` need not be a power of two), at most half of the slots full, never changed once made: a change makes a new table from the
+//! entries of the old one ([`FlatTable::with`]). No deletion, no
+//! tombstones, no growth, no `unsafe`. The caller keys the entries: it
+//! hands each entry's hash and a test of whether an entry is the one it
+//! looks for (slum compares an 8-bit tag of the hash kept in the entry
+//! first, then the domain).
+//!
+//! Fuzzed against `std`'s `HashMap` (`fuzz/`, `scripts/fuzz-flat-table.sh`),
+//! with hashes of a few bits so that every probe path is taken.
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+/// An immutable open-addressing table of `T`s, shared by its clones.
+#[derive(Debug)]
+pub struct FlatTable<T> {
+    slots: Arc<[Option<T>]>,
+}
+
+impl<T> Clone for FlatTable<T> {
+    fn clone(&self) -> FlatTable<T> {
+        FlatTable {
+            slots: Arc::clone(&self.slots),
+        }
+    }
+}
+
+impl<T> Default for FlatTable<T> {
+    fn default() -> FlatTable<T> {
+        FlatTable {
+            slots: Arc::from(Vec::new()),
+        }
+    }
+}
+
+/// The slot `hash` starts its probe at, of `n`.
+#[inline]
+fn home(hash: u64, n: usize) -> usize {
+    ((u64::from(hash as u32) * n as u64) >> 32) as usize
+}
+
+/// The slots a table of `len` entries has: half full at most (a lookup
+/// reads 1.5 slots on average), and always one empty slot at least, which
+/// ends every probe.
+fn slots_for(len: usize) -> usize {
+    2 * len + 1
+}
+
+impl<T> FlatTable<T> {
+    /// A table of these entries, each with its hash. The caller keeps the
+    /// keys unique: an entry whose key is already in is found or not
+    /// depending on the order.
+    pub fn build(entries: impl IntoIterator<Item = (u64, T)>) -> FlatTable<T> {
+        let entries: Vec<(u64, T)> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return FlatTable::default();
+        }
+        let n = slots_for(entries.len());
+        let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
+        for (hash, entry) in entries {
+            let mut i = home(hash, n);
+            // Ends: fewer entries than slots.
+            while slots[i].is_some() {
+                i += 1;
+                if i == n {
+                    i = 0;
+                }
+            }
+            slots[i] = Some(entry);
+        }
+        FlatTable {
+            slots: slots.into(),
+        }
+    }
+
+    /// The entry with this hash for which `is` holds. `is` is asked of the
+    /// entries from the hash's first slot to the next empty one (slum's
+    /// compares an 8-bit tag of the hash kept in the entry first).
+    #[inline]
+    pub fn find(&self, hash: u64, is: impl Fn(&T) -> bool) -> Option<&T> {
+        let slots = &*self.slots;
+        let n = slots.len();
+        if n == 0 {
+            return None;
+        }
+        let mut i = home(hash, n);
+        loop {
+            match slots.get(i)? {
+                None => return None,
+                Some(entry) if is(entry) => return Some(entry),
+                Some(_) => {
+                    i += 1;
+                    if i == n {
+                        i = 0;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Its entries, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().flatten()
+    }
+
+    /// How many entries it has (counted: a table keeps no number).
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// How many slots it takes (its entries' memory is this times the size
+    /// of `Option<T>`).
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether `self` and `other` are the same table, not copies.
+    pub fn ptr_eq(&self, other: &FlatTable<T>) -> bool {
+        Arc::ptr_eq(&self.slots, &other.slots)
+    }
+}
+
+impl<T: Clone> FlatTable<T> {
+    /// A new table: this one's entries but those for which `replaced`
+    /// holds, and `added` (each with its hash). `hash` gives the hash of an
+    /// entry kept. The caller keeps the keys unique: `replaced` holds for
+    /// every entry whose key is one of `added`'s.
+    pub fn with(
+        &self,
+        mut replaced: impl FnMut(&T) -> bool,
+        added: impl IntoIterator<Item = (u64, T)>,
+        hash: impl Fn(&T) -> u64,
+    ) -> FlatTable<T> {
+        let kept = self
+            .iter()
+            .filter(|e| !replaced(e))
+            .map(|e| (hash(e), e.clone()));
+        FlatTable::build(kept.chain(added))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(keys: &[(u64, &'static str)]) -> FlatTable<(u64, &'static str)> {
+        FlatTable::build(keys.iter().map(|&(h, k)| (h, (h, k))))
+    }
+
+    fn find(t: &FlatTable<(u64, &'static str)>, hash: u64, key: &str) -> Option<&'static str> {
+        t.find(hash, |e| e.1 == key).map(|e| e.1)
+    }
+
+    #[test]
+    fn an_empty_table_finds_nothing() {
+        let t: FlatTable<(u64, &str)> = FlatTable::default();
+        assert_eq!(find(&t, 7, "a"), None);
+        assert_eq!(t.slots(), 0);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn colliding_keys_are_each_found_and_a_missing_one_is_not() {
+        // Every hash lands on the same slot, and on the last one: probes
+        // wrap around.
+        let last = u64::from(u32::MAX);
+        let t = table(&[(last, "a"), (last, "b"), (last, "c"), (3, "d")]);
+        assert_eq!(t.slots(), 9);
+        for k in ["a", "b", "c"] {
+            assert_eq!(find(&t, last, k), Some(k));
+        }
+        assert_eq!(find(&t, 3, "d"), Some("d"));
+        assert_eq!(find(&t, last, "e"), None);
+        assert_eq!(find(&t, 3, "a"), None, "a probe stops at an empty slot");
+        assert_eq!(t.len(), 4);
+    }
+
+    #[test]
+    fn with_replaces_removes_and_adds_leaving_the_old_table_as_it_was() {
+        let t = table(&[(1, "a"), (2, "b"), (3, "c")]);
+        let u = t.with(
+            |e| e.1 == "a" || e.1 == "b",
+            [(1, (1, "a")), (9, (9, "z"))],
+            |e| e.0,
+        );
+        assert_eq!(find(&u, 1, "a"), Some("a"));
+        assert_eq!(find(&u, 2, "b"), None);
+        assert_eq!(find(&u, 3, "c"), Some("c"));
+        assert_eq!(find(&u, 9, "z"), Some("z"));
+        assert_eq!(u.len(), 3);
+        assert_eq!(find(&t, 2, "b"), Some("b"));
+        assert_eq!(t.len(), 3);
+        assert!(!t.ptr_eq(&u));
+        assert!(t.ptr_eq(&t.clone()));
+    }
+
+    #[test]
+    fn a_table_is_at_most_half_full() {
+        for len in [1usize, 2, 3, 10, 244, 1000] {
+            let t = FlatTable::build(
+                (0..len as u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i)),
+            );
+            assert_eq!(t.len(), len);
+            assert!(t.slots() > len * 2, "{len} in {}", t.slots());
+            for i in 0..len as u64 {
+                let h = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                assert_eq!(t.find(h, |&e| e == i), Some(&i));
+            }
+        }
+    }
+}
