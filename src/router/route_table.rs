@@ -536,19 +536,15 @@ impl Domains {
                 }
             }
             let shard = &mut list[group[0].0];
-            let mut replaced = 0;
             let hasher = self.hasher;
             len += added.len();
-            *shard = shard.with(
-                |e| {
-                    let hit = group.iter().any(|c| e.is(&c.2));
-                    replaced += usize::from(hit);
-                    hit
-                },
+            let (changed, removed) = shard.with(
+                |e| group.iter().any(|c| e.is(&c.2)),
                 added,
                 |e| hasher.hash(e.domain()),
             );
-            len -= replaced;
+            *shard = changed;
+            len -= removed;
         }
         Domains {
             hasher: self.hasher,

@@ -66,27 +66,34 @@ impl<T> FlatTable<T> {
     /// A table of these entries, each with its hash. The caller keeps the
     /// keys unique: an entry whose key is already in is found or not
     /// depending on the order.
-    pub fn build(entries: impl IntoIterator<Item = (u64, T)>) -> FlatTable<T> {
-        let entries: Vec<(u64, T)> = entries.into_iter().collect();
-        if entries.is_empty() {
+    pub fn build(entries: impl ExactSizeIterator<Item = (u64, T)>) -> FlatTable<T> {
+        FlatTable::filled(entries.len(), entries)
+    }
+
+    /// A table of `len` entries, those of `entries`: one allocation, the
+    /// slots' own (a change at a million domains makes one of these; what it
+    /// allocates and frees is what the allocator has to keep in order).
+    fn filled(len: usize, entries: impl Iterator<Item = (u64, T)>) -> FlatTable<T> {
+        if len == 0 {
             return FlatTable::default();
         }
-        let n = slots_for(entries.len());
-        let mut slots: Vec<Option<T>> = std::iter::repeat_with(|| None).take(n).collect();
-        for (hash, entry) in entries {
-            let mut i = home(hash, n);
-            // Ends: fewer entries than slots.
-            while slots[i].is_some() {
-                i += 1;
-                if i == n {
-                    i = 0;
+        let n = slots_for(len);
+        let mut slots: Arc<[Option<T>]> = std::iter::repeat_with(|| None).take(n).collect();
+        // A new `Arc` is not shared: `get_mut` always gives it.
+        if let Some(place) = Arc::get_mut(&mut slots) {
+            for (hash, entry) in entries.take(len) {
+                let mut i = home(hash, n);
+                // Ends: fewer entries than slots.
+                while place[i].is_some() {
+                    i += 1;
+                    if i == n {
+                        i = 0;
+                    }
                 }
+                place[i] = Some(entry);
             }
-            slots[i] = Some(entry);
         }
-        FlatTable {
-            slots: slots.into(),
-        }
+        FlatTable { slots }
     }
 
     /// The entry with this hash for which `is` holds. `is` is asked of the
@@ -142,20 +149,30 @@ impl<T> FlatTable<T> {
 
 impl<T: Clone> FlatTable<T> {
     /// A new table: this one's entries but those for which `replaced`
-    /// holds, and `added` (each with its hash). `hash` gives the hash of an
-    /// entry kept. The caller keeps the keys unique: `replaced` holds for
-    /// every entry whose key is one of `added`'s.
+    /// holds, and `added` (each with its hash); and how many it took out.
+    /// `hash` gives the hash of an entry kept. The caller keeps the keys
+    /// unique: `replaced` holds for every entry whose key is one of
+    /// `added`'s.
     pub fn with(
         &self,
-        mut replaced: impl FnMut(&T) -> bool,
-        added: impl IntoIterator<Item = (u64, T)>,
+        replaced: impl Fn(&T) -> bool,
+        added: Vec<(u64, T)>,
         hash: impl Fn(&T) -> u64,
-    ) -> FlatTable<T> {
-        let kept = self
+    ) -> (FlatTable<T>, usize) {
+        let (mut kept, mut removed) = (0, 0);
+        for entry in self.iter() {
+            match replaced(entry) {
+                true => removed += 1,
+                false => kept += 1,
+            }
+        }
+        let len = kept + added.len();
+        let entries = self
             .iter()
             .filter(|e| !replaced(e))
-            .map(|e| (hash(e), e.clone()));
-        FlatTable::build(kept.chain(added))
+            .map(|e| (hash(e), e.clone()))
+            .chain(added);
+        (FlatTable::filled(len, entries), removed)
     }
 }
 
@@ -198,11 +215,12 @@ mod tests {
     #[test]
     fn with_replaces_removes_and_adds_leaving_the_old_table_as_it_was() {
         let t = table(&[(1, "a"), (2, "b"), (3, "c")]);
-        let u = t.with(
+        let (u, removed) = t.with(
             |e| e.1 == "a" || e.1 == "b",
-            [(1, (1, "a")), (9, (9, "z"))],
+            vec![(1, (1, "a")), (9, (9, "z"))],
             |e| e.0,
         );
+        assert_eq!(removed, 2);
         assert_eq!(find(&u, 1, "a"), Some("a"));
         assert_eq!(find(&u, 2, "b"), None);
         assert_eq!(find(&u, 3, "c"), Some("c"));
@@ -218,13 +236,15 @@ mod tests {
     fn a_table_is_at_most_half_full() {
         for len in [1usize, 2, 3, 10, 244, 1000] {
             let t = FlatTable::build(
-                (0..len as u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i)),
+                (0..len)
+                    .map(|i| (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                    .map(|h| (h, h)),
             );
             assert_eq!(t.len(), len);
             assert!(t.slots() > len * 2, "{len} in {}", t.slots());
             for i in 0..len as u64 {
                 let h = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                assert_eq!(t.find(h, |&e| e == i), Some(&i));
+                assert_eq!(t.find(h, |&e| e == h), Some(&h));
             }
         }
     }
