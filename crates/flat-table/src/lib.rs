@@ -13,15 +13,17 @@
 //!
 //! What it is: open addressing with linear probing over `n` slots, the
 //! first slot `hash`'s low 32 bits mapped onto `0..n` (multiply and shift,
-//! so `n` need not be a power of two), at most half of the slots full, never changed once made: a change makes a new table from the
-//! entries of the old one ([`FlatTable::with`]). No deletion, no
+//! so `n` need not be a power of two), at most half of the slots full,
+//! never changed once made: a change makes a new table from the entries of
+//! the old one ([`FlatTable::with`]), in one allocation. No deletion, no
 //! tombstones, no growth, no `unsafe`. The caller keys the entries: it
 //! hands each entry's hash and a test of whether an entry is the one it
 //! looks for (slum compares an 8-bit tag of the hash kept in the entry
 //! first, then the domain).
 //!
-//! Fuzzed against `std`'s `HashMap` (`fuzz/`, `scripts/fuzz-flat-table.sh`),
-//! with hashes of a few bits so that every probe path is taken.
+//! Fuzzed against `std`'s `HashMap` (`fuzz/`; run it with slum's
+//! `scripts/fuzz.sh flat-table [SECONDS]`), with hashes cut to a few bits so
+//! that keys collide and probes wrap around.
 
 #![forbid(unsafe_code)]
 
