@@ -843,6 +843,78 @@ async fn the_routing_version_moves_with_routing_changes_only() {
     assert_eq!(last, 11, "one step per routing change, from 0");
 }
 
+/// Observed states and sightings are written in batches (SQLite: a statement
+/// of a few hundred rows each): every row named is written, across batches;
+/// an instance gone or a server in another status is skipped, and the counts
+/// say so.
+#[tokio::test]
+async fn batched_observations_and_sightings_write_every_row_they_name() {
+    use slum::InstanceState::{Running, Unhealthy};
+    let (test_db, db) = temp_db().await;
+    let store = test_db.open_store().await;
+    db.add_server(&server("east", None, 1_000_000))
+        .await
+        .unwrap();
+    db.add_server(&server("west", None, 1_000_000))
+        .await
+        .unwrap();
+    assert!(store
+        .set_server_health("east", ServerStatus::Unknown, ServerStatus::Online, None)
+        .await
+        .unwrap());
+    // More than two of SQLite's batches.
+    const N: usize = 1_100;
+    for i in 0..N {
+        store
+            .reserve_instance(&slum::Instance {
+                tenant: format!("t{i}"),
+                instance_id: "prod".into(),
+                process: "api".into(),
+                server_id: "east".into(),
+                memory_mb: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let state = |i: usize| if i % 3 == 0 { Unhealthy } else { Running };
+    let mut observed: Vec<(String, String, slum::InstanceState)> = (0..N)
+        .map(|i| (format!("t{i}"), "prod".to_owned(), state(i)))
+        .collect();
+    observed.insert(N / 2, ("gone".into(), "prod".into(), Running));
+    let at = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+    assert_eq!(
+        store.set_instances_observed(&observed, at).await.unwrap(),
+        N as u64
+    );
+    let records = db.list_instance_records().await.unwrap();
+    assert_eq!(records.len(), N, "no instance made for the one gone");
+    for r in &records {
+        let i: usize = r.tenant[1..].parse().unwrap();
+        assert_eq!(
+            (r.observed, r.observed_at),
+            (state(i), Some(at)),
+            "{}",
+            r.tenant
+        );
+    }
+
+    let seen = [
+        ("east".to_owned(), ServerStatus::Online),
+        // Unknown in the database: a check that saw it online is stale.
+        ("west".to_owned(), ServerStatus::Online),
+        ("nowhere".to_owned(), ServerStatus::Online),
+    ];
+    assert_eq!(db.record_servers_seen(&seen, at).await.unwrap(), 1);
+    let east = db.get_server("east").await.unwrap();
+    assert_eq!(
+        (east.status, east.last_seen),
+        (ServerStatus::Online, Some(at))
+    );
+    let west = db.get_server("west").await.unwrap();
+    assert_eq!((west.status, west.last_seen), (ServerStatus::Unknown, None));
+}
+
 /// A server's routing problem stays through changes that do not move its
 /// address (a drain's, an operator's capacity), and goes with a new url or
 /// domain, which the old check says nothing of.

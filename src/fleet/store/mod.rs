@@ -295,8 +295,9 @@ pub trait Store: TokenStore + CertificateStore + EventStore + Send + Sync + 'sta
         last_seen: Option<DateTime<Utc>>,
     ) -> Result<bool>;
     /// [`Store::set_server_health`] with the same status, for many servers in
-    /// one transaction: records `last_seen = at` on each server still in the
-    /// status given with it. Returns how many were written.
+    /// one statement (SQLite: one a few hundred, so that the single writer is
+    /// never held for long): records `last_seen = at` on each server still in
+    /// the status given with it. Returns how many were written.
     async fn record_servers_seen(
         &self,
         seen: &[(String, ServerStatus)],
@@ -379,8 +380,9 @@ pub trait Store: TokenStore + CertificateStore + EventStore + Send + Sync + 'sta
     /// instance of those tenants (on any server).
     async fn respawn_records(&self, server_id: &str) -> Result<(Vec<Tenant>, Vec<Instance>)>;
     /// [`Store::set_instance_observed`] for many instances at once, in one
-    /// transaction: `(tenant, instance_id, state)`. An instance gone
-    /// meanwhile is skipped. Returns how many were written.
+    /// statement (SQLite: one a few hundred, as above): `(tenant, instance_id,
+    /// state)`. An instance gone meanwhile is skipped. Returns how many were
+    /// written.
     async fn set_instances_observed(
         &self,
         observed: &[(String, String, InstanceState)],
