@@ -34,6 +34,10 @@
 //!      new domain of an existing tenant, one after the other: until the API
 //!      returns, and until the domain routes through this router (polled
 //!      every ms from the request on);
+//!    - a reconcile round asked through the API (`POST /v1/reconcile`, what
+//!      `slum reconcile` sends; the leader makes one every 30 s): how long it
+//!      takes, and route changes as above, one after the other while it runs
+//!      (at most `BENCH_CHANGES`);
 //!    - `BENCH_OFFLINES` servers with a backup taken offline by hand:
 //!      `PATCH /v1/servers/{id}` `status: offline` (what `slum server update
 //!      S --status offline` sends), until the API returns, and until a
@@ -89,6 +93,7 @@ const ROWS_A_TRANSACTION: usize = 50_000;
 /// How long anything the benchmark waits for may take before it gives up.
 const START_WITHIN: Duration = Duration::from_secs(900);
 const CHANGE_WITHIN: Duration = Duration::from_secs(300);
+const ROUND_WITHIN: Duration = Duration::from_secs(900);
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -706,6 +711,26 @@ impl Api {
         Ok(())
     }
 
+    /// `POST /v1/reconcile`: a whole reconcile round, every server's records
+    /// read and compared with its list.
+    async fn reconcile(&self) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/reconcile", self.base))
+            .bearer_auth(&self.token)
+            .timeout(ROUND_WITHIN)
+            .send()
+            .await?;
+        let code = resp.status();
+        if !code.is_success() {
+            bail!(
+                "POST /v1/reconcile: {code} {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
     /// `PATCH /v1/servers/{id}` with a status.
     async fn server_status(&self, server: usize, status: &str) -> anyhow::Result<()> {
         let id = Shape::server_id(server);
@@ -816,6 +841,11 @@ struct SizeRun {
     hwm_changes: u64,
     /// RSS after each 1,000 changes.
     rss_thousands: Vec<u64>,
+    /// A reconcile round asked through the API, how long it took.
+    reconcile_round: Option<Duration>,
+    /// Route changes made one after the other while that round ran.
+    round_returns: Latencies,
+    round_routes: Latencies,
     offline_returns: Latencies,
     offline_follows: Latencies,
     online_returns: Latencies,
@@ -1062,6 +1092,43 @@ async fn serve_sqlite(
             .map(|r| format!("{:.0}", mb(*r)))
             .collect();
         println!("  RSS after each 1,000 changes: {} MB", each.join(" / "));
+    }
+
+    // Route changes while a reconcile round runs (every 30 s in service):
+    // one after the other until the round ends, at most as many as above.
+    if budget.allows(1)? {
+        let t0 = Instant::now();
+        let round = api.reconcile();
+        tokio::pin!(round);
+        let mut ended = None;
+        while ended.is_none() && run.round_returns.0.len() < run.changes {
+            tokio::select! {
+                r = &mut round => ended = Some(r.map(|_| t0.elapsed())),
+                change = route_change(&api, http, &slum.router, shape, &mut rng, &mut counter) => {
+                    let (returned, routed) = change?;
+                    run.round_returns.push(returned);
+                    run.round_routes.push(routed);
+                }
+            }
+        }
+        let took = match ended {
+            Some(took) => took?,
+            None => {
+                round.await?;
+                t0.elapsed()
+            }
+        };
+        run.reconcile_round = Some(took);
+        budget.changed()?;
+        println!(
+            "  a reconcile round (POST /v1/reconcile) took {:.2} s; {} route changes meanwhile: API returns p50 {:.2} ms p99 {:.2} ms; routes here p50 {:.2} ms p99 {:.2} ms",
+            took.as_secs_f64(),
+            run.round_returns.0.len(),
+            run.round_returns.p(50.0),
+            run.round_returns.p(99.0),
+            run.round_routes.p(50.0),
+            run.round_routes.p(99.0),
+        );
     }
 
     // Servers going offline, with a backup for the domain looked at.
@@ -1581,6 +1648,15 @@ fn print_summary(settings: &Settings, runs: &[SizeRun]) {
     });
     row("  routes on this router, p99", "ms", &|r| {
         Some(r.add_routes.p(99.0))
+    });
+    row("a reconcile round (POST /v1/reconcile)", "s", &|r| {
+        r.reconcile_round.map(|d| d.as_secs_f64())
+    });
+    row("  tenant adds meanwhile: API returns, p99", "ms", &|r| {
+        (!r.round_returns.0.is_empty()).then(|| r.round_returns.p(99.0))
+    });
+    row("  routes on this router, p99", "ms", &|r| {
+        (!r.round_routes.0.is_empty()).then(|| r.round_routes.p(99.0))
     });
     let offlines: Vec<String> = runs.iter().map(|r| r.offlines.to_string()).collect();
     row(

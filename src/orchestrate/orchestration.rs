@@ -46,6 +46,14 @@ pub struct SpawnOptions {
 /// Servers reconciled at once.
 const PARALLEL_RECONCILES: usize = 32;
 
+/// Fleet database calls a reconcile round makes at once (a server's records,
+/// the states it observed): its 32 servers at a time kept every connection of
+/// the pool (8 on SQLite) busy with reads of a thousand records each at a
+/// million instances, and the management API's and the router's calls queued
+/// behind them (a route change took seconds while the round ran,
+/// scripts/bench-scale.sh).
+const RECONCILE_DB_CALLS: usize = 2;
+
 /// Actions (respawns, stops) carried out at once on one server during
 /// reconcile.
 const PARALLEL_ACTIONS: usize = 4;
@@ -370,7 +378,9 @@ impl SlumDb {
     /// Server by server, 32 at a time (`PARALLEL_RECONCILES`): each reads the
     /// records of its own instances (never the whole fleet's), asks its server
     /// for its list, and carries out its plan, a few actions at a time, the
-    /// observed states it found written in one transaction. The report lists
+    /// observed states it found written in one statement. Its reads and that
+    /// write go two at a time (`RECONCILE_DB_CALLS`), leaving the rest of the
+    /// database pool to the API and the router. The report lists
     /// the servers' findings in the order of their ids.
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
         let servers = self.store.list_servers().await?;
@@ -384,12 +394,16 @@ impl SlumDb {
         let grace = chrono::Duration::from_std(self.options.spawn_timeout)
             .unwrap_or_else(|_| chrono::Duration::seconds(30));
         let turns = tokio::sync::Semaphore::new(PARALLEL_RECONCILES);
+        let db_calls = tokio::sync::Semaphore::new(RECONCILE_DB_CALLS);
         let reports: Vec<ReconcileReport> = join_all(servers.iter().map(|server| {
             let pending = pending.get(&server.id).map(Vec::as_slice).unwrap_or(&[]);
-            let turns = &turns;
+            let (turns, db_calls) = (&turns, &db_calls);
             async move {
                 let _turn = turns.acquire().await;
-                match self.reconcile_server(server, pending, grace).await {
+                match self
+                    .reconcile_server(server, pending, grace, db_calls)
+                    .await
+                {
                     Ok(report) => report,
                     Err(e) => ReconcileReport {
                         failed: vec![format!("{}: {e}", server.id)],
@@ -420,8 +434,12 @@ impl SlumDb {
         server: &Server,
         pending: &[PendingStop],
         grace: chrono::Duration,
+        db_calls: &tokio::sync::Semaphore,
     ) -> Result<ReconcileReport> {
-        let wanted = self.store.list_instances_touching(&server.id).await?;
+        let wanted = {
+            let _call = db_calls.acquire().await;
+            self.store.list_instances_touching(&server.id).await?
+        };
         let observation = match self.client(server).list().await {
             Ok(list) => Observation::Reachable(
                 list.into_iter()
@@ -454,11 +472,16 @@ impl SlumDb {
                 _ => None,
             })
             .collect();
-        if let Err(e) = self
-            .store
-            .set_instances_observed(&observations, Utc::now())
-            .await
-        {
+        let observed = match observations.is_empty() {
+            true => Ok(0),
+            false => {
+                let _call = db_calls.acquire().await;
+                self.store
+                    .set_instances_observed(&observations, Utc::now())
+                    .await
+            }
+        };
+        if let Err(e) = observed {
             report.failed.extend(
                 observations
                     .iter()
