@@ -18,10 +18,11 @@
 //!   whole tenants, instances and servers tables;
 //! - reconcile's reads in one round (each server's instances, server by
 //!   server) against the whole instances table at once, and its observed
-//!   states for one server written in one transaction against one write each;
+//!   states for one server written in statements of up to 500 rows against
+//!   one write each;
 //! - a drain's reads (the server's instances) against every instance;
-//! - the health monitor's `last_seen` writes for 1,000 servers in one
-//!   transaction against one write each.
+//! - the health monitor's `last_seen` writes for 1,000 servers in
+//!   statements of up to 500 rows against one write each.
 //!
 //! `cargo run --release --features local-fleet --example bench_capacity`;
 //! `BENCH_SIZES=1000,100000` picks the sizes, `BENCH_DIR` where the files go
