@@ -915,6 +915,52 @@ async fn batched_observations_and_sightings_write_every_row_they_name() {
     assert_eq!((west.status, west.last_seen), (ServerStatus::Unknown, None));
 }
 
+/// A server's reconcile reads the instances placed on it and those moving
+/// to it, each whole (SQLite hands them over as one JSON document), sorted
+/// by key.
+#[tokio::test]
+async fn a_servers_instances_are_those_on_it_and_those_moving_to_it() {
+    let (test_db, db) = temp_db().await;
+    let store = test_db.open_store().await;
+    for s in ["east", "west"] {
+        db.add_server(&server(s, None, 1000)).await.unwrap();
+    }
+    let place = |tenant: &str, id: &str, server: &str| slum::Instance {
+        tenant: tenant.into(),
+        instance_id: id.into(),
+        process: "api".into(),
+        server_id: server.into(),
+        memory_mb: 64,
+        ..Default::default()
+    };
+    for i in [
+        place("b", "prod", "east"),
+        place("a", "prod", "east"),
+        place("a", "backup", "west"),
+        place("c", "prod", "west"),
+    ] {
+        store.reserve_instance(&i).await.unwrap();
+    }
+    store.begin_move("c", "prod", "east").await.unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+    store
+        .set_instance_observed("b", "prod", slum::InstanceState::Unhealthy, at)
+        .await
+        .unwrap();
+    let all = db.list_instance_records().await.unwrap();
+    let record = |key: &str| all.iter().find(|i| i.key() == key).unwrap().clone();
+    let east = store.list_instances_touching("east").await.unwrap();
+    assert_eq!(east, vec![record("a:prod"), record("b:prod"), record("c:prod")]);
+    assert_eq!(east[2].moving_to.as_deref(), Some("east"));
+    assert_eq!(
+        (east[1].observed, east[1].observed_at),
+        (slum::InstanceState::Unhealthy, Some(at))
+    );
+    let west = store.list_instances_touching("west").await.unwrap();
+    assert_eq!(west, vec![record("a:backup"), record("c:prod")]);
+    assert!(store.list_instances_touching("nowhere").await.unwrap().is_empty());
+}
+
 /// A server's routing problem stays through changes that do not move its
 /// address (a drain's, an operator's capacity), and goes with a new url or
 /// domain, which the old check says nothing of.

@@ -58,8 +58,8 @@ mod tokens;
 
 use checkpoint::AbortOnDrop;
 use rows::{
-    instance_from_row, server_from_row, tenant_from_row, violation, where_clause, BindOpt,
-    INSTANCE_COLUMNS, SERVER_COLUMNS, TENANT_COLUMNS,
+    instance_from_row, instances_from_json, server_from_row, tenant_from_row, violation,
+    where_clause, BindOpt, INSTANCE_COLUMNS, INSTANCE_JSON, SERVER_COLUMNS, TENANT_COLUMNS,
 };
 
 /// Rows a batched write takes in one statement (its rows bound as one JSON
@@ -726,18 +726,18 @@ impl Store for SqliteStore {
         // Two index searches, named: with statistics (ANALYZE) an `OR`, or a
         // sorted search of `moving_to` (NULL in nearly every row), is planned as
         // a scan of the whole table.
-        let mut found = sqlx::query(&format!(
-            "SELECT {INSTANCE_COLUMNS} FROM instances WHERE server_id = ?1 \
-             UNION ALL \
-             SELECT {INSTANCE_COLUMNS} FROM instances INDEXED BY instances_moving_to \
-             WHERE moving_to = ?1 AND server_id <> ?1"
+        // Handed over as one JSON document (see `instances_from_json`).
+        let json: String = sqlx::query_scalar(&format!(
+            "SELECT json_group_array(json(j)) FROM ( \
+                 SELECT {INSTANCE_JSON} AS j FROM instances WHERE server_id = ?1 \
+                 UNION ALL \
+                 SELECT {INSTANCE_JSON} AS j FROM instances INDEXED BY instances_moving_to \
+                 WHERE moving_to = ?1 AND server_id <> ?1)"
         ))
         .bind(server_id)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(instance_from_row)
-        .collect::<Result<Vec<_>>>()?;
+        .fetch_one(&self.pool)
+        .await?;
+        let mut found = instances_from_json(&json)?;
         found.sort_by(|a, b| (&a.tenant, &a.instance_id).cmp(&(&b.tenant, &b.instance_id)));
         Ok(found)
     }

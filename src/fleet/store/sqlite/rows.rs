@@ -59,6 +59,65 @@ pub(super) fn instance_from_row(row: &SqliteRow) -> Result<Instance> {
     })
 }
 
+/// An instance's columns ([`INSTANCE_COLUMNS`]) as a JSON array, for reads
+/// of many rows handed over as one JSON document (see
+/// [`instances_from_json`]).
+pub(super) const INSTANCE_JSON: &str =
+    "json_array(tenant, instance_id, process, server_id, moving_to, memory_mb, \
+     desired, observed, observed_at, created_at)";
+
+/// One instance as [`INSTANCE_JSON`] writes it.
+type InstanceJson = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    String,
+    Option<i64>,
+    i64,
+);
+
+/// The instances of a `json_group_array` of [`INSTANCE_JSON`]s: a read of a
+/// thousand rows as one value, where sqlx hands rows over one at a time
+/// between its SQLite thread and the caller's (most of what a reconcile
+/// round's reads cost, docs/benchmarks.md).
+pub(super) fn instances_from_json(json: &str) -> Result<Vec<Instance>> {
+    let rows: Vec<InstanceJson> = serde_json::from_str(json)
+        .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?;
+    rows.into_iter()
+        .map(
+            |(
+                tenant,
+                instance_id,
+                process,
+                server_id,
+                moving_to,
+                memory_mb,
+                desired,
+                observed,
+                observed_at,
+                created_at,
+            )| {
+                Ok(Instance {
+                    tenant,
+                    instance_id,
+                    process,
+                    server_id,
+                    moving_to,
+                    memory_mb,
+                    desired: DesiredState::from_str(&desired)?,
+                    observed: InstanceState::from_str(&observed)?,
+                    observed_at: observed_at.map(from_millis),
+                    created_at: from_millis(created_at),
+                })
+            },
+        )
+        .collect()
+}
+
 /// `WHERE a AND b`, or nothing without conditions.
 pub(super) fn where_clause(conditions: &[&str]) -> String {
     if conditions.is_empty() {
