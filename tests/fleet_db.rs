@@ -950,7 +950,10 @@ async fn a_servers_instances_are_those_on_it_and_those_moving_to_it() {
     let all = db.list_instance_records().await.unwrap();
     let record = |key: &str| all.iter().find(|i| i.key() == key).unwrap().clone();
     let east = store.list_instances_touching("east").await.unwrap();
-    assert_eq!(east, vec![record("a:prod"), record("b:prod"), record("c:prod")]);
+    assert_eq!(
+        east,
+        vec![record("a:prod"), record("b:prod"), record("c:prod")]
+    );
     assert_eq!(east[2].moving_to.as_deref(), Some("east"));
     assert_eq!(
         (east[1].observed, east[1].observed_at),
@@ -958,7 +961,11 @@ async fn a_servers_instances_are_those_on_it_and_those_moving_to_it() {
     );
     let west = store.list_instances_touching("west").await.unwrap();
     assert_eq!(west, vec![record("a:backup"), record("c:prod")]);
-    assert!(store.list_instances_touching("nowhere").await.unwrap().is_empty());
+    assert!(store
+        .list_instances_touching("nowhere")
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A server's routing problem stays through changes that do not move its
