@@ -775,8 +775,8 @@ impl Store for SqliteStore {
         // As record_servers_seen: a statement a batch. The first reconcile
         // round at a million instances writes them all, a thousand a server;
         // written a statement each in one transaction, each server's held the
-        // writer for tens of milliseconds, and route changes queued behind
-        // them (p99 of a `tenant add` 0.9 s, scripts/bench-scale.sh).
+        // writer for some 30 ms (bench_capacity), and every other write of the
+        // fleet waited for it.
         let mut written = 0;
         for batch in observed.chunks(WRITE_BATCH) {
             let rows: Vec<(&str, &str, &str)> = batch
