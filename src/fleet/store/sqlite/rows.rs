@@ -66,19 +66,21 @@ pub(super) const INSTANCE_JSON: &str =
     "json_array(tenant, instance_id, process, server_id, moving_to, memory_mb, \
      desired, observed, observed_at, created_at)";
 
-/// One instance as [`INSTANCE_JSON`] writes it.
-type InstanceJson = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    i64,
-    String,
-    String,
-    Option<i64>,
-    i64,
-);
+/// One instance as [`INSTANCE_JSON`] writes it: an array, read in the order
+/// of these fields.
+#[derive(serde::Deserialize)]
+struct InstanceJson {
+    tenant: String,
+    instance_id: String,
+    process: String,
+    server_id: String,
+    moving_to: Option<String>,
+    memory_mb: i64,
+    desired: String,
+    observed: String,
+    observed_at: Option<i64>,
+    created_at: i64,
+}
 
 /// The instances of a `json_group_array` of [`INSTANCE_JSON`]s: a read of a
 /// thousand rows as one value, where sqlx hands rows over one at a time
@@ -88,33 +90,20 @@ pub(super) fn instances_from_json(json: &str) -> Result<Vec<Instance>> {
     let rows: Vec<InstanceJson> = serde_json::from_str(json)
         .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?;
     rows.into_iter()
-        .map(
-            |(
-                tenant,
-                instance_id,
-                process,
-                server_id,
-                moving_to,
-                memory_mb,
-                desired,
-                observed,
-                observed_at,
-                created_at,
-            )| {
-                Ok(Instance {
-                    tenant,
-                    instance_id,
-                    process,
-                    server_id,
-                    moving_to,
-                    memory_mb,
-                    desired: DesiredState::from_str(&desired)?,
-                    observed: InstanceState::from_str(&observed)?,
-                    observed_at: observed_at.map(from_millis),
-                    created_at: from_millis(created_at),
-                })
-            },
-        )
+        .map(|r| {
+            Ok(Instance {
+                desired: DesiredState::from_str(&r.desired)?,
+                observed: InstanceState::from_str(&r.observed)?,
+                observed_at: r.observed_at.map(from_millis),
+                created_at: from_millis(r.created_at),
+                tenant: r.tenant,
+                instance_id: r.instance_id,
+                process: r.process,
+                server_id: r.server_id,
+                moving_to: r.moving_to,
+                memory_mb: r.memory_mb,
+            })
+        })
         .collect()
 }
 
