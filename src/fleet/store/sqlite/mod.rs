@@ -67,11 +67,6 @@ use rows::{
 /// few milliseconds at most.
 const WRITE_BATCH: usize = 500;
 
-/// Rows of strings as the JSON array a batched write reads with `json_each`.
-fn json_rows<T: serde::Serialize>(rows: &[T]) -> Result<String> {
-    serde_json::to_string(rows).map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))
-}
-
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// The SQLite backend.
@@ -110,6 +105,29 @@ impl SqliteStore {
             pool,
             _checkpoints: Arc::new(checkpoints),
         })
+    }
+
+    /// Runs `sql` once a [`WRITE_BATCH`] of `rows`, each batch bound as `?1`
+    /// (a JSON array of the rows, read with `json_each`) and `at` as `?2`
+    /// (Unix milliseconds); returns the rows it changed.
+    async fn update_batched<T: serde::Serialize>(
+        &self,
+        sql: &str,
+        rows: &[T],
+        at: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut written = 0;
+        for batch in rows.chunks(WRITE_BATCH) {
+            let json = serde_json::to_string(batch)
+                .map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
+            written += sqlx::query(sql)
+                .bind(json)
+                .bind(millis(at))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(written)
     }
 }
 
@@ -290,25 +308,19 @@ impl Store for SqliteStore {
     ) -> Result<u64> {
         // A statement a batch, its rows as JSON: the writer is held for one
         // statement, not for a round trip a server.
-        let mut written = 0;
-        for batch in seen.chunks(WRITE_BATCH) {
-            let rows: Vec<(&str, &str)> = batch
-                .iter()
-                .map(|(id, status)| (id.as_str(), status.as_str()))
-                .collect();
-            written += sqlx::query(
-                "UPDATE servers SET status = CASE WHEN v.status = 'online' AND servers.drain \
-                     THEN 'draining' ELSE v.status END, last_seen = ?2 \
-                 FROM (SELECT value->>0 AS id, value->>1 AS status FROM json_each(?1)) AS v \
-                 WHERE servers.id = v.id AND servers.status = v.status",
-            )
-            .bind(json_rows(&rows)?)
-            .bind(millis(at))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        }
-        Ok(written)
+        let rows: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|(id, status)| (id.as_str(), status.as_str()))
+            .collect();
+        self.update_batched(
+            "UPDATE servers SET status = CASE WHEN v.status = 'online' AND servers.drain \
+                 THEN 'draining' ELSE v.status END, last_seen = ?2 \
+             FROM (SELECT value->>0 AS id, value->>1 AS status FROM json_each(?1)) AS v \
+             WHERE servers.id = v.id AND servers.status = v.status",
+            &rows,
+            at,
+        )
+        .await
     }
 
     async fn delete_server(&self, id: &str) -> Result<()> {
@@ -777,25 +789,19 @@ impl Store for SqliteStore {
         // written a statement each in one transaction, each server's held the
         // writer for some 30 ms (bench_capacity), and every other write of the
         // fleet waited for it.
-        let mut written = 0;
-        for batch in observed.chunks(WRITE_BATCH) {
-            let rows: Vec<(&str, &str, &str)> = batch
-                .iter()
-                .map(|(tenant, id, state)| (tenant.as_str(), id.as_str(), state.as_str()))
-                .collect();
-            written += sqlx::query(
-                "UPDATE instances SET observed = v.observed, observed_at = ?2 \
-                 FROM (SELECT value->>0 AS tenant, value->>1 AS instance_id, \
-                              value->>2 AS observed FROM json_each(?1)) AS v \
-                 WHERE instances.tenant = v.tenant AND instances.instance_id = v.instance_id",
-            )
-            .bind(json_rows(&rows)?)
-            .bind(millis(at))
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        }
-        Ok(written)
+        let rows: Vec<(&str, &str, &str)> = observed
+            .iter()
+            .map(|(tenant, id, state)| (tenant.as_str(), id.as_str(), state.as_str()))
+            .collect();
+        self.update_batched(
+            "UPDATE instances SET observed = v.observed, observed_at = ?2 \
+             FROM (SELECT value->>0 AS tenant, value->>1 AS instance_id, \
+                          value->>2 AS observed FROM json_each(?1)) AS v \
+             WHERE instances.tenant = v.tenant AND instances.instance_id = v.instance_id",
+            &rows,
+            at,
+        )
+        .await
     }
 
     async fn begin_move(&self, tenant: &str, instance_id: &str, target: &str) -> Result<()> {
