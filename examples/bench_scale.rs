@@ -684,6 +684,27 @@ struct Api {
 }
 
 impl Api {
+    /// Sends `request` with the token, waiting at most `within`; fails,
+    /// naming `what` and quoting the answer, unless its status is `want`.
+    async fn call(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &str,
+        within: Duration,
+        want: fn(reqwest::StatusCode) -> bool,
+    ) -> anyhow::Result<()> {
+        let resp = request
+            .bearer_auth(&self.token)
+            .timeout(within)
+            .send()
+            .await?;
+        let code = resp.status();
+        if !want(code) {
+            bail!("{what}: {code} {}", resp.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
     /// `POST /v1/tenants`: a new domain of tenant `j`, on its home server.
     async fn add_domain(&self, shape: Shape, domain: &str, j: usize) -> anyhow::Result<()> {
         let body = serde_json::json!({
@@ -693,63 +714,41 @@ impl Api {
             "process": "web",
             "instance_id": "prod",
         });
-        let resp = self
-            .http
-            .post(format!("{}/v1/tenants", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .timeout(CHANGE_WITHIN)
-            .send()
-            .await?;
-        let status = resp.status();
-        if status != reqwest::StatusCode::CREATED {
-            bail!(
-                "POST /v1/tenants {domain}: {status} {}",
-                resp.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        self.call(
+            self.http
+                .post(format!("{}/v1/tenants", self.base))
+                .json(&body),
+            &format!("POST /v1/tenants {domain}"),
+            CHANGE_WITHIN,
+            |code| code == reqwest::StatusCode::CREATED,
+        )
+        .await
     }
 
     /// `POST /v1/reconcile`: a whole reconcile round, every server's records
     /// read and compared with its list.
     async fn reconcile(&self) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/reconcile", self.base))
-            .bearer_auth(&self.token)
-            .timeout(ROUND_WITHIN)
-            .send()
-            .await?;
-        let code = resp.status();
-        if !code.is_success() {
-            bail!(
-                "POST /v1/reconcile: {code} {}",
-                resp.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        self.call(
+            self.http.post(format!("{}/v1/reconcile", self.base)),
+            "POST /v1/reconcile",
+            ROUND_WITHIN,
+            |code| code.is_success(),
+        )
+        .await
     }
 
     /// `PATCH /v1/servers/{id}` with a status.
     async fn server_status(&self, server: usize, status: &str) -> anyhow::Result<()> {
         let id = Shape::server_id(server);
-        let resp = self
-            .http
-            .patch(format!("{}/v1/servers/{id}", self.base))
-            .bearer_auth(&self.token)
-            .json(&serde_json::json!({ "status": status }))
-            .timeout(CHANGE_WITHIN)
-            .send()
-            .await?;
-        let code = resp.status();
-        if !code.is_success() {
-            bail!(
-                "PATCH /v1/servers/{id}: {code} {}",
-                resp.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        self.call(
+            self.http
+                .patch(format!("{}/v1/servers/{id}", self.base))
+                .json(&serde_json::json!({ "status": status })),
+            &format!("PATCH /v1/servers/{id}"),
+            CHANGE_WITHIN,
+            |code| code.is_success(),
+        )
+        .await
     }
 }
 
