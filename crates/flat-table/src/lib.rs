@@ -105,9 +105,7 @@ impl<T> FlatTable<T> {
     pub fn find(&self, hash: u64, is: impl Fn(&T) -> bool) -> Option<&T> {
         let slots = &*self.slots;
         let n = slots.len();
-        if n == 0 {
-            return None;
-        }
+        // An empty table has no slot 0: `get` ends the probe.
         let mut i = home(hash, n);
         loop {
             match slots.get(i)? {

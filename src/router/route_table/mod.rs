@@ -430,10 +430,17 @@ type Shard = FlatTable<Entry>;
 struct Hasher(foldhash::fast::RandomState);
 
 impl Hasher {
+    /// The domain's bytes, written once: not `hash_one(domain)`, whose
+    /// `str` adds a `0xff` byte after them (so that strings hashed one after
+    /// another in a tuple cannot run into each other), and that byte costs a
+    /// multiplication more a lookup. A domain is the whole key, so nothing
+    /// follows it.
     #[inline]
     fn hash(&self, domain: &str) -> u64 {
-        use std::hash::BuildHasher;
-        self.0.hash_one(domain)
+        use std::hash::{BuildHasher, Hasher as _};
+        let mut state = self.0.build_hasher();
+        state.write(domain.as_bytes());
+        state.finish()
     }
 
     /// The shard of a hash: bits 32 to 43 (a shard places an entry by the
@@ -638,6 +645,28 @@ impl RouteTable {
     /// No allocation, but for a tenant's first requests (a spawn).
     #[inline]
     fn decide<'t>(&'t self, entry: &'t Entry) -> Decision<'t> {
+        // Nearly every request: one instance, on a server that takes
+        // requests. Only this is inlined into the lookup; the rest is a call.
+        if let Targets::One(target) = &entry.targets {
+            if let Some(upstream) = self.slot(target.server).and_then(Slot::up) {
+                return Decision::Forward {
+                    primary: Pick {
+                        upstream,
+                        entry,
+                        target,
+                        names: &self.names,
+                    },
+                    fallback: None,
+                    failover: !entry.own_first,
+                };
+            }
+        }
+        self.decide_any(entry)
+    }
+
+    /// [`RouteTable::decide`] for any entry.
+    #[inline(never)]
+    fn decide_any<'t>(&'t self, entry: &'t Entry) -> Decision<'t> {
         let pick = |upstream, target| Pick {
             upstream,
             entry,
