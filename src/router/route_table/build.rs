@@ -207,16 +207,17 @@ impl Run {
         });
         let own_first = placed.first().is_some_and(|t| t.instance_id == own);
         let targets = match placed[..] {
-            [] => Targets::None,
+            [] => Targets::None {
+                own,
+                home: self.home,
+            },
             [one] => Targets::One(one),
-            ref many => Targets::Many(many.into()),
+            ref many => Targets::Many(Arc::new(many.into())),
         };
         let entry = Entry {
             names: Arc::from(self.scratch.names.as_str()),
             domain_len: self.domain_len,
             process: self.process,
-            own,
-            home: self.home,
             own_first,
             // Set where the entry is put in its shard, from the hash.
             tag: 0,

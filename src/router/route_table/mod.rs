@@ -193,9 +193,10 @@ impl Down<'_> {
     /// The servers its instances are on (its home server when it has none),
     /// sorted.
     pub fn servers(&self) -> Vec<String> {
-        let mut servers: Vec<String> = match self.entry.targets.as_slice() {
-            [] => vec![self.table.servers.id(self.entry.home).to_owned()],
+        let mut servers: Vec<String> = match &self.entry.targets {
+            Targets::None { home, .. } => vec![self.table.servers.id(*home).to_owned()],
             targets => targets
+                .as_slice()
                 .iter()
                 .map(|t| self.table.servers.id(t.server).to_owned())
                 .collect(),
@@ -232,18 +233,28 @@ struct Target {
     instance_id: u32,
 }
 
-/// A domain's running instances: most have one, kept inline.
+/// A domain's running instances: most have one, kept inline. 16 bytes, so
+/// that an entry is 40 (see [`Entry`]).
 #[derive(Debug, Clone)]
 enum Targets {
-    None,
+    /// None runs: where the domain's own instance is spawned.
+    None {
+        /// The domain's own instance id, as an index into the table's names.
+        own: u32,
+        /// The server it is spawned on.
+        home: u32,
+    },
     One(Target),
-    Many(Arc<[Target]>),
+    /// Behind a thin pointer (one more read, for the domains with a second
+    /// instance only): a slice's own pointer would make every entry 8
+    /// bytes larger.
+    Many(Arc<Box<[Target]>>),
 }
 
 impl Targets {
     fn as_slice(&self) -> &[Target] {
         match self {
-            Targets::None => &[],
+            Targets::None { .. } => &[],
             Targets::One(t) => std::slice::from_ref(t),
             Targets::Many(ts) => ts,
         }
@@ -253,10 +264,10 @@ impl Targets {
 /// A customer domain's entry: its tenant and process, and the running
 /// instances of that process it can go to (the domain's own first when it
 /// runs, the others by instance id), or where to start one.
-/// 56 bytes, kept in its shard's array itself; in this order (`repr(C)`) so
-/// that what a lookup reads (tag, domain, targets) is in the first 36 bytes,
-/// one cache line more often than the compiler's order, which spread it
-/// over the 56.
+/// 40 bytes, kept in its shard's array itself: the smaller an entry, the
+/// more slots a shard has for the same memory and the fewer lookups probe
+/// past the first (docs/benchmarks.md). `repr(C)`: the tag and the
+/// domain's length, which a probe reads of each entry it passes, first.
 #[derive(Debug, Clone)]
 #[repr(C)]
 struct Entry {
@@ -278,10 +289,6 @@ struct Entry {
     /// 16 bytes a domain).
     names: Arc<str>,
     targets: Targets,
-    /// The domain's own instance id, as an index into the table's names.
-    own: u32,
-    /// The server its own instance is spawned on when none runs.
-    home: u32,
 }
 
 impl Entry {
@@ -686,13 +693,13 @@ impl RouteTable {
                 };
             }
             Targets::Many(targets) => targets,
-            Targets::None => {
-                return match self.slot(entry.home).and_then(Slot::up).is_some() {
+            &Targets::None { own, home } => {
+                return match self.slot(home).and_then(Slot::up).is_some() {
                     true => Decision::Spawn(Box::new(DomainRoute {
                         tenant: entry.tenant().to_owned(),
                         process: self.names.get(entry.process).to_owned(),
-                        instance_id: self.names.get(entry.own).to_owned(),
-                        home_server: self.servers.id(entry.home).to_owned(),
+                        instance_id: self.names.get(own).to_owned(),
+                        home_server: self.servers.id(home).to_owned(),
                     })),
                     false => Decision::ServerDown(Down { entry, table: self }),
                 };
@@ -1156,11 +1163,11 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_entry_takes_56_bytes_of_its_shard() {
-        // What a million domains cost is mostly this times the slots (an
-        // empty slot is a `None` of the same size).
-        assert_eq!(std::mem::size_of::<Entry>(), 56);
-        assert_eq!(std::mem::size_of::<Option<Entry>>(), 56);
+    fn an_entry_takes_40_bytes_of_its_shard() {
+        // What a million domains cost is mostly this times the slots, 2.8 a
+        // domain (an empty slot is a `None` of the same size): 112 bytes.
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+        assert_eq!(std::mem::size_of::<Option<Entry>>(), 40);
     }
 
     #[test]
