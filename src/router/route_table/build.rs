@@ -322,17 +322,18 @@ impl TableBuilder {
         if let Some(run) = self.run.take() {
             self.put(run);
         }
+        let mut shards = self
+            .shards
+            .into_iter()
+            .map(|shard| shard.finish(&self.hasher));
         RouteTable {
             version,
             slots: slots_for(&self.servers, self.slots),
             servers: Arc::new(self.servers),
             domains: Domains {
                 hasher: self.hasher,
-                shards: self
-                    .shards
-                    .into_iter()
-                    .map(|shard| shard.finish(&self.hasher))
-                    .collect(),
+                // `shards` has one of each.
+                shards: Arc::new(std::array::from_fn(|_| shards.next().unwrap_or_default())),
                 len: self.len,
             },
             names: Arc::new(self.names),

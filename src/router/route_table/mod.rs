@@ -337,6 +337,8 @@ enum Usable {
 #[derive(Debug, Clone, Default)]
 struct Slot {
     upstream: Option<Arc<Upstream>>,
+    /// `upstream` when it takes requests: what a lookup reads, one test.
+    up: Option<Arc<Upstream>>,
     usable: Usable,
 }
 
@@ -347,8 +349,10 @@ impl Slot {
             (false, ServerStatus::Online) => Usable::Online,
             (false, _) => Usable::Unchecked,
         };
+        let upstream = Arc::new(upstream);
         Slot {
-            upstream: Some(Arc::new(upstream)),
+            up: (usable != Usable::No).then(|| Arc::clone(&upstream)),
+            upstream: Some(upstream),
             usable,
         }
     }
@@ -356,10 +360,7 @@ impl Slot {
     /// The upstream, when it takes requests.
     #[inline]
     fn up(&self) -> Option<&Arc<Upstream>> {
-        match self.usable {
-            Usable::No => None,
-            _ => self.upstream.as_ref(),
-        }
+        self.up.as_ref()
     }
 }
 
@@ -467,7 +468,8 @@ impl Hasher {
 #[derive(Debug, Clone)]
 struct Domains {
     hasher: Hasher,
-    shards: Arc<[Shard]>,
+    /// Of a fixed number, so that a lookup's index needs no bounds check.
+    shards: Arc<[Shard; SHARDS]>,
     len: usize,
 }
 
@@ -475,7 +477,7 @@ impl Default for Domains {
     fn default() -> Domains {
         Domains {
             hasher: Hasher::default(),
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: Arc::new(std::array::from_fn(|_| Shard::default())),
             len: 0,
         }
     }
@@ -486,9 +488,7 @@ impl Domains {
     fn get(&self, domain: &str) -> Option<&Entry> {
         let hash = self.hasher.hash(domain);
         let tag = Hasher::tag_of(hash);
-        self.shards
-            .get(Hasher::shard_of(hash))?
-            .find(hash, |e| e.tag == tag && e.is(domain))
+        self.shards[Hasher::shard_of(hash)].find(hash, |e| e.tag == tag && e.is(domain))
     }
 
     /// These domains with their entries set (`None`: removed; the last
