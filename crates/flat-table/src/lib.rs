@@ -59,7 +59,7 @@ fn home(hash: u64, n: usize) -> usize {
 
 /// The slots a table of `len` entries has: 2.8 a entry, so 36 % full at
 /// most (a lookup finds four entries in five in their first slot, and reads
-/// 1.28 slots on average; at half full, three in four and 1.5), and always
+/// 1.27 slots on average; at half full, three in four and 1.5), and always
 /// one empty slot at least, which ends every probe. slum's entries are 40
 /// bytes: 112 a domain, what half full cost with the 56-byte entries it had
 /// before.

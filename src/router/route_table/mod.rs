@@ -332,7 +332,7 @@ enum Usable {
 
 /// A server's place in a table: its upstream while it exists, and whether
 /// it takes requests, which a lookup reads here without following the
-/// upstream. The table keeps its slots in one array (a thousand of 16
+/// upstream. The table keeps its slots in one array (a thousand of 24
 /// bytes), indexed by server: a server's change copies it, never a domain.
 #[derive(Debug, Clone, Default)]
 struct Slot {
