@@ -61,8 +61,8 @@ fn home(hash: u64, n: usize) -> usize {
 /// most (a lookup finds four entries in five in their first slot, and reads
 /// 1.27 slots on average; at half full, three in four and 1.5), and always
 /// one empty slot at least, which ends every probe. slum's entries are 40
-/// bytes: 112 a domain, what half full cost with the 56-byte entries it had
-/// before.
+/// bytes: its shards take 112 a domain, what half full cost with the
+/// 56-byte entries it had before.
 fn slots_for(len: usize) -> usize {
     len * 14 / 5 + 1
 }

@@ -27,6 +27,11 @@ fn view(table: &RouteTable) -> Vec<String> {
     let mut out: Vec<String> = (0..DOMAINS)
         .map(|d| {
             let domain = format!("d{d}.test");
+            assert_eq!(
+                table.route(&domain),
+                table.route_without_shortcut(&domain),
+                "{domain}: the lookup's inlined case and the whole decision disagree"
+            );
             let said = match table.route(&domain) {
                 Decision::Forward {
                     primary,

@@ -247,7 +247,7 @@ pub struct TableBuilder {
     slots: Vec<Slot>,
     names: Names,
     hasher: Hasher,
-    shards: Vec<Building>,
+    shards: Box<[Building; SHARDS]>,
     len: usize,
     /// The domain whose rows are coming now.
     run: Option<Run>,
@@ -278,7 +278,7 @@ impl TableBuilder {
             slots,
             names: Names::default(),
             hasher: previous.domains.hasher,
-            shards: (0..SHARDS).map(|_| Building::default()).collect(),
+            shards: Box::new(std::array::from_fn(|_| Building::default())),
             len: 0,
             run: None,
             scratch: Scratch::default(),
@@ -322,18 +322,16 @@ impl TableBuilder {
         if let Some(run) = self.run.take() {
             self.put(run);
         }
-        let mut shards = self
-            .shards
-            .into_iter()
-            .map(|shard| shard.finish(&self.hasher));
+        let (hasher, mut building) = (self.hasher, self.shards);
         RouteTable {
             version,
             slots: slots_for(&self.servers, self.slots),
             servers: Arc::new(self.servers),
             domains: Domains {
-                hasher: self.hasher,
-                // `shards` has one of each.
-                shards: Arc::new(std::array::from_fn(|_| shards.next().unwrap_or_default())),
+                hasher,
+                shards: Arc::new(std::array::from_fn(|i| {
+                    std::mem::take(&mut building[i]).finish(&hasher)
+                })),
                 len: self.len,
             },
             names: Arc::new(self.names),
