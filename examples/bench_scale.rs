@@ -24,7 +24,8 @@
 //!    - start until the domain inserted last routes (polled through the
 //!      router every 10 ms from the spawn);
 //!    - its RSS (VmRSS, and the peak VmHWM) after start, once settled
-//!      (`BENCH_SETTLE` seconds from the spawn, 35, with no change made: its
+//!      (`BENCH_SETTLE` seconds from the spawn, 35, and its first reconcile
+//!      round over, with no change made: its
 //!      health checks and its first reconcile round (30 s after the start)
 //!      have opened their connections to every server, and a request to a
 //!      domain on each server, twice, went through the router), after every
@@ -48,7 +49,11 @@
 //!    - wrk through the router (`-t BENCH_THREADS -c BENCH_CONNECTIONS`, 2
 //!      and 16, `BENCH_DURATION` seconds) with no changes, then while a
 //!      domain is added `BENCH_CHANGE_RATE` (10) times a second (one change
-//!      in flight at most: the count that finished is shown);
+//!      in flight at most: the count that finished is shown); both runs
+//!      right after a reconcile round ends (the responder sees a round: it
+//!      asks every server for its instances), so that at a million, where a
+//!      round takes seconds of this machine's CPU, neither has one in it by
+//!      chance (the instance lists asked during each run are shown);
 //! 4. **PostgreSQL** (`BENCH_POSTGRES_SIZES`, default every size, when
 //!    `SLUM_TEST_POSTGRES` is set; `scripts/bench-scale.sh` runs this under
 //!    `scripts/with-postgres.sh`): the same fleet in a fresh database (loaded
@@ -74,7 +79,7 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -94,6 +99,9 @@ const ROWS_A_TRANSACTION: usize = 50_000;
 const START_WITHIN: Duration = Duration::from_secs(900);
 const CHANGE_WITHIN: Duration = Duration::from_secs(300);
 const ROUND_WITHIN: Duration = Duration::from_secs(900);
+/// How long to wait for a reconcile round to end before the wrk runs (the
+/// leader makes one 30 s after the last ended).
+const ROUND_GAP_WITHIN: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -289,10 +297,62 @@ fn offline_tenant(tenants: usize, servers: usize, backup_every: usize, k: usize)
 /// Every server's tenement, on a runtime of its own; stopped when dropped.
 struct Responder {
     runtime: Option<tokio::runtime::Runtime>,
+    rounds: Arc<Rounds>,
 }
 
 struct Answers {
     shape: Shape,
+    rounds: Arc<Rounds>,
+}
+
+/// The reconcile rounds the responder sees: a round asks every server for
+/// its instances (`GET /api/instances`), and nothing else does. The leader
+/// makes one every 30 s, and at a million domains one takes seconds of CPU
+/// on this machine, where the router, wrk and the responder run too: the
+/// wrk runs are made between two rounds, and say what they overlapped.
+struct Rounds {
+    started: Instant,
+    /// Instance lists asked so far.
+    asked: AtomicUsize,
+    /// When the last was asked, in ms from `started`.
+    last_ms: AtomicU64,
+}
+
+impl Rounds {
+    fn asked(&self) -> usize {
+        self.asked.load(Relaxed)
+    }
+
+    fn since_last(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    /// Waits until no round runs and one has (instance lists were asked,
+    /// and none for a second), at most `within`; says whether it came.
+    async fn first_ended(&self, within: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if self.asked() > 0 && self.since_last() >= Duration::from_secs(1) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Waits until a round has ended (instance lists were asked since the
+    /// call, and none for a second), at most `within`; says whether one did.
+    async fn one_ended(&self, within: Duration) -> bool {
+        let (before, started) = (self.asked(), Instant::now());
+        while started.elapsed() < within {
+            if self.asked() > before && self.since_last() >= Duration::from_secs(1) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
 }
 
 impl Responder {
@@ -302,7 +362,15 @@ impl Responder {
             .thread_name("responder")
             .enable_all()
             .build()?;
-        let state = Arc::new(Answers { shape });
+        let rounds = Arc::new(Rounds {
+            started: Instant::now(),
+            asked: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        });
+        let state = Arc::new(Answers {
+            shape,
+            rounds: Arc::clone(&rounds),
+        });
         let entered = runtime.enter();
         for i in 0..shape.servers {
             let addr = SocketAddr::from((Shape::server_ip(i), shape.port));
@@ -334,6 +402,7 @@ impl Responder {
         drop(entered);
         Ok(Responder {
             runtime: Some(runtime),
+            rounds,
         })
     }
 }
@@ -354,7 +423,14 @@ impl Answers {
                 (404, "Not found".to_owned())
             }
             "/health" => (200, r#"{"status":"ok"}"#.to_owned()),
-            "/api/instances" => (200, self.shape.instances_json(server)),
+            "/api/instances" => {
+                let at = self.rounds.started.elapsed().as_millis();
+                self.rounds
+                    .last_ms
+                    .store(u64::try_from(at).unwrap_or(u64::MAX), Relaxed);
+                self.rounds.asked.fetch_add(1, Relaxed);
+                (200, self.shape.instances_json(server))
+            }
             _ => (200, host.to_owned()),
         };
         let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -853,6 +929,9 @@ struct SizeRun {
     wrk_changing: Option<WrkResult>,
     changes_during_wrk: usize,
     change_rate_during_wrk: f64,
+    /// Instance lists a reconcile round asked during each wrk run (0: the
+    /// run had no round in it).
+    round_during_wrk: [usize; 2],
     rss_end: u64,
     hwm_end: u64,
     pg: Option<PgRun>,
@@ -954,6 +1033,7 @@ async fn run(
             shape,
             &http,
             (settings.changes[n], settings.offlines[n]),
+            &responder.rounds,
         )
         .await?;
         if let Some(pg) = pg
@@ -974,6 +1054,7 @@ async fn size_run(
     shape: Shape,
     http: &reqwest::Client,
     (changes, offlines): (usize, usize),
+    rounds: &Rounds,
 ) -> anyhow::Result<SizeRun> {
     let n = shape.tenants;
     println!("\n== {} domains ==", grouped(n as f64));
@@ -993,7 +1074,7 @@ async fn size_run(
         run.build.as_secs_f64(),
         run.file_mb
     );
-    let result = serve_sqlite(settings, dir, &path, shape, http, &mut run).await;
+    let result = serve_sqlite(settings, dir, &path, shape, http, &mut run, rounds).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
@@ -1008,6 +1089,7 @@ async fn serve_sqlite(
     shape: Shape,
     http: &reqwest::Client,
     run: &mut SizeRun,
+    rounds: &Rounds,
 ) -> anyhow::Result<()> {
     let n = shape.tenants;
     let last = n - 1;
@@ -1041,11 +1123,20 @@ async fn serve_sqlite(
     reach_every_server(http, &slum.router, shape).await?;
     tokio::time::sleep(Duration::from_secs(settings.settle).saturating_sub(spawned.elapsed()))
         .await;
+    // At a million the first round (30 s after the start) may still run.
+    let first_round = rounds.first_ended(ROUND_GAP_WITHIN).await;
     slum.exited()?;
     run.rss_settled = rss(slum.pid())?.0;
     println!(
-        "  settled ({} s after the spawn, no changes): RSS {:.0} MB, {:.0} bytes a domain",
+        "  settled ({} s after the spawn, {}, no changes): RSS {:.0} MB, {:.0} bytes a domain",
         settings.settle,
+        match first_round {
+            true => format!(
+                "the first reconcile round over at {:.0} s",
+                spawned.elapsed().as_secs_f64()
+            ),
+            false => "no reconcile round seen".to_owned(),
+        },
         mb(run.rss_settled),
         run.rss_settled as f64 / n as f64
     );
@@ -1229,8 +1320,14 @@ async fn serve_sqlite(
             s,
         )
     };
+    // Between two rounds: one ends, and the next comes 30 s later.
+    if !rounds.one_ended(ROUND_GAP_WITHIN).await {
+        println!("  (no reconcile round ended within {ROUND_GAP_WITHIN:?}: wrk runs now)");
+    }
+    let asked = rounds.asked();
     let still = wrk(settings.duration).await?;
     run.wrk_still = Some(still.clone());
+    let asked_still = rounds.asked() - asked;
     if budget.allows(1)? {
         let stop = Arc::new(AtomicBool::new(false));
         let changer = {
@@ -1261,14 +1358,16 @@ async fn serve_sqlite(
                 anyhow::Ok((done, done as f64 / started.elapsed().as_secs_f64()))
             })
         };
+        let asked = rounds.asked();
         let changing = wrk(settings.duration).await;
+        run.round_during_wrk = [asked_still, rounds.asked() - asked];
         stop.store(true, Relaxed);
         let (done, rate) = changer.await??;
         let changing = changing?;
         run.changes_during_wrk = done;
         run.change_rate_during_wrk = rate;
         println!(
-            "  wrk -t{} -c{} -d{}s: p99 {:.2} ms ({:.0} req/s) with no changes; {:.2} ms ({:.0} req/s) with {} changes ({:.1}/s); {:.2}x",
+            "  wrk -t{} -c{} -d{}s: p99 {:.2} ms ({:.0} req/s) with no changes; {:.2} ms ({:.0} req/s) with {} changes ({:.1}/s); {:.2}x; instance lists a reconcile round asked meanwhile: {} and {}",
             settings.threads,
             settings.connections,
             settings.duration,
@@ -1278,7 +1377,9 @@ async fn serve_sqlite(
             changing.requests_per_sec,
             done,
             rate,
-            changing.p99_ms / still.p99_ms
+            changing.p99_ms / still.p99_ms,
+            run.round_during_wrk[0],
+            run.round_during_wrk[1],
         );
         run.wrk_changing = Some(changing);
     } else {
@@ -1615,7 +1716,7 @@ fn print_summary(settings: &Settings, runs: &[SizeRun]) {
     });
     row(
         &format!(
-            "RSS settled ({} s after the spawn, no changes)",
+            "RSS settled ({} s after the spawn and a round, no changes)",
             settings.settle
         ),
         "MB",
@@ -1715,6 +1816,15 @@ fn print_summary(settings: &Settings, runs: &[SizeRun]) {
         &|r| match (&r.wrk_still, &r.wrk_changing) {
             (Some(a), Some(b)) if a.p99_ms > 0.0 => Some(b.p99_ms / a.p99_ms),
             _ => None,
+        },
+    );
+    row(
+        "  instance lists a reconcile round asked during them",
+        "",
+        &|r| {
+            r.wrk_changing
+                .as_ref()
+                .map(|_| (r.round_during_wrk[0] + r.round_during_wrk[1]) as f64)
         },
     );
     row("RSS at the end", "MB", &|r| Some(mb(r.rss_end)));
