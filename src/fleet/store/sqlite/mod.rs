@@ -59,7 +59,7 @@ mod tokens;
 use checkpoint::AbortOnDrop;
 use rows::{
     instance_from_row, instances_from_json, server_from_row, tenant_from_row, violation,
-    where_clause, BindOpt, INSTANCE_COLUMNS, INSTANCE_JSON, SERVER_COLUMNS, TENANT_COLUMNS,
+    where_clause, BindOpt, INSTANCE_COLUMNS, SERVER_COLUMNS, TENANT_COLUMNS,
 };
 
 /// Rows a batched write takes in one statement (its rows bound as one JSON
@@ -741,9 +741,9 @@ impl Store for SqliteStore {
         // Handed over as one JSON document (see `instances_from_json`).
         let json: String = sqlx::query_scalar(&format!(
             "SELECT json_group_array(json(j)) FROM ( \
-                 SELECT {INSTANCE_JSON} AS j FROM instances WHERE server_id = ?1 \
+                 SELECT json_array({INSTANCE_COLUMNS}) AS j FROM instances WHERE server_id = ?1 \
                  UNION ALL \
-                 SELECT {INSTANCE_JSON} AS j FROM instances INDEXED BY instances_moving_to \
+                 SELECT json_array({INSTANCE_COLUMNS}) AS j FROM instances INDEXED BY instances_moving_to \
                  WHERE moving_to = ?1 AND server_id <> ?1)"
         ))
         .bind(server_id)

@@ -43,33 +43,26 @@ pub(super) fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
 }
 
 pub(super) fn instance_from_row(row: &SqliteRow) -> Result<Instance> {
-    Ok(Instance {
+    InstanceColumns {
         tenant: row.try_get("tenant")?,
         instance_id: row.try_get("instance_id")?,
         process: row.try_get("process")?,
         server_id: row.try_get("server_id")?,
         moving_to: row.try_get("moving_to")?,
         memory_mb: row.try_get("memory_mb")?,
-        desired: DesiredState::from_str(row.try_get("desired")?)?,
-        observed: InstanceState::from_str(row.try_get("observed")?)?,
-        observed_at: row
-            .try_get::<Option<i64>, _>("observed_at")?
-            .map(from_millis),
-        created_at: from_millis(row.try_get("created_at")?),
-    })
+        desired: row.try_get("desired")?,
+        observed: row.try_get("observed")?,
+        observed_at: row.try_get("observed_at")?,
+        created_at: row.try_get("created_at")?,
+    }
+    .into_instance()
 }
 
-/// An instance's columns ([`INSTANCE_COLUMNS`]) as a JSON array, for reads
-/// of many rows handed over as one JSON document (see
-/// [`instances_from_json`]).
-pub(super) const INSTANCE_JSON: &str =
-    "json_array(tenant, instance_id, process, server_id, moving_to, memory_mb, \
-     desired, observed, observed_at, created_at)";
-
-/// One instance as [`INSTANCE_JSON`] writes it: an array, read in the order
-/// of these fields.
+/// An instance's columns ([`INSTANCE_COLUMNS`]) as they are stored, in
+/// their order: read from a row, or from a JSON array of them (see
+/// [`instances_from_json`]), then made into the model.
 #[derive(serde::Deserialize)]
-struct InstanceJson {
+struct InstanceColumns {
     tenant: String,
     instance_id: String,
     process: String,
@@ -82,28 +75,32 @@ struct InstanceJson {
     created_at: i64,
 }
 
-/// The instances of a `json_group_array` of [`INSTANCE_JSON`]s: a read of a
-/// thousand rows as one value, where sqlx hands rows over one at a time
-/// between its SQLite thread and the caller's (most of what a reconcile
-/// round's reads cost, docs/benchmarks.md).
+impl InstanceColumns {
+    fn into_instance(self) -> Result<Instance> {
+        Ok(Instance {
+            desired: DesiredState::from_str(&self.desired)?,
+            observed: InstanceState::from_str(&self.observed)?,
+            observed_at: self.observed_at.map(from_millis),
+            created_at: from_millis(self.created_at),
+            tenant: self.tenant,
+            instance_id: self.instance_id,
+            process: self.process,
+            server_id: self.server_id,
+            moving_to: self.moving_to,
+            memory_mb: self.memory_mb,
+        })
+    }
+}
+
+/// The instances of a `json_group_array` of `json_array(`[`INSTANCE_COLUMNS`]`)`s:
+/// a read of a thousand rows as one value, where sqlx hands rows over one
+/// at a time between its SQLite thread and the caller's (most of what a
+/// reconcile round's reads cost, docs/benchmarks.md).
 pub(super) fn instances_from_json(json: &str) -> Result<Vec<Instance>> {
-    let rows: Vec<InstanceJson> = serde_json::from_str(json)
+    let rows: Vec<InstanceColumns> = serde_json::from_str(json)
         .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?;
     rows.into_iter()
-        .map(|r| {
-            Ok(Instance {
-                desired: DesiredState::from_str(&r.desired)?,
-                observed: InstanceState::from_str(&r.observed)?,
-                observed_at: r.observed_at.map(from_millis),
-                created_at: from_millis(r.created_at),
-                tenant: r.tenant,
-                instance_id: r.instance_id,
-                process: r.process,
-                server_id: r.server_id,
-                moving_to: r.moving_to,
-                memory_mb: r.memory_mb,
-            })
-        })
+        .map(InstanceColumns::into_instance)
         .collect()
 }
 
