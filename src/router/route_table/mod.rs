@@ -655,20 +655,28 @@ impl RouteTable {
         // Nearly every request: one instance, on a server that takes
         // requests. Only this is inlined into the lookup; the rest is a call.
         if let Targets::One(target) = &entry.targets {
-            if let Some(upstream) = self.slot(target.server).and_then(Slot::up) {
-                return Decision::Forward {
-                    primary: Pick {
-                        upstream,
-                        entry,
-                        target,
-                        names: &self.names,
-                    },
-                    fallback: None,
-                    failover: !entry.own_first,
-                };
+            if let Some(forward) = self.forward_one(entry, target) {
+                return forward;
             }
         }
         self.decide_any(entry)
+    }
+
+    /// The decision for an entry with one instance, `target`, when its
+    /// server takes requests.
+    #[inline]
+    fn forward_one<'t>(&'t self, entry: &'t Entry, target: &'t Target) -> Option<Decision<'t>> {
+        let upstream = self.slot(target.server).and_then(Slot::up)?;
+        Some(Decision::Forward {
+            primary: Pick {
+                upstream,
+                entry,
+                target,
+                names: &self.names,
+            },
+            fallback: None,
+            failover: !entry.own_first,
+        })
     }
 
     /// [`RouteTable::route`] without `decide`'s inlined case (tests check
@@ -690,16 +698,10 @@ impl RouteTable {
             names: &self.names,
         };
         let targets = match &entry.targets {
-            // The common case: one instance.
             Targets::One(target) => {
-                return match self.slot(target.server).and_then(Slot::up) {
-                    Some(upstream) => Decision::Forward {
-                        primary: pick(upstream, target),
-                        fallback: None,
-                        failover: !entry.own_first,
-                    },
-                    _ => Decision::ServerDown(Down { entry, table: self }),
-                };
+                return self
+                    .forward_one(entry, target)
+                    .unwrap_or(Decision::ServerDown(Down { entry, table: self }));
             }
             Targets::Many(targets) => targets,
             &Targets::None { own, home } => {
