@@ -328,23 +328,11 @@ impl Rounds {
         self.started.elapsed().saturating_sub(last)
     }
 
-    /// Waits until no round runs and one has (instance lists were asked,
-    /// and none for a second), at most `within`; says whether it came.
-    async fn first_ended(&self, within: Duration) -> bool {
+    /// Waits until a round that asked more than `before` instance lists has
+    /// ended (none asked for a second), at most `within`; says whether one
+    /// did. `before` 0: any round, the first too; `asked()`: one after now.
+    async fn ended_after(&self, before: usize, within: Duration) -> bool {
         let started = Instant::now();
-        while started.elapsed() < within {
-            if self.asked() > 0 && self.since_last() >= Duration::from_secs(1) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
-    }
-
-    /// Waits until a round has ended (instance lists were asked since the
-    /// call, and none for a second), at most `within`; says whether one did.
-    async fn one_ended(&self, within: Duration) -> bool {
-        let (before, started) = (self.asked(), Instant::now());
         while started.elapsed() < within {
             if self.asked() > before && self.since_last() >= Duration::from_secs(1) {
                 return true;
@@ -1124,7 +1112,7 @@ async fn serve_sqlite(
     tokio::time::sleep(Duration::from_secs(settings.settle).saturating_sub(spawned.elapsed()))
         .await;
     // At a million the first round (30 s after the start) may still run.
-    let first_round = rounds.first_ended(ROUND_GAP_WITHIN).await;
+    let first_round = rounds.ended_after(0, ROUND_GAP_WITHIN).await;
     slum.exited()?;
     run.rss_settled = rss(slum.pid())?.0;
     println!(
@@ -1321,7 +1309,7 @@ async fn serve_sqlite(
         )
     };
     // Between two rounds: one ends, and the next comes 30 s later.
-    if !rounds.one_ended(ROUND_GAP_WITHIN).await {
+    if !rounds.ended_after(rounds.asked(), ROUND_GAP_WITHIN).await {
         println!("  (no reconcile round ended within {ROUND_GAP_WITHIN:?}: wrk runs now)");
     }
     let asked = rounds.asked();
