@@ -843,6 +843,18 @@ async fn the_routing_version_moves_with_routing_changes_only() {
     assert_eq!(last, 11, "one step per routing change, from 0");
 }
 
+/// An instance record of `tenant` on `server`, 64 MB.
+fn placed(tenant: &str, id: &str, server: &str) -> slum::Instance {
+    slum::Instance {
+        tenant: tenant.into(),
+        instance_id: id.into(),
+        process: "api".into(),
+        server_id: server.into(),
+        memory_mb: 64,
+        ..Default::default()
+    }
+}
+
 /// Observed states and sightings are written in batches (SQLite: a statement
 /// of a few hundred rows each): every row named is written, across batches;
 /// an instance gone or a server in another status is skipped, and the counts
@@ -866,14 +878,7 @@ async fn batched_observations_and_sightings_write_every_row_they_name() {
     const N: usize = 1_100;
     for i in 0..N {
         store
-            .reserve_instance(&slum::Instance {
-                tenant: format!("t{i}"),
-                instance_id: "prod".into(),
-                process: "api".into(),
-                server_id: "east".into(),
-                memory_mb: 1,
-                ..Default::default()
-            })
+            .reserve_instance(&placed(&format!("t{i}"), "prod", "east"))
             .await
             .unwrap();
     }
@@ -925,19 +930,11 @@ async fn a_servers_instances_are_those_on_it_and_those_moving_to_it() {
     for s in ["east", "west"] {
         db.add_server(&server(s, None, 1000)).await.unwrap();
     }
-    let place = |tenant: &str, id: &str, server: &str| slum::Instance {
-        tenant: tenant.into(),
-        instance_id: id.into(),
-        process: "api".into(),
-        server_id: server.into(),
-        memory_mb: 64,
-        ..Default::default()
-    };
     for i in [
-        place("b", "prod", "east"),
-        place("a", "prod", "east"),
-        place("a", "backup", "west"),
-        place("c", "prod", "west"),
+        placed("b", "prod", "east"),
+        placed("a", "prod", "east"),
+        placed("a", "backup", "west"),
+        placed("c", "prod", "west"),
     ] {
         store.reserve_instance(&i).await.unwrap();
     }
